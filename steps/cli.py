@@ -1,0 +1,52 @@
+"""What every step's command line shares: one-line errors, exit codes and the run it logs to."""
+
+import contextlib
+import logging
+import os
+import sys
+
+import click
+
+from registry_tools.tracking import bound_http_retries, one_line
+from steps.config import TRAINING_EXPERIMENT
+from steps.errors import StepError
+
+_logger = logging.getLogger(__name__)
+
+
+def run(command: click.Command) -> None:
+    """Run a step command: usage errors exit 2, expected failures exit 1, each as one line."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    bound_http_retries()
+    from mlflow.exceptions import MlflowException
+
+    try:
+        command.main(standalone_mode=False)
+    except click.UsageError as exc:
+        click.echo(f"error: {exc.format_message()}", err=True)
+        sys.exit(2)
+    except click.Abort:
+        sys.exit(130)
+    except StepError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except MlflowException as exc:
+        click.echo(f"error: {one_line(exc)}", err=True)
+        sys.exit(1)
+
+
+@contextlib.contextmanager
+def step_run(run_name: str, default_experiment: str = TRAINING_EXPERIMENT):
+    """The run a step logs to: the one ``mlflow run`` created, or a new one in the step's experiment.
+
+    ``mlflow run`` passes its run through ``MLFLOW_RUN_ID``; calling ``set_experiment`` then
+    would fail, so the default experiment applies only to a step started directly.
+    """
+    import mlflow
+
+    launched = "MLFLOW_RUN_ID" in os.environ
+    chosen = any(k in os.environ for k in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"))
+    if not launched and not chosen:
+        mlflow.set_experiment(default_experiment)
+    with mlflow.start_run(run_name=None if launched else run_name) as run:
+        yield run

@@ -1,0 +1,109 @@
+"""Shared fixtures: every test gets its own sqlite tracking store; expensive things are built once.
+
+The session registry holds versions made by the real training code, built once and
+copied (the sqlite file only; artifacts are read-only) into each test that needs it.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+# Variables that `mlflow run` or a developer's shell may set and that would leak a test
+# into another store, run or experiment.
+_LEAKY_ENV = (
+    "MLFLOW_RUN_ID",
+    "MLFLOW_EXPERIMENT_ID",
+    "MLFLOW_EXPERIMENT_NAME",
+    "MLFLOW_REGISTRY_URI",
+    "MLFLOW_TRACKING_USERNAME",
+    "MLFLOW_TRACKING_PASSWORD",
+    "MLFLOW_TRACKING_TOKEN",
+    "SERVING_API_TOKEN",
+)
+
+
+
+def sqlite_uri(directory: Path) -> str:
+    return f"sqlite:///{directory / 'mlflow.db'}"
+
+
+@pytest.fixture(autouse=True)
+def tracking_store(tmp_path, monkeypatch):
+    """A fresh store per test; cwd moves there too, since MLflow puts artifacts under ./mlruns."""
+    import mlflow
+
+    for name in _LEAKY_ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", sqlite_uri(tmp_path))
+    monkeypatch.setenv("PATH", f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    monkeypatch.chdir(tmp_path)
+    yield sqlite_uri(tmp_path)
+    while mlflow.active_run():
+        mlflow.end_run()
+
+
+@dataclass(frozen=True)
+class Registry:
+    """A tracking store holding the session's trained versions (see ``trained_registry``)."""
+
+    uri: str
+    model_name: str = "iris"
+
+    def client(self):
+        from mlflow import MlflowClient
+
+        return MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+
+
+def build_versions(specs: list[dict]) -> None:
+    """Train, register and gate one version per spec with the real pipeline code, in process."""
+    import mlflow
+
+    from steps.main import run_pipeline
+    from steps.train import TrainConfig
+
+    mlflow.set_experiment("iris-classification")
+    for spec in specs:
+        config = TrainConfig(C=spec.get("C", 1.0), max_iter=spec.get("max_iter", 200))
+        with mlflow.start_run(run_name="main"):
+            run_pipeline(str(REPO / "data" / "iris.csv"), config, "iris", spec.get("min_accuracy", 0.9), 0.01)
+
+
+@pytest.fixture(scope="session")
+def trained_registry(tmp_path_factory):
+    """v1 and v2 pass the gate (champion ends on v2); v3 fails it (min_accuracy 1.01)."""
+    directory = tmp_path_factory.mktemp("registry")
+    with pytest.MonkeyPatch.context() as patch:
+        for name in _LEAKY_ENV:
+            patch.delenv(name, raising=False)
+        patch.setenv("MLFLOW_TRACKING_URI", sqlite_uri(directory))
+        patch.chdir(directory)
+        build_versions([{"C": 1.0}, {"C": 0.5}, {"C": 0.3, "min_accuracy": 1.01}])
+    return directory
+
+
+@pytest.fixture
+def registry(trained_registry, tmp_path, tracking_store) -> Registry:
+    """This test's own copy of the session registry, at this test's tracking URI."""
+    shutil.copyfile(trained_registry / "mlflow.db", tmp_path / "mlflow.db")
+    return Registry(uri=tracking_store)
+
+
+def mlflow_cli(*args: str, cwd: Path, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run the real ``mlflow`` command line of this environment."""
+    return subprocess.run(
+        [str(BIN / "mlflow"), *args],
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
