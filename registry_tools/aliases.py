@@ -8,13 +8,16 @@ the history, and the history travels with the registry to any tracking server.
 
 import getpass
 import json
+import logging
 import os
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+
+_logger = logging.getLogger(__name__)
 
 HISTORY_PREFIX = "alias_history"
 
@@ -35,9 +38,21 @@ class AliasMove:
         return asdict(self)
 
 
+_MOVE_FIELDS = {f.name for f in fields(AliasMove)}
+
+
 def current_user() -> str:
-    """The tracking-server user when one is configured, else the local login."""
-    return os.environ.get("MLFLOW_TRACKING_USERNAME") or getpass.getuser()
+    """The tracking-server user when one is configured, else the local login.
+
+    Containers often run under a uid with no passwd entry, where getpass raises; a move
+    must not fail because its author has no name.
+    """
+    if os.environ.get("MLFLOW_TRACKING_USERNAME"):
+        return os.environ["MLFLOW_TRACKING_USERNAME"]
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid-{os.getuid()}" if hasattr(os, "getuid") else "unknown"
 
 
 def alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
@@ -54,29 +69,52 @@ def alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
 def move_alias(
     client: MlflowClient, name: str, alias: str, version: str, *, how: str, reason: str = ""
 ) -> AliasMove:
-    """Point the alias at the version and record the move in the registry."""
+    """Point the alias at the version and record the move in the registry.
+
+    The alias moves first: a move that happened but failed to be recorded is a gap the
+    rollback logic tolerates, while a record of a move that never happened would mislead.
+    """
+    from_version = alias_version(client, name, alias)
+    client.set_registered_model_alias(name, alias, str(version))
     move = AliasMove(
         alias=alias,
-        from_version=alias_version(client, name, alias),
+        from_version=from_version,
         to_version=str(version),
         at_ms=int(time.time() * 1000),
         by=current_user(),
         how=how,
         reason=reason,
     )
-    client.set_registered_model_alias(name, alias, str(version))
     key = f"{HISTORY_PREFIX}.{alias}.{move.at_ms:013d}.{uuid.uuid4().hex[:8]}"
     client.set_registered_model_tag(name, key, json.dumps(move.as_dict(), sort_keys=True))
+    _logger.info("%s@%s: %s -> %s (%s)", name, alias, from_version, version, how)
     return move
+
+
+def parse_history(tags: dict[str, str], alias: str) -> list[AliasMove]:
+    """The moves of the alias recorded in registered-model tags, newest first.
+
+    A tag someone edited by hand into something unreadable is skipped with a warning
+    rather than making the whole history (and every rollback) unusable.
+    """
+    prefix = f"{HISTORY_PREFIX}.{alias}."
+    moves = []
+    for key, value in tags.items():
+        if not key.startswith(prefix):
+            continue
+        try:
+            record = json.loads(value)
+            move = AliasMove(**{k: v for k, v in record.items() if k in _MOVE_FIELDS})
+            moves.append((int(move.at_ms), key, move))
+        except (ValueError, TypeError, AttributeError):
+            _logger.warning("ignoring unreadable alias history tag %s", key)
+    moves.sort(key=lambda item: item[:2], reverse=True)
+    return [move for _, _, move in moves]
 
 
 def alias_history(client: MlflowClient, name: str, alias: str) -> list[AliasMove]:
     """Every recorded move of the alias, newest first."""
-    tags = client.get_registered_model(name).tags
-    prefix = f"{HISTORY_PREFIX}.{alias}."
-    moves = [(key, json.loads(value)) for key, value in tags.items() if key.startswith(prefix)]
-    moves.sort(key=lambda item: (item[1]["at_ms"], item[0]), reverse=True)
-    return [AliasMove(**fields) for _, fields in moves]
+    return parse_history(client.get_registered_model(name).tags, alias)
 
 
 def rollback_target(history: list[AliasMove], current: str | None) -> str | None:
@@ -84,15 +122,15 @@ def rollback_target(history: list[AliasMove], current: str | None) -> str | None
 
     Replays the history as a stack: a promotion pushes, a rollback pops back to its target,
     so repeated rollbacks walk further back (3 -> 2 -> 1) instead of bouncing between two.
+    A rollback to a version that is not on the stack (``--to`` a version never live before)
+    is pushed like a promotion, so the versions below it stay reachable.
     """
     stack: list[str] = []
     for move in reversed(history):
-        if move.how == "rollback":
-            while stack and stack[-1] != move.to_version:
+        if move.how == "rollback" and move.to_version in stack:
+            while stack[-1] != move.to_version:
                 stack.pop()
-            if not stack:
-                stack.append(move.to_version)
-        else:
+        elif not stack or stack[-1] != move.to_version:
             stack.append(move.to_version)
     if current is not None and (not stack or stack[-1] != current):
         stack.append(current)  # moved outside these tools: treat it as the newest

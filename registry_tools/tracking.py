@@ -1,6 +1,11 @@
 """Client-side settings every tool of the project applies before it talks to a tracking store."""
 
 import os
+import re
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from registry_tools.errors import RegistryError
 
 # MLflow's defaults retry an unreachable server for minutes; a person at a terminal or a
 # scheduler wants a clear failure within seconds. Explicit user settings still win.
@@ -9,6 +14,9 @@ HTTP_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "15",
 }
+
+# One request without retries decides whether a server answers at all: (connect, read).
+PREFLIGHT_TIMEOUT = (3.0, 10.0)
 
 
 def bound_http_retries() -> None:
@@ -31,8 +39,37 @@ def one_line(exc: BaseException) -> str:
 
 
 def _host_of(text: str) -> str:
-    import re
-
     match = re.search(r"host='([^']+)', port=(\d+)", text)
     uri = os.environ.get("MLFLOW_TRACKING_URI", "")
     return f"{match.group(1)}:{match.group(2)}" if match else uri or "(unknown)"
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI, None for other URIs or an in-memory database."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = unquote(uri[len("sqlite:///") :].split("?", 1)[0])
+    return Path(path) if path and path != ":memory:" else None
+
+
+def check_store(uri: str) -> None:
+    """Fail fast, in one line, when the store behind the URI cannot be what the user meant.
+
+    An http(s) server gets one request without retries (any HTTP answer counts, even 401),
+    so a closed port or a server that accepts connections but never answers fails in
+    seconds. A sqlite file must already exist: MLflow would otherwise create an empty
+    database at a mistyped path and report every model as missing.
+    """
+    scheme = urlparse(uri).scheme
+    if scheme in ("http", "https"):
+        import requests
+
+        try:
+            requests.head(uri, timeout=PREFLIGHT_TIMEOUT, allow_redirects=False).close()
+        except requests.exceptions.Timeout:
+            raise RegistryError(f"tracking server {uri} did not answer within {PREFLIGHT_TIMEOUT[1]:g} s") from None
+        except requests.exceptions.RequestException as exc:
+            reason = "connection refused" if "refused" in str(exc).lower() else type(exc).__name__
+            raise RegistryError(f"tracking server {uri} unreachable: {reason}") from None
+    elif (path := sqlite_path(uri)) is not None and not path.is_file():
+        raise RegistryError(f"no MLflow database at {path.resolve()}: check --tracking-uri or MLFLOW_TRACKING_URI")

@@ -1,0 +1,276 @@
+"""The ``registry_tools`` command line: list, show, promote, roll back and audit model versions.
+
+Thin click commands over ``versions``, ``promotion`` and ``aliases``. The MLflow client
+lives in ``ctx.obj`` and is made on first use, so ``--help`` and usage errors never touch
+the network. Every expected failure ends as one line on stderr: usage errors exit 2,
+failed operations exit 1.
+"""
+
+import functools
+import logging
+import os
+import re
+import sys
+import warnings
+from dataclasses import replace
+
+import click
+
+from registry_tools.errors import Refused, RegistryError
+from registry_tools.tracking import bound_http_retries, check_store, one_line
+from steps.config import CHAMPION, DEFAULT_MODEL_NAME
+
+_logger = logging.getLogger(__name__)
+
+MAX_REASON_LENGTH = 1000
+_ALIAS = re.compile(r"^[\w-]{1,255}$")
+_VERSION_ALIAS = re.compile(r"^[vV]\d+$")
+
+
+class RegistryContext:
+    """The store and model every command works on, and the MLflow client, made once on first use."""
+
+    def __init__(self, tracking_uri: str | None, model_name: str):
+        self.tracking_uri = tracking_uri
+        self.model_name = model_name
+
+    @functools.cached_property
+    def client(self):
+        import mlflow
+
+        uri = self.tracking_uri or mlflow.get_tracking_uri()
+        registry_uri = os.environ.get("MLFLOW_REGISTRY_URI") or uri
+        for store in dict.fromkeys((uri, registry_uri)):
+            check_store(store)
+        _logger.debug("tracking store %s, registry %s", uri, registry_uri)
+        return mlflow.MlflowClient(tracking_uri=uri, registry_uri=registry_uri)
+
+
+class RegistryGroup(click.Group):
+    """A group whose every failure is one line and an exit code, in a terminal and under CliRunner alike."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        bound_http_retries()
+        with warnings.catch_warnings():
+            if not _verbose(args):
+                warnings.simplefilter("ignore")
+            try:
+                result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            except click.exceptions.NoArgsIsHelpError as exc:
+                click.echo(exc.ctx.get_help())
+                sys.exit(2)
+            except click.UsageError as exc:
+                hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
+                _fail(f"{exc.format_message()}{hint}", exc.exit_code)
+            except click.Abort:
+                _fail("aborted", 1)
+            except click.ClickException as exc:
+                _fail(exc.format_message(), exc.exit_code)
+            except RegistryError as exc:
+                _fail(str(exc), exc.exit_code)
+            except Exception as exc:  # MLflow, network and OS errors: the user gets one line
+                _logger.debug("failed", exc_info=True)
+                _fail(one_line(exc), 1)
+        sys.exit(result if isinstance(result, int) else 0)
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def _verbose(args) -> bool:
+    args = sys.argv[1:] if args is None else args
+    return "-v" in args or "--verbose" in args
+
+
+def _set_store_option(ctx, param, value):
+    """A store option given after the command name overrides the one given before it."""
+    if value is not None:
+        setattr(ctx.find_object(RegistryContext), param.name, value)
+
+
+def store_options(*, on_group: bool):
+    """--tracking-uri and --model-name, accepted before the command name and after it."""
+
+    def decorate(function):
+        common = {"expose_value": on_group, "callback": None if on_group else _set_store_option}
+        function = click.option(
+            "--model-name",
+            metavar="NAME",
+            default=DEFAULT_MODEL_NAME if on_group else None,
+            show_default=on_group,
+            help="Registered model to work on.",
+            **common,
+        )(function)
+        return click.option(
+            "--tracking-uri",
+            metavar="URI",
+            envvar="MLFLOW_TRACKING_URI" if on_group else None,
+            show_envvar=on_group,
+            help="Tracking store: sqlite:///path/mlflow.db or http://host:port (default: MLflow's, ./mlflow.db).",
+            **common,
+        )(function)
+
+    return decorate
+
+
+def _check_alias(ctx, param, value: str) -> str:
+    if not _ALIAS.match(value) or value.lower() == "latest" or _VERSION_ALIAS.match(value):
+        raise click.BadParameter(f"{value!r} is not a usable alias (letters, digits, _ and -; not 'latest' or vN)")
+    return value
+
+
+def _check_reason(ctx, param, value: str) -> str:
+    if len(value) > MAX_REASON_LENGTH:
+        raise click.BadParameter(f"at most {MAX_REASON_LENGTH} characters, got {len(value)}")
+    return value.strip()
+
+
+class RefType(click.ParamType):
+    """A version number (``3``) or an alias (``@champion``)."""
+
+    name = "REF"
+
+    def convert(self, value, param, ctx):
+        from registry_tools.versions import parse_ref
+
+        try:
+            return parse_ref(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+alias_option = click.option(
+    "--alias", default=CHAMPION, show_default=True, callback=_check_alias, help="The alias to move or read."
+)
+reason_option = click.option(
+    "--reason", default="", callback=_check_reason, help="Why; recorded in the alias history."
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+dry_run_option = click.option("--dry-run", is_flag=True, help="Print what would change and change nothing.")
+
+
+@click.group(cls=RegistryGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@store_options(on_group=True)
+@click.option("-v", "--verbose", is_flag=True, help="Log each step, and the traceback of an unexpected error.")
+@click.pass_context
+def cli(ctx, tracking_uri, model_name, verbose):
+    """Promote, roll back and audit model versions by moving Model Registry aliases.
+
+    Every move of an alias made here or by the pipeline's gate is recorded in the
+    registry itself, so `history` and `rollback` work against any tracking store.
+    """
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("registry_tools").setLevel(logging.DEBUG if verbose else logging.WARNING)
+    ctx.obj = RegistryContext(tracking_uri, model_name)
+
+
+@cli.command("list")
+@store_options(on_group=False)
+@json_option
+@click.pass_obj
+def list_command(obj: RegistryContext, as_json):
+    """One row per version, newest first: aliases, age, run, metrics, gate decision, data."""
+    from registry_tools import render
+    from registry_tools.versions import list_versions
+
+    versions = list_versions(obj.client, obj.model_name)
+    if as_json:
+        click.echo(render.as_json([v.as_dict() for v in versions]))
+    elif versions:
+        click.echo(render.versions_table(versions))
+    else:
+        click.echo(f"{obj.model_name} has no versions")
+
+
+@cli.command()
+@click.argument("ref", type=RefType())
+@store_options(on_group=False)
+@json_option
+@click.pass_obj
+def show(obj: RegistryContext, ref, as_json):
+    """Everything about one version; REF is a version number or @alias."""
+    from registry_tools import render
+    from registry_tools.versions import show_version
+
+    summary = show_version(obj.client, obj.model_name, ref)
+    click.echo(render.as_json(summary.as_dict()) if as_json else render.version_details(summary))
+
+
+@cli.command()
+@click.argument("ref", type=RefType())
+@store_options(on_group=False)
+@alias_option
+@reason_option
+@click.option("--force", is_flag=True, help="Promote even a version whose evaluation gate failed.")
+@dry_run_option
+@click.pass_obj
+def promote(obj: RegistryContext, ref, alias, reason, force, dry_run):
+    """Point the alias at a version (REF: number or @alias).
+
+    Refuses a version whose gate failed unless --force.
+    """
+    from registry_tools.promotion import plan_promotion
+
+    plan = plan_promotion(obj.client, obj.model_name, ref, alias, reason=reason, force=force)
+    _carry_out(obj, plan, dry_run)
+
+
+@cli.command()
+@store_options(on_group=False)
+@alias_option
+@click.option("--to", "to", type=RefType(), help="Roll back to this version (number or @alias) instead.")
+@reason_option
+@click.option("--force", is_flag=True, help="Allow --to a version whose evaluation gate failed.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation (required without a terminal).")
+@dry_run_option
+@click.pass_obj
+def rollback(obj: RegistryContext, alias, to, reason, force, yes, dry_run):
+    """Move the alias back to the version that held it before the current one.
+
+    Repeated rollbacks walk further back through the alias history (3 -> 2 -> 1).
+    """
+    from registry_tools.promotion import plan_rollback
+
+    plan = plan_rollback(obj.client, obj.model_name, alias, to=to, reason=reason, force=force)
+    if not (yes or dry_run or plan.changes_nothing):
+        if not click.get_text_stream("stdin").isatty():
+            raise click.UsageError(f"no terminal to confirm on: pass --yes to roll back {plan.describe()}")
+        if not click.confirm(f"Roll back {plan.describe()}?", default=False):
+            raise Refused("rollback not confirmed; nothing changed")
+    _carry_out(obj, plan, dry_run)
+
+
+def _carry_out(obj: RegistryContext, plan, dry_run: bool) -> None:
+    from registry_tools.promotion import apply
+
+    if plan.changes_nothing:
+        click.echo(f"{plan.model_name}@{plan.alias} already points to version {plan.to_version}; nothing changed")
+    elif dry_run:
+        click.echo(f"dry run: would move {plan.describe()} ({plan.how}); nothing changed")
+    else:
+        move = apply(obj.client, plan)  # from_version as found at the move, in case someone moved it since
+        click.echo(f"moved {replace(plan, from_version=move.from_version).describe()} ({move.how} by {move.by})")
+
+
+@cli.command()
+@store_options(on_group=False)
+@alias_option
+@json_option
+@click.pass_obj
+def history(obj: RegistryContext, alias, as_json):
+    """Every recorded move of the alias, newest first: when, from, to, how, by whom and why."""
+    from registry_tools import render
+    from registry_tools.aliases import parse_history
+    from registry_tools.versions import get_model
+
+    moves = parse_history(get_model(obj.client, obj.model_name).tags, alias)
+    if as_json:
+        click.echo(render.as_json([render.move_dict(m) for m in moves]))
+    elif moves:
+        click.echo(render.history_table(moves))
+    else:
+        click.echo(f"no recorded moves of {obj.model_name}@{alias}")
