@@ -1,0 +1,46 @@
+"""Unit tests of the promotion gate and the model URI handling of ``evaluate``."""
+
+import pytest
+
+from steps.errors import InvalidParameter
+from steps.evaluate import check_thresholds, decide
+
+GOOD = {"accuracy": 0.96, "f1_score": 0.96}
+
+
+def test_first_model_above_the_floor_passes():
+    decision = decide(GOOD, None, min_accuracy=0.9, max_regression=0.01)
+    assert decision.passed
+    assert decision.reasons == ["accuracy 0.9600 >= min_accuracy 0.9"]
+
+
+def test_model_below_the_floor_fails_and_says_why():
+    decision = decide({"accuracy": 0.85, "f1_score": 0.85}, None, 0.9, 0.01)
+    assert not decision.passed
+    assert "accuracy 0.8500 < min_accuracy 0.9" in decision.reasons
+
+
+def test_regression_within_tolerance_passes():
+    assert decide({"accuracy": 0.955, "f1_score": 0.955}, GOOD, 0.9, 0.01).passed
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "f1_score"])
+def test_regression_beyond_tolerance_in_either_metric_fails(metric):
+    challenger = {**GOOD, metric: 0.93}
+    decision = decide(challenger, GOOD, 0.9, 0.01)
+    assert not decision.passed
+    assert any(reason.startswith(metric) and "exceeds" in reason for reason in decision.reasons)
+
+
+def test_improvement_over_the_champion_passes():
+    assert decide({"accuracy": 1.0, "f1_score": 1.0}, GOOD, 0.9, 0.0).passed
+
+
+def test_min_accuracy_above_one_forces_a_failure():
+    assert not decide({"accuracy": 1.0, "f1_score": 1.0}, None, 1.01, 0.01).passed
+
+
+@pytest.mark.parametrize("min_accuracy, max_regression", [(-0.1, 0.01), (0.9, -1), (0.9, 2), (float("nan"), 0.01)])
+def test_nonsense_thresholds_are_refused(min_accuracy, max_regression):
+    with pytest.raises(InvalidParameter):
+        check_thresholds(min_accuracy, max_regression)
