@@ -1,0 +1,93 @@
+"""The proxy's settings in one frozen value, built once by the command line and read everywhere else."""
+
+import ipaddress
+import re
+from dataclasses import dataclass
+
+from serving.errors import ConfigError
+from serving.validation import Limits
+
+DEFAULT_MODEL_URI = "models:/iris@champion"
+_MODEL_URI = re.compile(r"models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/@]+)|/(?P<version>\d+))")
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """What ``--model-uri`` names: a registered model and either an alias to follow or a fixed version."""
+
+    name: str
+    alias: str | None = None
+    version: str | None = None
+
+    def version_uri(self, version: str) -> str:
+        return f"models:/{self.name}/{version}"
+
+
+def parse_model_uri(uri: str) -> ModelRef:
+    match = _MODEL_URI.fullmatch(uri.strip())
+    if not match:
+        raise ConfigError(f"--model-uri must look like models:/<name>@<alias> or models:/<name>/<version>, got {uri!r}")
+    return ModelRef(match["name"], match["alias"], match["version"])
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    model_uri: str = DEFAULT_MODEL_URI
+    upstream: str | None = None  # an `mlflow models serve` someone else runs; no process management
+    host: str = "127.0.0.1"
+    port: int = 8000
+    allow_remote: bool = False
+    env_manager: str = "local"
+    workers: int = 1
+    max_body_bytes: int = 1024 * 1024
+    max_rows: int = 10_000
+    timeout: float = 30.0
+    api_token: str | None = None
+    poll_interval: float = 2.0
+    keep_warm: int = 1
+    pin: bool = False
+    batching: bool = True
+    max_batch_rows: int = 256
+    max_batch_wait_ms: float = 2.0
+    start_timeout: float = 180.0
+    log_dir: str = "logs/serving"
+    access_log: bool = False
+
+    def __post_init__(self):
+        parse_model_uri(self.model_uri)
+        if not self.allow_remote and not is_loopback(self.host):
+            raise ConfigError(f"--host {self.host} accepts connections from other machines; add --allow-remote to mean it")
+        positive = {
+            "--max-body-bytes": self.max_body_bytes, "--max-rows": self.max_rows, "--timeout": self.timeout,
+            "--poll-interval": self.poll_interval, "--workers": self.workers, "--max-batch-rows": self.max_batch_rows,
+            "--start-timeout": self.start_timeout,
+        }
+        for option, value in positive.items():
+            if not value > 0:
+                raise ConfigError(f"{option} must be > 0, got {value}")
+        if self.keep_warm < 0 or self.max_batch_wait_ms < 0:
+            raise ConfigError("--keep-warm and --max-batch-wait-ms must be >= 0")
+        if self.upstream is not None and not re.fullmatch(r"https?://[^/\s]+/?", self.upstream):
+            raise ConfigError(f"--upstream must be a base URL such as http://127.0.0.1:5001, got {self.upstream!r}")
+
+    @property
+    def model(self) -> ModelRef:
+        return parse_model_uri(self.model_uri)
+
+    @property
+    def follows_alias(self) -> bool:
+        """Follow the alias unless pinned, given a fixed version, or proxying someone else's server."""
+        return self.model.alias is not None and not self.pin and self.upstream is None
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(max_rows=self.max_rows)
