@@ -1,0 +1,220 @@
+"""The proxy's HTTP face: validate, forward, answer; and the one place every outcome is recorded.
+
+Handlers are plain methods of ``Proxy`` with no middleware on the hot path. Every answer
+to ``/invocations`` and ``/predict`` carries ``X-Model-Version`` and ``X-Request-Id``;
+every error is a short JSON body ``{"error_code", "message", "details"}``. Paths the
+upstream exposes and we do not (``/docs``, ``/openapi.json``...) are simply not routes.
+"""
+
+import hmac
+import importlib.metadata
+import logging
+import os
+import re
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from serving.forwarding import DirectForwarder, UpstreamError
+from serving.upstream import UpstreamStartError, check_canary
+from serving.validation import ValidationError, invocation_rows, predict_row
+
+_logger = logging.getLogger(__name__)
+
+SCORING_PATHS = ("/invocations", "/predict")
+_ROUTES = {"/invocations": "POST", "/predict": "POST", "/health": "GET", "/ready": "GET", "/ping": "GET", "/version": "GET"}
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one scoring request; rows and predictions are None when it was refused."""
+
+    endpoint: str
+    status: int
+    latency_s: float
+    rows: list[list[float]] | None
+    predictions: list[dict] | None
+    version: str | None
+    request_id: str
+
+
+class Proxy:
+    """The handlers, the forwarder they share, and the recorders that observe each outcome."""
+
+    def __init__(self, config, router):
+        self.config = config
+        self.router = router
+        self.session: aiohttp.ClientSession | None = None
+        self.forwarder = None
+        self.recorders: list[Callable[[Outcome], None]] = []
+        self._token = config.api_token.encode() if config.api_token else None
+        self._limits = config.limits
+        self._max_body = config.max_body_bytes
+
+    # -- scoring ----------------------------------------------------------------------------
+
+    async def invocations(self, request: web.Request) -> web.Response:
+        return await self._score(request, "/invocations", single=False)
+
+    async def predict(self, request: web.Request) -> web.Response:
+        return await self._score(request, "/predict", single=True)
+
+    async def _score(self, request: web.Request, endpoint: str, single: bool) -> web.Response:
+        started = time.perf_counter()
+        supplied = request.headers.get("X-Request-Id")
+        request_id = supplied if supplied and _REQUEST_ID.fullmatch(supplied) else os.urandom(8).hex()
+        live = self.router.live
+        version = live.version if live is not None else "none"
+        rows = predictions = None
+        try:
+            self._authorize(request)
+            if (request.content_length or 0) > self._max_body:
+                raise _too_large(self._max_body)
+            body = await request.read()
+            content_type = request.headers.get("Content-Type")
+            if single:
+                rows = [predict_row(content_type, body)]
+            else:
+                rows = invocation_rows(content_type, body, self._limits)
+            scored = await self.forwarder.predict(rows, request_id)
+            predictions, version = scored.predictions, scored.version
+            payload = predictions[0] if single else {"predictions": predictions}
+            status, response = 200, web.Response(body=orjson.dumps(payload), headers={"Content-Type": "application/json"})
+        except (ValidationError, UpstreamError) as exc:
+            status, response = exc.status, error_response(exc.status, exc.error_code, exc.message, getattr(exc, "details", []))
+            if isinstance(exc, UpstreamError):
+                response.headers.update(exc.headers)
+            elif exc.status == 401:
+                response.headers["WWW-Authenticate"] = "Bearer"
+        except web.HTTPRequestEntityTooLarge:
+            status, response = 413, _too_large_response(self._max_body)
+        except Exception:
+            _logger.exception("request %s failed", request_id)
+            status, response = 500, error_response(500, "INTERNAL_ERROR", "the proxy failed to handle the request")
+        response.headers["X-Model-Version"] = version
+        response.headers["X-Request-Id"] = request_id
+        self.record(endpoint, status, time.perf_counter() - started, rows, predictions, version, request_id)
+        return response
+
+    def _authorize(self, request: web.Request) -> None:
+        if self._token is None:
+            return
+        scheme, _, supplied = request.headers.get("Authorization", "").partition(" ")
+        supplied = supplied.strip().encode("utf-8", "surrogateescape")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(supplied, self._token):
+            raise ValidationError(401, "UNAUTHORIZED", "a valid bearer token is required (Authorization: Bearer <token>)")
+
+    def record(self, endpoint: str, status: int, latency_s: float, rows, predictions, version, request_id: str) -> None:
+        """Every scoring request ends here, answered or refused: metrics and the prediction log hook in."""
+        if not self.recorders:
+            return
+        outcome = Outcome(endpoint, status, latency_s, rows if predictions is not None else None, predictions, version, request_id)
+        for recorder in self.recorders:
+            try:
+                recorder(outcome)
+            except Exception:
+                _logger.exception("recorder %r failed", recorder)
+
+    # -- operations -------------------------------------------------------------------------
+
+    async def health(self, request: web.Request) -> web.Response:
+        healthy, body = await self.router.health()
+        return json_response(body, 200 if healthy else 503)
+
+    async def ready(self, request: web.Request) -> web.Response:
+        live = self.router.live
+        url = live.invocations_url if live is not None else None
+        if url is None:
+            return error_response(503, "NOT_READY", "the model server is not serving yet")
+        try:
+            await check_canary(self.session, url, min(self.config.timeout, 10.0))
+        except UpstreamStartError as exc:
+            return error_response(503, "NOT_READY", f"the model server failed the canary row: {exc}")
+        return json_response({"status": "ready", "version": live.version})
+
+    async def ping(self, request: web.Request) -> web.Response:
+        return web.Response(text="\n")
+
+    async def version(self, request: web.Request) -> web.Response:
+        live = self.router.live
+        return json_response({
+            "mlflow": importlib.metadata.version("mlflow"),
+            "model": {"name": self.router.model.name, "version": live.version if live else None},
+        })
+
+    async def fallback(self, request: web.Request) -> web.Response:
+        method = _ROUTES.get(request.path)
+        if method is None:
+            return error_response(404, "NOT_FOUND", "no such endpoint", [f"endpoints: {', '.join(_ROUTES)}"])
+        response = error_response(405, "METHOD_NOT_ALLOWED", f"{request.path} takes {method}")
+        response.headers["Allow"] = method
+        return response
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    async def on_startup(self, app: web.Application) -> None:
+        connector = aiohttp.TCPConnector(limit=100, keepalive_timeout=30)
+        self.session = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False)
+        self.forwarder = make_forwarder(self.router, self.session, self.config)
+        await self.router.start(self.session)
+
+    async def on_cleanup(self, app: web.Application) -> None:
+        """Runs after aiohttp has let in-flight requests finish: flush, stop upstreams, close."""
+        await self.forwarder.close()
+        await self.router.close()
+        await self.session.close()
+
+
+def make_forwarder(router, session, config):
+    """The batching forwarder unless ``--no-batching`` (or it is not part of this checkout)."""
+    if config.batching:
+        try:
+            from serving.batching import BatchingForwarder
+        except ModuleNotFoundError as exc:
+            if exc.name != "serving.batching":
+                raise
+            _logger.warning("serving.batching is not available; forwarding each request on its own")
+        else:
+            return BatchingForwarder(router, session, config)
+    return DirectForwarder(router, session, config)
+
+
+PROXY = web.AppKey("proxy", Proxy)
+
+
+def create_app(config, router) -> web.Application:
+    proxy = Proxy(config, router)
+    app = web.Application(client_max_size=config.max_body_bytes)
+    app[PROXY] = proxy
+    app.router.add_post("/invocations", proxy.invocations)
+    app.router.add_post("/predict", proxy.predict)
+    app.router.add_get("/health", proxy.health)
+    app.router.add_get("/ready", proxy.ready)
+    app.router.add_get("/ping", proxy.ping)
+    app.router.add_get("/version", proxy.version)
+    app.router.add_route("*", "/{tail:.*}", proxy.fallback)
+    app.on_startup.append(proxy.on_startup)
+    app.on_cleanup.append(proxy.on_cleanup)
+    return app
+
+
+def json_response(body, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(body), status=status, headers={"Content-Type": "application/json"})
+
+
+def error_response(status: int, error_code: str, message: str, details=()) -> web.Response:
+    return json_response({"error_code": error_code, "message": message, "details": list(details)}, status)
+
+
+def _too_large(limit: int) -> ValidationError:
+    return ValidationError(413, "REQUEST_TOO_LARGE", f"the body is larger than the limit of {limit} bytes")
+
+
+def _too_large_response(limit: int) -> web.Response:
+    exc = _too_large(limit)
+    return error_response(exc.status, exc.error_code, exc.message)

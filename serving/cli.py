@@ -1,0 +1,122 @@
+"""``python -m serving``: the validation proxy in front of ``mlflow models serve``.
+
+Resolves the model URI once before anything starts (a missing alias is a one-line
+error, not a proxy that can never serve), binds the listening socket (a busy port is
+one too), then runs the aiohttp app on uvloop until SIGTERM or Ctrl-C.
+"""
+
+import logging
+import socket
+import sys
+
+import click
+
+from registry_tools.tracking import bound_http_retries
+from serving.config import DEFAULT_MODEL_URI, ServingConfig
+from serving.errors import ServingError
+from serving.registry import RegistryLookup, RegistryUnavailable
+
+_logger = logging.getLogger(__name__)
+
+
+@click.command(help="Serve the model behind the validation proxy: POST /invocations and /predict, GET /health, /ready, /ping, /version.")
+@click.option("--model-uri", default=DEFAULT_MODEL_URI, show_default=True,
+              help="models:/<name>@<alias> (followed: the service switches when the alias moves) or models:/<name>/<version>.")
+@click.option("--upstream", metavar="URL", help="Proxy an `mlflow models serve` you started (e.g. http://127.0.0.1:5001) instead of starting one.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on; one other than loopback needs --allow-remote.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--allow-remote", is_flag=True, help="Allow a --host that other machines can reach (e.g. 0.0.0.0 in a container).")
+@click.option("--env-manager", type=click.Choice(["local", "uv", "virtualenv", "conda"]), default="local", show_default=True,
+              help="How `mlflow models serve` builds the model's environment.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="uvicorn workers of each model server.")
+@click.option("--max-body-bytes", type=click.IntRange(min=1), default=1024 * 1024, show_default=True, help="Larger bodies get 413.")
+@click.option("--max-rows", type=click.IntRange(min=1), default=10_000, show_default=True, help="More rows get 413.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True,
+              help="Seconds to wait for the model server per call; then 504.")
+@click.option("--api-token", envvar="SERVING_API_TOKEN", show_envvar=True,
+              help="Require 'Authorization: Bearer <token>' on /invocations and /predict.")
+@click.option("--poll-interval", type=click.FloatRange(min=0, min_open=True), default=2.0, show_default=True,
+              help="Seconds between registry checks of the alias.")
+@click.option("--keep-warm", type=click.IntRange(min=0), default=1, show_default=True,
+              help="Previous versions kept running after a switch, for instant rollback.")
+@click.option("--pin", is_flag=True, help="Serve the version the alias names now; do not follow it.")
+@click.option("--batching/--no-batching", default=True, show_default=True, help="Coalesce concurrent requests into one upstream call.")
+@click.option("--max-batch-rows", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("--max-batch-wait-ms", type=click.FloatRange(min=0), default=2.0, show_default=True)
+@click.option("--start-timeout", type=click.FloatRange(min=0, min_open=True), default=180.0, show_default=True,
+              help="Seconds a model server may take to start and answer the canary row.")
+@click.option("--log-dir", default="logs/serving", show_default=True, help="Where model server logs go.")
+@click.option("--access-log", is_flag=True, help="Log every request (costs throughput).")
+@click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]), default="INFO", show_default=True)
+@click.pass_context
+def serve(ctx: click.Context, log_level: str, **options) -> None:
+    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = ServingConfig(**options)
+    explicit_model = ctx.get_parameter_source("model_uri") != click.core.ParameterSource.DEFAULT
+    initial, lookup = resolve_initial(config, explicit_model)
+    listener = bind(config.host, config.port)
+    run(config, initial, lookup, listener)
+
+
+def resolve_initial(config: ServingConfig, explicit_model: bool):
+    """The version to serve first; with --upstream, only a --model-uri given on purpose is looked up."""
+    if config.upstream and not explicit_model:
+        return None, None
+    lookup = RegistryLookup(config.model)
+    try:
+        initial = lookup.resolve()
+    except RegistryUnavailable as exc:
+        lookup.close()
+        raise ServingError(f"cannot resolve {config.model_uri}: {exc}") from None
+    if initial is None:
+        lookup.close()
+        raise ServingError(f"{config.model_uri}: the alias is not set; promote a version first")
+    if not config.follows_alias:
+        lookup.close()  # its helper process is not needed any more
+        return initial, None
+    return initial, lookup
+
+
+def bind(host: str, port: int) -> socket.socket:
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        return socket.create_server((host, port), family=family, backlog=1024)
+    except OSError as exc:
+        raise ServingError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
+def run(config: ServingConfig, initial, lookup, listener: socket.socket) -> None:
+    import uvloop
+    from aiohttp import web
+
+    from serving.app import create_app
+    from serving.router import Router
+
+    router = Router(config, initial, lookup)
+    app = create_app(config, router)
+    host, port = listener.getsockname()[:2]
+    served = f"version {initial.version}" if initial else "an unknown version"
+    upstream = config.upstream or "its own `mlflow models serve`"
+    following = "following the alias" if config.follows_alias else "pinned"
+    click.echo(f"serving {config.model_uri} ({served}, {following}) via {upstream} on http://{host}:{port}", err=True)
+    web.run_app(
+        app, sock=listener, loop=uvloop.new_event_loop(), print=None, handle_signals=True,
+        access_log=logging.getLogger("aiohttp.access") if config.access_log else None,
+        shutdown_timeout=config.timeout + 5,
+    )
+    click.echo("stopped", err=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Usage errors exit 2, expected failures exit 1, each as one line; a clean stop exits 0."""
+    bound_http_retries()
+    try:
+        serve.main(args=argv, prog_name="python -m serving", standalone_mode=False)
+    except click.UsageError as exc:
+        click.echo(f"error: {exc.format_message()}", err=True)
+        sys.exit(2)
+    except click.Abort:
+        sys.exit(130)
+    except ServingError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)

@@ -1,0 +1,104 @@
+"""Where the model URI points now, asked of the registry from a helper process.
+
+MLflow's client is synchronous and importing it costs ~200 MB and hundreds of thousands
+of objects that every garbage collection would then walk. The proxy's hot path wants
+neither, so the lookups run in one long-lived spawned worker process that keeps its
+client between polls; the proxy only ever sees small tuples.
+"""
+
+import asyncio
+import multiprocessing
+import signal
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+
+from serving.errors import ServingError
+
+LOOKUP_TIMEOUT_S = 120.0
+_client = None  # the worker process's MlflowClient, reused across polls
+
+
+class RegistryUnavailable(ServingError):
+    """The registry did not answer, or answered with an error."""
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A concrete model version, as the registry named it."""
+
+    version: str
+    run_id: str | None = None
+
+
+class RegistryLookup:
+    """Resolves one model URI (``ModelRef``) again and again, one call at a time."""
+
+    def __init__(self, model):
+        self.model = model
+        self._executor: ProcessPoolExecutor | None = None
+
+    def resolve(self) -> Resolved | None:
+        """The version now named (None when the alias is not set); blocks, for start-up."""
+        try:
+            return _unpack(self._pool().submit(_resolve, *self._args()).result(timeout=LOOKUP_TIMEOUT_S))
+        except (BrokenProcessPool, TimeoutError) as exc:
+            self.close()
+            raise RegistryUnavailable(f"registry lookup failed: {type(exc).__name__}") from None
+
+    async def resolve_async(self) -> Resolved | None:
+        loop = asyncio.get_running_loop()
+        try:
+            future = loop.run_in_executor(self._pool(), _resolve, *self._args())
+            return _unpack(await asyncio.wait_for(future, LOOKUP_TIMEOUT_S))
+        except (BrokenProcessPool, asyncio.TimeoutError) as exc:
+            self.close()  # a fresh worker next time
+            raise RegistryUnavailable(f"registry lookup failed: {type(exc).__name__}") from None
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+
+    def _pool(self) -> ProcessPoolExecutor:
+        if self._executor is None:
+            self._executor = ProcessPoolExecutor(
+                max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=_ignore_interrupts
+            )
+        return self._executor
+
+    def _args(self) -> tuple:
+        return self.model.name, self.model.alias, self.model.version
+
+
+def _unpack(answer: tuple) -> Resolved | None:
+    state, first, second = answer
+    if state == "error":
+        raise RegistryUnavailable(first)
+    return None if state == "missing" else Resolved(first, second)
+
+
+def _ignore_interrupts() -> None:
+    """Ctrl-C reaches the whole process group; the proxy, not its helper, decides what happens."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _resolve(name: str, alias: str | None, version: str | None) -> tuple:
+    """Runs in the worker: ("ok", version, run_id), ("missing", None, None) or ("error", message, None)."""
+    global _client
+    from registry_tools.tracking import one_line
+
+    try:
+        from mlflow import MlflowClient
+
+        from registry_tools.aliases import alias_version
+
+        if _client is None:
+            _client = MlflowClient()
+        if version is None:
+            version = alias_version(_client, name, alias)
+            if version is None:
+                return "missing", None, None
+        return "ok", str(version), _client.get_model_version(name, version).run_id
+    except Exception as exc:  # any failure becomes one picklable line
+        return "error", one_line(exc), None
