@@ -1,0 +1,147 @@
+"""Closed-loop HTTP load for the serving benchmark: `wrk` when installed, else an asyncio fallback.
+
+Closed loop: each of N connections sends its next request as soon as the previous answer
+arrives, for a fixed time, so throughput and latency are those of the server under a
+fixed concurrency. `wrk` is written in C and needs a fraction of a core; the Python
+fallback needs far more CPU on a 2-core machine, which lowers every figure, so results
+say which generator made them. Bodies are JSON documents, one per line of a file, sent
+round-robin. Both generators report the same JSON shape (see ``LoadResult``).
+"""
+
+import asyncio
+import json
+import shutil
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+WRK_SCRIPT = Path(__file__).with_name("closed_loop.lua")
+ERROR_KINDS = ("connect", "read", "write", "status", "timeout")
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    """What one closed-loop run measured; latencies in microseconds, errors by kind."""
+
+    requests: int
+    duration_us: int
+    p50_us: int
+    p99_us: int
+    max_us: int
+    errors: dict
+
+    @property
+    def throughput(self) -> float:
+        return self.requests / (self.duration_us / 1e6) if self.duration_us else 0.0
+
+    @property
+    def error_count(self) -> int:
+        return sum(self.errors.values())
+
+    @classmethod
+    def from_json(cls, line: str) -> "LoadResult":
+        data = json.loads(line)
+        return cls(**{**data, "errors": {kind: int(data["errors"].get(kind, 0)) for kind in ERROR_KINDS}})
+
+
+def available_generator(requested: str) -> str:
+    """``wrk`` or ``python``; ``auto`` picks wrk when it is on PATH."""
+    if requested == "auto":
+        return "wrk" if shutil.which("wrk") else "python"
+    if requested == "wrk" and not shutil.which("wrk"):
+        raise click.UsageError("wrk is not installed (Debian: apt-get install -y wrk); use --loadgen python")
+    return requested
+
+
+def run_load(generator: str, url: str, bodies: Path, connections: int, duration: float, timeout: float = 30.0) -> LoadResult:
+    """Drive ``url`` (scheme://host:port/path) with ``connections`` closed loops for ``duration`` seconds."""
+    base, _, path = url.partition("://")[2].partition("/")
+    if generator == "wrk":
+        command = [
+            "wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", f"--timeout={round(timeout)}s",
+            "-s", str(WRK_SCRIPT), f"http://{base}", "--", str(bodies), f"/{path}",
+        ]
+    else:
+        command = [
+            sys.executable, "-m", "bench.loadgen", "--url", url, "--bodies", str(bodies),
+            "--connections", str(connections), "--duration", str(duration), "--timeout", str(timeout),
+        ]
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=duration + timeout + 60, check=False)
+    lines = [line for line in completed.stdout.splitlines() if line.startswith("{")]
+    if completed.returncode != 0 or not lines:
+        raise RuntimeError(f"{generator} failed (exit {completed.returncode}): {completed.stderr.strip()[-500:]}")
+    return LoadResult.from_json(lines[-1])
+
+
+async def closed_loop(url: str, bodies: list[bytes], connections: int, duration: float, timeout: float) -> LoadResult:
+    """The fallback generator: one aiohttp session, ``connections`` concurrent request loops."""
+    import aiohttp
+
+    latencies: list[float] = []
+    errors: Counter = Counter()
+    headers = {"Content-Type": "application/json"}
+    connector = aiohttp.TCPConnector(limit=connections)
+    started = time.perf_counter()
+    deadline = started + duration
+
+    async def loop(offset: int) -> None:
+        index = offset
+        while time.perf_counter() < deadline:
+            body = bodies[index % len(bodies)]
+            index += 1
+            sent = time.perf_counter()
+            try:
+                async with session.post(url, data=body, headers=headers) as response:
+                    await response.read()
+                    if response.status >= 400:
+                        errors["status"] += 1
+            except asyncio.TimeoutError:
+                errors["timeout"] += 1
+            except aiohttp.ClientConnectorError:
+                errors["connect"] += 1
+                await asyncio.sleep(0.01)
+            except (aiohttp.ClientError, OSError):
+                errors["read"] += 1
+            latencies.append(time.perf_counter() - sent)
+
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=timeout)) as session:
+        await asyncio.gather(*(loop(k) for k in range(connections)))
+    elapsed = time.perf_counter() - started
+    ordered = sorted(latencies) or [0.0]
+
+    def percentile(p: float) -> int:
+        return round(ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] * 1e6)
+
+    return LoadResult(
+        requests=len(latencies), duration_us=round(elapsed * 1e6), p50_us=percentile(50), p99_us=percentile(99),
+        max_us=round(ordered[-1] * 1e6), errors={kind: errors[kind] for kind in ERROR_KINDS},
+    )
+
+
+@click.command(help="Closed-loop POST load on one URL; prints one JSON line of results (the wrk fallback).")
+@click.option("--url", required=True)
+@click.option("--bodies", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True, help="One JSON body per line.")
+@click.option("--connections", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--duration", type=click.FloatRange(min=0.1), default=10.0, show_default=True, help="Seconds.")
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True, help="Seconds per request.")
+def main(url, bodies, connections, duration, timeout):
+    payloads = [line.encode() for line in bodies.read_text().splitlines() if line.strip()]
+    if not payloads:
+        raise click.UsageError(f"{bodies} holds no bodies")
+    try:
+        import uvloop
+
+        run = uvloop.run
+    except ImportError:
+        run = asyncio.run
+    result = run(closed_loop(url, payloads, connections, duration, timeout))
+    click.echo(json.dumps(result.__dict__))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,301 @@
+"""Side-by-side serving benchmark: bare `mlflow models serve`, the proxy without and with batching,
+and the classic in-process FastAPI app, all serving the same champion on loopback.
+
+It trains a champion with the real pipeline (`mlflow run`) in a temporary store, then
+starts one configuration at a time (so they never compete for the CPU), drives it with
+the same closed-loop generator at each concurrency for a fixed time with single-row
+requests, and prints one table with each figure's ratio to bare `mlflow models serve`
+at the same concurrency, followed by the goals of the batching issue. It measures and
+prints; it asserts nothing. Run from the repository root:
+
+    python -m bench.serving_benchmark [--duration 10] [--connections 1,8,64]
+"""
+
+import contextlib
+import csv
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+import requests
+
+from bench.loadgen import LoadResult, available_generator, run_load
+from steps.config import FEATURES
+from tests.support import free_port, stop_process, wait_until
+
+_logger = logging.getLogger(__name__)
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+CHAMPION_URI = "models:/iris@champion"
+START_TIMEOUT = 240.0
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+@dataclass(frozen=True)
+class Config:
+    """One server set-up under test; ``processes`` are the ones whose RSS is reported, by role."""
+
+    key: str
+    label: str
+    path: str
+
+
+CONFIGS = (
+    Config("bare", "mlflow models serve", "/invocations"),
+    Config("proxy", "proxy, batching off", "/invocations"),
+    Config("batching", "proxy, batching on", "/invocations"),
+    Config("fastapi", "FastAPI in-process", "/predict"),
+)
+
+
+@dataclass
+class Row:
+    config: Config
+    connections: int
+    load: LoadResult
+    rss: dict  # role -> peak bytes of that process tree during the run
+
+
+def build_champion(workdir: Path) -> dict:
+    """Run the real pipeline into a store in ``workdir``; returns the environment that points at it."""
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlflow.db'}",
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PYTHONPATH": str(REPO),
+    }
+    for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "SERVING_API_TOKEN"):
+        env.pop(name, None)
+    if (workdir / "mlflow.db").exists():
+        _logger.info("reusing the store in %s", workdir)
+        return env
+    _logger.info("training a champion with `mlflow run` in %s", workdir)
+    command = [str(BIN / "mlflow"), "run", str(REPO), "--env-manager", "local", "--experiment-name", "iris-classification"]
+    completed = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=900, check=False)
+    if completed.returncode != 0:
+        raise click.ClickException(f"the pipeline failed: {completed.stderr.strip()[-800:]}")
+    return env
+
+
+def write_bodies(workdir: Path) -> dict:
+    """One single-row body per Iris row: the MLflow protocol for /invocations, the classic object for /predict."""
+    import json
+
+    with open(REPO / "data" / "iris.csv", newline="") as handle:
+        rows = [[float(record[name]) for name in FEATURES] for record in csv.DictReader(handle)]
+    invocations = workdir / "invocations.jsonl"
+    invocations.write_text("".join(json.dumps({"dataframe_split": {"columns": list(FEATURES), "data": [row]}}) + "\n" for row in rows))
+    predict = workdir / "predict.jsonl"
+    predict.write_text("".join(json.dumps(dict(zip(FEATURES, row))) + "\n" for row in rows))
+    return {"/invocations": invocations, "/predict": predict}
+
+
+def tree_rss(root: int) -> int:
+    """Resident bytes of ``root`` and all its descendants, read from /proc."""
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                with open(f"/proc/{entry}/stat") as handle:
+                    parents[int(entry)] = int(handle.read().rsplit(")", 1)[1].split()[1])
+    members, frontier = {root}, [root]
+    while frontier:
+        parent = frontier.pop()
+        children = [pid for pid, ppid in parents.items() if ppid == parent and pid not in members]
+        members.update(children)
+        frontier.extend(children)
+    total = 0
+    for pid in members:
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            with open(f"/proc/{pid}/statm") as handle:
+                total += int(handle.read().split()[1]) * PAGE
+    return total
+
+
+class PeakRss:
+    """Samples the RSS of some process trees in a thread while a load runs; keeps each peak."""
+
+    def __init__(self, roots: dict, interval: float = 0.25):
+        self.roots, self.interval = roots, interval
+        self.peaks = {role: 0 for role in roots}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while True:
+            for role, pid in self.roots.items():
+                self.peaks[role] = max(self.peaks[role], tree_rss(pid))
+            if self._stop.wait(self.interval):
+                return
+
+    def __enter__(self) -> "PeakRss":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
+@contextlib.contextmanager
+def server(command: list, env: dict, workdir: Path, name: str, probe_url: str, probe_body: bytes):
+    """Start ``command`` in its own session; yields the process once ``probe_body`` gets a 200."""
+    log = workdir / f"{name}.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(command, cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def answers() -> bool:
+        if proc.poll() is not None:
+            raise click.ClickException(f"{name} exited with {proc.returncode}; see {log}")
+        response = requests.post(probe_url, data=probe_body, headers={"Content-Type": "application/json"}, timeout=10)
+        return response.status_code == 200
+
+    try:
+        try:
+            wait_until(answers, timeout=START_TIMEOUT, interval=0.5, what=f"{name} answering {probe_url} (log: {log})")
+        except TimeoutError as exc:
+            raise click.ClickException(str(exc)) from None
+        yield proc
+    finally:
+        stop_process(proc)
+
+
+def mlflow_serve(port: int) -> list:
+    return [str(BIN / "mlflow"), "models", "serve", "-m", CHAMPION_URI, "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"]
+
+
+@contextlib.contextmanager
+def started(config: Config, env: dict, workdir: Path, probe_body: bytes):
+    """The processes of one configuration; yields (base URL, {role: pid})."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    probe = f"{base}{config.path}"
+    if config.key == "bare":
+        with server(mlflow_serve(port), env, workdir, "bare", probe, probe_body) as proc:
+            yield base, {"server": proc.pid}
+    elif config.key == "fastapi":
+        command = [sys.executable, "-m", "bench.reference_app", "--model-uri", CHAMPION_URI, "--port", str(port)]
+        with server(command, env, workdir, "fastapi", probe, probe_body) as proc:
+            yield base, {"server": proc.pid}
+    else:
+        upstream_port = free_port()
+        upstream = f"http://127.0.0.1:{upstream_port}"
+        with server(mlflow_serve(upstream_port), env, workdir, f"{config.key}-upstream", f"{upstream}/invocations", probe_body) as up:
+            command = [sys.executable, "-m", "serving", "--upstream", upstream, "--host", "127.0.0.1", "--port", str(port)]
+            if config.key == "proxy":
+                command.append("--no-batching")
+            with server(command, env, workdir, config.key, probe, probe_body) as proxy:
+                yield base, {"proxy": proxy.pid, "upstream": up.pid}
+
+
+def measure(configs, connections, duration, warmup, generator, workdir, env) -> list:
+    bodies = write_bodies(workdir)
+    rows = []
+    for config in configs:
+        probe_body = bodies[config.path].read_text().splitlines()[0].encode()
+        _logger.info("starting %s", config.label)
+        with started(config, env, workdir, probe_body) as (base, roots):
+            url = f"{base}{config.path}"
+            if warmup:
+                run_load(generator, url, bodies[config.path], max(connections), warmup)
+            for count in connections:
+                with PeakRss(roots) as rss:
+                    load = run_load(generator, url, bodies[config.path], count, duration)
+                _logger.info("%s, %d connections: %.0f req/s, %d errors", config.label, count, load.throughput, load.error_count)
+                rows.append(Row(config, count, load, rss.peaks))
+    return rows
+
+
+def ratio(value: float, reference: float | None) -> str:
+    return f"{value / reference:.2f}x" if reference else "-"
+
+
+def render_table(rows: list) -> str:
+    """One markdown table; ratios are to bare `mlflow models serve` at the same concurrency."""
+    bare = {row.connections: row for row in rows if row.config.key == "bare"}
+    header = "| server | conns | req/s | vs bare | p50 ms | vs bare | p99 ms | vs bare | errors | peak RSS MB | vs bare |"
+    lines = [header, "|" + "---|" * (header.count("|") - 1)]
+    for row in rows:
+        ref = bare.get(row.connections)
+        load = row.load
+        total_rss = sum(row.rss.values())
+        rss_text = " + ".join(f"{role} {value / 2**20:.0f}" for role, value in row.rss.items()) if len(row.rss) > 1 else f"{total_rss / 2**20:.0f}"
+        lines.append(
+            "| " + " | ".join([
+                row.config.label, str(row.connections),
+                f"{load.throughput:.0f}", ratio(load.throughput, ref and ref.load.throughput),
+                f"{load.p50_us / 1000:.1f}", ratio(load.p50_us, ref and ref.load.p50_us),
+                f"{load.p99_us / 1000:.1f}", ratio(load.p99_us, ref and ref.load.p99_us),
+                str(load.error_count), rss_text, ratio(total_rss, ref and sum(ref.rss.values())),
+            ]) + " |"
+        )
+    return "\n".join(lines)
+
+
+def goals(rows: list) -> list:
+    """The batching issue's goals, each as (text, met) where the run has the figures for it."""
+    index = {(row.config.key, row.connections): row for row in rows}
+    checks = []
+    bare64, batch64, fast64 = index.get(("bare", 64)), index.get(("batching", 64)), index.get(("fastapi", 64))
+    if bare64 and batch64:
+        checks.append(("64 conns: proxy throughput >= 20x bare", batch64.load.throughput >= 20 * bare64.load.throughput))
+        checks.append(("64 conns: proxy p99 <= 1/10 of bare", batch64.load.p99_us * 10 <= bare64.load.p99_us))
+    if fast64 and batch64:
+        checks.append(("64 conns: proxy throughput >= 3x FastAPI", batch64.load.throughput >= 3 * fast64.load.throughput))
+    bare1, batch1 = index.get(("bare", 1)), index.get(("batching", 1))
+    if bare1 and batch1:
+        checks.append(("1 conn: proxy p50 <= 1.2x bare", batch1.load.p50_us <= 1.2 * bare1.load.p50_us))
+    checks.append(("0 errors everywhere", all(row.load.error_count == 0 for row in rows)))
+    proxy_rss = [row.rss["proxy"] for row in rows if "proxy" in row.rss]
+    if proxy_rss:
+        checks.append(("proxy RSS <= 150 MB", max(proxy_rss) <= 150 * 2**20))
+    return checks
+
+
+def parse_connections(ctx, param, value: str) -> tuple:
+    try:
+        counts = tuple(int(part) for part in value.split(","))
+    except ValueError:
+        raise click.BadParameter("a comma-separated list of positive integers, e.g. 1,8,64") from None
+    if not counts or min(counts) < 1:
+        raise click.BadParameter("a comma-separated list of positive integers, e.g. 1,8,64")
+    return counts
+
+
+@click.command(help="Benchmark bare `mlflow models serve`, the proxy (batching off/on) and an in-process FastAPI app.")
+@click.option("--duration", type=click.FloatRange(min=1), default=10.0, show_default=True, help="Seconds per measurement.")
+@click.option("--warmup", type=click.FloatRange(min=0), default=2.0, show_default=True, help="Seconds of load before measuring each server.")
+@click.option("--connections", default="1,8,64", show_default=True, callback=parse_connections, help="Concurrencies to measure.")
+@click.option("--only", "only", multiple=True, type=click.Choice([c.key for c in CONFIGS]), help="Measure only these servers (repeatable).")
+@click.option("--loadgen", type=click.Choice(["auto", "wrk", "python"]), default="auto", show_default=True)
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), help="Keep the store and server logs here; a store already there is reused (default: a temporary directory).")
+def main(duration, warmup, connections, only, loadgen, workdir):
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    generator = available_generator(loadgen)
+    configs = [c for c in CONFIGS if not only or c.key in only]
+    with contextlib.ExitStack() as stack:
+        if workdir is None:
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="serving-bench-")))
+        workdir.mkdir(parents=True, exist_ok=True)
+        env = build_champion(workdir)
+        rows = measure(configs, connections, duration, warmup, generator, workdir, env)
+    load_average = ", ".join(f"{value:.2f}" for value in os.getloadavg())
+    click.echo(f"\nsingle-row requests, {duration:g} s per cell, load generator {generator}, "
+               f"{os.cpu_count()} CPUs, load average after the run {load_average}\n")
+    click.echo(render_table(rows))
+    checks = goals(rows)
+    if checks:
+        click.echo("\ngoals (proxy = proxy, batching on):")
+        for text, met in checks:
+            click.echo(f"  [{'met' if met else 'NOT met'}] {text}")
+
+
+if __name__ == "__main__":
+    main()

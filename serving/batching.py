@@ -1,0 +1,150 @@
+"""Adaptive micro-batching: concurrent requests share one upstream call, a lone request waits for nothing.
+
+`mlflow models serve` spends ~4 ms of pandas and schema work per request whatever its
+size, and scores 1,000 rows in ~7 ms, so under load the proxy sends it fewer, larger
+requests. Requests are queued whole (their rows already validated) and a batch goes out:
+
+- at once when no batch is in flight: an idle upstream never waits for company;
+- otherwise, once the queue holds ``max_batch_rows`` rows, or its oldest request has
+  waited ``max_batch_wait_ms``, and fewer than ``max_inflight_batches`` are in flight;
+- and whenever a batch comes back, with whatever queued while it was out.
+
+So the batch size follows the load: one row at a time for a lone client, everything that
+arrived during the previous call under many. A request is never split across batches;
+one larger than ``max_batch_rows`` goes alone. Every batch reads the router's live
+upstream once, so all its rows are scored by one model version, which every request in
+it reports; an upstream failure fails exactly the requests of that batch.
+"""
+
+import asyncio
+import collections
+import logging
+from dataclasses import dataclass, field
+
+from serving.forwarding import Scored, UpstreamError, call_upstream
+
+_logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_INFLIGHT_BATCHES = 2
+
+
+@dataclass(eq=False)
+class _Pending:
+    rows: list[list[float]]
+    future: asyncio.Future
+    queued_at: float = field(default=0.0)
+
+
+class BatchingForwarder:
+    """Same interface as ``DirectForwarder``; coalesces requests that arrive while the upstream is busy."""
+
+    def __init__(self, router, session, config, max_inflight_batches: int = DEFAULT_MAX_INFLIGHT_BATCHES):
+        self._router = router
+        self._session = session
+        self._timeout = float(config.timeout)
+        self._max_rows = int(config.max_batch_rows)
+        self._max_wait = float(config.max_batch_wait_ms) / 1000
+        self._max_inflight = max(1, int(max_inflight_batches))
+        self._queue: collections.deque[_Pending] = collections.deque()
+        self._queued_rows = 0
+        self._inflight = 0
+        self._tasks: set[asyncio.Task] = set()
+        self._timer: asyncio.TimerHandle | None = None
+        self._closing = False
+        self.batches_sent = 0  # with requests_sent, how much coalescing happens (for metrics and tests)
+        self.requests_sent = 0
+
+    async def predict(self, rows: list[list[float]], request_id: str) -> Scored:
+        loop = asyncio.get_running_loop()
+        pending = _Pending(rows, loop.create_future(), loop.time())
+        self._queue.append(pending)
+        self._queued_rows += len(rows)
+        self._pump()
+        return await pending.future
+
+    async def close(self) -> None:
+        """Send what is queued without waiting for company, then wait for every batch in flight."""
+        self._closing = True
+        self._pump()
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    def _pump(self) -> None:
+        """Send every batch the rules above allow now; otherwise arm a timer for the oldest request's deadline."""
+        while self._queue and self._inflight < self._max_inflight:
+            if not self._ready():
+                self._arm_timer()
+                return
+            self._send(self._take_batch())
+
+    def _ready(self) -> bool:
+        if self._inflight == 0 or self._closing or self._queued_rows >= self._max_rows:
+            return True
+        return asyncio.get_running_loop().time() >= self._queue[0].queued_at + self._max_wait
+
+    def _arm_timer(self) -> None:
+        deadline = self._queue[0].queued_at + self._max_wait
+        if self._timer is not None:
+            if self._timer.when() <= deadline:
+                return
+            self._timer.cancel()
+        self._timer = asyncio.get_running_loop().call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._pump()
+
+    def _take_batch(self) -> list[_Pending]:
+        """Whole requests from the head of the queue, up to ``max_batch_rows`` rows (at least one request)."""
+        batch, rows = [], 0
+        while self._queue:
+            head = self._queue[0]
+            if head.future.done():  # its client went away: nothing to score
+                self._queue.popleft()
+                self._queued_rows -= len(head.rows)
+                continue
+            if batch and rows + len(head.rows) > self._max_rows:
+                break
+            self._queue.popleft()
+            self._queued_rows -= len(head.rows)
+            batch.append(head)
+            rows += len(head.rows)
+        return batch
+
+    def _send(self, batch: list[_Pending]) -> None:
+        """Read the live upstream now, at dispatch: the whole batch goes to it."""
+        if not batch:
+            return
+        self._inflight += 1
+        self.batches_sent += 1
+        self.requests_sent += len(batch)
+        task = asyncio.get_running_loop().create_task(self._score(batch, self._router.live))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _score(self, batch: list[_Pending], upstream) -> None:
+        rows = [row for pending in batch for row in pending.rows]
+        try:
+            predictions = await call_upstream(self._session, upstream, rows, self._timeout)
+        except UpstreamError as exc:
+            self._settle_failed(batch, exc)
+            return
+        except Exception:  # anything else still answers every waiting request
+            _logger.exception("batch of %d rows failed", len(rows))
+            self._settle_failed(batch, UpstreamError(502, "UPSTREAM_ERROR", "the model server failed to answer"))
+            return
+        finally:
+            self._inflight -= 1
+            self._pump()
+        start = 0
+        for pending in batch:
+            end = start + len(pending.rows)
+            if not pending.future.done():
+                pending.future.set_result(Scored(predictions[start:end], upstream.version))
+            start = end
+
+    @staticmethod
+    def _settle_failed(batch: list[_Pending], error: UpstreamError) -> None:
+        for pending in batch:
+            if not pending.future.done():
+                pending.future.set_exception(UpstreamError(error.status, error.error_code, error.message))
