@@ -9,6 +9,7 @@ import importlib.metadata
 import logging
 import math
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,7 +136,10 @@ def log_pyfunc_model(estimator, train: pd.DataFrame, model_name: str):
     from steps.iris_model import ESTIMATOR_ARTIFACT, explain_predictions
 
     example = train[list(FEATURES)].head(3)
-    signature = infer_signature(example, explain_predictions(estimator, example))
+    with warnings.catch_warnings():
+        # prediction_index is an integer by design: it never holds a missing value.
+        warnings.filterwarnings("ignore", message=".*Integer columns in Python.*")
+        signature = infer_signature(example, explain_predictions(estimator, example))
     requirements = [f"{p}=={importlib.metadata.version(p)}" for p in MODEL_REQUIREMENTS]
     with tempfile.TemporaryDirectory() as tmp:
         estimator_dir = Path(tmp, ESTIMATOR_ARTIFACT)

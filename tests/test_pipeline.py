@@ -180,3 +180,10 @@ def test_bad_hyperparameter_fails_in_one_line_before_anything_is_trained(tmp_pat
     # leave it without metrics or a model and let it end as FAILED.
     runs = [r for e in MlflowClient().search_experiments() for r in MlflowClient().search_runs([e.experiment_id])]
     assert all(r.info.status == "FAILED" and not r.data.metrics for r in runs)
+
+
+def test_uv_env_manager_runs_a_step_in_an_isolated_env_built_from_python_env_yaml(tmp_path):
+    result = run_project(tmp_path, "--env-manager", "uv", "-e", "validate_data")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "/.mlflow/envs/" in result.stderr  # the step ran inside MLflow's own environment
+    assert "150 rows from csv" in result.stdout
