@@ -1,5 +1,7 @@
 """Assertions and registry reads shared by the registry_tools tests."""
 
+import contextlib
+
 from click.testing import Result
 
 
@@ -12,6 +14,14 @@ def state(client, name: str = "iris") -> dict:
         "model_tags": dict(model.tags),
         "version_tags": {str(v.version): dict(v.tags) for v in versions},
     }
+
+
+@contextlib.contextmanager
+def unchanged(client, name: str = "iris"):
+    """Asserts that the block leaves aliases, history and version tags exactly as they were."""
+    before = state(client, name)
+    yield
+    assert state(client, name) == before
 
 
 def champion(client, name: str = "iris") -> str | None:
