@@ -18,8 +18,6 @@ def run(command: click.Command) -> None:
     """Run a step command: usage errors exit 2, expected failures exit 1, each as one line."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     bound_http_retries()
-    from mlflow.exceptions import MlflowException
-
     try:
         command.main(standalone_mode=False)
     except click.UsageError as exc:
@@ -30,7 +28,11 @@ def run(command: click.Command) -> None:
     except StepError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
-    except MlflowException as exc:
+    except Exception as exc:
+        from mlflow.exceptions import MlflowException  # imported late: a bad argument should not wait for MLflow
+
+        if not isinstance(exc, MlflowException):
+            raise
         click.echo(f"error: {one_line(exc)}", err=True)
         sys.exit(1)
 

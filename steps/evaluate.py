@@ -61,14 +61,19 @@ def decide(
     return GateDecision(passed, reasons)
 
 
-def parse_model_uri(client, model_uri: str) -> tuple[str, str]:
-    """(name, version) of a ``models:/name/N`` or ``models:/name@alias`` URI."""
-    from mlflow.exceptions import MlflowException
-
+def split_model_uri(model_uri: str) -> tuple[str, str | None, str | None]:
+    """(name, version, alias) of a ``models:/name/N`` or ``models:/name@alias`` URI."""
     match = _MODEL_URI.match(model_uri)
     if not match:
         raise InvalidParameter(f"model_uri must look like models:/NAME/VERSION or models:/NAME@ALIAS, got {model_uri!r}")
-    name, version, alias = match.group("name", "version", "alias")
+    return match.group("name", "version", "alias")
+
+
+def parse_model_uri(client, model_uri: str) -> tuple[str, str]:
+    """(name, version) that the URI names in the registry right now."""
+    from mlflow.exceptions import MlflowException
+
+    name, version, alias = split_model_uri(model_uri)
     try:
         if alias:
             return name, str(client.get_model_version_by_alias(name, alias).version)
@@ -180,6 +185,7 @@ def main(model_uri, min_accuracy, max_regression):
     import mlflow
 
     check_thresholds(min_accuracy, max_regression)
+    split_model_uri(model_uri)
     client = mlflow.MlflowClient()
     model_name, version = parse_model_uri(client, model_uri)
     holdout = load_holdout(client, client.get_model_version(model_name, version).run_id)
