@@ -76,6 +76,9 @@ class BatchingForwarder:
                 self._arm_timer()
                 return
             self._send(self._take_batch())
+        if not self._queue and self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def _ready(self) -> bool:
         if self._inflight == 0 or self._closing or self._queued_rows >= self._max_rows:
