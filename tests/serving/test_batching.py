@@ -1,14 +1,13 @@
 """Adaptive micro-batching against a real `mlflow models serve`: same answers, failures kept to their batch.
 
 The forwarders are driven directly, in one event loop per test, with a real aiohttp
-session to a real upstream; the proxy-level test goes through `python -m serving`.
+session to the session's upstream (``upstream_url`` in conftest); the test of bad
+requests goes through the shared `python -m serving` (``proxy``), which batches by default.
 """
 
 import asyncio
+import json
 import math
-import os
-import subprocess
-import sys
 from types import SimpleNamespace
 
 import aiohttp
@@ -20,8 +19,8 @@ from serving.batching import BatchingForwarder
 from serving.config import ServingConfig
 from serving.forwarding import DirectForwarder, UpstreamError
 from serving.upstream import ExternalUpstream
-from tests.conftest import BIN, sqlite_uri
-from tests.support import free_port, http_ok, stop_process, wait_until
+from steps.config import FEATURES
+from tests.support import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -29,26 +28,6 @@ feature = st.floats(min_value=0.01, max_value=100.0, allow_nan=False, allow_infi
 row = st.lists(feature, min_size=4, max_size=4)
 request_rows = st.lists(row, min_size=1, max_size=4)
 HYPOTHESIS = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-
-
-@pytest.fixture(scope="session")
-def upstream_url(trained_registry, tmp_path_factory):
-    """A real `mlflow models serve` of version 2 of the session registry, on a free loopback port."""
-    port = free_port()
-    log = tmp_path_factory.mktemp("batching-upstream") / "serve.log"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": sqlite_uri(trained_registry), "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [str(BIN / "mlflow"), "models", "serve", "-m", "models:/iris/2", "--env-manager", "local",
-             "-h", "127.0.0.1", "-p", str(port), "-w", "1"],
-            cwd=trained_registry, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(lambda: proc.poll() is None and http_ok(f"{url}/ping"), timeout=180, what=f"mlflow models serve (log: {log})")
-        yield url
-    finally:
-        stop_process(proc)
 
 
 def config(**overrides) -> ServingConfig:
@@ -69,7 +48,8 @@ def run(coroutine_function, *args):
     """Run one test body in a fresh event loop with a real keep-alive session to the upstream."""
 
     async def body():
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100)) as session:
+        timeout = aiohttp.ClientTimeout(total=120)
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100), timeout=timeout) as session:
             return await coroutine_function(session, *args)
 
     return asyncio.run(body())
@@ -175,3 +155,34 @@ def test_an_upstream_error_answer_gives_each_request_of_the_batch_its_own_502(up
 
     results = run(body)
     assert all(isinstance(result, UpstreamError) and result.status == 502 for result in results)
+
+
+BAD_BODIES = [
+    b'{"dataframe_split": ',
+    b'{"dataframe_records": [{"sepal_length": NaN}]}',
+    b'{"dataframe_records": [{"sepal_length": 1}]}',
+    json.dumps({"dataframe_split": {"columns": list(FEATURES), "data": [[5.1, 3.5, "1.4", 0.2]]}}).encode(),
+    json.dumps({"dataframe_split": {"columns": list(FEATURES), "data": [[5.1, 3.5, 1.4, -0.2]]}}).encode(),
+]
+
+
+def test_bad_requests_in_a_batch_window_never_affect_the_good_ones(proxy):
+    rows = [[4.0 + i / 10, 3.0, 1.0 + i / 5, 0.1 + i / 20] for i in range(40)]
+    goods = [json.dumps({"dataframe_split": {"columns": list(FEATURES), "data": [row]}}).encode() for row in rows]
+    bads = BAD_BODIES * 8
+    mixed = [body for pair in zip(goods, bads) for body in pair]
+
+    async def body(session):
+        async def post(data: bytes):
+            async with session.post(f"{proxy.url}/invocations", data=data, headers={"Content-Type": "application/json"}) as response:
+                return response.status, await response.json()
+
+        together = await asyncio.gather(*(post(data) for data in mixed))
+        one_by_one = [await post(data) for data in goods]
+        return together, one_by_one
+
+    together, one_by_one = run(body)
+    good_answers, bad_answers = together[0::2], together[1::2]
+    assert all(status == 400 and body["error_code"] for status, body in bad_answers)
+    assert [status for status, _ in good_answers] == [200] * len(goods)
+    assert good_answers == one_by_one
