@@ -8,6 +8,7 @@ DEFAULT_DATA_PATH = "data/iris.csv"
 DEFAULT_MODEL_NAME = "iris"
 TRAINING_EXPERIMENT = "iris-classification"
 MONITORING_EXPERIMENT = "iris-monitoring"
+BATCH_EXPERIMENT = "iris-batch-scoring"
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 
