@@ -2,10 +2,12 @@
 
 Thin click commands over ``versions``, ``promotion`` and ``aliases``. The MLflow client
 lives in ``ctx.obj`` and is made on first use, so ``--help`` and usage errors never touch
-the network. Every expected failure ends as one line on stderr: usage errors exit 2,
-failed operations exit 1.
+the network; each command asks for it before importing anything that imports MLflow, so
+a store that is not there fails in well under a second. Every expected failure ends as
+one line on stderr: usage errors exit 2, failed operations exit 1.
 """
 
+import contextlib
 import functools
 import logging
 import os
@@ -30,20 +32,30 @@ _VERSION_ALIAS = re.compile(r"^[vV]\d+$")
 class RegistryContext:
     """The store and model every command works on, and the MLflow client, made once on first use."""
 
-    def __init__(self, tracking_uri: str | None, model_name: str):
+    def __init__(self, tracking_uri: str | None, model_name: str, verbose: bool = False):
         self.tracking_uri = tracking_uri
         self.model_name = model_name
+        self.verbose = verbose
 
     @functools.cached_property
     def client(self):
-        import mlflow
-
-        uri = self.tracking_uri or mlflow.get_tracking_uri()
+        """Checked before MLflow is even imported, so a dead server fails in about a second."""
+        uri = self.tracking_uri or _default_tracking_uri()
         registry_uri = os.environ.get("MLFLOW_REGISTRY_URI") or uri
         for store in dict.fromkeys((uri, registry_uri)):
             check_store(store)
+        import mlflow
+
+        if not self.verbose:  # importing mlflow has just configured its loggers
+            logging.getLogger("mlflow").setLevel(logging.ERROR)
         _logger.debug("tracking store %s, registry %s", uri, registry_uri)
         return mlflow.MlflowClient(tracking_uri=uri, registry_uri=registry_uri)
+
+
+def _default_tracking_uri() -> str:
+    import mlflow
+
+    return mlflow.get_tracking_uri()
 
 
 class RegistryGroup(click.Group):
@@ -53,9 +65,7 @@ class RegistryGroup(click.Group):
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         bound_http_retries()
-        with warnings.catch_warnings():
-            if not _verbose(args):
-                warnings.simplefilter("ignore")
+        with warnings.catch_warnings(), _quiet_mlflow(_verbose(args)):
             try:
                 result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
             except click.exceptions.NoArgsIsHelpError as exc:
@@ -74,6 +84,19 @@ class RegistryGroup(click.Group):
                 _logger.debug("failed", exc_info=True)
                 _fail(one_line(exc), 1)
         sys.exit(result if isinstance(result, int) else 0)
+
+
+@contextlib.contextmanager
+def _quiet_mlflow(verbose: bool):
+    """MLflow's warnings and log lines would break the one-line promise; --verbose lets them through."""
+    mlflow_logger = logging.getLogger("mlflow")
+    level = mlflow_logger.level
+    if not verbose:
+        warnings.simplefilter("ignore")
+    try:
+        yield
+    finally:
+        mlflow_logger.setLevel(level)
 
 
 def _fail(message: str, code: int) -> None:
@@ -165,7 +188,7 @@ def cli(ctx, tracking_uri, model_name, verbose):
     """
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("registry_tools").setLevel(logging.DEBUG if verbose else logging.WARNING)
-    ctx.obj = RegistryContext(tracking_uri, model_name)
+    ctx.obj = RegistryContext(tracking_uri, model_name, verbose)
 
 
 @cli.command("list")
@@ -174,10 +197,11 @@ def cli(ctx, tracking_uri, model_name, verbose):
 @click.pass_obj
 def list_command(obj: RegistryContext, as_json):
     """One row per version, newest first: aliases, age, run, metrics, gate decision, data."""
+    client = obj.client
     from registry_tools import render
     from registry_tools.versions import list_versions
 
-    versions = list_versions(obj.client, obj.model_name)
+    versions = list_versions(client, obj.model_name)
     if as_json:
         click.echo(render.as_json([v.as_dict() for v in versions]))
     elif versions:
@@ -193,10 +217,11 @@ def list_command(obj: RegistryContext, as_json):
 @click.pass_obj
 def show(obj: RegistryContext, ref, as_json):
     """Everything about one version; REF is a version number or @alias."""
+    client = obj.client
     from registry_tools import render
     from registry_tools.versions import show_version
 
-    summary = show_version(obj.client, obj.model_name, ref)
+    summary = show_version(client, obj.model_name, ref)
     click.echo(render.as_json(summary.as_dict()) if as_json else render.version_details(summary))
 
 
@@ -213,9 +238,10 @@ def promote(obj: RegistryContext, ref, alias, reason, force, dry_run):
 
     Refuses a version whose gate failed unless --force.
     """
+    client = obj.client
     from registry_tools.promotion import plan_promotion
 
-    plan = plan_promotion(obj.client, obj.model_name, ref, alias, reason=reason, force=force)
+    plan = plan_promotion(client, obj.model_name, ref, alias, reason=reason, force=force)
     _carry_out(obj, plan, dry_run)
 
 
@@ -233,9 +259,10 @@ def rollback(obj: RegistryContext, alias, to, reason, force, yes, dry_run):
 
     Repeated rollbacks walk further back through the alias history (3 -> 2 -> 1).
     """
+    client = obj.client
     from registry_tools.promotion import plan_rollback
 
-    plan = plan_rollback(obj.client, obj.model_name, alias, to=to, reason=reason, force=force)
+    plan = plan_rollback(client, obj.model_name, alias, to=to, reason=reason, force=force)
     if not (yes or dry_run or plan.changes_nothing):
         if not click.get_text_stream("stdin").isatty():
             raise click.UsageError(f"no terminal to confirm on: pass --yes to roll back {plan.describe()}")
@@ -252,7 +279,7 @@ def _carry_out(obj: RegistryContext, plan, dry_run: bool) -> None:
     elif dry_run:
         click.echo(f"dry run: would move {plan.describe()} ({plan.how}); nothing changed")
     else:
-        move = apply(obj.client, plan)  # from_version as found at the move, in case someone moved it since
+        move = apply(client, plan)  # from_version as found at the move, in case someone moved it since
         click.echo(f"moved {replace(plan, from_version=move.from_version).describe()} ({move.how} by {move.by})")
 
 
@@ -263,11 +290,12 @@ def _carry_out(obj: RegistryContext, plan, dry_run: bool) -> None:
 @click.pass_obj
 def history(obj: RegistryContext, alias, as_json):
     """Every recorded move of the alias, newest first: when, from, to, how, by whom and why."""
+    client = obj.client
     from registry_tools import render
     from registry_tools.aliases import parse_history
     from registry_tools.versions import get_model
 
-    moves = parse_history(get_model(obj.client, obj.model_name).tags, alias)
+    moves = parse_history(get_model(client, obj.model_name).tags, alias)
     if as_json:
         click.echo(render.as_json([render.move_dict(m) for m in moves]))
     elif moves:

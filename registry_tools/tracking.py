@@ -16,7 +16,7 @@ HTTP_DEFAULTS = {
 }
 
 # One request without retries decides whether a server answers at all: (connect, read).
-PREFLIGHT_TIMEOUT = (3.0, 10.0)
+PREFLIGHT_TIMEOUT = (3.0, 5.0)
 
 
 def bound_http_retries() -> None:
@@ -35,7 +35,15 @@ def one_line(exc: BaseException) -> str:
         return "tracking server refused the credentials (401): check MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD"
     if "403" in first or "PERMISSION_DENIED" in text:
         return "permission denied by the tracking server (403): " + first[:200]
-    return first[:300]
+    return shorten(first)
+
+
+def shorten(text: str, limit: int = 300) -> str:
+    """Cut a long message at the end of a sentence when there is one early enough."""
+    if len(text) <= limit:
+        return text
+    cut = text.rfind(". ", 0, limit)
+    return text[: cut + 1] if cut >= 40 else text[: limit - 3] + "..."
 
 
 def _host_of(text: str) -> str:

@@ -1,8 +1,12 @@
 """Assertions and registry reads shared by the registry_tools tests."""
 
 import contextlib
+import subprocess
+import sys
 
 from click.testing import Result
+
+from tests.conftest import REPO
 
 
 def state(client, name: str = "iris") -> dict:
@@ -36,3 +40,15 @@ def assert_one_line_error(result: Result, code: int, *fragments: str) -> None:
     assert "Traceback" not in result.output
     for fragment in fragments:
         assert fragment in result.stderr, result.stderr
+
+
+def start_cli(*args: str, stdin=subprocess.DEVNULL) -> subprocess.Popen:
+    """``python -m registry_tools ARGS`` in its own process, from the repository root."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "registry_tools", *args],
+        cwd=REPO,
+        stdin=stdin,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )

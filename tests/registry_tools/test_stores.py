@@ -1,0 +1,67 @@
+"""Stores that are not there: a closed port, a server that never answers, a mistyped sqlite path.
+
+Each must fail with one line and exit 1 in seconds; the subprocess timeouts below are
+generous bounds that only MLflow's default retries (minutes) would exceed.
+"""
+
+import os
+import socket
+import time
+
+import pytest
+
+from registry_tools.tracking import HTTP_DEFAULTS, bound_http_retries
+from tests.registry_tools.checks import assert_one_line_error, start_cli
+from tests.support import free_port
+
+
+def finish(proc, timeout: float = 90) -> tuple[int, str, str, float]:
+    started = time.monotonic()
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, err, time.monotonic() - started
+
+
+@pytest.mark.parametrize("command", [["list"], ["promote", "1"], ["rollback", "--yes"], ["history"]])
+def test_a_closed_port_fails_at_once_with_one_line(command):
+    uri = f"http://127.0.0.1:{free_port()}"
+    code, out, err, seconds = finish(start_cli("--tracking-uri", uri, *command))
+    print(f"{command[0]}: failed after {seconds:.1f} s")
+    assert code == 1
+    assert err == f"error: tracking server {uri} unreachable: connection refused\n"
+    assert out == ""
+
+
+def test_a_server_that_accepts_but_never_answers_fails_in_seconds_with_one_line():
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # the kernel completes the handshakes; nobody ever reads or answers
+        uri = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        code, out, err, seconds = finish(start_cli("--tracking-uri", uri, "list"))
+    print(f"silent server: failed after {seconds:.1f} s")
+    assert code == 1
+    assert err == f"error: tracking server {uri} did not answer within 5 s\n"
+
+
+def test_a_missing_sqlite_database_is_reported_and_not_created(run, tmp_path):
+    path = tmp_path / "typo" / "mlflow.db"
+    result = run("--tracking-uri", f"sqlite:///{path}", "list")
+    assert_one_line_error(result, 1, f"no MLflow database at {path}")
+    assert not path.parent.exists()
+
+
+def test_the_default_store_is_mlflow_db_in_the_current_directory(run, monkeypatch, tmp_path):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    assert_one_line_error(run("list"), 1, f"no MLflow database at {tmp_path / 'mlflow.db'}")
+
+
+def test_an_unsupported_store_uri_fails_in_one_line(run):
+    assert_one_line_error(run("--tracking-uri", "ftp://example.invalid/store", "list"), 1, "unsupported URI 'ftp://example.invalid/store'")
+
+
+def test_bounded_retries_fill_in_defaults_but_keep_what_the_user_set(monkeypatch):
+    for key in HTTP_DEFAULTS:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "99")
+    bound_http_retries()
+    assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "99"
+    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == HTTP_DEFAULTS["MLFLOW_HTTP_REQUEST_MAX_RETRIES"]
