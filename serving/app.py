@@ -20,6 +20,7 @@ import orjson
 from aiohttp import web
 
 from serving.forwarding import DirectForwarder, UpstreamError
+from serving.monitoring import install as install_monitoring
 from serving.upstream import UpstreamStartError, check_canary
 from serving.validation import ValidationError, invocation_rows, predict_row
 
@@ -52,6 +53,7 @@ class Proxy:
         self.session: aiohttp.ClientSession | None = None
         self.forwarder = None
         self.recorders: list[Callable[[Outcome], None]] = []
+        self.in_flight = 0  # scoring requests being answered, read by /metrics
         self._token = config.api_token.encode() if config.api_token else None
         self._limits = config.limits
         self._max_body = config.max_body_bytes
@@ -66,6 +68,7 @@ class Proxy:
 
     async def _score(self, request: web.Request, endpoint: str, single: bool) -> web.Response:
         started = time.perf_counter()
+        self.in_flight += 1
         supplied = request.headers.get("X-Request-Id")
         request_id = supplied if supplied and _REQUEST_ID.fullmatch(supplied) else os.urandom(8).hex()
         live = self.router.live
@@ -98,6 +101,7 @@ class Proxy:
             status, response = 500, error_response(500, "INTERNAL_ERROR", "the proxy failed to handle the request")
         response.headers["X-Model-Version"] = version
         response.headers["X-Request-Id"] = request_id
+        self.in_flight -= 1
         self.record(endpoint, status, time.perf_counter() - started, rows, predictions, version, request_id)
         return response
 
@@ -200,6 +204,7 @@ def create_app(config, router) -> web.Application:
     app.router.add_route("*", "/{tail:.*}", proxy.fallback)
     app.on_startup.append(proxy.on_startup)
     app.on_cleanup.append(proxy.on_cleanup)
+    install_monitoring(app, proxy, config)  # GET /metrics and the prediction log; cleans up after the proxy
     return app
 
 

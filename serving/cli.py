@@ -14,6 +14,7 @@ import click
 from registry_tools.tracking import bound_http_retries
 from serving.config import DEFAULT_MODEL_URI, ServingConfig
 from serving.errors import ServingError
+from serving.prediction_log import DEFAULT_BACKUP_COUNT, DEFAULT_MAX_BYTES
 from serving.registry import RegistryLookup, RegistryUnavailable
 
 _logger = logging.getLogger(__name__)
@@ -47,6 +48,11 @@ _logger = logging.getLogger(__name__)
               help="Seconds a model server may take to start and answer the canary row.")
 @click.option("--log-dir", default="logs/serving", show_default=True, help="Where model server logs go.")
 @click.option("--access-log", is_flag=True, help="Log every request (costs throughput).")
+@click.option("--metrics-port", type=click.IntRange(1, 65535), help="Serve GET /metrics on this port (same --host) instead of on --port.")
+@click.option("--prediction-log", metavar="PATH", help="Append each scored row to this JSON-lines file for the monitor step (off by default).")
+@click.option("--log-sample-rate", type=click.FloatRange(0, 1), default=1.0, show_default=True, help="Share of scoring requests whose rows are logged.")
+@click.option("--log-max-bytes", type=click.IntRange(min=0), default=DEFAULT_MAX_BYTES, show_default=True, help="Rotate the prediction log past this size (0: never).")
+@click.option("--log-backups", type=click.IntRange(min=1), default=DEFAULT_BACKUP_COUNT, show_default=True, help="Rotated prediction logs kept (PATH.1 ... PATH.N).")
 @click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]), default="INFO", show_default=True)
 @click.pass_context
 def serve(ctx: click.Context, log_level: str, **options) -> None:
@@ -55,7 +61,8 @@ def serve(ctx: click.Context, log_level: str, **options) -> None:
     explicit_model = ctx.get_parameter_source("model_uri") != click.core.ParameterSource.DEFAULT
     initial, lookup = resolve_initial(config, explicit_model)
     listener = bind(config.host, config.port)
-    run(config, initial, lookup, listener)
+    metrics_listener = bind(config.host, config.metrics_port) if config.metrics_port else None
+    run(config, initial, lookup, listener, metrics_listener)
 
 
 def resolve_initial(config: ServingConfig, explicit_model: bool):
@@ -85,15 +92,18 @@ def bind(host: str, port: int) -> socket.socket:
         raise ServingError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
-def run(config: ServingConfig, initial, lookup, listener: socket.socket) -> None:
+def run(config: ServingConfig, initial, lookup, listener: socket.socket, metrics_listener: socket.socket | None = None) -> None:
     import uvloop
     from aiohttp import web
 
     from serving.app import create_app
+    from serving.monitoring import METRICS_SOCKET
     from serving.router import Router
 
     router = Router(config, initial, lookup)
     app = create_app(config, router)
+    if metrics_listener is not None:
+        app[METRICS_SOCKET] = metrics_listener
     host, port = listener.getsockname()[:2]
     served = f"version {initial.version}" if initial else "an unknown version"
     upstream = config.upstream or "its own `mlflow models serve`"

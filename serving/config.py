@@ -5,6 +5,7 @@ import re
 from dataclasses import dataclass
 
 from serving.errors import ConfigError
+from serving.prediction_log import DEFAULT_BACKUP_COUNT, DEFAULT_MAX_BYTES
 from serving.validation import Limits
 
 DEFAULT_MODEL_URI = "models:/iris@champion"
@@ -61,6 +62,11 @@ class ServingConfig:
     start_timeout: float = 180.0
     log_dir: str = "logs/serving"
     access_log: bool = False
+    metrics_port: int | None = None  # GET /metrics on a listener of its own instead of the API port
+    prediction_log: str | None = None  # JSON-lines log of scored rows (serving.prediction_log); off unless given
+    log_sample_rate: float = 1.0
+    log_max_bytes: int = DEFAULT_MAX_BYTES
+    log_backups: int = DEFAULT_BACKUP_COUNT
 
     def __post_init__(self):
         parse_model_uri(self.model_uri)
@@ -78,6 +84,10 @@ class ServingConfig:
             raise ConfigError("--keep-warm and --max-batch-wait-ms must be >= 0")
         if self.upstream is not None and not re.fullmatch(r"https?://[^/\s]+/?", self.upstream):
             raise ConfigError(f"--upstream must be a base URL such as http://127.0.0.1:5001, got {self.upstream!r}")
+        if not 0 <= self.log_sample_rate <= 1 or self.log_max_bytes < 0 or self.log_backups < 1:
+            raise ConfigError("--log-sample-rate must be between 0 and 1, --log-max-bytes >= 0, --log-backups >= 1")
+        if self.metrics_port is not None and self.metrics_port == self.port != 0:
+            raise ConfigError("--metrics-port must differ from --port (leave it out to serve /metrics on --port)")
 
     @property
     def model(self) -> ModelRef:

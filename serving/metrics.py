@@ -3,30 +3,34 @@
 Each proxy instance owns a ``CollectorRegistry``, so several apps (and tests) in one
 process never share or collide on a metric. The exposition format is prometheus_client's.
 
-Metrics that move on every request (requests, latency, in-flight, rows, predictions by
-class, confidence) are plain integers and lists updated from the proxy's event loop and
-read by a custom collector at scrape time: no lock and no label lookup on the hot path.
-Rare events (upstream errors and restarts, rollouts, the prediction log's written and
-dropped rows, the model served) use prometheus_client's own thread-safe metrics, since
-some of them come from other threads.
+Nothing on the request path takes a lock or looks up a label: each answered request
+adds to plain integers from the proxy's event loop (``observe_request``,
+``observe_predictions``), and a custom collector turns them into metric families when
+Prometheus scrapes. State the proxy already keeps (requests in flight, the version
+served, rollouts and restarts counted by the router, the batching forwarder's counts) is
+read at scrape time. Only the prediction log's counts, which its writer thread reports,
+use prometheus_client's thread-safe ``Counter``.
 
 All names start with ``proxy_``:
 
 - ``proxy_requests_total{endpoint,code}``, ``proxy_request_duration_seconds{endpoint}``,
-  ``proxy_requests_in_flight``;
-- ``proxy_request_rows`` (rows per scoring request), ``proxy_upstream_batch_rows`` (rows
-  per upstream call, after micro-batching);
+  ``proxy_requests_in_flight`` (scoring requests: ``/invocations`` and ``/predict``);
+- ``proxy_request_rows``: rows per scored request (the client's batch size);
+- ``proxy_upstream_batches_total`` and ``proxy_upstream_batched_requests_total``: upstream
+  calls and the requests they carried (their ratio is the micro-batching factor);
 - ``proxy_predictions_total{class}``, ``proxy_prediction_confidence``;
-- ``proxy_upstream_errors_total{reason}``, ``proxy_upstream_restarts_total``,
-  ``proxy_rollouts_total{outcome}`` (done, failed), ``proxy_model_info{name,alias,version}``;
+- ``proxy_upstream_errors_total{code}``: requests answered 502, 503 or 504 because the
+  model server failed, was unavailable or timed out;
+- ``proxy_upstream_restarts_total``, ``proxy_rollouts_total{outcome}`` (done, failed),
+  ``proxy_model_info{name,alias,version}`` (value 1);
 - ``proxy_prediction_log_written_rows_total``, ``proxy_prediction_log_dropped_rows_total{reason}``;
-- ``process_*`` (CPU, memory, open files of the proxy process).
+- ``process_*``: CPU, memory and open files of the proxy process.
 """
 
 from bisect import bisect_left
 from collections import defaultdict
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, ProcessCollector
+from prometheus_client import CollectorRegistry, Counter, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.utils import floatToGoString
 
@@ -35,6 +39,9 @@ from serving.prediction_log import DROPPED_QUEUE_FULL, DROPPED_WRITE_ERROR
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 ROWS_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384)
 CONFIDENCE_BUCKETS = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+UPSTREAM_ERROR_CODES = frozenset({502, 503, 504})
+# Names of the router's event counts (``Router.events``) that become metrics.
+RESTART, ROLLOUT_DONE, ROLLOUT_FAILED = "restart", "rollout_done", "rollout_failed"
 PREFIX = "proxy"
 
 
@@ -62,47 +69,37 @@ class _Histogram:
 
 
 class ProxyMetrics:
-    """The proxy's metrics; the hot-path methods must be called from the event loop's thread."""
+    """The metrics of one proxy; ``proxy`` (a ``serving.app.Proxy``) is read at scrape time when given."""
 
-    def __init__(self):
+    def __init__(self, proxy=None):
         self.registry = CollectorRegistry()
-        self.in_flight = 0
+        self._proxy = proxy
         self._requests: dict[tuple[str, str], int] = defaultdict(int)
         self._latency: dict[str, _Histogram] = {}
         self._request_rows = _Histogram(ROWS_BUCKETS)
-        self._upstream_batch_rows = _Histogram(ROWS_BUCKETS)
         self._predictions: dict[str, int] = defaultdict(int)
         self._confidence = _Histogram(CONFIDENCE_BUCKETS)
-        self.registry.register(_HotPathCollector(self))
+        self._upstream_errors: dict[str, int] = {str(code): 0 for code in sorted(UPSTREAM_ERROR_CODES)}
+        self.registry.register(_ScrapeTimeCollector(self))
         ProcessCollector(registry=self.registry)
-        self._upstream_errors = Counter(f"{PREFIX}_upstream_errors", "Upstream calls that failed, by reason.", ["reason"], registry=self.registry)
-        self._upstream_restarts = Counter(f"{PREFIX}_upstream_restarts", "Times the proxy restarted its model server.", registry=self.registry)
-        self._rollouts = Counter(f"{PREFIX}_rollouts", "Switches to a new model version, by outcome (done, failed).", ["outcome"], registry=self.registry)
-        self._model_info = Gauge(f"{PREFIX}_model_info", "The model version being served (value 1).", ["name", "alias", "version"], registry=self.registry)
         self._log_written = Counter(f"{PREFIX}_prediction_log_written_rows", "Rows appended to the prediction log.", registry=self.registry)
-        self._log_dropped = Counter(f"{PREFIX}_prediction_log_dropped_rows", "Rows the prediction log dropped (queue_full, write_error).", ["reason"], registry=self.registry)
-        # Series that exist from the start, so that rate() and alerts see a 0 before the first event.
-        for outcome in ("done", "failed"):
-            self._rollouts.labels(outcome)
+        self._log_dropped = Counter(f"{PREFIX}_prediction_log_dropped_rows", "Rows the prediction log dropped, by reason.", ["reason"], registry=self.registry)
         for reason in (DROPPED_QUEUE_FULL, DROPPED_WRITE_ERROR):
-            self._log_dropped.labels(reason)
+            self._log_dropped.labels(reason)  # present from the start, so rate() and alerts see a 0
 
-    # Hot path: the event loop's thread only.
-
-    def request_started(self) -> None:
-        self.in_flight += 1
-
-    def request_finished(self, endpoint: str, code: int, seconds: float) -> None:
-        """One answered request; ``endpoint`` must come from a fixed set (the route, not the raw path)."""
-        self.in_flight -= 1
-        self._requests[(endpoint, str(code))] += 1
+    def observe_request(self, endpoint: str, code: int, seconds: float) -> None:
+        """One answered request (event loop only); ``endpoint`` must come from a fixed set, never the raw path."""
+        code = str(code)
+        self._requests[(endpoint, code)] += 1
         histogram = self._latency.get(endpoint)
         if histogram is None:
             histogram = self._latency[endpoint] = _Histogram(LATENCY_BUCKETS)
         histogram.observe(seconds)
+        if code in self._upstream_errors:
+            self._upstream_errors[code] += 1
 
     def observe_predictions(self, predictions: list[dict]) -> None:
-        """The rows of one scored request: their count, classes and confidences."""
+        """The model's records for one request's rows (event loop only): count, classes, confidences."""
         self._request_rows.observe(len(predictions))
         classes, confidence = self._predictions, self._confidence
         for record in predictions:
@@ -110,26 +107,6 @@ class ProxyMetrics:
             value = record.get("confidence")
             if value is not None:
                 confidence.observe(value)
-
-    def observe_upstream_batch(self, rows: int) -> None:
-        self._upstream_batch_rows.observe(rows)
-
-    # Rare events: any thread.
-
-    def upstream_error(self, reason: str) -> None:
-        self._upstream_errors.labels(reason).inc()
-
-    def upstream_restarted(self) -> None:
-        self._upstream_restarts.inc()
-
-    def rollout(self, outcome: str) -> None:
-        """``outcome`` is ``done`` or ``failed``."""
-        self._rollouts.labels(outcome).inc()
-
-    def set_model(self, name: str, alias: str | None, version: str) -> None:
-        """The version now served; the previous ``model_info`` series disappears."""
-        self._model_info.clear()
-        self._model_info.labels(name, alias or "", str(version)).set(1)
 
     def log_written(self, rows: int) -> None:
         self._log_written.inc(rows)
@@ -144,8 +121,8 @@ class ProxyMetrics:
         return make_aiohttp_handler(self.registry, disable_compression=True)
 
 
-class _HotPathCollector:
-    """Turns ProxyMetrics' integers into metric families when Prometheus scrapes."""
+class _ScrapeTimeCollector:
+    """Builds the metric families from ProxyMetrics' integers and the proxy's own state, at scrape time."""
 
     def __init__(self, metrics: ProxyMetrics):
         self._metrics = metrics
@@ -155,23 +132,41 @@ class _HotPathCollector:
 
     def collect(self):
         m = self._metrics
-        requests = CounterMetricFamily(f"{PREFIX}_requests", "Requests answered, by endpoint and status code.", labels=["endpoint", "code"])
-        for (endpoint, code), count in list(m._requests.items()):
-            requests.add_metric([endpoint, code], count)
-        yield requests
-        latency = HistogramMetricFamily(f"{PREFIX}_request_duration_seconds", "Time to answer a request, by endpoint.", labels=["endpoint"])
+        yield _counter(f"{PREFIX}_requests", "Scoring requests answered, by endpoint and status code.", ["endpoint", "code"], m._requests)
+        latency = HistogramMetricFamily(f"{PREFIX}_request_duration_seconds", "Time to answer a scoring request, by endpoint.", labels=["endpoint"])
         for endpoint, histogram in list(m._latency.items()):
             latency.add_metric([endpoint], histogram.buckets(), histogram.total)
         yield latency
-        yield GaugeMetricFamily(f"{PREFIX}_requests_in_flight", "Requests being answered now.", value=m.in_flight)
-        yield _histogram_family(f"{PREFIX}_request_rows", "Rows per scoring request.", m._request_rows)
-        yield _histogram_family(f"{PREFIX}_upstream_batch_rows", "Rows per upstream /invocations call (after micro-batching).", m._upstream_batch_rows)
-        predictions = CounterMetricFamily(f"{PREFIX}_predictions", "Scored rows, by predicted class.", labels=["class"])
-        for name, count in list(m._predictions.items()):
-            predictions.add_metric([name], count)
-        yield predictions
-        yield _histogram_family(f"{PREFIX}_prediction_confidence", "Probability of the predicted class, per scored row.", m._confidence)
+        yield _histogram(f"{PREFIX}_request_rows", "Rows per scored request.", m._request_rows)
+        yield _counter(f"{PREFIX}_predictions", "Scored rows, by predicted class.", ["class"], {(k,): v for k, v in m._predictions.items()})
+        yield _histogram(f"{PREFIX}_prediction_confidence", "Probability of the predicted class, per scored row.", m._confidence)
+        yield _counter(f"{PREFIX}_upstream_errors", "Requests failed by the model server (502), its absence (503) or its timeout (504).", ["code"], {(k,): v for k, v in m._upstream_errors.items()})
+        proxy = m._proxy
+        if proxy is None:
+            return
+        yield GaugeMetricFamily(f"{PREFIX}_requests_in_flight", "Scoring requests being answered now.", value=proxy.in_flight)
+        router = proxy.router
+        events = getattr(router, "events", {})
+        yield CounterMetricFamily(f"{PREFIX}_upstream_restarts", "Times a model server that died was started again.", value=events.get(RESTART, 0))
+        outcomes = {("done",): events.get(ROLLOUT_DONE, 0), ("failed",): events.get(ROLLOUT_FAILED, 0)}
+        yield _counter(f"{PREFIX}_rollouts", "Switches of the served version (done) and versions that failed to start (failed).", ["outcome"], outcomes)
+        info = GaugeMetricFamily(f"{PREFIX}_model_info", "The model version served now (value 1).", labels=["name", "alias", "version"])
+        live = router.live
+        if live is not None:
+            info.add_metric([router.model.name, router.model.alias or "", str(live.version)], 1)
+        yield info
+        forwarder = proxy.forwarder
+        if hasattr(forwarder, "batches_sent"):
+            yield CounterMetricFamily(f"{PREFIX}_upstream_batches", "Upstream /invocations calls made by the micro-batcher.", value=forwarder.batches_sent)
+            yield CounterMetricFamily(f"{PREFIX}_upstream_batched_requests", "Requests those calls carried.", value=forwarder.requests_sent)
 
 
-def _histogram_family(name: str, documentation: str, histogram: _Histogram) -> HistogramMetricFamily:
+def _counter(name: str, documentation: str, labels: list[str], values: dict) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, documentation, labels=labels)
+    for label_values, value in list(values.items()):
+        family.add_metric(list(label_values), value)
+    return family
+
+
+def _histogram(name: str, documentation: str, histogram: _Histogram) -> HistogramMetricFamily:
     return HistogramMetricFamily(name, documentation, buckets=histogram.buckets(), sum_value=histogram.total)

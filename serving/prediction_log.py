@@ -227,12 +227,16 @@ class PredictionLogWriter:
 
     def submit(
         self, *, request_id: str, model_name: str, model_version: str | None,
-        rows: Sequence, predictions: Sequence[str], confidences: Sequence[float], latency_ms: float,
+        rows: Sequence, predictions: Sequence[Mapping], latency_ms: float,
     ) -> bool:
-        """Queue one request's rows (mappings or value sequences in FEATURES order); False if not logged."""
+        """Queue one request; False if it is not logged. Nothing is copied or encoded here.
+
+        ``rows`` are mappings or value sequences in FEATURES order; ``predictions`` are the
+        model's records for them (``prediction`` and ``confidence`` are read from each).
+        """
         if self.sample_rate < 1.0 and random.random() >= self.sample_rate:
             return False
-        item = (time.time(), request_id, model_name, model_version, rows, predictions, confidences, latency_ms)
+        item = (time.time(), request_id, model_name, model_version, rows, predictions, latency_ms)
         try:
             self._queue.put_nowait(item)
         except queue.Full:
@@ -271,12 +275,13 @@ class PredictionLogWriter:
 
     def _write(self, items: list[tuple]) -> None:
         lines = []
-        for epoch, request_id, model_name, model_version, rows, predictions, confidences, latency_ms in items:
+        for epoch, request_id, model_name, model_version, rows, predictions, latency_ms in items:
             ts = timestamp(epoch)
-            for features, prediction, confidence in zip(rows, predictions, confidences):
+            for features, output in zip(rows, predictions):
                 lines.append(encode(make_record(
                     ts=ts, request_id=request_id, model_name=model_name, model_version=model_version,
-                    features=features, prediction=prediction, confidence=confidence, latency_ms=latency_ms,
+                    features=features, prediction=output["prediction"], confidence=output["confidence"],
+                    latency_ms=latency_ms,
                 )))
         if not lines:
             return

@@ -39,6 +39,7 @@ class Router:
         self._desired = initial
         self._starting: ManagedUpstream | None = None
         self._failures: dict[str, tuple[int, float]] = {}
+        self.events = {"restart": 0, "rollout_done": 0, "rollout_failed": 0}  # read by /metrics (serving.metrics)
         if config.upstream:
             version = initial.version if initial else (self.model.version or "unknown")
             self.live = ExternalUpstream(config.upstream, version, initial.run_id if initial else None)
@@ -109,6 +110,7 @@ class Router:
             if upstream is not self.live:
                 self._forget(upstream)
                 return
+            self.events["restart"] += 1
             await asyncio.sleep(delay)
             delay = min(delay * 2, RESTART_BACKOFF_MAX_S)
 
@@ -175,6 +177,7 @@ class Router:
             wait = min(ROLLOUT_BACKOFF_S[0] * 2**attempts, ROLLOUT_BACKOFF_S[1])
             self._failures[upstream.version] = (attempts + 1, time.monotonic() + wait)
             self.rollout = {**self.rollout, "state": "failed", "error": str(exc), "retry_in_s": wait}
+            self.events["rollout_failed"] += 1
             _logger.error("rollout to version %s failed, still serving version %s: %s (retrying in %g s)",
                           upstream.version, self.live.version if self.live else None, exc, wait)
             return
@@ -193,6 +196,7 @@ class Router:
         if upstream in self.warm:
             self.warm.remove(upstream)
         self.live = upstream
+        self.events["rollout_done"] += 1
         _logger.info("switched from version %s to version %s (%s)", previous.version if previous else None,
                      upstream.version, "newly started" if cold else "warm")
         self.rollout = {"version": upstream.version, "from_version": previous.version if previous else None,

@@ -342,9 +342,9 @@ def monitor_version(client, model_name: str, version: str, live: LiveRows, thres
 @click.option("--class-shift", type=float, default=Thresholds.class_shift, show_default=True, help="Total variation of the predicted-class mix from which a significant shift counts as drift.")
 @click.option("--min-rows", type=int, default=Thresholds.min_rows, show_default=True, help="Fewer rows give no verdict (exit 0).")
 def main(predictions, model_name, alias, version, alpha, psi_threshold, class_shift, min_rows):
-    import mlflow
-
     thresholds = Thresholds(alpha, psi_threshold, class_shift, min_rows).validated()
+    import mlflow  # after the checks: a bad argument should not wait for MLflow's import
+
     client = mlflow.MlflowClient()
     version = resolve_version(client, model_name, alias, version.strip() or None)
     live = read_predictions(predictions, model_name, version)

@@ -23,8 +23,7 @@ def value(metrics: ProxyMetrics, name: str, **labels) -> float | None:
 
 def test_two_proxy_metrics_never_share_a_registry_or_a_count():
     first, second = ProxyMetrics(), ProxyMetrics()
-    first.request_started()
-    first.request_finished("/invocations", 200, 0.01)
+    first.observe_request("/invocations", 200, 0.01)
     assert value(first, "proxy_requests_total", endpoint="/invocations", code="200") == 1
     assert value(second, "proxy_requests_total", endpoint="/invocations", code="200") is None
 
@@ -32,28 +31,17 @@ def test_two_proxy_metrics_never_share_a_registry_or_a_count():
 def test_requests_are_counted_by_endpoint_and_status_code():
     metrics = ProxyMetrics()
     for endpoint, code in [("/invocations", 200), ("/invocations", 200), ("/invocations", 400), ("/ping", 200)]:
-        metrics.request_started()
-        metrics.request_finished(endpoint, code, 0.002)
+        metrics.observe_request(endpoint, code, 0.002)
     assert value(metrics, "proxy_requests_total", endpoint="/invocations", code="200") == 2
     assert value(metrics, "proxy_requests_total", endpoint="/invocations", code="400") == 1
     assert value(metrics, "proxy_requests_total", endpoint="/ping", code="200") == 1
     assert value(metrics, "proxy_request_duration_seconds_count", endpoint="/invocations") == 3
-    assert value(metrics, "proxy_requests_in_flight") == 0
-
-
-def test_in_flight_counts_requests_started_and_not_finished():
-    metrics = ProxyMetrics()
-    metrics.request_started()
-    metrics.request_started()
-    metrics.request_finished("/invocations", 200, 0.001)
-    assert value(metrics, "proxy_requests_in_flight") == 1
 
 
 def test_latency_buckets_are_cumulative_and_inclusive_of_their_bound():
     metrics = ProxyMetrics()
     for seconds in (0.001, 0.003, 0.2, 100.0):
-        metrics.request_started()
-        metrics.request_finished("/invocations", 200, seconds)
+        metrics.observe_request("/invocations", 200, seconds)
     bucket = lambda le: value(metrics, "proxy_request_duration_seconds_bucket", endpoint="/invocations", le=le)  # noqa: E731
     assert (bucket("0.001"), bucket("0.005"), bucket("0.25"), bucket("30.0"), bucket("+Inf")) == (1, 2, 3, 3, 4)
     assert value(metrics, "proxy_request_duration_seconds_sum", endpoint="/invocations") == pytest.approx(100.204)
@@ -70,27 +58,18 @@ def test_predictions_are_counted_by_class_with_their_confidence_and_row_count():
     assert value(metrics, "proxy_request_rows_count") == 2 and value(metrics, "proxy_request_rows_sum") == 3
 
 
-def test_rare_events_are_counted_and_start_at_zero():
+def test_answers_502_503_504_count_as_upstream_errors_by_code():
     metrics = ProxyMetrics()
-    assert value(metrics, "proxy_rollouts_total", outcome="failed") == 0
+    for code in (200, 400, 502, 503, 503, 504, 500):
+        metrics.observe_request("/invocations", code, 0.01)
+    assert [value(metrics, "proxy_upstream_errors_total", code=c) for c in ("502", "503", "504")] == [1, 2, 1]
+    assert value(metrics, "proxy_upstream_errors_total", code="500") is None
+
+
+def test_prediction_log_rows_are_counted_and_drops_start_at_zero():
+    metrics = ProxyMetrics()
     assert value(metrics, "proxy_prediction_log_dropped_rows_total", reason="queue_full") == 0
-    metrics.rollout("done")
-    metrics.upstream_error("timeout")
-    metrics.upstream_restarted()
-    metrics.observe_upstream_batch(7)
     metrics.log_written(5)
     metrics.log_dropped("write_error", 2)
-    assert value(metrics, "proxy_rollouts_total", outcome="done") == 1
-    assert value(metrics, "proxy_upstream_errors_total", reason="timeout") == 1
-    assert value(metrics, "proxy_upstream_restarts_total") == 1
-    assert value(metrics, "proxy_upstream_batch_rows_sum") == 7
     assert value(metrics, "proxy_prediction_log_written_rows_total") == 5
     assert value(metrics, "proxy_prediction_log_dropped_rows_total", reason="write_error") == 2
-
-
-def test_model_info_names_only_the_version_served_now():
-    metrics = ProxyMetrics()
-    metrics.set_model("iris", "champion", "1")
-    metrics.set_model("iris", "champion", "2")
-    info = {k: v for k, v in samples(metrics).items() if k[0] == "proxy_model_info"}
-    assert info == {("proxy_model_info", (("alias", "champion"), ("name", "iris"), ("version", "2"))): 1}

@@ -39,7 +39,7 @@ class Tally:
 def submit(writer, request_id="r1", rows=(ROW,), version="2"):
     return writer.submit(
         request_id=request_id, model_name="iris", model_version=version, rows=list(rows),
-        predictions=["setosa"] * len(rows), confidences=[0.97] * len(rows), latency_ms=3.25,
+        predictions=[{"prediction": "setosa", "confidence": 0.97}] * len(rows), latency_ms=3.25,
     )
 
 

@@ -1,0 +1,89 @@
+"""Plugs the metrics and the prediction log into the proxy: one recorder, ``GET /metrics``, their life cycle.
+
+``/metrics`` is never behind the API token: it is a route of its own (or, with
+``--metrics-port``, a listener of its own), not one of the scoring handlers that check it.
+The recorder runs once per scoring request, on the event loop, after the answer is
+built: it adds to integers and, when the prediction log is on, queues the request's rows
+for the writer thread.
+"""
+
+import logging
+import socket
+
+from aiohttp import web
+
+from serving.metrics import ProxyMetrics
+from serving.prediction_log import PredictionLogWriter
+
+_logger = logging.getLogger(__name__)
+
+METRICS_PATH = "/metrics"
+METRICS = web.AppKey("metrics", ProxyMetrics)
+# With --metrics-port, the command line binds that socket before starting (a busy port is a
+# one-line error) and hands it over here.
+METRICS_SOCKET = web.AppKey("metrics_socket", socket.socket)
+
+
+def install(app: web.Application, proxy, config) -> ProxyMetrics:
+    """Add the recorder and the metrics route (call before the catch-all route is added)."""
+    metrics = ProxyMetrics(proxy)
+    app[METRICS] = metrics
+    writer = None
+    if config.prediction_log:
+        writer = PredictionLogWriter(
+            config.prediction_log, sample_rate=config.log_sample_rate, max_bytes=config.log_max_bytes,
+            backup_count=config.log_backups, on_written=metrics.log_written, on_dropped=metrics.log_dropped,
+        )
+        app.on_startup.append(lambda _app: _start_writer(writer))
+        app.on_cleanup.append(lambda _app: _close_writer(writer))
+    proxy.recorders.append(recorder(metrics, writer, proxy.router.model.name))
+    if config.metrics_port is None:
+        app.router.add_get(METRICS_PATH, metrics.aiohttp_handler())
+    else:
+        app.cleanup_ctx.append(_metrics_listener(metrics, app))
+    return metrics
+
+
+def recorder(metrics: ProxyMetrics, writer: PredictionLogWriter | None, model_name: str):
+    """The per-request hook: metrics always, the prediction log for answered requests when it is on."""
+
+    def record(outcome) -> None:
+        metrics.observe_request(outcome.endpoint, outcome.status, outcome.latency_s)
+        if outcome.predictions is None:
+            return
+        metrics.observe_predictions(outcome.predictions)
+        if writer is not None:
+            writer.submit(
+                request_id=outcome.request_id, model_name=model_name, model_version=outcome.version,
+                rows=outcome.rows, predictions=outcome.predictions, latency_ms=outcome.latency_s * 1000,
+            )
+
+    return record
+
+
+async def _start_writer(writer: PredictionLogWriter) -> None:
+    writer.start()
+    _logger.info("logging %g of the scored requests to %s", writer.sample_rate, writer.path)
+
+
+async def _close_writer(writer: PredictionLogWriter) -> None:
+    """Runs after in-flight requests are answered, so their rows are written before the proxy exits."""
+    writer.close()
+
+
+def _metrics_listener(metrics: ProxyMetrics, app: web.Application):
+    """A second listener that serves only ``GET /metrics``, for a port that only Prometheus reaches."""
+
+    async def context(_app: web.Application):
+        metrics_app = web.Application()
+        metrics_app.router.add_get(METRICS_PATH, metrics.aiohttp_handler())
+        runner = web.AppRunner(metrics_app, access_log=None)
+        await runner.setup()
+        sock = app[METRICS_SOCKET]
+        await web.SockSite(runner, sock).start()
+        host, port = sock.getsockname()[:2]
+        _logger.info("metrics on http://%s:%d%s", host, port, METRICS_PATH)
+        yield
+        await runner.cleanup()
+
+    return context
