@@ -1,0 +1,124 @@
+"""Real serving stacks for the serving tests: `mlflow models serve` and `python -m serving`, on loopback.
+
+One upstream (version 2 of the session registry) and one proxy in front of it are
+shared by the whole session; tests that need their own stack (a managed upstream, a
+token, a rollout) start it through ``start_proxy``, exactly as a user would.
+"""
+
+import contextlib
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import BIN, REPO, sqlite_uri
+from tests.support import free_port, http_ok, stop_process, wait_until
+
+START_TIMEOUT = 240  # a loaded 2-core machine can take 40 s to start one `mlflow models serve`
+ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
+
+
+@dataclass
+class RunningProxy:
+    """A `python -m serving` process; requests to it always carry a timeout."""
+
+    url: str
+    proc: subprocess.Popen
+    log: Path
+
+    def get(self, path: str, **kwargs) -> requests.Response:
+        return requests.get(self.url + path, timeout=kwargs.pop("timeout", 30), **kwargs)
+
+    def post(self, path: str, **kwargs) -> requests.Response:
+        return requests.post(self.url + path, timeout=kwargs.pop("timeout", 30), **kwargs)
+
+    def predict(self, row: dict = ROW, **kwargs) -> requests.Response:
+        return self.post("/predict", json=row, **kwargs)
+
+    def health(self) -> dict:
+        return self.get("/health").json()
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def serving_env(registry_dir: Path) -> dict:
+    return {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": sqlite_uri(registry_dir),
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PYTHONPATH": str(REPO),
+    }
+
+
+def start_proxy(registry_dir: Path, workdir: Path, *args: str, wait_healthy: bool = True) -> RunningProxy:
+    """``python -m serving ARGS`` on a free port, cwd ``workdir``; waits for /ping (and /health)."""
+    port = free_port()
+    workdir.mkdir(parents=True, exist_ok=True)
+    log = workdir / f"proxy-{port}.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "serving", "--port", str(port), *args],
+            cwd=workdir, env=serving_env(registry_dir), stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    proxy = RunningProxy(f"http://127.0.0.1:{port}", proc, log)
+    try:
+        wait_until(lambda: proc.poll() is None and http_ok(f"{proxy.url}/ping"), START_TIMEOUT, what=f"proxy (log: {log})")
+        if wait_healthy:
+            wait_until(lambda: http_ok(f"{proxy.url}/health"), START_TIMEOUT, what=f"healthy proxy (log: {log})")
+    except TimeoutError:
+        stop_process(proc)
+        raise
+    return proxy
+
+
+@contextlib.contextmanager
+def running_proxy(registry_dir: Path, workdir: Path, *args: str, wait_healthy: bool = True):
+    proxy = start_proxy(registry_dir, workdir, *args, wait_healthy=wait_healthy)
+    try:
+        yield proxy
+    finally:
+        stop_process(proxy.proc, timeout=60)
+
+
+@dataclass
+class RunningUpstream:
+    url: str
+    proc: subprocess.Popen  # `mlflow models serve`, leader of its own process group
+
+
+@pytest.fixture(scope="session")
+def upstream(trained_registry, tmp_path_factory):
+    """A real `mlflow models serve` of version 2 of the session registry, on a free loopback port."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("upstream") / "serve.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [str(BIN / "mlflow"), "models", "serve", "-m", "models:/iris/2", "--env-manager", "local",
+             "-h", "127.0.0.1", "-p", str(port), "-w", "1"],
+            cwd=trained_registry, env=serving_env(trained_registry), stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: proc.poll() is None and http_ok(f"{url}/ping"), START_TIMEOUT, what=f"mlflow models serve (log: {log})")
+        yield RunningUpstream(url, proc)
+    finally:
+        stop_process(proc)
+
+
+@pytest.fixture(scope="session")
+def upstream_url(upstream) -> str:
+    return upstream.url
+
+
+@pytest.fixture(scope="session")
+def proxy(trained_registry, upstream_url, tmp_path_factory):
+    """The proxy with default settings in front of the shared upstream; it reports version 2."""
+    with running_proxy(trained_registry, tmp_path_factory.mktemp("proxy"), "--upstream", upstream_url,
+                       "--model-uri", "models:/iris/2") as running:
+        yield running
