@@ -6,7 +6,13 @@ starts one configuration at a time (so they never compete for the CPU), drives i
 the same closed-loop generator at each concurrency for a fixed time with single-row
 requests, and prints one table with each figure's ratio to bare `mlflow models serve`
 at the same concurrency, followed by the goals of the batching issue. It measures and
-prints; it asserts nothing. Run from the repository root:
+prints; it asserts nothing.
+
+Bare `mlflow models serve` runs as MLflow ships it. The proxy's upstreams run with the
+environment the proxy gives an `mlflow models serve` it starts itself
+(``serving.upstream.upstream_env``); the row "mlflow models serve, proxy's env" shows what
+that environment alone is worth, so the table separates it from batching. Run from the
+repository root:
 
     python -m bench.serving_benchmark [--duration 10] [--connections 1,8,64]
 """
@@ -49,6 +55,7 @@ class Config:
 
 CONFIGS = (
     Config("bare", "mlflow models serve", "/invocations"),
+    Config("bare-env", "mlflow models serve, proxy's env", "/invocations"),
     Config("proxy", "proxy, batching off", "/invocations"),
     Config("batching", "proxy, batching on", "/invocations"),
     Config("fastapi", "FastAPI in-process", "/predict"),
@@ -171,14 +178,23 @@ def mlflow_serve(port: int) -> list:
     return [str(BIN / "mlflow"), "models", "serve", "-m", CHAMPION_URI, "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"]
 
 
+def upstream_env(env: dict) -> dict:
+    """``env`` with what the proxy sets when it starts `mlflow models serve` itself."""
+    from serving.upstream import upstream_env as proxy_upstream_env
+
+    proxy_env = proxy_upstream_env()
+    return {**env, **{name: value for name, value in proxy_env.items() if os.environ.get(name) != value}}
+
+
 @contextlib.contextmanager
 def started(config: Config, env: dict, workdir: Path, probe_body: bytes):
     """The processes of one configuration; yields (base URL, {role: pid})."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     probe = f"{base}{config.path}"
-    if config.key == "bare":
-        with server(mlflow_serve(port), env, workdir, "bare", probe, probe_body) as proc:
+    if config.key in ("bare", "bare-env"):
+        serve_env = env if config.key == "bare" else upstream_env(env)
+        with server(mlflow_serve(port), serve_env, workdir, config.key, probe, probe_body) as proc:
             yield base, {"server": proc.pid}
     elif config.key == "fastapi":
         command = [sys.executable, "-m", "bench.reference_app", "--model-uri", CHAMPION_URI, "--port", str(port)]
@@ -187,7 +203,8 @@ def started(config: Config, env: dict, workdir: Path, probe_body: bytes):
     else:
         upstream_port = free_port()
         upstream = f"http://127.0.0.1:{upstream_port}"
-        with server(mlflow_serve(upstream_port), env, workdir, f"{config.key}-upstream", f"{upstream}/invocations", probe_body) as up:
+        upstream_log = f"{config.key}-upstream"
+        with server(mlflow_serve(upstream_port), upstream_env(env), workdir, upstream_log, f"{upstream}/invocations", probe_body) as up:
             command = [sys.executable, "-m", "serving", "--upstream", upstream, "--host", "127.0.0.1", "--port", str(port)]
             if config.key == "proxy":
                 command.append("--no-batching")
@@ -196,21 +213,30 @@ def started(config: Config, env: dict, workdir: Path, probe_body: bytes):
 
 
 def measure(configs, connections, duration, warmup, generator, workdir, env) -> list:
+    """Start every server first, then measure them in turn at each concurrency.
+
+    Interleaving keeps the measurements that a ratio compares close together in time, so a
+    change in whatever else runs on the machine moves both sides alike.
+    """
     bodies = write_bodies(workdir)
     rows = []
-    for config in configs:
-        probe_body = bodies[config.path].read_text().splitlines()[0].encode()
-        _logger.info("starting %s", config.label)
-        with started(config, env, workdir, probe_body) as (base, roots):
+    with contextlib.ExitStack() as stack:
+        running = []
+        for config in configs:
+            probe_body = bodies[config.path].read_text().splitlines()[0].encode()
+            _logger.info("starting %s", config.label)
+            base, roots = stack.enter_context(started(config, env, workdir, probe_body))
             url = f"{base}{config.path}"
             if warmup:
                 run_load(generator, url, bodies[config.path], max(connections), warmup)
-            for count in connections:
+            running.append((config, url, roots))
+        for count in connections:
+            for config, url, roots in running:
                 with PeakRss(roots) as rss:
                     load = run_load(generator, url, bodies[config.path], count, duration)
                 _logger.info("%s, %d connections: %.0f req/s, %d errors", config.label, count, load.throughput, load.error_count)
                 rows.append(Row(config, count, load, rss.peaks))
-    return rows
+    return sorted(rows, key=lambda row: (configs.index(row.config), row.connections))
 
 
 def ratio(value: float, reference: float | None) -> str:
@@ -259,6 +285,11 @@ def goals(rows: list) -> list:
     return checks
 
 
+def load_average() -> str:
+    """The 1-minute load average: other work on the machine lowers every figure."""
+    return f"{os.getloadavg()[0]:.2f}"
+
+
 def parse_connections(ctx, param, value: str) -> tuple:
     try:
         counts = tuple(int(part) for part in value.split(","))
@@ -279,6 +310,7 @@ def parse_connections(ctx, param, value: str) -> tuple:
 def main(duration, warmup, connections, only, loadgen, workdir):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     generator = available_generator(loadgen)
+    before = load_average()
     configs = [c for c in CONFIGS if not only or c.key in only]
     with contextlib.ExitStack() as stack:
         if workdir is None:
@@ -286,9 +318,8 @@ def main(duration, warmup, connections, only, loadgen, workdir):
         workdir.mkdir(parents=True, exist_ok=True)
         env = build_champion(workdir)
         rows = measure(configs, connections, duration, warmup, generator, workdir, env)
-    load_average = ", ".join(f"{value:.2f}" for value in os.getloadavg())
-    click.echo(f"\nsingle-row requests, {duration:g} s per cell, load generator {generator}, "
-               f"{os.cpu_count()} CPUs, load average after the run {load_average}\n")
+    click.echo(f"\nsingle-row requests, {duration:g} s per cell, load generator {generator}, {os.cpu_count()} CPUs, "
+               f"load average before {before}, after {load_average()}\n")
     click.echo(render_table(rows))
     checks = goals(rows)
     if checks:
