@@ -203,8 +203,11 @@ def upstream_env() -> dict:
     uvicorn's command line reads ``UVICORN_*`` variables. By default it closes idle
     connections after 5 s, racing the proxy's pooled ones, and logs every request, which
     costs the upstream CPU per call; the proxy's own record of each request is enough.
+    One BLAS thread (unless the user set one): a model server scores small batches, and
+    OpenBLAS's idle threads busy-wait on the cores the proxy needs.
     """
     return {
+        "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
         **os.environ,
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         "UVICORN_TIMEOUT_KEEP_ALIVE": "75",
