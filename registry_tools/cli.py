@@ -279,7 +279,7 @@ def _carry_out(obj: RegistryContext, plan, dry_run: bool) -> None:
     elif dry_run:
         click.echo(f"dry run: would move {plan.describe()} ({plan.how}); nothing changed")
     else:
-        move = apply(client, plan)  # from_version as found at the move, in case someone moved it since
+        move = apply(obj.client, plan)  # from_version as found at the move, in case someone moved it since
         click.echo(f"moved {replace(plan, from_version=move.from_version).describe()} ({move.how} by {move.by})")
 
 
