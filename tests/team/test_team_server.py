@@ -1,0 +1,197 @@
+"""The project against a team server (PostgreSQL + basic-auth), changed only by environment variables.
+
+One server and one pipeline history are shared by the module: the trainer's two
+``mlflow run`` pipelines made iris v1 and v2 (champion). Tests that move the champion
+put it back on v2 before they end.
+"""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import requests
+
+from tests.conftest import BIN, REPO, mlflow_cli
+from tests.support import free_port, http_ok, stop_process, wait_until
+from tests.team.conftest import EXPERIMENT, MODEL_NAME, User
+
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:starlette.middleware.wsgi is deprecated")]
+
+ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
+# What the README tells team clients to set, so that MLflow's own `mlflow run` gives up
+# within seconds too (the project's tools set these themselves when unset).
+BOUNDED_RETRIES = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "15",
+}
+
+
+def project(module: str, *args: str, env: dict, cwd, timeout: float = 180) -> subprocess.CompletedProcess:
+    """``python -m MODULE ARGS`` as a team member runs it: only the environment names the server."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd, env={**_base_env(), **env}, stdin=subprocess.DEVNULL,
+        capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def _base_env() -> dict:
+    import os
+
+    return {**os.environ, "PYTHONPATH": str(REPO), "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
+@pytest.fixture
+def client_as(team_server, monkeypatch):
+    """An MlflowClient of the team server, signed in as the given user."""
+    from mlflow import MlflowClient
+
+    def make(user: User):
+        for key, value in team_server.env(user).items():
+            monkeypatch.setenv(key, value)
+        return MlflowClient(tracking_uri=team_server.uri, registry_uri=team_server.uri)
+
+    return make
+
+
+def champion(client) -> str:
+    return str(client.get_registered_model(MODEL_NAME).aliases["champion"])
+
+
+def assert_one_line_failure(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    """Exit 1, a single ``error:`` line on stderr naming the problem, no traceback."""
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 1, (result.returncode, result.stderr[-2000:])
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr[-2000:]
+    assert "Traceback" not in result.stderr + result.stdout
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_pipeline_runs_through_the_team_server_into_postgresql_and_its_artifact_store(team_server, team_users, team_registry, client_as):
+    client = client_as(team_users["trainer"])
+    versions = sorted(int(v.version) for v in client.search_model_versions(f"name = '{MODEL_NAME}'"))
+    assert versions == [1, 2]
+    assert champion(client) == "2"
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    assert experiment.artifact_location.startswith("mlflow-artifacts:/")  # the server's proxy, not a path
+    assert team_server.sql("SELECT count(*) FROM model_versions WHERE name = 'iris'") == [(2,)]
+    assert team_server.sql(f"SELECT count(*) FROM runs WHERE experiment_id = {experiment.experiment_id}")[0][0] >= 8
+    assert any((team_server.data_dir / "artifacts").rglob("MLmodel"))
+
+
+def test_rollback_then_promote_through_the_team_server_move_the_champion_and_record_the_user(team_server, team_users, team_registry, client_as, tmp_path):
+    trainer = team_users["trainer"]
+    client = client_as(trainer)
+    env = team_server.env(trainer)
+
+    rolled_back = project("registry_tools", "rollback", "--yes", "--reason", "team check", env=env, cwd=tmp_path)
+    assert rolled_back.returncode == 0, rolled_back.stderr
+    assert champion(client) == "1"
+    promoted = project("registry_tools", "promote", "2", "--reason", "back to v2", env=env, cwd=tmp_path)
+    assert promoted.returncode == 0, promoted.stderr
+    assert champion(client) == "2"
+
+    history = project("registry_tools", "history", "--json", env=env, cwd=tmp_path)
+    assert history.returncode == 0, history.stderr
+    moves = json.loads(history.stdout)
+    assert [(m["how"], m["from_version"], m["to_version"], m["by"]) for m in moves[:2]] == [
+        ("promote", "1", "2", "trainer"),
+        ("rollback", "2", "1", "trainer"),
+    ]
+
+
+def test_served_prediction_comes_from_the_champion_fetched_through_the_artifact_proxy(team_server, team_users, team_registry, tmp_path):
+    log_before = team_server.log.read_text(errors="replace").count("/mlflow-artifacts/artifacts/")
+    port = free_port()
+    log = tmp_path / "serving.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "serving", "--port", str(port), "--log-dir", str(tmp_path / "logs")],
+            cwd=tmp_path, env={**_base_env(), **team_server.env(team_users["viewer"])},
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: proc.poll() is None and http_ok(f"{url}/health"), timeout=300, what=f"serving (log: {log})")
+        response = requests.post(f"{url}/predict", json=ROW, timeout=60)
+    finally:
+        stop_process(proc, timeout=60)
+    assert response.status_code == 200, response.text
+    assert response.json()["prediction"] == "setosa"
+    assert response.headers["X-Model-Version"] == "2"
+    # The model files came over HTTP from the server (a reader needs no access to its storage).
+    assert team_server.log.read_text(errors="replace").count("/mlflow-artifacts/artifacts/") > log_before
+
+
+def test_anonymous_requests_are_refused_and_create_nothing(team_server, team_users, client_as):
+    created = requests.post(f"{team_server.uri}/api/2.0/mlflow/experiments/create", json={"name": "anonymous"}, timeout=60)
+    moved = requests.post(
+        f"{team_server.uri}/api/2.0/mlflow/registered-models/alias",
+        json={"name": MODEL_NAME, "alias": "champion", "version": "1"}, timeout=60,
+    )
+    listed = requests.get(f"{team_server.uri}/api/2.0/mlflow/experiments/search", params={"max_results": 5}, timeout=60)
+    assert (created.status_code, moved.status_code, listed.status_code) == (401, 401, 401)
+    assert client_as(team_server.admin).get_experiment_by_name("anonymous") is None
+
+
+def test_a_read_only_user_can_read_the_registry_but_cannot_promote_or_roll_back(team_server, team_users, team_registry, client_as, tmp_path):
+    from mlflow.server.auth.client import AuthServiceClient
+
+    admin_client = client_as(team_server.admin)
+    experiment_id = admin_client.get_experiment_by_name(EXPERIMENT).experiment_id
+    auth = AuthServiceClient(team_server.uri)
+    auth.grant_user_permission("viewer", "registered_model", MODEL_NAME, "READ")
+    auth.grant_user_permission("viewer", "experiment", experiment_id, "READ")
+    before = admin_client.get_registered_model(MODEL_NAME)
+    env = team_server.env(team_users["viewer"])
+
+    listed = project("registry_tools", "list", env=env, cwd=tmp_path)
+    promoted = project("registry_tools", "promote", "1", env=env, cwd=tmp_path)
+    rolled_back = project("registry_tools", "rollback", "--yes", env=env, cwd=tmp_path)
+
+    assert listed.returncode == 0 and "champion" in listed.stdout, listed.stderr
+    assert_one_line_failure(promoted, "permission denied")
+    assert_one_line_failure(rolled_back, "permission denied")
+    after = admin_client.get_registered_model(MODEL_NAME)
+    assert (after.aliases, after.tags) == (before.aliases, before.tags)
+
+
+def _tool_commands(tmp_path) -> dict:
+    return {
+        "registry_tools": ("registry_tools", "list"),
+        "steps": ("steps.validate_data", "--data-path", str(REPO / "data" / "iris.csv")),
+        "serving": ("serving", "--port", str(free_port()), "--log-dir", str(tmp_path / "logs")),
+    }
+
+
+@pytest.mark.parametrize("tool", ["registry_tools", "steps", "serving"])
+def test_each_tool_fails_in_one_line_when_the_server_is_unreachable(tool, tmp_path):
+    dead = {"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}"}
+    result = project(*_tool_commands(tmp_path)[tool], env=dead, cwd=tmp_path, timeout=90)
+    assert_one_line_failure(result, "unreachable")
+
+
+@pytest.mark.parametrize("tool", ["registry_tools", "steps", "serving"])
+def test_each_tool_fails_in_one_line_on_a_wrong_password(tool, team_server, team_users, tmp_path):
+    wrong = User("trainer", "not-the-password")
+    result = project(*_tool_commands(tmp_path)[tool], env=team_server.env(wrong), cwd=tmp_path, timeout=90)
+    assert_one_line_failure(result, "refused the credentials")
+
+
+@pytest.mark.parametrize("problem", ["unreachable", "wrong password"])
+def test_mlflow_run_with_the_documented_client_settings_gives_up_and_names_the_cause(problem, team_server, tmp_path):
+    """`mlflow run` is MLflow's own command: bounded by the README's settings, its last line says why."""
+    if problem == "unreachable":
+        env = {"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}", "MLFLOW_TRACKING_USERNAME": "trainer",
+               "MLFLOW_TRACKING_PASSWORD": "x"}
+        cause = "Connection refused"
+    else:
+        env = team_server.env(User("trainer", "not-the-password"))
+        cause = "401"
+    result = mlflow_cli("run", str(REPO), "--env-manager", "local", "-e", "validate_data",
+                        cwd=tmp_path, env={**env, **BOUNDED_RETRIES}, timeout=120)
+    assert result.returncode == 1
+    assert cause in result.stderr.strip().splitlines()[-1]
