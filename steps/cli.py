@@ -17,6 +17,8 @@ _logger = logging.getLogger(__name__)
 def run(command: click.Command) -> None:
     """Run a step command: usage errors exit 2, expected failures exit 1, each as one line."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # urllib3 logs each bounded retry; an unreachable server is reported below in one line.
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
     bound_http_retries()
     try:
         command.main(standalone_mode=False)
