@@ -186,3 +186,35 @@ def test_bad_requests_in_a_batch_window_never_affect_the_good_ones(proxy):
     assert all(status == 400 and body["error_code"] for status, body in bad_answers)
     assert [status for status, _ in good_answers] == [200] * len(goods)
     assert good_answers == one_by_one
+
+
+@pytest.mark.parametrize(("wait_ms", "batches_at_once"), [(0, 2), (600_000, 1)])
+def test_with_two_workers_a_request_is_held_back_only_up_to_the_batch_wait(upstream_url, wait_ms, batches_at_once):
+    async def body(session):
+        batching = BatchingForwarder(router_for(upstream_url), session, config(workers=2, max_batch_wait_ms=wait_ms))
+        first = asyncio.ensure_future(batching.predict([[5.1, 3.5, 1.4, 0.2]], "first"))
+        await asyncio.sleep(0)  # the first goes out at once: nothing was in flight
+        second = asyncio.ensure_future(batching.predict([[7.7, 3.0, 6.1, 2.3]], "second"))
+        await asyncio.sleep(0)
+        sent_at_once = batching.batches_sent
+        answers = await asyncio.gather(first, second)
+        return sent_at_once, [scored.predictions[0]["prediction"] for scored in answers]
+
+    sent_at_once, predictions = run(body)
+    assert sent_at_once == batches_at_once
+    assert predictions == ["setosa", "virginica"]
+
+
+def test_with_one_worker_a_batch_goes_out_only_when_the_previous_one_is_back(upstream_url):
+    async def body(session):
+        batching = BatchingForwarder(router_for(upstream_url), session, config(workers=1, max_batch_wait_ms=0))
+        first = asyncio.ensure_future(batching.predict([[5.1, 3.5, 1.4, 0.2]], "first"))
+        await asyncio.sleep(0)
+        others = [asyncio.ensure_future(batching.predict([[7.7, 3.0, 6.1, 2.3]], f"other{i}")) for i in range(5)]
+        await asyncio.sleep(0)
+        sent_while_busy = batching.batches_sent
+        await asyncio.gather(first, *others)
+        return sent_while_busy, batching.batches_sent
+
+    sent_while_busy, sent = run(body)
+    assert (sent_while_busy, sent) == (1, 2)
