@@ -76,7 +76,7 @@ class Router:
             "model": {"name": self.model.name, "alias": self.model.alias, "version": live.version if live else None,
                       "run_id": live.run_id if live else None},
             "upstream": live.describe() if live else None,
-            "warm": [{"version": u.version, "state": u.state} for u in self.warm],
+            "warm": [{"version": u.version, "state": u.state, "pid": u.describe()["pid"]} for u in self.warm],
             "following": self.config.follows_alias,
             "rollout": self.rollout,
             "registry": self.registry,

@@ -1,0 +1,211 @@
+"""`python -m serving` running its own model servers: live rollout, crash and recovery, stop.
+
+One stack for the module, serving ``models:/iris@champion`` from its own copy of the
+session registry, as a user starts it. The tests run in order: each rollout test starts
+and ends with the alias on version 1; the last one stops the stack with SIGTERM.
+"""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from tests.conftest import Registry, sqlite_uri
+from tests.serving.conftest import START_TIMEOUT, running_proxy, serving_env
+from tests.serving.test_proxy import assert_error
+from tests.support import wait_until
+
+pytestmark = pytest.mark.slow
+
+
+def registry_tools(registry_dir, *args: str) -> str:
+    """The real ``python -m registry_tools`` command line against this registry."""
+    result = subprocess.run([sys.executable, "-m", "registry_tools", *args], env=serving_env(registry_dir),
+                            capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def rollout_registry(trained_registry, tmp_path_factory):
+    """A copy of the session registry whose champion has been rolled back to version 1."""
+    directory = tmp_path_factory.mktemp("rollout-registry")
+    shutil.copyfile(trained_registry / "mlflow.db", directory / "mlflow.db")
+    registry_tools(directory, "rollback", "--yes", "--reason", "start the rollout tests on version 1")
+    return directory
+
+
+@pytest.fixture(scope="module")
+def stack(rollout_registry, tmp_path_factory):
+    with running_proxy(rollout_registry, tmp_path_factory.mktemp("rollout"), "--poll-interval", "0.5", "--keep-warm", "1") as proxy:
+        yield proxy
+
+
+@pytest.fixture
+def client(rollout_registry):
+    return Registry(uri=sqlite_uri(rollout_registry)).client()
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie waiting to be reaped."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def live_version(stack) -> str:
+    return stack.health()["model"]["version"]
+
+
+class SteadyLoad:
+    """A few threads posting /predict on keep-alive connections, bounded in count and time."""
+
+    def __init__(self, stack, threads: int = 4, max_seconds: float = 300, max_requests: int = 20_000, pause: float = 0.02):
+        self.stack, self.pause = stack, pause
+        self.deadline = time.monotonic() + max_seconds
+        self.max_requests = max_requests
+        self.results: list[tuple[int, str | None]] = []  # (status, X-Model-Version) in completion order
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+
+    def __enter__(self):
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=60)
+
+    def _run(self) -> None:
+        import requests
+
+        with requests.Session() as session:
+            for _ in range(self.max_requests):
+                if self._stop.is_set() or time.monotonic() > self.deadline:
+                    return
+                try:
+                    response = session.post(f"{self.stack.url}/predict", json={
+                        "sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}, timeout=60)
+                    outcome = (response.status_code, response.headers.get("X-Model-Version"))
+                    if response.status_code != 200:
+                        self.failures.append(f"{response.status_code}: {response.text[:200]}")
+                except Exception as exc:  # a reset or timeout is a failed request too
+                    outcome = (0, None)
+                    self.failures.append(repr(exc))
+                with self._lock:
+                    self.results.append(outcome)
+                time.sleep(self.pause)
+
+    def versions(self) -> list[str | None]:
+        with self._lock:
+            return [version for _, version in self.results]
+
+    def latest(self) -> str | None:
+        versions = self.versions()
+        return versions[-1] if versions else None
+
+
+def test_the_proxy_starts_its_own_model_server_for_the_version_the_alias_names(stack):
+    health = stack.health()
+    assert health["status"] == "healthy" and health["following"] is True
+    assert health["model"] == {"name": "iris", "alias": "champion", "version": "1", "run_id": health["model"]["run_id"]}
+    assert health["upstream"]["kind"] == "managed" and health["upstream"]["version"] == "1"
+    assert running(health["upstream"]["pid"])
+    response = stack.predict()
+    assert response.status_code == 200 and response.headers["X-Model-Version"] == "1"
+    assert stack.get("/version").json()["model"] == {"name": "iris", "version": "1"}
+
+
+def test_promote_and_rollback_under_load_fail_no_request_and_the_rollback_starts_nothing(stack, rollout_registry):
+    assert live_version(stack) == "1"
+    v1_pid = stack.health()["upstream"]["pid"]
+    with SteadyLoad(stack) as load:
+        wait_until(lambda: len(load.versions()) >= 20, 60, what="the load to start")
+        registry_tools(rollout_registry, "promote", "2", "--reason", "live rollout test")
+        wait_until(lambda: load.latest() == "2", START_TIMEOUT, what="responses from version 2")
+        warm = stack.health()["warm"]
+        assert [(u["version"], u["state"], u["pid"]) for u in warm] == [("1", "ready", v1_pid)]
+        registry_tools(rollout_registry, "rollback", "--yes", "--reason", "live rollout test")
+        wait_until(lambda: load.latest() == "1", 60, what="responses from version 1 again")
+        time.sleep(1)
+    versions = load.versions()
+    assert load.failures == []
+    assert versions[0] == "1" and "2" in versions and versions[-1] == "1"
+    health = stack.health()
+    assert health["upstream"]["pid"] == v1_pid  # the warm version 1 took over: nothing was started
+    assert health["rollout"]["state"] == "switched" and health["rollout"]["cold"] is False
+    assert [u["version"] for u in health["warm"]] == ["2"]
+
+
+def test_a_version_whose_model_cannot_load_is_not_switched_to(stack, rollout_registry, client, tmp_path):
+    import mlflow
+
+    from registry_tools.aliases import move_alias
+
+    mlflow.set_tracking_uri(sqlite_uri(rollout_registry))
+    try:
+        source = mlflow.artifacts.download_artifacts("models:/iris/1", dst_path=str(tmp_path / "gone"))
+    finally:
+        mlflow.set_tracking_uri(None)
+    broken = client.create_model_version("iris", source=source, run_id=client.get_model_version("iris", "1").run_id).version
+    shutil.rmtree(source)  # the registry still lists it; its artifacts are gone
+    move_alias(client, "iris", "champion", broken, how="promote", reason="a version that cannot load")
+    try:
+        wait_until(lambda: (stack.health()["rollout"] or {}).get("state") == "failed", START_TIMEOUT, what="the failed rollout")
+        health = stack.health()
+        assert health["status"] == "healthy" and health["model"]["version"] == "1"
+        assert health["rollout"]["version"] == str(broken) and health["rollout"]["error"]
+        answer = stack.predict()
+        assert answer.status_code == 200 and answer.headers["X-Model-Version"] == "1"
+    finally:
+        move_alias(client, "iris", "champion", "1", how="rollback", reason="end of test")
+    wait_until(lambda: stack.health()["rollout"]["state"] == "abandoned", 60, what="the rollout to be abandoned")
+
+
+def test_deleting_the_alias_keeps_the_service_answering(stack, client):
+    from registry_tools.aliases import move_alias
+
+    assert live_version(stack) == "1"
+    client.delete_registered_model_alias("iris", "champion")
+    try:
+        wait_until(lambda: stack.health()["registry"]["state"] == "alias_missing", 60, what="the missing alias to be seen")
+        answer = stack.predict()
+        assert answer.status_code == 200 and answer.headers["X-Model-Version"] == "1"
+        assert stack.get("/health").status_code == 200
+    finally:
+        move_alias(client, "iris", "champion", "1", how="promote", reason="end of test")
+    wait_until(lambda: stack.health()["registry"]["state"] == "ok", 60, what="the alias to be seen again")
+
+
+def test_killing_the_model_server_degrades_health_at_once_then_it_recovers_by_itself(stack):
+    before = stack.health()["upstream"]
+    os.killpg(before["pid"], signal.SIGKILL)
+    wait_until(lambda: stack.get("/health").status_code == 503, 15, interval=0.05, what="degraded health")
+    assert stack.health()["status"] == "degraded"
+    refused = stack.predict()  # restarting takes seconds: the client hears 503, not a reset
+    assert_error(refused, 503, "UPSTREAM_UNAVAILABLE")
+    assert "Retry-After" in refused.headers
+    wait_until(lambda: stack.get("/health").status_code == 200, START_TIMEOUT, what="recovery")
+    after = stack.health()["upstream"]
+    assert after["pid"] != before["pid"] and after["starts"] == before["starts"] + 1
+    assert stack.predict().status_code == 200
+
+
+def test_sigterm_stops_every_model_server_it_started_and_exits_0(stack):
+    health = stack.health()
+    pids = [health["upstream"]["pid"], *(u["pid"] for u in health["warm"])]
+    assert len(pids) == 2 and all(running(pid) for pid in pids)  # the live one and the warm one
+    os.killpg(stack.proc.pid, signal.SIGTERM)
+    assert stack.proc.wait(timeout=60) == 0
+    wait_until(lambda: not any(running(pid) for pid in pids), 30, what="the model servers to stop")
