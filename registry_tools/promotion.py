@@ -59,7 +59,11 @@ def plan_promotion(client: MlflowClient, name: str, ref: Ref, alias: str, *, rea
 def plan_rollback(
     client: MlflowClient, name: str, alias: str, *, to: Ref | None = None, reason: str = "", force: bool = False
 ) -> Plan:
-    """Move the alias back to the version that held it before (per its history), or to ``to``."""
+    """Move the alias back to the version that held it before (per its history), or to ``to``.
+
+    The gate is checked only for ``to``: a version from the history was live before, even
+    if someone forced it there, and returning to it is what a rollback is for.
+    """
     model = get_model(client, name)
     current = _alias_target(model.aliases, alias)
     if to is not None:

@@ -33,6 +33,8 @@ def one_line(exc: BaseException) -> str:
         return "tracking server unreachable: " + _host_of(text)
     if "401" in first or "Unauthorized" in text or "credentials" in text.lower() and "invalid" in text.lower():
         return "tracking server refused the credentials (401): check MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD"
+    if match := re.search(r"endpoint (\S+) failed with error code 404", first):
+        return f"the tracking server answered 404 for {match.group(1)}: is the tracking URI an MLflow server?"
     if "403" in first or "PERMISSION_DENIED" in text:
         return "permission denied by the tracking server (403): " + first[:200]
     return shorten(first)
@@ -63,21 +65,35 @@ def sqlite_path(uri: str) -> Path | None:
 def check_store(uri: str) -> None:
     """Fail fast, in one line, when the store behind the URI cannot be what the user meant.
 
-    An http(s) server gets one request without retries (any HTTP answer counts, even 401),
-    so a closed port or a server that accepts connections but never answers fails in
-    seconds. A sqlite file must already exist: MLflow would otherwise create an empty
+    An http(s) server gets one request without retries, so a closed port or a server that
+    accepts connections but never answers fails in seconds. Any HTTP answer counts, even
+    401, and so does a TLS handshake this check cannot complete: MLflow's own TLS settings
+    decide that. A sqlite file must already exist: MLflow would otherwise create an empty
     database at a mistyped path and report every model as missing.
     """
     scheme = urlparse(uri).scheme
     if scheme in ("http", "https"):
         import requests
 
+        connect, read = PREFLIGHT_TIMEOUT
         try:
             requests.head(uri, timeout=PREFLIGHT_TIMEOUT, allow_redirects=False).close()
+        except requests.exceptions.SSLError:
+            return
+        except requests.exceptions.ConnectTimeout:
+            raise RegistryError(f"tracking server {uri} unreachable: no connection within {connect:g} s") from None
         except requests.exceptions.Timeout:
-            raise RegistryError(f"tracking server {uri} did not answer within {PREFLIGHT_TIMEOUT[1]:g} s") from None
+            raise RegistryError(f"tracking server {uri} did not answer within {read:g} s") from None
         except requests.exceptions.RequestException as exc:
-            reason = "connection refused" if "refused" in str(exc).lower() else type(exc).__name__
-            raise RegistryError(f"tracking server {uri} unreachable: {reason}") from None
+            raise RegistryError(f"tracking server {uri} unreachable: {_connection_problem(exc)}") from None
     elif (path := sqlite_path(uri)) is not None and not path.is_file():
         raise RegistryError(f"no MLflow database at {path.resolve()}: check --tracking-uri or MLFLOW_TRACKING_URI")
+
+
+def _connection_problem(exc: Exception) -> str:
+    text = str(exc).lower()
+    if "refused" in text:
+        return "connection refused"
+    if "name or service not known" in text or "nodename nor servname" in text or "name resolution" in text:
+        return "unknown host"
+    return type(exc).__name__

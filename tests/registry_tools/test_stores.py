@@ -4,8 +4,11 @@ Each must fail with one line and exit 1 in seconds; the subprocess timeouts belo
 generous bounds that only MLflow's default retries (minutes) would exceed.
 """
 
+import functools
+import http.server
 import os
 import socket
+import threading
 import time
 
 import pytest
@@ -40,6 +43,26 @@ def test_a_server_that_accepts_but_never_answers_fails_in_seconds_with_one_line(
     print(f"silent server: failed after {seconds:.1f} s")
     assert code == 1
     assert err == f"error: tracking server {uri} did not answer within 5 s\n"
+
+
+class QuietFiles(http.server.SimpleHTTPRequestHandler):
+    """A plain file server (an empty directory): 200 for /, 404 for MLflow's API."""
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_web_server_that_is_not_mlflow_is_reported_in_one_line(run, tmp_path):
+    handler = functools.partial(QuietFiles, directory=str(tmp_path))
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as web:
+        thread = threading.Thread(target=web.serve_forever, daemon=True)
+        thread.start()
+        try:
+            result = run("--tracking-uri", f"http://127.0.0.1:{web.server_address[1]}", "list")
+        finally:
+            web.shutdown()
+            thread.join(timeout=10)
+    assert_one_line_error(result, 1, "answered 404 for /api/2.0/mlflow/registered-models/get", "is the tracking URI an MLflow server?")
 
 
 def test_a_missing_sqlite_database_is_reported_and_not_created(run, tmp_path):
