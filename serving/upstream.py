@@ -8,6 +8,7 @@ loopback port in its own session, so stopping it stops the uvicorn it launches t
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import math
 import os
@@ -115,6 +116,7 @@ class ManagedUpstream(Upstream):
             self.process = await asyncio.create_subprocess_exec(
                 *command, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=asyncio.subprocess.STDOUT,
                 env=upstream_env(), start_new_session=True,
+                preexec_fn=_die_with_the_proxy if sys.platform == "linux" else None,
             )
         try:
             await self._wait_ready(session, f"http://127.0.0.1:{port}")
@@ -213,6 +215,15 @@ def upstream_env() -> dict:
         "UVICORN_TIMEOUT_KEEP_ALIVE": "75",
         "UVICORN_ACCESS_LOG": "false",
     }
+
+
+def _die_with_the_proxy() -> None:
+    """In the child, before exec: SIGTERM it when the proxy dies, even by SIGKILL, so no server is orphaned.
+
+    MLflow sets the same for the uvicorn it launches, so the whole model server goes.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def free_port() -> int:

@@ -93,7 +93,8 @@ def predict_row(content_type: str | None, body: bytes) -> list[float]:
     if not isinstance(document, dict):
         raise _format("the body must be a JSON object with the fields " + ", ".join(FEATURES))
     _check_columns(document.keys())
-    return _checked_row([document[name] for name in FEATURES], FEATURES, None)
+    errors: list[str] = []
+    return _finish([_checked_row([document[name] for name in FEATURES], FEATURES, None, errors)], errors)[0]
 
 
 def split_rows(payload, limits: Limits) -> list[list[float]]:
@@ -173,7 +174,7 @@ def _csv_number(text: str):
     return float(text) if _NUMBER.fullmatch(text) else text
 
 
-def _checked_row(values: list, names, index: int | None, errors: list[str] | None = None) -> list[float]:
+def _checked_row(values: list, names, index: int | None, errors: list[str]) -> list[float]:
     """The row as floats; each bad value adds an error naming its row and column."""
     row = []
     for name, value in zip(names, values):
@@ -181,12 +182,9 @@ def _checked_row(values: list, names, index: int | None, errors: list[str] | Non
         if (kind is float or kind is int) and 0 < value <= MAX_VALUE:
             row.append(float(value))
             continue
-        where = name if index is None else f"row {index}, column {name}"
-        problem = _value_problem(value)
-        if errors is None:
-            raise ValidationError(400, "INVALID_VALUE", f"{where}: {problem}", [f"{where}: {problem}"])
         if len(errors) < MAX_DETAILS:
-            errors.append(f"{where}: {problem}")
+            where = name if index is None else f"row {index}, column {name}"
+            errors.append(f"{where}: {_value_problem(value)}")
         row.append(0.0)
     return row
 

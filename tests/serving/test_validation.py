@@ -57,6 +57,14 @@ def test_predict_takes_one_object_with_the_four_features():
     assert predict_row(JSON, json.dumps(RECORDS[0]).encode()) == ROWS[0]
 
 
+def test_predict_names_every_bad_field():
+    body = json.dumps({**RECORDS[0], "sepal_width": "3.5", "petal_length": -1.4}).encode()
+    with pytest.raises(ValidationError) as caught:
+        predict_row(JSON, body)
+    assert caught.value.details == ["sepal_width: must be a number, got a string",
+                                    "petal_length: must be > 0 and <= 1e+06, got -1.4"]
+
+
 @pytest.mark.parametrize("content_type", [None, "", "text/plain", "application/x-www-form-urlencoded", "application/json; charset=latin-1"])
 def test_other_content_types_are_refused_with_415(content_type):
     error = refusal({"dataframe_records": RECORDS}, content_type)

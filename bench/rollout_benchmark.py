@@ -1,0 +1,155 @@
+"""How long a live rollout takes: from an alias move to the first answer by the new version.
+
+It trains two versions with the real pipeline (`mlflow run`) in a temporary store, puts
+``champion`` on version 1, starts `python -m serving` (which follows the alias), and
+keeps one client asking ``/predict`` every few milliseconds. Then it promotes version 2
+(a cold start: a new `mlflow models serve`) and rolls back to version 1 (still running,
+warm), a few times, and prints for each move the time from the registry write to the
+first response whose ``X-Model-Version`` is the new version, next to the goals of the
+live-rollout issue. It measures and prints; it asserts nothing. From the repository root:
+
+    python -m bench.rollout_benchmark [--poll-interval 2] [--rounds 3]
+"""
+
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import click
+import requests
+
+from tests.support import free_port, stop_process, wait_until
+
+_logger = logging.getLogger(__name__)
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
+START_UP_S = 6.5  # `mlflow models serve` start to first /ping, measured on an idle 2-core machine
+
+
+def store_with_two_versions(workdir: Path) -> dict:
+    """Versions 1 and 2 of `iris` made by the real pipeline; the environment that points at them."""
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlflow.db'}", "PYTHONPATH": str(REPO),
+           "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "SERVING_API_TOKEN"):
+        env.pop(name, None)
+    for params in ([], ["-P", "C=0.5"]):
+        _logger.info("training a version with `mlflow run` %s", " ".join(params))
+        done = subprocess.run([str(BIN / "mlflow"), "run", str(REPO), "--env-manager", "local", "--experiment-name",
+                               "iris-classification", *params], cwd=workdir, env=env, capture_output=True, text=True,
+                              timeout=900, check=False)
+        if done.returncode != 0:
+            raise click.ClickException(f"the pipeline failed: {done.stderr.strip()[-800:]}")
+    return env
+
+
+class Watcher:
+    """One keep-alive client asking /predict in a loop; remembers when each version first answered."""
+
+    def __init__(self, url: str, pause: float = 0.005):
+        self.url, self.pause = url, pause
+        self.failed = 0
+        self._first_seen: dict[str, list[float]] = {}
+        self._last: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> "Watcher":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        with requests.Session() as session:
+            while not self._stop.is_set():
+                try:
+                    response = session.post(f"{self.url}/predict", json=ROW, timeout=30)
+                    version = response.headers.get("X-Model-Version") if response.status_code == 200 else None
+                except requests.RequestException:
+                    version = None
+                answered_at = time.monotonic()
+                if version is None:
+                    self.failed += 1
+                elif version != self._last:
+                    self._first_seen.setdefault(version, []).append(answered_at)
+                    self._last = version
+                time.sleep(self.pause)
+
+    def first_answer_after(self, version: str, since: float, timeout: float) -> float:
+        """Seconds from ``since`` to the first answer by ``version`` after it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            later = [t for t in self._first_seen.get(version, []) if t >= since]
+            if later:
+                return later[0] - since
+            time.sleep(0.005)
+        raise click.ClickException(f"version {version} did not answer within {timeout:g} s")
+
+
+def registry_client(env: dict):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"], registry_uri=env["MLFLOW_TRACKING_URI"])
+
+
+def move(client, version: str, how: str) -> float:
+    """Point champion at the version; returns the monotonic time just before the registry write."""
+    from registry_tools.aliases import move_alias
+
+    moved_at = time.monotonic()
+    move_alias(client, "iris", "champion", version, how=how, reason="rollout benchmark")
+    return moved_at
+
+
+@click.command(help="Print the time from an alias move to the first answer by the new version, cold and warm.")
+@click.option("--poll-interval", type=click.FloatRange(min=0.1), default=2.0, show_default=True, help="The proxy's --poll-interval.")
+@click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True, help="Warm promote/rollback pairs after the cold start.")
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), help="Keep the store and logs here (default: a temporary directory).")
+def main(poll_interval: float, rounds: int, workdir: Path | None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    with tempfile.TemporaryDirectory(prefix="rollout-bench-") as scratch:
+        workdir = workdir or Path(scratch)
+        workdir.mkdir(parents=True, exist_ok=True)
+        env = store_with_two_versions(workdir)
+        client = registry_client(env)
+        move(client, "1", "rollback")  # also opens the store, so no later move pays for that
+        port = free_port()
+        log = workdir / "proxy.log"
+        with open(log, "wb") as out:
+            proxy = subprocess.Popen([sys.executable, "-m", "serving", "--port", str(port), "--poll-interval", str(poll_interval)],
+                                     cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_until(lambda: requests.get(f"{url}/health", timeout=2).status_code == 200, 300, what=f"the proxy (log: {log})")
+            rows = []
+            with Watcher(url) as watcher:
+                watcher.first_answer_after("1", 0.0, 60)
+                rows.append(("promote to a cold version (1 -> 2)", watcher.first_answer_after("2", move(client, "2", "promote"), 300)))
+                rows.append(("rollback to the warm version (2 -> 1)", watcher.first_answer_after("1", move(client, "1", "rollback"), 60)))
+                for _ in range(rounds - 1):
+                    rows.append(("promote to the warm version (1 -> 2)", watcher.first_answer_after("2", move(client, "2", "promote"), 60)))
+                    rows.append(("rollback to the warm version (2 -> 1)", watcher.first_answer_after("1", move(client, "1", "rollback"), 60)))
+            failed = watcher.failed
+        finally:
+            stop_process(proxy, timeout=60)
+    cold = [s for label, s in rows if "cold" in label]
+    warm = [s for label, s in rows if "warm" in label]
+    click.echo(f"\nlive rollout, poll interval {poll_interval:g} s, {os.cpu_count()} CPUs; alias move -> first answer by the new version")
+    for label, seconds in rows:
+        click.echo(f"  {label:<40} {seconds:6.2f} s")
+    click.echo(f"  failed requests during all moves: {failed}")
+    click.echo(f"goal, promote to cold <= poll interval + start-up (~{poll_interval + START_UP_S:.1f} s): {max(cold):.2f} s")
+    click.echo(f"goal, rollback to warm <= poll interval + 0.5 s ({poll_interval + 0.5:.1f} s): worst {max(warm):.2f} s")
+
+
+if __name__ == "__main__":
+    main()
