@@ -58,10 +58,11 @@ class Router:
 
     async def close(self) -> None:
         """Stop watching and stop every upstream we started; requests have drained by now."""
+        # Listed before cancelling: a cancelled start forgets its upstream, which must still stop.
+        managed = [u for u in [self.live, self._starting, *self.warm] if isinstance(u, ManagedUpstream)]
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        managed = [u for u in [self.live, self._starting, *self.warm] if isinstance(u, ManagedUpstream)]
         await asyncio.gather(*(u.stop(drain_timeout=self.config.timeout) for u in managed), return_exceptions=True)
         if self.lookup is not None:
             self.lookup.close()

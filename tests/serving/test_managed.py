@@ -202,10 +202,32 @@ def test_killing_the_model_server_degrades_health_at_once_then_it_recovers_by_it
     assert stack.predict().status_code == 200
 
 
-def test_sigterm_stops_every_model_server_it_started_and_exits_0(stack):
-    health = stack.health()
-    pids = [health["upstream"]["pid"], *(u["pid"] for u in health["warm"])]
-    assert len(pids) == 2 and all(running(pid) for pid in pids)  # the live one and the warm one
-    os.killpg(stack.proc.pid, signal.SIGTERM)
+def test_sigterm_stops_every_process_it_started_even_a_model_server_still_starting_and_exits_0(stack, client):
+    from registry_tools.aliases import move_alias
+
+    move_alias(client, "iris", "champion", "3", how="promote", reason="a rollout still starting at SIGTERM")
+    wait_until(lambda: any("models:/iris/3" in args for args in children(stack.proc.pid).values()), 60,
+               interval=0.05, what="the model server for version 3 to be starting")
+    started = children(stack.proc.pid)
+    serving = [args for args in started.values() if "models serve" in args]
+    assert len(serving) == 3, serving  # live version 1, warm version 2, version 3 starting
+    os.kill(stack.proc.pid, signal.SIGTERM)  # the proxy alone, as `docker stop` does
     assert stack.proc.wait(timeout=60) == 0
-    wait_until(lambda: not any(running(pid) for pid in pids), 30, what="the model servers to stop")
+    wait_until(lambda: not any(running(pid) for pid in started), 30, what="every process it started to stop")
+
+
+def children(pid: int) -> dict[int, str]:
+    """The processes whose parent is ``pid``, with their command lines."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+            if parent == pid:
+                with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                    found[int(entry)] = cmdline.read().replace(b"\0", b" ").decode(errors="replace")
+        except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+            continue
+    return found
