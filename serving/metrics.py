@@ -74,12 +74,12 @@ class ProxyMetrics:
     def __init__(self, proxy=None):
         self.registry = CollectorRegistry()
         self._proxy = proxy
-        self._requests: dict[tuple[str, str], int] = defaultdict(int)
+        self._requests: dict[tuple[str, int], int] = defaultdict(int)
         self._latency: dict[str, _Histogram] = {}
         self._request_rows = _Histogram(ROWS_BUCKETS)
-        self._predictions: dict[str, int] = defaultdict(int)
+        self._predictions: dict = defaultdict(int)  # predicted class -> rows
         self._confidence = _Histogram(CONFIDENCE_BUCKETS)
-        self._upstream_errors: dict[str, int] = {str(code): 0 for code in sorted(UPSTREAM_ERROR_CODES)}
+        self._upstream_errors: dict[int, int] = {code: 0 for code in sorted(UPSTREAM_ERROR_CODES)}
         self.registry.register(_ScrapeTimeCollector(self))
         ProcessCollector(registry=self.registry)
         self._log_written = Counter(f"{PREFIX}_prediction_log_written_rows", "Rows appended to the prediction log.", registry=self.registry)
@@ -89,7 +89,6 @@ class ProxyMetrics:
 
     def observe_request(self, endpoint: str, code: int, seconds: float) -> None:
         """One answered request (event loop only); ``endpoint`` must come from a fixed set, never the raw path."""
-        code = str(code)
         self._requests[(endpoint, code)] += 1
         histogram = self._latency.get(endpoint)
         if histogram is None:
@@ -103,7 +102,7 @@ class ProxyMetrics:
         self._request_rows.observe(len(predictions))
         classes, confidence = self._predictions, self._confidence
         for record in predictions:
-            classes[str(record.get("prediction"))] += 1
+            classes[record.get("prediction")] += 1
             value = record.get("confidence")
             if value is not None:
                 confidence.observe(value)
@@ -138,9 +137,9 @@ class _ScrapeTimeCollector:
             latency.add_metric([endpoint], histogram.buckets(), histogram.total)
         yield latency
         yield _histogram(f"{PREFIX}_request_rows", "Rows per scored request.", m._request_rows)
-        yield _counter(f"{PREFIX}_predictions", "Scored rows, by predicted class.", ["class"], {(k,): v for k, v in m._predictions.items()})
+        yield _counter(f"{PREFIX}_predictions", "Scored rows, by predicted class.", ["class"], {(name,): n for name, n in m._predictions.items()})
         yield _histogram(f"{PREFIX}_prediction_confidence", "Probability of the predicted class, per scored row.", m._confidence)
-        yield _counter(f"{PREFIX}_upstream_errors", "Requests failed by the model server (502), its absence (503) or its timeout (504).", ["code"], {(k,): v for k, v in m._upstream_errors.items()})
+        yield _counter(f"{PREFIX}_upstream_errors", "Requests failed by the model server (502), its absence (503) or its timeout (504).", ["code"], {(code,): n for code, n in m._upstream_errors.items()})
         proxy = m._proxy
         if proxy is None:
             return
@@ -164,7 +163,7 @@ class _ScrapeTimeCollector:
 def _counter(name: str, documentation: str, labels: list[str], values: dict) -> CounterMetricFamily:
     family = CounterMetricFamily(name, documentation, labels=labels)
     for label_values, value in list(values.items()):
-        family.add_metric(list(label_values), value)
+        family.add_metric([str(label) for label in label_values], value)
     return family
 
 

@@ -15,16 +15,16 @@ size (``path.1`` ... ``path.N``, like ``logging.handlers.RotatingFileHandler``).
 queue or a failed write drops the rows and reports them through ``on_dropped``.
 """
 
+import collections
+import functools
 import logging
 import math
 import os
-import queue
 import random
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 import orjson
@@ -41,30 +41,35 @@ DEFAULT_QUEUE_SIZE = 10_000
 DROPPED_QUEUE_FULL = "queue_full"
 DROPPED_WRITE_ERROR = "write_error"
 
-_STOP = object()
 _BATCH_ITEMS = 512
+_POLL_INTERVAL_S = 0.05
 _WARN_INTERVAL_S = 60.0
 
 
 def timestamp(epoch_seconds: float) -> str:
     """ISO-8601 in UTC with a ``Z``, to the millisecond: sortable as text and readable by pandas."""
-    moment = datetime.fromtimestamp(epoch_seconds, tz=timezone.utc)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    seconds = int(epoch_seconds)
+    return f"{_second(seconds)}.{int((epoch_seconds - seconds) * 1000):03d}Z"
+
+
+@functools.lru_cache(maxsize=4)
+def _second(seconds: int) -> str:
+    """The formatting is most of a timestamp's cost, and a second holds many requests."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
 
 
 def make_record(
     *, ts: str, request_id: str, model_name: str, model_version: str | None,
     features: Mapping[str, float] | Sequence[float], prediction: str, confidence: float, latency_ms: float,
 ) -> dict:
-    """One log record; ``features`` is a mapping or the values in ``steps.config.FEATURES`` order."""
-    if not isinstance(features, Mapping):
-        features = dict(zip(FEATURES, features))
+    """One log record; ``features`` is a dict or the values in ``steps.config.FEATURES`` order."""
+    values = [features[name] for name in FEATURES] if isinstance(features, dict) else features
     return {
         "ts": ts,
         "request_id": request_id,
         "model_name": model_name,
         "model_version": None if model_version is None else str(model_version),
-        "features": {name: float(features[name]) for name in FEATURES},
+        "features": {name: float(value) for name, value in zip(FEATURES, values, strict=True)},
         "prediction": str(prediction),
         "confidence": float(confidence),
         "latency_ms": round(float(latency_ms), 3),
@@ -72,7 +77,7 @@ def make_record(
 
 
 def encode(record: dict) -> bytes:
-    return orjson.dumps(record) + b"\n"
+    return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
 
 
 class InvalidRecord(ValueError):
@@ -193,9 +198,10 @@ class PredictionLogWriter:
     """Logs the rows of sampled requests from a background thread; ``submit`` never blocks.
 
     Sampling is per request (``sample_rate`` of the requests are logged with all their
-    rows), so the hot path pays one random number, not one per row. ``on_written(n)`` and
-    ``on_dropped(reason, n)`` report rows, for the metrics; ``on_dropped`` may be called
-    from the writer thread.
+    rows), so the hot path pays one random number, not one per row. Requests wait in a
+    deque, whose ``append`` needs no lock, for a thread that wakes every
+    ``_POLL_INTERVAL_S`` while idle. ``on_written(n)`` and ``on_dropped(reason, n)``
+    report rows, for the metrics; both may be called from the writer thread.
     """
 
     def __init__(
@@ -214,9 +220,11 @@ class PredictionLogWriter:
         self.path = Path(path)
         self.sample_rate = sample_rate
         self._file = RotatingFile(path, max_bytes, backup_count)
-        self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
+        self._pending: collections.deque = collections.deque()
+        self._queue_size = queue_size
         self._on_written = on_written
         self._on_dropped = on_dropped
+        self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_warning = -math.inf
 
@@ -231,47 +239,46 @@ class PredictionLogWriter:
     ) -> bool:
         """Queue one request; False if it is not logged. Nothing is copied or encoded here.
 
-        ``rows`` are mappings or value sequences in FEATURES order; ``predictions`` are the
+        ``rows`` are dicts or value sequences in FEATURES order; ``predictions`` are the
         model's records for them (``prediction`` and ``confidence`` are read from each).
+        Call it from one thread (the proxy's event loop) so the bound holds exactly.
         """
         if self.sample_rate < 1.0 and random.random() >= self.sample_rate:
             return False
-        item = (time.time(), request_id, model_name, model_version, rows, predictions, latency_ms)
-        try:
-            self._queue.put_nowait(item)
-        except queue.Full:
+        if len(self._pending) >= self._queue_size:
             self._on_dropped(DROPPED_QUEUE_FULL, len(rows))
             return False
+        self._pending.append((time.time(), request_id, model_name, model_version, rows, predictions, latency_ms))
         return True
 
     def close(self, timeout: float = 5.0) -> None:
         """Write what is queued (bounded by ``timeout``), then stop the thread and close the file."""
         if self._thread is not None:
-            try:
-                self._queue.put(_STOP, timeout=timeout)
-            except queue.Full:
-                _logger.warning("Prediction log queue still full after %.1f s; unwritten rows are lost", timeout)
+            self._stop.set()
             self._thread.join(timeout)
+            if self._thread.is_alive():
+                _logger.warning("Prediction log not flushed within %.1f s; %d requests not written", timeout, len(self._pending))
+                return  # the thread still owns the file
             self._thread = None
         self._file.close()
 
     def _drain(self) -> None:
+        pending = self._pending
         while True:
-            items = [self._queue.get()]
-            while len(items) < _BATCH_ITEMS:
+            stopping = self._stop.is_set()
+            items = []
+            while pending and len(items) < _BATCH_ITEMS:
+                items.append(pending.popleft())
+            if items:
                 try:
-                    items.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            stop = any(item is _STOP for item in items)
-            requests = [item for item in items if item is not _STOP]
-            try:
-                self._write(requests)
-            except Exception:  # a bad item must not end the thread and with it all logging
-                _logger.exception("Prediction log writer failed on a batch; dropping it")
-                self._on_dropped(DROPPED_WRITE_ERROR, sum(len(item[4]) for item in requests))
-            if stop:
+                    self._write(items)
+                except Exception:  # a bad item must not end the thread and with it all logging
+                    _logger.exception("Prediction log writer failed on a batch; dropping it")
+                    self._on_dropped(DROPPED_WRITE_ERROR, sum(len(item[4]) for item in items))
+            elif stopping:
                 return
+            else:
+                self._stop.wait(_POLL_INTERVAL_S)
 
     def _write(self, items: list[tuple]) -> None:
         lines = []

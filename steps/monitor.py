@@ -4,8 +4,8 @@ Reads the proxy's prediction log (format in ``serving.prediction_log``) and comp
 rows served by one model version with that version's training split (the
 ``data/train.csv`` artifact of its training run). One run checks one version: by default
 the one holding ``alias``, the version serving now. Rows of other versions are left out
-and counted (check them with ``--version N``); rows that name no version are taken as
-served by the checked one.
+and counted (check them with ``--version N``); rows that name no registry version are
+taken as served by the checked one.
 
 The verdict needs significance and size together, so that neither a tiny but certain
 shift in heavy traffic nor sampling noise in light traffic raises an alarm:
@@ -126,11 +126,16 @@ class DriftAssessment:
 
 
 def live_rows(records: list[dict], model_name: str, version: str, skipped: int = 0) -> LiveRows:
-    """The logged rows served by ``model_name`` version ``version`` (rows naming no version count as it)."""
+    """The logged rows served by ``model_name`` version ``version``.
+
+    Rows that name no registry version (none, or a proxy's placeholder such as "unknown"
+    when it fronts a server it was not told the version of) count as the checked version.
+    """
     keep, others = [], Counter()
     for record in records:
         name = record.get("model_name") or model_name
-        served_by = record.get("model_version") or version
+        logged = record.get("model_version")
+        served_by = logged if logged and logged.isdigit() else version
         if name == model_name and served_by == version:
             keep.append({**record["features"], "prediction": record["prediction"], "confidence": record["confidence"], "ts": record.get("ts")})
         else:

@@ -78,8 +78,9 @@ def test_only_rows_of_the_checked_version_are_compared_and_unversioned_rows_coun
     log = tmp_path / "predictions.jsonl"
     write_log(log, split.scored(split.holdout.head(5)), model_version="2")
     write_log(log, split.scored(split.holdout.head(3)), model_version=None)
+    write_log(log, split.scored(split.holdout.head(1)), model_version="unknown")
     write_log(log, split.scored(split.holdout.head(4)), model_version="1")
     write_log(log, split.scored(split.holdout.head(2)), model_version="2", model_name="other")
     live = live_rows(read_log(log).records, "iris", "2")
-    assert len(live.frame) == 8
+    assert len(live.frame) == 9
     assert live.others == {"iris/1": 4, "other/2": 2}
