@@ -21,11 +21,11 @@ _logger = logging.getLogger(__name__)
 
 
 @click.command(help="Serve the model behind the validation proxy: POST /invocations and /predict, GET /health, /ready, /ping, /version.")
-@click.option("--model-uri", default=DEFAULT_MODEL_URI, show_default=True,
+@click.option("--model-uri", default=DEFAULT_MODEL_URI, show_default=True, envvar="SERVING_MODEL_URI", show_envvar=True,
               help="models:/<name>@<alias> (followed: the service switches when the alias moves) or models:/<name>/<version>.")
 @click.option("--upstream", metavar="URL", help="Proxy an `mlflow models serve` you started (e.g. http://127.0.0.1:5001) instead of starting one.")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on; one other than loopback needs --allow-remote.")
-@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True, envvar="SERVING_HOST", show_envvar=True, help="Address to listen on; one other than loopback needs --allow-remote.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, envvar="SERVING_PORT", show_envvar=True)
 @click.option("--allow-remote", is_flag=True, help="Allow a --host that other machines can reach (e.g. 0.0.0.0 in a container).")
 @click.option("--env-manager", type=click.Choice(["local", "uv", "virtualenv", "conda"]), default="local", show_default=True,
               help="How `mlflow models serve` builds the model's environment.")

@@ -1,0 +1,259 @@
+"""deploy/ parsed and checked against the code: every path, port, module and variable it names.
+
+No Docker engine or Kubernetes cluster runs here, so these checks are what stands between
+a typo in a manifest and a pod that never becomes ready.
+"""
+
+import re
+
+import click
+import pytest
+
+from tests.conftest import REPO
+from tests.deploy.specs import (
+    DEPLOY,
+    arguments,
+    compose,
+    copies,
+    dockerfile,
+    healthcheck_cmd,
+    image_cmd,
+    image_env,
+    k8s,
+    workdir,
+)
+
+SERVING_PORT = 8000
+TEAM_SCRIPT = DEPLOY / "team" / "start_tracking_server.sh"
+
+
+def serving_envvars() -> dict[str, str]:
+    """Environment variable -> option, for every option of `python -m serving` that reads one."""
+    from serving.cli import serve
+
+    return {p.envvar: p.name for p in serve.params if isinstance(p, click.Option) and p.envvar}
+
+
+def mlflow_envvars() -> set[str]:
+    import mlflow.environment_variables as variables
+
+    return {v.name for v in vars(variables).values() if hasattr(v, "name") and hasattr(v, "get")}
+
+
+def known_variables() -> set[str]:
+    """What the serving container may be given: our options' variables and MLflow's own."""
+    return set(serving_envvars()) | mlflow_envvars() | {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"}
+
+
+def proxy_routes() -> dict[str, str]:
+    from serving.app import _ROUTES
+
+    return _ROUTES
+
+
+# -- Dockerfile ------------------------------------------------------------------------------
+
+
+def test_the_image_builds_from_slim_python_3_11_and_installs_requirements_txt():
+    assert arguments("FROM") == ["python:3.11-slim"]
+    assert ("requirements.txt", "./") in copies()
+    assert any(re.fullmatch(r"pip install -r requirements\.txt", run) for run in arguments("RUN"))
+
+
+def test_every_path_the_image_copies_exists_and_the_service_needs_no_other_package():
+    for source, _ in copies():
+        assert (REPO / source).exists(), source
+    copied = {source.rstrip("/") for source, _ in copies()}
+    assert {"steps", "registry_tools", "serving"} <= copied
+    local_imports = set()
+    for module in (REPO / "serving").glob("*.py"):
+        local_imports |= set(re.findall(r"^\s*(?:from|import) (\w+)", module.read_text(), re.MULTILINE))
+    project_packages = {p.name for p in REPO.iterdir() if (p / "__init__.py").exists()}
+    assert local_imports & project_packages <= copied
+
+
+def test_the_image_runs_as_a_user_it_creates_not_as_root():
+    (user,) = arguments("USER")
+    assert user not in ("root", "0")
+    assert any(f"useradd" in run and re.search(rf"\b{user}\b", run) for run in arguments("RUN"))
+    keywords = [i.keyword for i in dockerfile()]
+    assert keywords.index("USER") > max(i for i, k in enumerate(keywords) if k == "RUN")
+
+
+def test_the_image_command_is_python_m_serving_and_that_module_exists():
+    assert image_cmd()[:3] == ["python", "-m", "serving"]
+    assert (REPO / "serving" / "__main__.py").is_file()
+    assert workdir() == "/app"
+
+
+def test_the_image_environment_names_only_variables_the_code_reads():
+    options = serving_envvars()
+    image_variables = {k for k in image_env() if not k.startswith(("PYTHON", "PIP_"))}
+    assert image_variables <= set(options), image_variables - set(options)
+    assert {options["SERVING_HOST"], options["SERVING_PORT"], options["SERVING_MODEL_URI"]} == {"host", "port", "model_uri"}
+    assert options["SERVING_API_TOKEN"] == "api_token"
+
+
+def test_the_image_command_and_environment_make_a_valid_serving_configuration(monkeypatch):
+    from serving.cli import serve
+    from serving.config import ServingConfig
+
+    for name, value in image_env().items():
+        monkeypatch.setenv(name, value)
+    params = serve.make_context("serving", image_cmd()[3:]).params
+    params.pop("log_level")
+    config = ServingConfig(**params)
+    assert (config.host, config.port, config.model_uri, config.allow_remote) == ("0.0.0.0", SERVING_PORT, "models:/iris@champion", True)
+
+
+def test_listening_on_all_interfaces_without_allow_remote_is_refused(monkeypatch):
+    from serving.cli import serve
+    from serving.config import ConfigError, ServingConfig
+
+    monkeypatch.setenv("SERVING_HOST", "0.0.0.0")
+    params = serve.make_context("serving", []).params
+    params.pop("log_level")
+    with pytest.raises(ConfigError, match="--allow-remote"):
+        ServingConfig(**params)
+
+
+def test_the_exposed_port_is_the_one_the_service_listens_on():
+    assert arguments("EXPOSE") == [str(SERVING_PORT)]
+    assert image_env()["SERVING_PORT"] == str(SERVING_PORT)
+
+
+def test_the_healthcheck_runs_a_copied_script_that_asks_health():
+    command = healthcheck_cmd()
+    assert command[0] == "python"
+    script = command[1]
+    assert (script, f"./{script}") in copies() and (REPO / script).is_file()
+    assert "/health" in (REPO / script).read_text()
+    assert "/health" in proxy_routes()
+
+
+def test_the_build_context_ignore_file_lets_every_copied_path_through():
+    ignore = (DEPLOY / "Dockerfile.dockerignore").read_text().split()
+    allowed = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
+    assert {source.rstrip("/") for source, _ in copies()} <= allowed
+
+
+# -- compose ---------------------------------------------------------------------------------
+
+
+def test_compose_runs_postgres_the_tracking_server_and_serving():
+    assert set(compose()["services"]) == {"postgres", "tracking", "serving"}
+
+
+def test_compose_builds_the_image_from_deploy_dockerfile_in_the_repository():
+    build = compose()["services"]["tracking"]["build"]
+    assert (DEPLOY / build["context"]).resolve() == REPO
+    assert (REPO / build["dockerfile"]).resolve() == DEPLOY / "Dockerfile"
+    assert compose()["services"]["serving"]["image"] == compose()["services"]["tracking"]["image"]
+
+
+def test_compose_serving_names_only_variables_the_code_reads_and_points_at_the_tracking_service():
+    serving = compose()["services"]["serving"]
+    env = serving["environment"]
+    assert set(env) <= known_variables(), set(env) - known_variables()
+    tracking_port = compose()["services"]["tracking"]["environment"]["MLFLOW_TEAM_PORT"]
+    assert env["MLFLOW_TRACKING_URI"] == f"http://tracking:{tracking_port}"
+    assert "SERVING_API_TOKEN" in env
+    assert serving["ports"] == [f"127.0.0.1:{SERVING_PORT}:{SERVING_PORT}"]
+
+
+def test_compose_tracking_runs_the_team_script_with_variables_it_reads():
+    tracking = compose()["services"]["tracking"]
+    (script,) = tracking["command"]
+    assert (REPO / script).resolve() == TEAM_SCRIPT and TEAM_SCRIPT.stat().st_mode & 0o111
+    assert any(script.startswith(source) for source, _ in copies() if source.endswith("/")), "the image lacks the script"
+    text = TEAM_SCRIPT.read_text()
+    for name in tracking["environment"]:
+        if name.startswith(("MLFLOW_TEAM_", "MLFLOW_AUTH_")):
+            assert name in text, name
+    port = tracking["environment"]["MLFLOW_TEAM_PORT"]
+    assert tracking["ports"] == [f"127.0.0.1:{port}:{port}"]
+    assert f"tracking:{port}" in tracking["environment"]["MLFLOW_TEAM_ALLOWED_HOSTS"].split(",")
+    assert tracking["volumes"][0].endswith(":" + tracking["environment"]["MLFLOW_TEAM_DATA_DIR"])
+
+
+def test_compose_databases_are_the_ones_postgres_creates():
+    services = compose()["services"]
+    postgres, tracking = services["postgres"], services["tracking"]["environment"]
+    init = next(v.split(":")[0] for v in postgres["volumes"] if "docker-entrypoint-initdb.d" in v)
+    created = {postgres["environment"]["POSTGRES_DB"], *re.findall(r"CREATE DATABASE (\w+)", (DEPLOY / init).read_text())}
+    user = postgres["environment"]["POSTGRES_USER"]
+    for key in ("MLFLOW_TEAM_BACKEND_STORE_URI", "MLFLOW_TEAM_AUTH_DATABASE_URI"):
+        match = re.fullmatch(r"postgresql://(\w+)@postgres:5432/(\w+)", tracking[key])
+        assert match and match.group(1) == user and match.group(2) in created, key
+    assert tracking["PGPASSWORD"] == postgres["environment"]["POSTGRES_PASSWORD"]
+
+
+def test_compose_secrets_come_from_the_env_file_not_from_the_compose_file():
+    text = (DEPLOY / "compose.yaml").read_text()
+    for name in ("POSTGRES_PASSWORD", "MLFLOW_AUTH_ADMIN_PASSWORD", "SERVING_API_TOKEN"):
+        assert re.search(rf"\$\{{{name}:\?", text), name
+        assert re.search(rf"^{name}=", (DEPLOY / "compose.env.example").read_text(), re.MULTILINE), name
+    assert ".env" in (DEPLOY / ".gitignore").read_text().split()
+
+
+# -- Kubernetes ------------------------------------------------------------------------------
+
+
+def serving_container() -> dict:
+    (deployment,) = k8s("Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+def test_the_deployment_probes_ready_and_health_on_the_service_port():
+    container = serving_container()
+    (port,) = container["ports"]
+    assert port["containerPort"] == SERVING_PORT
+    assert container["readinessProbe"]["httpGet"] == {"path": "/ready", "port": port["name"]}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/health", "port": port["name"]}
+    assert container["startupProbe"]["httpGet"]["path"] == "/health"
+    assert {"/ready", "/health"} <= set(proxy_routes())
+
+
+def test_the_deployment_sets_resource_requests_and_limits():
+    resources = serving_container()["resources"]
+    for kind in ("requests", "limits"):
+        assert set(resources[kind]) == {"cpu", "memory"}
+
+
+def test_the_tracking_uri_and_the_token_come_from_the_secret_the_example_defines():
+    (secret,) = k8s("Secret")
+    env = {e["name"]: e for e in serving_container()["env"]}
+    assert set(env) <= known_variables(), set(env) - known_variables()
+    for name in ("MLFLOW_TRACKING_URI", "SERVING_API_TOKEN"):
+        reference = env[name]["valueFrom"]["secretKeyRef"]
+        assert reference["name"] == secret["metadata"]["name"]
+        assert reference["key"] in secret["stringData"]
+        assert not reference.get("optional", False)
+
+
+def test_the_deployment_runs_as_the_images_user_without_privileges():
+    (deployment,) = k8s("Deployment")
+    security = deployment["spec"]["template"]["spec"]["securityContext"]
+    assert security["runAsNonRoot"] is True
+    (run,) = [r for r in arguments("RUN") if "useradd" in r]
+    assert f"--uid {security['runAsUser']}" in run
+    assert serving_container()["securityContext"]["allowPrivilegeEscalation"] is False
+
+
+def test_the_service_selects_the_deployments_pods_and_targets_its_port():
+    (deployment,) = k8s("Deployment")
+    (service,) = k8s("Service")
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= labels.items()
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    (port,) = service["spec"]["ports"]
+    assert port["targetPort"] in (SERVING_PORT, serving_container()["ports"][0]["name"])
+
+
+def test_kustomization_lists_every_manifest_but_the_example_secret():
+    import yaml
+
+    listed = yaml.safe_load((DEPLOY / "k8s" / "kustomization.yaml").read_text())["resources"]
+    manifests = {p.name for p in (DEPLOY / "k8s").glob("*.yaml")} - {"kustomization.yaml", "secret.example.yaml"}
+    assert set(listed) == manifests
