@@ -81,11 +81,13 @@ def run_job(job: BatchJob, spark=None) -> Tally:
     import mlflow
 
     version_uri = resolve_model_uri(job.model_uri)
-    mlflow.log_params(
-        {"input": job.input, "output": job.output, "rejects": job.rejects, "model_uri": job.model_uri,
-         "engine": job.engine, "chunk_size": job.chunk_size, **({"spark_master": job.spark_master} if job.engine == "spark" else {})}
-    )
-    mlflow.set_tags({"model_uri": version_uri, "batch_engine": job.engine})
+    params = {"input": job.input, "output": job.output, "rejects": job.rejects, "model_uri": job.model_uri,
+              "engine": job.engine, "chunk_size": job.chunk_size, "spark_master": job.spark_master}
+    # `mlflow run` has logged its own -P values already (rejects as ''), and params never change.
+    logged = mlflow.get_run(mlflow.active_run().info.run_id).data.params
+    mlflow.log_params({key: value for key, value in params.items() if key not in logged})
+    mlflow.set_tags({"model_uri": version_uri, "rejects_path": job.rejects, "batch_engine": job.engine,
+                     **({"spark_master": job.spark_master} if job.engine == "spark" else {})})
     _logger.info("Scoring %s with %s (%s engine)", job.input, version_uri, job.engine)
     if job.engine == "pandas":
         tally = _score_with_pandas(job, version_uri)

@@ -9,6 +9,8 @@ here, so the serving image and the pandas engine never need it.
 
 import contextlib
 import logging
+import os
+import re
 import sys
 import tempfile
 import uuid
@@ -85,10 +87,16 @@ def score_with_spark(spark, input_path: str, output_path: str, rejects_path: str
     from py4j.protocol import Py4JError
     from pyspark.errors import PySparkException
 
+    paths = [_absolute(path) for path in (input_path, output_path, rejects_path)]
     try:
-        return _score(spark, input_path, output_path, rejects_path, model_uri, chunk_size)
+        return _score(spark, *paths, model_uri, chunk_size)
     except (PySparkException, Py4JError) as exc:
         raise StepError(f"Spark job failed: {_first_line(exc)}") from None
+
+
+def _absolute(path: str) -> str:
+    """Spark resolves a relative path against the JVM's working directory, which need not be ours."""
+    return path if re.match(r"^[a-zA-Z][\w+.-]*:", path) else os.path.abspath(path)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -178,4 +186,5 @@ def _write(frame, path: str) -> None:
     if file_format(path, "output") == "parquet":
         writer.parquet(path)
     else:
-        writer.option("header", True).option("escape", '"').csv(path)
+        # Spark trims text when it writes CSV unless told not to; values must leave as they came.
+        writer.options(header=True, escape='"', ignoreLeadingWhiteSpace=False, ignoreTrailingWhiteSpace=False).csv(path)

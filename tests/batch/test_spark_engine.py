@@ -1,0 +1,76 @@
+"""The spark engine (``mlflow.pyfunc.spark_udf`` on a local Spark) against the pandas engine.
+
+Both engines score the same generated files; the scored rows, their values and the rejects
+with their reasons must be the same. Spark writes directories of part files; the readers in
+``tests/batch/files.py`` put them back together.
+"""
+
+import pytest
+
+from steps.batch_pandas import score_file
+from steps.batch_spark import score_with_spark
+from steps.config import FEATURES
+from tests.batch.files import assert_same_scores, read_any, scored, write_csv, write_parquet
+from tests.conftest import REPO, mlflow_cli
+
+pytestmark = pytest.mark.slow
+
+VERSION = "models:/iris/2"
+
+
+def both_engines(spark, champion, source: str, output: str, rejects: str):
+    pandas_tally = score_file(source, f"pandas-{output}", f"pandas-{rejects}", champion.predict, chunk_size=300)
+    spark_tally = score_with_spark(spark, source, f"spark-{output}", f"spark-{rejects}", VERSION, chunk_size=300)
+    return pandas_tally, spark_tally
+
+
+def test_spark_scores_a_csv_file_exactly_as_the_pandas_engine(spark, champion, tmp_path):
+    data = write_csv(tmp_path / "in.csv", 1500, seed=3)
+    pandas_tally, spark_tally = both_engines(spark, champion, str(data.path), "out.csv", "rejects.csv")
+    assert_same_scores(scored("pandas-out.csv"), scored("spark-out.csv"))
+    assert len(read_any("spark-out.csv")) == 1500
+    assert spark_tally == pandas_tally
+
+
+def test_spark_scores_a_parquet_file_exactly_as_the_pandas_engine(spark, champion, tmp_path):
+    data = write_parquet(tmp_path / "in.parquet", 1500, seed=4)
+    pandas_tally, spark_tally = both_engines(spark, champion, str(data.path), "out.parquet", "rejects.parquet")
+    assert_same_scores(scored("pandas-out.parquet"), scored("spark-out.parquet"))
+    assert spark_tally == pandas_tally
+
+
+def test_spark_rejects_the_same_rows_for_the_same_reasons(spark, champion, tmp_path):
+    data = write_csv(tmp_path / "in.csv", 1500, seed=5)
+    both_engines(spark, champion, str(data.path), "out.csv", "rejects.csv")
+    by_spark = read_any("spark-rejects.csv").sort_values("reject_reason", ignore_index=True)
+    by_pandas = read_any("pandas-rejects.csv").sort_values("reject_reason", ignore_index=True)
+    assert by_spark.to_dict("records") == by_pandas.to_dict("records")
+    assert sorted(by_spark["reject_reason"]) == sorted(data.reasons.values())
+
+
+def test_spark_keeps_parquet_types_in_the_rejects(spark, champion, tmp_path):
+    data = write_parquet(tmp_path / "in.parquet", 600, seed=6)
+    both_engines(spark, champion, str(data.path), "out.parquet", "rejects.parquet")
+    by_spark = read_any("spark-rejects.parquet")
+    assert dict(zip(by_spark["id"], by_spark["reject_reason"])) == data.reasons
+    assert str(by_spark["sepal_width"].dtype) == "float64" and str(by_spark["batch"].dtype) == "int32"
+
+
+def test_mlflow_run_with_engine_spark_scores_on_the_master_it_is_given(registry, tmp_path):
+    import mlflow
+
+    data = write_csv(tmp_path / "in.csv", 1200)
+    result = mlflow_cli(
+        "run", str(REPO), "-e", "batch_predict", "--env-manager", "local",
+        "-P", f"input={data.path}", "-P", f"output={tmp_path / 'scores.csv'}",
+        "-P", "engine=spark", "-P", "spark_master=local[1]", "-P", "chunk_size=500",
+        cwd=tmp_path, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "scored 1200 of 1211 rows (spark engine)" in result.stdout
+    out = scored(tmp_path / "scores.csv")
+    assert sorted(out["id"]) == sorted(data.valid_ids)
+    assert list(out.columns)[1:5] == list(FEATURES)
+    (run,) = mlflow.search_runs(filter_string="params.engine = 'spark'", search_all_experiments=True, output_format="list")
+    assert run.data.tags["spark_master"] == "local[1]"  # `mlflow run` logs the param shell-quoted
+    assert run.data.metrics["rows_scored"] == 1200
