@@ -11,7 +11,6 @@ import contextlib
 import functools
 import logging
 import os
-import re
 import sys
 import warnings
 from dataclasses import replace
@@ -19,14 +18,13 @@ from dataclasses import replace
 import click
 
 from registry_tools.errors import Refused, RegistryError
+from registry_tools.names import check_alias, parse_ref
 from registry_tools.tracking import bound_http_retries, check_store, one_line
 from steps.config import CHAMPION, DEFAULT_MODEL_NAME
 
 _logger = logging.getLogger(__name__)
 
 MAX_REASON_LENGTH = 1000
-_ALIAS = re.compile(r"^[\w-]{1,255}$")
-_VERSION_ALIAS = re.compile(r"^[vV]\d+$")
 
 
 class RegistryContext:
@@ -141,9 +139,10 @@ def store_options(*, on_group: bool):
 
 
 def _check_alias(ctx, param, value: str) -> str:
-    if not _ALIAS.match(value) or value.lower() == "latest" or _VERSION_ALIAS.match(value):
-        raise click.BadParameter(f"{value!r} is not a usable alias (letters, digits, _ and -; not 'latest' or vN)")
-    return value
+    try:
+        return check_alias(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 def _check_reason(ctx, param, value: str) -> str:
@@ -158,8 +157,6 @@ class RefType(click.ParamType):
     name = "REF"
 
     def convert(self, value, param, ctx):
-        from registry_tools.versions import parse_ref
-
         try:
             return parse_ref(value)
         except ValueError as exc:
@@ -187,7 +184,6 @@ def cli(ctx, tracking_uri, model_name, verbose):
     registry itself, so `history` and `rollback` work against any tracking store.
     """
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("registry_tools").setLevel(logging.DEBUG if verbose else logging.WARNING)
     ctx.obj = RegistryContext(tracking_uri, model_name, verbose)
 
 
@@ -196,7 +192,7 @@ def cli(ctx, tracking_uri, model_name, verbose):
 @json_option
 @click.pass_obj
 def list_command(obj: RegistryContext, as_json):
-    """One row per version, newest first: aliases, age, run, metrics, gate decision, data."""
+    """One row per version, newest first: aliases, creation time, run, metrics, gate decision, data."""
     client = obj.client
     from registry_tools import render
     from registry_tools.versions import list_versions

@@ -12,7 +12,8 @@ from mlflow.tracking import MlflowClient
 
 from registry_tools.aliases import AliasMove, move_alias, parse_history, rollback_target
 from registry_tools.errors import NotFound, Refused
-from registry_tools.versions import GATE_FAILED, Ref, get_model, resolve
+from registry_tools.names import Ref
+from registry_tools.versions import GATE_FAILED, get_model, resolve
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""How the command line shows versions, moves and plans: aligned text for people, JSON for programs."""
+"""How the command line shows versions and alias moves: aligned text for people, JSON for programs."""
 
 import json
 

@@ -7,7 +7,6 @@ when one version is shown in full.
 """
 
 import logging
-import re
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
@@ -16,33 +15,12 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from registry_tools.errors import NotFound, RegistryError
+from registry_tools.names import Ref
 
 _logger = logging.getLogger(__name__)
 
-VERSION_REF = re.compile(r"^0*(?P<version>[1-9]\d{0,17})$")
-ALIAS_REF = re.compile(r"^@(?P<alias>[\w-]{1,255})$")
 PAGE_SIZE = 1000
 GATE_FAILED = "failed"
-
-
-@dataclass(frozen=True)
-class Ref:
-    """What a user wrote to name one version: a number or an alias."""
-
-    version: str | None = None
-    alias: str | None = None
-
-    def __str__(self) -> str:
-        return f"@{self.alias}" if self.alias else f"version {self.version}"
-
-
-def parse_ref(text: str) -> Ref:
-    """``3`` or ``@champion``; anything else is a usage error (ValueError)."""
-    if match := VERSION_REF.match(text.strip()):
-        return Ref(version=match.group("version"))
-    if match := ALIAS_REF.match(text.strip()):
-        return Ref(alias=match.group("alias"))
-    raise ValueError(f"{text!r} is neither a version number nor @alias")
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ import threading
 
 from registry_tools.aliases import alias_history
 from registry_tools.promotion import apply, plan_promotion
-from registry_tools.versions import Ref
+from registry_tools.names import Ref
 from tests.registry_tools.checks import champion, start_cli
 
 

@@ -1,0 +1,41 @@
+"""What a user may write for a version or an alias, checked before MLflow is even imported.
+
+The rules are MLflow's own (alias names: letters, digits, ``_`` and ``-``, at most 255,
+not ``latest`` and not ``v<number>``), applied here so a typo is a usage error (exit 2)
+instead of a server round trip.
+"""
+
+import re
+from dataclasses import dataclass
+
+_VERSION = re.compile(r"^0*(?P<version>[1-9]\d{0,17})$")
+_ALIAS = re.compile(r"^[\w-]{1,255}$")
+_RESERVED_ALIAS = re.compile(r"^(latest|v\d+)$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A version named by number or by alias; exactly one of the two is set."""
+
+    version: str | None = None
+    alias: str | None = None
+
+
+def check_alias(name: str) -> str:
+    """The alias name, or ValueError saying why it cannot be one."""
+    if not _ALIAS.match(name) or _RESERVED_ALIAS.match(name):
+        raise ValueError(f"{name!r} is not a usable alias (letters, digits, _ and -; not 'latest' or vN)")
+    return name
+
+
+def parse_ref(text: str) -> Ref:
+    """``3`` or ``@champion``; anything else is a ValueError."""
+    text = text.strip()
+    if match := _VERSION.match(text):
+        return Ref(version=match.group("version"))
+    if text.startswith("@"):
+        try:
+            return Ref(alias=check_alias(text[1:]))
+        except ValueError:
+            pass
+    raise ValueError(f"{text!r} is neither a version number nor @alias")
