@@ -106,6 +106,8 @@ start_local_postgres() {
     as_pg_owner test -w "$PGDATA" || die "the PostgreSQL user cannot reach $PGDATA: choose a MLFLOW_TEAM_DATA_DIR whose parents it can enter (e.g. /srv/mlflow-team)"
 
     if [[ ! -f $PGDATA/PG_VERSION ]]; then
+        [[ -n ${MLFLOW_AUTH_ADMIN_PASSWORD:-} ]] \
+            || die "first start: set MLFLOW_AUTH_ADMIN_PASSWORD, the password of the admin user to create"
         echo "start_tracking_server: creating the PostgreSQL cluster in $PGDATA" >&2
         as_pg_owner "$bin/initdb" -D "$PGDATA" --auth-local=peer --auth-host=scram-sha-256 \
             --encoding=UTF8 --locale=C.UTF-8 >"$DATA_DIR/initdb.log" 2>&1 \

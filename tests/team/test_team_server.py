@@ -6,15 +6,18 @@ put it back on v2 before they end.
 """
 
 import json
+import shutil
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 import requests
 
-from tests.conftest import BIN, REPO, mlflow_cli
+from tests.conftest import REPO, mlflow_cli
 from tests.support import free_port, http_ok, stop_process, wait_until
-from tests.team.conftest import EXPERIMENT, MODEL_NAME, User
+from tests.team.conftest import EXPERIMENT, MODEL_NAME, START_SCRIPT, User, clean_env, require_postgres
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:starlette.middleware.wsgi is deprecated")]
 
@@ -32,15 +35,9 @@ def project(module: str, *args: str, env: dict, cwd, timeout: float = 180) -> su
     """``python -m MODULE ARGS`` as a team member runs it: only the environment names the server."""
     return subprocess.run(
         [sys.executable, "-m", module, *args],
-        cwd=cwd, env={**_base_env(), **env}, stdin=subprocess.DEVNULL,
+        cwd=cwd, env={**clean_env(), **env}, stdin=subprocess.DEVNULL,
         capture_output=True, text=True, timeout=timeout,
     )
-
-
-def _base_env() -> dict:
-    import os
-
-    return {**os.environ, "PYTHONPATH": str(REPO), "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
 
 
 @pytest.fixture
@@ -110,7 +107,7 @@ def test_served_prediction_comes_from_the_champion_fetched_through_the_artifact_
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "serving", "--port", str(port), "--log-dir", str(tmp_path / "logs")],
-            cwd=tmp_path, env={**_base_env(), **team_server.env(team_users["viewer"])},
+            cwd=tmp_path, env={**clean_env(), **team_server.env(team_users["viewer"])},
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
         )
     url = f"http://127.0.0.1:{port}"
@@ -195,3 +192,30 @@ def test_mlflow_run_with_the_documented_client_settings_gives_up_and_names_the_c
                         cwd=tmp_path, env={**env, **BOUNDED_RETRIES}, timeout=120)
     assert result.returncode == 1
     assert cause in result.stderr.strip().splitlines()[-1]
+
+
+def test_the_server_refuses_a_host_name_it_was_not_started_for(team_server, team_users):
+    """--allowed-hosts: a DNS-rebinding page that reaches the port is turned away before auth."""
+    trainer = team_users["trainer"]
+    search = f"{team_server.uri}/api/2.0/mlflow/experiments/search"
+    forged = requests.get(search, params={"max_results": 1}, headers={"Host": "evil.example"},
+                          auth=(trainer.name, trainer.password), timeout=60)
+    genuine = requests.get(search, params={"max_results": 1}, auth=(trainer.name, trainer.password), timeout=60)
+    assert (forged.status_code, genuine.status_code) == (403, 200)
+
+
+def test_first_start_without_an_admin_password_refuses_in_one_line_and_creates_no_database(tmp_path):
+    require_postgres()
+    data_dir = Path(tempfile.mkdtemp(prefix="mlflow-team-"))
+    try:
+        data_dir.chmod(0o755)
+        env = {**clean_env(), "MLFLOW_TEAM_DATA_DIR": str(data_dir), "MLFLOW_TEAM_PORT": str(free_port()),
+               "MLFLOW_TEAM_PG_PORT": str(free_port())}
+        env.pop("MLFLOW_AUTH_ADMIN_PASSWORD", None)
+        result = subprocess.run(["bash", str(START_SCRIPT)], env=env, cwd=tmp_path, capture_output=True,
+                                text=True, timeout=120, stdin=subprocess.DEVNULL)
+        assert result.returncode == 1
+        assert result.stderr.count("\n") == 1 and "MLFLOW_AUTH_ADMIN_PASSWORD" in result.stderr, result.stderr
+        assert not (data_dir / "postgres" / "PG_VERSION").exists()
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
