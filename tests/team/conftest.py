@@ -113,7 +113,7 @@ def clean_env() -> dict:
 
 
 @pytest.fixture(scope="session")
-def team_server():
+def team_server(tmp_path_factory):
     """The deploy script's server on free loopback ports, with a private cluster; stopped at the end."""
     require_postgres()
     # PostgreSQL runs as 'postgres' when we are root, and pytest's tmp dirs are private to
@@ -130,7 +130,7 @@ def team_server():
         "MLFLOW_TEAM_WORKERS": "1",
         "MLFLOW_AUTH_ADMIN_PASSWORD": admin.password,
     }
-    log = Path(tempfile.gettempdir()) / f"{data_dir.name}.log"
+    log = tmp_path_factory.mktemp("team-server") / "server.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             ["bash", str(START_SCRIPT)], cwd=data_dir, env=env, stdout=out, stderr=subprocess.STDOUT,
