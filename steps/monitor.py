@@ -314,12 +314,13 @@ def read_predictions(path: str | Path, model_name: str, version: str) -> LiveRow
     return live_rows(contents.records, model_name, version, contents.skipped)
 
 
-def monitor_version(client, model_name: str, version: str, live: LiveRows, thresholds: Thresholds, source: str) -> DriftAssessment:
+def monitor_version(
+    client, model_name: str, version: str, reference: pd.DataFrame, reference_run: str,
+    live: LiveRows, thresholds: Thresholds, source: str,
+) -> DriftAssessment:
     """Assess inside the active run; log metrics, plots and the report; tag the version with the status."""
     import mlflow
 
-    run_id = client.get_model_version(model_name, version).run_id
-    reference = load_reference(run_id)
     assessment = assess(reference, live.frame, thresholds)
     mlflow.log_params({"predictions": source, "model_name": model_name, "model_version": version, **thresholds.__dict__})
     mlflow.log_metrics(run_metrics(assessment, live))
@@ -327,7 +328,7 @@ def monitor_version(client, model_name: str, version: str, live: LiveRows, thres
         mlflow.log_figure(feature_figure(reference[name], live.frame[name], result), f"{PLOTS_DIR}/{name}.png")
     text = report(
         assessment, live, thresholds, model_name=model_name, version=version, source=source,
-        reference_run=run_id, reference_rows=len(reference),
+        reference_run=reference_run, reference_rows=len(reference),
     )
     mlflow.log_text(text, REPORT_ARTIFACT)
     mlflow.set_tags({"model_name": model_name, "model_version": version, "drift_status": assessment.status})
@@ -353,8 +354,10 @@ def main(predictions, model_name, alias, version, alpha, psi_threshold, class_sh
     client = mlflow.MlflowClient()
     version = resolve_version(client, model_name, alias, version.strip() or None)
     live = read_predictions(predictions, model_name, version)
+    reference_run = client.get_model_version(model_name, version).run_id
+    reference = load_reference(reference_run)
     with cli.step_run("monitor", default_experiment=MONITORING_EXPERIMENT):
-        assessment = monitor_version(client, model_name, version, live, thresholds, str(predictions))
+        assessment = monitor_version(client, model_name, version, reference, reference_run, live, thresholds, str(predictions))
     click.echo(f"{model_name} version {version}: {assessment.status} ({assessment.rows} rows)")
     for reason in assessment.reasons(thresholds):
         click.echo(f"  - {reason}")
