@@ -169,15 +169,15 @@ class Router:
         self._starting = self._managed(target)
         self.rollout = {"version": target.version, "from_version": self.live.version if self.live else None,
                         "state": "starting", "attempt": attempts + 1, "started_at": time.time()}
-        self._spawn(self._bring_up(self._starting, attempts))
+        self._spawn(self._bring_up(self._starting, attempts, self.rollout))
 
-    async def _bring_up(self, upstream: ManagedUpstream, attempts: int) -> None:
+    async def _bring_up(self, upstream: ManagedUpstream, attempts: int, record: dict) -> None:
         try:
             await upstream.start(self._session)
         except UpstreamStartError as exc:
             wait = min(ROLLOUT_BACKOFF_S[0] * 2**attempts, ROLLOUT_BACKOFF_S[1])
             self._failures[upstream.version] = (attempts + 1, time.monotonic() + wait)
-            self.rollout = {**self.rollout, "state": "failed", "error": str(exc), "retry_in_s": wait}
+            self._update_rollout(record, state="failed", error=str(exc), retry_in_s=wait)
             self.events["rollout_failed"] += 1
             _logger.error("rollout to version %s failed, still serving version %s: %s (retrying in %g s)",
                           upstream.version, self.live.version if self.live else None, exc, wait)
@@ -187,9 +187,15 @@ class Router:
         self._spawn(self._keep_running(upstream, started=True))
         if self._desired is not None and self._desired.version == upstream.version:
             self._switch(upstream, cold=True)
-        else:
+        else:  # the alias moved on while it started: keep it as a warm spare
+            self._update_rollout(record, state="superseded")
             self._keep_warm(upstream)
         self.reconcile()
+
+    def _update_rollout(self, record: dict, **changes) -> None:
+        """Update what /health shows about a rollout, unless a later switch has replaced it."""
+        if self.rollout is record:
+            self.rollout = {**record, **changes}
 
     def _switch(self, upstream: ManagedUpstream, cold: bool) -> None:
         """The atomic part: one assignment; requests already sent finish where they went."""
