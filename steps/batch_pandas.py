@@ -11,6 +11,7 @@ import contextlib
 import csv
 import logging
 import os
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -55,7 +56,7 @@ def rejects_schema(input_schema: pa.Schema) -> pa.Schema:
 
 def score_file(input_path: str, output_path: str, rejects_path: str, predict: Predict, chunk_size: int) -> Tally:
     """Score every valid row of the input into the output; invalid rows go to the rejects file."""
-    tally = Tally()
+    tally, started = Tally(), time.perf_counter()
     with _batches(input_path, chunk_size) as (schema, batches, malformed):
         check_input_columns(schema.names)
         out_schema = output_schema(schema, file_format(output_path, "output") == "csv")
@@ -71,6 +72,7 @@ def score_file(input_path: str, output_path: str, rejects_path: str, predict: Pr
                 tally.rows_rejected += rejected.num_rows
                 tally.classes.update(scored.column("prediction").to_pylist())
             write_bad(_malformed_rows(malformed, bad_schema, tally))
+    tally.seconds = time.perf_counter() - started
     return tally
 
 

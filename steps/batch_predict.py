@@ -121,7 +121,8 @@ def log_tally(tally: Tally) -> None:
     """Row counts and the class mix (counts and shares of the scored rows) as run metrics."""
     import mlflow
 
-    metrics = {"rows_read": tally.rows_read, "rows_scored": tally.rows_scored, "rows_rejected": tally.rows_rejected}
+    metrics = {"rows_read": tally.rows_read, "rows_scored": tally.rows_scored, "rows_rejected": tally.rows_rejected,
+               "scoring_seconds": tally.seconds}
     for name, count in tally.class_mix().items():
         metrics[f"predicted_{name}"] = count
         metrics[f"predicted_share_{name}"] = count / tally.rows_scored if tally.rows_scored else 0.0
@@ -133,7 +134,8 @@ def report(job: BatchJob, tally: Tally) -> str:
     return (
         f"scored {tally.rows_scored} of {tally.rows_read} rows ({job.engine} engine) -> {job.output}\n"
         f"rejected {tally.rows_rejected} -> {job.rejects}\n"
-        f"class mix: {mix}"
+        f"class mix: {mix}\n"
+        f"took {tally.seconds:.1f} s to check, score and write ({tally.rows_read / max(tally.seconds, 1e-9):,.0f} rows/s)"
     )
 
 

@@ -40,6 +40,7 @@ class Tally:
     rows_scored: int = 0
     rows_rejected: int = 0
     classes: Counter = field(default_factory=Counter)
+    seconds: float = field(default=0.0, compare=False)  # checking, scoring, writing; not model load or Spark start
 
     def class_mix(self) -> dict[str, int]:
         return {name: int(self.classes.get(name, 0)) for name in sorted({*CLASSES, *self.classes})}

@@ -13,6 +13,7 @@ import os
 import re
 import sys
 import tempfile
+import time
 import uuid
 import warnings
 import zipfile
@@ -114,11 +115,12 @@ def _score(spark, input_path, output_path, rejects_path, model_uri, chunk_size) 
         raw = _read(spark, input_path)
         names = [c for c in raw.columns if c != CORRUPT_RECORD]
         check_input_columns(names)
+        predict = mlflow.pyfunc.spark_udf(spark, model_uri, env_manager="local")
+        started = time.perf_counter()
         checked = _checked(raw, names).persist(StorageLevel.MEMORY_AND_DISK)
         try:
             rejects = checked.where(F.col(REASON).isNotNull()).select(REASON, *names)
             _write(rejects, rejects_path)
-            predict = mlflow.pyfunc.spark_udf(spark, model_uri, env_manager="local")
             features = F.struct(*[F.col(_VALUE + name).alias(name) for name in FEATURES])
             valid = checked.where(F.col(REASON).isNull())
             scored = valid.select(
@@ -130,6 +132,7 @@ def _score(spark, input_path, output_path, rejects_path, model_uri, chunk_size) 
             _write(scored, output_path)
             tally = Tally(rows_read=checked.count(), rows_scored=scored.count(), rows_rejected=rejects.count())
             tally.classes.update({row["prediction"]: row["count"] for row in scored.groupBy("prediction").count().collect()})
+            tally.seconds = time.perf_counter() - started
             scored.unpersist()
         finally:
             checked.unpersist()
