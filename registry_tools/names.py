@@ -11,6 +11,7 @@ from dataclasses import dataclass
 _VERSION = re.compile(r"^0*(?P<version>[1-9]\d{0,17})$")
 _ALIAS = re.compile(r"^[\w-]{1,255}$")
 _RESERVED_ALIAS = re.compile(r"^(latest|v\d+)$", re.IGNORECASE)
+_MODEL_URI = re.compile(r"models:/(?P<name>[^/@]+)(?:@(?P<alias>[\w-]+)|/(?P<version>\d+))")
 
 
 @dataclass(frozen=True)
@@ -39,3 +40,23 @@ def parse_ref(text: str) -> Ref:
         except ValueError:
             pass
     raise ValueError(f"{text!r} is neither a version number nor @alias")
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """What a ``models:/`` URI names: a registered model and either an alias or a fixed version."""
+
+    name: str
+    alias: str | None = None
+    version: str | None = None
+
+    def version_uri(self, version: str) -> str:
+        return f"models:/{self.name}/{version}"
+
+
+def parse_model_uri(uri: str) -> ModelRef:
+    """``models:/<name>@<alias>`` or ``models:/<name>/<version>``; anything else is a ValueError."""
+    match = _MODEL_URI.fullmatch(uri.strip())
+    if not match:
+        raise ValueError(f"model URI must look like models:/<name>@<alias> or models:/<name>/<version>, got {uri!r}")
+    return ModelRef(match["name"], match["alias"], match["version"])

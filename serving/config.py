@@ -4,31 +4,20 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
+from registry_tools import names
+from registry_tools.names import ModelRef
 from serving.errors import ConfigError
 from serving.prediction_log import DEFAULT_BACKUP_COUNT, DEFAULT_MAX_BYTES
 from serving.validation import Limits
 
 DEFAULT_MODEL_URI = "models:/iris@champion"
-_MODEL_URI = re.compile(r"models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/@]+)|/(?P<version>\d+))")
-
-
-@dataclass(frozen=True)
-class ModelRef:
-    """What ``--model-uri`` names: a registered model and either an alias to follow or a fixed version."""
-
-    name: str
-    alias: str | None = None
-    version: str | None = None
-
-    def version_uri(self, version: str) -> str:
-        return f"models:/{self.name}/{version}"
 
 
 def parse_model_uri(uri: str) -> ModelRef:
-    match = _MODEL_URI.fullmatch(uri.strip())
-    if not match:
-        raise ConfigError(f"--model-uri must look like models:/<name>@<alias> or models:/<name>/<version>, got {uri!r}")
-    return ModelRef(match["name"], match["alias"], match["version"])
+    try:
+        return names.parse_model_uri(uri)
+    except ValueError:
+        raise ConfigError(f"--model-uri must look like models:/<name>@<alias> or models:/<name>/<version>, got {uri!r}") from None
 
 
 def is_loopback(host: str) -> bool:

@@ -64,15 +64,15 @@ def _normal(path: str) -> str:
     return str(PurePosixPath(path.rstrip("/")))
 
 
-def resolve_model_uri(model_uri: str) -> str:
+def pin_model_uri(model_uri: str) -> str:
     """``models:/name@alias`` -> ``models:/name/N``; other URIs (runs:/, paths) are used as given."""
     import mlflow
 
-    from steps.evaluate import parse_model_uri
+    from steps.evaluate import resolve_model_uri
 
     if not _REGISTRY_URI.match(model_uri):
         return model_uri
-    name, version = parse_model_uri(mlflow.MlflowClient(), model_uri)
+    name, version = resolve_model_uri(mlflow.MlflowClient(), model_uri)
     return f"models:/{name}/{version}"
 
 
@@ -80,7 +80,7 @@ def run_job(job: BatchJob, spark=None) -> Tally:
     """Score under the active run and log what happened; ``spark`` is a session the caller owns."""
     import mlflow
 
-    version_uri = resolve_model_uri(job.model_uri)
+    version_uri = pin_model_uri(job.model_uri)
     params = {"input": job.input, "output": job.output, "rejects": job.rejects, "model_uri": job.model_uri,
               "engine": job.engine, "chunk_size": job.chunk_size, "spark_master": job.spark_master}
     # `mlflow run` has logged its own -P values already (rejects as ''), and params never change.

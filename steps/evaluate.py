@@ -8,19 +8,17 @@ evaluation run and set as model-version tags; the alias moves through
 
 import io
 import logging
-import re
 from dataclasses import dataclass, field
 
 import click
 import pandas as pd
 
+from registry_tools.names import ModelRef, parse_model_uri
 from steps import cli
 from steps.config import CHALLENGER, CHAMPION, DEFAULT_MODEL_NAME, FEATURES, HOLDOUT_SPLIT_ARTIFACT, LABEL
 from steps.errors import GateFailed, InvalidParameter, StepError
 
 _logger = logging.getLogger(__name__)
-
-_MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w-]+))$")
 
 
 @dataclass(frozen=True)
@@ -61,19 +59,19 @@ def decide(
     return GateDecision(passed, reasons)
 
 
-def split_model_uri(model_uri: str) -> tuple[str, str | None, str | None]:
-    """(name, version, alias) of a ``models:/name/N`` or ``models:/name@alias`` URI."""
-    match = _MODEL_URI.match(model_uri)
-    if not match:
-        raise InvalidParameter(f"model_uri must look like models:/NAME/VERSION or models:/NAME@ALIAS, got {model_uri!r}")
-    return match.group("name", "version", "alias")
+def check_model_uri(model_uri: str) -> ModelRef:
+    try:
+        return parse_model_uri(model_uri)
+    except ValueError as exc:
+        raise InvalidParameter(str(exc)) from None
 
 
-def parse_model_uri(client, model_uri: str) -> tuple[str, str]:
+def resolve_model_uri(client, model_uri: str) -> tuple[str, str]:
     """(name, version) that the URI names in the registry right now."""
     from mlflow.exceptions import MlflowException
 
-    name, version, alias = split_model_uri(model_uri)
+    ref = check_model_uri(model_uri)
+    name, version, alias = ref.name, ref.version, ref.alias
     try:
         if alias:
             return name, str(client.get_model_version_by_alias(name, alias).version)
@@ -185,9 +183,9 @@ def main(model_uri, min_accuracy, max_regression):
     import mlflow
 
     check_thresholds(min_accuracy, max_regression)
-    split_model_uri(model_uri)
+    check_model_uri(model_uri)
     client = mlflow.MlflowClient()
-    model_name, version = parse_model_uri(client, model_uri)
+    model_name, version = resolve_model_uri(client, model_uri)
     holdout = load_holdout(client, client.get_model_version(model_name, version).run_id)
     with cli.step_run("evaluate"):
         result = evaluate_version(client, model_name, version, holdout, min_accuracy, max_regression)

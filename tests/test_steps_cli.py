@@ -20,7 +20,7 @@ def step(module: str, *args: str) -> subprocess.CompletedProcess:
     ("steps.train", ["--test-size", "1.5"], "test_size must be between 0 and 1"),
     ("steps.main", ["--max-iter", "x"], "'x' is not a valid integer"),
     ("steps.main", ["--min-accuracy", "-1"], "min_accuracy must be a non-negative number"),
-    ("steps.evaluate", ["--model-uri", "runs:/abc/model"], "model_uri must look like models:/NAME/VERSION"),
+    ("steps.evaluate", ["--model-uri", "runs:/abc/model"], "model URI must look like models:/<name>@<alias>"),
 ])
 def test_bad_parameter_is_one_line_exit_2_and_creates_no_store(module, args, message, tmp_path):
     result = step(module, *args)
