@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from serving.prediction_log import read_log
 from steps.config import FEATURES
-from tests.serving.conftest import running_proxy, upstream, upstream_url  # noqa: F401  (the session `mlflow models serve` of version 2)
+from tests.serving.conftest import running_proxy
 from tests.support import free_port, wait_until
 
 pytestmark = pytest.mark.slow
