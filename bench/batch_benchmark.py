@@ -140,8 +140,8 @@ def main(rows, file_format, engines, chunk_size):
             sizes = [small, quarter, big] if engine == "pandas" else [small, big]
             for source in sizes:
                 m = run_engine(engine, source, workdir, env, chunk_size)
-                rate = m.rows / max(m.scoring_seconds, 1e-9)
-                click.echo(f"{engine:<8} {m.rows:>10,} {m.seconds:>10.1f} {m.scoring_seconds:>10.1f} {rate:>10,.0f} {m.peak_rss_mb:>8.0f}")
+                rate = f"{m.rows / m.scoring_seconds:,.0f}" if m.scoring_seconds >= 0.1 else "-"  # printed to 0.1 s
+                click.echo(f"{engine:<8} {m.rows:>10,} {m.seconds:>10.1f} {m.scoring_seconds:>10.1f} {rate:>10} {m.peak_rss_mb:>8.0f}")
         click.echo(f"file: {big.stat().st_size / 2**20:.0f} MB {file_format}; chunk size {chunk_size:,}; {os.cpu_count()} cores")
 
 
