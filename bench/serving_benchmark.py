@@ -46,7 +46,7 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 
 @dataclass(frozen=True)
 class Config:
-    """One server set-up under test; ``processes`` are the ones whose RSS is reported, by role."""
+    """One server set-up under test: its key for ``--only``, its label in the table, the path it is driven on."""
 
     key: str
     label: str
