@@ -70,11 +70,16 @@ def build_versions(specs: list[dict]) -> None:
     from steps.main import run_pipeline
     from steps.train import TrainConfig
 
-    mlflow.set_experiment("iris-classification")
-    for spec in specs:
-        config = TrainConfig(C=spec.get("C", 1.0), max_iter=spec.get("max_iter", 200))
-        with mlflow.start_run(run_name="main"):
-            run_pipeline(str(REPO / "data" / "iris.csv"), config, "iris", spec.get("min_accuracy", 0.9), 0.01)
+    try:
+        mlflow.set_experiment("iris-classification")
+        for spec in specs:
+            config = TrainConfig(C=spec.get("C", 1.0), max_iter=spec.get("max_iter", 200))
+            with mlflow.start_run(run_name="main"):
+                run_pipeline(str(REPO / "data" / "iris.csv"), config, "iris", spec.get("min_accuracy", 0.9), 0.01)
+    finally:
+        # set_experiment exports MLFLOW_EXPERIMENT_ID; left behind, it would send later
+        # processes to an experiment of this store.
+        os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
 
 
 @pytest.fixture(scope="session")
@@ -97,12 +102,17 @@ def registry(trained_registry, tmp_path, tracking_store) -> Registry:
     return Registry(uri=tracking_store)
 
 
+def clean_env(extra: dict | None = None) -> dict:
+    """This process's environment without variables that tie a child to another store or run."""
+    return {**{k: v for k, v in os.environ.items() if k not in _LEAKY_ENV}, **(extra or {})}
+
+
 def mlflow_cli(*args: str, cwd: Path, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run the real ``mlflow`` command line of this environment."""
     return subprocess.run(
         [str(BIN / "mlflow"), *args],
         cwd=cwd,
-        env={**os.environ, **(env or {})},
+        env=clean_env(env),
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import BIN, REPO, sqlite_uri
+from tests.conftest import clean_env, BIN, REPO, sqlite_uri
 from tests.support import free_port, http_ok, stop_process, wait_until
 
 START_TIMEOUT = 240  # a loaded 2-core machine can take 40 s to start one `mlflow models serve`
@@ -47,12 +47,11 @@ class RunningProxy:
 
 
 def serving_env(registry_dir: Path) -> dict:
-    return {
-        **os.environ,
+    return clean_env({
         "MLFLOW_TRACKING_URI": sqlite_uri(registry_dir),
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         "PYTHONPATH": str(REPO),
-    }
+    })
 
 
 def start_proxy(registry_dir: Path, workdir: Path, *args: str, wait_healthy: bool = True) -> RunningProxy:
