@@ -102,9 +102,14 @@ def registry(trained_registry, tmp_path, tracking_store) -> Registry:
     return Registry(uri=tracking_store)
 
 
+# What MLflow itself exports into this process (set_experiment, start_run); a child that
+# inherited them would log into another store's experiment or run.
+_MLFLOW_EXPORTS = ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME")
+
+
 def clean_env(extra: dict | None = None) -> dict:
-    """This process's environment without variables that tie a child to another store or run."""
-    return {**{k: v for k, v in os.environ.items() if k not in _LEAKY_ENV}, **(extra or {})}
+    """This process's environment for a child process, without MLflow's in-process exports."""
+    return {**{k: v for k, v in os.environ.items() if k not in _MLFLOW_EXPORTS}, **(extra or {})}
 
 
 def mlflow_cli(*args: str, cwd: Path, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
