@@ -43,7 +43,8 @@ _logger = logging.getLogger(__name__)
 @click.option("--pin", is_flag=True, help="Serve the version the alias names now; do not follow it.")
 @click.option("--batching/--no-batching", default=True, show_default=True, help="Coalesce concurrent requests into one upstream call.")
 @click.option("--max-batch-rows", type=click.IntRange(min=1), default=256, show_default=True)
-@click.option("--max-batch-wait-ms", type=click.FloatRange(min=0), default=2.0, show_default=True)
+@click.option("--max-batch-wait-ms", type=click.FloatRange(min=0), default=2.0, show_default=True,
+              help="With --workers > 1: how long a batch may wait to fill while another is in flight.")
 @click.option("--start-timeout", type=click.FloatRange(min=0, min_open=True), default=180.0, show_default=True,
               help="Seconds a model server may take to start and answer the canary row.")
 @click.option("--log-dir", default="logs/serving", show_default=True, help="Where model server logs go.")
