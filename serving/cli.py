@@ -74,13 +74,13 @@ def resolve_initial(config: ServingConfig, explicit_model: bool):
     try:
         initial = lookup.resolve()
     except RegistryUnavailable as exc:
-        lookup.close()
+        lookup.close(wait=True)  # a time-out already stopped a hung helper inside resolve()
         raise ServingError(f"cannot resolve {config.model_uri}: {exc}") from None
     if initial is None:
-        lookup.close()
+        lookup.close(wait=True)
         raise ServingError(f"{config.model_uri}: the alias is not set; promote a version first")
     if not config.follows_alias:
-        lookup.close()  # its helper process is not needed any more
+        lookup.close(wait=True)  # its helper process is not needed any more
         return initial, None
     return initial, lookup
 

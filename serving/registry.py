@@ -55,9 +55,14 @@ class RegistryLookup:
             self.close()  # a fresh worker next time
             raise RegistryUnavailable(f"registry lookup failed: {type(exc).__name__}") from None
 
-    def close(self) -> None:
+    def close(self, wait: bool = False) -> None:
+        """Stop the helper; ``wait`` only when it is idle (it may be hung after a time-out).
+
+        Before the process exits, wait: a pool shut down without waiting can make
+        CPython's exit hook write to its closed pipe and print a traceback.
+        """
         if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor.shutdown(wait=wait, cancel_futures=True)
             self._executor = None
 
     def _pool(self) -> ProcessPoolExecutor:
