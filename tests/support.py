@@ -66,7 +66,9 @@ def mlflow_server(backend_store_uri: str, artifacts_dir: Path, *extra: str, env:
                 *extra,
             ],
             stdout=out, stderr=subprocess.STDOUT,
-            env={**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", **(env or {})},
+            # Without job execution: MLflow's job runner is eight more processes importing MLflow.
+            env={**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+                 "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(env or {})},
             start_new_session=True,
         )
     uri = f"http://127.0.0.1:{port}"

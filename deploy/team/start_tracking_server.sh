@@ -35,6 +35,9 @@
 #                               creates on the first start (MLflow ships no default password)
 #   MLFLOW_FLASK_SERVER_SECRET_KEY [generated once into DATA_DIR] CSRF key; several servers
 #                               behind one load balancer must share it
+#   MLFLOW_SERVER_ENABLE_JOB_EXECUTION [false] MLflow's job runner: eight more Python
+#                               processes for GenAI jobs (online scoring, trace roll-ups) this
+#                               project does not use; true brings them back
 set -euo pipefail
 
 die() { echo "start_tracking_server: $*" >&2; exit 1; }
@@ -178,6 +181,8 @@ if [[ -z ${MLFLOW_FLASK_SERVER_SECRET_KEY:-} ]]; then
     MLFLOW_FLASK_SERVER_SECRET_KEY=$(secret_file "$DATA_DIR/flask-secret-key")
     export MLFLOW_FLASK_SERVER_SECRET_KEY
 fi
+
+export MLFLOW_SERVER_ENABLE_JOB_EXECUTION=${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false}
 
 echo "start_tracking_server: MLflow on http://$HOST:$PORT (allowed hosts: $ALLOWED_HOSTS)" >&2
 "$MLFLOW" server \
