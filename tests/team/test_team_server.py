@@ -1,7 +1,7 @@
 """The project against a team server (PostgreSQL + basic-auth), changed only by environment variables.
 
-One server and one pipeline history are shared by the module: the trainer's two
-``mlflow run`` pipelines made iris v1 and v2 (champion). Tests that move the champion
+One server and one pipeline history are shared by the module: the trainer's ``mlflow run``
+pipeline made iris v1, the same pipeline code run as the trainer made v2 (champion). Tests that move the champion
 put it back on v2 before they end.
 """
 
