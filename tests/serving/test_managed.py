@@ -2,7 +2,8 @@
 
 One stack for the module, serving ``models:/iris@champion`` from its own copy of the
 session registry, as a user starts it. The tests run in order: each rollout test starts
-and ends with the alias on version 1; the last one stops the stack with SIGTERM.
+and ends with the alias on version 1; the metrics test reads what they did to the stack;
+the last one stops the stack with SIGTERM.
 """
 
 import os
@@ -17,6 +18,7 @@ import pytest
 
 from tests.conftest import Registry, sqlite_uri
 from tests.serving.conftest import START_TIMEOUT, running_proxy, serving_env
+from tests.serving.test_monitoring import sample, scrape
 from tests.serving.test_proxy import assert_error
 from tests.support import wait_until
 
@@ -200,6 +202,15 @@ def test_killing_the_model_server_degrades_health_at_once_then_it_recovers_by_it
     after = stack.health()["upstream"]
     assert after["pid"] != before["pid"] and after["starts"] == before["starts"] + 1
     assert stack.predict().status_code == 200
+
+
+def test_metrics_count_the_rollouts_and_the_restart_and_model_info_follows_the_alias(stack):
+    samples = scrape(stack.url + "/metrics")
+    assert sample(samples, "proxy_rollouts_total", outcome="done") == 2  # cold to version 2, warm back to 1
+    assert sample(samples, "proxy_rollouts_total", outcome="failed") >= 1  # the version that cannot load
+    assert sample(samples, "proxy_upstream_restarts_total") == 1  # after the kill
+    assert sample(samples, "proxy_model_info", name="iris", alias="champion", version="1") == 1
+    assert sample(samples, "proxy_model_info", name="iris", alias="champion", version="2") == 0
 
 
 def test_sigterm_stops_every_process_it_started_even_a_model_server_still_starting_and_exits_0(stack, client):

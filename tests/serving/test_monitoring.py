@@ -1,8 +1,6 @@
 """``GET /metrics`` and the prediction log of a real ``python -m serving`` in front of a real upstream."""
 
 import json
-import os
-import signal
 import socket
 from urllib.parse import urlsplit
 
@@ -183,21 +181,3 @@ def test_a_dead_upstream_counts_as_upstream_errors_with_code_503(trained_registr
         for _ in range(3):
             assert orphan.predict().status_code == 503
         assert sample(scrape(orphan.url + "/metrics"), "proxy_upstream_errors_total", code="503") == 3
-
-
-def test_a_restart_and_a_rollout_are_counted_and_model_info_follows_the_alias(registry, tmp_path):
-    with running_proxy(tmp_path, tmp_path / "proxy", "--model-uri", "models:/iris@champion", "--poll-interval", "0.5") as proxy:
-        metrics_url = proxy.url + "/metrics"
-        assert sample(scrape(metrics_url), "proxy_model_info", name="iris", alias="champion", version="2") == 1
-        pid = proxy.health()["upstream"]["pid"]
-        os.killpg(pid, signal.SIGKILL)
-        wait_until(lambda: sample(scrape(metrics_url), "proxy_upstream_restarts_total") == 1, timeout=60, what="a restart")
-        wait_until(lambda: proxy.health()["status"] == "healthy", timeout=240, what="the restarted upstream")
-        registry.client().set_registered_model_alias("iris", "champion", "1")
-        wait_until(lambda: proxy.health()["model"]["version"] == "1", timeout=240, what="the rollout to version 1")
-        samples = scrape(metrics_url)
-        assert sample(samples, "proxy_rollouts_total", outcome="done") == 1
-        assert sample(samples, "proxy_rollouts_total", outcome="failed") == 0
-        assert sample(samples, "proxy_model_info", name="iris", alias="champion", version="1") == 1
-        assert sample(samples, "proxy_model_info", name="iris", alias="champion", version="2") == 0
-        assert proxy.predict().headers["X-Model-Version"] == "1"
