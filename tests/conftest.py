@@ -30,6 +30,14 @@ _LEAKY_ENV = (
 )
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+    """pytest-xdist hands whole modules to its workers in this order: the ones with tests that
+    start real MLflow processes go first, the pipeline's (the longest, ~2 min) first of all, so
+    that the quick ones are left to fill the gaps at the end."""
+    slow_modules = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: (item.path not in slow_modules, item.path.name != "test_pipeline.py"))
+
 
 def sqlite_uri(directory: Path) -> str:
     return f"sqlite:///{directory / 'mlflow.db'}"
@@ -45,9 +53,19 @@ def tracking_store(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", sqlite_uri(tmp_path))
     monkeypatch.setenv("PATH", f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
     monkeypatch.chdir(tmp_path)
+    _forget_active_experiment()
     yield sqlite_uri(tmp_path)
     while mlflow.active_run():
         mlflow.end_run()
+    _forget_active_experiment()
+
+
+def _forget_active_experiment() -> None:
+    """``mlflow.set_experiment`` (steps run in process call it) leaves the experiment's id in a
+    module global that outlives the store it belongs to; MLflow has no public way to clear it."""
+    import mlflow.tracking.fluent
+
+    mlflow.tracking.fluent._active_experiment_id = None
 
 
 @dataclass(frozen=True)
