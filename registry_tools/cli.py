@@ -17,6 +17,7 @@ from dataclasses import replace
 
 import click
 
+from registry_tools.command_line import fail
 from registry_tools.errors import Refused, RegistryError
 from registry_tools.names import check_alias, parse_ref
 from registry_tools.tracking import bound_http_retries, check_store, one_line
@@ -71,16 +72,16 @@ class RegistryGroup(click.Group):
                 sys.exit(2)
             except click.UsageError as exc:
                 hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
-                _fail(f"{exc.format_message()}{hint}", exc.exit_code)
+                fail(f"{exc.format_message()}{hint}", exc.exit_code)
             except click.Abort:
-                _fail("aborted", 1)
+                fail("aborted", 1)
             except click.ClickException as exc:
-                _fail(exc.format_message(), exc.exit_code)
+                fail(exc.format_message(), exc.exit_code)
             except RegistryError as exc:
-                _fail(str(exc), exc.exit_code)
+                fail(str(exc), exc.exit_code)
             except Exception as exc:  # MLflow, network and OS errors: the user gets one line
                 _logger.debug("failed", exc_info=True)
-                _fail(one_line(exc), 1)
+                fail(one_line(exc), 1)
         sys.exit(result if isinstance(result, int) else 0)
 
 
@@ -95,11 +96,6 @@ def _quiet_mlflow(verbose: bool):
         yield
     finally:
         mlflow_logger.setLevel(level)
-
-
-def _fail(message: str, code: int) -> None:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)
 
 
 def _verbose(args) -> bool:

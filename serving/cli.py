@@ -7,11 +7,10 @@ one too), then runs the aiohttp app on uvloop until SIGTERM or Ctrl-C.
 
 import logging
 import socket
-import sys
 
 import click
 
-from registry_tools.tracking import bound_http_retries
+from registry_tools.command_line import run_command
 from serving.config import DEFAULT_MODEL_URI, ServingConfig
 from serving.errors import ServingError
 from serving.prediction_log import DEFAULT_BACKUP_COUNT, DEFAULT_MAX_BYTES
@@ -120,14 +119,4 @@ def run(config: ServingConfig, initial, lookup, listener: socket.socket, metrics
 
 def main(argv: list[str] | None = None) -> None:
     """Usage errors exit 2, expected failures exit 1, each as one line; a clean stop exits 0."""
-    bound_http_retries()
-    try:
-        serve.main(args=argv, prog_name="python -m serving", standalone_mode=False)
-    except click.UsageError as exc:
-        click.echo(f"error: {exc.format_message()}", err=True)
-        sys.exit(2)
-    except click.Abort:
-        sys.exit(130)
-    except ServingError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(exc.exit_code)
+    run_command(serve, ServingError, args=argv, prog_name="python -m serving")

@@ -3,11 +3,11 @@
 import contextlib
 import logging
 import os
-import sys
 
 import click
 
-from registry_tools.tracking import bound_http_retries, one_line
+from registry_tools.command_line import fail, run_command
+from registry_tools.tracking import one_line
 from steps.config import TRAINING_EXPERIMENT
 from steps.errors import StepError
 
@@ -19,24 +19,14 @@ def run(command: click.Command) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # urllib3 logs each bounded retry; an unreachable server is reported below in one line.
     logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
-    bound_http_retries()
     try:
-        command.main(standalone_mode=False)
-    except click.UsageError as exc:
-        click.echo(f"error: {exc.format_message()}", err=True)
-        sys.exit(2)
-    except click.Abort:
-        sys.exit(130)
-    except StepError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(exc.exit_code)
+        run_command(command, StepError)
     except Exception as exc:
         from mlflow.exceptions import MlflowException  # imported late: a bad argument should not wait for MLflow
 
         if not isinstance(exc, MlflowException):
             raise
-        click.echo(f"error: {one_line(exc)}", err=True)
-        sys.exit(1)
+        fail(one_line(exc), 1)
 
 
 @contextlib.contextmanager
