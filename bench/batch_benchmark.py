@@ -13,13 +13,11 @@ nothing. Run from the repository root:
     python -m bench.batch_benchmark [--rows 2000000] [--format csv|parquet] [--engines pandas,spark]
 """
 
-import contextlib
 import os
 import re
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,9 +27,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from bench.serving_benchmark import PeakRss
+from bench.store import REPO, store_env, train
 from steps.config import FEATURES
 
-REPO = Path(__file__).resolve().parents[1]
 SMALL = 1_000
 
 
@@ -66,57 +65,23 @@ def write_input(path: Path, rows: int, seed: int = 0) -> Path:
     return path
 
 
-def tree_rss_bytes(pid: int) -> int:
-    """Resident memory of a process and all its descendants, from /proc."""
-    total, pending = 0, [pid]
-    while pending:
-        current = pending.pop()
-        with contextlib.suppress(OSError):
-            with open(f"/proc/{current}/statm") as statm:
-                total += int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-            for task in os.listdir(f"/proc/{current}/task"):
-                with open(f"/proc/{current}/task/{task}/children") as children:
-                    pending += [int(c) for c in children.read().split()]
-    return total
-
-
 def run_engine(engine: str, source: Path, workdir: Path, env: dict, chunk_size: int) -> Measurement:
     output = workdir / f"{engine}-{source.stem}-out{source.suffix}"
     command = [
         sys.executable, "-m", "steps.batch_predict", "--input", str(source), "--output", str(output),
         "--engine", engine, "--chunk-size", str(chunk_size),
     ]
-    peak, started = 0, time.perf_counter()
+    started = time.perf_counter()
     with open(workdir / f"{engine}-{source.stem}.log", "wb") as log:
         proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-        stop = threading.Event()
-
-        def sample():
-            nonlocal peak
-            while not stop.is_set():
-                peak = max(peak, tree_rss_bytes(proc.pid))
-                stop.wait(0.1)
-
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
-        code = proc.wait(timeout=3600)
-        stop.set()
-        sampler.join()
+        with PeakRss({engine: proc.pid}, interval=0.1) as rss:
+            code = proc.wait(timeout=3600)
     seconds = time.perf_counter() - started
     if code != 0:
         raise click.ClickException(f"{engine} failed (exit {code}); see {workdir / f'{engine}-{source.stem}.log'}")
     rows = pq.ParquetFile(source).metadata.num_rows if source.suffix == ".parquet" else sum(1 for _ in open(source)) - 1
     took = re.search(r"^took ([\d.]+) s", (workdir / f"{engine}-{source.stem}.log").read_text(), re.MULTILINE)
-    return Measurement(engine, rows, seconds, float(took.group(1)), peak / 2**20)
-
-
-def train_champion(env: dict) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "mlflow", "run", str(REPO), "--env-manager", "local", "--experiment-name", "iris-classification"],
-        cwd=env["BENCH_DIR"], env=env, capture_output=True, text=True, timeout=900,
-    )
-    if result.returncode != 0:
-        raise click.ClickException("training the champion failed:\n" + result.stderr[-2000:])
+    return Measurement(engine, rows, seconds, float(took.group(1)), rss.peaks[engine] / 2**20)
 
 
 @click.command(help="Rows per second and peak memory of batch_predict's pandas and spark engines.")
@@ -127,10 +92,9 @@ def train_champion(env: dict) -> None:
 def main(rows, file_format, engines, chunk_size):
     with tempfile.TemporaryDirectory(prefix="batch-bench-") as tmp:
         workdir = Path(tmp)
-        env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlflow.db'}", "BENCH_DIR": str(workdir),
-               "PYTHONPATH": str(REPO), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+        env = store_env(workdir)
         click.echo(f"training a champion in {workdir} ...", err=True)
-        train_champion(env)
+        train(workdir, env)
         click.echo(f"writing {rows:,} rows of {file_format} ...", err=True)
         big = write_input(workdir / f"big.{file_format}", rows)
         small = write_input(workdir / f"small.{file_format}", SMALL)

@@ -23,29 +23,20 @@ from pathlib import Path
 import click
 import requests
 
+from bench.store import store_env, train
 from tests.support import free_port, stop_process, wait_until
 
 _logger = logging.getLogger(__name__)
 
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
 START_UP_S = 6.5  # `mlflow models serve` start to first /ping, measured on an idle 2-core machine
 
 
 def store_with_two_versions(workdir: Path) -> dict:
     """Versions 1 and 2 of `iris` made by the real pipeline; the environment that points at them."""
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlflow.db'}", "PYTHONPATH": str(REPO),
-           "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-    for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "SERVING_API_TOKEN"):
-        env.pop(name, None)
-    for params in ([], ["-P", "C=0.5"]):
-        _logger.info("training a version with `mlflow run` %s", " ".join(params))
-        done = subprocess.run([str(BIN / "mlflow"), "run", str(REPO), "--env-manager", "local", "--experiment-name",
-                               "iris-classification", *params], cwd=workdir, env=env, capture_output=True, text=True,
-                              timeout=900, check=False)
-        if done.returncode != 0:
-            raise click.ClickException(f"the pipeline failed: {done.stderr.strip()[-800:]}")
+    env = store_env(workdir)
+    train(workdir, env)
+    train(workdir, env, "-P", "C=0.5")
     return env
 
 

@@ -32,13 +32,12 @@ import click
 import requests
 
 from bench.loadgen import LoadResult, available_generator, run_load
+from bench.store import BIN, REPO, store_env, train
 from steps.config import FEATURES
 from tests.support import free_port, stop_process, wait_until
 
 _logger = logging.getLogger(__name__)
 
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 CHAMPION_URI = "models:/iris@champion"
 START_TIMEOUT = 240.0
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -72,22 +71,11 @@ class Row:
 
 def build_champion(workdir: Path) -> dict:
     """Run the real pipeline into a store in ``workdir``; returns the environment that points at it."""
-    env = {
-        **os.environ,
-        "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlflow.db'}",
-        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-        "PYTHONPATH": str(REPO),
-    }
-    for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "SERVING_API_TOKEN"):
-        env.pop(name, None)
+    env = store_env(workdir)
     if (workdir / "mlflow.db").exists():
         _logger.info("reusing the store in %s", workdir)
         return env
-    _logger.info("training a champion with `mlflow run` in %s", workdir)
-    command = [str(BIN / "mlflow"), "run", str(REPO), "--env-manager", "local", "--experiment-name", "iris-classification"]
-    completed = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=900, check=False)
-    if completed.returncode != 0:
-        raise click.ClickException(f"the pipeline failed: {completed.stderr.strip()[-800:]}")
+    train(workdir, env)
     return env
 
 
