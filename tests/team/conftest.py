@@ -104,7 +104,7 @@ def _stop_cluster(data_dir: Path) -> None:
         subprocess.run(command, capture_output=True, timeout=60)
 
 
-def clean_env() -> dict:
+def env_without_store() -> dict:
     """This environment without any store, run or credentials; the venv and the repository on the paths."""
     env = {k: v for k, v in os.environ.items() if k not in _LEAKY_ENV and k != "MLFLOW_TRACKING_URI"}
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
@@ -123,7 +123,7 @@ def team_server(tmp_path_factory):
     port, pg_port = free_port(), free_port()
     admin = User("admin", secrets.token_urlsafe(16))
     env = {
-        **clean_env(),
+        **env_without_store(),
         "MLFLOW_TEAM_DATA_DIR": str(data_dir),
         "MLFLOW_TEAM_PORT": str(port),
         "MLFLOW_TEAM_PG_PORT": str(pg_port),

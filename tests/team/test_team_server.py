@@ -17,7 +17,7 @@ import requests
 
 from tests.conftest import REPO, mlflow_cli
 from tests.support import free_port, http_ok, stop_process, wait_until
-from tests.team.conftest import EXPERIMENT, MODEL_NAME, START_SCRIPT, User, clean_env, require_postgres
+from tests.team.conftest import EXPERIMENT, MODEL_NAME, START_SCRIPT, User, env_without_store, require_postgres
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:starlette.middleware.wsgi is deprecated")]
 
@@ -35,7 +35,7 @@ def project(module: str, *args: str, env: dict, cwd, timeout: float = 180) -> su
     """``python -m MODULE ARGS`` as a team member runs it: only the environment names the server."""
     return subprocess.run(
         [sys.executable, "-m", module, *args],
-        cwd=cwd, env={**clean_env(), **env}, stdin=subprocess.DEVNULL,
+        cwd=cwd, env={**env_without_store(), **env}, stdin=subprocess.DEVNULL,
         capture_output=True, text=True, timeout=timeout,
     )
 
@@ -107,7 +107,7 @@ def test_served_prediction_comes_from_the_champion_fetched_through_the_artifact_
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "serving", "--port", str(port), "--log-dir", str(tmp_path / "logs")],
-            cwd=tmp_path, env={**clean_env(), **team_server.env(team_users["viewer"])},
+            cwd=tmp_path, env={**env_without_store(), **team_server.env(team_users["viewer"])},
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
         )
     url = f"http://127.0.0.1:{port}"
@@ -209,7 +209,7 @@ def test_first_start_without_an_admin_password_refuses_in_one_line_and_creates_n
     data_dir = Path(tempfile.mkdtemp(prefix="mlflow-team-"))
     try:
         data_dir.chmod(0o755)
-        env = {**clean_env(), "MLFLOW_TEAM_DATA_DIR": str(data_dir), "MLFLOW_TEAM_PORT": str(free_port()),
+        env = {**env_without_store(), "MLFLOW_TEAM_DATA_DIR": str(data_dir), "MLFLOW_TEAM_PORT": str(free_port()),
                "MLFLOW_TEAM_PG_PORT": str(free_port())}
         env.pop("MLFLOW_AUTH_ADMIN_PASSWORD", None)
         result = subprocess.run(["bash", str(START_SCRIPT)], env=env, cwd=tmp_path, capture_output=True,
