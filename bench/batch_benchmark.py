@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 
 from bench.serving_benchmark import PeakRss
 from bench.store import REPO, store_env, train
-from steps.config import FEATURES
+from iris_core.schema import FEATURES
 
 SMALL = 1_000
 
@@ -68,8 +68,17 @@ def write_input(path: Path, rows: int, seed: int = 0) -> Path:
 def run_engine(engine: str, source: Path, workdir: Path, env: dict, chunk_size: int) -> Measurement:
     output = workdir / f"{engine}-{source.stem}-out{source.suffix}"
     command = [
-        sys.executable, "-m", "steps.batch_predict", "--input", str(source), "--output", str(output),
-        "--engine", engine, "--chunk-size", str(chunk_size),
+        sys.executable,
+        "-m",
+        "steps.batch_predict",
+        "--input",
+        str(source),
+        "--output",
+        str(output),
+        "--engine",
+        engine,
+        "--chunk-size",
+        str(chunk_size),
     ]
     started = time.perf_counter()
     with open(workdir / f"{engine}-{source.stem}.log", "wb") as log:
@@ -105,8 +114,12 @@ def main(rows, file_format, engines, chunk_size):
             for source in sizes:
                 m = run_engine(engine, source, workdir, env, chunk_size)
                 rate = f"{m.rows / m.scoring_seconds:,.0f}" if m.scoring_seconds >= 0.1 else "-"  # printed to 0.1 s
-                click.echo(f"{engine:<8} {m.rows:>10,} {m.seconds:>10.1f} {m.scoring_seconds:>10.1f} {rate:>10} {m.peak_rss_mb:>8.0f}")
-        click.echo(f"file: {big.stat().st_size / 2**20:.0f} MB {file_format}; chunk size {chunk_size:,}; {os.cpu_count()} cores")
+                click.echo(
+                    f"{engine:<8} {m.rows:>10,} {m.seconds:>10.1f} {m.scoring_seconds:>10.1f} {rate:>10} {m.peak_rss_mb:>8.0f}"
+                )
+        click.echo(
+            f"file: {big.stat().st_size / 2**20:.0f} MB {file_format}; chunk size {chunk_size:,}; {os.cpu_count()} cores"
+        )
 
 
 if __name__ == "__main__":

@@ -58,18 +58,40 @@ def available_generator(requested: str) -> str:
     return requested
 
 
-def run_load(generator: str, url: str, bodies: Path, connections: int, duration: float, timeout: float = 30.0) -> LoadResult:
+def run_load(
+    generator: str, url: str, bodies: Path, connections: int, duration: float, timeout: float = 30.0
+) -> LoadResult:
     """Drive ``url`` (scheme://host:port/path) with ``connections`` closed loops for ``duration`` seconds."""
     base, _, path = url.partition("://")[2].partition("/")
     if generator == "wrk":
         command = [
-            "wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", f"--timeout={round(timeout)}s",
-            "-s", str(WRK_SCRIPT), f"http://{base}", "--", str(bodies), f"/{path}",
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{max(1, round(duration))}s",
+            f"--timeout={round(timeout)}s",
+            "-s",
+            str(WRK_SCRIPT),
+            f"http://{base}",
+            "--",
+            str(bodies),
+            f"/{path}",
         ]
     else:
         command = [
-            sys.executable, "-m", "bench.loadgen", "--url", url, "--bodies", str(bodies),
-            "--connections", str(connections), "--duration", str(duration), "--timeout", str(timeout),
+            sys.executable,
+            "-m",
+            "bench.loadgen",
+            "--url",
+            url,
+            "--bodies",
+            str(bodies),
+            "--connections",
+            str(connections),
+            "--duration",
+            str(duration),
+            "--timeout",
+            str(timeout),
         ]
     completed = subprocess.run(command, capture_output=True, text=True, timeout=duration + timeout + 60, check=False)
     lines = [line for line in completed.stdout.splitlines() if line.startswith("{")]
@@ -100,7 +122,7 @@ async def closed_loop(url: str, bodies: list[bytes], connections: int, duration:
                     await response.read()
                     if response.status >= 400:
                         errors["status"] += 1
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 errors["timeout"] += 1
             except aiohttp.ClientConnectorError:
                 errors["connect"] += 1
@@ -118,14 +140,23 @@ async def closed_loop(url: str, bodies: list[bytes], connections: int, duration:
         return round(ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] * 1e6)
 
     return LoadResult(
-        requests=len(latencies), duration_us=round(elapsed * 1e6), p50_us=percentile(50), p99_us=percentile(99),
-        max_us=round(ordered[-1] * 1e6), errors={kind: errors[kind] for kind in ERROR_KINDS},
+        requests=len(latencies),
+        duration_us=round(elapsed * 1e6),
+        p50_us=percentile(50),
+        p99_us=percentile(99),
+        max_us=round(ordered[-1] * 1e6),
+        errors={kind: errors[kind] for kind in ERROR_KINDS},
     )
 
 
 @click.command(help="Closed-loop POST load on one URL; prints one JSON line of results (the wrk fallback).")
 @click.option("--url", required=True)
-@click.option("--bodies", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True, help="One JSON body per line.")
+@click.option(
+    "--bodies",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="One JSON body per line.",
+)
 @click.option("--connections", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--duration", type=click.FloatRange(min=0.1), default=10.0, show_default=True, help="Seconds.")
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True, help="Seconds per request.")

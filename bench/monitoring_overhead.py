@@ -27,7 +27,7 @@ import click
 
 from bench.loadgen import LoadResult, available_generator, run_load
 from bench.serving_benchmark import build_champion, mlflow_serve, parse_connections, server, upstream_env, write_bodies
-from tests.support import free_port
+from iris_core.processes import free_port
 
 _logger = logging.getLogger(__name__)
 
@@ -61,10 +61,17 @@ class Measurement:
 
 
 def render(results: dict, connections: tuple) -> str:
-    header = "| set-up | conns | req/s | vs off | p50 ms | vs off | p99 ms | vs off | proxy CPU µs/req | vs off | errors |"
+    header = (
+        "| set-up | conns | req/s | vs off | p50 ms | vs off | p99 ms | vs off | proxy CPU µs/req | vs off | errors |"
+    )
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     median = lambda runs, get: statistics.median(get(run) for run in runs)  # noqa: E731
-    getters = (lambda m: m.load.throughput, lambda m: m.load.p50_us / 1000, lambda m: m.load.p99_us / 1000, lambda m: m.cpu_us_per_request)
+    getters = (
+        lambda m: m.load.throughput,
+        lambda m: m.load.p50_us / 1000,
+        lambda m: m.load.p99_us / 1000,
+        lambda m: m.cpu_us_per_request,
+    )
     for count in connections:
         reference = [median(results[("off", count)], get) for get in getters]
         for setup in SETUPS:
@@ -87,8 +94,15 @@ def recorder_costs(workdir: Path, calls: int = 20_000) -> dict:
     from serving.monitoring import recorder
     from serving.prediction_log import PredictionLogWriter
 
-    outcome = Outcome("/invocations", 200, 0.0021, [[5.1, 3.5, 1.4, 0.2]],
-                      [{"prediction": "setosa", "prediction_index": 0, "confidence": 0.97, "confidence_scores": {}}], "2", "0123abcd")
+    outcome = Outcome(
+        "/invocations",
+        200,
+        0.0021,
+        [[5.1, 3.5, 1.4, 0.2]],
+        [{"prediction": "setosa", "prediction_index": 0, "confidence": 0.97, "confidence_scores": {}}],
+        "2",
+        "0123abcd",
+    )
     costs = {}
     metrics_only = recorder(ProxyMetrics(), None, "iris")
     writer = PredictionLogWriter(workdir / "micro.jsonl", queue_size=calls + 1)
@@ -106,11 +120,25 @@ def recorder_costs(workdir: Path, calls: int = 20_000) -> dict:
 
 
 @click.command(help="Measure the proxy with monitoring off, with metrics, and with metrics and the prediction log.")
-@click.option("--duration", type=click.FloatRange(min=1), default=10.0, show_default=True, help="Seconds per measurement.")
-@click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True, help="Interleaved rounds; the table shows medians.")
-@click.option("--connections", default="1,64", show_default=True, callback=parse_connections, help="Concurrencies to measure.")
+@click.option(
+    "--duration", type=click.FloatRange(min=1), default=10.0, show_default=True, help="Seconds per measurement."
+)
+@click.option(
+    "--rounds",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="Interleaved rounds; the table shows medians.",
+)
+@click.option(
+    "--connections", default="1,64", show_default=True, callback=parse_connections, help="Concurrencies to measure."
+)
 @click.option("--loadgen", type=click.Choice(["auto", "wrk", "python"]), default="auto", show_default=True)
-@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), help="Keep the store, logs and prediction log here (default: a temporary directory).")
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Keep the store, logs and prediction log here (default: a temporary directory).",
+)
 def main(duration, rounds, connections, loadgen, workdir):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     generator = available_generator(loadgen)
@@ -123,13 +151,19 @@ def main(duration, rounds, connections, loadgen, workdir):
         probe = bodies.read_text().splitlines()[0].encode()
         upstream_port = free_port()
         upstream = f"http://127.0.0.1:{upstream_port}"
-        stack.enter_context(server(mlflow_serve(upstream_port), upstream_env(env), workdir, "upstream", f"{upstream}/invocations", probe))
+        stack.enter_context(
+            server(
+                mlflow_serve(upstream_port), upstream_env(env), workdir, "upstream", f"{upstream}/invocations", probe
+            )
+        )
         urls, pids = {}, {}
         for setup in SETUPS:
             port = free_port()
             urls[setup] = f"http://127.0.0.1:{port}/invocations"
             name = setup.replace("+", "-")
-            proc = stack.enter_context(server(proxy_command(setup, upstream, port, workdir), env, workdir, name, urls[setup], probe))
+            proc = stack.enter_context(
+                server(proxy_command(setup, upstream, port, workdir), env, workdir, name, urls[setup], probe)
+            )
             pids[setup] = proc.pid
         results = {(setup, count): [] for setup in SETUPS for count in connections}
         for setup in SETUPS:
@@ -140,13 +174,24 @@ def main(duration, rounds, connections, loadgen, workdir):
                     cpu_before = cpu_seconds(pids[setup])
                     load = run_load(generator, urls[setup], bodies, count, duration)
                     cpu = (cpu_seconds(pids[setup]) - cpu_before) * 1e6 / max(load.requests, 1)
-                    _logger.info("round %d, %s, %d connections: %.0f req/s, %.0f µs CPU/req", round_ + 1, setup, count, load.throughput, cpu)
+                    _logger.info(
+                        "round %d, %s, %d connections: %.0f req/s, %.0f µs CPU/req",
+                        round_ + 1,
+                        setup,
+                        count,
+                        load.throughput,
+                        cpu,
+                    )
                     results[(setup, count)].append(Measurement(load, cpu))
-        log_lines = sum(1 for _ in open(workdir / "predictions.jsonl", "rb")) if (workdir / "predictions.jsonl").exists() else 0
+        log_lines = (
+            sum(1 for _ in open(workdir / "predictions.jsonl", "rb")) if (workdir / "predictions.jsonl").exists() else 0
+        )
         costs = recorder_costs(workdir)
     load_average = ", ".join(f"{value:.2f}" for value in os.getloadavg())
-    click.echo(f"\nsingle-row /invocations, proxy with batching on, {duration:g} s per cell, {rounds} rounds (medians), "
-               f"load generator {generator}, {os.cpu_count()} CPUs, load average after the run {load_average}\n")
+    click.echo(
+        f"\nsingle-row /invocations, proxy with batching on, {duration:g} s per cell, {rounds} rounds (medians), "
+        f"load generator {generator}, {os.cpu_count()} CPUs, load average after the run {load_average}\n"
+    )
     click.echo(render(results, connections))
     click.echo(f"\nprediction log: {log_lines} rows written")
     click.echo("\nper single-row request, in process (µs of CPU):")

@@ -30,7 +30,11 @@ def timed_run(project: Path) -> float:
         start = time.perf_counter()
         subprocess.run(
             [MLFLOW, "run", str(project), "--env-manager", "local"],
-            cwd=store, env=env, check=True, capture_output=True, timeout=600,
+            cwd=store,
+            env=env,
+            check=True,
+            capture_output=True,
+            timeout=600,
         )
         return time.perf_counter() - start
 

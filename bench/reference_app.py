@@ -12,7 +12,7 @@ import logging
 
 import click
 
-from steps.config import FEATURES
+from iris_core.schema import FEATURES
 
 _logger = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ import click
 import requests
 
 from bench.store import store_env, train
-from tests.support import free_port, stop_process, wait_until
+from iris_core.processes import free_port, stop_process, wait_until
 
 _logger = logging.getLogger(__name__)
 
@@ -102,9 +102,25 @@ def move(client, version: str, how: str) -> float:
 
 
 @click.command(help="Print the time from an alias move to the first answer by the new version, cold and warm.")
-@click.option("--poll-interval", type=click.FloatRange(min=0.1), default=2.0, show_default=True, help="The proxy's --poll-interval.")
-@click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True, help="Warm promote/rollback pairs after the cold start.")
-@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), help="Keep the store and logs here (default: a temporary directory).")
+@click.option(
+    "--poll-interval",
+    type=click.FloatRange(min=0.1),
+    default=2.0,
+    show_default=True,
+    help="The proxy's --poll-interval.",
+)
+@click.option(
+    "--rounds",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="Warm promote/rollback pairs after the cold start.",
+)
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Keep the store and logs here (default: a temporary directory).",
+)
 def main(poll_interval: float, rounds: int, workdir: Path | None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     with tempfile.TemporaryDirectory(prefix="rollout-bench-") as scratch:
@@ -116,30 +132,64 @@ def main(poll_interval: float, rounds: int, workdir: Path | None) -> None:
         port = free_port()
         log = workdir / "proxy.log"
         with open(log, "wb") as out:
-            proxy = subprocess.Popen([sys.executable, "-m", "serving", "--port", str(port), "--poll-interval", str(poll_interval)],
-                                     cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            proxy = subprocess.Popen(
+                [sys.executable, "-m", "serving", "--port", str(port), "--poll-interval", str(poll_interval)],
+                cwd=workdir,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         url = f"http://127.0.0.1:{port}"
         try:
-            wait_until(lambda: requests.get(f"{url}/health", timeout=2).status_code == 200, 300, what=f"the proxy (log: {log})")
+            wait_until(
+                lambda: requests.get(f"{url}/health", timeout=2).status_code == 200, 300, what=f"the proxy (log: {log})"
+            )
             rows = []
             with Watcher(url) as watcher:
                 watcher.first_answer_after("1", 0.0, 60)
-                rows.append(("promote to a cold version (1 -> 2)", watcher.first_answer_after("2", move(client, "2", "promote"), 300)))
-                rows.append(("rollback to the warm version (2 -> 1)", watcher.first_answer_after("1", move(client, "1", "rollback"), 60)))
+                rows.append(
+                    (
+                        "promote to a cold version (1 -> 2)",
+                        watcher.first_answer_after("2", move(client, "2", "promote"), 300),
+                    )
+                )
+                rows.append(
+                    (
+                        "rollback to the warm version (2 -> 1)",
+                        watcher.first_answer_after("1", move(client, "1", "rollback"), 60),
+                    )
+                )
                 for _ in range(rounds - 1):
-                    rows.append(("promote to the warm version (1 -> 2)", watcher.first_answer_after("2", move(client, "2", "promote"), 60)))
-                    rows.append(("rollback to the warm version (2 -> 1)", watcher.first_answer_after("1", move(client, "1", "rollback"), 60)))
+                    rows.append(
+                        (
+                            "promote to the warm version (1 -> 2)",
+                            watcher.first_answer_after("2", move(client, "2", "promote"), 60),
+                        )
+                    )
+                    rows.append(
+                        (
+                            "rollback to the warm version (2 -> 1)",
+                            watcher.first_answer_after("1", move(client, "1", "rollback"), 60),
+                        )
+                    )
             failed = watcher.failed
         finally:
             stop_process(proxy, timeout=60)
     cold = [s for label, s in rows if "cold" in label]
     warm = [s for label, s in rows if "warm" in label]
-    click.echo(f"\nlive rollout, poll interval {poll_interval:g} s, {os.cpu_count()} CPUs; alias move -> first answer by the new version")
+    click.echo(
+        f"\nlive rollout, poll interval {poll_interval:g} s, {os.cpu_count()} CPUs; alias move -> first answer by the new version"
+    )
     for label, seconds in rows:
         click.echo(f"  {label:<40} {seconds:6.2f} s")
     click.echo(f"  failed requests during all moves: {failed}")
-    click.echo(f"goal, promote to cold <= poll interval + start-up (~{poll_interval + START_UP_S:.1f} s): {max(cold):.2f} s")
-    click.echo(f"goal, rollback to warm <= poll interval + 0.5 s ({poll_interval + 0.5:.1f} s): worst {max(warm):.2f} s")
+    click.echo(
+        f"goal, promote to cold <= poll interval + start-up (~{poll_interval + START_UP_S:.1f} s): {max(cold):.2f} s"
+    )
+    click.echo(
+        f"goal, rollback to warm <= poll interval + 0.5 s ({poll_interval + 0.5:.1f} s): worst {max(warm):.2f} s"
+    )
 
 
 if __name__ == "__main__":

@@ -33,8 +33,8 @@ import requests
 
 from bench.loadgen import LoadResult, available_generator, run_load
 from bench.store import BIN, REPO, store_env, train
-from steps.config import FEATURES
-from tests.support import free_port, stop_process, wait_until
+from iris_core.processes import free_port, stop_process, wait_until
+from iris_core.schema import FEATURES
 
 _logger = logging.getLogger(__name__)
 
@@ -86,7 +86,9 @@ def write_bodies(workdir: Path) -> dict:
     with open(REPO / "data" / "iris.csv", newline="") as handle:
         rows = [[float(record[name]) for name in FEATURES] for record in csv.DictReader(handle)]
     invocations = workdir / "invocations.jsonl"
-    invocations.write_text("".join(json.dumps({"dataframe_split": {"columns": list(FEATURES), "data": [row]}}) + "\n" for row in rows))
+    invocations.write_text(
+        "".join(json.dumps({"dataframe_split": {"columns": list(FEATURES), "data": [row]}}) + "\n" for row in rows)
+    )
     predict = workdir / "predict.jsonl"
     predict.write_text("".join(json.dumps(dict(zip(FEATURES, row))) + "\n" for row in rows))
     return {"/invocations": invocations, "/predict": predict}
@@ -144,7 +146,9 @@ def server(command: list, env: dict, workdir: Path, name: str, probe_url: str, p
     """Start ``command`` in its own session; yields the process once ``probe_body`` gets a 200."""
     log = workdir / f"{name}.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen(command, cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            command, cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
     def answers() -> bool:
         if proc.poll() is not None:
@@ -163,7 +167,21 @@ def server(command: list, env: dict, workdir: Path, name: str, probe_url: str, p
 
 
 def mlflow_serve(port: int) -> list:
-    return [str(BIN / "mlflow"), "models", "serve", "-m", CHAMPION_URI, "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"]
+    return [
+        str(BIN / "mlflow"),
+        "models",
+        "serve",
+        "-m",
+        CHAMPION_URI,
+        "--env-manager",
+        "local",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "-w",
+        "1",
+    ]
 
 
 def upstream_env(env: dict) -> dict:
@@ -192,8 +210,20 @@ def started(config: Config, env: dict, workdir: Path, probe_body: bytes):
         upstream_port = free_port()
         upstream = f"http://127.0.0.1:{upstream_port}"
         upstream_log = f"{config.key}-upstream"
-        with server(mlflow_serve(upstream_port), upstream_env(env), workdir, upstream_log, f"{upstream}/invocations", probe_body) as up:
-            command = [sys.executable, "-m", "serving", "--upstream", upstream, "--host", "127.0.0.1", "--port", str(port)]
+        with server(
+            mlflow_serve(upstream_port), upstream_env(env), workdir, upstream_log, f"{upstream}/invocations", probe_body
+        ) as up:
+            command = [
+                sys.executable,
+                "-m",
+                "serving",
+                "--upstream",
+                upstream,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ]
             if config.key == "proxy":
                 command.append("--no-batching")
             with server(command, env, workdir, config.key, probe, probe_body) as proxy:
@@ -222,7 +252,9 @@ def measure(configs, connections, duration, warmup, generator, workdir, env) -> 
             for config, url, roots in running:
                 with PeakRss(roots) as rss:
                     load = run_load(generator, url, bodies[config.path], count, duration)
-                _logger.info("%s, %d connections: %.0f req/s, %d errors", config.label, count, load.throughput, load.error_count)
+                _logger.info(
+                    "%s, %d connections: %.0f req/s, %d errors", config.label, count, load.throughput, load.error_count
+                )
                 rows.append(Row(config, count, load, rss.peaks))
     return sorted(rows, key=lambda row: (configs.index(row.config), row.connections))
 
@@ -234,21 +266,37 @@ def ratio(value: float, reference: float | None) -> str:
 def render_table(rows: list) -> str:
     """One markdown table; ratios are to bare `mlflow models serve` at the same concurrency."""
     bare = {row.connections: row for row in rows if row.config.key == "bare"}
-    header = "| server | conns | req/s | vs bare | p50 ms | vs bare | p99 ms | vs bare | errors | peak RSS MB | vs bare |"
+    header = (
+        "| server | conns | req/s | vs bare | p50 ms | vs bare | p99 ms | vs bare | errors | peak RSS MB | vs bare |"
+    )
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for row in rows:
         ref = bare.get(row.connections)
         load = row.load
         total_rss = sum(row.rss.values())
-        rss_text = " + ".join(f"{role} {value / 2**20:.0f}" for role, value in row.rss.items()) if len(row.rss) > 1 else f"{total_rss / 2**20:.0f}"
+        rss_text = (
+            " + ".join(f"{role} {value / 2**20:.0f}" for role, value in row.rss.items())
+            if len(row.rss) > 1
+            else f"{total_rss / 2**20:.0f}"
+        )
         lines.append(
-            "| " + " | ".join([
-                row.config.label, str(row.connections),
-                f"{load.throughput:.0f}", ratio(load.throughput, ref and ref.load.throughput),
-                f"{load.p50_us / 1000:.1f}", ratio(load.p50_us, ref and ref.load.p50_us),
-                f"{load.p99_us / 1000:.1f}", ratio(load.p99_us, ref and ref.load.p99_us),
-                str(load.error_count), rss_text, ratio(total_rss, ref and sum(ref.rss.values())),
-            ]) + " |"
+            "| "
+            + " | ".join(
+                [
+                    row.config.label,
+                    str(row.connections),
+                    f"{load.throughput:.0f}",
+                    ratio(load.throughput, ref and ref.load.throughput),
+                    f"{load.p50_us / 1000:.1f}",
+                    ratio(load.p50_us, ref and ref.load.p50_us),
+                    f"{load.p99_us / 1000:.1f}",
+                    ratio(load.p99_us, ref and ref.load.p99_us),
+                    str(load.error_count),
+                    rss_text,
+                    ratio(total_rss, ref and sum(ref.rss.values())),
+                ]
+            )
+            + " |"
         )
     return "\n".join(lines)
 
@@ -259,10 +307,14 @@ def goals(rows: list) -> list:
     checks = []
     bare64, batch64, fast64 = index.get(("bare", 64)), index.get(("batching", 64)), index.get(("fastapi", 64))
     if bare64 and batch64:
-        checks.append(("64 conns: proxy throughput >= 20x bare", batch64.load.throughput >= 20 * bare64.load.throughput))
+        checks.append(
+            ("64 conns: proxy throughput >= 20x bare", batch64.load.throughput >= 20 * bare64.load.throughput)
+        )
         checks.append(("64 conns: proxy p99 <= 1/10 of bare", batch64.load.p99_us * 10 <= bare64.load.p99_us))
     if fast64 and batch64:
-        checks.append(("64 conns: proxy throughput >= 3x FastAPI", batch64.load.throughput >= 3 * fast64.load.throughput))
+        checks.append(
+            ("64 conns: proxy throughput >= 3x FastAPI", batch64.load.throughput >= 3 * fast64.load.throughput)
+        )
     bare1, batch1 = index.get(("bare", 1)), index.get(("batching", 1))
     if bare1 and batch1:
         checks.append(("1 conn: proxy p50 <= 1.2x bare", batch1.load.p50_us <= 1.2 * bare1.load.p50_us))
@@ -289,12 +341,32 @@ def parse_connections(ctx, param, value: str) -> tuple:
 
 
 @click.command(help="Benchmark bare `mlflow models serve`, the proxy (batching off/on) and an in-process FastAPI app.")
-@click.option("--duration", type=click.FloatRange(min=1), default=10.0, show_default=True, help="Seconds per measurement.")
-@click.option("--warmup", type=click.FloatRange(min=0), default=2.0, show_default=True, help="Seconds of load before measuring each server.")
-@click.option("--connections", default="1,8,64", show_default=True, callback=parse_connections, help="Concurrencies to measure.")
-@click.option("--only", "only", multiple=True, type=click.Choice([c.key for c in CONFIGS]), help="Measure only these servers (repeatable).")
+@click.option(
+    "--duration", type=click.FloatRange(min=1), default=10.0, show_default=True, help="Seconds per measurement."
+)
+@click.option(
+    "--warmup",
+    type=click.FloatRange(min=0),
+    default=2.0,
+    show_default=True,
+    help="Seconds of load before measuring each server.",
+)
+@click.option(
+    "--connections", default="1,8,64", show_default=True, callback=parse_connections, help="Concurrencies to measure."
+)
+@click.option(
+    "--only",
+    "only",
+    multiple=True,
+    type=click.Choice([c.key for c in CONFIGS]),
+    help="Measure only these servers (repeatable).",
+)
 @click.option("--loadgen", type=click.Choice(["auto", "wrk", "python"]), default="auto", show_default=True)
-@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), help="Keep the store and server logs here; a store already there is reused (default: a temporary directory).")
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Keep the store and server logs here; a store already there is reused (default: a temporary directory).",
+)
 def main(duration, warmup, connections, only, loadgen, workdir):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     generator = available_generator(loadgen)
@@ -306,8 +378,10 @@ def main(duration, warmup, connections, only, loadgen, workdir):
         workdir.mkdir(parents=True, exist_ok=True)
         env = build_champion(workdir)
         rows = measure(configs, connections, duration, warmup, generator, workdir, env)
-    click.echo(f"\nsingle-row requests, {duration:g} s per cell, load generator {generator}, {os.cpu_count()} CPUs, "
-               f"load average before {before}, after {load_average()}\n")
+    click.echo(
+        f"\nsingle-row requests, {duration:g} s per cell, load generator {generator}, {os.cpu_count()} CPUs, "
+        f"load average before {before}, after {load_average()}\n"
+    )
     click.echo(render_table(rows))
     checks = goals(rows)
     if checks:

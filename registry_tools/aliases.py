@@ -14,12 +14,12 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, fields
 
-from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-_logger = logging.getLogger(__name__)
+from iris_core.contract import alias_history_key, alias_history_prefix
+from iris_core.resolver import alias_version
 
-HISTORY_PREFIX = "alias_history"
+_logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -55,20 +55,7 @@ def current_user() -> str:
         return f"uid-{os.getuid()}" if hasattr(os, "getuid") else "unknown"
 
 
-def alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
-    """The version number the alias points to, or None when the alias is not set."""
-    try:
-        return str(client.get_model_version_by_alias(name, alias).version)
-    except MlflowException as exc:
-        message = str(exc).lower()
-        if "alias" in message and ("not found" in message or "does not exist" in message):
-            return None
-        raise
-
-
-def move_alias(
-    client: MlflowClient, name: str, alias: str, version: str, *, how: str, reason: str = ""
-) -> AliasMove:
+def move_alias(client: MlflowClient, name: str, alias: str, version: str, *, how: str, reason: str = "") -> AliasMove:
     """Point the alias at the version and record the move in the registry.
 
     The alias moves first: a move that happened but failed to be recorded is a gap the
@@ -85,7 +72,7 @@ def move_alias(
         how=how,
         reason=reason,
     )
-    key = f"{HISTORY_PREFIX}.{alias}.{move.at_ms:013d}.{uuid.uuid4().hex[:8]}"
+    key = alias_history_key(alias, move.at_ms, uuid.uuid4().hex[:8])
     client.set_registered_model_tag(name, key, json.dumps(move.as_dict(), sort_keys=True))
     _logger.info("%s@%s: %s -> %s (%s)", name, alias, from_version, version, how)
     return move
@@ -97,7 +84,7 @@ def parse_history(tags: dict[str, str], alias: str) -> list[AliasMove]:
     A tag someone edited by hand into something unreadable is skipped with a warning
     rather than making the whole history (and every rollback) unusable.
     """
-    prefix = f"{HISTORY_PREFIX}.{alias}."
+    prefix = alias_history_prefix(alias)
     moves = []
     for key, value in tags.items():
         if not key.startswith(prefix):

@@ -17,11 +17,10 @@ from dataclasses import replace
 
 import click
 
-from registry_tools.command_line import fail
-from registry_tools.errors import Refused, RegistryError
-from registry_tools.names import check_alias, parse_ref
-from registry_tools.tracking import bound_http_retries, check_store, one_line
-from steps.config import CHAMPION, DEFAULT_MODEL_NAME
+from iris_core.command_line import run_command, setup_logging
+from iris_core.refs import CHAMPION, DEFAULT_MODEL_NAME, check_alias, parse_ref
+from iris_core.tracking import check_store
+from registry_tools.errors import Refused
 
 _logger = logging.getLogger(__name__)
 
@@ -63,26 +62,8 @@ class RegistryGroup(click.Group):
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        bound_http_retries()
         with warnings.catch_warnings(), _quiet_mlflow(_verbose(args)):
-            try:
-                result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-            except click.exceptions.NoArgsIsHelpError as exc:
-                click.echo(exc.ctx.get_help())
-                sys.exit(2)
-            except click.UsageError as exc:
-                hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
-                fail(f"{exc.format_message()}{hint}", exc.exit_code)
-            except click.Abort:
-                fail("aborted", 1)
-            except click.ClickException as exc:
-                fail(exc.format_message(), exc.exit_code)
-            except RegistryError as exc:
-                fail(str(exc), exc.exit_code)
-            except Exception as exc:  # MLflow, network and OS errors: the user gets one line
-                _logger.debug("failed", exc_info=True)
-                fail(one_line(exc), 1)
-        sys.exit(result if isinstance(result, int) else 0)
+            run_command(self, args=args, prog_name=prog_name, complete_var=complete_var, **extra)
 
 
 @contextlib.contextmanager
@@ -162,9 +143,7 @@ class RefType(click.ParamType):
 alias_option = click.option(
     "--alias", default=CHAMPION, show_default=True, callback=_check_alias, help="The alias to move or read."
 )
-reason_option = click.option(
-    "--reason", default="", callback=_check_reason, help="Why; recorded in the alias history."
-)
+reason_option = click.option("--reason", default="", callback=_check_reason, help="Why; recorded in the alias history.")
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 dry_run_option = click.option("--dry-run", is_flag=True, help="Print what would change and change nothing.")
 
@@ -179,7 +158,7 @@ def cli(ctx, tracking_uri, model_name, verbose):
     Every move of an alias made here or by the pipeline's gate is recorded in the
     registry itself, so `history` and `rollback` work against any tracking store.
     """
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging(logging.DEBUG if verbose else logging.WARNING)
     ctx.obj = RegistryContext(tracking_uri, model_name, verbose)
 
 

@@ -1,14 +1,10 @@
-"""The one exception family of registry_tools, mapped to one-line messages and exit codes."""
+"""registry_tools' own errors; ``iris_core.errors.NotFound`` says what the registry does not hold."""
+
+from iris_core.errors import IrisError
 
 
-class RegistryError(Exception):
-    """An expected failure: the command line prints it in one line and exits 1."""
-
-    exit_code = 1
-
-
-class NotFound(RegistryError):
-    """The model, version or alias does not exist."""
+class RegistryError(IrisError):
+    """An expected failure of a registry command (exit 1)."""
 
 
 class Refused(RegistryError):

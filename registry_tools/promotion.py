@@ -10,10 +10,12 @@ from dataclasses import dataclass
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.tracking import MlflowClient
 
+from iris_core.contract import GateVerdict, Tag, split_reasons
+from iris_core.errors import NotFound
+from iris_core.refs import Ref
+from iris_core.resolver import find_version, get_model
 from registry_tools.aliases import AliasMove, move_alias, parse_history, rollback_target
-from registry_tools.errors import NotFound, Refused
-from registry_tools.names import Ref
-from registry_tools.versions import GATE_FAILED, get_model, resolve
+from registry_tools.errors import Refused
 
 
 @dataclass(frozen=True)
@@ -41,16 +43,18 @@ def check_promotable(version: ModelVersion, force: bool) -> None:
     if str(version.status) != "READY":
         raise Refused(f"version {version.version} is not ready to serve (status {version.status})")
     tags = version.tags or {}
-    if tags.get("gate_decision") == GATE_FAILED and not force:
-        reasons = tags.get("gate_reasons", "").split(";")[0].strip()
-        detail = f" ({reasons})" if reasons else ""
+    if tags.get(Tag.GATE_DECISION) == GateVerdict.FAILED and not force:
+        reasons = split_reasons(tags.get(Tag.GATE_REASONS))
+        detail = f" ({reasons[0]})" if reasons else ""
         raise Refused(f"version {version.version} failed its gate{detail}; pass --force to move the alias anyway")
 
 
-def plan_promotion(client: MlflowClient, name: str, ref: Ref, alias: str, *, reason: str = "", force: bool = False) -> Plan:
+def plan_promotion(
+    client: MlflowClient, name: str, ref: Ref, alias: str, *, reason: str = "", force: bool = False
+) -> Plan:
     """Point the alias at the version a Ref names, if that version may be served."""
     model = get_model(client, name)
-    version = resolve(client, model, ref)
+    version = find_version(client, model, ref)
     current = _alias_target(model.aliases, alias)
     if current != str(version.version):
         check_promotable(version, force)
@@ -68,7 +72,7 @@ def plan_rollback(
     model = get_model(client, name)
     current = _alias_target(model.aliases, alias)
     if to is not None:
-        version = resolve(client, model, to)
+        version = find_version(client, model, to)
         if current != str(version.version):
             check_promotable(version, force)
         return Plan(name, alias, current, str(version.version), "rollback", reason)
@@ -76,10 +80,10 @@ def plan_rollback(
     target = rollback_target(history, current)
     if target is None:
         if current is None:
-            raise NotFound(f"{name} has no alias @{alias} and no recorded moves of it")
+            raise NotFound(f"{name} has no alias @{alias} and no recorded moves of it", "alias")
         raise Refused(f"no earlier version of @{alias} to roll back to (it is on version {current}); nothing changed")
     try:
-        resolve(client, model, Ref(version=target))
+        find_version(client, model, Ref(version=target))
     except NotFound:
         raise Refused(f"version {target}, which held @{alias} before, no longer exists; choose one with --to") from None
     return Plan(name, alias, current, target, "rollback", reason)

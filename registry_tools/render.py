@@ -2,6 +2,7 @@
 
 import json
 
+from iris_core.contract import Tag
 from registry_tools.aliases import AliasMove
 from registry_tools.versions import VersionSummary, utc_time
 
@@ -54,8 +55,7 @@ def version_details(v: VersionSummary) -> str:
         f"  gate:            {v.gate_decision or 'not evaluated'}",
         *[f"    - {reason}" for reason in v.gate_reasons],
         f"  accuracy:        {number(v.accuracy)}",
-        f"  f1_score:        {number(v.f1_score)}"
-        + (f"   ({measured[v.metrics_from]})" if v.metrics_from else ""),
+        f"  f1_score:        {number(v.f1_score)}" + (f"   ({measured[v.metrics_from]})" if v.metrics_from else ""),
         f"  data source:     {v.data_source or MISSING}",
         f"  training run:    {v.run_id or MISSING}",
         f"  evaluation run:  {v.evaluation_run_id or MISSING}",
@@ -66,8 +66,7 @@ def version_details(v: VersionSummary) -> str:
     if v.training_metrics:
         lines.append("  training metrics:")
         lines += [f"    {key:<14} {value:.4f}" for key, value in sorted(v.training_metrics.items())]
-    shown = {"gate_decision", "gate_reasons", "data_source", "evaluation_run_id", "training_run_id", "eval_accuracy", "eval_f1_score"}
-    other = {k: val for k, val in sorted(v.tags.items()) if k not in shown}
+    other = {k: val for k, val in sorted(v.tags.items()) if k not in Tag.VERSION_FACTS}
     if other:
         lines.append("  tags:")
         lines += [f"    {key:<14} {flat(value)}" for key, value in other.items()]
@@ -80,7 +79,14 @@ def move_dict(move: AliasMove) -> dict:
 
 def history_table(moves: list[AliasMove]) -> str:
     rows = [
-        [utc_time(m.at_ms), m.from_version or MISSING, m.to_version, m.how, m.by, flat(m.reason, REASON_WIDTH) or MISSING]
+        [
+            utc_time(m.at_ms),
+            m.from_version or MISSING,
+            m.to_version,
+            m.how,
+            m.by,
+            flat(m.reason, REASON_WIDTH) or MISSING,
+        ]
         for m in moves
     ]
     return table(["WHEN (UTC)", "FROM", "TO", "HOW", "BY", "REASON"], rows)

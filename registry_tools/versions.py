@@ -8,19 +8,20 @@ when one version is shown in full.
 
 import logging
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from mlflow.entities.model_registry import ModelVersion, RegisteredModel
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from registry_tools.errors import NotFound, RegistryError
-from registry_tools.names import Ref
+from iris_core.contract import Tag, split_reasons
+from iris_core.refs import Ref, version_uri
+from iris_core.resolver import find_version, get_model
+from registry_tools.errors import RegistryError
 
 _logger = logging.getLogger(__name__)
 
 PAGE_SIZE = 1000
-GATE_FAILED = "failed"
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ class VersionSummary:
 
     @property
     def model_uri(self) -> str:
-        return f"models:/{self.name}/{self.version}"
+        return version_uri(self.name, self.version)
 
     def as_dict(self) -> dict:
         return {**asdict(self), "created": self.created, "model_uri": self.model_uri}
@@ -60,35 +61,7 @@ class VersionSummary:
 def utc_time(ms: int | None) -> str:
     if ms is None:
         return ""
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def get_model(client: MlflowClient, name: str) -> RegisteredModel:
-    """The registered model, or NotFound naming it."""
-    try:
-        return client.get_registered_model(name)
-    except MlflowException as exc:
-        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
-            raise NotFound(f"no registered model named {name!r}") from None
-        raise
-
-
-def resolve(client: MlflowClient, model: RegisteredModel, ref: Ref) -> ModelVersion:
-    """The version of the model a Ref names, or NotFound saying which part is missing."""
-    name = model.name
-    if ref.alias is not None:
-        if ref.alias not in model.aliases:
-            known = ", ".join(f"@{a}" for a in sorted(model.aliases)) or "none"
-            raise NotFound(f"{name} has no alias @{ref.alias} (aliases: {known})")
-        version = str(model.aliases[ref.alias])
-    else:
-        version = ref.version
-    try:
-        return client.get_model_version(name, version)
-    except MlflowException as exc:
-        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
-            raise NotFound(f"{name} has no version {version}") from None
-        raise
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def aliases_by_version(model: RegisteredModel) -> dict[str, list[str]]:
@@ -134,12 +107,11 @@ def training_metrics(client: MlflowClient, run_id: str | None) -> dict[str, floa
 def summarise(client: MlflowClient, version: ModelVersion, aliases: list[str], *, full: bool = False) -> VersionSummary:
     """A VersionSummary; ``full`` adds every tag and the training run's metrics."""
     tags = dict(version.tags or {})
-    accuracy, f1 = _float(tags.get("eval_accuracy")), _float(tags.get("eval_f1_score"))
+    accuracy, f1 = _float(tags.get(Tag.EVAL_ACCURACY)), _float(tags.get(Tag.EVAL_F1_SCORE))
     metrics_from = "evaluation" if accuracy is not None else None
     run_metrics = training_metrics(client, version.run_id) if full or accuracy is None else {}
     if accuracy is None and "accuracy" in run_metrics:
         accuracy, f1, metrics_from = run_metrics["accuracy"], run_metrics.get("f1_score"), "training"
-    reasons = [r.strip() for r in tags.get("gate_reasons", "").split(";") if r.strip()]
     return VersionSummary(
         name=version.name,
         version=str(version.version),
@@ -148,13 +120,13 @@ def summarise(client: MlflowClient, version: ModelVersion, aliases: list[str], *
         status=str(version.status),
         run_id=version.run_id,
         source=version.source,
-        gate_decision=tags.get("gate_decision"),
-        gate_reasons=reasons,
+        gate_decision=tags.get(Tag.GATE_DECISION),
+        gate_reasons=split_reasons(tags.get(Tag.GATE_REASONS)),
         accuracy=accuracy,
         f1_score=f1,
         metrics_from=metrics_from,
-        data_source=tags.get("data_source"),
-        evaluation_run_id=tags.get("evaluation_run_id"),
+        data_source=tags.get(Tag.DATA_SOURCE),
+        evaluation_run_id=tags.get(Tag.EVALUATION_RUN_ID),
         description=version.description or "",
         tags=tags if full else {},
         training_metrics=run_metrics if full else {},
@@ -170,6 +142,6 @@ def list_versions(client: MlflowClient, name: str) -> list[VersionSummary]:
 def show_version(client: MlflowClient, name: str, ref: Ref) -> VersionSummary:
     """Everything recorded about one version."""
     model = get_model(client, name)
-    version = resolve(client, model, ref)
+    version = find_version(client, model, ref)
     by_version = aliases_by_version(model)
     return summarise(client, version, by_version.get(str(version.version), []), full=True)

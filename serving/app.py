@@ -12,22 +12,30 @@ import logging
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import aiohttp
 import orjson
 from aiohttp import web
 
-from serving.forwarding import DirectForwarder, UpstreamError
+from serving.batching import BatchingForwarder
+from serving.errors import HttpError
+from serving.forwarding import DirectForwarder
 from serving.monitoring import install as install_monitoring
 from serving.upstream import UpstreamStartError, check_canary
 from serving.validation import ValidationError, invocation_rows, predict_row
 
 _logger = logging.getLogger(__name__)
 
-SCORING_PATHS = ("/invocations", "/predict")
-_ROUTES = {"/invocations": "POST", "/predict": "POST", "/health": "GET", "/ready": "GET", "/ping": "GET", "/version": "GET"}
+_ROUTES = {
+    "/invocations": "POST",
+    "/predict": "POST",
+    "/health": "GET",
+    "/ready": "GET",
+    "/ping": "GET",
+    "/version": "GET",
+}
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
@@ -87,18 +95,17 @@ class Proxy:
                 rows = [predict_row(content_type, body)]
             else:
                 rows = invocation_rows(content_type, body, self._limits)
-            scored = await self.forwarder.predict(rows, request_id)
+            scored = await self.forwarder.predict(rows)
             predictions, version = scored.predictions, scored.version
             payload = predictions[0] if single else {"predictions": predictions}
-            status, response = 200, web.Response(body=orjson.dumps(payload), headers={"Content-Type": "application/json"})
-        except (ValidationError, UpstreamError) as exc:
-            status, response = exc.status, error_response(exc.status, exc.error_code, exc.message, getattr(exc, "details", []))
-            if isinstance(exc, UpstreamError):
-                response.headers.update(exc.headers)
-            elif exc.status == 401:
-                response.headers["WWW-Authenticate"] = "Bearer"
+            status, response = (
+                200,
+                web.Response(body=orjson.dumps(payload), headers={"Content-Type": "application/json"}),
+            )
+        except HttpError as exc:
+            status, response = exc.status, http_error_response(exc)
         except web.HTTPRequestEntityTooLarge:
-            status, response = 413, _too_large_response(self._max_body)
+            status, response = 413, http_error_response(_too_large(self._max_body))
         except Exception:
             _logger.exception("request %s failed", request_id)
             status, response = 500, error_response(500, "INTERNAL_ERROR", "the proxy failed to handle the request")
@@ -114,13 +121,20 @@ class Proxy:
         scheme, _, supplied = request.headers.get("Authorization", "").partition(" ")
         supplied = supplied.strip().encode("utf-8", "surrogateescape")
         if scheme.lower() != "bearer" or not hmac.compare_digest(supplied, self._token):
-            raise ValidationError(401, "UNAUTHORIZED", "a valid bearer token is required (Authorization: Bearer <token>)")
+            raise ValidationError(
+                401,
+                "UNAUTHORIZED",
+                "a valid bearer token is required (Authorization: Bearer <token>)",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
 
     def record(self, endpoint: str, status: int, latency_s: float, rows, predictions, version, request_id: str) -> None:
         """Every scoring request ends here, answered or refused: metrics and the prediction log hook in."""
         if not self.recorders:
             return
-        outcome = Outcome(endpoint, status, latency_s, rows if predictions is not None else None, predictions, version, request_id)
+        outcome = Outcome(
+            endpoint, status, latency_s, rows if predictions is not None else None, predictions, version, request_id
+        )
         for recorder in self.recorders:
             try:
                 recorder(outcome)
@@ -149,10 +163,12 @@ class Proxy:
 
     async def version(self, request: web.Request) -> web.Response:
         live = self.router.live
-        return json_response({
-            "mlflow": importlib.metadata.version("mlflow"),
-            "model": {"name": self.router.model.name, "version": live.version if live else None},
-        })
+        return json_response(
+            {
+                "mlflow": importlib.metadata.version("mlflow"),
+                "model": {"name": self.router.model.name, "version": live.version if live else None},
+            }
+        )
 
     async def fallback(self, request: web.Request) -> web.Response:
         method = _ROUTES.get(request.path)
@@ -166,8 +182,11 @@ class Proxy:
 
     async def on_startup(self, app: web.Application) -> None:
         connector = aiohttp.TCPConnector(limit=100, keepalive_timeout=30)
-        self.session = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False)
-        self.forwarder = make_forwarder(self.router, self.session, self.config)
+        self.session = aiohttp.ClientSession(
+            connector=connector, cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False
+        )
+        forwarder = BatchingForwarder if self.config.batching else DirectForwarder
+        self.forwarder = forwarder(self.router, self.session, self.config)
         await self.router.start(self.session)
 
     async def on_cleanup(self, app: web.Application) -> None:
@@ -177,27 +196,9 @@ class Proxy:
         await self.session.close()
 
 
-def make_forwarder(router, session, config):
-    """The batching forwarder unless ``--no-batching`` (or it is not part of this checkout)."""
-    if config.batching:
-        try:
-            from serving.batching import BatchingForwarder
-        except ModuleNotFoundError as exc:
-            if exc.name != "serving.batching":
-                raise
-            _logger.warning("serving.batching is not available; forwarding each request on its own")
-        else:
-            return BatchingForwarder(router, session, config)
-    return DirectForwarder(router, session, config)
-
-
-PROXY = web.AppKey("proxy", Proxy)
-
-
 def create_app(config, router) -> web.Application:
     proxy = Proxy(config, router)
     app = web.Application(client_max_size=config.max_body_bytes)
-    app[PROXY] = proxy
     app.router.add_post("/invocations", proxy.invocations)
     app.router.add_post("/predict", proxy.predict)
     app.router.add_get("/health", proxy.health)
@@ -216,13 +217,14 @@ def json_response(body, status: int = 200) -> web.Response:
 
 
 def error_response(status: int, error_code: str, message: str, details=()) -> web.Response:
-    return json_response({"error_code": error_code, "message": message, "details": list(details)}, status)
+    return http_error_response(HttpError(status, error_code, message, details))
+
+
+def http_error_response(exc: HttpError) -> web.Response:
+    response = json_response(exc.body(), exc.status)
+    response.headers.update(exc.headers)
+    return response
 
 
 def _too_large(limit: int) -> ValidationError:
     return ValidationError(413, "REQUEST_TOO_LARGE", f"the body is larger than the limit of {limit} bytes")
-
-
-def _too_large_response(limit: int) -> web.Response:
-    exc = _too_large(limit)
-    return error_response(exc.status, exc.error_code, exc.message)

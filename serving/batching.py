@@ -55,10 +55,10 @@ class BatchingForwarder:
         self._tasks: set[asyncio.Task] = set()
         self._timer: asyncio.TimerHandle | None = None
         self._closing = False
-        self.batches_sent = 0  # with requests_sent, how much coalescing happens (for metrics and tests)
+        self.batches_sent = 0  # upstream calls, and the requests they carried (read by /metrics)
         self.requests_sent = 0
 
-    async def predict(self, rows: list[list[float]], request_id: str) -> Scored:
+    async def predict(self, rows: list[list[float]]) -> Scored:
         loop = asyncio.get_running_loop()
         pending = _Pending(rows, loop.create_future(), loop.time())
         self._queue.append(pending)

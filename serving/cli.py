@@ -10,53 +10,161 @@ import socket
 
 import click
 
-from registry_tools.command_line import run_command
-from serving.config import DEFAULT_MODEL_URI, ServingConfig
+from iris_core.command_line import run_command, setup_logging
+from iris_core.errors import RegistryUnavailable
+from serving.config import ServingConfig
 from serving.errors import ServingError
-from serving.prediction_log import DEFAULT_BACKUP_COUNT, DEFAULT_MAX_BYTES
-from serving.registry import RegistryLookup, RegistryUnavailable
+from serving.registry import RegistryLookup
 
 _logger = logging.getLogger(__name__)
 
 
-@click.command(help="Serve the model behind the validation proxy: POST /invocations and /predict, GET /health, /ready, /ping, /version.")
-@click.option("--model-uri", default=DEFAULT_MODEL_URI, show_default=True, envvar="SERVING_MODEL_URI", show_envvar=True,
-              help="models:/<name>@<alias> (followed: the service switches when the alias moves) or models:/<name>/<version>.")
-@click.option("--upstream", metavar="URL", help="Proxy an `mlflow models serve` you started (e.g. http://127.0.0.1:5001) instead of starting one.")
-@click.option("--host", default="127.0.0.1", show_default=True, envvar="SERVING_HOST", show_envvar=True, help="Address to listen on; one other than loopback needs --allow-remote.")
-@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, envvar="SERVING_PORT", show_envvar=True)
-@click.option("--allow-remote", is_flag=True, help="Allow a --host that other machines can reach (e.g. 0.0.0.0 in a container).")
-@click.option("--env-manager", type=click.Choice(["local", "uv", "virtualenv", "conda"]), default="local", show_default=True,
-              help="How `mlflow models serve` builds the model's environment.")
-@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="uvicorn workers of each model server.")
-@click.option("--max-body-bytes", type=click.IntRange(min=1), default=1024 * 1024, show_default=True, help="Larger bodies get 413.")
-@click.option("--max-rows", type=click.IntRange(min=1), default=10_000, show_default=True, help="More rows get 413.")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True,
-              help="Seconds to wait for the model server per call; then 504.")
-@click.option("--api-token", envvar="SERVING_API_TOKEN", show_envvar=True,
-              help="Require 'Authorization: Bearer <token>' on /invocations and /predict.")
-@click.option("--poll-interval", type=click.FloatRange(min=0, min_open=True), default=2.0, show_default=True,
-              help="Seconds between registry checks of the alias.")
-@click.option("--keep-warm", type=click.IntRange(min=0), default=1, show_default=True,
-              help="Previous versions kept running after a switch, for instant rollback.")
+C = ServingConfig  # every default below is declared once, on the settings class
+ENV_MANAGERS = ("local", "uv", "virtualenv", "conda")
+
+
+@click.command(
+    help="Serve the model behind the validation proxy: POST /invocations and /predict, GET /health, /ready, /ping, /version."
+)
+@click.option(
+    "--model-uri",
+    default=C.model_uri,
+    show_default=True,
+    envvar="SERVING_MODEL_URI",
+    show_envvar=True,
+    help="models:/<name>@<alias> (followed: the service switches when the alias moves) or models:/<name>/<version>.",
+)
+@click.option(
+    "--upstream",
+    metavar="URL",
+    help="Proxy an `mlflow models serve` you started (e.g. http://127.0.0.1:5001) instead of starting one.",
+)
+@click.option(
+    "--host",
+    default=C.host,
+    show_default=True,
+    envvar="SERVING_HOST",
+    show_envvar=True,
+    help="Address to listen on; one other than loopback needs --allow-remote.",
+)
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=C.port, show_default=True, envvar="SERVING_PORT", show_envvar=True
+)
+@click.option(
+    "--allow-remote", is_flag=True, help="Allow a --host that other machines can reach (e.g. 0.0.0.0 in a container)."
+)
+@click.option(
+    "--env-manager",
+    type=click.Choice(ENV_MANAGERS),
+    default=C.env_manager,
+    show_default=True,
+    help="How `mlflow models serve` builds the model's environment.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=C.workers,
+    show_default=True,
+    help="uvicorn workers of each model server.",
+)
+@click.option(
+    "--max-body-bytes",
+    type=click.IntRange(min=1),
+    default=C.max_body_bytes,
+    show_default=True,
+    help="Larger bodies get 413.",
+)
+@click.option(
+    "--max-rows", type=click.IntRange(min=1), default=C.max_rows, show_default=True, help="More rows get 413."
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=C.timeout,
+    show_default=True,
+    help="Seconds to wait for the model server per call; then 504.",
+)
+@click.option(
+    "--api-token",
+    envvar="SERVING_API_TOKEN",
+    show_envvar=True,
+    help="Require 'Authorization: Bearer <token>' on /invocations and /predict.",
+)
+@click.option(
+    "--poll-interval",
+    type=click.FloatRange(min=0, min_open=True),
+    default=C.poll_interval,
+    show_default=True,
+    help="Seconds between registry checks of the alias.",
+)
+@click.option(
+    "--keep-warm",
+    type=click.IntRange(min=0),
+    default=C.keep_warm,
+    show_default=True,
+    help="Previous versions kept running after a switch, for instant rollback.",
+)
 @click.option("--pin", is_flag=True, help="Serve the version the alias names now; do not follow it.")
-@click.option("--batching/--no-batching", default=True, show_default=True, help="Coalesce concurrent requests into one upstream call.")
-@click.option("--max-batch-rows", type=click.IntRange(min=1), default=256, show_default=True)
-@click.option("--max-batch-wait-ms", type=click.FloatRange(min=0), default=2.0, show_default=True,
-              help="With --workers > 1: how long a batch may wait to fill while another is in flight.")
-@click.option("--start-timeout", type=click.FloatRange(min=0, min_open=True), default=180.0, show_default=True,
-              help="Seconds a model server may take to start and answer the canary row.")
-@click.option("--log-dir", default="logs/serving", show_default=True, help="Where model server logs go.")
+@click.option(
+    "--batching/--no-batching",
+    default=C.batching,
+    show_default=True,
+    help="Coalesce concurrent requests into one upstream call.",
+)
+@click.option("--max-batch-rows", type=click.IntRange(min=1), default=C.max_batch_rows, show_default=True)
+@click.option(
+    "--max-batch-wait-ms",
+    type=click.FloatRange(min=0),
+    default=C.max_batch_wait_ms,
+    show_default=True,
+    help="With --workers > 1: how long a batch may wait to fill while another is in flight.",
+)
+@click.option(
+    "--start-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=C.start_timeout,
+    show_default=True,
+    help="Seconds a model server may take to start and answer the canary row.",
+)
+@click.option("--log-dir", default=C.log_dir, show_default=True, help="Where model server logs go.")
 @click.option("--access-log", is_flag=True, help="Log every request (costs throughput).")
-@click.option("--metrics-port", type=click.IntRange(1, 65535), help="Serve GET /metrics on this port (same --host) instead of on --port.")
-@click.option("--prediction-log", metavar="PATH", help="Append each scored row to this JSON-lines file for the monitor step (off by default).")
-@click.option("--log-sample-rate", type=click.FloatRange(0, 1), default=1.0, show_default=True, help="Share of scoring requests whose rows are logged.")
-@click.option("--log-max-bytes", type=click.IntRange(min=0), default=DEFAULT_MAX_BYTES, show_default=True, help="Rotate the prediction log past this size (0: never).")
-@click.option("--log-backups", type=click.IntRange(min=1), default=DEFAULT_BACKUP_COUNT, show_default=True, help="Rotated prediction logs kept (PATH.1 ... PATH.N).")
-@click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]), default="INFO", show_default=True)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    help="Serve GET /metrics on this port (same --host) instead of on --port.",
+)
+@click.option(
+    "--prediction-log",
+    metavar="PATH",
+    help="Append each scored row to this JSON-lines file for the monitor step (off by default).",
+)
+@click.option(
+    "--log-sample-rate",
+    type=click.FloatRange(0, 1),
+    default=C.log_sample_rate,
+    show_default=True,
+    help="Share of scoring requests whose rows are logged.",
+)
+@click.option(
+    "--log-max-bytes",
+    type=click.IntRange(min=0),
+    default=C.log_max_bytes,
+    show_default=True,
+    help="Rotate the prediction log past this size (0: never).",
+)
+@click.option(
+    "--log-backups",
+    type=click.IntRange(min=1),
+    default=C.log_backups,
+    show_default=True,
+    help="Rotated prediction logs kept (PATH.1 ... PATH.N).",
+)
+@click.option(
+    "--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]), default="INFO", show_default=True
+)
 @click.pass_context
 def serve(ctx: click.Context, log_level: str, **options) -> None:
-    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(log_level)
     config = ServingConfig(**options)
     explicit_model = ctx.get_parameter_source("model_uri") != click.core.ParameterSource.DEFAULT
     initial, lookup = resolve_initial(config, explicit_model)
@@ -92,7 +200,9 @@ def bind(host: str, port: int) -> socket.socket:
         raise ServingError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
-def run(config: ServingConfig, initial, lookup, listener: socket.socket, metrics_listener: socket.socket | None = None) -> None:
+def run(
+    config: ServingConfig, initial, lookup, listener: socket.socket, metrics_listener: socket.socket | None = None
+) -> None:
     import uvloop
     from aiohttp import web
 
@@ -110,7 +220,11 @@ def run(config: ServingConfig, initial, lookup, listener: socket.socket, metrics
     following = "following the alias" if config.follows_alias else "pinned"
     click.echo(f"serving {config.model_uri} ({served}, {following}) via {upstream} on http://{host}:{port}", err=True)
     web.run_app(
-        app, sock=listener, loop=uvloop.new_event_loop(), print=None, handle_signals=True,
+        app,
+        sock=listener,
+        loop=uvloop.new_event_loop(),
+        print=None,
+        handle_signals=True,
         access_log=logging.getLogger("aiohttp.access") if config.access_log else None,
         shutdown_timeout=config.timeout + 5,
     )
@@ -119,4 +233,4 @@ def run(config: ServingConfig, initial, lookup, listener: socket.socket, metrics
 
 def main(argv: list[str] | None = None) -> None:
     """Usage errors exit 2, expected failures exit 1, each as one line; a clean stop exits 0."""
-    run_command(serve, ServingError, args=argv, prog_name="python -m serving")
+    run_command(serve, args=argv, prog_name="python -m serving")

@@ -1,23 +1,27 @@
-"""The proxy's settings in one frozen value, built once by the command line and read everywhere else."""
+"""The proxy's settings in one frozen value, built once by the command line and read everywhere else.
+
+Each setting's default is declared here and nowhere else: the command line's options
+read them from the class (``ServingConfig.port``...).
+"""
 
 import ipaddress
 import re
 from dataclasses import dataclass
 
-from registry_tools import names
-from registry_tools.names import ModelRef
+from iris_core.refs import CHAMPION, DEFAULT_MODEL_NAME, MODEL_URI_FORM, ModelRef, alias_uri
+from iris_core.refs import parse_model_uri as parse_any_model_uri
 from serving.errors import ConfigError
 from serving.prediction_log import DEFAULT_BACKUP_COUNT, DEFAULT_MAX_BYTES
 from serving.validation import Limits
 
-DEFAULT_MODEL_URI = "models:/iris@champion"
+DEFAULT_MODEL_URI = alias_uri(DEFAULT_MODEL_NAME, CHAMPION)
 
 
 def parse_model_uri(uri: str) -> ModelRef:
     try:
-        return names.parse_model_uri(uri)
+        return parse_any_model_uri(uri)
     except ValueError:
-        raise ConfigError(f"--model-uri must look like models:/<name>@<alias> or models:/<name>/<version>, got {uri!r}") from None
+        raise ConfigError(f"--model-uri must look like {MODEL_URI_FORM}, got {uri!r}") from None
 
 
 def is_loopback(host: str) -> bool:
@@ -39,7 +43,7 @@ class ServingConfig:
     env_manager: str = "local"
     workers: int = 1
     max_body_bytes: int = 1024 * 1024
-    max_rows: int = 10_000
+    max_rows: int = Limits.max_rows
     timeout: float = 30.0
     api_token: str | None = None
     poll_interval: float = 2.0
@@ -60,10 +64,16 @@ class ServingConfig:
     def __post_init__(self):
         parse_model_uri(self.model_uri)
         if not self.allow_remote and not is_loopback(self.host):
-            raise ConfigError(f"--host {self.host} accepts connections from other machines; add --allow-remote to mean it")
+            raise ConfigError(
+                f"--host {self.host} accepts connections from other machines; add --allow-remote to mean it"
+            )
         positive = {
-            "--max-body-bytes": self.max_body_bytes, "--max-rows": self.max_rows, "--timeout": self.timeout,
-            "--poll-interval": self.poll_interval, "--workers": self.workers, "--max-batch-rows": self.max_batch_rows,
+            "--max-body-bytes": self.max_body_bytes,
+            "--max-rows": self.max_rows,
+            "--timeout": self.timeout,
+            "--poll-interval": self.poll_interval,
+            "--workers": self.workers,
+            "--max-batch-rows": self.max_batch_rows,
             "--start-timeout": self.start_timeout,
         }
         for option, value in positive.items():

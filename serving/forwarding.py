@@ -1,14 +1,14 @@
 """Send validated rows to the live upstream and map every way that can fail to one HTTP answer.
 
-This is the seam the forwarders share: ``call_upstream`` is one POST of rows to an
-upstream's ``/invocations``; ``DirectForwarder`` makes one such call per request, and the
-batching forwarder (``serving.batching``) coalesces concurrent requests into one call.
-Both take ``(router, session, config)`` and answer ``await predict(rows, request_id)``
+This is the seam the forwarders share: ``call_upstream`` asks an upstream
+(``serving.upstream.Upstream.score``) to score rows, and ``post_rows`` is the one POST of
+rows to an ``/invocations`` URL that it makes. ``DirectForwarder`` makes one such call per
+request, and the batching forwarder (``serving.batching``) coalesces concurrent requests
+into one call. Both take ``(router, session, config)`` and answer ``await predict(rows)``
 with a ``Scored``, reading ``router.live`` at call time so a rollout switch applies to the
 next call.
 """
 
-import asyncio
 import functools
 import logging
 from dataclasses import dataclass
@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import aiohttp
 import orjson
 
-from serving.errors import ServingError
-from steps.config import FEATURES
+from iris_core.schema import FEATURES
+from serving.errors import HttpError
 
 _logger = logging.getLogger(__name__)
 
@@ -26,18 +26,16 @@ _JSON_HEADERS = {"Content-Type": "application/json"}
 RETRY_AFTER_S = 2
 
 
-class UpstreamError(ServingError):
-    """The upstream could not score the rows: status and error code for the client, a generic message."""
+class UpstreamError(HttpError):
+    """The upstream could not score the rows: status and error code for the client, a generic message.
+
+    A 503 carries ``Retry-After``: the model server is starting, restarting or refusing.
+    """
 
     def __init__(self, status: int, error_code: str, message: str):
-        super().__init__(message)
-        self.status = status
-        self.error_code = error_code
-        self.message = message
-
-    @property
-    def headers(self) -> dict:
-        return {"Retry-After": str(RETRY_AFTER_S)} if self.status == 503 else {}
+        super().__init__(
+            status, error_code, message, headers={"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None
+        )
 
 
 def unavailable(message: str = "the model server is not available; retry shortly") -> UpstreamError:
@@ -52,20 +50,13 @@ class Scored:
     version: str
 
 
-async def call_upstream(session: aiohttp.ClientSession, upstream, rows: list[list[float]], timeout: float) -> list[dict]:
-    """One ``/invocations`` call with the rows in FEATURES order; the prediction records, in row order.
-
-    ``upstream`` is a ``serving.upstream.Upstream`` (or None): its ``invocations_url`` is None
-    while it cannot take requests, and ``inflight`` counts calls so a retiring one is drained.
-    """
-    url = upstream.invocations_url if upstream is not None else None
-    if url is None:
+async def call_upstream(
+    session: aiohttp.ClientSession, upstream, rows: list[list[float]], timeout: float
+) -> list[dict]:
+    """The upstream's prediction records for the rows (in FEATURES order), in row order; 503 when there is none."""
+    if upstream is None:
         raise unavailable()
-    upstream.inflight += 1
-    try:
-        return await post_rows(session, url, rows, timeout)
-    finally:
-        upstream.inflight -= 1
+    return await upstream.score(session, rows, timeout)
 
 
 async def post_rows(session: aiohttp.ClientSession, url: str, rows: list[list[float]], timeout: float) -> list[dict]:
@@ -75,7 +66,7 @@ async def post_rows(session: aiohttp.ClientSession, url: str, rows: list[list[fl
     payload = orjson.dumps({"dataframe_split": {"columns": _COLUMNS, "data": sent}})
     try:
         status, body = await _post(session, url, payload, _client_timeout(timeout))
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise UpstreamError(504, "UPSTREAM_TIMEOUT", f"the model server did not answer within {timeout:g} s") from None
     except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError, ConnectionError) as exc:
         _logger.warning("upstream %s unreachable: %s", url, type(exc).__name__)
@@ -122,9 +113,13 @@ class DirectForwarder:
         self._router = router
         self._session = session
         self._timeout = float(config.timeout)
+        self.batches_sent = 0  # upstream calls, and the requests they carried (read by /metrics)
+        self.requests_sent = 0
 
-    async def predict(self, rows: list[list[float]], request_id: str) -> Scored:
+    async def predict(self, rows: list[list[float]]) -> Scored:
         upstream = self._router.live
+        self.batches_sent += 1
+        self.requests_sent += 1
         predictions = await call_upstream(self._session, upstream, rows, self._timeout)
         return Scored(predictions, upstream.version)
 

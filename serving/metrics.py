@@ -5,8 +5,8 @@ process never share or collide on a metric. The exposition format is prometheus_
 
 Nothing on the request path takes a lock or looks up a label: each answered request
 adds to plain integers from the proxy's event loop (``observe_request``,
-``observe_predictions``), and a custom collector turns them into metric families when
-Prometheus scrapes. State the proxy already keeps (requests in flight, the version
+``observe_predictions``), and ``ProxyMetrics`` itself, registered as a collector, turns them
+into metric families when Prometheus scrapes. State the proxy already keeps (requests in flight, the version
 served, rollouts and restarts counted by the router, the batching forwarder's counts) is
 read at scrape time. Only the prediction log's counts, which its writer thread reports,
 use prometheus_client's thread-safe ``Counter``.
@@ -17,7 +17,8 @@ All names start with ``proxy_``:
   ``proxy_requests_in_flight`` (scoring requests: ``/invocations`` and ``/predict``);
 - ``proxy_request_rows``: rows per scored request (the client's batch size);
 - ``proxy_upstream_batches_total`` and ``proxy_upstream_batched_requests_total``: upstream
-  calls and the requests they carried (their ratio is the micro-batching factor);
+  calls and the requests they carried (their ratio is the micro-batching factor, 1 with
+  ``--no-batching``);
 - ``proxy_predictions_total{class}``, ``proxy_prediction_confidence``;
 - ``proxy_upstream_errors_total{code}``: requests answered 502, 503 or 504 because the
   model server failed, was unavailable or timed out;
@@ -40,8 +41,6 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 ROWS_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384)
 CONFIDENCE_BUCKETS = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 UPSTREAM_ERROR_CODES = frozenset({502, 503, 504})
-# Names of the router's event counts (``Router.events``) that become metrics.
-RESTART, ROLLOUT_DONE, ROLLOUT_FAILED = "restart", "rollout_done", "rollout_failed"
 PREFIX = "proxy"
 
 
@@ -80,10 +79,17 @@ class ProxyMetrics:
         self._predictions: dict = defaultdict(int)  # predicted class -> rows
         self._confidence = _Histogram(CONFIDENCE_BUCKETS)
         self._upstream_errors: dict[int, int] = {code: 0 for code in sorted(UPSTREAM_ERROR_CODES)}
-        self.registry.register(_ScrapeTimeCollector(self))
+        self.registry.register(self)
         ProcessCollector(registry=self.registry)
-        self._log_written = Counter(f"{PREFIX}_prediction_log_written_rows", "Rows appended to the prediction log.", registry=self.registry)
-        self._log_dropped = Counter(f"{PREFIX}_prediction_log_dropped_rows", "Rows the prediction log dropped, by reason.", ["reason"], registry=self.registry)
+        self._log_written = Counter(
+            f"{PREFIX}_prediction_log_written_rows", "Rows appended to the prediction log.", registry=self.registry
+        )
+        self._log_dropped = Counter(
+            f"{PREFIX}_prediction_log_dropped_rows",
+            "Rows the prediction log dropped, by reason.",
+            ["reason"],
+            registry=self.registry,
+        )
         for reason in (DROPPED_QUEUE_FULL, DROPPED_WRITE_ERROR):
             self._log_dropped.labels(reason)  # present from the start, so rate() and alerts see a 0
 
@@ -119,45 +125,76 @@ class ProxyMetrics:
 
         return make_aiohttp_handler(self.registry, disable_compression=True)
 
-
-class _ScrapeTimeCollector:
-    """Builds the metric families from ProxyMetrics' integers and the proxy's own state, at scrape time."""
-
-    def __init__(self, metrics: ProxyMetrics):
-        self._metrics = metrics
+    # -- the collector: called by prometheus_client at scrape time ---------------------------
 
     def describe(self):
         return []
 
     def collect(self):
-        m = self._metrics
-        yield _counter(f"{PREFIX}_requests", "Scoring requests answered, by endpoint and status code.", ["endpoint", "code"], m._requests)
-        latency = HistogramMetricFamily(f"{PREFIX}_request_duration_seconds", "Time to answer a scoring request, by endpoint.", labels=["endpoint"])
-        for endpoint, histogram in list(m._latency.items()):
+        """The metric families, built from the integers above and the proxy's own public state."""
+        yield _counter(
+            f"{PREFIX}_requests",
+            "Scoring requests answered, by endpoint and status code.",
+            ["endpoint", "code"],
+            self._requests,
+        )
+        latency = HistogramMetricFamily(
+            f"{PREFIX}_request_duration_seconds", "Time to answer a scoring request, by endpoint.", labels=["endpoint"]
+        )
+        for endpoint, histogram in list(self._latency.items()):
             latency.add_metric([endpoint], histogram.buckets(), histogram.total)
         yield latency
-        yield _histogram(f"{PREFIX}_request_rows", "Rows per scored request.", m._request_rows)
-        yield _counter(f"{PREFIX}_predictions", "Scored rows, by predicted class.", ["class"], {(name,): n for name, n in m._predictions.items()})
-        yield _histogram(f"{PREFIX}_prediction_confidence", "Probability of the predicted class, per scored row.", m._confidence)
-        yield _counter(f"{PREFIX}_upstream_errors", "Requests failed by the model server (502), its absence (503) or its timeout (504).", ["code"], {(code,): n for code, n in m._upstream_errors.items()})
-        proxy = m._proxy
+        yield _histogram(f"{PREFIX}_request_rows", "Rows per scored request.", self._request_rows)
+        yield _counter(
+            f"{PREFIX}_predictions",
+            "Scored rows, by predicted class.",
+            ["class"],
+            {(name,): n for name, n in self._predictions.items()},
+        )
+        yield _histogram(
+            f"{PREFIX}_prediction_confidence", "Probability of the predicted class, per scored row.", self._confidence
+        )
+        yield _counter(
+            f"{PREFIX}_upstream_errors",
+            "Requests failed by the model server (502), its absence (503) or its timeout (504).",
+            ["code"],
+            {(code,): n for code, n in self._upstream_errors.items()},
+        )
+        proxy = self._proxy
         if proxy is None:
             return
-        yield GaugeMetricFamily(f"{PREFIX}_requests_in_flight", "Scoring requests being answered now.", value=proxy.in_flight)
+        yield GaugeMetricFamily(
+            f"{PREFIX}_requests_in_flight", "Scoring requests being answered now.", value=proxy.in_flight
+        )
         router = proxy.router
-        events = getattr(router, "events", {})
-        yield CounterMetricFamily(f"{PREFIX}_upstream_restarts", "Times a model server that died was started again.", value=events.get(RESTART, 0))
-        outcomes = {("done",): events.get(ROLLOUT_DONE, 0), ("failed",): events.get(ROLLOUT_FAILED, 0)}
-        yield _counter(f"{PREFIX}_rollouts", "Switches of the served version (done) and versions that failed to start (failed).", ["outcome"], outcomes)
-        info = GaugeMetricFamily(f"{PREFIX}_model_info", "The model version served now (value 1).", labels=["name", "alias", "version"])
+        events = router.events
+        yield CounterMetricFamily(
+            f"{PREFIX}_upstream_restarts", "Times a model server that died was started again.", value=events.restarts
+        )
+        outcomes = {("done",): events.rollouts_done, ("failed",): events.rollouts_failed}
+        yield _counter(
+            f"{PREFIX}_rollouts",
+            "Switches of the served version (done) and versions that failed to start (failed).",
+            ["outcome"],
+            outcomes,
+        )
+        info = GaugeMetricFamily(
+            f"{PREFIX}_model_info", "The model version served now (value 1).", labels=["name", "alias", "version"]
+        )
         live = router.live
         if live is not None:
             info.add_metric([router.model.name, router.model.alias or "", str(live.version)], 1)
         yield info
         forwarder = proxy.forwarder
-        if hasattr(forwarder, "batches_sent"):
-            yield CounterMetricFamily(f"{PREFIX}_upstream_batches", "Upstream /invocations calls made by the micro-batcher.", value=forwarder.batches_sent)
-            yield CounterMetricFamily(f"{PREFIX}_upstream_batched_requests", "Requests those calls carried.", value=forwarder.requests_sent)
+        if forwarder is not None:
+            yield CounterMetricFamily(
+                f"{PREFIX}_upstream_batches",
+                "Upstream /invocations calls for scoring requests.",
+                value=forwarder.batches_sent,
+            )
+            yield CounterMetricFamily(
+                f"{PREFIX}_upstream_batched_requests", "Requests those calls carried.", value=forwarder.requests_sent
+            )
 
 
 def _counter(name: str, documentation: str, labels: list[str], values: dict) -> CounterMetricFamily:

@@ -18,7 +18,6 @@ from serving.prediction_log import PredictionLogWriter
 _logger = logging.getLogger(__name__)
 
 METRICS_PATH = "/metrics"
-METRICS = web.AppKey("metrics", ProxyMetrics)
 # With --metrics-port, the command line binds that socket before starting (a busy port is a
 # one-line error) and hands it over here.
 METRICS_SOCKET = web.AppKey("metrics_socket", socket.socket)
@@ -27,12 +26,15 @@ METRICS_SOCKET = web.AppKey("metrics_socket", socket.socket)
 def install(app: web.Application, proxy, config) -> ProxyMetrics:
     """Add the recorder and the metrics route (call before the catch-all route is added)."""
     metrics = ProxyMetrics(proxy)
-    app[METRICS] = metrics
     writer = None
     if config.prediction_log:
         writer = PredictionLogWriter(
-            config.prediction_log, sample_rate=config.log_sample_rate, max_bytes=config.log_max_bytes,
-            backup_count=config.log_backups, on_written=metrics.log_written, on_dropped=metrics.log_dropped,
+            config.prediction_log,
+            sample_rate=config.log_sample_rate,
+            max_bytes=config.log_max_bytes,
+            backup_count=config.log_backups,
+            on_written=metrics.log_written,
+            on_dropped=metrics.log_dropped,
         )
         app.on_startup.append(lambda _app: _start_writer(writer))
         app.on_cleanup.append(lambda _app: _close_writer(writer))
@@ -54,8 +56,12 @@ def recorder(metrics: ProxyMetrics, writer: PredictionLogWriter | None, model_na
         metrics.observe_predictions(outcome.predictions)
         if writer is not None:
             writer.submit(
-                request_id=outcome.request_id, model_name=model_name, model_version=outcome.version,
-                rows=outcome.rows, predictions=outcome.predictions, latency_ms=outcome.latency_s * 1000,
+                request_id=outcome.request_id,
+                model_name=model_name,
+                model_version=outcome.version,
+                rows=outcome.rows,
+                predictions=outcome.predictions,
+                latency_ms=outcome.latency_s * 1000,
             )
 
     return record

@@ -1,22 +1,14 @@
-"""The prediction log: one JSON object per scored row, written off the request path.
+"""The prediction log's writer: records appended off the request path, in a file rotated by size.
 
-The line format lives here and nowhere else: the proxy writes it through
-``PredictionLogWriter`` and the ``monitor`` step reads it back with ``read_log``. A line::
-
-    {"ts": "2026-01-31T12:00:00.123Z", "request_id": "4f1c...", "model_name": "iris",
-     "model_version": "2", "features": {"sepal_length": 5.1, "sepal_width": 3.5,
-     "petal_length": 1.4, "petal_width": 0.2}, "prediction": "setosa",
-     "confidence": 0.97, "latency_ms": 3.2}
-
-``latency_ms`` is the latency of the whole request the row came in. Logging never blocks
-or fails a request: ``submit`` puts one item per request into a bounded queue and returns;
-a background thread turns items into lines and appends them to the file, rotating it by
-size (``path.1`` ... ``path.N``, like ``logging.handlers.RotatingFileHandler``). A full
-queue or a failed write drops the rows and reports them through ``on_dropped``.
+The line format is ``iris_core.records`` (the ``monitor`` step reads it back from there).
+Logging never blocks or fails a request: ``submit`` puts one item per request into a
+bounded queue and returns; a background thread turns items into lines and appends them
+to the file, rotating it by size (``path.1`` ... ``path.N``, like
+``logging.handlers.RotatingFileHandler``). A full queue or a failed write drops the rows
+and reports them through ``on_dropped``.
 """
 
 import collections
-import functools
 import logging
 import math
 import os
@@ -24,16 +16,11 @@ import random
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-import orjson
-
-from steps.config import FEATURES
+from iris_core.records import encode, make_record, timestamp
 
 _logger = logging.getLogger(__name__)
-
-FIELDS = ("ts", "request_id", "model_name", "model_version", "features", "prediction", "confidence", "latency_ms")
 
 DEFAULT_MAX_BYTES = 50 * 1024 * 1024
 DEFAULT_BACKUP_COUNT = 5
@@ -44,94 +31,6 @@ DROPPED_WRITE_ERROR = "write_error"
 _BATCH_ITEMS = 512
 _POLL_INTERVAL_S = 0.05
 _WARN_INTERVAL_S = 60.0
-
-
-def timestamp(epoch_seconds: float) -> str:
-    """ISO-8601 in UTC with a ``Z``, to the millisecond: sortable as text and readable by pandas."""
-    seconds = int(epoch_seconds)
-    return f"{_second(seconds)}.{int((epoch_seconds - seconds) * 1000):03d}Z"
-
-
-@functools.lru_cache(maxsize=4)
-def _second(seconds: int) -> str:
-    """The formatting is most of a timestamp's cost, and a second holds many requests."""
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
-
-
-def make_record(
-    *, ts: str, request_id: str, model_name: str, model_version: str | None,
-    features: Mapping[str, float] | Sequence[float], prediction: str, confidence: float, latency_ms: float,
-) -> dict:
-    """One log record; ``features`` is a dict or the values in ``steps.config.FEATURES`` order."""
-    values = [features[name] for name in FEATURES] if isinstance(features, dict) else features
-    return {
-        "ts": ts,
-        "request_id": request_id,
-        "model_name": model_name,
-        "model_version": None if model_version is None else str(model_version),
-        "features": {name: float(value) for name, value in zip(FEATURES, values, strict=True)},
-        "prediction": str(prediction),
-        "confidence": float(confidence),
-        "latency_ms": round(float(latency_ms), 3),
-    }
-
-
-def encode(record: dict) -> bytes:
-    return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
-
-
-class InvalidRecord(ValueError):
-    """A log line that is not a prediction record; readers skip it and count it."""
-
-
-def parse_line(line: str | bytes) -> dict:
-    """The record on one line, checked field by field, or ``InvalidRecord`` naming what is wrong."""
-    try:
-        record = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        raise InvalidRecord("not JSON") from None
-    if not isinstance(record, dict):
-        raise InvalidRecord("not a JSON object")
-    features = record.get("features")
-    if not isinstance(features, dict):
-        raise InvalidRecord("no 'features' object")
-    for name in FEATURES:
-        if not _finite_number(features.get(name)):
-            raise InvalidRecord(f"feature {name!r} missing or not a finite number")
-    if not isinstance(record.get("prediction"), str):
-        raise InvalidRecord("'prediction' missing or not a string")
-    if not _finite_number(record.get("confidence")) or not 0 <= record["confidence"] <= 1:
-        raise InvalidRecord("'confidence' missing or not between 0 and 1")
-    for key in ("model_name", "model_version", "ts", "request_id"):
-        if record.get(key) is not None and not isinstance(record[key], str):
-            raise InvalidRecord(f"{key!r} is not a string")
-    return record
-
-
-def _finite_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-@dataclass(frozen=True)
-class LogContents:
-    records: list[dict]
-    skipped: int
-    first_skipped: str | None = None  # "line N: reason", for the one warning a reader logs
-
-
-def read_log(path: str | Path) -> LogContents:
-    """All valid records of one log file, in file order; blank lines are ignored, bad ones counted."""
-    records, skipped, first_skipped = [], 0, None
-    with open(path, "rb") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                records.append(parse_line(line))
-            except InvalidRecord as exc:
-                skipped += 1
-                first_skipped = first_skipped or f"line {number}: {exc}"
-    return LogContents(records, skipped, first_skipped)
 
 
 class RotatingFile:
@@ -234,8 +133,14 @@ class PredictionLogWriter:
         return self
 
     def submit(
-        self, *, request_id: str, model_name: str, model_version: str | None,
-        rows: Sequence, predictions: Sequence[Mapping], latency_ms: float,
+        self,
+        *,
+        request_id: str,
+        model_name: str,
+        model_version: str | None,
+        rows: Sequence,
+        predictions: Sequence[Mapping],
+        latency_ms: float,
     ) -> bool:
         """Queue one request; False if it is not logged. Nothing is copied or encoded here.
 
@@ -257,7 +162,9 @@ class PredictionLogWriter:
             self._stop.set()
             self._thread.join(timeout)
             if self._thread.is_alive():
-                _logger.warning("Prediction log not flushed within %.1f s; %d requests not written", timeout, len(self._pending))
+                _logger.warning(
+                    "Prediction log not flushed within %.1f s; %d requests not written", timeout, len(self._pending)
+                )
                 return  # the thread still owns the file
             self._thread = None
         self._file.close()
@@ -285,11 +192,20 @@ class PredictionLogWriter:
         for epoch, request_id, model_name, model_version, rows, predictions, latency_ms in items:
             ts = timestamp(epoch)
             for features, output in zip(rows, predictions):
-                lines.append(encode(make_record(
-                    ts=ts, request_id=request_id, model_name=model_name, model_version=model_version,
-                    features=features, prediction=output["prediction"], confidence=output["confidence"],
-                    latency_ms=latency_ms,
-                )))
+                lines.append(
+                    encode(
+                        make_record(
+                            ts=ts,
+                            request_id=request_id,
+                            model_name=model_name,
+                            model_version=model_version,
+                            features=features,
+                            prediction=output["prediction"],
+                            confidence=output["confidence"],
+                            latency_ms=latency_ms,
+                        )
+                    )
+                )
         if not lines:
             return
         try:

@@ -11,37 +11,26 @@ import multiprocessing
 import signal
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
 
-from serving.errors import ServingError
+from iris_core.errors import NotFound, RegistryUnavailable
+from iris_core.refs import ModelRef
+from iris_core.resolver import Resolved
 
 LOOKUP_TIMEOUT_S = 120.0
 _client = None  # the worker process's MlflowClient, reused across polls
 
 
-class RegistryUnavailable(ServingError):
-    """The registry did not answer, or answered with an error."""
-
-
-@dataclass(frozen=True)
-class Resolved:
-    """A concrete model version, as the registry named it."""
-
-    version: str
-    run_id: str | None = None
-
-
 class RegistryLookup:
     """Resolves one model URI (``ModelRef``) again and again, one call at a time."""
 
-    def __init__(self, model):
+    def __init__(self, model: ModelRef):
         self.model = model
         self._executor: ProcessPoolExecutor | None = None
 
     def resolve(self) -> Resolved | None:
         """The version now named (None when the alias is not set); blocks, for start-up."""
         try:
-            return _unpack(self._pool().submit(_resolve, *self._args()).result(timeout=LOOKUP_TIMEOUT_S))
+            return _unpack(self._pool().submit(_resolve, self.model).result(timeout=LOOKUP_TIMEOUT_S))
         except (BrokenProcessPool, TimeoutError) as exc:
             self.close()
             raise RegistryUnavailable(f"registry lookup failed: {type(exc).__name__}") from None
@@ -49,9 +38,9 @@ class RegistryLookup:
     async def resolve_async(self) -> Resolved | None:
         loop = asyncio.get_running_loop()
         try:
-            future = loop.run_in_executor(self._pool(), _resolve, *self._args())
+            future = loop.run_in_executor(self._pool(), _resolve, self.model)
             return _unpack(await asyncio.wait_for(future, LOOKUP_TIMEOUT_S))
-        except (BrokenProcessPool, asyncio.TimeoutError) as exc:
+        except (TimeoutError, BrokenProcessPool) as exc:
             self.close()  # a fresh worker next time
             raise RegistryUnavailable(f"registry lookup failed: {type(exc).__name__}") from None
 
@@ -72,9 +61,6 @@ class RegistryLookup:
             )
         return self._executor
 
-    def _args(self) -> tuple:
-        return self.model.name, self.model.alias, self.model.version
-
 
 def _unpack(answer: tuple) -> Resolved | None:
     state, first, second = answer
@@ -88,22 +74,20 @@ def _ignore_interrupts() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _resolve(name: str, alias: str | None, version: str | None) -> tuple:
+def _resolve(model: ModelRef) -> tuple:
     """Runs in the worker: ("ok", version, run_id), ("missing", None, None) or ("error", message, None)."""
     global _client
-    from registry_tools.tracking import one_line
+    from iris_core.resolver import resolve
+    from iris_core.tracking import one_line
 
     try:
         from mlflow import MlflowClient
 
-        from registry_tools.aliases import alias_version
-
         if _client is None:
             _client = MlflowClient()
-        if version is None:
-            version = alias_version(_client, name, alias)
-            if version is None:
-                return "missing", None, None
-        return "ok", str(version), _client.get_model_version(name, version).run_id
+        found = resolve(_client, model)
+    except NotFound as exc:
+        return ("missing", None, None) if exc.missing == "alias" else ("error", str(exc), None)
     except Exception as exc:  # any failure becomes one picklable line
         return "error", one_line(exc), None
+    return "ok", found.version, found.run_id

@@ -5,53 +5,115 @@ backoff when it dies), follows the alias by polling the registry, brings a new v
 beside the live one and switches only once it answers the canary, and keeps the previous
 ones warm (``--keep-warm``) so a rollback is a pointer swap, not a 6 s start. Whatever
 fails, the live upstream keeps serving; ``/health`` says what went wrong.
+
+The router's only contact with processes and the registry is through the upstreams it
+makes (``make_upstream``) and the lookup it is given, so the state machine runs in process
+against fakes in the tests.
 """
 
 import asyncio
 import logging
 import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from enum import StrEnum
 
 import aiohttp
 
-from serving.registry import RegistryLookup, RegistryUnavailable, Resolved
-from serving.upstream import ExternalUpstream, ManagedUpstream, Upstream, UpstreamStartError
+from iris_core.resolver import Resolved
+from serving.registry import RegistryLookup, RegistryUnavailable
+from serving.upstream import ExternalUpstream, ManagedUpstream, Upstream, UpstreamStartError, UpstreamState
 
 _logger = logging.getLogger(__name__)
 
-RESTART_BACKOFF_MAX_S = 30.0
-ROLLOUT_BACKOFF_S = (5.0, 300.0)
+RESTART_BACKOFF_S = (1.0, 30.0)  # first wait and cap, doubling, before a dead live upstream starts again
+ROLLOUT_BACKOFF_S = (5.0, 300.0)  # the same for another try at a version that failed to start
+
+
+class RolloutState(StrEnum):
+    STARTING = "starting"  # the new version's model server is starting beside the live one
+    SWITCHED = "switched"  # traffic moved to it
+    FAILED = "failed"  # it did not start; tried again after ``retry_in_s``
+    ABANDONED = "abandoned"  # it failed, and the alias moved back to the live version
+    SUPERSEDED = "superseded"  # the alias moved on while it started: kept warm, not switched to
+
+
+class RegistryState(StrEnum):
+    OK = "ok"
+    NOT_USED = "not_used"  # --upstream without a version to look up
+    UNREACHABLE = "unreachable"
+    ALIAS_MISSING = "alias_missing"
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """The last move towards a version, as ``/health`` shows it (fields that do not apply are left out)."""
+
+    version: str
+    from_version: str | None
+    state: RolloutState
+    attempt: int | None = None
+    started_at: float | None = None
+    error: str | None = None
+    retry_in_s: float | None = None
+    cold: bool | None = None
+    at: float | None = None
+
+    def as_dict(self) -> dict:
+        return {key: value for key, value in asdict(self).items() if value is not None or key == "from_version"}
+
+
+@dataclass
+class Events:
+    """What happened since start, counted for ``/metrics``."""
+
+    restarts: int = 0
+    rollouts_done: int = 0
+    rollouts_failed: int = 0
 
 
 class Router:
     """Holds ``live`` (read on every request), the warm upstreams, and the rollout state."""
 
-    def __init__(self, config, initial: Resolved | None, lookup: RegistryLookup | None = None):
+    def __init__(
+        self,
+        config,
+        initial: Resolved | None,
+        lookup: RegistryLookup | None = None,
+        make_upstream: Callable[[Resolved], Upstream] | None = None,
+    ):
         self.config = config
         self.model = config.model
         self.lookup = lookup
+        self.make_upstream = make_upstream or self._managed
         self.live: Upstream | None = None
-        self.warm: list[ManagedUpstream] = []
-        self.rollout: dict | None = None
-        self.registry: dict = {"state": "ok" if initial else "not_used", "checked_at": time.time()}
+        self.warm: list[Upstream] = []
+        self.rollout: Rollout | None = None
+        self.registry: dict = {
+            "state": RegistryState.OK if initial else RegistryState.NOT_USED,
+            "checked_at": time.time(),
+        }
+        self.events = Events()
+        self.restart_backoff_s = RESTART_BACKOFF_S
+        self.rollout_backoff_s = ROLLOUT_BACKOFF_S
         self.started_at = time.monotonic()
         self._session: aiohttp.ClientSession | None = None
         self._tasks: set[asyncio.Task] = set()
         self._desired = initial
-        self._starting: ManagedUpstream | None = None
+        self._starting: Upstream | None = None
         self._failures: dict[str, tuple[int, float]] = {}
-        self.events = {"restart": 0, "rollout_done": 0, "rollout_failed": 0}  # read by /metrics (serving.metrics)
         if config.upstream:
             version = initial.version if initial else (self.model.version or "unknown")
             self.live = ExternalUpstream(config.upstream, version, initial.run_id if initial else None)
         else:
-            self.live = self._managed(initial)
+            self.live = self.make_upstream(initial)
 
     # -- life cycle ------------------------------------------------------------------------
 
     async def start(self, session: aiohttp.ClientSession) -> None:
         """Start the live upstream and the alias watcher in the background; returns at once."""
         self._session = session
-        if isinstance(self.live, ManagedUpstream):
+        if self.live is not None and self.live.managed:
             self._spawn(self._keep_running(self.live, started=False))
         if self.config.follows_alias and self.lookup is not None:
             self._spawn(self._follow())
@@ -59,7 +121,7 @@ class Router:
     async def close(self) -> None:
         """Stop watching and stop every upstream we started; requests have drained by now."""
         # Listed before cancelling: a cancelled start forgets its upstream, which must still stop.
-        managed = [u for u in [self.live, self._starting, *self.warm] if isinstance(u, ManagedUpstream)]
+        managed = [u for u in [self.live, self._starting, *self.warm] if u is not None and u.managed]
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -74,12 +136,16 @@ class Router:
         healthy = live is not None and await live.is_up(self._session)
         body = {
             "status": "healthy" if healthy else "degraded",
-            "model": {"name": self.model.name, "alias": self.model.alias, "version": live.version if live else None,
-                      "run_id": live.run_id if live else None},
+            "model": {
+                "name": self.model.name,
+                "alias": self.model.alias,
+                "version": live.version if live else None,
+                "run_id": live.run_id if live else None,
+            },
             "upstream": live.describe() if live else None,
             "warm": [{"version": u.version, "state": u.state, "pid": u.describe()["pid"]} for u in self.warm],
             "following": self.config.follows_alias,
-            "rollout": self.rollout,
+            "rollout": self.rollout.as_dict() if self.rollout else None,
             "registry": self.registry,
             "uptime_s": round(time.monotonic() - self.started_at, 1),
         }
@@ -90,9 +156,10 @@ class Router:
     def _managed(self, target: Resolved) -> ManagedUpstream:
         return ManagedUpstream(self.model.version_uri(target.version), target.version, target.run_id, self.config)
 
-    async def _keep_running(self, upstream: ManagedUpstream, started: bool) -> None:
+    async def _keep_running(self, upstream: Upstream, started: bool) -> None:
         """Run it until it is retired; when it dies while live, start it again with backoff."""
-        delay = 1.0
+        first, cap = self.restart_backoff_s
+        delay = first
         while not upstream.retired:
             if not started:
                 try:
@@ -100,9 +167,9 @@ class Router:
                 except UpstreamStartError as exc:
                     _logger.error("model server for version %s failed to start: %s", upstream.version, exc)
                     await asyncio.sleep(delay)
-                    delay = min(delay * 2, RESTART_BACKOFF_MAX_S)
+                    delay = min(delay * 2, cap)
                     continue
-                delay = 1.0
+                delay = first
             started = False
             code = await upstream.wait_exit()
             if upstream.retired:
@@ -111,11 +178,11 @@ class Router:
             if upstream is not self.live:
                 self._forget(upstream)
                 return
-            self.events["restart"] += 1
+            self.events.restarts += 1
             await asyncio.sleep(delay)
-            delay = min(delay * 2, RESTART_BACKOFF_MAX_S)
+            delay = min(delay * 2, cap)
 
-    def _forget(self, upstream: ManagedUpstream) -> None:
+    def _forget(self, upstream: Upstream) -> None:
         if upstream in self.warm:
             self.warm.remove(upstream)
         self._spawn(upstream.stop(drain_timeout=0))
@@ -132,21 +199,22 @@ class Router:
         try:
             target = await self.lookup.resolve_async()
         except RegistryUnavailable as exc:  # keep serving what we serve
-            self._registry_state("unreachable", str(exc))
+            self._registry_state(RegistryState.UNREACHABLE, str(exc))
             return
         if target is None:
-            self._registry_state("alias_missing", f"alias {self.model.alias!r} is not set; serving the last version")
+            message = f"alias {self.model.alias!r} is not set; serving the last version"
+            self._registry_state(RegistryState.ALIAS_MISSING, message)
             return
-        self._registry_state("ok", None)
+        self._registry_state(RegistryState.OK, None)
         if self._desired is None or target.version != self._desired.version:
             _logger.info("alias %s now points to version %s", self.model.alias, target.version)
             self._failures.clear()
         self._desired = target
         self.reconcile()
 
-    def _registry_state(self, state: str, message: str | None) -> None:
+    def _registry_state(self, state: RegistryState, message: str | None) -> None:
         if state != self.registry.get("state"):
-            log = _logger.info if state == "ok" else _logger.warning
+            log = _logger.info if state == RegistryState.OK else _logger.warning
             log("registry: %s%s", state, f" ({message})" if message else "")
         self.registry = {"state": state, "message": message, "checked_at": time.time()}
 
@@ -154,10 +222,10 @@ class Router:
         """Move traffic towards the desired version: a warm one at once, else start one beside the live."""
         target = self._desired
         if target is None or (self.live is not None and target.version == self.live.version):
-            if self.rollout and self.rollout["state"] == "failed":
-                self.rollout = {**self.rollout, "state": "abandoned"}
+            if self.rollout and self.rollout.state == RolloutState.FAILED:
+                self.rollout = replace(self.rollout, state=RolloutState.ABANDONED)
             return
-        warm = next((u for u in self.warm if u.version == target.version and u.state == "ready"), None)
+        warm = next((u for u in self.warm if u.version == target.version and u.state == UpstreamState.READY), None)
         if warm is not None:
             self._switch(warm, cold=False)
             return
@@ -166,21 +234,32 @@ class Router:
         attempts, not_before = self._failures.get(target.version, (0, 0.0))
         if time.monotonic() < not_before:
             return
-        self._starting = self._managed(target)
-        self.rollout = {"version": target.version, "from_version": self.live.version if self.live else None,
-                        "state": "starting", "attempt": attempts + 1, "started_at": time.time()}
+        self._starting = self.make_upstream(target)
+        self.rollout = Rollout(
+            target.version,
+            self.live.version if self.live else None,
+            RolloutState.STARTING,
+            attempt=attempts + 1,
+            started_at=time.time(),
+        )
         self._spawn(self._bring_up(self._starting, attempts, self.rollout))
 
-    async def _bring_up(self, upstream: ManagedUpstream, attempts: int, record: dict) -> None:
+    async def _bring_up(self, upstream: Upstream, attempts: int, record: Rollout) -> None:
         try:
             await upstream.start(self._session)
         except UpstreamStartError as exc:
-            wait = min(ROLLOUT_BACKOFF_S[0] * 2**attempts, ROLLOUT_BACKOFF_S[1])
+            first, cap = self.rollout_backoff_s
+            wait = min(first * 2**attempts, cap)
             self._failures[upstream.version] = (attempts + 1, time.monotonic() + wait)
-            self._update_rollout(record, state="failed", error=str(exc), retry_in_s=wait)
-            self.events["rollout_failed"] += 1
-            _logger.error("rollout to version %s failed, still serving version %s: %s (retrying in %g s)",
-                          upstream.version, self.live.version if self.live else None, exc, wait)
+            self._update_rollout(record, state=RolloutState.FAILED, error=str(exc), retry_in_s=wait)
+            self.events.rollouts_failed += 1
+            _logger.error(
+                "rollout to version %s failed, still serving version %s: %s (retrying in %g s)",
+                upstream.version,
+                self.live.version if self.live else None,
+                exc,
+                wait,
+            )
             return
         finally:
             self._starting = None
@@ -188,33 +267,38 @@ class Router:
         if self._desired is not None and self._desired.version == upstream.version:
             self._switch(upstream, cold=True)
         else:  # the alias moved on while it started: keep it as a warm spare
-            self._update_rollout(record, state="superseded")
+            self._update_rollout(record, state=RolloutState.SUPERSEDED)
             self._keep_warm(upstream)
         self.reconcile()
 
-    def _update_rollout(self, record: dict, **changes) -> None:
+    def _update_rollout(self, record: Rollout, **changes) -> None:
         """Update what /health shows about a rollout, unless a later switch has replaced it."""
         if self.rollout is record:
-            self.rollout = {**record, **changes}
+            self.rollout = replace(record, **changes)
 
-    def _switch(self, upstream: ManagedUpstream, cold: bool) -> None:
+    def _switch(self, upstream: Upstream, cold: bool) -> None:
         """The atomic part: one assignment; requests already sent finish where they went."""
         previous = self.live
         if upstream in self.warm:
             self.warm.remove(upstream)
         self.live = upstream
-        self.events["rollout_done"] += 1
-        _logger.info("switched from version %s to version %s (%s)", previous.version if previous else None,
-                     upstream.version, "newly started" if cold else "warm")
-        self.rollout = {"version": upstream.version, "from_version": previous.version if previous else None,
-                        "state": "switched", "cold": cold, "at": time.time()}
-        if isinstance(previous, ManagedUpstream):
-            if previous.state == "ready":
+        self.events.rollouts_done += 1
+        _logger.info(
+            "switched from version %s to version %s (%s)",
+            previous.version if previous else None,
+            upstream.version,
+            "newly started" if cold else "warm",
+        )
+        self.rollout = Rollout(
+            upstream.version, previous.version if previous else None, RolloutState.SWITCHED, cold=cold, at=time.time()
+        )
+        if previous is not None and previous.managed:
+            if previous.state == UpstreamState.READY:
                 self._keep_warm(previous)
             else:
                 self._forget(previous)
 
-    def _keep_warm(self, upstream: ManagedUpstream) -> None:
+    def _keep_warm(self, upstream: Upstream) -> None:
         self.warm.insert(0, upstream)
         while len(self.warm) > self.config.keep_warm:
             retired = self.warm.pop()

@@ -13,21 +13,21 @@ import logging
 import math
 import os
 import signal
-import socket
 import sys
 import time
+from enum import StrEnum
 from pathlib import Path
 
 import aiohttp
 
+from iris_core.processes import free_port
+from iris_core.schema import CANARY_CLASS, CANARY_ROW
 from serving.errors import ServingError
-from serving.forwarding import UpstreamError, post_rows
+from serving.forwarding import UpstreamError, post_rows, unavailable
 
 _logger = logging.getLogger(__name__)
 
 BIN = Path(sys.executable).parent
-CANARY_ROW = [5.1, 3.5, 1.4, 0.2]
-CANARY_CLASS = "setosa"
 _PING_TIMEOUT = aiohttp.ClientTimeout(total=2)
 
 
@@ -35,17 +35,27 @@ class UpstreamStartError(ServingError):
     """A model server did not come up: it exited, never answered, or failed the canary."""
 
 
+class UpstreamState(StrEnum):
+    STARTING = "starting"
+    READY = "ready"  # takes requests
+    DOWN = "down"  # died, or (external) does not answer /ping
+    FAILED = "failed"  # did not start
+    STOPPED = "stopped"
+    UNKNOWN = "unknown"  # external, not asked yet
+
+
 class Upstream:
     """A scoring server the proxy can send rows to, serving one model version."""
 
     kind = "external"
+    managed = False  # started, restarted and stopped by the router
 
     def __init__(self, version: str, run_id: str | None = None):
         self.version = version
         self.run_id = run_id
         self.base_url: str | None = None
         self.invocations_url: str | None = None  # set only while it takes requests
-        self.state = "starting"
+        self.state = UpstreamState.STARTING
         self.inflight = 0
         self.last_error: str | None = None
 
@@ -53,12 +63,29 @@ class Upstream:
         self.base_url = base_url
         self.invocations_url = f"{base_url}/invocations" if base_url else None
 
+    async def score(self, session: aiohttp.ClientSession, rows: list[list[float]], timeout: float) -> list[dict]:
+        """One ``/invocations`` call; ``inflight`` counts calls so that a retiring upstream is drained first."""
+        url = self.invocations_url
+        if url is None:
+            raise unavailable()
+        self.inflight += 1
+        try:
+            return await post_rows(session, url, rows, timeout)
+        finally:
+            self.inflight -= 1
+
     async def is_up(self, session: aiohttp.ClientSession) -> bool:
-        return self.state == "ready"
+        return self.state == UpstreamState.READY
 
     def describe(self) -> dict:
-        return {"kind": self.kind, "version": self.version, "state": self.state, "url": self.base_url,
-                "inflight": self.inflight, "last_error": self.last_error}
+        return {
+            "kind": self.kind,
+            "version": self.version,
+            "state": self.state,
+            "url": self.base_url,
+            "inflight": self.inflight,
+            "last_error": self.last_error,
+        }
 
 
 class ExternalUpstream(Upstream):
@@ -67,16 +94,16 @@ class ExternalUpstream(Upstream):
     def __init__(self, base_url: str, version: str, run_id: str | None = None):
         super().__init__(version, run_id)
         self._serve_at(base_url.rstrip("/"))
-        self.state = "unknown"
+        self.state = UpstreamState.UNKNOWN
 
     async def is_up(self, session: aiohttp.ClientSession) -> bool:
         """Ask it: nobody tells us when someone else's process dies."""
         try:
             async with session.get(f"{self.base_url}/ping", timeout=_PING_TIMEOUT) as response:
                 up = response.status == 200
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             up, self.last_error = False, type(exc).__name__
-        self.state = "ready" if up else "down"
+        self.state = UpstreamState.READY if up else UpstreamState.DOWN
         return up
 
 
@@ -84,6 +111,7 @@ class ManagedUpstream(Upstream):
     """``mlflow models serve -m models:/<name>/<version>`` as a child process of the proxy."""
 
     kind = "managed"
+    managed = True
 
     def __init__(self, model_uri: str, version: str, run_id: str | None, config):
         super().__init__(version, run_id)
@@ -93,38 +121,58 @@ class ManagedUpstream(Upstream):
         self.log_path: Path | None = None
         self.starts = 0
         self.retired = False
-        self.ready_at: float | None = None
 
     def describe(self) -> dict:
         pid = self.process.pid if self.process and self.process.returncode is None else None
-        return {**super().describe(), "pid": pid, "starts": self.starts, "log": str(self.log_path) if self.log_path else None}
+        return {
+            **super().describe(),
+            "pid": pid,
+            "starts": self.starts,
+            "log": str(self.log_path) if self.log_path else None,
+        }
 
     async def start(self, session: aiohttp.ClientSession) -> None:
         """Start it and return once it answers the canary row; raise UpstreamStartError otherwise."""
-        self.state, self.starts = "starting", self.starts + 1
+        self.state, self.starts = UpstreamState.STARTING, self.starts + 1
         self._serve_at(None)
         port = free_port()
         self.log_path = Path(self._config.log_dir).resolve() / f"upstream-v{self.version}-{port}.log"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         command = [
-            str(BIN / "mlflow"), "models", "serve", "-m", self.model_uri, "-h", "127.0.0.1", "-p", str(port),
-            "--env-manager", self._config.env_manager, "-w", str(self._config.workers),
-            "-t", str(math.ceil(self._config.timeout)),
+            str(BIN / "mlflow"),
+            "models",
+            "serve",
+            "-m",
+            self.model_uri,
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "--env-manager",
+            self._config.env_manager,
+            "-w",
+            str(self._config.workers),
+            "-t",
+            str(math.ceil(self._config.timeout)),
         ]
         _logger.info("starting the model server for %s on port %s (log: %s)", self.model_uri, port, self.log_path)
         with open(self.log_path, "ab") as log:
             self.process = await asyncio.create_subprocess_exec(
-                *command, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=asyncio.subprocess.STDOUT,
-                env=upstream_env(), start_new_session=True,
+                *command,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=asyncio.subprocess.STDOUT,
+                env=upstream_env(),
+                start_new_session=True,
                 preexec_fn=_die_with_the_proxy if sys.platform == "linux" else None,
             )
         try:
             await self._wait_ready(session, f"http://127.0.0.1:{port}")
         except UpstreamStartError as exc:
-            self.state, self.last_error = "failed", str(exc)
+            self.state, self.last_error = UpstreamState.FAILED, str(exc)
             await self._kill()
             raise
-        self.state, self.last_error, self.ready_at = "ready", None, time.monotonic()
+        self.state, self.last_error = UpstreamState.READY, None
         self._serve_at(f"http://127.0.0.1:{port}")
         _logger.info("model server for %s is ready at %s", self.model_uri, self.base_url)
 
@@ -145,7 +193,7 @@ class ManagedUpstream(Upstream):
     async def wait_exit(self) -> int:
         code = await self.process.wait()
         if not self.retired:
-            self.state, self.last_error = "down", f"exited with code {code}"
+            self.state, self.last_error = UpstreamState.DOWN, f"exited with code {code}"
             self._serve_at(None)
         await self._kill()  # whatever it left behind in its session
         return code
@@ -156,7 +204,7 @@ class ManagedUpstream(Upstream):
         deadline = time.monotonic() + drain_timeout
         while self.inflight and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-        self.state = "stopped"
+        self.state = UpstreamState.STOPPED
         self._serve_at(None)
         if self.process is None or self.process.returncode is not None:
             return
@@ -164,7 +212,7 @@ class ManagedUpstream(Upstream):
         self._signal(signal.SIGTERM)
         try:
             await asyncio.wait_for(self.process.wait(), timeout=15)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             _logger.warning("model server pid %s ignored SIGTERM; killing it", self.process.pid)
         await self._kill()
 
@@ -191,7 +239,7 @@ class ManagedUpstream(Upstream):
 async def check_canary(session: aiohttp.ClientSession, invocations_url: str, timeout: float) -> None:
     """A known setosa row must come back as setosa: the model loaded and predicts sensibly."""
     try:
-        predictions = await post_rows(session, invocations_url, [CANARY_ROW], timeout)
+        predictions = await post_rows(session, invocations_url, [list(CANARY_ROW)], timeout)
     except UpstreamError as exc:
         raise UpstreamStartError(f"canary request failed: {exc.message}") from None
     answer = predictions[0].get("prediction") if isinstance(predictions[0], dict) else None
@@ -209,7 +257,9 @@ def upstream_env() -> dict:
     OpenBLAS's idle threads busy-wait on the cores the proxy needs.
     """
     return {
-        "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
         **os.environ,
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         "UVICORN_TIMEOUT_KEEP_ALIVE": "75",
@@ -224,9 +274,3 @@ def _die_with_the_proxy() -> None:
     """
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]

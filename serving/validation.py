@@ -8,24 +8,17 @@ name the row and column, and long client-supplied names are cut short.
 
 import csv
 import io
-import math
-import re
 from dataclasses import dataclass
 
 import orjson
 
-from serving.errors import ServingError
-from steps.config import FEATURES
+from iris_core.schema import FEATURES, MAX_VALUE, NOT_A_NUMBER_TEXT, NUMBER, number_problem
+from serving.errors import MAX_DETAILS, HttpError, shorten
 
 PROTOCOL_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 JSON_TYPE = "application/json"
 CSV_TYPE = "text/csv"
-# The model overflows to NaN scores far below float's limit (1e308 gives NaN); no flower
-# measures a kilometre, so anything larger is refused as a client error.
-MAX_VALUE = 1e6
-MAX_DETAILS = 10
 _FEATURE_SET = frozenset(FEATURES)
-_NUMBER = re.compile(r"\s*[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\s*")
 
 
 @dataclass(frozen=True)
@@ -33,18 +26,8 @@ class Limits:
     max_rows: int = 10_000
 
 
-class ValidationError(ServingError):
-    """A client error: HTTP status, a stable error code, one sentence, and a few specifics."""
-
-    def __init__(self, status: int, error_code: str, message: str, details: list[str] = ()):
-        super().__init__(message)
-        self.status = status
-        self.error_code = error_code
-        self.message = message
-        self.details = [_short(d, 200) for d in details[:MAX_DETAILS]]
-
-    def body(self) -> dict:
-        return {"error_code": self.error_code, "message": self.message, "details": self.details}
+class ValidationError(HttpError):
+    """A client error: the request is refused before anything reaches the model server."""
 
 
 def media_type(content_type: str | None) -> str:
@@ -54,7 +37,7 @@ def media_type(content_type: str | None) -> str:
     mime, *params = content_type.split(";")
     mime = mime.strip().lower()
     if mime not in (JSON_TYPE, CSV_TYPE):
-        raise _unsupported(f"Content-Type {_short(mime, 60)!r} is not supported")
+        raise _unsupported(f"Content-Type {shorten(mime, 60)!r} is not supported")
     for param in params:
         key, _, value = param.partition("=")
         if key.strip().lower() == "charset" and value.strip().strip('"').lower() not in ("utf-8", "utf8"):
@@ -72,7 +55,7 @@ def invocation_rows(content_type: str | None, body: bytes, limits: Limits) -> li
     keys = [key for key in PROTOCOL_KEYS if key in document]
     unknown = [key for key in document if key not in PROTOCOL_KEYS and key != "params"]
     if len(keys) != 1 or unknown:
-        found = ", ".join(_short(k, 40) for k in [*keys, *unknown][:6]) or "none"
+        found = ", ".join(shorten(k, 40) for k in [*keys, *unknown][:6]) or "none"
         raise _format(f"the body must have exactly one of {', '.join(PROTOCOL_KEYS)} (found: {found})")
     if document.get("params"):
         raise _format("this model takes no params")
@@ -98,7 +81,11 @@ def predict_row(content_type: str | None, body: bytes) -> list[float]:
 
 
 def split_rows(payload, limits: Limits) -> list[list[float]]:
-    if not isinstance(payload, dict) or not {"columns", "data"} <= payload.keys() or not payload.keys() <= {"columns", "data", "index"}:
+    if (
+        not isinstance(payload, dict)
+        or not {"columns", "data"} <= payload.keys()
+        or not payload.keys() <= {"columns", "data", "index"}
+    ):
         raise _format('dataframe_split must be an object with "columns" and "data" (and optionally "index")')
     columns, data = payload["columns"], payload["data"]
     if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
@@ -171,7 +158,7 @@ def csv_rows(body: bytes, limits: Limits) -> list[list[float]]:
 
 
 def _csv_number(text: str):
-    return float(text) if _NUMBER.fullmatch(text) else text
+    return float(text) if NUMBER.fullmatch(text) else text
 
 
 def _checked_row(values: list, names, index: int | None, errors: list[str]) -> list[float]:
@@ -191,11 +178,9 @@ def _checked_row(values: list, names, index: int | None, errors: list[str]) -> l
 
 def _value_problem(value) -> str:
     if type(value) in (int, float):
-        if isinstance(value, float) and not math.isfinite(value):
-            return "must be finite"
-        return f"must be > 0 and <= {MAX_VALUE:g}, got {value:.6g}"
+        return number_problem(value, digits=6)
     if isinstance(value, str):
-        return "must be a number, got a string"
+        return NOT_A_NUMBER_TEXT
     names = {bool: "a boolean", type(None): "null", list: "an array", dict: "an object"}
     return f"must be a number, got {names.get(type(value), type(value).__name__)}"
 
@@ -215,7 +200,7 @@ def _check_columns(columns, where: str = "the input") -> None:
     extra = [name for name in dict.fromkeys(names) if name not in _FEATURE_SET]
     repeated = [name for name in dict.fromkeys(names) if names.count(name) > 1]
     details = [f"missing column: {name}" for name in missing]
-    details += [f"unexpected column: {_short(str(name), 40)}" for name in extra]
+    details += [f"unexpected column: {shorten(str(name), 40)}" for name in extra]
     details += [f"repeated column: {name}" for name in repeated if name in _FEATURE_SET]
     raise ValidationError(
         400, "INVALID_COLUMNS", f"{where} must have exactly the columns {', '.join(FEATURES)}", details
@@ -247,7 +232,3 @@ def _format(message: str) -> ValidationError:
 
 def _unsupported(message: str) -> ValidationError:
     return ValidationError(415, "UNSUPPORTED_MEDIA_TYPE", f"{message}; send {JSON_TYPE} or {CSV_TYPE}")
-
-
-def _short(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."

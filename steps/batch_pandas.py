@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from iris_core.schema import CLASSES, FEATURES
 from steps.batch_rows import (
     REASON,
     Tally,
@@ -29,7 +30,6 @@ from steps.batch_rows import (
     file_format,
     malformed_reason,
 )
-from steps.config import CLASSES, FEATURES
 from steps.errors import StepError
 
 _logger = logging.getLogger(__name__)
@@ -42,7 +42,13 @@ def output_schema(input_schema: pa.Schema, scores_as_json: bool) -> pa.Schema:
     fields = [pa.field(f.name, pa.float64()) if f.name in FEATURES else f for f in input_schema]
     scores = pa.string() if scores_as_json else scores_struct()
     return pa.schema(
-        [*fields, ("prediction", pa.string()), ("prediction_index", pa.int64()), ("confidence", pa.float64()), ("confidence_scores", scores)]
+        [
+            *fields,
+            ("prediction", pa.string()),
+            ("prediction_index", pa.int64()),
+            ("confidence", pa.float64()),
+            ("confidence_scores", scores),
+        ]
     )
 
 
@@ -76,7 +82,9 @@ def score_file(input_path: str, output_path: str, rejects_path: str, predict: Pr
     return tally
 
 
-def score_batch(batch: pa.RecordBatch, predict: Predict, out_schema: pa.Schema, bad_schema: pa.Schema) -> tuple[pa.Table, pa.Table]:
+def score_batch(
+    batch: pa.RecordBatch, predict: Predict, out_schema: pa.Schema, bad_schema: pa.Schema
+) -> tuple[pa.Table, pa.Table]:
     """One chunk: (scored rows, rejected rows with their reasons)."""
     features, reasons = check_chunk(batch.select(list(FEATURES)).to_pandas())
     bad = reasons.notna().to_numpy()

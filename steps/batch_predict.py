@@ -9,22 +9,22 @@ this machine; ``--engine spark`` runs ``mlflow.pyfunc.spark_udf`` on any Spark m
 """
 
 import logging
-import re
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 import click
 
+from iris_core.contract import BATCH_EXPERIMENT, Tag
+from iris_core.refs import CHAMPION, DEFAULT_MODEL_NAME, alias_uri, is_registry_uri, version_uri
 from steps import cli
 from steps.batch_rows import Tally, file_format
-from steps.config import BATCH_EXPERIMENT, CHAMPION, DEFAULT_MODEL_NAME
 from steps.errors import InvalidParameter
+from steps.registry import check_model_uri, resolve_model_uri
 
 _logger = logging.getLogger(__name__)
 
 ENGINES = ("pandas", "spark")
 DEFAULT_CHUNK_SIZE = 100_000
-_REGISTRY_URI = re.compile(r"^models:/")
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class BatchJob:
     input: str
     output: str
     rejects: str = ""
-    model_uri: str = f"models:/{DEFAULT_MODEL_NAME}@{CHAMPION}"
+    model_uri: str = alias_uri(DEFAULT_MODEL_NAME, CHAMPION)
     engine: str = "pandas"
     spark_master: str = "local[*]"
     chunk_size: int = DEFAULT_CHUNK_SIZE
@@ -51,7 +51,9 @@ class BatchJob:
         paths = {_normal(self.input), _normal(self.output), _normal(rejects)}
         if len(paths) != 3:
             raise InvalidParameter("input, output and rejects must be three different paths")
-        return BatchJob(self.input, self.output, rejects, self.model_uri, self.engine, self.spark_master, self.chunk_size)
+        return BatchJob(
+            self.input, self.output, rejects, self.model_uri, self.engine, self.spark_master, self.chunk_size
+        )
 
 
 def default_rejects_path(output: str) -> str:
@@ -68,61 +70,76 @@ def pin_model_uri(model_uri: str) -> str:
     """``models:/name@alias`` -> ``models:/name/N``; other URIs (runs:/, paths) are used as given."""
     import mlflow
 
-    from steps.evaluate import resolve_model_uri
-
-    if not _REGISTRY_URI.match(model_uri):
+    if not is_registry_uri(model_uri):
         return model_uri
-    name, version = resolve_model_uri(mlflow.MlflowClient(), model_uri)
-    return f"models:/{name}/{version}"
+    ref = check_model_uri(model_uri)
+    return version_uri(ref.name, resolve_model_uri(mlflow.MlflowClient(), ref).version)
 
 
 def run_job(job: BatchJob, spark=None) -> Tally:
     """Score under the active run and log what happened; ``spark`` is a session the caller owns."""
     import mlflow
 
-    version_uri = pin_model_uri(job.model_uri)
-    params = {"input": job.input, "output": job.output, "rejects": job.rejects, "model_uri": job.model_uri,
-              "engine": job.engine, "chunk_size": job.chunk_size, "spark_master": job.spark_master}
+    pinned_uri = pin_model_uri(job.model_uri)
+    params = {
+        "input": job.input,
+        "output": job.output,
+        "rejects": job.rejects,
+        "model_uri": job.model_uri,
+        "engine": job.engine,
+        "chunk_size": job.chunk_size,
+        "spark_master": job.spark_master,
+    }
     # `mlflow run` has logged its own -P values already (rejects as ''), and params never change.
     logged = mlflow.get_run(mlflow.active_run().info.run_id).data.params
     mlflow.log_params({key: value for key, value in params.items() if key not in logged})
-    mlflow.set_tags({"model_uri": version_uri, "rejects_path": job.rejects, "batch_engine": job.engine,
-                     **({"spark_master": job.spark_master} if job.engine == "spark" else {})})
-    _logger.info("Scoring %s with %s (%s engine)", job.input, version_uri, job.engine)
+    mlflow.set_tags(
+        {
+            Tag.MODEL_URI: pinned_uri,
+            Tag.REJECTS_PATH: job.rejects,
+            Tag.BATCH_ENGINE: job.engine,
+            **({Tag.SPARK_MASTER: job.spark_master} if job.engine == "spark" else {}),
+        }
+    )
+    _logger.info("Scoring %s with %s (%s engine)", job.input, pinned_uri, job.engine)
     if job.engine == "pandas":
-        tally = _score_with_pandas(job, version_uri)
+        tally = _score_with_pandas(job, pinned_uri)
     elif spark is not None:
-        tally = _score_with_spark(spark, job, version_uri)
+        tally = _score_with_spark(spark, job, pinned_uri)
     else:
         from steps.batch_spark import spark_session
 
         with spark_session(job.spark_master, job.chunk_size) as session:
-            tally = _score_with_spark(session, job, version_uri)
+            tally = _score_with_spark(session, job, pinned_uri)
     log_tally(tally)
     return tally
 
 
-def _score_with_pandas(job: BatchJob, version_uri: str) -> Tally:
+def _score_with_pandas(job: BatchJob, pinned_uri: str) -> Tally:
     import mlflow
 
     from steps.batch_pandas import score_file
 
-    model = mlflow.pyfunc.load_model(version_uri)
+    model = mlflow.pyfunc.load_model(pinned_uri)
     return score_file(job.input, job.output, job.rejects, model.predict, job.chunk_size)
 
 
-def _score_with_spark(spark, job: BatchJob, version_uri: str) -> Tally:
+def _score_with_spark(spark, job: BatchJob, pinned_uri: str) -> Tally:
     from steps.batch_spark import score_with_spark
 
-    return score_with_spark(spark, job.input, job.output, job.rejects, version_uri, job.chunk_size)
+    return score_with_spark(spark, job.input, job.output, job.rejects, pinned_uri, job.chunk_size)
 
 
 def log_tally(tally: Tally) -> None:
     """Row counts and the class mix (counts and shares of the scored rows) as run metrics."""
     import mlflow
 
-    metrics = {"rows_read": tally.rows_read, "rows_scored": tally.rows_scored, "rows_rejected": tally.rows_rejected,
-               "scoring_seconds": tally.seconds}
+    metrics = {
+        "rows_read": tally.rows_read,
+        "rows_scored": tally.rows_scored,
+        "rows_rejected": tally.rows_rejected,
+        "scoring_seconds": tally.seconds,
+    }
     for name, count in tally.class_mix().items():
         metrics[f"predicted_{name}"] = count
         metrics[f"predicted_share_{name}"] = count / tally.rows_scored if tally.rows_scored else 0.0
@@ -140,13 +157,27 @@ def report(job: BatchJob, tally: Tally) -> str:
 
 
 @click.command(help="Score a CSV or Parquet file with a registered model; write the scored rows and a rejects file.")
-@click.option("--input", "input_path", required=True, help="CSV or Parquet file to score (Spark: a file or a directory).")
-@click.option("--output", required=True, help="Scored rows; .csv or .parquet decides the format (Spark writes a directory of part files).")
-@click.option("--rejects", default="", help="Rows that fail the checks, with reject_reason. [default: OUTPUT with .rejects before the extension]")
-@click.option("--model-uri", default=f"models:/{DEFAULT_MODEL_NAME}@{CHAMPION}", show_default=True)
-@click.option("--engine", default="pandas", show_default=True, help=f"One of {', '.join(ENGINES)}.")
-@click.option("--spark-master", default="local[*]", show_default=True, help="Any Spark master URL (engine spark only).")
-@click.option("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, show_default=True, help="Rows handed to the model at a time.")
+@click.option(
+    "--input", "input_path", required=True, help="CSV or Parquet file to score (Spark: a file or a directory)."
+)
+@click.option(
+    "--output",
+    required=True,
+    help="Scored rows; .csv or .parquet decides the format (Spark writes a directory of part files).",
+)
+@click.option(
+    "--rejects",
+    default="",
+    help="Rows that fail the checks, with reject_reason. [default: OUTPUT with .rejects before the extension]",
+)
+@click.option("--model-uri", default=BatchJob.model_uri, show_default=True)
+@click.option("--engine", default=BatchJob.engine, show_default=True, help=f"One of {', '.join(ENGINES)}.")
+@click.option(
+    "--spark-master", default=BatchJob.spark_master, show_default=True, help="Any Spark master URL (engine spark only)."
+)
+@click.option(
+    "--chunk-size", type=int, default=BatchJob.chunk_size, show_default=True, help="Rows handed to the model at a time."
+)
 def main(input_path, output, rejects, model_uri, engine, spark_master, chunk_size):
     job = BatchJob(input_path, output, rejects, model_uri, engine, spark_master, chunk_size).validated()
     if job.engine == "spark":

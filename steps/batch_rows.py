@@ -1,13 +1,12 @@
 """Row checks and output columns that both batch engines share, so they reject and score alike.
 
-The checks follow the serving proxy's rules (``serving/validation.py``): a feature must be
-a number (text must look like one), finite, and in (0, MAX_VALUE]. A row that fails is not
+The checks are the value rules of ``iris_core.schema``, which the serving proxy applies too:
+a feature must be a number (text must look like one), finite, and in (0, MAX_VALUE]. A row that fails is not
 an error of the job: it goes to the rejects file with every reason, one per column.
 Everything here works on one pandas chunk, which is also what Spark hands ``mapInPandas``.
 """
 
 import csv
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
@@ -15,15 +14,19 @@ from pathlib import PurePosixPath
 import numpy as np
 import pandas as pd
 
-from steps.config import CLASSES, FEATURES
+from iris_core.schema import (
+    CLASSES,
+    FEATURES,
+    MAX_VALUE,
+    NOT_A_NUMBER_TEXT,
+    NOT_FINITE,
+    NUMBER,
+    OUTPUT_COLUMNS,
+    number_problem,
+)
 from steps.errors import InvalidParameter, StepError
 
-OUTPUT_COLUMNS = ("prediction", "prediction_index", "confidence", "confidence_scores")
 REASON = "reject_reason"
-# The proxy's limits, repeated here so batch files and requests are judged alike
-# (tests/batch checks that the two agree).
-MAX_VALUE = 1e6
-_NUMBER = re.compile(r"\s*[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\s*")
 # Spark's name for a CSV line that does not split into the header's fields.
 CORRUPT_RECORD = "_corrupt_record"
 MAX_REASON_TEXT = 200
@@ -82,9 +85,9 @@ def feature_values(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     with np.errstate(invalid="ignore"):
         infinite = present & ~np.isfinite(values)
         out_of_range = present & np.isfinite(values) & ~((values > 0) & (values <= MAX_VALUE))
-    problems[infinite] = "must be finite"
+    problems[infinite] = NOT_FINITE
     for index in np.flatnonzero(out_of_range):
-        problems[index] = f"must be > 0 and <= {MAX_VALUE:g}, got {values[index]:.10g}"
+        problems[index] = number_problem(values[index], digits=10)
     values[problems != None] = np.nan  # noqa: E711
     return values, problems
 
@@ -101,9 +104,9 @@ def _text_values(column: pd.Series, problems: np.ndarray) -> tuple[np.ndarray, n
     stripped = pc.utf8_trim_whitespace(text)
     blank = pc.fill_null(pc.equal(stripped, ""), False).to_numpy(zero_copy_only=False)
     problems[blank] = "missing"
-    looks_numeric = pc.fill_null(pc.match_substring_regex(text, f"^{_NUMBER.pattern}$"), False)
+    looks_numeric = pc.fill_null(pc.match_substring_regex(text, f"^{NUMBER.pattern}$"), False)
     wrong = text.is_valid().to_numpy(zero_copy_only=False) & ~blank & ~looks_numeric.to_numpy(zero_copy_only=False)
-    problems[wrong] = "must be a number, got a string"
+    problems[wrong] = NOT_A_NUMBER_TEXT
     parsed = pc.cast(pc.if_else(looks_numeric, stripped, pa.scalar(None, pa.large_string())), pa.float64())
     return parsed.to_numpy(zero_copy_only=False).astype("float64", copy=True), problems
 
@@ -134,7 +137,9 @@ def _malformed(chunk: pd.DataFrame, header_width: int | None) -> list[str | None
     if CORRUPT_RECORD not in chunk.columns:
         return [None] * len(chunk)
     width = header_width or len(chunk.columns) - 1
-    return [None if pd.isna(text) else malformed_reason(_field_count(text), width, text) for text in chunk[CORRUPT_RECORD]]
+    return [
+        None if pd.isna(text) else malformed_reason(_field_count(text), width, text) for text in chunk[CORRUPT_RECORD]
+    ]
 
 
 def _field_count(line: str) -> int:
@@ -145,7 +150,3 @@ def malformed_reason(fields: int, expected: int, text: str) -> str:
     """The same words for a malformed CSV line whichever engine found it."""
     shown = text if len(text) <= MAX_REASON_TEXT else text[: MAX_REASON_TEXT - 3] + "..."
     return f"malformed CSV row: {fields} fields, the header has {expected}: {shown}"
-
-
-def model_input(features: pd.DataFrame) -> pd.DataFrame:
-    return features[list(FEATURES)].astype("float64")

@@ -19,15 +19,17 @@ import warnings
 import zipfile
 from pathlib import Path
 
+import iris_core
+from iris_core.schema import FEATURES
 from steps.batch_rows import CORRUPT_RECORD, REASON, Tally, check_chunk, check_input_columns, file_format
-from steps.config import FEATURES
 from steps.errors import StepError
 
 _logger = logging.getLogger(__name__)
 
 _VALUE = "_value_"  # prefix of the checked float64 features while the job runs
 _CHECK = "_check"
-PROJECT_PACKAGE = Path(__file__).resolve().parent
+# What the workers import: the row checks live in steps, the rules they apply in iris_core.
+SHIPPED_PACKAGES = (Path(__file__).resolve().parent, Path(iris_core.__file__).resolve().parent)
 
 
 def require_pyspark() -> None:
@@ -73,17 +75,20 @@ def spark_session(master: str, chunk_size: int):
 
 @contextlib.contextmanager
 def shipped_project_code(spark):
-    """Send the ``steps`` package to the workers: the row checks run there as a pandas UDF."""
+    """Send ``steps`` and ``iris_core`` to the workers: the row checks run there as a pandas UDF."""
     with tempfile.TemporaryDirectory() as tmp:
-        archive = Path(tmp, f"steps-{uuid.uuid4().hex[:8]}.zip")
+        archive = Path(tmp, f"project-{uuid.uuid4().hex[:8]}.zip")
         with zipfile.ZipFile(archive, "w") as bundle:
-            for source in PROJECT_PACKAGE.glob("*.py"):
-                bundle.write(source, f"steps/{source.name}")
+            for package in SHIPPED_PACKAGES:
+                for source in package.glob("*.py"):
+                    bundle.write(source, f"{package.name}/{source.name}")
         spark.sparkContext.addPyFile(str(archive))
         yield
 
 
-def score_with_spark(spark, input_path: str, output_path: str, rejects_path: str, model_uri: str, chunk_size: int) -> Tally:
+def score_with_spark(
+    spark, input_path: str, output_path: str, rejects_path: str, model_uri: str, chunk_size: int
+) -> Tally:
     """Check, score and write with Spark; returns the same counts the pandas engine returns."""
     from py4j.protocol import Py4JError
     from pyspark.errors import PySparkException
@@ -124,14 +129,17 @@ def _score(spark, input_path, output_path, rejects_path, model_uri, chunk_size) 
             features = F.struct(*[F.col(_VALUE + name).alias(name) for name in FEATURES])
             valid = checked.where(F.col(REASON).isNull())
             scored = valid.select(
-                *[F.col(_VALUE + n).alias(n) if n in FEATURES else F.col(n) for n in names], predict(features).alias("_out")
+                *[F.col(_VALUE + n).alias(n) if n in FEATURES else F.col(n) for n in names],
+                predict(features).alias("_out"),
             ).select(*names, "_out.prediction", "_out.prediction_index", "_out.confidence", "_out.confidence_scores")
             if file_format(output_path, "output") == "csv":
                 scored = scored.withColumn("confidence_scores", F.to_json("confidence_scores"))
             scored = scored.persist(StorageLevel.MEMORY_AND_DISK)
             _write(scored, output_path)
             tally = Tally(rows_read=checked.count(), rows_scored=scored.count(), rows_rejected=rejects.count())
-            tally.classes.update({row["prediction"]: row["count"] for row in scored.groupBy("prediction").count().collect()})
+            tally.classes.update(
+                {row["prediction"]: row["count"] for row in scored.groupBy("prediction").count().collect()}
+            )
             tally.seconds = time.perf_counter() - started
             scored.unpersist()
         finally:
@@ -147,7 +155,9 @@ def _read(spark, path: str):
         if file_format(path) == "parquet":
             return spark.read.parquet(path)
         header = spark.read.option("header", True).option("escape", '"').csv(path).schema
-        schema = StructType([StructField(f.name, StringType()) for f in header] + [StructField(CORRUPT_RECORD, StringType())])
+        schema = StructType(
+            [StructField(f.name, StringType()) for f in header] + [StructField(CORRUPT_RECORD, StringType())]
+        )
         return (
             spark.read.schema(schema)
             .option("header", True)
@@ -168,7 +178,9 @@ def _checked(raw, names: list[str]):
     from pyspark.sql.types import DoubleType, StringType, StructField, StructType
 
     has_corrupt = CORRUPT_RECORD in raw.columns
-    result_type = StructType([StructField(REASON, StringType())] + [StructField(_VALUE + f, DoubleType()) for f in FEATURES])
+    result_type = StructType(
+        [StructField(REASON, StringType())] + [StructField(_VALUE + f, DoubleType()) for f in FEATURES]
+    )
 
     @pandas_udf(result_type)
     def check(rows: pd.DataFrame) -> pd.DataFrame:

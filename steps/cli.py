@@ -1,32 +1,18 @@
-"""What every step's command line shares: one-line errors, exit codes and the run it logs to."""
+"""What every step's command line shares: the project's runner and the run a step logs to."""
 
 import contextlib
-import logging
 import os
 
 import click
 
-from registry_tools.command_line import fail, run_command
-from registry_tools.tracking import one_line
-from steps.config import TRAINING_EXPERIMENT
-from steps.errors import StepError
-
-_logger = logging.getLogger(__name__)
+from iris_core.command_line import run_command, setup_logging
+from iris_core.contract import TRAINING_EXPERIMENT
 
 
 def run(command: click.Command) -> None:
     """Run a step command: usage errors exit 2, expected failures exit 1, each as one line."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # urllib3 logs each bounded retry; an unreachable server is reported below in one line.
-    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
-    try:
-        run_command(command, StepError)
-    except Exception as exc:
-        from mlflow.exceptions import MlflowException  # imported late: a bad argument should not wait for MLflow
-
-        if not isinstance(exc, MlflowException):
-            raise
-        fail(one_line(exc), 1)
+    setup_logging()
+    run_command(command)
 
 
 @contextlib.contextmanager

@@ -1,18 +1,75 @@
-"""Names and defaults that several steps share, kept in one place so they cannot drift apart."""
+"""The steps' settings, each declared once with its default; the click options read their defaults from here.
 
-FEATURES = ("sepal_length", "sepal_width", "petal_length", "petal_width")
-LABEL = "species"
-CLASSES = ("setosa", "versicolor", "virginica")
+Every value arrives from MLflow unchecked (it checks only ``path`` and ``uri`` parameters),
+so each settings class has ``validated()``, which refuses a bad value with
+``InvalidParameter`` (exit 2) before a run is created.
+"""
+
+import math
+from dataclasses import dataclass
+
+from steps.errors import InvalidParameter
 
 DEFAULT_DATA_PATH = "data/iris.csv"
-DEFAULT_MODEL_NAME = "iris"
-TRAINING_EXPERIMENT = "iris-classification"
-MONITORING_EXPERIMENT = "iris-monitoring"
-BATCH_EXPERIMENT = "iris-batch-scoring"
-CHAMPION = "champion"
-CHALLENGER = "challenger"
+SOLVERS = ("lbfgs", "liblinear", "newton-cg", "newton-cholesky", "sag", "saga")
 
-# Run artifacts that later steps read back by run ID instead of by local path.
-TRAIN_SPLIT_ARTIFACT = "data/train.csv"
-HOLDOUT_SPLIT_ARTIFACT = "data/holdout.csv"
-MODEL_ARTIFACT = "model"
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyperparameters and split settings of ``train``."""
+
+    max_iter: int = 200
+    C: float = 1.0
+    solver: str = "lbfgs"
+    random_state: int = 42
+    test_size: float = 0.2
+
+    def validated(self) -> "TrainConfig":
+        if self.max_iter < 1:
+            raise InvalidParameter(f"max_iter must be a positive integer, got {self.max_iter}")
+        if not (math.isfinite(self.C) and self.C > 0):
+            raise InvalidParameter(f"C must be a positive number, got {self.C}")
+        if self.solver not in SOLVERS:
+            raise InvalidParameter(f"solver must be one of {', '.join(SOLVERS)}, got {self.solver!r}")
+        if not 0 < self.test_size < 1:
+            raise InvalidParameter(f"test_size must be between 0 and 1, got {self.test_size}")
+        return self
+
+    def params(self) -> dict:
+        return {"model_type": "LogisticRegression", **self.__dict__}
+
+
+@dataclass(frozen=True)
+class GateThresholds:
+    """The promotion gate of ``evaluate``: an absolute floor, and how much worse than the champion is tolerated."""
+
+    min_accuracy: float = 0.9
+    max_regression: float = 0.01  # largest allowed drop in accuracy or f1 against the champion
+
+    def validated(self) -> "GateThresholds":
+        if not 0 <= self.min_accuracy < float("inf"):
+            raise InvalidParameter(f"min_accuracy must be a non-negative number, got {self.min_accuracy}")
+        if not 0 <= self.max_regression <= 1:
+            raise InvalidParameter(f"max_regression must be between 0 and 1, got {self.max_regression}")
+        return self
+
+
+@dataclass(frozen=True)
+class DriftThresholds:
+    """When ``monitor`` calls live traffic drifted (see ``steps.drift``)."""
+
+    alpha: float = 0.01
+    psi_threshold: float = 0.25
+    class_shift: float = 0.2
+    min_rows: int = 30
+
+    def validated(self) -> "DriftThresholds":
+        if not 0 < self.alpha < 1:
+            raise InvalidParameter(f"alpha must be between 0 and 1, got {self.alpha}")
+        if not (math.isfinite(self.psi_threshold) and self.psi_threshold >= 0):
+            raise InvalidParameter(f"psi_threshold must be a non-negative number, got {self.psi_threshold}")
+        if not 0 <= self.class_shift <= 1:
+            raise InvalidParameter(f"class_shift must be between 0 and 1, got {self.class_shift}")
+        if self.min_rows < 2:
+            raise InvalidParameter(f"min_rows must be at least 2, got {self.min_rows}")
+        return self

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from steps.config import CLASSES, FEATURES, LABEL
+from iris_core.contract import DataSource, Tag
+from iris_core.schema import CLASSES, FEATURES, LABEL
 from steps.errors import DataValidationError
 
 _logger = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ class LoadedData:
     """A validated frame and where it came from."""
 
     frame: pd.DataFrame
-    source: str  # "csv" or "sklearn_fallback"
+    source: DataSource
     uri: str  # the file path, or SKLEARN_SOURCE
     fallback_reason: str | None = None
 
@@ -65,9 +66,7 @@ def validate_frame(frame: pd.DataFrame) -> pd.DataFrame:
         raise DataValidationError(f"wrong column names: missing {missing}, unexpected {unexpected}")
     frame = frame.set_axis(columns, axis=1)
     for column in FEATURES:
-        if not pd.api.types.is_numeric_dtype(frame[column]) or pd.api.types.is_bool_dtype(
-            frame[column]
-        ):
+        if not pd.api.types.is_numeric_dtype(frame[column]) or pd.api.types.is_bool_dtype(frame[column]):
             raise DataValidationError(f"feature column {column!r} is not numeric")
     nulls = [c for c in columns if frame[c].isna().any()]
     if nulls:
@@ -116,25 +115,24 @@ def load_dataset(path: str | Path) -> LoadedData:
     except DataValidationError as exc:
         reason = str(exc)
         _logger.warning("Data check failed for %s (%s); using scikit-learn's bundled Iris", path, reason)
-        return LoadedData(load_sklearn_iris(), "sklearn_fallback", SKLEARN_SOURCE, reason)
-    return LoadedData(frame, "csv", str(Path(path).resolve()))
+        return LoadedData(load_sklearn_iris(), DataSource.SKLEARN_FALLBACK, SKLEARN_SOURCE, reason)
+    return LoadedData(frame, DataSource.CSV, str(Path(path).resolve()))
 
 
 def data_tags(data: LoadedData) -> dict[str, str]:
     """Tags that let every model version say which data it was trained on."""
-    tags = {"data_source": data.source, "data_uri": data.uri}
+    tags = {Tag.DATA_SOURCE: data.source, Tag.DATA_URI: data.uri}
     if data.fallback_reason:
-        tags["data_fallback_reason"] = data.fallback_reason
+        tags[Tag.DATA_FALLBACK_REASON] = data.fallback_reason
     return tags
 
 
 def log_dataset(data: LoadedData, context: str = "training") -> None:
     """Log the frame as an MLflow dataset input of the active run, with source and digest."""
     import mlflow
-
     from mlflow.data.code_dataset_source import CodeDatasetSource
 
-    source = Path(data.uri).as_uri() if data.source == "csv" else CodeDatasetSource({"loader": data.uri})
+    source = Path(data.uri).as_uri() if data.source == DataSource.CSV else CodeDatasetSource({"loader": data.uri})
     with warnings.catch_warnings():
         # A local path matches both of MLflow's local sources; either is right.
         warnings.filterwarnings("ignore", message=".*interpreted in multiple ways.*")

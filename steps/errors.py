@@ -1,20 +1,16 @@
-"""The one exception family of the pipeline steps.
+"""The pipeline steps' errors, all ``IrisError``s: the command-line runner prints one line and exits with their code."""
 
-Entry points turn these into a one-line message and exit code 1; anything else is a bug
-and keeps its traceback.
-"""
+from iris_core.errors import EXIT_USAGE, IrisError
 
 
-class StepError(Exception):
-    """An expected failure of a step, reported to the user in one line."""
-
-    exit_code = 1
+class StepError(IrisError):
+    """An expected failure of a step (exit 1)."""
 
 
 class InvalidParameter(StepError):
     """A parameter value MLflow passed through unchecked (it checks only path and uri types)."""
 
-    exit_code = 2
+    exit_code = EXIT_USAGE
 
 
 class DataValidationError(StepError):
@@ -23,3 +19,7 @@ class DataValidationError(StepError):
 
 class GateFailed(StepError):
     """The challenger did not pass the promotion gate."""
+
+
+class DriftDetected(StepError):
+    """Live traffic drifted past the thresholds: exit 1 so that a scheduler can react."""

@@ -1,30 +1,30 @@
 """Entry point ``evaluate``: score a model version on its held-out split and apply the promotion gate.
 
 The challenger becomes ``champion`` only if it is accurate enough and not worse than the
-current champion on the same rows. The decision and its reasons are logged to the
-evaluation run and set as model-version tags; the alias moves through
+current champion on the same rows (``steps.gate``). The decision and its reasons are
+logged to the evaluation run and set as model-version tags; the alias moves through
 ``registry_tools.aliases`` so the move lands in the alias history.
 """
 
 import io
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import click
 import pandas as pd
 
-from registry_tools.names import ModelRef, parse_model_uri
-from steps import cli
-from steps.config import CHALLENGER, CHAMPION, DEFAULT_MODEL_NAME, FEATURES, HOLDOUT_SPLIT_ARTIFACT, LABEL
-from steps.errors import GateFailed, InvalidParameter, StepError
+from iris_core.contract import HOLDOUT_SPLIT_ARTIFACT, Tag, join_reasons
+from iris_core.refs import CHALLENGER, CHAMPION, DEFAULT_MODEL_NAME, alias_uri, version_uri
+from iris_core.resolver import alias_version
+from iris_core.schema import FEATURES, LABEL
+from steps import cli, options
+from steps.classification import classification_metrics
+from steps.config import GateThresholds
+from steps.errors import GateFailed, StepError
+from steps.gate import GateDecision, decide
+from steps.registry import check_model_uri, resolve_model_uri
 
 _logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class GateDecision:
-    passed: bool
-    reasons: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -37,51 +37,7 @@ class EvaluationResult:
     promoted: bool
 
 
-def decide(
-    challenger: dict, champion: dict | None, min_accuracy: float, max_regression: float
-) -> GateDecision:
-    """The gate as a pure function: absolute floor, then no regression beyond the tolerance."""
-    reasons, passed = [], True
-    accuracy = challenger["accuracy"]
-    if accuracy >= min_accuracy:
-        reasons.append(f"accuracy {accuracy:.4f} >= min_accuracy {min_accuracy}")
-    else:
-        passed = False
-        reasons.append(f"accuracy {accuracy:.4f} < min_accuracy {min_accuracy}")
-    for metric in ("accuracy", "f1_score") if champion else ():
-        drop = champion[metric] - challenger[metric]
-        verdict = "within" if drop <= max_regression + 1e-12 else "exceeds"
-        passed = passed and verdict == "within"
-        reasons.append(
-            f"{metric} {challenger[metric]:.4f} vs champion {champion[metric]:.4f}: "
-            f"drop {max(drop, 0):.4f} {verdict} max_regression {max_regression}"
-        )
-    return GateDecision(passed, reasons)
-
-
-def check_model_uri(model_uri: str) -> ModelRef:
-    try:
-        return parse_model_uri(model_uri)
-    except ValueError as exc:
-        raise InvalidParameter(str(exc)) from None
-
-
-def resolve_model_uri(client, model_uri: str) -> tuple[str, str]:
-    """(name, version) that the URI names in the registry right now."""
-    from mlflow.exceptions import MlflowException
-
-    ref = check_model_uri(model_uri)
-    name, version, alias = ref.name, ref.version, ref.alias
-    try:
-        if alias:
-            return name, str(client.get_model_version_by_alias(name, alias).version)
-        client.get_model_version(name, version)
-    except MlflowException:
-        raise StepError(f"no model version found for {model_uri}") from None
-    return name, version
-
-
-def load_holdout(client, run_id: str) -> pd.DataFrame:
+def load_holdout(run_id: str) -> pd.DataFrame:
     """The held-out split that the version's training run logged."""
     import mlflow
 
@@ -114,50 +70,54 @@ def evaluate_with_mlflow(holdout: pd.DataFrame, predicted: pd.Series) -> dict:
         model_type="classifier",
         evaluators=["default"],
     )
-    names = {"accuracy": "accuracy_score", "precision": "precision_score", "recall": "recall_score", "f1_score": "f1_score"}
+    names = {
+        "accuracy": "accuracy_score",
+        "precision": "precision_score",
+        "recall": "recall_score",
+        "f1_score": "f1_score",
+    }
     return {ours: float(result.metrics[theirs]) for ours, theirs in names.items()}
 
 
 def evaluate_version(
-    client, model_name: str, version: str, holdout: pd.DataFrame, min_accuracy: float, max_regression: float
+    client, model_name: str, version: str, holdout: pd.DataFrame, thresholds: GateThresholds
 ) -> EvaluationResult:
     """Evaluate inside the active run, tag the version with the decision, and promote on a pass."""
     import mlflow
 
-    from registry_tools.aliases import alias_version, move_alias
-    from steps.train import classification_metrics
+    from registry_tools.aliases import move_alias
 
-    model_uri = f"models:/{model_name}/{version}"
+    model_uri = version_uri(model_name, version)
     run_id = mlflow.active_run().info.run_id
-    mlflow.set_tags({"model_name": model_name, "model_version": version, "model_uri": model_uri})
-    mlflow.log_params({"model_uri": model_uri, "min_accuracy": min_accuracy, "max_regression": max_regression})
+    mlflow.set_tags({Tag.MODEL_NAME: model_name, Tag.MODEL_VERSION: version, Tag.MODEL_URI: model_uri})
+    mlflow.log_params({"model_uri": model_uri, **thresholds.__dict__})
     metrics = evaluate_with_mlflow(holdout, predict(model_uri, holdout))
     champion_version = alias_version(client, model_name, CHAMPION)
     champion_metrics = None
     if champion_version not in (None, version):
-        champion_predicted = predict(f"models:/{model_name}/{champion_version}", holdout)
+        champion_predicted = predict(version_uri(model_name, champion_version), holdout)
         champion_metrics = classification_metrics(holdout[LABEL], champion_predicted)
         mlflow.log_metrics({f"champion_{k}": champion_metrics[k] for k in ("accuracy", "f1_score")})
-    decision = decide(metrics, champion_metrics, min_accuracy, max_regression)
-    verdict = "passed" if decision.passed else "failed"
-    mlflow.set_tags({"gate_decision": verdict, "gate_reasons": "; ".join(decision.reasons)})
+    decision = decide(metrics, champion_metrics, thresholds.min_accuracy, thresholds.max_regression)
+    reasons = join_reasons(decision.reasons)
+    mlflow.set_tags({Tag.GATE_DECISION: decision.verdict, Tag.GATE_REASONS: reasons})
     version_tags = {
-        "gate_decision": verdict,
-        "gate_reasons": "; ".join(decision.reasons),
-        "evaluation_run_id": run_id,
-        "eval_accuracy": f"{metrics['accuracy']:.6f}",
-        "eval_f1_score": f"{metrics['f1_score']:.6f}",
+        Tag.GATE_DECISION: decision.verdict,
+        Tag.GATE_REASONS: reasons,
+        Tag.EVALUATION_RUN_ID: run_id,
+        Tag.EVAL_ACCURACY: f"{metrics['accuracy']:.6f}",
+        Tag.EVAL_F1_SCORE: f"{metrics['f1_score']:.6f}",
     }
     for key, value in version_tags.items():
         client.set_model_version_tag(model_name, version, key, value)
     promoted = decision.passed and champion_version != version
     if promoted:
-        move_alias(client, model_name, CHAMPION, version, how="gate", reason="; ".join(decision.reasons))
+        move_alias(client, model_name, CHAMPION, version, how="gate", reason=reasons)
     return EvaluationResult(model_name, version, metrics, champion_version, decision, promoted)
 
 
 def report(result: EvaluationResult) -> str:
-    lines = [f"{result.model_name} version {result.version}: gate {'passed' if result.decision.passed else 'failed'}"]
+    lines = [f"{result.model_name} version {result.version}: gate {result.decision.verdict}"]
     lines += [f"  - {reason}" for reason in result.decision.reasons]
     if result.promoted:
         lines.append(f"  @{CHAMPION} -> version {result.version} (was {result.champion_version or 'unset'})")
@@ -168,30 +128,22 @@ def report(result: EvaluationResult) -> str:
     return "\n".join(lines)
 
 
-def check_thresholds(min_accuracy: float, max_regression: float) -> None:
-    if not 0 <= min_accuracy < float("inf"):
-        raise InvalidParameter(f"min_accuracy must be a non-negative number, got {min_accuracy}")
-    if not 0 <= max_regression <= 1:
-        raise InvalidParameter(f"max_regression must be between 0 and 1, got {max_regression}")
-
-
 @click.command(help="Evaluate a model version on its held-out split; promote it to 'champion' if it passes the gate.")
-@click.option("--model-uri", default=f"models:/{DEFAULT_MODEL_NAME}@{CHALLENGER}", show_default=True)
-@click.option("--min-accuracy", type=float, default=0.9, show_default=True)
-@click.option("--max-regression", type=float, default=0.01, show_default=True, help="Largest allowed drop in accuracy or f1 against the champion.")
+@click.option("--model-uri", default=alias_uri(DEFAULT_MODEL_NAME, CHALLENGER), show_default=True)
+@options.gate
 def main(model_uri, min_accuracy, max_regression):
-    import mlflow
+    thresholds = GateThresholds(min_accuracy, max_regression).validated()
+    ref = check_model_uri(model_uri)
+    import mlflow  # after the checks: a bad argument should not wait for MLflow's import
 
-    check_thresholds(min_accuracy, max_regression)
-    check_model_uri(model_uri)
     client = mlflow.MlflowClient()
-    model_name, version = resolve_model_uri(client, model_uri)
-    holdout = load_holdout(client, client.get_model_version(model_name, version).run_id)
+    target = resolve_model_uri(client, ref)
+    holdout = load_holdout(target.run_id)
     with cli.step_run("evaluate"):
-        result = evaluate_version(client, model_name, version, holdout, min_accuracy, max_regression)
+        result = evaluate_version(client, ref.name, target.version, holdout, thresholds)
     click.echo(report(result))
     if not result.decision.passed:
-        raise GateFailed(f"gate failed for {model_name} version {version}")
+        raise GateFailed(f"gate failed for {result.model_name} version {result.version}")
 
 
 if __name__ == "__main__":

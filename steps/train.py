@@ -7,7 +7,6 @@ and ``monitor``), the dataset input, and the pyfunc model with its signature.
 
 import importlib.metadata
 import logging
-import math
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -16,51 +15,19 @@ from pathlib import Path
 import click
 import pandas as pd
 
-from steps import cli
-from steps.config import (
-    CHALLENGER,
-    CLASSES,
-    DEFAULT_DATA_PATH,
-    DEFAULT_MODEL_NAME,
-    FEATURES,
-    HOLDOUT_SPLIT_ARTIFACT,
-    LABEL,
-    MODEL_ARTIFACT,
-    TRAIN_SPLIT_ARTIFACT,
-)
+from iris_core.contract import HOLDOUT_SPLIT_ARTIFACT, MODEL_ARTIFACT, TRAIN_SPLIT_ARTIFACT, Tag
+from iris_core.refs import CHALLENGER, version_uri
+from iris_core.schema import FEATURES, LABEL
+from steps import cli, options
+from steps.classification import classification_metrics, confusion_matrix_figure
+from steps.config import TrainConfig
 from steps.data import LoadedData, load_dataset, log_dataset
-from steps.errors import InvalidParameter, StepError
+from steps.training import fit, split
 
 _logger = logging.getLogger(__name__)
 
-SOLVERS = ("lbfgs", "liblinear", "newton-cg", "newton-cholesky", "sag", "saga")
 MODEL_CODE = Path(__file__).with_name("iris_model.py")
 MODEL_REQUIREMENTS = ("mlflow", "scikit-learn", "pandas")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Hyperparameters and split settings; built only through ``validated`` so bad values never reach a run."""
-
-    max_iter: int = 200
-    C: float = 1.0
-    solver: str = "lbfgs"
-    random_state: int = 42
-    test_size: float = 0.2
-
-    def validated(self) -> "TrainConfig":
-        if self.max_iter < 1:
-            raise InvalidParameter(f"max_iter must be a positive integer, got {self.max_iter}")
-        if not (math.isfinite(self.C) and self.C > 0):
-            raise InvalidParameter(f"C must be a positive number, got {self.C}")
-        if self.solver not in SOLVERS:
-            raise InvalidParameter(f"solver must be one of {', '.join(SOLVERS)}, got {self.solver!r}")
-        if not 0 < self.test_size < 1:
-            raise InvalidParameter(f"test_size must be between 0 and 1, got {self.test_size}")
-        return self
-
-    def params(self) -> dict:
-        return {"model_type": "LogisticRegression", **self.__dict__}
 
 
 @dataclass(frozen=True)
@@ -73,59 +40,7 @@ class TrainResult:
 
     @property
     def model_uri(self) -> str:
-        return f"models:/{self.model_name}/{self.version}"
-
-
-def split(frame: pd.DataFrame, config: TrainConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
-    from sklearn.model_selection import train_test_split
-
-    try:
-        return train_test_split(
-            frame, test_size=config.test_size, random_state=config.random_state, stratify=frame[LABEL]
-        )
-    except ValueError as exc:  # too few rows of a class for a stratified split
-        raise StepError(f"cannot split the data: {exc}") from None
-
-
-def fit(train: pd.DataFrame, config: TrainConfig):
-    from sklearn.linear_model import LogisticRegression
-
-    estimator = LogisticRegression(
-        max_iter=config.max_iter, solver=config.solver, C=config.C, random_state=config.random_state
-    )
-    return estimator.fit(train[list(FEATURES)], train[LABEL])
-
-
-def classification_metrics(y_true, y_pred) -> dict[str, float]:
-    """Weighted averages plus per-class f1, the numbers the gate and the registry list show."""
-    from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
-
-    precision, recall, f1, _ = precision_recall_fscore_support(
-        y_true, y_pred, average="weighted", zero_division=0
-    )
-    metrics = {
-        "accuracy": float(accuracy_score(y_true, y_pred)),
-        "precision": float(precision),
-        "recall": float(recall),
-        "f1_score": float(f1),
-    }
-    per_class = f1_score(y_true, y_pred, labels=list(CLASSES), average=None, zero_division=0)
-    metrics.update({f"f1_{name}": float(v) for name, v in zip(CLASSES, per_class)})
-    return metrics
-
-
-def confusion_matrix_figure(y_true, y_pred):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from sklearn.metrics import ConfusionMatrixDisplay
-
-    display = ConfusionMatrixDisplay.from_predictions(
-        y_true, y_pred, labels=list(CLASSES), display_labels=list(CLASSES), colorbar=False
-    )
-    display.ax_.set_title("Iris classifier: held-out confusion matrix")
-    display.figure_.tight_layout()
-    return display.figure_
+        return version_uri(self.model_name, self.version)
 
 
 def log_pyfunc_model(estimator, train: pd.DataFrame, model_name: str):
@@ -177,7 +92,7 @@ def train_and_register(data: LoadedData, config: TrainConfig, model_name: str) -
     info = log_pyfunc_model(estimator, train, model_name)
     version = str(info.registered_model_version)
     client = mlflow.MlflowClient()
-    for key, value in {**config.params(), "data_source": data.source, "training_run_id": run.info.run_id}.items():
+    for key, value in {**config.params(), Tag.DATA_SOURCE: data.source, Tag.TRAINING_RUN_ID: run.info.run_id}.items():
         client.set_model_version_tag(model_name, version, key, str(value))
     move_alias(client, model_name, CHALLENGER, version, how="train", reason=f"trained in run {run.info.run_id}")
     _logger.info("Registered %s version %s (accuracy %.4f)", model_name, version, metrics["accuracy"])
@@ -185,13 +100,9 @@ def train_and_register(data: LoadedData, config: TrainConfig, model_name: str) -
 
 
 @click.command(help="Train, log and register the Iris classifier; the new version gets the alias 'challenger'.")
-@click.option("--data-path", default=DEFAULT_DATA_PATH, show_default=True, help="CSV to train on (falls back to scikit-learn's copy).")
-@click.option("--max-iter", type=int, default=200, show_default=True)
-@click.option("--C", "C", type=float, default=1.0, show_default=True, help="Inverse regularisation strength.")
-@click.option("--solver", default="lbfgs", show_default=True, help=f"One of {', '.join(SOLVERS)}.")
-@click.option("--test-size", type=float, default=0.2, show_default=True)
-@click.option("--random-state", type=int, default=42, show_default=True)
-@click.option("--model-name", default=DEFAULT_MODEL_NAME, show_default=True)
+@options.data_path
+@options.training
+@options.model_name
 def main(data_path, max_iter, C, solver, test_size, random_state, model_name):
     config = TrainConfig(max_iter, C, solver, random_state, test_size).validated()
     data = load_dataset(data_path)

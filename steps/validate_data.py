@@ -6,21 +6,22 @@ as the run tag ``data_fallback_reason``.
 
 import click
 
-from steps import cli
-from steps.config import DEFAULT_DATA_PATH
+from steps import cli, options
 from steps.data import LoadedData, load_dataset, log_dataset
 
 
 def summary(data: LoadedData) -> str:
     counts = data.frame["species"].value_counts().sort_index()
-    line = f"{len(data.frame)} rows from {data.source} ({data.uri}); " + ", ".join(f"{k}={v}" for k, v in counts.items())
+    line = f"{len(data.frame)} rows from {data.source} ({data.uri}); " + ", ".join(
+        f"{k}={v}" for k, v in counts.items()
+    )
     if data.fallback_reason:
         line += f"\nfallback reason: {data.fallback_reason}"
     return line
 
 
 @click.command(help="Validate the Iris CSV (or fall back to scikit-learn's copy) and log it as a dataset input.")
-@click.option("--data-path", default=DEFAULT_DATA_PATH, show_default=True, help="CSV with the 4 features and species.")
+@options.data_path
 def main(data_path):
     data = load_dataset(data_path)
     with cli.step_run("validate_data"):

@@ -85,15 +85,16 @@ def build_versions(specs: list[dict]) -> None:
     """Train, register and gate one version per spec with the real pipeline code, in process."""
     import mlflow
 
+    from steps.config import GateThresholds, TrainConfig
     from steps.main import run_pipeline
-    from steps.train import TrainConfig
 
     try:
         mlflow.set_experiment("iris-classification")
         for spec in specs:
             config = TrainConfig(C=spec.get("C", 1.0), max_iter=spec.get("max_iter", 200))
             with mlflow.start_run(run_name="main"):
-                run_pipeline(str(REPO / "data" / "iris.csv"), config, "iris", spec.get("min_accuracy", 0.9), 0.01)
+                thresholds = GateThresholds(spec.get("min_accuracy", 0.9), 0.01)
+                run_pipeline(str(REPO / "data" / "iris.csv"), config, "iris", thresholds)
     finally:
         # set_experiment exports MLFLOW_EXPERIMENT_ID; left behind, it would send later
         # processes to an experiment of this store.

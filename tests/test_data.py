@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from steps.config import CLASSES, FEATURES, LABEL
+from iris_core.schema import CLASSES, FEATURES, LABEL
 from steps.data import MIN_ROWS, load_dataset, validate_frame
 from steps.errors import DataValidationError
 from tests.conftest import REPO
@@ -60,9 +60,22 @@ FALLBACK_CASES = {
     "4 columns": (corrupt(lambda f: f.drop(columns=["petal_width"])), "expected 5 columns, found 4"),
     "6 columns": (corrupt(lambda f: f.assign(extra=1.0)), "expected 5 columns, found 6"),
     "wrong column names": (corrupt(lambda f: f.rename(columns={"sepal_length": "sepal_len"})), "wrong column names"),
-    "a string in a feature column": (corrupt(lambda f: f.astype({"sepal_width": object}).assign(sepal_width=lambda d: d["sepal_width"].where(d.index != 3, "wide"))), "'sepal_width' is not numeric"),
-    "an unknown label": (corrupt(lambda f: f.assign(species=lambda d: d[LABEL].where(d.index != 7, "iris-rosa"))), "unknown labels ['iris-rosa']"),
-    "a NaN": (corrupt(lambda f: f.assign(petal_length=lambda d: d["petal_length"].where(d.index != 5))), "null values in columns ['petal_length']"),
+    "a string in a feature column": (
+        corrupt(
+            lambda f: f.astype({"sepal_width": object}).assign(
+                sepal_width=lambda d: d["sepal_width"].where(d.index != 3, "wide")
+            )
+        ),
+        "'sepal_width' is not numeric",
+    ),
+    "an unknown label": (
+        corrupt(lambda f: f.assign(species=lambda d: d[LABEL].where(d.index != 7, "iris-rosa"))),
+        "unknown labels ['iris-rosa']",
+    ),
+    "a NaN": (
+        corrupt(lambda f: f.assign(petal_length=lambda d: d["petal_length"].where(d.index != 5))),
+        "null values in columns ['petal_length']",
+    ),
     "9 rows": (corrupt(lambda f: f.head(9)), "only 9 rows, need at least 10"),
 }
 
@@ -117,7 +130,9 @@ def assert_invariants(frame: pd.DataFrame):
 @given(
     rows=st.integers(min_value=0, max_value=40),
     features=st.lists(st.floats(allow_nan=True, allow_infinity=True, width=32), min_size=4 * 40, max_size=4 * 40),
-    labels=st.lists(st.sampled_from([*CLASSES, "0", "1", "2", 0, 1, 2, 2.0, "x", None, True]), min_size=40, max_size=40),
+    labels=st.lists(
+        st.sampled_from([*CLASSES, "0", "1", "2", 0, 1, 2, 2.0, "x", None, True]), min_size=40, max_size=40
+    ),
 )
 def test_any_frame_the_validator_accepts_has_the_invariants(rows, features, labels):
     frame = pd.DataFrame(np.array(features[: rows * 4]).reshape(rows, 4), columns=list(FEATURES))
@@ -146,7 +161,9 @@ def test_random_corruption_is_rejected_with_a_reason_or_passes_as_valid_never_ra
     elif operation == "drop_column":
         frame = frame.drop(columns=[data.draw(st.sampled_from(list(frame.columns)))])
     elif operation == "rename":
-        frame = frame.rename(columns={data.draw(st.sampled_from(list(frame.columns))): data.draw(st.text(min_size=1, max_size=8))})
+        frame = frame.rename(
+            columns={data.draw(st.sampled_from(list(frame.columns))): data.draw(st.text(min_size=1, max_size=8))}
+        )
     elif operation == "truncate":
         frame = frame.head(data.draw(st.integers(0, 20)))
     elif operation == "duplicate_column":

@@ -2,8 +2,9 @@
 
 import pytest
 
+from steps.config import GateThresholds
 from steps.errors import InvalidParameter
-from steps.evaluate import check_thresholds, decide
+from steps.gate import decide
 
 GOOD = {"accuracy": 0.96, "f1_score": 0.96}
 
@@ -43,4 +44,4 @@ def test_min_accuracy_above_one_forces_a_failure():
 @pytest.mark.parametrize("min_accuracy, max_regression", [(-0.1, 0.01), (0.9, -1), (0.9, 2), (float("nan"), 0.01)])
 def test_nonsense_thresholds_are_refused(min_accuracy, max_regression):
     with pytest.raises(InvalidParameter):
-        check_thresholds(min_accuracy, max_regression)
+        GateThresholds(min_accuracy, max_regression).validated()

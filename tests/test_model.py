@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from steps.config import CLASSES, FEATURES
+from iris_core.schema import CLASSES, FEATURES
 
 
 @pytest.fixture(scope="module")

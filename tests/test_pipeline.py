@@ -4,14 +4,14 @@ One module-scoped store goes through three pipeline runs (pass, pass, forced fai
 the tests read what they left behind. Single-step and error runs get their own stores.
 """
 
-import json
 import os
 
 import pytest
 import requests
 
-from registry_tools.aliases import alias_history, alias_version
-from steps.config import CLASSES, FEATURES
+from iris_core.resolver import alias_version
+from iris_core.schema import CLASSES, FEATURES
+from registry_tools.aliases import alias_history
 from tests.conftest import REPO, mlflow_cli, sqlite_uri
 from tests.support import free_port, http_ok, stop_process, wait_until
 
@@ -19,7 +19,15 @@ pytestmark = pytest.mark.slow
 
 
 def run_project(store_dir, *args):
-    return mlflow_cli("run", str(REPO), "--env-manager", "local", *args, cwd=store_dir, env={"MLFLOW_TRACKING_URI": sqlite_uri(store_dir)})
+    return mlflow_cli(
+        "run",
+        str(REPO),
+        "--env-manager",
+        "local",
+        *args,
+        cwd=store_dir,
+        env={"MLFLOW_TRACKING_URI": sqlite_uri(store_dir)},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -51,14 +59,21 @@ def test_first_pipeline_run_succeeds_and_makes_version_1_champion(pipeline_store
     assert first.returncode == 0, first.stderr[-2000:]
     assert "@champion -> version 1" in first.stdout
     history = alias_history(client, "iris", "champion")
-    assert [(m.from_version, m.to_version, m.how) for m in reversed(history)] == [(None, "1", "gate"), ("1", "2", "gate")]
+    assert [(m.from_version, m.to_version, m.how) for m in reversed(history)] == [
+        (None, "1", "gate"),
+        ("1", "2", "gate"),
+    ]
 
 
 def test_training_run_logs_params_metrics_and_artifacts(client):
     run = training_run(client, "1")
     assert run.data.params == {
-        "model_type": "LogisticRegression", "max_iter": "200", "C": "1.0", "solver": "lbfgs",
-        "random_state": "42", "test_size": "0.2",
+        "model_type": "LogisticRegression",
+        "max_iter": "200",
+        "C": "1.0",
+        "solver": "lbfgs",
+        "random_state": "42",
+        "test_size": "0.2",
     }
     for metric in ("accuracy", "precision", "recall", "f1_score", *(f"f1_{c}" for c in CLASSES)):
         assert 0.9 <= run.data.metrics[metric] <= 1.0, metric
@@ -114,15 +129,31 @@ def test_forced_failing_gate_exits_nonzero_and_leaves_champion(pipeline_store, c
 
 
 def test_models_serve_of_the_champion_answers_with_the_promised_shape(pipeline_store):
-    from tests.support import BIN
     import subprocess
+
+    from tests.support import BIN
 
     store = pipeline_store[0]
     port = free_port()
     proc = subprocess.Popen(
-        [str(BIN / "mlflow"), "models", "serve", "-m", "models:/iris@champion", "-h", "127.0.0.1", "-p", str(port), "--env-manager", "local"],
-        cwd=store, env={**os.environ, "MLFLOW_TRACKING_URI": sqlite_uri(store)},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        [
+            str(BIN / "mlflow"),
+            "models",
+            "serve",
+            "-m",
+            "models:/iris@champion",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "--env-manager",
+            "local",
+        ],
+        cwd=store,
+        env={**os.environ, "MLFLOW_TRACKING_URI": sqlite_uri(store)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     try:
         wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/ping"), timeout=120, what="models serve")
@@ -141,7 +172,9 @@ def test_models_serve_of_the_champion_answers_with_the_promised_shape(pipeline_s
 
 def test_single_steps_run_as_entry_points_and_a_missing_csv_falls_back(tmp_path):
     # validate_data as a single step: see the uv test below.
-    trained = run_project(tmp_path, "-e", "train", "-P", "max_iter=300", "-P", "C=0.5", "-P", "data_path=/nonexistent/iris.csv")
+    trained = run_project(
+        tmp_path, "-e", "train", "-P", "max_iter=300", "-P", "C=0.5", "-P", "data_path=/nonexistent/iris.csv"
+    )
     assert trained.returncode == 0, trained.stderr[-2000:]
     assert "registered models:/iris/1 as @challenger" in trained.stdout
     evaluated = run_project(tmp_path, "-e", "evaluate", "-P", "model_uri=models:/iris/1")
@@ -174,7 +207,9 @@ def test_bad_hyperparameter_under_mlflow_run_fails_in_one_line_and_trains_nothin
 
 
 def test_uv_env_manager_runs_a_step_in_an_isolated_env_built_from_python_env_yaml(tmp_path):
-    result = run_project(tmp_path, "--env-manager", "uv", "-e", "validate_data", "-P", f"data_path={REPO / 'data' / 'iris.csv'}")
+    result = run_project(
+        tmp_path, "--env-manager", "uv", "-e", "validate_data", "-P", f"data_path={REPO / 'data' / 'iris.csv'}"
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "/.mlflow/envs/" in result.stderr  # the step ran inside MLflow's own environment
     assert "150 rows from csv" in result.stdout

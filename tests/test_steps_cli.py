@@ -12,16 +12,19 @@ def step(module: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True, timeout=120)
 
 
-@pytest.mark.parametrize("module, args, message", [
-    ("steps.train", ["--max-iter", "-3"], "max_iter must be a positive integer, got -3"),
-    ("steps.train", ["--C", "abc"], "'abc' is not a valid float"),
-    ("steps.train", ["--C", "0"], "C must be a positive number, got 0.0"),
-    ("steps.train", ["--solver", "simplex"], "solver must be one of"),
-    ("steps.train", ["--test-size", "1.5"], "test_size must be between 0 and 1"),
-    ("steps.main", ["--max-iter", "x"], "'x' is not a valid integer"),
-    ("steps.main", ["--min-accuracy", "-1"], "min_accuracy must be a non-negative number"),
-    ("steps.evaluate", ["--model-uri", "runs:/abc/model"], "model URI must look like models:/<name>@<alias>"),
-])
+@pytest.mark.parametrize(
+    "module, args, message",
+    [
+        ("steps.train", ["--max-iter", "-3"], "max_iter must be a positive integer, got -3"),
+        ("steps.train", ["--C", "abc"], "'abc' is not a valid float"),
+        ("steps.train", ["--C", "0"], "C must be a positive number, got 0.0"),
+        ("steps.train", ["--solver", "simplex"], "solver must be one of"),
+        ("steps.train", ["--test-size", "1.5"], "test_size must be between 0 and 1"),
+        ("steps.main", ["--max-iter", "x"], "'x' is not a valid integer"),
+        ("steps.main", ["--min-accuracy", "-1"], "min_accuracy must be a non-negative number"),
+        ("steps.evaluate", ["--model-uri", "runs:/abc/model"], "model URI must look like models:/<name>@<alias>"),
+    ],
+)
 def test_bad_parameter_is_one_line_exit_2_and_creates_no_store(module, args, message, tmp_path):
     result = step(module, *args)
     assert result.returncode == 2

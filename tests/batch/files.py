@@ -9,7 +9,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from steps.config import FEATURES
+from iris_core.schema import FEATURES
 
 LOW, HIGH = [4.3, 2.0, 1.0, 0.1], [7.9, 4.4, 6.9, 2.5]
 FLOAT_COLUMNS = (*FEATURES, "confidence")
@@ -29,7 +29,10 @@ BAD_CSV = {
 # Lines with the wrong number of fields (the header has 6): the id is inside the line.
 MALFORMED_CSV = {
     "bad-short": ("bad-short,5.1,3.5,1.4", "malformed CSV row: 4 fields, the header has 6: bad-short,5.1,3.5,1.4"),
-    "bad-long": ("bad-long,5.1,3.5,1.4,0.2,a,b", "malformed CSV row: 7 fields, the header has 6: bad-long,5.1,3.5,1.4,0.2,a,b"),
+    "bad-long": (
+        "bad-long,5.1,3.5,1.4,0.2,a,b",
+        "malformed CSV row: 7 fields, the header has 6: bad-long,5.1,3.5,1.4,0.2,a,b",
+    ),
 }
 # Typed Parquet rows that must be rejected: (values of the four features, reason).
 BAD_PARQUET = {
@@ -58,7 +61,7 @@ def write_csv(path: Path, count: int, seed: int = 0, bad_every: int = 97) -> Gen
     lines, valid, reasons = ["id,sepal_length,sepal_width,petal_length,petal_width,note"], [], {}
     for index, row in enumerate(valid_features(count, seed)):
         row_id = f"row-{index}"
-        lines.append(f"{row_id},{','.join(map(str, row))},\"n, {index % 5}\"")
+        lines.append(f'{row_id},{",".join(map(str, row))},"n, {index % 5}"')
         valid.append(row_id)
         if index % bad_every == 0 and index // bad_every < len(bad):
             bad_id, (text, reason) = bad[index // bad_every]
@@ -76,10 +79,15 @@ def write_parquet(path: Path, count: int, seed: int = 0) -> Generated:
         at = (position * 131) % (count + 1)
         features.insert(at, list(values))
         ids.insert(at, bad_id)
-    columns = {"id": pa.array(ids), **{f: pa.array([r[i] for r in features], pa.float64()) for i, f in enumerate(FEATURES)}}
+    columns = {
+        "id": pa.array(ids),
+        **{f: pa.array([r[i] for r in features], pa.float64()) for i, f in enumerate(FEATURES)},
+    }
     columns["batch"] = pa.array([i % 7 for i in range(len(ids))], pa.int32())
     pq.write_table(pa.table(columns), path, row_group_size=max(1, count // 3))
-    return Generated(path, [i for i in ids if i.startswith("row-")], {k: reason for k, (_, reason) in BAD_PARQUET.items()})
+    return Generated(
+        path, [i for i in ids if i.startswith("row-")], {k: reason for k, (_, reason) in BAD_PARQUET.items()}
+    )
 
 
 def read_any(path) -> pd.DataFrame:
@@ -91,7 +99,9 @@ def read_any(path) -> pd.DataFrame:
     else:
         frame = pd.concat([pd.read_csv(p, dtype=str, keep_default_na=False) for p in parts], ignore_index=True)
     if "confidence_scores" in frame:
-        frame["confidence_scores"] = [json.loads(v) if isinstance(v, str) else dict(v) for v in frame["confidence_scores"]]
+        frame["confidence_scores"] = [
+            json.loads(v) if isinstance(v, str) else dict(v) for v in frame["confidence_scores"]
+        ]
     return frame
 
 

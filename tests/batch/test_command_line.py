@@ -13,7 +13,11 @@ from tests.conftest import REPO, mlflow_cli
 def batch_predict(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "steps.batch_predict", *args],
-        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=timeout,
+        cwd=REPO,
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -44,7 +48,9 @@ def test_a_missing_input_file_exits_1_with_one_line(registry, tmp_path):
 
 def test_a_model_alias_that_is_not_set_exits_1_with_one_line(registry, tmp_path):
     write_csv(tmp_path / "in.csv", 10)
-    result = batch_predict("--input", str(tmp_path / "in.csv"), "--output", str(tmp_path / "out.csv"), "--model-uri", "models:/iris@nobody")
+    result = batch_predict(
+        "--input", str(tmp_path / "in.csv"), "--output", str(tmp_path / "out.csv"), "--model-uri", "models:/iris@nobody"
+    )
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == "error: no model version found for models:/iris@nobody"
 
@@ -55,8 +61,20 @@ def test_mlflow_run_batch_predict_scores_a_file_into_the_batch_experiment(regist
 
     data = write_csv(tmp_path / "in.csv", 1200)
     result = mlflow_cli(
-        "run", str(REPO), "-e", "batch_predict", "--env-manager", "local", "--experiment-name", "iris-batch-scoring",
-        "-P", f"input={data.path}", "-P", f"output={tmp_path / 'scores.parquet'}", "-P", "chunk_size=400",
+        "run",
+        str(REPO),
+        "-e",
+        "batch_predict",
+        "--env-manager",
+        "local",
+        "--experiment-name",
+        "iris-batch-scoring",
+        "-P",
+        f"input={data.path}",
+        "-P",
+        f"output={tmp_path / 'scores.parquet'}",
+        "-P",
+        "chunk_size=400",
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-2000:]

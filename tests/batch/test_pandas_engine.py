@@ -4,9 +4,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from iris_core.schema import CLASSES, FEATURES
 from steps.batch_pandas import score_file
 from steps.batch_predict import BatchJob, run_job
-from steps.config import CLASSES, FEATURES
 from steps.errors import StepError
 from tests.batch.files import BAD_CSV, MALFORMED_CSV, read_any, scored, write_csv, write_parquet
 
@@ -20,7 +20,15 @@ def test_every_valid_csv_row_is_scored_with_the_models_full_output(champion, tmp
     tally = score_file(str(data.path), "out.csv", "rejects.csv", champion.predict, chunk_size=250)
     out = read_any("out.csv")
     assert out["id"].tolist() == data.valid_ids  # input order kept
-    assert list(out.columns) == ["id", *FEATURES, "note", "prediction", "prediction_index", "confidence", "confidence_scores"]
+    assert list(out.columns) == [
+        "id",
+        *FEATURES,
+        "note",
+        "prediction",
+        "prediction_index",
+        "confidence",
+        "confidence_scores",
+    ]
     expected = expected_scores(champion, out)
     assert out["prediction"].tolist() == expected["prediction"].tolist()
     assert out["prediction_index"].astype(int).tolist() == expected["prediction_index"].tolist()
@@ -56,7 +64,9 @@ def test_parquet_keeps_column_types_and_writes_scores_as_a_struct(champion, tmp_
     tally = score_file(str(data.path), "out.parquet", "rejects.parquet", champion.predict, chunk_size=128)
     schema = pq.read_schema("out.parquet")
     assert str(schema.field("batch").type) == "int32"
-    assert str(schema.field("confidence_scores").type) == "struct<setosa: double, versicolor: double, virginica: double>"
+    assert (
+        str(schema.field("confidence_scores").type) == "struct<setosa: double, versicolor: double, virginica: double>"
+    )
     out = scored("out.parquet")
     assert sorted(out["id"]) == sorted(data.valid_ids)
     rejects = read_any("rejects.parquet")
@@ -109,7 +119,11 @@ def test_a_job_logs_row_counts_class_mix_and_the_version_it_used(registry, tmp_p
     with mlflow.start_run() as run:
         tally = run_job(BatchJob(str(data.path), "out.csv", chunk_size=300).validated())
     logged = mlflow.MlflowClient().get_run(run.info.run_id).data
-    assert (logged.metrics["rows_read"], logged.metrics["rows_scored"], logged.metrics["rows_rejected"]) == (1211, 1200, 11)
+    assert (logged.metrics["rows_read"], logged.metrics["rows_scored"], logged.metrics["rows_rejected"]) == (
+        1211,
+        1200,
+        11,
+    )
     assert {name: logged.metrics[f"predicted_{name}"] for name in CLASSES} == tally.class_mix()
     assert sum(logged.metrics[f"predicted_share_{name}"] for name in CLASSES) == pytest.approx(1.0)
     assert logged.tags["model_uri"] == "models:/iris/2"  # the alias, resolved once

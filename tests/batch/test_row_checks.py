@@ -4,9 +4,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from iris_core.schema import FEATURES
+from steps import batch_rows
 from steps.batch_predict import BatchJob, default_rejects_path
-from steps.batch_rows import MAX_VALUE, _NUMBER, check_chunk, check_input_columns, file_format
-from steps.config import FEATURES
+from steps.batch_rows import check_chunk, check_input_columns, file_format
 from steps.errors import InvalidParameter, StepError
 
 
@@ -48,7 +49,11 @@ def test_each_kind_of_bad_text_value_gets_its_reason(value, reason):
 
 def test_typed_values_are_checked_by_value():
     assert reasons_for([5.1, np.nan, np.inf, -1.0, 1e6], "float64") == [
-        None, "sepal_length: missing", "sepal_length: must be finite", "sepal_length: must be > 0 and <= 1e+06, got -1", None,
+        None,
+        "sepal_length: missing",
+        "sepal_length: must be finite",
+        "sepal_length: must be > 0 and <= 1e+06, got -1",
+        None,
     ]
 
 
@@ -59,7 +64,9 @@ def test_booleans_and_timestamps_are_not_numbers(values, dtype):
 
 def test_every_failing_column_is_named_in_one_reason():
     chunk = frame(sepal_length=["x"], petal_width=["-1"])
-    assert check_chunk(chunk)[1].tolist() == ["sepal_length: must be a number, got a string; petal_width: must be > 0 and <= 1e+06, got -1"]
+    assert check_chunk(chunk)[1].tolist() == [
+        "sepal_length: must be a number, got a string; petal_width: must be > 0 and <= 1e+06, got -1"
+    ]
 
 
 def test_failing_values_never_reach_the_model_as_numbers():
@@ -70,8 +77,8 @@ def test_failing_values_never_reach_the_model_as_numbers():
 def test_the_limits_are_the_serving_proxys():
     from serving import validation
 
-    assert MAX_VALUE == validation.MAX_VALUE
-    assert _NUMBER.pattern == validation._NUMBER.pattern
+    assert batch_rows.MAX_VALUE == validation.MAX_VALUE
+    assert batch_rows.NUMBER.pattern == validation.NUMBER.pattern
 
 
 def test_a_file_without_a_feature_column_cannot_be_scored():
@@ -84,7 +91,9 @@ def test_a_file_with_an_output_column_already_in_it_is_refused():
         check_input_columns([*FEATURES, "prediction"])
 
 
-@pytest.mark.parametrize("path, kind", [("a.csv", "csv"), ("dir/b.PARQUET", "parquet"), ("c.pq", "parquet"), ("spark-out.csv/", "csv")])
+@pytest.mark.parametrize(
+    "path, kind", [("a.csv", "csv"), ("dir/b.PARQUET", "parquet"), ("c.pq", "parquet"), ("spark-out.csv/", "csv")]
+)
 def test_the_format_follows_the_extension(path, kind):
     assert file_format(path) == kind
 

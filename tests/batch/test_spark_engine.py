@@ -7,9 +7,9 @@ with their reasons must be the same. Spark writes directories of part files; the
 
 import pytest
 
+from iris_core.schema import FEATURES
 from steps.batch_pandas import score_file
 from steps.batch_spark import score_with_spark
-from steps.config import FEATURES
 from tests.batch.files import assert_same_scores, read_any, scored, write_csv, write_parquet
 from tests.conftest import REPO, mlflow_cli
 
@@ -61,16 +61,32 @@ def test_mlflow_run_with_engine_spark_scores_on_the_master_it_is_given(registry,
 
     data = write_csv(tmp_path / "in.csv", 1200)
     result = mlflow_cli(
-        "run", str(REPO), "-e", "batch_predict", "--env-manager", "local",
-        "-P", f"input={data.path}", "-P", f"output={tmp_path / 'scores.csv'}",
-        "-P", "engine=spark", "-P", "spark_master=local[1]", "-P", "chunk_size=500",
-        cwd=tmp_path, timeout=600,
+        "run",
+        str(REPO),
+        "-e",
+        "batch_predict",
+        "--env-manager",
+        "local",
+        "-P",
+        f"input={data.path}",
+        "-P",
+        f"output={tmp_path / 'scores.csv'}",
+        "-P",
+        "engine=spark",
+        "-P",
+        "spark_master=local[1]",
+        "-P",
+        "chunk_size=500",
+        cwd=tmp_path,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "scored 1200 of 1211 rows (spark engine)" in result.stdout
     out = scored(tmp_path / "scores.csv")
     assert sorted(out["id"]) == sorted(data.valid_ids)
     assert list(out.columns)[1:5] == list(FEATURES)
-    (run,) = mlflow.search_runs(filter_string="params.engine = 'spark'", search_all_experiments=True, output_format="list")
+    (run,) = mlflow.search_runs(
+        filter_string="params.engine = 'spark'", search_all_experiments=True, output_format="list"
+    )
     assert run.data.tags["spark_master"] == "local[1]"  # `mlflow run` logs the param shell-quoted
     assert run.data.metrics["rows_scored"] == 1200

@@ -86,7 +86,11 @@ def stage_image_files(target: Path) -> Path:
 
     for source, destination in copies():
         origin = REPO / source
-        place = target / destination if not destination.endswith("/") or origin.is_dir() else target / destination / origin.name
+        place = (
+            target / destination
+            if not destination.endswith("/") or origin.is_dir()
+            else target / destination / origin.name
+        )
         if origin.is_dir():
             shutil.copytree(origin, place, ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
         else:

@@ -38,14 +38,23 @@ def started_container(registry_dir: Path, workdir: Path):
     app = stage_image_files(workdir / "app")
     port = free_port()
     env = container_env(
-        SERVING_HOST="127.0.0.1", SERVING_PORT=str(port), MLFLOW_TRACKING_URI=sqlite_uri(registry_dir), SERVING_API_TOKEN=TOKEN
+        SERVING_HOST="127.0.0.1",
+        SERVING_PORT=str(port),
+        MLFLOW_TRACKING_URI=sqlite_uri(registry_dir),
+        SERVING_API_TOKEN=TOKEN,
     )
     log = workdir / "container.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen(image_cmd(), cwd=app, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            image_cmd(), cwd=app, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_until(lambda: proc.poll() is None and http_ok(f"{url}/health"), START_TIMEOUT, what=f"container command (log: {log})")
+        wait_until(
+            lambda: proc.poll() is None and http_ok(f"{url}/health"),
+            START_TIMEOUT,
+            what=f"container command (log: {log})",
+        )
         yield url, proc, env, app
     finally:
         stop_process(proc)

@@ -64,7 +64,8 @@ def test_every_path_the_image_copies_exists_and_the_service_needs_no_other_packa
     for source, _ in copies():
         assert (REPO / source).exists(), source
     copied = {source.rstrip("/") for source, _ in copies()}
-    assert {"steps", "registry_tools", "serving"} <= copied
+    assert {"iris_core", "serving"} <= copied
+    assert not {"steps", "registry_tools"} & copied
     local_imports = set()
     for module in (REPO / "serving").glob("*.py"):
         local_imports |= set(re.findall(r"^\s*(?:from|import) (\w+)", module.read_text(), re.MULTILINE))
@@ -75,7 +76,7 @@ def test_every_path_the_image_copies_exists_and_the_service_needs_no_other_packa
 def test_the_image_runs_as_a_user_it_creates_not_as_root():
     (user,) = arguments("USER")
     assert user not in ("root", "0")
-    assert any(f"useradd" in run and re.search(rf"\b{user}\b", run) for run in arguments("RUN"))
+    assert any("useradd" in run and re.search(rf"\b{user}\b", run) for run in arguments("RUN"))
     keywords = [i.keyword for i in dockerfile()]
     assert keywords.index("USER") > max(i for i, k in enumerate(keywords) if k == "RUN")
 
@@ -90,7 +91,11 @@ def test_the_image_environment_names_only_variables_the_code_reads():
     options = serving_envvars()
     image_variables = {k for k in image_env() if not k.startswith(("PYTHON", "PIP_"))}
     assert image_variables <= set(options), image_variables - set(options)
-    assert {options["SERVING_HOST"], options["SERVING_PORT"], options["SERVING_MODEL_URI"]} == {"host", "port", "model_uri"}
+    assert {options["SERVING_HOST"], options["SERVING_PORT"], options["SERVING_MODEL_URI"]} == {
+        "host",
+        "port",
+        "model_uri",
+    }
     assert options["SERVING_API_TOKEN"] == "api_token"
 
 
@@ -103,7 +108,12 @@ def test_the_image_command_and_environment_make_a_valid_serving_configuration(mo
     params = serve.make_context("serving", image_cmd()[3:]).params
     params.pop("log_level")
     config = ServingConfig(**params)
-    assert (config.host, config.port, config.model_uri, config.allow_remote) == ("0.0.0.0", SERVING_PORT, "models:/iris@champion", True)
+    assert (config.host, config.port, config.model_uri, config.allow_remote) == (
+        "0.0.0.0",
+        SERVING_PORT,
+        "models:/iris@champion",
+        True,
+    )
 
 
 def test_listening_on_all_interfaces_without_allow_remote_is_refused(monkeypatch):
@@ -165,7 +175,9 @@ def test_compose_tracking_runs_the_team_script_with_variables_it_reads():
     tracking = compose()["services"]["tracking"]
     (script,) = tracking["command"]
     assert (REPO / script).resolve() == TEAM_SCRIPT and TEAM_SCRIPT.stat().st_mode & 0o111
-    assert any(script.startswith(source) for source, _ in copies() if source.endswith("/")), "the image lacks the script"
+    assert any(script.startswith(source) for source, _ in copies() if source.endswith("/")), (
+        "the image lacks the script"
+    )
     text = TEAM_SCRIPT.read_text()
     for name in tracking["environment"]:
         if name.startswith(("MLFLOW_TEAM_", "MLFLOW_AUTH_")):
@@ -180,7 +192,10 @@ def test_compose_databases_are_the_ones_postgres_creates():
     services = compose()["services"]
     postgres, tracking = services["postgres"], services["tracking"]["environment"]
     init = next(v.split(":")[0] for v in postgres["volumes"] if "docker-entrypoint-initdb.d" in v)
-    created = {postgres["environment"]["POSTGRES_DB"], *re.findall(r"CREATE DATABASE (\w+)", (DEPLOY / init).read_text())}
+    created = {
+        postgres["environment"]["POSTGRES_DB"],
+        *re.findall(r"CREATE DATABASE (\w+)", (DEPLOY / init).read_text()),
+    }
     user = postgres["environment"]["POSTGRES_USER"]
     for key in ("MLFLOW_TEAM_BACKEND_STORE_URI", "MLFLOW_TEAM_AUTH_DATABASE_URI"):
         match = re.fullmatch(r"postgresql://(\w+)@postgres:5432/(\w+)", tracking[key])

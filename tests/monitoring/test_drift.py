@@ -4,10 +4,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from serving.prediction_log import read_log
-from steps.config import FEATURES
-from steps.monitor import DRIFT, INSUFFICIENT_DATA, NO_DRIFT, Thresholds, assess, live_rows, psi
+from iris_core.contract import DriftStatus
+from iris_core.records import read_log
+from iris_core.schema import FEATURES
+from steps.config import DriftThresholds as Thresholds
+from steps.drift import assess, live_rows, psi
 from tests.monitoring.traffic import write_log
+
+DRIFT, NO_DRIFT, INSUFFICIENT_DATA = DriftStatus.DRIFT, DriftStatus.NO_DRIFT, DriftStatus.INSUFFICIENT_DATA
 
 SEEDS = range(8)
 

@@ -49,7 +49,9 @@ def test_latency_buckets_are_cumulative_and_inclusive_of_their_bound():
 
 def test_predictions_are_counted_by_class_with_their_confidence_and_row_count():
     metrics = ProxyMetrics()
-    metrics.observe_predictions([{"prediction": "setosa", "confidence": 0.98}, {"prediction": "virginica", "confidence": 0.55}])
+    metrics.observe_predictions(
+        [{"prediction": "setosa", "confidence": 0.98}, {"prediction": "virginica", "confidence": 0.55}]
+    )
     metrics.observe_predictions([{"prediction": "setosa", "confidence": 0.91}])
     assert value(metrics, "proxy_predictions_total", **{"class": "setosa"}) == 2
     assert value(metrics, "proxy_predictions_total", **{"class": "virginica"}) == 1

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from steps.config import FEATURES, HOLDOUT_SPLIT_ARTIFACT, MONITORING_EXPERIMENT
+from iris_core.contract import HOLDOUT_SPLIT_ARTIFACT, MONITORING_EXPERIMENT
+from iris_core.schema import FEATURES
 from steps.monitor import PLOTS_DIR, REPORT_ARTIFACT, DriftDetected, main
 from tests.conftest import REPO, mlflow_cli
 from tests.monitoring.traffic import write_log
@@ -77,7 +78,9 @@ def test_version_checks_that_version_instead_of_the_alias(registry, tmp_path):
 
 
 def step(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "steps.monitor", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "steps.monitor", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout
+    )
 
 
 @pytest.mark.slow
@@ -116,8 +119,17 @@ def test_a_missing_log_file_is_a_usage_error(registry, tmp_path):
 def test_mlflow_run_monitor_fails_on_drift_and_tags_the_version(registry, tmp_path):
     log = write_log(tmp_path / "predictions.jsonl", served_traffic(registry, "2", shift="petal_length", rows=200))
     result = mlflow_cli(
-        "run", str(REPO), "-e", "monitor", "--env-manager", "local", "--experiment-name", MONITORING_EXPERIMENT,
-        "-P", f"predictions={log}", cwd=tmp_path,
+        "run",
+        str(REPO),
+        "-e",
+        "monitor",
+        "--env-manager",
+        "local",
+        "--experiment-name",
+        MONITORING_EXPERIMENT,
+        "-P",
+        f"predictions={log}",
+        cwd=tmp_path,
     )
     assert result.returncode != 0
     assert "iris version 2: drift" in result.stdout

@@ -6,17 +6,9 @@ import stat
 import orjson
 import pytest
 
-from serving.prediction_log import (
-    DROPPED_QUEUE_FULL,
-    DROPPED_WRITE_ERROR,
-    FIELDS,
-    PredictionLogWriter,
-    RotatingFile,
-    encode,
-    make_record,
-    read_log,
-)
-from steps.config import FEATURES
+from iris_core.records import FIELDS, encode, make_record, read_log
+from iris_core.schema import FEATURES
+from serving.prediction_log import DROPPED_QUEUE_FULL, DROPPED_WRITE_ERROR, PredictionLogWriter, RotatingFile
 from tests.support import wait_until
 
 ROW = [5.1, 3.5, 1.4, 0.2]
@@ -38,8 +30,12 @@ class Tally:
 
 def submit(writer, request_id="r1", rows=(ROW,), version="2"):
     return writer.submit(
-        request_id=request_id, model_name="iris", model_version=version, rows=list(rows),
-        predictions=[{"prediction": "setosa", "confidence": 0.97}] * len(rows), latency_ms=3.25,
+        request_id=request_id,
+        model_name="iris",
+        model_version=version,
+        rows=list(rows),
+        predictions=[{"prediction": "setosa", "confidence": 0.97}] * len(rows),
+        latency_ms=3.25,
     )
 
 
@@ -66,11 +62,21 @@ def test_each_row_of_a_request_becomes_one_line_in_the_documented_format(tmp_pat
 
 def test_read_log_returns_what_the_writer_wrote_and_counts_unreadable_lines(tmp_path):
     path = tmp_path / "predictions.jsonl"
-    good = make_record(ts="2026-01-01T00:00:00.000Z", request_id="a", model_name="iris", model_version="1",
-                       features=ROW, prediction="setosa", confidence=0.9, latency_ms=1.0)
+    good = make_record(
+        ts="2026-01-01T00:00:00.000Z",
+        request_id="a",
+        model_name="iris",
+        model_version="1",
+        features=ROW,
+        prediction="setosa",
+        confidence=0.9,
+        latency_ms=1.0,
+    )
     no_feature = {**good, "features": {"sepal_length": 1.0}}
     bad_confidence = {**good, "confidence": 1.5}
-    path.write_bytes(encode(good) + b"not json\n\n" + encode(no_feature) + encode(bad_confidence) + b"\xff\xfe\n" + encode(good))
+    path.write_bytes(
+        encode(good) + b"not json\n\n" + encode(no_feature) + encode(bad_confidence) + b"\xff\xfe\n" + encode(good)
+    )
     contents = read_log(path)
     assert contents.records == [good, good]
     assert contents.skipped == 4
@@ -79,8 +85,20 @@ def test_read_log_returns_what_the_writer_wrote_and_counts_unreadable_lines(tmp_
 
 def test_the_log_rotates_by_size_and_keeps_a_bounded_number_of_files(tmp_path):
     path = tmp_path / "predictions.jsonl"
-    line_size = len(encode(make_record(ts="2026-01-01T00:00:00.000Z", request_id="r0000", model_name="iris", model_version="2",
-                                       features=ROW, prediction="setosa", confidence=0.97, latency_ms=3.25)))
+    line_size = len(
+        encode(
+            make_record(
+                ts="2026-01-01T00:00:00.000Z",
+                request_id="r0000",
+                model_name="iris",
+                model_version="2",
+                features=ROW,
+                prediction="setosa",
+                confidence=0.97,
+                latency_ms=3.25,
+            )
+        )
+    )
     writer = PredictionLogWriter(path, max_bytes=line_size * 10, backup_count=2).start()
     for i in range(100):
         submit(writer, request_id=f"r{i:04d}")
@@ -142,7 +160,9 @@ def test_the_writer_recovers_when_the_log_path_becomes_writable(tmp_path):
 
 def test_a_full_queue_drops_the_request_without_blocking(tmp_path):
     tally = Tally()
-    writer = PredictionLogWriter(tmp_path / "p.jsonl", queue_size=1, on_dropped=tally.on_dropped)  # not started: nothing drains
+    writer = PredictionLogWriter(
+        tmp_path / "p.jsonl", queue_size=1, on_dropped=tally.on_dropped
+    )  # not started: nothing drains
     assert submit(writer, request_id="queued") is True
     assert submit(writer, request_id="dropped", rows=[ROW, ROW]) is False
     assert tally.dropped == {DROPPED_QUEUE_FULL: 2}

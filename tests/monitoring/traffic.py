@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from serving.prediction_log import encode, make_record
-from steps.config import FEATURES
+from iris_core.records import encode, make_record
+from iris_core.schema import FEATURES
 
 
 @dataclass(frozen=True)
@@ -20,8 +20,10 @@ class Split:
         from steps.iris_model import explain_predictions
 
         out = explain_predictions(self.estimator, rows[list(FEATURES)])
-        return rows[list(FEATURES)].reset_index(drop=True).assign(
-            prediction=out["prediction"].to_numpy(), confidence=out["confidence"].to_numpy()
+        return (
+            rows[list(FEATURES)]
+            .reset_index(drop=True)
+            .assign(prediction=out["prediction"].to_numpy(), confidence=out["confidence"].to_numpy())
         )
 
     def shifted(self, feature: str, rows: int, seed: int) -> pd.DataFrame:
@@ -35,8 +37,9 @@ class Split:
 
 def make_split(seed: int) -> Split:
     """The training split, held-out split and estimator the pipeline makes with ``random_state=seed``."""
+    from steps.config import TrainConfig
     from steps.data import load_sklearn_iris
-    from steps.train import TrainConfig, fit, split
+    from steps.training import fit, split
 
     config = TrainConfig(random_state=seed)
     train, holdout = split(load_sklearn_iris(), config)
@@ -48,11 +51,14 @@ def write_log(path: Path, scored: pd.DataFrame, model_version: str | None = "2",
     with open(path, "ab") as log:
         for i, row in enumerate(scored.itertuples(index=False)):
             record = make_record(
-                ts=f"2026-01-01T00:{i // 60 % 60:02d}:{i % 60:02d}.000Z", request_id=f"req-{i}",
-                model_name=model_name, model_version=model_version,
-                features=[getattr(row, f) for f in FEATURES], prediction=row.prediction,
-                confidence=row.confidence, latency_ms=2.0,
+                ts=f"2026-01-01T00:{i // 60 % 60:02d}:{i % 60:02d}.000Z",
+                request_id=f"req-{i}",
+                model_name=model_name,
+                model_version=model_version,
+                features=[getattr(row, f) for f in FEATURES],
+                prediction=row.prediction,
+                confidence=row.confidence,
+                latency_ms=2.0,
             )
             log.write(encode(record))
     return path
-

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 import pytest
 from click.testing import CliRunner, Result
 
-from registry_tools.tracking import HTTP_DEFAULTS
+from iris_core.tracking import HTTP_DEFAULTS
 
 
 @pytest.fixture(autouse=True)

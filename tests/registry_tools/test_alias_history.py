@@ -67,7 +67,15 @@ def test_repeated_rollbacks_visit_every_earlier_version_in_reverse_order(version
 
 def test_parse_history_reads_only_the_alias_asked_for_newest_first_and_skips_junk():
     def tag(alias, at_ms, to):
-        move = {"alias": alias, "from_version": None, "to_version": to, "at_ms": at_ms, "by": "t", "how": "gate", "extra": 1}
+        move = {
+            "alias": alias,
+            "from_version": None,
+            "to_version": to,
+            "at_ms": at_ms,
+            "by": "t",
+            "how": "gate",
+            "extra": 1,
+        }
         return f"alias_history.{alias}.{at_ms:013d}.abcd", json.dumps(move)
 
     tags = dict([tag("champion", 5, "1"), tag("champion", 9, "2"), tag("challenger", 7, "3")])

@@ -2,9 +2,9 @@
 
 import threading
 
+from iris_core.refs import Ref
 from registry_tools.aliases import alias_history
 from registry_tools.promotion import apply, plan_promotion
-from registry_tools.names import Ref
 from tests.registry_tools.checks import champion, start_cli
 
 
@@ -33,7 +33,9 @@ def test_promotions_released_at_the_same_instant_all_land_in_the_history(registr
         def promote(version: str) -> None:
             try:
                 client = registry.client()
-                plan = plan_promotion(client, "iris", Ref(version=version), "champion", reason=f"round {round_number}", force=True)
+                plan = plan_promotion(
+                    client, "iris", Ref(version=version), "champion", reason=f"round {round_number}", force=True
+                )
                 barrier.wait()
                 apply(client, plan)
             except Exception as exc:  # collected: an assertion in a thread would be lost

@@ -17,7 +17,12 @@ def test_promote_points_the_alias_at_the_version_and_records_the_move(registry, 
     assert result.stdout.startswith("moved iris@champion: version 2 -> version 1 (promote by ")
     assert champion(client) == "1"
     newest = alias_history(client, "iris", "champion")[0]
-    assert (newest.from_version, newest.to_version, newest.how, newest.reason) == ("2", "1", "promote", "pin the first model")
+    assert (newest.from_version, newest.to_version, newest.how, newest.reason) == (
+        "2",
+        "1",
+        "promote",
+        "pin the first model",
+    )
 
 
 def test_promote_moves_another_alias_when_asked(registry, run):
@@ -55,7 +60,10 @@ def test_promote_dry_run_says_what_would_change_and_changes_nothing(registry, ru
     with unchanged(client):
         result = run("promote", "1", "--dry-run")
         assert result.exit_code == 0
-        assert result.stdout.strip() == "dry run: would move iris@champion: version 2 -> version 1 (promote); nothing changed"
+        assert (
+            result.stdout.strip()
+            == "dry run: would move iris@champion: version 2 -> version 1 (promote); nothing changed"
+        )
 
 
 def test_promote_dry_run_still_refuses_a_version_whose_gate_failed(registry, run):
@@ -97,7 +105,12 @@ def test_rollback_to_a_chosen_version_moves_there(registry, run):
     assert result.exit_code == 0, result.output
     assert champion(client) == "1"
     newest = alias_history(client, "iris", "champion")[0]
-    assert (newest.from_version, newest.to_version, newest.how, newest.reason) == ("3", "1", "rollback", "v2 and v3 misbehave")
+    assert (newest.from_version, newest.to_version, newest.how, newest.reason) == (
+        "3",
+        "1",
+        "rollback",
+        "v2 and v3 misbehave",
+    )
 
 
 def test_rollback_to_a_version_never_live_keeps_the_earlier_ones_reachable(registry, run):
@@ -126,7 +139,10 @@ def test_rollback_dry_run_says_what_would_change_and_changes_nothing(registry, r
     with unchanged(client):
         result = run("rollback", "--dry-run")
         assert result.exit_code == 0, result.output
-        assert result.stdout.strip() == "dry run: would move iris@champion: version 2 -> version 1 (rollback); nothing changed"
+        assert (
+            result.stdout.strip()
+            == "dry run: would move iris@champion: version 2 -> version 1 (rollback); nothing changed"
+        )
 
 
 def test_rollback_without_yes_and_without_a_terminal_is_a_usage_error_that_changes_nothing(registry, run):
@@ -146,14 +162,18 @@ def test_rollback_follows_an_alias_moved_outside_these_tools(registry, run):
 def test_rollback_of_an_alias_that_was_never_set_is_not_found(registry, run):
     client = registry.client()
     with unchanged(client):
-        assert_one_line_error(run("rollback", "--alias", "canary", "--yes"), 1, "has no alias @canary", "no recorded moves")
+        assert_one_line_error(
+            run("rollback", "--alias", "canary", "--yes"), 1, "has no alias @canary", "no recorded moves"
+        )
 
 
 def test_rollback_to_a_deleted_earlier_version_is_refused(registry, run):
     client = registry.client()
     client.delete_model_version("iris", "1")
     with unchanged(client):
-        assert_one_line_error(run("rollback", "--yes"), 1, "version 1, which held @champion before, no longer exists", "--to")
+        assert_one_line_error(
+            run("rollback", "--yes"), 1, "version 1, which held @champion before, no longer exists", "--to"
+        )
 
 
 @pytest.mark.parametrize(

@@ -49,7 +49,11 @@ def test_list_falls_back_to_the_training_run_metrics_for_a_version_never_evaluat
         client.delete_model_version_tag("iris", "1", key)
     [v1] = [v for v in json.loads(run("list", "--json").stdout) if v["version"] == "1"]
     training = client.get_run(client.get_model_version("iris", "1").run_id).data.metrics
-    assert (v1["accuracy"], v1["f1_score"], v1["metrics_from"]) == (training["accuracy"], training["f1_score"], "training")
+    assert (v1["accuracy"], v1["f1_score"], v1["metrics_from"]) == (
+        training["accuracy"],
+        training["f1_score"],
+        "training",
+    )
     assert v1["gate_decision"] is None
 
 
@@ -137,7 +141,11 @@ def test_history_records_every_move_with_when_from_to_how_who_and_why_newest_fir
 
 def test_history_of_another_alias_holds_only_its_moves(registry, run):
     moves = json.loads(run("history", "--alias", "challenger", "--json").stdout)
-    assert [(m["from_version"], m["to_version"], m["how"]) for m in moves] == [("2", "3", "train"), ("1", "2", "train"), (None, "1", "train")]
+    assert [(m["from_version"], m["to_version"], m["how"]) for m in moves] == [
+        ("2", "3", "train"),
+        ("1", "2", "train"),
+        (None, "1", "train"),
+    ]
 
 
 def test_history_of_an_alias_never_moved_says_so(registry, run):

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from registry_tools.tracking import HTTP_DEFAULTS, bound_http_retries
+from iris_core.tracking import HTTP_DEFAULTS, bound_http_retries
 from tests.registry_tools.checks import assert_one_line_error, start_cli
 from tests.support import free_port
 
@@ -62,7 +62,9 @@ def test_a_web_server_that_is_not_mlflow_is_reported_in_one_line(run, tmp_path):
         finally:
             web.shutdown()
             thread.join(timeout=10)
-    assert_one_line_error(result, 1, "answered 404 for /api/2.0/mlflow/registered-models/get", "is the tracking URI an MLflow server?")
+    assert_one_line_error(
+        result, 1, "answered 404 for /api/2.0/mlflow/registered-models/get", "is the tracking URI an MLflow server?"
+    )
 
 
 def test_a_missing_sqlite_database_is_reported_and_not_created(run, tmp_path):
@@ -78,7 +80,9 @@ def test_the_default_store_is_mlflow_db_in_the_current_directory(run, monkeypatc
 
 
 def test_an_unsupported_store_uri_fails_in_one_line(run):
-    assert_one_line_error(run("--tracking-uri", "ftp://example.invalid/store", "list"), 1, "unsupported URI 'ftp://example.invalid/store'")
+    assert_one_line_error(
+        run("--tracking-uri", "ftp://example.invalid/store", "list"), 1, "unsupported URI 'ftp://example.invalid/store'"
+    )
 
 
 def test_bounded_retries_fill_in_defaults_but_keep_what_the_user_set(monkeypatch):

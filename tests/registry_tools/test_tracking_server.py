@@ -134,7 +134,17 @@ def test_an_unknown_model_over_http_is_reported_in_one_line(remote, run):
 
 def test_two_promotion_processes_racing_over_http_both_land_in_the_history(server, remote, model):
     racers = {
-        version: start_cli("--tracking-uri", server, "--model-name", model, "promote", version, "--force", "--reason", f"race {version}")
+        version: start_cli(
+            "--tracking-uri",
+            server,
+            "--model-name",
+            model,
+            "promote",
+            version,
+            "--force",
+            "--reason",
+            f"race {version}",
+        )
         for version in ("1", "3")
     }
     for version, proc in racers.items():

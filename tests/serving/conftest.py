@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import clean_env, BIN, REPO, sqlite_uri
+from tests.conftest import BIN, clean_env, sqlite_uri
 from tests.support import free_port, http_ok, stop_process, wait_until
 
 START_TIMEOUT = 240  # a loaded 2-core machine can take 40 s to start one `mlflow models serve`
@@ -47,11 +47,12 @@ class RunningProxy:
 
 
 def serving_env(registry_dir: Path) -> dict:
-    return clean_env({
-        "MLFLOW_TRACKING_URI": sqlite_uri(registry_dir),
-        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-        "PYTHONPATH": str(REPO),
-    })
+    return clean_env(
+        {
+            "MLFLOW_TRACKING_URI": sqlite_uri(registry_dir),
+            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        }
+    )
 
 
 def start_proxy(registry_dir: Path, workdir: Path, *args: str, wait_healthy: bool = True) -> RunningProxy:
@@ -62,11 +63,17 @@ def start_proxy(registry_dir: Path, workdir: Path, *args: str, wait_healthy: boo
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "serving", "--port", str(port), *args],
-            cwd=workdir, env=serving_env(registry_dir), stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=workdir,
+            env=serving_env(registry_dir),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     proxy = RunningProxy(f"http://127.0.0.1:{port}", proc, log)
     try:
-        wait_until(lambda: proc.poll() is None and http_ok(f"{proxy.url}/ping"), START_TIMEOUT, what=f"proxy (log: {log})")
+        wait_until(
+            lambda: proc.poll() is None and http_ok(f"{proxy.url}/ping"), START_TIMEOUT, what=f"proxy (log: {log})"
+        )
         if wait_healthy:
             wait_until(lambda: http_ok(f"{proxy.url}/health"), START_TIMEOUT, what=f"healthy proxy (log: {log})")
     except TimeoutError:
@@ -97,14 +104,34 @@ def upstream(trained_registry, tmp_path_factory):
     log = tmp_path_factory.mktemp("upstream") / "serve.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [str(BIN / "mlflow"), "models", "serve", "-m", "models:/iris/2", "--env-manager", "local",
-             "-h", "127.0.0.1", "-p", str(port), "-w", "1"],
-            cwd=trained_registry, env=serving_env(trained_registry), stdout=out, stderr=subprocess.STDOUT,
+            [
+                str(BIN / "mlflow"),
+                "models",
+                "serve",
+                "-m",
+                "models:/iris/2",
+                "--env-manager",
+                "local",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "-w",
+                "1",
+            ],
+            cwd=trained_registry,
+            env=serving_env(trained_registry),
+            stdout=out,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_until(lambda: proc.poll() is None and http_ok(f"{url}/ping"), START_TIMEOUT, what=f"mlflow models serve (log: {log})")
+        wait_until(
+            lambda: proc.poll() is None and http_ok(f"{url}/ping"),
+            START_TIMEOUT,
+            what=f"mlflow models serve (log: {log})",
+        )
         yield RunningUpstream(url, proc)
     finally:
         stop_process(proc)
@@ -118,6 +145,7 @@ def upstream_url(upstream) -> str:
 @pytest.fixture(scope="session")
 def proxy(trained_registry, upstream_url, tmp_path_factory):
     """The proxy with default settings in front of the shared upstream; it reports version 2."""
-    with running_proxy(trained_registry, tmp_path_factory.mktemp("proxy"), "--upstream", upstream_url,
-                       "--model-uri", "models:/iris/2") as running:
+    with running_proxy(
+        trained_registry, tmp_path_factory.mktemp("proxy"), "--upstream", upstream_url, "--model-uri", "models:/iris/2"
+    ) as running:
         yield running

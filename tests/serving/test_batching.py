@@ -15,11 +15,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from iris_core.schema import FEATURES
 from serving.batching import BatchingForwarder
 from serving.config import ServingConfig
 from serving.forwarding import DirectForwarder, UpstreamError
 from serving.upstream import ExternalUpstream
-from steps.config import FEATURES
 from tests.support import free_port
 
 pytestmark = pytest.mark.slow
@@ -56,7 +56,7 @@ def run(coroutine_function, *args):
 
 
 async def score_concurrently(forwarder, requests: list) -> list:
-    return await asyncio.gather(*(forwarder.predict(rows, f"r{i}") for i, rows in enumerate(requests)), return_exceptions=True)
+    return await asyncio.gather(*(forwarder.predict(rows) for rows in requests), return_exceptions=True)
 
 
 @HYPOTHESIS
@@ -83,7 +83,7 @@ def test_sequential_requests_get_the_same_answers_batched_or_not(upstream_url, r
         router = router_for(upstream_url)
         batching = BatchingForwarder(router, session, config())
         direct = DirectForwarder(router, session, config())
-        pairs = [(await batching.predict(rows, "b"), await direct.predict(rows, "d")) for rows in requests]
+        pairs = [(await batching.predict(rows), await direct.predict(rows)) for rows in requests]
         return pairs, batching.batches_sent
 
     pairs, batches = run(body)
@@ -108,7 +108,7 @@ def test_concurrent_requests_share_upstream_calls(upstream_url):
 def test_a_lone_request_goes_out_without_waiting_for_the_batch_window(upstream_url):
     async def body(session):
         batching = BatchingForwarder(router_for(upstream_url), session, config(max_batch_wait_ms=600_000))
-        return await asyncio.wait_for(batching.predict([[5.1, 3.5, 1.4, 0.2]], "lone"), timeout=120)
+        return await asyncio.wait_for(batching.predict([[5.1, 3.5, 1.4, 0.2]]), timeout=120)
 
     scored = run(body)
     assert scored.predictions[0]["prediction"] == "setosa"
@@ -133,13 +133,17 @@ def test_an_upstream_failure_fails_only_the_requests_of_that_batch(upstream_url)
         router = router_for(dead_url(), version="1")
         # Four rows a batch and two batches in flight at most: the first request goes out
         # alone, the next three fill a batch; both are sent to the dead upstream at once.
-        batching = BatchingForwarder(router, session, config(max_batch_rows=3, max_batch_wait_ms=600_000), max_inflight_batches=2)
-        doomed = [asyncio.ensure_future(batching.predict([setosa], f"doomed{i}")) for i in range(4)]
+        batching = BatchingForwarder(
+            router, session, config(max_batch_rows=3, max_batch_wait_ms=600_000), max_inflight_batches=2
+        )
+        doomed = [asyncio.ensure_future(batching.predict([setosa])) for i in range(4)]
         await asyncio.sleep(0)
         assert batching.batches_sent == 2
         router.live = ExternalUpstream(upstream_url, "2")
-        spared = [asyncio.ensure_future(batching.predict([virginica], f"spared{i}")) for i in range(3)]
-        return await asyncio.gather(*doomed, return_exceptions=True), await asyncio.gather(*spared, return_exceptions=True)
+        spared = [asyncio.ensure_future(batching.predict([virginica])) for i in range(3)]
+        return await asyncio.gather(*doomed, return_exceptions=True), await asyncio.gather(
+            *spared, return_exceptions=True
+        )
 
     doomed, spared = run(body)
     assert all(isinstance(result, UpstreamError) and result.status == 503 for result in doomed)
@@ -174,7 +178,9 @@ def test_bad_requests_in_a_batch_window_never_affect_the_good_ones(proxy):
 
     async def body(session):
         async def post(data: bytes):
-            async with session.post(f"{proxy.url}/invocations", data=data, headers={"Content-Type": "application/json"}) as response:
+            async with session.post(
+                f"{proxy.url}/invocations", data=data, headers={"Content-Type": "application/json"}
+            ) as response:
                 return response.status, await response.json()
 
         together = await asyncio.gather(*(post(data) for data in mixed))
@@ -192,9 +198,9 @@ def test_bad_requests_in_a_batch_window_never_affect_the_good_ones(proxy):
 def test_with_two_workers_a_request_is_held_back_only_up_to_the_batch_wait(upstream_url, wait_ms, batches_at_once):
     async def body(session):
         batching = BatchingForwarder(router_for(upstream_url), session, config(workers=2, max_batch_wait_ms=wait_ms))
-        first = asyncio.ensure_future(batching.predict([[5.1, 3.5, 1.4, 0.2]], "first"))
+        first = asyncio.ensure_future(batching.predict([[5.1, 3.5, 1.4, 0.2]]))
         await asyncio.sleep(0)  # the first goes out at once: nothing was in flight
-        second = asyncio.ensure_future(batching.predict([[7.7, 3.0, 6.1, 2.3]], "second"))
+        second = asyncio.ensure_future(batching.predict([[7.7, 3.0, 6.1, 2.3]]))
         await asyncio.sleep(0)
         sent_at_once = batching.batches_sent
         answers = await asyncio.gather(first, second)
@@ -208,9 +214,9 @@ def test_with_two_workers_a_request_is_held_back_only_up_to_the_batch_wait(upstr
 def test_with_one_worker_a_batch_goes_out_only_when_the_previous_one_is_back(upstream_url):
     async def body(session):
         batching = BatchingForwarder(router_for(upstream_url), session, config(workers=1, max_batch_wait_ms=0))
-        first = asyncio.ensure_future(batching.predict([[5.1, 3.5, 1.4, 0.2]], "first"))
+        first = asyncio.ensure_future(batching.predict([[5.1, 3.5, 1.4, 0.2]]))
         await asyncio.sleep(0)
-        others = [asyncio.ensure_future(batching.predict([[7.7, 3.0, 6.1, 2.3]], f"other{i}")) for i in range(5)]
+        others = [asyncio.ensure_future(batching.predict([[7.7, 3.0, 6.1, 2.3]])) for i in range(5)]
         await asyncio.sleep(0)
         sent_while_busy = batching.batches_sent
         await asyncio.gather(first, *others)

@@ -27,8 +27,13 @@ pytestmark = pytest.mark.slow
 
 def registry_tools(registry_dir, *args: str) -> str:
     """The real ``python -m registry_tools`` command line against this registry."""
-    result = subprocess.run([sys.executable, "-m", "registry_tools", *args], env=serving_env(registry_dir),
-                            capture_output=True, text=True, timeout=180)
+    result = subprocess.run(
+        [sys.executable, "-m", "registry_tools", *args],
+        env=serving_env(registry_dir),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert result.returncode == 0, result.stderr
     return result.stdout
 
@@ -44,7 +49,9 @@ def rollout_registry(trained_registry, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def stack(rollout_registry, tmp_path_factory):
-    with running_proxy(rollout_registry, tmp_path_factory.mktemp("rollout"), "--poll-interval", "0.5", "--keep-warm", "1") as proxy:
+    with running_proxy(
+        rollout_registry, tmp_path_factory.mktemp("rollout"), "--poll-interval", "0.5", "--keep-warm", "1"
+    ) as proxy:
         yield proxy
 
 
@@ -69,7 +76,9 @@ def live_version(stack) -> str:
 class SteadyLoad:
     """A few threads posting /predict on keep-alive connections, bounded in count and time."""
 
-    def __init__(self, stack, threads: int = 4, max_seconds: float = 300, max_requests: int = 20_000, pause: float = 0.02):
+    def __init__(
+        self, stack, threads: int = 4, max_seconds: float = 300, max_requests: int = 20_000, pause: float = 0.02
+    ):
         self.stack, self.pause = stack, pause
         self.deadline = time.monotonic() + max_seconds
         self.max_requests = max_requests
@@ -97,8 +106,11 @@ class SteadyLoad:
                 if self._stop.is_set() or time.monotonic() > self.deadline:
                     return
                 try:
-                    response = session.post(f"{self.stack.url}/predict", json={
-                        "sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}, timeout=60)
+                    response = session.post(
+                        f"{self.stack.url}/predict",
+                        json={"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2},
+                        timeout=60,
+                    )
                     outcome = (response.status_code, response.headers.get("X-Model-Version"))
                     if response.status_code != 200:
                         self.failures.append(f"{response.status_code}: {response.text[:200]}")
@@ -160,11 +172,15 @@ def test_a_version_whose_model_cannot_load_is_not_switched_to(stack, rollout_reg
         source = mlflow.artifacts.download_artifacts("models:/iris/1", dst_path=str(tmp_path / "gone"))
     finally:
         mlflow.set_tracking_uri(None)
-    broken = client.create_model_version("iris", source=source, run_id=client.get_model_version("iris", "1").run_id).version
+    broken = client.create_model_version(
+        "iris", source=source, run_id=client.get_model_version("iris", "1").run_id
+    ).version
     shutil.rmtree(source)  # the registry still lists it; its artifacts are gone
     move_alias(client, "iris", "champion", broken, how="promote", reason="a version that cannot load")
     try:
-        wait_until(lambda: (stack.health()["rollout"] or {}).get("state") == "failed", START_TIMEOUT, what="the failed rollout")
+        wait_until(
+            lambda: (stack.health()["rollout"] or {}).get("state") == "failed", START_TIMEOUT, what="the failed rollout"
+        )
         health = stack.health()
         assert health["status"] == "healthy" and health["model"]["version"] == "1"
         assert health["rollout"]["version"] == str(broken) and health["rollout"]["error"]
@@ -181,7 +197,9 @@ def test_deleting_the_alias_keeps_the_service_answering(stack, client):
     assert live_version(stack) == "1"
     client.delete_registered_model_alias("iris", "champion")
     try:
-        wait_until(lambda: stack.health()["registry"]["state"] == "alias_missing", 60, what="the missing alias to be seen")
+        wait_until(
+            lambda: stack.health()["registry"]["state"] == "alias_missing", 60, what="the missing alias to be seen"
+        )
         answer = stack.predict()
         assert answer.status_code == 200 and answer.headers["X-Model-Version"] == "1"
         assert stack.get("/health").status_code == 200
@@ -217,8 +235,12 @@ def test_sigterm_stops_every_process_it_started_even_a_model_server_still_starti
     from registry_tools.aliases import move_alias
 
     move_alias(client, "iris", "champion", "3", how="promote", reason="a rollout still starting at SIGTERM")
-    wait_until(lambda: any("models:/iris/3" in args for args in children(stack.proc.pid).values()), 60,
-               interval=0.05, what="the model server for version 3 to be starting")
+    wait_until(
+        lambda: any("models:/iris/3" in args for args in children(stack.proc.pid).values()),
+        60,
+        interval=0.05,
+        what="the model server for version 3 to be starting",
+    )
     started = children(stack.proc.pid)
     serving = [args for args in started.values() if "models serve" in args]
     assert len(serving) == 3, serving  # live version 1, warm version 2, version 3 starting

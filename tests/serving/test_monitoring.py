@@ -8,8 +8,8 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from serving.prediction_log import read_log
-from steps.config import FEATURES
+from iris_core.records import read_log
+from iris_core.schema import FEATURES
 from tests.serving.conftest import running_proxy
 from tests.support import free_port, wait_until
 
@@ -44,8 +44,18 @@ def logged_proxy(trained_registry, upstream_url, tmp_path_factory):
     log = workdir / "predictions.jsonl"
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SERVING_API_TOKEN", "s3cret-token")
-        with running_proxy(trained_registry, workdir, "--upstream", upstream_url, "--model-uri", "models:/iris/2",
-                           "--max-rows", "5", "--prediction-log", str(log)) as proxy:
+        with running_proxy(
+            trained_registry,
+            workdir,
+            "--upstream",
+            upstream_url,
+            "--model-uri",
+            "models:/iris/2",
+            "--max-rows",
+            "5",
+            "--prediction-log",
+            str(log),
+        ) as proxy:
             proxy.prediction_log = log
             yield proxy
 
@@ -60,7 +70,12 @@ def test_metrics_need_no_token_and_count_requests_by_endpoint_and_code_as_they_a
     assert invocations(logged_proxy, [SETOSA, VIRGINICA], headers=AUTH).status_code == 200
     assert logged_proxy.predict(headers=AUTH).status_code == 200
     assert invocations(logged_proxy, [SETOSA]).status_code == 401
-    assert logged_proxy.post("/invocations", data=b"{not json", headers={**AUTH, "Content-Type": "application/json"}).status_code == 400
+    assert (
+        logged_proxy.post(
+            "/invocations", data=b"{not json", headers={**AUTH, "Content-Type": "application/json"}
+        ).status_code
+        == 400
+    )
     assert invocations(logged_proxy, [SETOSA] * 6, headers=AUTH).status_code == 413
     after = scrape(metrics_url)
     delta = lambda metric, **labels: sample(after, metric, **labels) - sample(before, metric, **labels)  # noqa: E731
@@ -115,12 +130,17 @@ def test_each_answered_row_is_logged_with_its_request_id_version_and_prediction(
 def test_in_flight_counts_a_request_whose_body_is_still_arriving(logged_proxy):
     address = urlsplit(logged_proxy.url)
     body = json.dumps({"dataframe_split": {"columns": list(FEATURES), "data": [SETOSA]}}).encode()
-    head = (f"POST /invocations HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret-token\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
+    head = (
+        f"POST /invocations HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret-token\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
     with socket.create_connection((address.hostname, address.port), timeout=30) as client:
         client.sendall(head.encode() + body[:10])
-        wait_until(lambda: sample(scrape(logged_proxy.url + "/metrics"), "proxy_requests_in_flight") == 1,
-                   timeout=30, what="one request in flight")
+        wait_until(
+            lambda: sample(scrape(logged_proxy.url + "/metrics"), "proxy_requests_in_flight") == 1,
+            timeout=30,
+            what="one request in flight",
+        )
         client.sendall(body[10:])
         assert client.recv(65536).startswith(b"HTTP/1.1 200")
     assert sample(scrape(logged_proxy.url + "/metrics"), "proxy_requests_in_flight") == 0
@@ -128,31 +148,59 @@ def test_in_flight_counts_a_request_whose_body_is_still_arriving(logged_proxy):
 
 def test_the_prediction_log_rotates_by_size_and_keeps_log_backups_files(trained_registry, upstream_url, tmp_path):
     log = tmp_path / "predictions.jsonl"
-    with running_proxy(trained_registry, tmp_path, "--upstream", upstream_url, "--prediction-log", str(log),
-                       "--log-max-bytes", "2000", "--log-backups", "2") as proxy:
+    with running_proxy(
+        trained_registry,
+        tmp_path,
+        "--upstream",
+        upstream_url,
+        "--prediction-log",
+        str(log),
+        "--log-max-bytes",
+        "2000",
+        "--log-backups",
+        "2",
+    ) as proxy:
         for _ in range(40):
             assert proxy.predict().status_code == 200
-        wait_until(lambda: sample(scrape(proxy.url + "/metrics"), "proxy_prediction_log_written_rows_total") == 40,
-                   timeout=30, what="40 rows written")
-    assert sorted(p.name for p in tmp_path.glob("predictions.jsonl*")) == ["predictions.jsonl", "predictions.jsonl.1", "predictions.jsonl.2"]
+        wait_until(
+            lambda: sample(scrape(proxy.url + "/metrics"), "proxy_prediction_log_written_rows_total") == 40,
+            timeout=30,
+            what="40 rows written",
+        )
+    assert sorted(p.name for p in tmp_path.glob("predictions.jsonl*")) == [
+        "predictions.jsonl",
+        "predictions.jsonl.1",
+        "predictions.jsonl.2",
+    ]
     assert all(p.stat().st_size <= 2000 for p in tmp_path.glob("predictions.jsonl*"))
 
 
-def test_a_log_path_that_cannot_be_written_fails_no_request_and_counts_the_dropped_rows(trained_registry, upstream_url, tmp_path):
+def test_a_log_path_that_cannot_be_written_fails_no_request_and_counts_the_dropped_rows(
+    trained_registry, upstream_url, tmp_path
+):
     unwritable = tmp_path / "a-directory"
     unwritable.mkdir()
-    with running_proxy(trained_registry, tmp_path, "--upstream", upstream_url, "--prediction-log", str(unwritable)) as proxy:
+    with running_proxy(
+        trained_registry, tmp_path, "--upstream", upstream_url, "--prediction-log", str(unwritable)
+    ) as proxy:
         for _ in range(5):
             assert invocations(proxy, [SETOSA, VIRGINICA]).status_code == 200
-        wait_until(lambda: sample(scrape(proxy.url + "/metrics"), "proxy_prediction_log_dropped_rows_total", reason="write_error") == 10,
-                   timeout=30, what="10 dropped rows counted")
+        wait_until(
+            lambda: (
+                sample(scrape(proxy.url + "/metrics"), "proxy_prediction_log_dropped_rows_total", reason="write_error")
+                == 10
+            ),
+            timeout=30,
+            what="10 dropped rows counted",
+        )
         assert proxy.health()["status"] == "healthy"
 
 
 def test_sample_rate_zero_logs_no_row(trained_registry, upstream_url, tmp_path):
     log = tmp_path / "predictions.jsonl"
-    with running_proxy(trained_registry, tmp_path, "--upstream", upstream_url, "--prediction-log", str(log),
-                       "--log-sample-rate", "0") as proxy:
+    with running_proxy(
+        trained_registry, tmp_path, "--upstream", upstream_url, "--prediction-log", str(log), "--log-sample-rate", "0"
+    ) as proxy:
         for _ in range(5):
             assert proxy.predict().status_code == 200
     assert not log.exists() or read_log(log).records == []

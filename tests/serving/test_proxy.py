@@ -17,7 +17,7 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from steps.config import CLASSES, FEATURES
+from iris_core.schema import CLASSES, FEATURES
 from tests.serving.conftest import ROW, running_proxy, start_proxy
 from tests.support import free_port, http_ok, stop_process, wait_until
 
@@ -116,7 +116,10 @@ def test_ping_answers_200_and_version_names_mlflow_and_the_model(proxy):
     import importlib.metadata
 
     assert proxy.get("/ping").status_code == 200
-    assert proxy.get("/version").json() == {"mlflow": importlib.metadata.version("mlflow"), "model": {"name": "iris", "version": "2"}}
+    assert proxy.get("/version").json() == {
+        "mlflow": importlib.metadata.version("mlflow"),
+        "model": {"name": "iris", "version": "2"},
+    }
 
 
 @pytest.mark.parametrize("path", ["/docs", "/redoc", "/openapi.json", "/metrics-not-here", "/invocations/../docs"])
@@ -140,17 +143,44 @@ def test_a_wrong_method_gets_405_naming_the_allowed_one(proxy):
         (json.dumps(SPLIT), {"Content-Type": "text/plain"}, 415, "UNSUPPORTED_MEDIA_TYPE"),
         ('{"dataframe_split": ', {"Content-Type": "application/json"}, 400, "MALFORMED_REQUEST"),
         ("[" * 100_000, {"Content-Type": "application/json"}, 400, "MALFORMED_REQUEST"),
-        ('{"dataframe_records": [{"sepal_length": NaN}]}', {"Content-Type": "application/json"}, 400, "MALFORMED_REQUEST"),
+        (
+            '{"dataframe_records": [{"sepal_length": NaN}]}',
+            {"Content-Type": "application/json"},
+            400,
+            "MALFORMED_REQUEST",
+        ),
         ('{"rows": []}', {"Content-Type": "application/json"}, 400, "INVALID_FORMAT"),
         ('{"dataframe_records": [{"sepal_length": 1}]}', {"Content-Type": "application/json"}, 400, "INVALID_COLUMNS"),
-        (json.dumps({"dataframe_records": [{**RECORDS[0], "petal_width": "0.2"}]}), {"Content-Type": "application/json"}, 400, "INVALID_VALUE"),
-        (json.dumps({"dataframe_records": [{**RECORDS[0], "petal_width": -1}]}), {"Content-Type": "application/json"}, 400, "INVALID_VALUE"),
+        (
+            json.dumps({"dataframe_records": [{**RECORDS[0], "petal_width": "0.2"}]}),
+            {"Content-Type": "application/json"},
+            400,
+            "INVALID_VALUE",
+        ),
+        (
+            json.dumps({"dataframe_records": [{**RECORDS[0], "petal_width": -1}]}),
+            {"Content-Type": "application/json"},
+            400,
+            "INVALID_VALUE",
+        ),
         ("a,b\n1,2\n", {"Content-Type": "text/csv"}, 400, "INVALID_COLUMNS"),
         (json.dumps({"dataframe_records": RECORDS * 3334}), {"Content-Type": "application/json"}, 413, "TOO_MANY_ROWS"),
         (b"x" * (1024 * 1024 + 1), {"Content-Type": "application/json"}, 413, "REQUEST_TOO_LARGE"),
     ],
-    ids=["no-content-type", "text-plain", "truncated-json", "deep-nesting", "nan", "no-protocol-key", "missing-columns",
-         "string-value", "negative-value", "csv-wrong-header", "too-many-rows", "body-too-large"],
+    ids=[
+        "no-content-type",
+        "text-plain",
+        "truncated-json",
+        "deep-nesting",
+        "nan",
+        "no-protocol-key",
+        "missing-columns",
+        "string-value",
+        "negative-value",
+        "csv-wrong-header",
+        "too-many-rows",
+        "body-too-large",
+    ],
 )
 def test_each_bad_request_gets_its_status_and_a_short_json_error(proxy, body, headers, status, error_code):
     data = body if isinstance(body, bytes) else body.encode()
@@ -192,7 +222,9 @@ def test_a_keep_alive_client_gets_a_4xx_then_a_200_on_the_same_connection(proxy,
     first = connection.getresponse()
     first.read()
     sock = connection.sock
-    connection.request("POST", "/invocations", body=json.dumps(SPLIT).encode(), headers={"Content-Type": "application/json"})
+    connection.request(
+        "POST", "/invocations", body=json.dumps(SPLIT).encode(), headers={"Content-Type": "application/json"}
+    )
     second = connection.getresponse()
     assert (first.status // 100, second.status) == (4, 200)
     assert json.loads(second.read())["predictions"][0]["prediction"] == "setosa"
@@ -202,15 +234,34 @@ def test_a_keep_alive_client_gets_a_4xx_then_a_200_on_the_same_connection(proxy,
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=12),
-    lambda children: st.lists(children, max_size=6)
-    | st.dictionaries(st.sampled_from(["dataframe_split", "dataframe_records", "instances", "inputs", "columns",
-                                       "data", "params", *FEATURES]) | st.text(max_size=8), children, max_size=6),
+    lambda children: (
+        st.lists(children, max_size=6)
+        | st.dictionaries(
+            st.sampled_from(
+                ["dataframe_split", "dataframe_records", "instances", "inputs", "columns", "data", "params", *FEATURES]
+            )
+            | st.text(max_size=8),
+            children,
+            max_size=6,
+        )
+    ),
     max_leaves=40,
 )
 content_types = st.sampled_from(
-    [None, "application/json", "text/csv", "application/json; charset=utf-8", "application/json; charset=utf-16",
-     "text/plain", "multipart/form-data; boundary=x", "application/x-www-form-urlencoded", "text/csv; header=absent"]
-) | st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=40).map(str.strip)  # requests refuses padded header values
+    [
+        None,
+        "application/json",
+        "text/csv",
+        "application/json; charset=utf-8",
+        "application/json; charset=utf-16",
+        "text/plain",
+        "multipart/form-data; boundary=x",
+        "application/x-www-form-urlencoded",
+        "text/csv; header=absent",
+    ]
+) | st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=40).map(
+    str.strip
+)  # requests refuses padded header values
 
 
 @PROPERTY
@@ -221,14 +272,18 @@ def test_any_json_value_gets_an_answer_without_5xx_trace_or_echo(proxy, document
 
 
 @PROPERTY
-@given(body=st.binary(max_size=2048), content_type=content_types, endpoint=st.sampled_from(["/invocations", "/predict"]))
+@given(
+    body=st.binary(max_size=2048), content_type=content_types, endpoint=st.sampled_from(["/invocations", "/predict"])
+)
 def test_any_bytes_with_any_content_type_get_an_answer_without_5xx_trace_or_echo(proxy, body, content_type, endpoint):
     headers = {} if content_type is None else {"Content-Type": content_type}
     assert_clean(proxy.post(endpoint, data=body, headers=headers), body)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(st.lists(st.floats(allow_nan=False, allow_infinity=False), min_size=4, max_size=4), min_size=1, max_size=5))
+@given(
+    st.lists(st.lists(st.floats(allow_nan=False, allow_infinity=False), min_size=4, max_size=4), min_size=1, max_size=5)
+)
 def test_well_formed_rows_of_any_finite_numbers_are_scored_or_refused_never_5xx(proxy, rows):
     response = proxy.post("/invocations", json={"dataframe_split": {"columns": list(FEATURES), "data": rows}})
     assert response.status_code in (200, 400), response.text
@@ -271,11 +326,18 @@ def test_an_upstream_slower_than_the_timeout_gives_504(trained_registry, upstrea
 def test_an_upstream_that_answers_with_an_error_gives_a_generic_502(trained_registry, tmp_path):
     port = free_port()
     # A real HTTP server that is not a scoring server: it answers POST /invocations with 501.
-    other = subprocess.Popen([sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(port)], cwd=tmp_path,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    other = subprocess.Popen(
+        [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(port)],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/"), 60, what="http.server")
-        with running_proxy(trained_registry, tmp_path, "--upstream", f"http://127.0.0.1:{port}", wait_healthy=False) as confused:
+        with running_proxy(
+            trained_registry, tmp_path, "--upstream", f"http://127.0.0.1:{port}", wait_healthy=False
+        ) as confused:
             body = assert_error(confused.predict(), 502, "UPSTREAM_ERROR")
             assert "501" not in body["message"]
     finally:

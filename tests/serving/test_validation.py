@@ -6,10 +6,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from iris_core.schema import FEATURES
 from serving.config import ServingConfig, parse_model_uri
 from serving.errors import ConfigError
 from serving.validation import Limits, ValidationError, invocation_rows, predict_row
-from steps.config import FEATURES
 
 JSON = "application/json"
 LIMITS = Limits(max_rows=10)
@@ -45,7 +45,9 @@ def test_every_protocol_format_gives_the_same_rows_in_feature_order(document):
 
 
 def test_csv_with_a_header_in_any_order_gives_the_same_rows():
-    body = b"\xef\xbb\xbfpetal_width,sepal_length,sepal_width,petal_length\r\n0.2,5.1,3.5,1.4\r\n2.3,7.7,2.6,6.9\r\n\r\n"
+    body = (
+        b"\xef\xbb\xbfpetal_width,sepal_length,sepal_width,petal_length\r\n0.2,5.1,3.5,1.4\r\n2.3,7.7,2.6,6.9\r\n\r\n"
+    )
     assert invocation_rows("text/csv; charset=utf-8", body, LIMITS) == ROWS
 
 
@@ -61,11 +63,15 @@ def test_predict_names_every_bad_field():
     body = json.dumps({**RECORDS[0], "sepal_width": "3.5", "petal_length": -1.4}).encode()
     with pytest.raises(ValidationError) as caught:
         predict_row(JSON, body)
-    assert caught.value.details == ["sepal_width: must be a number, got a string",
-                                    "petal_length: must be > 0 and <= 1e+06, got -1.4"]
+    assert caught.value.details == [
+        "sepal_width: must be a number, got a string",
+        "petal_length: must be > 0 and <= 1e+06, got -1.4",
+    ]
 
 
-@pytest.mark.parametrize("content_type", [None, "", "text/plain", "application/x-www-form-urlencoded", "application/json; charset=latin-1"])
+@pytest.mark.parametrize(
+    "content_type", [None, "", "text/plain", "application/x-www-form-urlencoded", "application/json; charset=latin-1"]
+)
 def test_other_content_types_are_refused_with_415(content_type):
     error = refusal({"dataframe_records": RECORDS}, content_type)
     assert (error.status, error.error_code) == (415, "UNSUPPORTED_MEDIA_TYPE")
@@ -119,8 +125,16 @@ def test_a_repeated_column_is_refused():
 
 @pytest.mark.parametrize(
     ("value", "problem"),
-    [("5.1", "got a string"), (True, "got a boolean"), (None, "got null"), ([1], "got an array"), ({"v": 1}, "got an object"),
-     (0, "must be > 0"), (-1.5, "must be > 0"), (1e308, "<= 1e+06")],
+    [
+        ("5.1", "got a string"),
+        (True, "got a boolean"),
+        (None, "got null"),
+        ([1], "got an array"),
+        ({"v": 1}, "got an object"),
+        (0, "must be > 0"),
+        (-1.5, "must be > 0"),
+        (1e308, "<= 1e+06"),
+    ],
 )
 def test_each_bad_value_is_refused_naming_its_row_and_column(value, problem):
     records = [RECORDS[0], {**RECORDS[1], "petal_length": value}]
@@ -138,7 +152,7 @@ def test_csv_values_that_are_not_finite_positive_numbers_are_refused(field):
     assert "row 0, column petal_width" in error.details[0]
 
 
-@pytest.mark.parametrize("body", [b"", b"\n\n", b"sepal_length,sepal_width\n1,2\n", b"\xff\xfe", "a,b,c,d\n1,2,3,4\n".encode()])
+@pytest.mark.parametrize("body", [b"", b"\n\n", b"sepal_length,sepal_width\n1,2\n", b"\xff\xfe", b"a,b,c,d\n1,2,3,4\n"])
 def test_csv_without_the_feature_header_is_refused(body):
     assert refusal(body, "text/csv").status == 400
 
@@ -163,13 +177,32 @@ def test_details_are_capped_and_never_carry_the_value_or_a_long_name():
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.recursive(
-    st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=8),
-    lambda children: st.lists(children, max_size=5)
-    | st.dictionaries(st.sampled_from(["dataframe_split", "dataframe_records", "instances", "inputs", "columns", "data",
-                                       "params", *FEATURES]) | st.text(max_size=6), children, max_size=5),
-    max_leaves=30,
-))
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=8),
+        lambda children: (
+            st.lists(children, max_size=5)
+            | st.dictionaries(
+                st.sampled_from(
+                    [
+                        "dataframe_split",
+                        "dataframe_records",
+                        "instances",
+                        "inputs",
+                        "columns",
+                        "data",
+                        "params",
+                        *FEATURES,
+                    ]
+                )
+                | st.text(max_size=6),
+                children,
+                max_size=5,
+            )
+        ),
+        max_leaves=30,
+    )
+)
 def test_any_json_value_gives_rows_or_a_client_error(document):
     try:
         rows = rows_of(json.dumps(document).encode())

@@ -86,8 +86,12 @@ class TeamServer:
         import psycopg
 
         with psycopg.connect(
-            host="127.0.0.1", port=self.pg_port, user="mlflow", dbname="mlflow",
-            passfile=str(self.data_dir / "pgpass"), connect_timeout=10,
+            host="127.0.0.1",
+            port=self.pg_port,
+            user="mlflow",
+            dbname="mlflow",
+            passfile=str(self.data_dir / "pgpass"),
+            connect_timeout=10,
         ) as conn:
             return conn.execute(query).fetchall()
 
@@ -105,10 +109,9 @@ def _stop_cluster(data_dir: Path) -> None:
 
 
 def env_without_store() -> dict:
-    """This environment without any store, run or credentials; the venv and the repository on the paths."""
+    """This environment without any store, run or credentials; the venv on PATH."""
     env = {k: v for k, v in os.environ.items() if k not in _LEAKY_ENV and k != "MLFLOW_TRACKING_URI"}
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
-    env["PYTHONPATH"] = str(REPO)
     return env
 
 
@@ -133,13 +136,20 @@ def team_server(tmp_path_factory):
     log = tmp_path_factory.mktemp("team-server") / "server.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            ["bash", str(START_SCRIPT)], cwd=data_dir, env=env, stdout=out, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
+            ["bash", str(START_SCRIPT)],
+            cwd=data_dir,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
     uri = f"http://127.0.0.1:{port}"
     try:
         try:
-            wait_until(lambda: proc.poll() is not None or http_ok(f"{uri}/health"), timeout=300, what=f"team server at {uri}")
+            wait_until(
+                lambda: proc.poll() is not None or http_ok(f"{uri}/health"), timeout=300, what=f"team server at {uri}"
+            )
         except TimeoutError:
             pytest.fail(f"team server did not answer within 300 s; log tail:\n{_tail(log)}", pytrace=False)
         if proc.poll() is not None:
@@ -177,8 +187,17 @@ def team_registry(team_server, team_users, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("team-runs")
     trainer = team_server.env(team_users["trainer"])
     result = mlflow_cli(
-        "run", str(REPO), "--env-manager", "local", "--experiment-name", EXPERIMENT, "-P", "C=1.0",
-        cwd=workdir, env=trainer, timeout=900,
+        "run",
+        str(REPO),
+        "--env-manager",
+        "local",
+        "--experiment-name",
+        EXPERIMENT,
+        "-P",
+        "C=1.0",
+        cwd=workdir,
+        env=trainer,
+        timeout=900,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     with pytest.MonkeyPatch.context() as patch:

@@ -35,8 +35,12 @@ def project(module: str, *args: str, env: dict, cwd, timeout: float = 180) -> su
     """``python -m MODULE ARGS`` as a team member runs it: only the environment names the server."""
     return subprocess.run(
         [sys.executable, "-m", module, *args],
-        cwd=cwd, env={**env_without_store(), **env}, stdin=subprocess.DEVNULL,
-        capture_output=True, text=True, timeout=timeout,
+        cwd=cwd,
+        env={**env_without_store(), **env},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -67,7 +71,9 @@ def assert_one_line_failure(result: subprocess.CompletedProcess, *fragments: str
         assert fragment in lines[0], lines[0]
 
 
-def test_pipeline_runs_through_the_team_server_into_postgresql_and_its_artifact_store(team_server, team_users, team_registry, client_as):
+def test_pipeline_runs_through_the_team_server_into_postgresql_and_its_artifact_store(
+    team_server, team_users, team_registry, client_as
+):
     client = client_as(team_users["trainer"])
     versions = sorted(int(v.version) for v in client.search_model_versions(f"name = '{MODEL_NAME}'"))
     assert versions == [1, 2]
@@ -79,7 +85,9 @@ def test_pipeline_runs_through_the_team_server_into_postgresql_and_its_artifact_
     assert any((team_server.data_dir / "artifacts").rglob("MLmodel"))
 
 
-def test_rollback_then_promote_through_the_team_server_move_the_champion_and_record_the_user(team_server, team_users, team_registry, client_as, tmp_path):
+def test_rollback_then_promote_through_the_team_server_move_the_champion_and_record_the_user(
+    team_server, team_users, team_registry, client_as, tmp_path
+):
     trainer = team_users["trainer"]
     client = client_as(trainer)
     env = team_server.env(trainer)
@@ -100,15 +108,21 @@ def test_rollback_then_promote_through_the_team_server_move_the_champion_and_rec
     ]
 
 
-def test_served_prediction_comes_from_the_champion_fetched_through_the_artifact_proxy(team_server, team_users, team_registry, tmp_path):
+def test_served_prediction_comes_from_the_champion_fetched_through_the_artifact_proxy(
+    team_server, team_users, team_registry, tmp_path
+):
     log_before = team_server.log.read_text(errors="replace").count("/mlflow-artifacts/artifacts/")
     port = free_port()
     log = tmp_path / "serving.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "serving", "--port", str(port), "--log-dir", str(tmp_path / "logs")],
-            cwd=tmp_path, env={**env_without_store(), **team_server.env(team_users["viewer"])},
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            cwd=tmp_path,
+            env={**env_without_store(), **team_server.env(team_users["viewer"])},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -124,17 +138,22 @@ def test_served_prediction_comes_from_the_champion_fetched_through_the_artifact_
 
 
 def test_anonymous_requests_are_refused_and_create_nothing(team_server, team_users, client_as):
-    created = requests.post(f"{team_server.uri}/api/2.0/mlflow/experiments/create", json={"name": "anonymous"}, timeout=60)
+    created = requests.post(
+        f"{team_server.uri}/api/2.0/mlflow/experiments/create", json={"name": "anonymous"}, timeout=60
+    )
     moved = requests.post(
         f"{team_server.uri}/api/2.0/mlflow/registered-models/alias",
-        json={"name": MODEL_NAME, "alias": "champion", "version": "1"}, timeout=60,
+        json={"name": MODEL_NAME, "alias": "champion", "version": "1"},
+        timeout=60,
     )
     listed = requests.get(f"{team_server.uri}/api/2.0/mlflow/experiments/search", params={"max_results": 5}, timeout=60)
     assert (created.status_code, moved.status_code, listed.status_code) == (401, 401, 401)
     assert client_as(team_server.admin).get_experiment_by_name("anonymous") is None
 
 
-def test_a_read_only_user_can_read_the_registry_but_cannot_promote_or_roll_back(team_server, team_users, team_registry, client_as, tmp_path):
+def test_a_read_only_user_can_read_the_registry_but_cannot_promote_or_roll_back(
+    team_server, team_users, team_registry, client_as, tmp_path
+):
     from mlflow.server.auth.client import AuthServiceClient
 
     admin_client = client_as(team_server.admin)
@@ -182,14 +201,26 @@ def test_each_tool_fails_in_one_line_on_a_wrong_password(tool, team_server, team
 def test_mlflow_run_with_the_documented_client_settings_gives_up_and_names_the_cause(problem, team_server, tmp_path):
     """`mlflow run` is MLflow's own command: bounded by the README's settings, its last line says why."""
     if problem == "unreachable":
-        env = {"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}", "MLFLOW_TRACKING_USERNAME": "trainer",
-               "MLFLOW_TRACKING_PASSWORD": "x"}
+        env = {
+            "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}",
+            "MLFLOW_TRACKING_USERNAME": "trainer",
+            "MLFLOW_TRACKING_PASSWORD": "x",
+        }
         cause = "Connection refused"
     else:
         env = team_server.env(User("trainer", "not-the-password"))
         cause = "401"
-    result = mlflow_cli("run", str(REPO), "--env-manager", "local", "-e", "validate_data",
-                        cwd=tmp_path, env={**env, **BOUNDED_RETRIES}, timeout=120)
+    result = mlflow_cli(
+        "run",
+        str(REPO),
+        "--env-manager",
+        "local",
+        "-e",
+        "validate_data",
+        cwd=tmp_path,
+        env={**env, **BOUNDED_RETRIES},
+        timeout=120,
+    )
     assert result.returncode == 1
     assert cause in result.stderr.strip().splitlines()[-1]
 
@@ -198,8 +229,13 @@ def test_the_server_refuses_a_host_name_it_was_not_started_for(team_server, team
     """--allowed-hosts: a DNS-rebinding page that reaches the port is turned away before auth."""
     trainer = team_users["trainer"]
     search = f"{team_server.uri}/api/2.0/mlflow/experiments/search"
-    forged = requests.get(search, params={"max_results": 1}, headers={"Host": "evil.example"},
-                          auth=(trainer.name, trainer.password), timeout=60)
+    forged = requests.get(
+        search,
+        params={"max_results": 1},
+        headers={"Host": "evil.example"},
+        auth=(trainer.name, trainer.password),
+        timeout=60,
+    )
     genuine = requests.get(search, params={"max_results": 1}, auth=(trainer.name, trainer.password), timeout=60)
     assert (forged.status_code, genuine.status_code) == (403, 200)
 
@@ -209,11 +245,22 @@ def test_first_start_without_an_admin_password_refuses_in_one_line_and_creates_n
     data_dir = Path(tempfile.mkdtemp(prefix="mlflow-team-"))
     try:
         data_dir.chmod(0o755)
-        env = {**env_without_store(), "MLFLOW_TEAM_DATA_DIR": str(data_dir), "MLFLOW_TEAM_PORT": str(free_port()),
-               "MLFLOW_TEAM_PG_PORT": str(free_port())}
+        env = {
+            **env_without_store(),
+            "MLFLOW_TEAM_DATA_DIR": str(data_dir),
+            "MLFLOW_TEAM_PORT": str(free_port()),
+            "MLFLOW_TEAM_PG_PORT": str(free_port()),
+        }
         env.pop("MLFLOW_AUTH_ADMIN_PASSWORD", None)
-        result = subprocess.run(["bash", str(START_SCRIPT)], env=env, cwd=tmp_path, capture_output=True,
-                                text=True, timeout=120, stdin=subprocess.DEVNULL)
+        result = subprocess.run(
+            ["bash", str(START_SCRIPT)],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            stdin=subprocess.DEVNULL,
+        )
         assert result.returncode == 1
         assert result.stderr.count("\n") == 1 and "MLFLOW_AUTH_ADMIN_PASSWORD" in result.stderr, result.stderr
         assert not (data_dir / "postgres" / "PG_VERSION").exists()

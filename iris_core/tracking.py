@@ -1,11 +1,16 @@
-"""Client-side settings every tool of the project applies before it talks to a tracking store."""
+"""Talking to a tracking store: bounded retries, a fast check that it is there, and its errors in one line.
+
+MLflow's client is imported lazily, and ``requests`` (MLflow's own HTTP client) only by the
+check of an http(s) store, so importing this module costs nothing.
+"""
 
 import os
 import re
+import sys
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from registry_tools.errors import RegistryError
+from iris_core.errors import RegistryUnavailable
 
 # MLflow's defaults retry an unreachable server for minutes; a person at a terminal or a
 # scheduler wants a clear failure within seconds. Explicit user settings still win.
@@ -32,12 +37,25 @@ def one_line(exc: BaseException) -> str:
     if "Max retries exceeded" in text or "Connection refused" in text or "Failed to establish" in text:
         return "tracking server unreachable: " + _host_of(text)
     if "401" in first or "Unauthorized" in text or "credentials" in text.lower() and "invalid" in text.lower():
-        return "tracking server refused the credentials (401): check MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD"
+        return (
+            "tracking server refused the credentials (401): check MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD"
+        )
     if match := re.search(r"endpoint (\S+) failed with error code 404", first):
         return f"the tracking server answered 404 for {match.group(1)}: is the tracking URI an MLflow server?"
     if "403" in first or "PERMISSION_DENIED" in text:
         return "permission denied by the tracking server (403): " + first[:200]
     return shorten(first)
+
+
+def is_store_failure(exc: BaseException) -> bool:
+    """An MLflow error or a failure to reach a store, as opposed to a bug in the project."""
+    if isinstance(exc, OSError):
+        return True
+    mlflow_exceptions = sys.modules.get("mlflow.exceptions")
+    if mlflow_exceptions is not None and isinstance(exc, mlflow_exceptions.MlflowException):
+        return True
+    requests_exceptions = sys.modules.get("requests.exceptions")
+    return requests_exceptions is not None and isinstance(exc, requests_exceptions.RequestException)
 
 
 def shorten(text: str, limit: int = 300) -> str:
@@ -81,13 +99,17 @@ def check_store(uri: str) -> None:
         except requests.exceptions.SSLError:
             return
         except requests.exceptions.ConnectTimeout:
-            raise RegistryError(f"tracking server {uri} unreachable: no connection within {connect:g} s") from None
+            raise RegistryUnavailable(
+                f"tracking server {uri} unreachable: no connection within {connect:g} s"
+            ) from None
         except requests.exceptions.Timeout:
-            raise RegistryError(f"tracking server {uri} did not answer within {read:g} s") from None
+            raise RegistryUnavailable(f"tracking server {uri} did not answer within {read:g} s") from None
         except requests.exceptions.RequestException as exc:
-            raise RegistryError(f"tracking server {uri} unreachable: {_connection_problem(exc)}") from None
+            raise RegistryUnavailable(f"tracking server {uri} unreachable: {_connection_problem(exc)}") from None
     elif (path := sqlite_path(uri)) is not None and not path.is_file():
-        raise RegistryError(f"no MLflow database at {path.resolve()}: check --tracking-uri or MLFLOW_TRACKING_URI")
+        raise RegistryUnavailable(
+            f"no MLflow database at {path.resolve()}: check --tracking-uri or MLFLOW_TRACKING_URI"
+        )
 
 
 def _connection_problem(exc: Exception) -> str:

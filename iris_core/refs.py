@@ -1,4 +1,4 @@
-"""What a user may write for a version or an alias, checked before MLflow is even imported.
+"""Model references: what a user may write for a model, a version or an alias, checked before MLflow is imported.
 
 The rules are MLflow's own (alias names: letters, digits, ``_`` and ``-``, at most 255,
 not ``latest`` and not ``v<number>``), applied here so a typo is a usage error (exit 2)
@@ -8,18 +8,51 @@ instead of a server round trip.
 import re
 from dataclasses import dataclass
 
+DEFAULT_MODEL_NAME = "iris"
+CHAMPION = "champion"  # the version that serves
+CHALLENGER = "challenger"  # the newest trained version, waiting for the gate
+
 _VERSION = re.compile(r"^0*(?P<version>[1-9]\d{0,17})$")
 _ALIAS = re.compile(r"^[\w-]{1,255}$")
 _RESERVED_ALIAS = re.compile(r"^(latest|v\d+)$", re.IGNORECASE)
 _MODEL_URI = re.compile(r"models:/(?P<name>[^/@]+)(?:@(?P<alias>[\w-]+)|/(?P<version>\d+))")
+MODEL_URI_FORM = "models:/<name>@<alias> or models:/<name>/<version>"
 
 
 @dataclass(frozen=True)
 class Ref:
-    """A version named by number or by alias; exactly one of the two is set."""
+    """A version of a known model named by number or by alias; exactly one of the two is set."""
 
     version: str | None = None
     alias: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """What a ``models:/`` URI names: a registered model and either an alias or a fixed version."""
+
+    name: str
+    alias: str | None = None
+    version: str | None = None
+
+    @property
+    def ref(self) -> Ref:
+        return Ref(version=self.version, alias=self.alias)
+
+    @property
+    def uri(self) -> str:
+        return alias_uri(self.name, self.alias) if self.alias else version_uri(self.name, self.version)
+
+    def version_uri(self, version: str) -> str:
+        return version_uri(self.name, version)
+
+
+def version_uri(name: str, version: str) -> str:
+    return f"models:/{name}/{version}"
+
+
+def alias_uri(name: str, alias: str) -> str:
+    return f"models:/{name}@{alias}"
 
 
 def check_alias(name: str) -> str:
@@ -42,21 +75,14 @@ def parse_ref(text: str) -> Ref:
     raise ValueError(f"{text!r} is neither a version number nor @alias")
 
 
-@dataclass(frozen=True)
-class ModelRef:
-    """What a ``models:/`` URI names: a registered model and either an alias or a fixed version."""
-
-    name: str
-    alias: str | None = None
-    version: str | None = None
-
-    def version_uri(self, version: str) -> str:
-        return f"models:/{self.name}/{version}"
+def is_registry_uri(uri: str) -> bool:
+    """A ``models:/`` URI names the registry; ``runs:/`` and paths name artifacts directly."""
+    return uri.startswith("models:/")
 
 
 def parse_model_uri(uri: str) -> ModelRef:
     """``models:/<name>@<alias>`` or ``models:/<name>/<version>``; anything else is a ValueError."""
     match = _MODEL_URI.fullmatch(uri.strip())
     if not match:
-        raise ValueError(f"model URI must look like models:/<name>@<alias> or models:/<name>/<version>, got {uri!r}")
+        raise ValueError(f"model URI must look like {MODEL_URI_FORM}, got {uri!r}")
     return ModelRef(match["name"], match["alias"], match["version"])

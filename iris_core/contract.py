@@ -1,0 +1,96 @@
+"""The registry contract: what the pipeline's stages write for each other, and how they read it back.
+
+Training, the gate, monitoring, ``registry_tools`` and serving never call each other; they
+meet in the registry and the tracking store. Every tag key, verdict, artifact path and
+experiment name they share is named here once, so a writer and its reader cannot drift
+apart.
+"""
+
+from enum import StrEnum
+
+TRAINING_EXPERIMENT = "iris-classification"
+MONITORING_EXPERIMENT = "iris-monitoring"
+BATCH_EXPERIMENT = "iris-batch-scoring"
+
+# Run artifacts that later steps read back by run ID instead of by local path.
+TRAIN_SPLIT_ARTIFACT = "data/train.csv"
+HOLDOUT_SPLIT_ARTIFACT = "data/holdout.csv"
+MODEL_ARTIFACT = "model"
+
+
+class Tag:
+    """Tag keys: on model versions (the facts ``registry_tools`` and serving read) and on runs."""
+
+    # model version, from training
+    DATA_SOURCE = "data_source"
+    TRAINING_RUN_ID = "training_run_id"
+    # model version, from the gate
+    GATE_DECISION = "gate_decision"
+    GATE_REASONS = "gate_reasons"
+    EVALUATION_RUN_ID = "evaluation_run_id"
+    EVAL_ACCURACY = "eval_accuracy"
+    EVAL_F1_SCORE = "eval_f1_score"
+    # model version, from monitoring
+    DRIFT_STATUS = "drift_status"
+    DRIFT_RUN_ID = "drift_run_id"
+    # runs: which model a run is about, and where its data came from
+    MODEL_NAME = "model_name"
+    MODEL_VERSION = "model_version"
+    MODEL_URI = "model_uri"
+    DATA_URI = "data_uri"
+    DATA_FALLBACK_REASON = "data_fallback_reason"
+    # batch scoring runs
+    REJECTS_PATH = "rejects_path"
+    BATCH_ENGINE = "batch_engine"
+    SPARK_MASTER = "spark_master"
+
+    # The pipeline's own facts about a version; ``registry_tools show`` lists other tags apart.
+    VERSION_FACTS = frozenset(
+        {DATA_SOURCE, TRAINING_RUN_ID, GATE_DECISION, GATE_REASONS, EVALUATION_RUN_ID, EVAL_ACCURACY, EVAL_F1_SCORE}
+    )
+
+
+class GateVerdict(StrEnum):
+    """The gate's decision, as the ``gate_decision`` tag holds it."""
+
+    PASSED = "passed"
+    FAILED = "failed"
+
+
+class DriftStatus(StrEnum):
+    """The monitor's verdict, as the ``drift_status`` tag holds it."""
+
+    DRIFT = "drift"
+    NO_DRIFT = "no_drift"
+    INSUFFICIENT_DATA = "insufficient_data"
+
+
+class DataSource(StrEnum):
+    """Where a version's training data came from (``data_source``)."""
+
+    CSV = "csv"
+    SKLEARN_FALLBACK = "sklearn_fallback"
+
+
+_REASON_SEPARATOR = "; "
+
+
+def join_reasons(reasons: list[str]) -> str:
+    """The gate's reasons as one tag value; ``split_reasons`` reads them back."""
+    return _REASON_SEPARATOR.join(reasons)
+
+
+def split_reasons(text: str | None) -> list[str]:
+    return [reason.strip() for reason in (text or "").split(_REASON_SEPARATOR.strip()) if reason.strip()]
+
+
+# Registered-model tags ``alias_history.<alias>.<ms>.<nonce>``: one per alias move.
+ALIAS_HISTORY_PREFIX = "alias_history"
+
+
+def alias_history_key(alias: str, at_ms: int, nonce: str) -> str:
+    return f"{ALIAS_HISTORY_PREFIX}.{alias}.{at_ms:013d}.{nonce}"
+
+
+def alias_history_prefix(alias: str) -> str:
+    return f"{ALIAS_HISTORY_PREFIX}.{alias}."

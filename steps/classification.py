@@ -1,0 +1,33 @@
+"""Classification metrics and the confusion-matrix plot, the same for training, the gate and live traffic."""
+
+from iris_core.schema import CLASSES
+
+
+def classification_metrics(y_true, y_pred) -> dict[str, float]:
+    """Weighted averages plus per-class f1, the numbers the gate and the registry list show."""
+    from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
+
+    precision, recall, f1, _ = precision_recall_fscore_support(y_true, y_pred, average="weighted", zero_division=0)
+    metrics = {
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "precision": float(precision),
+        "recall": float(recall),
+        "f1_score": float(f1),
+    }
+    per_class = f1_score(y_true, y_pred, labels=list(CLASSES), average=None, zero_division=0)
+    metrics.update({f"f1_{name}": float(v) for name, v in zip(CLASSES, per_class)})
+    return metrics
+
+
+def confusion_matrix_figure(y_true, y_pred, title: str = "Iris classifier: held-out confusion matrix"):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    display = ConfusionMatrixDisplay.from_predictions(
+        y_true, y_pred, labels=list(CLASSES), display_labels=list(CLASSES), colorbar=False
+    )
+    display.ax_.set_title(title)
+    display.figure_.tight_layout()
+    return display.figure_

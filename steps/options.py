@@ -1,0 +1,46 @@
+"""Command-line options that several steps share, each declared once (as mlflow's ``cli_args`` does).
+
+Defaults come from the settings classes in ``steps.config``, so a default is written in
+one place only; ``main`` stacks the same options as the steps it runs.
+"""
+
+import click
+
+from iris_core.refs import DEFAULT_MODEL_NAME
+from steps.config import DEFAULT_DATA_PATH, SOLVERS, GateThresholds, TrainConfig
+
+
+def _stack(*options):
+    def decorate(function):
+        for option in reversed(options):
+            function = option(function)
+        return function
+
+    return decorate
+
+
+data_path = click.option(
+    "--data-path", default=DEFAULT_DATA_PATH, show_default=True, help="CSV to use (falls back to scikit-learn's copy)."
+)
+model_name = click.option("--model-name", default=DEFAULT_MODEL_NAME, show_default=True, help="Registered model.")
+
+training = _stack(
+    click.option("--max-iter", type=int, default=TrainConfig.max_iter, show_default=True),
+    click.option(
+        "--C", "C", type=float, default=TrainConfig.C, show_default=True, help="Inverse regularisation strength."
+    ),
+    click.option("--solver", default=TrainConfig.solver, show_default=True, help=f"One of {', '.join(SOLVERS)}."),
+    click.option("--test-size", type=float, default=TrainConfig.test_size, show_default=True),
+    click.option("--random-state", type=int, default=TrainConfig.random_state, show_default=True),
+)
+
+gate = _stack(
+    click.option("--min-accuracy", type=float, default=GateThresholds.min_accuracy, show_default=True),
+    click.option(
+        "--max-regression",
+        type=float,
+        default=GateThresholds.max_regression,
+        show_default=True,
+        help="Largest allowed drop in accuracy or f1 against the champion.",
+    ),
+)
