@@ -1,0 +1,195 @@
+"""The micro-batcher's scheduling, in process against a fake upstream: fast and deterministic.
+
+What only a real model server can show (batched answers identical to the bit, the real
+failure modes) is in ``test_batching.py``; this file pins the rules of
+``serving.batching``: a lone request goes at once, requests that arrive while a batch is
+in flight go out together when it returns, never more batches in flight than workers, a
+request is never split, a failed batch fails only its own requests, and a request whose
+client went away is not sent.
+"""
+
+import asyncio
+from types import SimpleNamespace
+
+import pytest
+
+from serving.batching import BatchingForwarder
+from serving.config import ServingConfig
+from serving.forwarding import UpstreamError
+from tests.serving.fakes import FakeScorer, settle
+
+
+def forwarder(scorer: FakeScorer, **settings) -> BatchingForwarder:
+    config = ServingConfig(upstream="http://127.0.0.1:1", **settings)
+    return BatchingForwarder(SimpleNamespace(live=scorer), None, config)
+
+
+def rows(*firsts: float) -> list[list[float]]:
+    return [[first, 3.0, 1.4, 0.2] for first in firsts]
+
+
+def run(body):
+    asyncio.run(asyncio.wait_for(body(), timeout=10))
+
+
+def test_a_lone_request_is_sent_at_once_without_waiting_for_company():
+    async def body():
+        scorer = FakeScorer()
+        batcher = forwarder(scorer, max_batch_wait_ms=10_000)
+        request = asyncio.ensure_future(batcher.predict(rows(5.1)))
+        await settle()
+        assert [call.rows for call in scorer.calls] == [rows(5.1)]
+        scorer.calls[0].answer()
+        assert (await request).predictions == [{"prediction": "setosa", "first_value": 5.1}]
+
+    run(body)
+
+
+def test_requests_that_arrive_during_a_call_go_out_together_when_it_returns_each_with_its_own_answer():
+    async def body():
+        scorer = FakeScorer()
+        batcher = forwarder(scorer)
+        first = asyncio.ensure_future(batcher.predict(rows(1.0)))
+        await settle()
+        later = [asyncio.ensure_future(batcher.predict(rows(2.0 + i, 2.5 + i))) for i in range(4)]
+        await settle()
+        assert len(scorer.calls) == 1, "nothing more may go out while the one worker is busy"
+        scorer.calls[0].answer()
+        await settle()
+        assert len(scorer.calls) == 2
+        assert scorer.calls[1].rows == [row for i in range(4) for row in rows(2.0 + i, 2.5 + i)]
+        scorer.calls[1].answer()
+        assert [r["first_value"] for r in (await first).predictions] == [1.0]
+        for i, request in enumerate(later):
+            assert [r["first_value"] for r in (await request).predictions] == [2.0 + i, 2.5 + i]
+        assert (batcher.batches_sent, batcher.requests_sent) == (2, 5)
+
+    run(body)
+
+
+def test_no_more_batches_are_in_flight_than_the_upstream_has_workers():
+    async def body():
+        scorer = FakeScorer()
+        batcher = forwarder(scorer, workers=2, max_batch_wait_ms=0)
+        requests = []
+        for i in range(6):
+            requests.append(asyncio.ensure_future(batcher.predict(rows(float(i + 1)))))
+            await settle()
+        assert len(scorer.calls) == 2 and scorer.most_in_flight == 2
+        while not all(request.done() for request in requests):
+            for call in scorer.calls:
+                if not call.done.done():
+                    call.answer()
+            await settle()
+        assert scorer.most_in_flight == 2
+        assert sorted(r["first_value"] for request in requests for r in request.result().predictions) == [
+            1,
+            2,
+            3,
+            4,
+            5,
+            6,
+        ]
+
+    run(body)
+
+
+def test_a_batch_holds_at_most_max_batch_rows_and_never_splits_a_request():
+    async def body():
+        scorer = FakeScorer()
+        batcher = forwarder(scorer, max_batch_rows=4)
+        blocker = asyncio.ensure_future(batcher.predict(rows(1.0)))
+        await settle()
+        queued = [
+            asyncio.ensure_future(batcher.predict(rows(*[float(10 * i + j) for j in range(3)]))) for i in range(3)
+        ]
+        big = asyncio.ensure_future(batcher.predict(rows(*[float(100 + j) for j in range(6)])))
+        await settle()
+        while not all(r.done() for r in (blocker, *queued, big)):
+            for call in scorer.calls:
+                if not call.done.done():
+                    call.answer()
+            await settle()
+        sizes = [len(call.rows) for call in scorer.calls]
+        assert sizes == [1, 3, 3, 3, 6], "three-row requests cannot share a four-row batch; the six-row one goes alone"
+        assert [r["first_value"] for r in big.result().predictions] == [float(100 + j) for j in range(6)]
+
+    run(body)
+
+
+def test_a_failed_batch_fails_only_its_own_requests():
+    async def body():
+        scorer = FakeScorer()
+        batcher = forwarder(scorer)
+        doomed = asyncio.ensure_future(batcher.predict(rows(1.0)))
+        await settle()
+        spared = [asyncio.ensure_future(batcher.predict(rows(2.0))) for _ in range(3)]
+        await settle()
+        scorer.calls[0].fail(502)
+        await settle()
+        scorer.calls[1].answer()
+        with pytest.raises(UpstreamError) as failure:
+            await doomed
+        assert failure.value.status == 502
+        assert [len(scored.predictions) for scored in await asyncio.gather(*spared)] == [1, 1, 1]
+
+    run(body)
+
+
+def test_a_request_whose_client_went_away_is_not_sent():
+    async def body():
+        scorer = FakeScorer()
+        batcher = forwarder(scorer)
+        first = asyncio.ensure_future(batcher.predict(rows(1.0)))
+        await settle()
+        gone = asyncio.ensure_future(batcher.predict(rows(9.0)))
+        kept = asyncio.ensure_future(batcher.predict(rows(2.0)))
+        await settle()
+        gone.cancel()
+        await settle()
+        scorer.calls[0].answer()
+        await settle()
+        assert scorer.calls[1].rows == rows(2.0)
+        scorer.calls[1].answer()
+        await first, await kept
+
+    run(body)
+
+
+def test_every_request_of_a_batch_reports_the_version_live_when_it_was_sent():
+    async def body():
+        old, new = FakeScorer("1"), FakeScorer("2")
+        router = SimpleNamespace(live=old)
+        batcher = BatchingForwarder(router, None, ServingConfig(upstream="http://127.0.0.1:1"))
+        first = asyncio.ensure_future(batcher.predict(rows(1.0)))
+        await settle()
+        waiting = [asyncio.ensure_future(batcher.predict(rows(2.0))) for _ in range(2)]
+        router.live = new  # a rollout switches while the second batch waits
+        old.calls[0].answer()
+        await settle()
+        new.calls[0].answer()
+        assert (await first).version == "1"
+        assert {(await request).version for request in waiting} == {"2"}
+
+    run(body)
+
+
+def test_close_answers_everything_queued_and_in_flight_before_it_returns():
+    async def body():
+        scorer = FakeScorer()
+        batcher = forwarder(scorer, workers=2, max_batch_wait_ms=10_000)
+        first = asyncio.ensure_future(batcher.predict(rows(1.0)))
+        await settle()
+        queued = asyncio.ensure_future(batcher.predict(rows(2.0)))
+        await settle()
+        assert len(scorer.calls) == 1, "the second request waits to fill a batch"
+        closing = asyncio.ensure_future(batcher.close())
+        await settle()
+        assert len(scorer.calls) == 2, "closing sends the queue at once, without waiting for company"
+        assert not closing.done(), "closing waits for the batches in flight"
+        for call in scorer.calls:
+            call.answer()
+        await closing
+        assert first.done() and queued.done()
+
+    run(body)
