@@ -32,7 +32,7 @@ import click
 import requests
 
 from bench.loadgen import LoadResult, available_generator, run_load
-from bench.store import BIN, REPO, store_env, train
+from bench.store import REPO, store_env, train
 from iris_core.processes import free_port, stop_process, wait_until
 from iris_core.schema import FEATURES
 
@@ -167,21 +167,9 @@ def server(command: list, env: dict, workdir: Path, name: str, probe_url: str, p
 
 
 def mlflow_serve(port: int) -> list:
-    return [
-        str(BIN / "mlflow"),
-        "models",
-        "serve",
-        "-m",
-        CHAMPION_URI,
-        "--env-manager",
-        "local",
-        "-h",
-        "127.0.0.1",
-        "-p",
-        str(port),
-        "-w",
-        "1",
-    ]
+    from serving.upstream import serve_command
+
+    return serve_command(CHAMPION_URI, port)
 
 
 def upstream_env(env: dict) -> dict:

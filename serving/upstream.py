@@ -138,23 +138,13 @@ class ManagedUpstream(Upstream):
         port = free_port()
         self.log_path = Path(self._config.log_dir).resolve() / f"upstream-v{self.version}-{port}.log"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        command = [
-            str(BIN / "mlflow"),
-            "models",
-            "serve",
-            "-m",
+        command = serve_command(
             self.model_uri,
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "--env-manager",
-            self._config.env_manager,
-            "-w",
-            str(self._config.workers),
-            "-t",
-            str(math.ceil(self._config.timeout)),
-        ]
+            port,
+            env_manager=self._config.env_manager,
+            workers=self._config.workers,
+            timeout=self._config.timeout,
+        )
         _logger.info("starting the model server for %s on port %s (log: %s)", self.model_uri, port, self.log_path)
         with open(self.log_path, "ab") as log:
             self.process = await asyncio.create_subprocess_exec(
@@ -245,6 +235,15 @@ async def check_canary(session: aiohttp.ClientSession, invocations_url: str, tim
     answer = predictions[0].get("prediction") if isinstance(predictions[0], dict) else None
     if answer != CANARY_CLASS:
         raise UpstreamStartError(f"canary row answered {str(answer)[:40]!r}, expected {CANARY_CLASS!r}")
+
+
+def serve_command(
+    model_uri: str, port: int, *, env_manager: str = "local", workers: int = 1, timeout: float | None = None
+) -> list[str]:
+    """``mlflow models serve`` of one model version on a loopback port: how the proxy starts a model server."""
+    command = [str(BIN / "mlflow"), "models", "serve", "-m", model_uri, "-h", "127.0.0.1", "-p", str(port)]
+    command += ["--env-manager", env_manager, "-w", str(workers)]
+    return command + (["-t", str(math.ceil(timeout))] if timeout is not None else [])
 
 
 def upstream_env() -> dict:

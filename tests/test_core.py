@@ -65,7 +65,9 @@ def test_the_runner_gives_a_usage_error_exit_2_and_names_the_help(capsys):
 def test_an_mlflow_error_is_one_line_with_its_cause(capsys):
     from mlflow.exceptions import MlflowException
 
-    assert exit_of(command_raising(MlflowException("API request to endpoint /api/2.0/x failed with error code 403"))) == 1
+    assert (
+        exit_of(command_raising(MlflowException("API request to endpoint /api/2.0/x failed with error code 403"))) == 1
+    )
     assert capsys.readouterr().err.startswith("error: permission denied by the tracking server (403)")
 
 

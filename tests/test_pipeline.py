@@ -131,24 +131,12 @@ def test_forced_failing_gate_exits_nonzero_and_leaves_champion(pipeline_store, c
 def test_models_serve_of_the_champion_answers_with_the_promised_shape(pipeline_store):
     import subprocess
 
-    from tests.support import BIN
+    from serving.upstream import serve_command
 
     store = pipeline_store[0]
     port = free_port()
     proc = subprocess.Popen(
-        [
-            str(BIN / "mlflow"),
-            "models",
-            "serve",
-            "-m",
-            "models:/iris@champion",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "--env-manager",
-            "local",
-        ],
+        serve_command("models:/iris@champion", port),
         cwd=store,
         env={**os.environ, "MLFLOW_TRACKING_URI": sqlite_uri(store)},
         stdout=subprocess.DEVNULL,

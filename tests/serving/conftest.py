@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from serving.upstream import serve_command
 from tests.conftest import BIN, clean_env, sqlite_uri
 from tests.support import free_port, http_ok, stop_process, wait_until
 
@@ -104,21 +105,7 @@ def upstream(trained_registry, tmp_path_factory):
     log = tmp_path_factory.mktemp("upstream") / "serve.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [
-                str(BIN / "mlflow"),
-                "models",
-                "serve",
-                "-m",
-                "models:/iris/2",
-                "--env-manager",
-                "local",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(port),
-                "-w",
-                "1",
-            ],
+            serve_command("models:/iris/2", port),
             cwd=trained_registry,
             env=serving_env(trained_registry),
             stdout=out,
