@@ -16,10 +16,12 @@ arrived during the previous call under many. Sending more batches than the upstr
 workers would not score them sooner (they queue in the upstream) but would pay its
 per-call cost more often: measured on 2 cores at 64 connections, a second batch in
 flight to one worker nearly doubled the upstream's CPU per request. A request is never
-split across batches; one larger than ``max_batch_rows`` goes alone. Every batch reads
-the router's live upstream once, at dispatch, so all its rows are scored by one model
-version, which every request in it reports; an upstream failure fails exactly the
-requests of that batch.
+split across batches; one larger than ``max_batch_rows`` goes alone. Every batch goes to
+one upstream: a request may name its own (``predict(rows, upstream)``, e.g. a versioned
+V2 infer or a canary's share), and the others take the router's live upstream, read once
+at dispatch, so all its rows are scored by one model version, which every request in it
+reports. Requests for other upstreams keep their place in the queue for a later batch.
+An upstream failure fails exactly the requests of that batch.
 """
 
 import asyncio
@@ -37,6 +39,7 @@ class _Pending:
     rows: list[list[float]]
     future: asyncio.Future
     queued_at: float = field(default=0.0)
+    upstream: object = None  # None: the router's live upstream at dispatch
 
 
 class BatchingForwarder:
@@ -58,9 +61,10 @@ class BatchingForwarder:
         self.batches_sent = 0  # upstream calls, and the requests they carried (read by /metrics)
         self.requests_sent = 0
 
-    async def predict(self, rows: list[list[float]]) -> Scored:
+    async def predict(self, rows: list[list[float]], upstream=None) -> Scored:
+        """Score the rows with ``upstream``, or with whichever is live when their batch goes out (None)."""
         loop = asyncio.get_running_loop()
-        pending = _Pending(rows, loop.create_future(), loop.time())
+        pending = _Pending(rows, loop.create_future(), loop.time(), upstream)
         self._queue.append(pending)
         self._queued_rows += len(rows)
         self._pump()
@@ -79,7 +83,7 @@ class BatchingForwarder:
             if not self._ready():
                 self._arm_timer()
                 return
-            self._send(self._take_batch())
+            self._send(*self._take_batch())
         if not self._queue and self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -101,31 +105,43 @@ class BatchingForwarder:
         self._timer = None
         self._pump()
 
-    def _take_batch(self) -> list[_Pending]:
-        """Whole requests from the head of the queue, up to ``max_batch_rows`` rows (at least one request)."""
-        batch, rows = [], 0
+    def _take_batch(self) -> tuple[list[_Pending], object]:
+        """Whole requests for the head's upstream, in queue order, up to ``max_batch_rows`` rows (at least one).
+
+        Requests for another upstream are passed over and keep their place; with one
+        upstream for all (the usual case) this takes from the head only.
+        """
+        live = self._router.live
+        batch: list[_Pending] = []
+        skipped: list[_Pending] = []
+        target, rows = None, 0
         while self._queue:
             head = self._queue[0]
             if head.future.done():  # its client went away: nothing to score
                 self._queue.popleft()
                 self._queued_rows -= len(head.rows)
                 continue
+            wanted = head.upstream if head.upstream is not None else live
+            if batch and wanted is not target:
+                skipped.append(self._queue.popleft())
+                continue
             if batch and rows + len(head.rows) > self._max_rows:
                 break
             self._queue.popleft()
             self._queued_rows -= len(head.rows)
             batch.append(head)
-            rows += len(head.rows)
-        return batch
+            target, rows = wanted, rows + len(head.rows)
+        self._queue.extendleft(reversed(skipped))
+        return batch, target
 
-    def _send(self, batch: list[_Pending]) -> None:
-        """Read the live upstream now, at dispatch: the whole batch goes to it."""
+    def _send(self, batch: list[_Pending], upstream) -> None:
+        """The whole batch goes to one upstream, chosen at dispatch (``_take_batch``)."""
         if not batch:
             return
         self._inflight += 1
         self.batches_sent += 1
         self.requests_sent += len(batch)
-        task = asyncio.get_running_loop().create_task(self._score(batch, self._router.live))
+        task = asyncio.get_running_loop().create_task(self._score(batch, upstream))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -4,9 +4,10 @@ This is the seam the forwarders share: ``call_upstream`` asks an upstream
 (``serving.upstream.Upstream.score``) to score rows, and ``post_rows`` is the one POST of
 rows to an ``/invocations`` URL that it makes. ``DirectForwarder`` makes one such call per
 request, and the batching forwarder (``serving.batching``) coalesces concurrent requests
-into one call. Both take ``(router, session, config)`` and answer ``await predict(rows)``
-with a ``Scored``, reading ``router.live`` at call time so a rollout switch applies to the
-next call.
+into one call. Both take ``(router, session, config)`` and answer ``await predict(rows,
+upstream=None)`` with a ``Scored``: the rows go to ``upstream`` when one is given (a
+versioned request, a canary's share), else to ``router.live`` read at call time, so a
+rollout switch applies to the next call.
 """
 
 import functools
@@ -116,8 +117,9 @@ class DirectForwarder:
         self.batches_sent = 0  # upstream calls, and the requests they carried (read by /metrics)
         self.requests_sent = 0
 
-    async def predict(self, rows: list[list[float]]) -> Scored:
-        upstream = self._router.live
+    async def predict(self, rows: list[list[float]], upstream=None) -> Scored:
+        if upstream is None:
+            upstream = self._router.live
         self.batches_sent += 1
         self.requests_sent += 1
         predictions = await call_upstream(self._session, upstream, rows, self._timeout)

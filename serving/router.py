@@ -129,6 +129,20 @@ class Router:
         if self.lookup is not None:
             self.lookup.close()
 
+    # -- which upstream serves a version -----------------------------------------------------
+
+    def upstream_for(self, version: str) -> Upstream | None:
+        """The upstream serving ``version`` now: the live one, or a warm one that is ready; None otherwise."""
+        live = self.live
+        if live is not None and live.version == version:
+            return live
+        return next((u for u in self.warm if u.version == version and u.state == UpstreamState.READY), None)
+
+    def loaded_versions(self) -> list[str]:
+        """The versions ``upstream_for`` can answer with, live first."""
+        live = [self.live.version] if self.live is not None else []
+        return live + [u.version for u in self.warm if u.state == UpstreamState.READY]
+
     # -- what /health and /version show -----------------------------------------------------
 
     async def health(self) -> tuple[bool, dict]:

@@ -15,7 +15,7 @@ import pytest
 
 from serving.batching import BatchingForwarder
 from serving.config import ServingConfig
-from serving.forwarding import UpstreamError
+from serving.forwarding import DirectForwarder, UpstreamError
 from tests.serving.fakes import FakeScorer, settle
 
 
@@ -170,6 +170,47 @@ def test_every_request_of_a_batch_reports_the_version_live_when_it_was_sent():
         new.calls[0].answer()
         assert (await first).version == "1"
         assert {(await request).version for request in waiting} == {"2"}
+
+    run(body)
+
+
+def test_a_request_for_a_chosen_upstream_goes_there_in_a_batch_of_its_own_and_others_keep_their_place():
+    async def body():
+        live, warm = FakeScorer("2"), FakeScorer("1")
+        batcher = BatchingForwarder(SimpleNamespace(live=live), None, ServingConfig(upstream="http://127.0.0.1:1"))
+        first = asyncio.ensure_future(batcher.predict(rows(1.0)))
+        await settle()
+        queued = [
+            asyncio.ensure_future(batcher.predict(rows(2.0))),
+            asyncio.ensure_future(batcher.predict(rows(3.0), upstream=warm)),
+            asyncio.ensure_future(batcher.predict(rows(4.0), upstream=live)),
+            asyncio.ensure_future(batcher.predict(rows(5.0), upstream=warm)),
+        ]
+        await settle()
+        live.calls[0].answer()
+        await settle()
+        assert [call.rows for call in live.calls[1:]] == [rows(2.0, 4.0)], "naming the live upstream joins its batch"
+        assert warm.calls == [], "one batch in flight at a time: the warm upstream's requests wait their turn"
+        live.calls[1].answer()
+        await settle()
+        assert [call.rows for call in warm.calls] == [rows(3.0, 5.0)]
+        warm.calls[0].answer()
+        versions = [(await request).version for request in queued]
+        assert versions == ["2", "1", "2", "1"] and (await first).version == "2"
+
+    run(body)
+
+
+def test_without_batching_a_request_goes_to_its_chosen_upstream_or_else_to_the_live_one():
+    async def body():
+        live, warm = FakeScorer("2"), FakeScorer("1")
+        direct = DirectForwarder(SimpleNamespace(live=live), None, ServingConfig(upstream="http://127.0.0.1:1"))
+        chosen = asyncio.ensure_future(direct.predict(rows(1.0), upstream=warm))
+        default = asyncio.ensure_future(direct.predict(rows(2.0)))
+        await settle()
+        warm.calls[0].answer()
+        live.calls[0].answer()
+        assert ((await chosen).version, (await default).version) == ("1", "2")
 
     run(body)
 

@@ -79,6 +79,21 @@ def test_a_rollback_to_the_warm_version_is_a_switch_without_a_start():
     run(body)
 
 
+def test_a_version_is_served_by_the_live_or_a_ready_warm_upstream_and_by_none_otherwise():
+    async def body(router, servers, lookup):
+        await promote(router, servers, lookup, "2")
+        await promote(router, servers, lookup, "3")
+        assert router.upstream_for("3") is router.live
+        assert router.upstream_for("2") is servers.latest("2")
+        assert router.upstream_for("1") is None, "version 1 was stopped beyond --keep-warm"
+        assert router.loaded_versions() == ["3", "2"]
+        servers.latest("2").die()
+        await settle()
+        assert router.upstream_for("2") is None and router.loaded_versions() == ["3"]
+
+    run(body)
+
+
 def test_a_version_that_fails_to_start_leaves_the_live_one_serving_and_is_retried_after_a_backoff():
     async def body(router, servers, lookup):
         lookup.points_to("2")
