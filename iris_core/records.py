@@ -1,29 +1,57 @@
-"""The prediction-record format: one JSON object per scored row, written by the proxy and read by the monitor.
+"""The log-record formats: what the proxy writes about each scored row and each label, and the steps read back.
 
-A line::
+A prediction record, one per scored row::
 
-    {"ts": "2026-01-31T12:00:00.123Z", "request_id": "4f1c...", "model_name": "iris",
+    {"ts": "2026-01-31T12:00:00.123Z", "request_id": "4f1c...", "row": 0, "model_name": "iris",
      "model_version": "2", "features": {"sepal_length": 5.1, "sepal_width": 3.5,
      "petal_length": 1.4, "petal_width": 0.2}, "prediction": "setosa",
      "confidence": 0.97, "latency_ms": 3.2}
 
-``latency_ms`` is the latency of the whole request the row came in. The proxy's writer
-(thread, queue and file rotation: ``serving.prediction_log``) encodes with ``encode``;
-the ``monitor`` step reads a file back with ``read_log``, which skips and counts lines
-that are not records instead of failing on them.
+``row`` is the row's index in its request (logs written before it existed leave it out:
+their rows of one request follow each other in order); ``latency_ms`` is the latency of
+the whole request the row came in.
+
+A feedback record, one per label a client sent back for a scored row (``POST /feedback``)::
+
+    {"ts": "2026-02-03T08:00:00.000Z", "request_id": "4f1c...", "row": 0, "label": "setosa"}
+
+``request_id`` and ``row`` name the prediction record the label belongs to; ``label`` is
+the true class. The proxy's writers (thread, queue and file rotation:
+``serving.log_writer``) encode with ``encode``; the steps read files back with
+``read_log`` and ``read_feedback_log``, which skip and count lines that are not records
+instead of failing on them. A log rotates to ``PATH.1`` ... ``PATH.N``
+(``rotated_files`` lists them), so a label that arrives days late may belong to a
+prediction in an older file.
 """
 
 import functools
 import json
 import math
+import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from iris_core.schema import FEATURES
+from iris_core.schema import CLASSES, FEATURES
 
-FIELDS = ("ts", "request_id", "model_name", "model_version", "features", "prediction", "confidence", "latency_ms")
+FIELDS = (
+    "ts",
+    "request_id",
+    "row",
+    "model_name",
+    "model_version",
+    "features",
+    "prediction",
+    "confidence",
+    "latency_ms",
+)
+FEEDBACK_FIELDS = ("ts", "request_id", "row", "label")
+
+# What a request id may look like: the proxy takes a client's X-Request-Id only if it
+# matches, and a label must name one that does.
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+REQUEST_ID_RULE = "1 to 128 characters of A-Z, a-z, 0-9, '.', '_', ':' and '-'"
 
 _encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
@@ -44,6 +72,7 @@ def make_record(
     *,
     ts: str,
     request_id: str,
+    row: int = 0,
     model_name: str,
     model_version: str | None,
     features: Mapping[str, float] | Sequence[float],
@@ -51,11 +80,12 @@ def make_record(
     confidence: float,
     latency_ms: float,
 ) -> dict:
-    """One log record; ``features`` is a dict or the values in ``FEATURES`` order."""
+    """One prediction record; ``features`` is a dict or the values in ``FEATURES`` order."""
     values = [features[name] for name in FEATURES] if isinstance(features, dict) else features
     return {
         "ts": ts,
         "request_id": request_id,
+        "row": int(row),
         "model_name": model_name,
         "model_version": None if model_version is None else str(model_version),
         "features": {name: float(value) for name, value in zip(FEATURES, values, strict=True)},
@@ -70,18 +100,18 @@ def encode(record: dict) -> bytes:
     return (_encoder.encode(record) + "\n").encode()
 
 
+def make_feedback_record(*, ts: str, request_id: str, row: int, label: str) -> dict:
+    """One feedback record: the true class ``label`` of row ``row`` of request ``request_id``."""
+    return {"ts": ts, "request_id": request_id, "row": int(row), "label": str(label)}
+
+
 class InvalidRecord(ValueError):
-    """A log line that is not a prediction record; readers skip it and count it."""
+    """A log line that is not a record of its log's kind; readers skip it and count it."""
 
 
 def parse_line(line: str | bytes) -> dict:
-    """The record on one line, checked field by field, or ``InvalidRecord`` naming what is wrong."""
-    try:
-        record = json.loads(line, parse_constant=_reject_constant)
-    except (ValueError, RecursionError):
-        raise InvalidRecord("not JSON") from None
-    if not isinstance(record, dict):
-        raise InvalidRecord("not a JSON object")
+    """The prediction record on one line, checked field by field, or ``InvalidRecord`` naming what is wrong."""
+    record = _json_object(line)
     features = record.get("features")
     if not isinstance(features, dict):
         raise InvalidRecord("no 'features' object")
@@ -95,6 +125,33 @@ def parse_line(line: str | bytes) -> dict:
     for key in ("model_name", "model_version", "ts", "request_id"):
         if record.get(key) is not None and not isinstance(record[key], str):
             raise InvalidRecord(f"{key!r} is not a string")
+    if "row" in record and not _row_index(record["row"]):
+        raise InvalidRecord("'row' is not a row index")
+    return record
+
+
+def parse_feedback_line(line: str | bytes) -> dict:
+    """The feedback record on one line, or ``InvalidRecord``: a label must name a request, a row and a class."""
+    record = _json_object(line)
+    request_id = record.get("request_id")
+    if not isinstance(request_id, str) or not REQUEST_ID.fullmatch(request_id):
+        raise InvalidRecord("'request_id' missing or not a request id")
+    if not _row_index(record.get("row")):
+        raise InvalidRecord("'row' missing or not a row index")
+    if record.get("label") not in CLASSES:
+        raise InvalidRecord("'label' missing or not a class")
+    if record.get("ts") is not None and not isinstance(record["ts"], str):
+        raise InvalidRecord("'ts' is not a string")
+    return record
+
+
+def _json_object(line: str | bytes) -> dict:
+    try:
+        record = json.loads(line, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        raise InvalidRecord("not JSON") from None
+    if not isinstance(record, dict):
+        raise InvalidRecord("not a JSON object")
     return record
 
 
@@ -107,6 +164,10 @@ def _finite_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _row_index(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 @dataclass(frozen=True)
 class LogContents:
     records: list[dict]
@@ -114,16 +175,44 @@ class LogContents:
     first_skipped: str | None = None  # "line N: reason", for the one warning a reader logs
 
 
-def read_log(path: str | Path) -> LogContents:
-    """All valid records of one log file, in file order; blank lines are ignored, bad ones counted."""
-    records, skipped, first_skipped = [], 0, None
+def iter_lines(path: str | Path, parse: Callable[[bytes], dict]) -> Iterator[dict | InvalidRecord]:
+    """Each non-blank line of one file, in order: its record, or the ``InvalidRecord`` saying why it is none.
+
+    The error's ``args`` are ``("line N: reason",)``. One line at a time, so a reader that
+    keeps only some records never holds a whole log in memory.
+    """
     with open(path, "rb") as lines:
         for number, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
             try:
-                records.append(parse_line(line))
+                yield parse(line)
             except InvalidRecord as exc:
-                skipped += 1
-                first_skipped = first_skipped or f"line {number}: {exc}"
+                yield InvalidRecord(f"line {number}: {exc}")
+
+
+def read_log(path: str | Path, parse: Callable[[bytes], dict] = parse_line) -> LogContents:
+    """All valid records of one log file, in file order; blank lines are ignored, bad ones counted."""
+    records, skipped, first_skipped = [], 0, None
+    for item in iter_lines(path, parse):
+        if isinstance(item, InvalidRecord):
+            skipped += 1
+            first_skipped = first_skipped or str(item)
+        else:
+            records.append(item)
     return LogContents(records, skipped, first_skipped)
+
+
+def read_feedback_log(path: str | Path) -> LogContents:
+    return read_log(path, parse_feedback_line)
+
+
+def rotated_files(path: str | Path) -> list[Path]:
+    """A log and the older files its rotation kept (``PATH.1`` is the newest of those), oldest first."""
+    path = Path(path)
+    older = []
+    index = 1
+    while (candidate := path.with_name(f"{path.name}.{index}")).is_file():
+        older.append(candidate)
+        index += 1
+    return [*reversed(older), *([path] if path.is_file() else [])]

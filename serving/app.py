@@ -10,7 +10,6 @@ import hmac
 import importlib.metadata
 import logging
 import os
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
+from iris_core.records import REQUEST_ID
 from serving.batching import BatchingForwarder
 from serving.errors import HttpError
 from serving.forwarding import DirectForwarder
@@ -36,7 +36,6 @@ _ROUTES = {
     "/ping": "GET",
     "/version": "GET",
 }
-_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 @dataclass(slots=True)
@@ -81,7 +80,7 @@ class Proxy:
         started = time.perf_counter()
         self.in_flight += 1
         supplied = request.headers.get("X-Request-Id")
-        request_id = supplied if supplied and _REQUEST_ID.fullmatch(supplied) else os.urandom(8).hex()
+        request_id = supplied if supplied and REQUEST_ID.fullmatch(supplied) else os.urandom(8).hex()
         live = self.router.live
         version = live.version if live is not None else "none"
         rows = predictions = None

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from iris_core.refs import CHAMPION, DEFAULT_MODEL_NAME, MODEL_URI_FORM, ModelRef, alias_uri
 from iris_core.refs import parse_model_uri as parse_any_model_uri
 from serving.errors import ConfigError
-from serving.prediction_log import DEFAULT_BACKUP_COUNT, DEFAULT_MAX_BYTES
+from serving.log_writer import DEFAULT_BACKUP_COUNT, DEFAULT_MAX_BYTES
 from serving.validation import Limits
 
 DEFAULT_MODEL_URI = alias_uri(DEFAULT_MODEL_NAME, CHAMPION)
