@@ -94,7 +94,7 @@ def registry_client(env: dict):
 
 def move(client, version: str, how: str) -> float:
     """Point champion at the version; returns the monotonic time just before the registry write."""
-    from registry_tools.aliases import move_alias
+    from iris_core.alias_history import move_alias
 
     moved_at = time.monotonic()
     move_alias(client, "iris", "champion", version, how=how, reason="rollout benchmark")

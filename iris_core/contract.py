@@ -33,6 +33,19 @@ class Tag:
     # model version, from monitoring
     DRIFT_STATUS = "drift_status"
     DRIFT_RUN_ID = "drift_run_id"
+    # model version, from serving: the shadow evidence summed over every proxy that shadowed it
+    # (``iris_core.shadow_evidence``; each proxy keeps its own counts under SHADOW_SOURCE_PREFIX)
+    SHADOW_ROWS = "shadow_rows"
+    SHADOW_AGREEMENT = "shadow_agreement"
+    SHADOW_ERROR_RATE = "shadow_error_rate"
+    SHADOW_P99_MS = "shadow_p99_ms"
+    SHADOW_AGAINST = "shadow_against"  # the live version the answers were compared with
+    SHADOW_SOURCE_PREFIX = "shadow."
+    # model version, from serving: what a canary rollout of it ended with, and why
+    ROLLOUT_OUTCOME = "rollout_outcome"
+    ROLLOUT_EVIDENCE = "rollout_evidence"
+    ROLLOUT_BY = "rollout_by"
+    ROLLOUT_AT = "rollout_at"
     # runs: which model a run is about, and where its data came from
     MODEL_NAME = "model_name"
     MODEL_VERSION = "model_version"
@@ -55,6 +68,28 @@ class GateVerdict(StrEnum):
 
     PASSED = "passed"
     FAILED = "failed"
+    WAITING = "waiting_for_shadow"  # not enough shadow evidence yet: run the gate again later
+
+
+class MoveKind(StrEnum):
+    """How an alias moved, as its history records it (``how``)."""
+
+    TRAIN = "train"
+    GATE = "gate"
+    PROMOTE = "promote"
+    ROLLBACK = "rollback"
+    AUTO_ROLLBACK = "auto-rollback"  # by a serving proxy whose canary analysis found the version worse
+
+    @property
+    def is_rollback(self) -> bool:
+        return self in (MoveKind.ROLLBACK, MoveKind.AUTO_ROLLBACK)
+
+
+class RolloutOutcome(StrEnum):
+    """How a canary rollout of a version ended, as the ``rollout_outcome`` tag holds it."""
+
+    COMPLETED = "completed"  # it took all the traffic and passed its bake window
+    ROLLED_BACK = "rolled_back"  # the proxy found it worse than the previous version and moved back
 
 
 class DriftStatus(StrEnum):
@@ -94,3 +129,12 @@ def alias_history_key(alias: str, at_ms: int, nonce: str) -> str:
 
 def alias_history_prefix(alias: str) -> str:
     return f"{ALIAS_HISTORY_PREFIX}.{alias}."
+
+
+# Registered-model tag ``alias_claim.<alias>.<version>``: held for a moment by whoever moves
+# the alias away from that version with a compare-and-set (``iris_core.alias_history``).
+ALIAS_CLAIM_PREFIX = "alias_claim"
+
+
+def alias_claim_key(alias: str, version: str) -> str:
+    return f"{ALIAS_CLAIM_PREFIX}.{alias}.{version}"

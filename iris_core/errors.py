@@ -7,6 +7,7 @@ Each package derives its own errors from ``IrisError``; the command-line runner
 EXIT_OK = 0
 EXIT_FAILURE = 1  # the operation failed: a refused promotion, a missing version, drift
 EXIT_USAGE = 2  # the command line cannot work as written
+EXIT_WAITING = 3  # nothing failed, the evidence asked for is not there yet: run it again later
 EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports SIGINT
 
 

@@ -262,8 +262,8 @@ def _carry_out(obj: RegistryContext, plan, dry_run: bool) -> None:
 def history(obj: RegistryContext, alias, as_json):
     """Every recorded move of the alias, newest first: when, from, to, how, by whom and why."""
     client = obj.client
+    from iris_core.alias_history import parse_history
     from registry_tools import render
-    from registry_tools.aliases import parse_history
     from registry_tools.versions import get_model
 
     moves = parse_history(get_model(client, obj.model_name).tags, alias)

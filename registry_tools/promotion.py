@@ -10,11 +10,12 @@ from dataclasses import dataclass
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.tracking import MlflowClient
 
+from iris_core.alias_history import AliasMove, move_alias, parse_history
 from iris_core.contract import GateVerdict, Tag, split_reasons
 from iris_core.errors import NotFound
 from iris_core.refs import Ref
 from iris_core.resolver import find_version, get_model
-from registry_tools.aliases import AliasMove, move_alias, parse_history, rollback_target
+from registry_tools.aliases import rollback_target
 from registry_tools.errors import Refused
 
 

@@ -2,8 +2,8 @@
 
 import json
 
+from iris_core.alias_history import AliasMove
 from iris_core.contract import Tag
-from registry_tools.aliases import AliasMove
 from registry_tools.versions import VersionSummary, utc_time
 
 MISSING = "-"

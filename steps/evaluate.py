@@ -3,7 +3,7 @@
 The challenger becomes ``champion`` only if it is accurate enough and not worse than the
 current champion on the same rows (``steps.gate``). The decision and its reasons are
 logged to the evaluation run and set as model-version tags; the alias moves through
-``registry_tools.aliases`` so the move lands in the alias history.
+``iris_core.alias_history`` so the move lands in the alias history.
 """
 
 import io
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import click
 import pandas as pd
 
-from iris_core.contract import HOLDOUT_SPLIT_ARTIFACT, Tag, join_reasons
+from iris_core.contract import HOLDOUT_SPLIT_ARTIFACT, MoveKind, Tag, join_reasons
 from iris_core.refs import CHALLENGER, CHAMPION, DEFAULT_MODEL_NAME, alias_uri, version_uri
 from iris_core.resolver import alias_version
 from iris_core.schema import FEATURES, LABEL
@@ -85,7 +85,7 @@ def evaluate_version(
     """Evaluate inside the active run, tag the version with the decision, and promote on a pass."""
     import mlflow
 
-    from registry_tools.aliases import move_alias
+    from iris_core.alias_history import move_alias
 
     model_uri = version_uri(model_name, version)
     run_id = mlflow.active_run().info.run_id
@@ -112,7 +112,7 @@ def evaluate_version(
         client.set_model_version_tag(model_name, version, key, value)
     promoted = decision.passed and champion_version != version
     if promoted:
-        move_alias(client, model_name, CHAMPION, version, how="gate", reason=reasons)
+        move_alias(client, model_name, CHAMPION, version, how=MoveKind.GATE, reason=reasons)
     return EvaluationResult(model_name, version, metrics, champion_version, decision, promoted)
 
 

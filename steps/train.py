@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 import pandas as pd
 
-from iris_core.contract import HOLDOUT_SPLIT_ARTIFACT, MODEL_ARTIFACT, TRAIN_SPLIT_ARTIFACT, Tag
+from iris_core.contract import HOLDOUT_SPLIT_ARTIFACT, MODEL_ARTIFACT, TRAIN_SPLIT_ARTIFACT, MoveKind, Tag
 from iris_core.refs import CHALLENGER, version_uri
 from iris_core.schema import FEATURES, LABEL
 from steps import cli, options
@@ -75,7 +75,7 @@ def train_and_register(data: LoadedData, config: TrainConfig, model_name: str) -
     import mlflow
     from sklearn.metrics import classification_report
 
-    from registry_tools.aliases import move_alias
+    from iris_core.alias_history import move_alias
 
     run = mlflow.active_run()
     mlflow.log_params(config.params())
@@ -94,7 +94,7 @@ def train_and_register(data: LoadedData, config: TrainConfig, model_name: str) -
     client = mlflow.MlflowClient()
     for key, value in {**config.params(), Tag.DATA_SOURCE: data.source, Tag.TRAINING_RUN_ID: run.info.run_id}.items():
         client.set_model_version_tag(model_name, version, key, str(value))
-    move_alias(client, model_name, CHALLENGER, version, how="train", reason=f"trained in run {run.info.run_id}")
+    move_alias(client, model_name, CHALLENGER, version, how=MoveKind.TRAIN, reason=f"trained in run {run.info.run_id}")
     _logger.info("Registered %s version %s (accuracy %.4f)", model_name, version, metrics["accuracy"])
     return TrainResult(run.info.run_id, model_name, version, metrics, holdout.reset_index(drop=True))
 

@@ -9,9 +9,9 @@ import os
 import pytest
 import requests
 
+from iris_core.alias_history import alias_history
 from iris_core.resolver import alias_version
 from iris_core.schema import CLASSES, FEATURES
-from registry_tools.aliases import alias_history
 from tests.conftest import REPO, mlflow_cli, sqlite_uri
 from tests.support import free_port, http_ok, stop_process, wait_until
 

@@ -1,12 +1,10 @@
-"""The alias history: how moves are recorded and read back, and which version a rollback picks."""
-
-import getpass
-import json
+"""Which version a rollback picks from the alias history, a person's rollbacks and the proxy's automatic ones alike."""
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from registry_tools.aliases import AliasMove, alias_history, current_user, move_alias, parse_history, rollback_target
+from iris_core.alias_history import AliasMove
+from registry_tools.aliases import rollback_target
 
 
 def moves(*steps: tuple[str, str]) -> list[AliasMove]:
@@ -65,38 +63,6 @@ def test_repeated_rollbacks_visit_every_earlier_version_in_reverse_order(version
     assert visited == versions[-2::-1]
 
 
-def test_parse_history_reads_only_the_alias_asked_for_newest_first_and_skips_junk():
-    def tag(alias, at_ms, to):
-        move = {
-            "alias": alias,
-            "from_version": None,
-            "to_version": to,
-            "at_ms": at_ms,
-            "by": "t",
-            "how": "gate",
-            "extra": 1,
-        }
-        return f"alias_history.{alias}.{at_ms:013d}.abcd", json.dumps(move)
-
-    tags = dict([tag("champion", 5, "1"), tag("champion", 9, "2"), tag("challenger", 7, "3")])
-    tags["alias_history.champion.0000000000010.bad"] = "{not json"
-    tags["alias_history.champion.0000000000011.bad"] = json.dumps({"alias": "champion"})
-    tags["owner"] = "team"
-    assert [(m.at_ms, m.to_version) for m in parse_history(tags, "champion")] == [(9, "2"), (5, "1")]
-
-
-def test_move_alias_records_from_to_who_how_and_why_in_the_registry(registry, monkeypatch):
-    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "alice")
-    client = registry.client()
-    move = move_alias(client, "iris", "champion", "1", how="promote", reason="pin")
-    assert client.get_registered_model("iris").aliases["champion"] == 1
-    assert alias_history(client, "iris", "champion")[0] == move
-    assert (move.from_version, move.to_version, move.by, move.how, move.reason) == ("2", "1", "alice", "promote", "pin")
-
-
-def test_current_user_survives_a_login_without_a_name(monkeypatch):
-    def no_name():
-        raise KeyError("getpwuid(): uid not found")
-
-    monkeypatch.setattr(getpass, "getuser", no_name)
-    assert current_user().startswith("uid-")
+def test_an_automatic_rollback_pops_the_stack_like_a_persons():
+    history = moves(("gate", "1"), ("gate", "2"), ("promote", "3"), ("auto-rollback", "2"))
+    assert rollback_target(history, "2") == "1"

@@ -2,8 +2,8 @@
 
 import threading
 
+from iris_core.alias_history import alias_history
 from iris_core.refs import Ref
-from registry_tools.aliases import alias_history
 from registry_tools.promotion import apply, plan_promotion
 from tests.registry_tools.checks import champion, start_cli
 

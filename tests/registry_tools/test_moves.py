@@ -6,7 +6,7 @@ v3 (gate failed), with the gate's moves of champion (-> 1, 1 -> 2) in the histor
 
 import pytest
 
-from registry_tools.aliases import alias_history
+from iris_core.alias_history import alias_history
 from tests.registry_tools.checks import assert_one_line_error, champion, unchanged
 
 

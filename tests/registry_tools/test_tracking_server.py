@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from registry_tools.aliases import alias_history
+from iris_core.alias_history import alias_history
 from tests.conftest import _LEAKY_ENV, build_versions
 from tests.registry_tools.checks import assert_one_line_error, champion, start_cli, unchanged
 from tests.support import mlflow_server

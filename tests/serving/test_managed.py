@@ -165,7 +165,7 @@ def test_promote_and_rollback_under_load_fail_no_request_and_the_rollback_starts
 def test_a_version_whose_model_cannot_load_is_not_switched_to(stack, rollout_registry, client, tmp_path):
     import mlflow
 
-    from registry_tools.aliases import move_alias
+    from iris_core.alias_history import move_alias
 
     mlflow.set_tracking_uri(sqlite_uri(rollout_registry))
     try:
@@ -192,7 +192,7 @@ def test_a_version_whose_model_cannot_load_is_not_switched_to(stack, rollout_reg
 
 
 def test_deleting_the_alias_keeps_the_service_answering(stack, client):
-    from registry_tools.aliases import move_alias
+    from iris_core.alias_history import move_alias
 
     assert live_version(stack) == "1"
     client.delete_registered_model_alias("iris", "champion")
@@ -232,7 +232,7 @@ def test_metrics_count_the_rollouts_and_the_restart_and_model_info_follows_the_a
 
 
 def test_sigterm_stops_every_process_it_started_even_a_model_server_still_starting_and_exits_0(stack, client):
-    from registry_tools.aliases import move_alias
+    from iris_core.alias_history import move_alias
 
     move_alias(client, "iris", "champion", "3", how="promote", reason="a rollout still starting at SIGTERM")
     wait_until(
