@@ -45,12 +45,18 @@ class GateThresholds:
 
     min_accuracy: float = 0.9
     max_regression: float = 0.01  # largest allowed drop in accuracy or f1 against the champion
+    min_shadow_rows: int = 0  # rows shadowed against the champion on live traffic before a promotion (0: off)
+    min_shadow_agreement: float = 0.95  # share of them where the challenger gave the champion's class
 
     def validated(self) -> "GateThresholds":
         if not 0 <= self.min_accuracy < float("inf"):
             raise InvalidParameter(f"min_accuracy must be a non-negative number, got {self.min_accuracy}")
         if not 0 <= self.max_regression <= 1:
             raise InvalidParameter(f"max_regression must be between 0 and 1, got {self.max_regression}")
+        if not 0 <= self.min_shadow_rows < 10**12:
+            raise InvalidParameter(f"min_shadow_rows must be a non-negative integer, got {self.min_shadow_rows}")
+        if not 0 <= self.min_shadow_agreement <= 1:
+            raise InvalidParameter(f"min_shadow_agreement must be between 0 and 1, got {self.min_shadow_agreement}")
         return self
 
 

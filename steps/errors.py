@@ -1,6 +1,6 @@
 """The pipeline steps' errors, all ``IrisError``s: the command-line runner prints one line and exits with their code."""
 
-from iris_core.errors import EXIT_USAGE, IrisError
+from iris_core.errors import EXIT_USAGE, EXIT_WAITING, IrisError
 
 
 class StepError(IrisError):
@@ -19,6 +19,12 @@ class DataValidationError(StepError):
 
 class GateFailed(StepError):
     """The challenger did not pass the promotion gate."""
+
+
+class GateWaiting(StepError):
+    """The gate needs shadow evidence that does not exist yet: a scheduler runs it again later (exit 3)."""
+
+    exit_code = EXIT_WAITING
 
 
 class DriftDetected(StepError):

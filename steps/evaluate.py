@@ -1,7 +1,10 @@
 """Entry point ``evaluate``: score a model version on its held-out split and apply the promotion gate.
 
 The challenger becomes ``champion`` only if it is accurate enough and not worse than the
-current champion on the same rows (``steps.gate``). The decision and its reasons are
+current champion on the same rows (``steps.gate``), and, with ``min_shadow_rows``, only
+once serving proxies have shadowed it against the champion on live traffic long enough
+(``iris_core.shadow_evidence``); before that the gate says "waiting for shadow evidence"
+and exits 3, so a scheduler can run it again later. The decision and its reasons are
 logged to the evaluation run and set as model-version tags; the alias moves through
 ``iris_core.alias_history`` so the move lands in the alias history.
 """
@@ -17,11 +20,12 @@ from iris_core.contract import HOLDOUT_SPLIT_ARTIFACT, MoveKind, Tag, join_reaso
 from iris_core.refs import CHALLENGER, CHAMPION, DEFAULT_MODEL_NAME, alias_uri, version_uri
 from iris_core.resolver import alias_version
 from iris_core.schema import FEATURES, LABEL
+from iris_core.shadow_evidence import evidence
 from steps import cli, options
 from steps.classification import classification_metrics
 from steps.config import GateThresholds
-from steps.errors import GateFailed, StepError
-from steps.gate import GateDecision, decide
+from steps.errors import GateFailed, GateWaiting, StepError
+from steps.gate import GateDecision, ShadowCheck, check_shadow, decide
 from steps.registry import check_model_uri, resolve_model_uri
 
 _logger = logging.getLogger(__name__)
@@ -98,7 +102,8 @@ def evaluate_version(
         champion_predicted = predict(version_uri(model_name, champion_version), holdout)
         champion_metrics = classification_metrics(holdout[LABEL], champion_predicted)
         mlflow.log_metrics({f"champion_{k}": champion_metrics[k] for k in ("accuracy", "f1_score")})
-    decision = decide(metrics, champion_metrics, thresholds.min_accuracy, thresholds.max_regression)
+    shadow = shadow_rule(client, model_name, version, champion_version, thresholds)
+    decision = decide(metrics, champion_metrics, thresholds.min_accuracy, thresholds.max_regression, shadow)
     reasons = join_reasons(decision.reasons)
     mlflow.set_tags({Tag.GATE_DECISION: decision.verdict, Tag.GATE_REASONS: reasons})
     version_tags = {
@@ -116,6 +121,17 @@ def evaluate_version(
     return EvaluationResult(model_name, version, metrics, champion_version, decision, promoted)
 
 
+def shadow_rule(
+    client, model_name: str, version: str, champion_version: str | None, thresholds: GateThresholds
+) -> ShadowCheck | None:
+    """The shadow rule's answer from the version's tags; None when it is off or there is no champion to compare with."""
+    if thresholds.min_shadow_rows <= 0 or champion_version in (None, version):
+        return None
+    tags = client.get_model_version(model_name, version).tags or {}
+    counts = evidence(tags, champion_version)
+    return check_shadow(counts, thresholds.min_shadow_rows, thresholds.min_shadow_agreement)
+
+
 def report(result: EvaluationResult) -> str:
     lines = [f"{result.model_name} version {result.version}: gate {result.decision.verdict}"]
     lines += [f"  - {reason}" for reason in result.decision.reasons]
@@ -131,8 +147,8 @@ def report(result: EvaluationResult) -> str:
 @click.command(help="Evaluate a model version on its held-out split; promote it to 'champion' if it passes the gate.")
 @click.option("--model-uri", default=alias_uri(DEFAULT_MODEL_NAME, CHALLENGER), show_default=True)
 @options.gate
-def main(model_uri, min_accuracy, max_regression):
-    thresholds = GateThresholds(min_accuracy, max_regression).validated()
+def main(model_uri, min_accuracy, max_regression, min_shadow_rows, min_shadow_agreement):
+    thresholds = GateThresholds(min_accuracy, max_regression, min_shadow_rows, min_shadow_agreement).validated()
     ref = check_model_uri(model_uri)
     import mlflow  # after the checks: a bad argument should not wait for MLflow's import
 
@@ -142,6 +158,15 @@ def main(model_uri, min_accuracy, max_regression):
     with cli.step_run("evaluate"):
         result = evaluate_version(client, ref.name, target.version, holdout, thresholds)
     click.echo(report(result))
+    raise_unless_passed(result)
+
+
+def raise_unless_passed(result: EvaluationResult) -> None:
+    """Exit 3 while the gate waits for shadow evidence, 1 when it failed."""
+    if result.decision.waiting:
+        raise GateWaiting(
+            f"gate waiting for shadow evidence for {result.model_name} version {result.version}; run it again later"
+        )
     if not result.decision.passed:
         raise GateFailed(f"gate failed for {result.model_name} version {result.version}")
 

@@ -8,12 +8,10 @@ not once per step.
 import click
 
 from iris_core.contract import Tag
-from iris_core.refs import CHAMPION
 from steps import cli, options
 from steps.config import GateThresholds, TrainConfig
 from steps.data import load_dataset, log_dataset
-from steps.errors import GateFailed
-from steps.evaluate import EvaluationResult, evaluate_version, report
+from steps.evaluate import EvaluationResult, evaluate_version, raise_unless_passed, report
 from steps.train import train_and_register
 
 
@@ -43,14 +41,13 @@ def run_pipeline(data_path: str, config: TrainConfig, model_name: str, threshold
 @options.training
 @options.model_name
 @options.gate
-def main(data_path, max_iter, C, solver, test_size, random_state, model_name, min_accuracy, max_regression):
+def main(data_path, max_iter, C, solver, test_size, random_state, model_name, **gate):
     config = TrainConfig(max_iter, C, solver, random_state, test_size).validated()
-    thresholds = GateThresholds(min_accuracy, max_regression).validated()
+    thresholds = GateThresholds(**gate).validated()
     with cli.step_run("main"):
         result = run_pipeline(data_path, config, model_name, thresholds)
     click.echo(report(result))
-    if not result.decision.passed:
-        raise GateFailed(f"gate failed: @{CHAMPION} not moved")
+    raise_unless_passed(result)
 
 
 if __name__ == "__main__":

@@ -43,4 +43,18 @@ gate = _stack(
         show_default=True,
         help="Largest allowed drop in accuracy or f1 against the champion.",
     ),
+    click.option(
+        "--min-shadow-rows",
+        type=int,
+        default=GateThresholds.min_shadow_rows,
+        show_default=True,
+        help="Rows a serving proxy must have shadowed against the champion first (0: no shadow rule).",
+    ),
+    click.option(
+        "--min-shadow-agreement",
+        type=float,
+        default=GateThresholds.min_shadow_agreement,
+        show_default=True,
+        help="Share of the shadowed rows where the challenger must have given the champion's class.",
+    ),
 )
