@@ -1,7 +1,8 @@
 """The proxy's HTTP face: validate, forward, answer; and the one place every outcome is recorded.
 
 Handlers are plain methods of ``Proxy`` with no middleware on the hot path. Every answer
-to ``/invocations`` and ``/predict`` carries ``X-Model-Version`` and ``X-Request-Id``;
+to ``/invocations`` and ``/predict`` carries ``X-Model-Version`` and ``X-Request-Id``
+(the id a label sent to ``/feedback`` names);
 every error is a short JSON body ``{"error_code", "message", "details"}``. Paths the
 upstream exposes and we do not (``/docs``, ``/openapi.json``...) are simply not routes.
 """
@@ -21,6 +22,7 @@ from aiohttp import web
 from iris_core.records import REQUEST_ID
 from serving.batching import BatchingForwarder
 from serving.errors import HttpError
+from serving.feedback_service import feedback_off
 from serving.forwarding import DirectForwarder
 from serving.monitoring import install as install_monitoring
 from serving.upstream import UpstreamStartError, check_canary
@@ -31,6 +33,7 @@ _logger = logging.getLogger(__name__)
 _ROUTES = {
     "/invocations": "POST",
     "/predict": "POST",
+    "/feedback": "POST",
     "/health": "GET",
     "/ready": "GET",
     "/ping": "GET",
@@ -63,6 +66,7 @@ class Proxy:
         self.session: aiohttp.ClientSession | None = None
         self.forwarder = None
         self.recorders: list[Callable[[Outcome], None]] = []
+        self.feedback = None  # a serving.feedback_service.FeedbackService with --feedback-log
         self.in_flight = 0  # scoring requests being answered, read by /metrics
         self._token = config.api_token.encode() if config.api_token else None
         self._limits = config.limits
@@ -114,6 +118,28 @@ class Proxy:
         self.record(endpoint, status, time.perf_counter() - started, rows, predictions, version, request_id)
         return response
 
+    async def feedback_labels(self, request: web.Request) -> web.Response:
+        """``POST /feedback``: true labels of scored rows, behind the same token as scoring."""
+        status = 500
+        try:
+            self._authorize(request)
+            if self.feedback is None:
+                raise feedback_off()
+            if (request.content_length or 0) > self._max_body:
+                raise _too_large(self._max_body)
+            body = await request.read()
+            status, response = 200, json_response(self.feedback.receive(request.headers.get("Content-Type"), body))
+        except HttpError as exc:
+            status, response = exc.status, http_error_response(exc)
+        except web.HTTPRequestEntityTooLarge:
+            status, response = 413, http_error_response(_too_large(self._max_body))
+        except Exception:
+            _logger.exception("feedback request failed")
+            response = error_response(500, "INTERNAL_ERROR", "the proxy failed to handle the feedback")
+        if self.feedback is not None:
+            self.feedback.answered(status)
+        return response
+
     def _authorize(self, request: web.Request) -> None:
         if self._token is None:
             return
@@ -144,6 +170,8 @@ class Proxy:
 
     async def health(self, request: web.Request) -> web.Response:
         healthy, body = await self.router.health()
+        if self.feedback is not None:
+            body["feedback"] = self.feedback.health()
         return json_response(body, 200 if healthy else 503)
 
     async def ready(self, request: web.Request) -> web.Response:
@@ -200,6 +228,7 @@ def create_app(config, router) -> web.Application:
     app = web.Application(client_max_size=config.max_body_bytes)
     app.router.add_post("/invocations", proxy.invocations)
     app.router.add_post("/predict", proxy.predict)
+    app.router.add_post("/feedback", proxy.feedback_labels)
     app.router.add_get("/health", proxy.health)
     app.router.add_get("/ready", proxy.ready)
     app.router.add_get("/ping", proxy.ping)

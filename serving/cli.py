@@ -24,7 +24,8 @@ ENV_MANAGERS = ("local", "uv", "virtualenv", "conda")
 
 
 @click.command(
-    help="Serve the model behind the validation proxy: POST /invocations and /predict, GET /health, /ready, /ping, /version."
+    help="Serve the model behind the validation proxy: POST /invocations, /predict and /feedback, "
+    "GET /health, /ready, /ping, /version."
 )
 @click.option(
     "--model-uri",
@@ -150,14 +151,33 @@ ENV_MANAGERS = ("local", "uv", "virtualenv", "conda")
     type=click.IntRange(min=0),
     default=C.log_max_bytes,
     show_default=True,
-    help="Rotate the prediction log past this size (0: never).",
+    help="Rotate the prediction and feedback logs past this size (0: never).",
 )
 @click.option(
     "--log-backups",
     type=click.IntRange(min=1),
     default=C.log_backups,
     show_default=True,
-    help="Rotated prediction logs kept (PATH.1 ... PATH.N).",
+    help="Rotated files kept of each log (PATH.1 ... PATH.N).",
+)
+@click.option(
+    "--feedback-log",
+    metavar="PATH",
+    help="Take true labels at POST /feedback and append them to this JSON-lines file (needs --prediction-log).",
+)
+@click.option(
+    "--answer-memory-rows",
+    type=click.IntRange(min=1),
+    default=C.answer_memory_rows,
+    show_default=True,
+    help="Rows of the latest answers remembered, so labels for them count in live accuracy at once.",
+)
+@click.option(
+    "--accuracy-window",
+    type=click.IntRange(min=1),
+    default=C.accuracy_window,
+    show_default=True,
+    help="Live accuracy per version covers its latest this many labeled rows.",
 )
 @click.option(
     "--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]), default="INFO", show_default=True

@@ -7,6 +7,7 @@ read them from the class (``ServingConfig.port``...).
 import ipaddress
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from iris_core.refs import CHAMPION, DEFAULT_MODEL_NAME, MODEL_URI_FORM, ModelRef, alias_uri
 from iris_core.refs import parse_model_uri as parse_any_model_uri
@@ -60,6 +61,9 @@ class ServingConfig:
     log_sample_rate: float = 1.0
     log_max_bytes: int = DEFAULT_MAX_BYTES
     log_backups: int = DEFAULT_BACKUP_COUNT
+    feedback_log: str | None = None  # JSON-lines log of labels (POST /feedback); needs prediction_log
+    answer_memory_rows: int = 100_000  # rows of recent answers remembered to score labels live
+    accuracy_window: int = 1000  # latest labeled rows per version that live accuracy covers
 
     def __post_init__(self):
         parse_model_uri(self.model_uri)
@@ -85,6 +89,14 @@ class ServingConfig:
             raise ConfigError(f"--upstream must be a base URL such as http://127.0.0.1:5001, got {self.upstream!r}")
         if not 0 <= self.log_sample_rate <= 1 or self.log_max_bytes < 0 or self.log_backups < 1:
             raise ConfigError("--log-sample-rate must be between 0 and 1, --log-max-bytes >= 0, --log-backups >= 1")
+        if self.feedback_log and not self.prediction_log:
+            raise ConfigError(
+                "--feedback-log needs --prediction-log: labels are joined with the logged predictions they belong to"
+            )
+        if self.feedback_log and Path(self.feedback_log).absolute() == Path(self.prediction_log).absolute():
+            raise ConfigError("--feedback-log must be another file than --prediction-log")
+        if self.answer_memory_rows < 1 or self.accuracy_window < 1:
+            raise ConfigError("--answer-memory-rows and --accuracy-window must be >= 1")
         if self.metrics_port is not None and self.metrics_port == self.port != 0:
             raise ConfigError("--metrics-port must differ from --port (leave it out to serve /metrics on --port)")
 

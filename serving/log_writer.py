@@ -50,8 +50,9 @@ class RotatingFile:
         self._size = 0
 
     def open(self) -> None:
-        """Open the file for appending unless it is open; an OSError says it cannot be written."""
+        """Open the file for appending (and make its directory) unless it is open; OSError if it cannot be written."""
         if self._file is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             self._file = open(self.path, "ab")
             self._size = self._file.tell()
 

@@ -1,10 +1,11 @@
-"""Plugs the metrics and the prediction log into the proxy: one recorder, ``GET /metrics``, their life cycle.
+"""Plugs the metrics, the prediction log and feedback into the proxy: recorders, ``GET /metrics``, their life cycle.
 
 ``/metrics`` is never behind the API token: it is a route of its own (or, with
 ``--metrics-port``, a listener of its own), not one of the scoring handlers that check it.
 The recorder runs once per scoring request, on the event loop, after the answer is
 built: it adds to integers and, when the prediction log is on, queues the request's rows
-for the writer thread.
+for the writer thread. With ``--feedback-log``, a second recorder remembers each answer
+for the labels of ``POST /feedback`` (``serving.feedback_service``).
 """
 
 import logging
@@ -12,6 +13,8 @@ import socket
 
 from aiohttp import web
 
+from serving.feedback_service import FeedbackService
+from serving.log_writer import LogWriter
 from serving.metrics import ProxyMetrics
 from serving.prediction_log import PredictionLogWriter
 
@@ -39,6 +42,12 @@ def install(app: web.Application, proxy, config) -> ProxyMetrics:
         app.on_startup.append(lambda _app: _start_writer(writer))
         app.on_cleanup.append(lambda _app: _close_writer(writer))
     proxy.recorders.append(recorder(metrics, writer, proxy.router.model.name))
+    if config.feedback_log:
+        feedback = FeedbackService(config, metrics.registry)
+        proxy.recorders.append(feedback.remember)
+        proxy.feedback = feedback
+        app.on_startup.append(lambda _app: _start_writer(feedback.writer))
+        app.on_cleanup.append(lambda _app: _close_writer(feedback.writer))
     if config.metrics_port is None:
         app.router.add_get(METRICS_PATH, metrics.aiohttp_handler())
     else:
@@ -67,12 +76,15 @@ def recorder(metrics: ProxyMetrics, writer: PredictionLogWriter | None, model_na
     return record
 
 
-async def _start_writer(writer: PredictionLogWriter) -> None:
+async def _start_writer(writer: LogWriter) -> None:
     writer.start()
-    _logger.info("logging %g of the scored requests to %s", writer.sample_rate, writer.path)
+    if isinstance(writer, PredictionLogWriter):
+        _logger.info("logging %g of the scored requests to %s", writer.sample_rate, writer.path)
+    else:
+        _logger.info("taking labels at POST /feedback into %s", writer.path)
 
 
-async def _close_writer(writer: PredictionLogWriter) -> None:
+async def _close_writer(writer: LogWriter) -> None:
     """Runs after in-flight requests are answered, so their rows are written before the proxy exits."""
     writer.close()
 

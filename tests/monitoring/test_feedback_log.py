@@ -92,7 +92,8 @@ def test_rotated_files_lists_the_log_and_its_backups_oldest_first(tmp_path):
 
 
 def test_a_feedback_log_that_cannot_be_opened_is_failing_from_the_start_and_recovers_by_itself(tmp_path):
-    path = tmp_path / "missing-dir" / "feedback.jsonl"
+    path = tmp_path / "logs" / "feedback.jsonl"
+    path.parent.write_text("a file where the log's directory belongs")
     tally = Tally()
     writer = FeedbackLogWriter(path, on_written=tally.on_written, on_dropped=tally.on_dropped).start()
     try:
@@ -100,7 +101,7 @@ def test_a_feedback_log_that_cannot_be_opened_is_failing_from_the_start_and_reco
         assert writer.submit(LABELS)
         wait_until(lambda: tally.dropped, timeout=10, what="the dropped labels")
         assert tally.dropped == {DROPPED_WRITE_ERROR: 2}
-        path.parent.mkdir()
+        path.parent.unlink()
         wait_until(lambda: not writer.failing, timeout=20, what="the writer to reopen the file")
         assert writer.submit(LABELS[:1])
     finally:
@@ -114,3 +115,11 @@ def test_a_full_feedback_queue_refuses_the_whole_list(tmp_path):
     assert writer.submit(LABELS[:1]) is True
     assert writer.submit(LABELS) is False
     assert tally.dropped == {DROPPED_QUEUE_FULL: 2}
+
+
+def test_a_log_in_a_directory_that_does_not_exist_yet_gets_it_made(tmp_path):
+    path = tmp_path / "logs" / "today" / "feedback.jsonl"
+    writer = FeedbackLogWriter(path).start()
+    writer.submit(LABELS)
+    writer.close()
+    assert len(read_feedback_log(path).records) == 2

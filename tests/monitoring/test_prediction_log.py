@@ -148,11 +148,12 @@ def test_a_read_only_directory_drops_the_rows_and_counts_them(tmp_path):
 
 def test_the_writer_recovers_when_the_log_path_becomes_writable(tmp_path):
     path = tmp_path / "logs" / "predictions.jsonl"
+    path.parent.write_text("a file where the log's directory belongs")
     tally = Tally()
     writer = PredictionLogWriter(path, on_written=tally.on_written, on_dropped=tally.on_dropped).start()
     submit(writer, request_id="before")
     wait_until(lambda: tally.dropped, timeout=30, what="the failed write")
-    path.parent.mkdir()
+    path.parent.unlink()
     submit(writer, request_id="after")
     writer.close()
     assert tally.dropped == {DROPPED_WRITE_ERROR: 1} and tally.written == 1
