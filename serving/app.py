@@ -26,7 +26,7 @@ from serving.feedback_service import feedback_off
 from serving.forwarding import DirectForwarder
 from serving.monitoring import install as install_monitoring
 from serving.upstream import UpstreamStartError, check_canary
-from serving.validation import ValidationError, invocation_rows, predict_row
+from serving.validation import ValidationError, parse_invocation, predict_row
 
 _logger = logging.getLogger(__name__)
 
@@ -39,6 +39,7 @@ _ROUTES = {
     "/ping": "GET",
     "/version": "GET",
 }
+_MLFLOW_VERSION = importlib.metadata.version("mlflow").encode()
 
 
 @dataclass(slots=True)
@@ -55,6 +56,7 @@ class Outcome:
     predictions: list[dict] | None
     version: str | None
     request_id: str
+    ignored: frozenset = frozenset()  # what the request carried that the model does not use (serving.validation)
 
 
 class Proxy:
@@ -88,6 +90,7 @@ class Proxy:
         live = self.router.live
         version = live.version if live is not None else "none"
         rows = predictions = None
+        ignored = frozenset()
         try:
             self._authorize(request)
             if (request.content_length or 0) > self._max_body:
@@ -95,12 +98,16 @@ class Proxy:
             body = await request.read()
             content_type = request.headers.get("Content-Type")
             if single:
-                rows = [predict_row(content_type, body)]
+                rows, unwrapped = [predict_row(content_type, body)], False
             else:
-                rows = invocation_rows(content_type, body, self._limits)
+                invocation = parse_invocation(content_type, body, self._limits)
+                rows, unwrapped, ignored = invocation.rows, invocation.unwrapped, invocation.ignored
             scored = await self.forwarder.predict(rows)
             predictions, version = scored.predictions, scored.version
-            payload = predictions[0] if single else {"predictions": predictions}
+            if single:
+                payload = predictions[0]
+            else:
+                payload = predictions if unwrapped else {"predictions": predictions}
             status, response = (
                 200,
                 web.Response(body=orjson.dumps(payload), headers={"Content-Type": "application/json"}),
@@ -115,7 +122,7 @@ class Proxy:
         response.headers["X-Model-Version"] = version
         response.headers["X-Request-Id"] = request_id
         self.in_flight -= 1
-        self.record(endpoint, status, time.perf_counter() - started, rows, predictions, version, request_id)
+        self.record(endpoint, status, time.perf_counter() - started, rows, predictions, version, request_id, ignored)
         return response
 
     async def feedback_labels(self, request: web.Request) -> web.Response:
@@ -153,12 +160,29 @@ class Proxy:
                 headers={"WWW-Authenticate": "Bearer"},
             )
 
-    def record(self, endpoint: str, status: int, latency_s: float, rows, predictions, version, request_id: str) -> None:
+    def record(
+        self,
+        endpoint: str,
+        status: int,
+        latency_s: float,
+        rows,
+        predictions,
+        version,
+        request_id: str,
+        ignored=frozenset(),
+    ) -> None:
         """Every scoring request ends here, answered or refused: metrics and the prediction log hook in."""
         if not self.recorders:
             return
         outcome = Outcome(
-            endpoint, status, latency_s, rows if predictions is not None else None, predictions, version, request_id
+            endpoint,
+            status,
+            latency_s,
+            rows if predictions is not None else None,
+            predictions,
+            version,
+            request_id,
+            ignored,
         )
         for recorder in self.recorders:
             try:
@@ -189,13 +213,11 @@ class Proxy:
         return web.Response(text="\n")
 
     async def version(self, request: web.Request) -> web.Response:
-        live = self.router.live
-        return json_response(
-            {
-                "mlflow": importlib.metadata.version("mlflow"),
-                "model": {"name": self.router.model.name, "version": live.version if live else None},
-            }
-        )
+        """MLflow's own answer, byte for byte (its version as the body, labelled JSON), for MLflow's clients.
+
+        The model's name and version are in ``/health`` and in every answer's ``X-Model-Version``.
+        """
+        return web.Response(body=_MLFLOW_VERSION, headers={"Content-Type": "application/json"})
 
     async def fallback(self, request: web.Request) -> web.Response:
         method = _ROUTES.get(request.path)

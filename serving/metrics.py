@@ -20,6 +20,8 @@ All names start with ``proxy_``:
   calls and the requests they carried (their ratio is the micro-batching factor, 1 with
   ``--no-batching``);
 - ``proxy_predictions_total{class}``, ``proxy_prediction_confidence``;
+- ``proxy_ignored_inputs_total{kind}``: requests that carried ``params``, other top-level
+  fields or columns that are not features, which the proxy ignores as MLflow does;
 - ``proxy_upstream_errors_total{code}``: requests answered 502, 503 or 504 because the
   model server failed, was unavailable or timed out;
 - ``proxy_upstream_restarts_total``, ``proxy_rollouts_total{outcome}`` (done, failed),
@@ -36,12 +38,14 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.utils import floatToGoString
 
 from serving.log_writer import DROPPED_QUEUE_FULL, DROPPED_WRITE_ERROR
+from serving.validation import IGNORED_COLUMN, IGNORED_FIELD, IGNORED_PARAMS
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 ROWS_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384)
 CONFIDENCE_BUCKETS = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 UPSTREAM_ERROR_CODES = frozenset({502, 503, 504})
 PREFIX = "proxy"
+IGNORED_KINDS = (IGNORED_PARAMS, IGNORED_FIELD, IGNORED_COLUMN)
 
 
 class _Histogram:
@@ -79,6 +83,7 @@ class ProxyMetrics:
         self._predictions: dict = defaultdict(int)  # predicted class -> rows
         self._confidence = _Histogram(CONFIDENCE_BUCKETS)
         self._upstream_errors: dict[int, int] = {code: 0 for code in sorted(UPSTREAM_ERROR_CODES)}
+        self._ignored: dict[str, int] = {kind: 0 for kind in IGNORED_KINDS}
         self.registry.register(self)
         ProcessCollector(registry=self.registry)
         self._log_written = Counter(
@@ -102,6 +107,11 @@ class ProxyMetrics:
         histogram.observe(seconds)
         if code in self._upstream_errors:
             self._upstream_errors[code] += 1
+
+    def observe_ignored(self, kinds) -> None:
+        """What one request carried that the model does not use (``serving.validation.IGNORED_*``)."""
+        for kind in kinds:
+            self._ignored[kind] += 1
 
     def observe_predictions(self, predictions: list[dict]) -> None:
         """The model's records for one request's rows (event loop only): count, classes, confidences."""
@@ -159,6 +169,13 @@ class ProxyMetrics:
             "Requests failed by the model server (502), its absence (503) or its timeout (504).",
             ["code"],
             {(code,): n for code, n in self._upstream_errors.items()},
+        )
+        yield _counter(
+            f"{PREFIX}_ignored_inputs",
+            "Scoring requests that carried what the model does not use, ignored as MLflow ignores it:"
+            " params, other top-level fields, columns that are not features.",
+            ["kind"],
+            {(kind,): n for kind, n in self._ignored.items()},
         )
         proxy = self._proxy
         if proxy is None:

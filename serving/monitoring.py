@@ -60,6 +60,8 @@ def recorder(metrics: ProxyMetrics, writer: PredictionLogWriter | None, model_na
 
     def record(outcome) -> None:
         metrics.observe_request(outcome.endpoint, outcome.status, outcome.latency_s)
+        if outcome.ignored:
+            metrics.observe_ignored(outcome.ignored)
         if outcome.predictions is None:
             return
         metrics.observe_predictions(outcome.predictions)

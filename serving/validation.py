@@ -4,21 +4,45 @@ Pure functions, no I/O: the proxy calls them before anything reaches the upstrea
 bare scoring server never sees a missing Content-Type, a NaN, a string where a number
 belongs or a body deep enough to crash its JSON parser. Errors never echo the body; they
 name the row and column, and long client-supplied names are cut short.
+
+``/invocations`` reads MLflow's scoring protocol as MLflow 3.17's scoring server reads it
+for this model (``tests/serving/test_mlflow_compat.py`` sends the same requests to both):
+the same content types and Content-Type parameters, the same JSON shapes with pandas'
+rules for them, a UTF-8 byte order mark (or UTF-16/32, as Python's ``json`` detects them),
+and what the model does not use ignored: ``params`` (the model declares none), top-level
+keys beside the protocol key, and columns that are not features (pandas' index column
+included). What is ignored is never forwarded; ``Invocation.ignored`` names it so that it
+can be counted. The proxy's own rules are stricter than MLflow's on purpose: a feature
+value must be a JSON number (no strings or booleans coerced), finite, > 0 and <= 1e6.
 """
 
 import csv
 import io
+import json
 from dataclasses import dataclass
 
 import orjson
 
-from iris_core.schema import FEATURES, MAX_VALUE, NOT_A_NUMBER_TEXT, NUMBER, number_problem
+from iris_core.schema import FEATURES, MAX_VALUE, NOT_A_NUMBER_TEXT, NUMBER, RANGE_RULE, number_problem
 from serving.errors import MAX_DETAILS, HttpError, shorten
 
+__all__ = ["MAX_VALUE", "NUMBER", "Invocation", "Limits", "ValidationError", "parse_invocation", "predict_row"]
+
 PROTOCOL_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
+# A top-level key of these makes MLflow read the whole object as columns ("unified LLM
+# input") and answer the bare list of predictions, without the "predictions" key.
+LLM_KEYS = ("messages", "prompt", "input")
 JSON_TYPE = "application/json"
 CSV_TYPE = "text/csv"
+PARQUET_TYPE = "application/vnd.apache.parquet"
+CONTENT_TYPES = (JSON_TYPE, CSV_TYPE, PARQUET_TYPE)
 _FEATURE_SET = frozenset(FEATURES)
+_SPLIT_KEYS = frozenset({"columns", "data", "index"})
+
+# What a request carried that the model does not use (counted by /metrics, never forwarded).
+IGNORED_PARAMS = "params"
+IGNORED_FIELD = "field"
+IGNORED_COLUMN = "column"
 
 
 @dataclass(frozen=True)
@@ -26,115 +50,196 @@ class Limits:
     max_rows: int = 10_000
 
 
+@dataclass(frozen=True, slots=True)
+class Invocation:
+    """The rows of one ``/invocations`` request, in FEATURES order, and what the request carried beside them."""
+
+    rows: list[list[float]]
+    ignored: frozenset = frozenset()  # IGNORED_PARAMS, IGNORED_FIELD, IGNORED_COLUMN
+    unwrapped: bool = False  # answer the bare list of predictions (MLflow's LLM input format)
+
+
 class ValidationError(HttpError):
     """A client error: the request is refused before anything reaches the model server."""
 
 
+# -- content types ------------------------------------------------------------------------
+
+
 def media_type(content_type: str | None) -> str:
-    """The JSON or CSV media type of a Content-Type header; anything else is a 415."""
+    """The media type of a Content-Type header, checked as MLflow's scoring server checks it; else a 415.
+
+    The type is case-sensitive, ``charset`` must be ``utf-8`` (any case, unquoted), and any
+    other parameter is refused, as MLflow refuses it.
+    """
     if not content_type:
         raise _unsupported("no Content-Type header")
-    mime, *params = content_type.split(";")
-    mime = mime.strip().lower()
-    if mime not in (JSON_TYPE, CSV_TYPE):
+    mime, *pairs = (part.strip() for part in content_type.split(";"))
+    parameters = {key: value for key, _, value in (pair.partition("=") for pair in pairs)}
+    if parameters.get("charset", "utf-8").lower() != "utf-8":
+        raise _unsupported("only the utf-8 charset is supported")
+    if parameters.keys() - {"charset"}:
+        unknown = ", ".join(shorten(key, 40) for key in list(parameters.keys() - {"charset"})[:3])
+        raise _unsupported(f"unknown Content-Type parameter ({unknown})")
+    if mime not in CONTENT_TYPES:
         raise _unsupported(f"Content-Type {shorten(mime, 60)!r} is not supported")
-    for param in params:
-        key, _, value = param.partition("=")
-        if key.strip().lower() == "charset" and value.strip().strip('"').lower() not in ("utf-8", "utf8"):
-            raise _unsupported("only the utf-8 charset is supported")
     return mime
 
 
-def invocation_rows(content_type: str | None, body: bytes, limits: Limits) -> list[list[float]]:
-    """Rows in FEATURES order from an MLflow scoring-protocol request (JSON or CSV)."""
-    if media_type(content_type) == CSV_TYPE:
+# -- /invocations -------------------------------------------------------------------------
+
+
+def parse_invocation(content_type: str | None, body: bytes, limits: Limits) -> Invocation:
+    """The rows of an MLflow scoring-protocol request (JSON, CSV or Parquet)."""
+    mime = media_type(content_type)
+    if mime == CSV_TYPE:
         return csv_rows(body, limits)
-    document = _load_json(body)
+    if mime == PARQUET_TYPE:
+        from serving.parquet_body import parquet_rows
+
+        return parquet_rows(body, limits)
+    document = load_json(body)
     if not isinstance(document, dict):
         raise _format("the body must be a JSON object with one of " + ", ".join(PROTOCOL_KEYS))
+    if any(key in document for key in LLM_KEYS):
+        rows, extra = column_rows(document, limits, "the body", llm_format=True)
+        return Invocation(rows, frozenset({IGNORED_COLUMN}) if extra else frozenset(), unwrapped=True)
     keys = [key for key in PROTOCOL_KEYS if key in document]
-    unknown = [key for key in document if key not in PROTOCOL_KEYS and key != "params"]
-    if len(keys) != 1 or unknown:
-        found = ", ".join(shorten(k, 40) for k in [*keys, *unknown][:6]) or "none"
+    if len(keys) != 1:
+        found = ", ".join(shorten(str(k), 40) for k in list(document)[:6]) or "none"
         raise _format(f"the body must have exactly one of {', '.join(PROTOCOL_KEYS)} (found: {found})")
-    if document.get("params"):
-        raise _format("this model takes no params")
     key = keys[0]
     payload = document[key]
     if key == "dataframe_split":
-        return split_rows(payload, limits)
-    if key == "inputs":
-        return column_rows(payload, limits)
-    return record_rows(payload, limits, key)
+        rows, extra = split_rows(payload, limits)
+    elif key == "dataframe_records":
+        rows, extra = record_rows(payload, limits, key)
+    elif isinstance(payload, dict):
+        rows, extra = column_rows(payload, limits, key)
+    elif key == "instances":
+        rows, extra = instance_rows(payload, limits)
+    else:
+        rows, extra = record_rows(payload, limits, key)
+    ignored = set()
+    if document.get("params") not in (None, {}):
+        ignored.add(IGNORED_PARAMS)
+    if len(document) > 1 + ("params" in document):
+        ignored.add(IGNORED_FIELD)
+    if extra:
+        ignored.add(IGNORED_COLUMN)
+    return Invocation(rows, frozenset(ignored))
 
 
-def predict_row(content_type: str | None, body: bytes) -> list[float]:
-    """The one row of a classic ``/predict`` request: a JSON object holding the four features."""
-    if media_type(content_type) != JSON_TYPE:
-        raise _unsupported("/predict takes application/json")
-    document = _load_json(body)
-    if not isinstance(document, dict):
-        raise _format("the body must be a JSON object with the fields " + ", ".join(FEATURES))
-    _check_columns(document.keys())
-    errors: list[str] = []
-    return _finish([_checked_row([document[name] for name in FEATURES], FEATURES, None, errors)], errors)[0]
-
-
-def split_rows(payload, limits: Limits) -> list[list[float]]:
-    if (
-        not isinstance(payload, dict)
-        or not {"columns", "data"} <= payload.keys()
-        or not payload.keys() <= {"columns", "data", "index"}
-    ):
-        raise _format('dataframe_split must be an object with "columns" and "data" (and optionally "index")')
-    columns, data = payload["columns"], payload["data"]
-    if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
-        raise _format("dataframe_split.columns must be a list of column names")
+def split_rows(payload, limits: Limits) -> tuple[list[list[float]], bool]:
+    """pandas' "split" orient: ``data`` rows (lists, or objects) under optional ``columns`` and ``index``."""
+    if not isinstance(payload, dict) or "data" not in payload or not payload.keys() <= _SPLIT_KEYS:
+        raise _format('dataframe_split must be an object with "data" and optionally "columns" and "index"')
+    data, columns, index = payload["data"], payload.get("columns"), payload.get("index")
     if not isinstance(data, list):
         raise _format("dataframe_split.data must be a list of rows")
-    _check_columns(columns)
-    _check_count(len(data), limits)
-    order = _reorder(columns)
+    if columns is not None and not isinstance(columns, list):
+        raise _format("dataframe_split.columns must be a list of column names")
+    if columns is not None and any(isinstance(name, (list, dict)) for name in columns):
+        raise _format("dataframe_split.columns must hold column names, not lists or objects")
+    if index is not None and (not isinstance(index, list) or len(index) != len(data)):
+        raise _format("dataframe_split.index must be a list with one entry per row")
+    check_count(len(data), limits)
+    if data and all(isinstance(row, dict) for row in data):  # pandas takes each object as a record
+        if columns is None:
+            return record_rows(data, limits, "dataframe_split.data")
+        chosen = [{n: r[n] for n in columns if type(n) is str and n in r} for r in data]
+        rows, _ = record_rows(chosen, limits, "dataframe_split.data")
+        return rows, len(columns) > len(FEATURES) or any(len(r) > len(FEATURES) for r in data)
+    if columns is None:
+        raise _columns([f"missing column: {name}" for name in FEATURES], "dataframe_split")
+    order, extra = feature_positions(columns, "dataframe_split.columns", repeats="refused")
     rows, errors = [], []
-    for index, row in enumerate(data):
+    for number, row in enumerate(data):
         if not isinstance(row, list) or len(row) != len(columns):
-            raise _format(f"row {index} must be a list of {len(columns)} values")
-        rows.append(_checked_row([row[i] for i in order], FEATURES, index, errors))
-    return _finish(rows, errors)
+            raise _format(f"row {number} must be a list of {len(columns)} values")
+        rows.append(checked_row([row[i] for i in order], number, errors))
+    return finish(rows, errors), extra
 
 
-def record_rows(payload, limits: Limits, key: str = "dataframe_records") -> list[list[float]]:
+def record_rows(payload, limits: Limits, key: str = "dataframe_records") -> tuple[list[list[float]], bool]:
+    """A list of objects, one per row; keys that are not features are ignored."""
     if not isinstance(payload, list):
         raise _format(f"{key} must be a list of objects")
-    _check_count(len(payload), limits)
-    rows, errors = [], []
-    for index, record in enumerate(payload):
+    check_count(len(payload), limits)
+    rows, errors, extra = [], [], False
+    for number, record in enumerate(payload):
         if not isinstance(record, dict):
-            raise _format(f"{key}[{index}] must be an object")
-        if record.keys() != _FEATURE_SET:
-            _check_columns(record.keys(), f"{key}[{index}]")
-        rows.append(_checked_row([record[name] for name in FEATURES], FEATURES, index, errors))
-    return _finish(rows, errors)
+            raise _format(f"{key}[{number}] must be an object")
+        try:
+            values = [record[name] for name in FEATURES]
+        except KeyError:
+            raise _columns(_missing(record), f"{key}[{number}]") from None
+        extra = extra or len(record) > len(FEATURES)
+        rows.append(checked_row(values, number, errors))
+    return finish(rows, errors), extra
 
 
-def column_rows(payload, limits: Limits) -> list[list[float]]:
-    if not isinstance(payload, dict):
-        raise _format("inputs must be an object mapping each column to a list of values")
-    _check_columns(payload.keys())
-    columns = [payload[name] for name in FEATURES]
-    if not all(isinstance(values, list) for values in columns):
-        raise _format("each column of inputs must be a list of values")
-    lengths = {len(values) for values in columns}
-    if len(lengths) != 1:
-        raise _format("the columns of inputs must all have the same length")
-    _check_count(lengths.pop(), limits)
+def instance_rows(payload, limits: Limits) -> tuple[list[list[float]], bool]:
+    """TF-serving ``instances`` as a list of objects: MLflow turns them into columns, so every object has the same keys."""
+    if payload == []:
+        check_count(0, limits)
+    if not isinstance(payload, list) or not isinstance(payload[0], dict):
+        raise _format("instances must be a list of objects or an object of columns")
+    keys = payload[0].keys()
+    for number, record in enumerate(payload):
+        if not isinstance(record, dict):
+            raise _format(f"instances[{number}] must be an object")
+        if record.keys() != keys:
+            raise _format("every object of instances must have the same keys")
+    rows, extra = record_rows(payload, limits, "instances")
+    for name in keys - _FEATURE_SET:
+        _check_array([record[name] for record in payload], f"instances column {shorten(str(name), 40)}")
+    return rows, extra
+
+
+def column_rows(payload: dict, limits: Limits, key: str, llm_format: bool = False) -> tuple[list[list[float]], bool]:
+    """An object of columns (``inputs``, ``instances``), as pandas builds a frame from it.
+
+    A column is a list of values, one per row, or a single value repeated on every row;
+    the lists, extra columns' included, must all have the same length (one row when there
+    are none). MLflow casts ``inputs`` and ``instances`` columns to numpy arrays, so an
+    extra column must be one numpy can make an array of; its LLM format (``llm_format``) does not, and reads the
+    object as one row when every list in it holds only strings (each such list a value).
+    """
+    if not payload:
+        raise _format(f"{key} has no columns")
+    try:
+        columns = [payload[name] for name in FEATURES]
+    except KeyError:
+        raise _columns(_missing(payload), key) from None
+    lengths = set()
+    for name, values in payload.items():
+        if isinstance(values, list):
+            lengths.add(len(values))
+            if not llm_format and name not in _FEATURE_SET:
+                _check_array(values, f"{key} column {shorten(str(name), 40)}")
+    if llm_format and all(
+        not isinstance(values, list) or all(isinstance(item, str) for item in values) for values in payload.values()
+    ):
+        lengths = set()  # one row; a list of strings is a cell, and a feature holding one is refused as a list
+        columns = [[values] for values in columns]
+    if len(lengths) > 1:
+        raise _format(f"the columns of {key} must all have the same length")
+    count = lengths.pop() if lengths else 1
+    check_count(count, limits)
+    columns = [values if isinstance(values, list) else [values] * count for values in columns]
     errors: list[str] = []
-    rows = [_checked_row(list(values), FEATURES, index, errors) for index, values in enumerate(zip(*columns))]
-    return _finish(rows, errors)
+    rows = [checked_row(list(values), number, errors) for number, values in enumerate(zip(*columns))]
+    return finish(rows, errors), len(payload) > len(FEATURES)
 
 
-def csv_rows(body: bytes, limits: Limits) -> list[list[float]]:
-    """Rows of a CSV body with a header row naming the four features in any order."""
+def csv_rows(body: bytes, limits: Limits) -> Invocation:
+    """Rows of a CSV body whose header row names the features, as ``pandas.read_csv`` reads it.
+
+    Columns that are not features are ignored, pandas' unnamed index column included; a
+    repeated name counts once (pandas renames the later ones); when the first data row has
+    one field more than the header, pandas takes the first field of every row as the index.
+    """
     try:
         text = body.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -145,26 +250,111 @@ def csv_rows(body: bytes, limits: Limits) -> list[list[float]]:
         raise ValidationError(400, "MALFORMED_REQUEST", "the CSV body cannot be parsed", [str(exc)]) from None
     if not lines:
         raise _format("the CSV body is empty; it needs a header row and at least one row")
-    header = [name.strip() for name in lines[0]]
-    _check_columns(header, "the CSV header")
-    _check_count(len(lines) - 1, limits)
-    order = _reorder(header)
+    header, data = lines[0], lines[1:]
+    order, extra = feature_positions(header, "the CSV header", repeats="first")
+    check_count(len(data), limits)
+    width = len(header)
+    if len(data[0]) == width + 1:  # the implicit index column
+        order, width, extra = [i + 1 for i in order], width + 1, True
     rows, errors = [], []
-    for index, line in enumerate(lines[1:]):
-        if len(line) != len(header):
-            raise _format(f"CSV row {index} has {len(line)} fields, the header has {len(header)}")
-        rows.append(_checked_row([_csv_number(line[i]) for i in order], FEATURES, index, errors))
-    return _finish(rows, errors)
+    for number, line in enumerate(data):
+        if len(line) > width:
+            raise _format(f"CSV row {number} has {len(line)} fields, more than the {width} expected")
+        if len(line) < width:
+            line = line + [None] * (width - len(line))  # pandas reads the missing fields as missing values
+        rows.append(checked_row([_csv_number(line[i]) for i in order], number, errors))
+    return Invocation(finish(rows, errors), frozenset({IGNORED_COLUMN}) if extra else frozenset())
 
 
-def _csv_number(text: str):
+# -- /predict -----------------------------------------------------------------------------
+
+
+def predict_row(content_type: str | None, body: bytes) -> list[float]:
+    """The one row of a classic ``/predict`` request: a JSON object holding exactly the four features."""
+    if media_type(content_type) != JSON_TYPE:
+        raise _unsupported("/predict takes application/json")
+    document = load_json(body)
+    if not isinstance(document, dict):
+        raise _format("the body must be a JSON object with the fields " + ", ".join(FEATURES))
+    _check_columns(document.keys())
+    errors: list[str] = []
+    return finish([checked_row([document[name] for name in FEATURES], None, errors)], errors)[0]
+
+
+# -- the pieces ---------------------------------------------------------------------------
+
+
+def load_json(body: bytes):
+    """The JSON document; what orjson refuses gets a second reading by Python's ``json``, as MLflow reads it.
+
+    That second reading accepts a byte order mark, UTF-16 and UTF-32, integers of any size
+    and ``NaN``/``Infinity`` (which the value rules then refuse where they matter).
+    """
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        first = exc
+    try:
+        return json.loads(body)
+    except RecursionError:
+        raise ValidationError(400, "MALFORMED_REQUEST", "the body is not valid JSON", ["nested too deeply"]) from None
+    except (ValueError, UnicodeDecodeError):  # JSONDecodeError is a ValueError
+        detail = f"{first.msg} at line {first.lineno} column {first.colno}"
+        raise ValidationError(400, "MALFORMED_REQUEST", "the body is not valid JSON", [detail]) from None
+
+
+def feature_positions(names: list, where: str, repeats: str) -> tuple[list[int], bool]:
+    """Where each feature is among ``names``, and whether there are other names (ignored).
+
+    ``repeats``: "refused" (a feature named twice is an error, as in a JSON frame) or
+    "first" (the first one counts, as pandas reads a CSV header).
+    """
+    positions: dict[str, int] = {}
+    repeated = []
+    for position, name in enumerate(names):
+        if type(name) is str and name in _FEATURE_SET:
+            if name not in positions:
+                positions[name] = position
+            elif name not in repeated:
+                repeated.append(name)
+    missing = [name for name in FEATURES if name not in positions]
+    if missing or (repeated and repeats == "refused"):
+        details = [f"missing column: {name}" for name in missing] + [f"repeated column: {name}" for name in repeated]
+        raise _columns(details, where)
+    return [positions[name] for name in FEATURES], len(names) > len(FEATURES)
+
+
+def _check_array(values: list, where: str) -> None:
+    """An ignored column must still be one numpy can hold (nested lists of one shape), as MLflow needs it."""
+    shape = None
+    for value in values:
+        current = _shape(value, where)
+        if shape is not None and current != shape:
+            raise _format(f"{where} has nested lists of different lengths")
+        shape = current
+
+
+def _shape(value, where: str, depth: int = 0) -> tuple:
+    if not isinstance(value, list):
+        return ()
+    if depth > 32:
+        raise _format(f"{where} is nested too deeply")
+    inner = {_shape(item, where, depth + 1) for item in value}
+    if len(inner) > 1:
+        raise _format(f"{where} has nested lists of different lengths")
+    return (len(value), *inner.pop()) if inner else (0,)
+
+
+def _csv_number(text: str | None):
+    if text is None:
+        return None
     return float(text) if NUMBER.fullmatch(text) else text
 
 
-def _checked_row(values: list, names, index: int | None, errors: list[str]) -> list[float]:
+def checked_row(values: list, index: int | None, errors: list[str]) -> list[float]:
     """The row as floats; each bad value adds an error naming its row and column."""
     row = []
-    for name, value in zip(names, values):
+    for name, value in zip(FEATURES, values):
         kind = type(value)
         if (kind is float or kind is int) and 0 < value <= MAX_VALUE:
             row.append(float(value))
@@ -178,17 +368,28 @@ def _checked_row(values: list, names, index: int | None, errors: list[str]) -> l
 
 def _value_problem(value) -> str:
     if type(value) in (int, float):
-        return number_problem(value, digits=6)
+        try:
+            return number_problem(value, digits=6)
+        except OverflowError:  # an integer beyond float's range (Python's json reads any)
+            return f"{RANGE_RULE}, got an integer beyond 1e308"
     if isinstance(value, str):
         return NOT_A_NUMBER_TEXT
     names = {bool: "a boolean", type(None): "null", list: "an array", dict: "an object"}
     return f"must be a number, got {names.get(type(value), type(value).__name__)}"
 
 
-def _finish(rows: list[list[float]], errors: list[str]) -> list[list[float]]:
+def finish(rows: list[list[float]], errors: list[str]) -> list[list[float]]:
     if errors:
         raise ValidationError(400, "INVALID_VALUE", f"invalid feature values ({errors[0]})", errors)
     return rows
+
+
+def _missing(columns) -> list[str]:
+    return [f"missing column: {name}" for name in FEATURES if name not in columns]
+
+
+def _columns(details: list[str], where: str) -> ValidationError:
+    return ValidationError(400, "INVALID_COLUMNS", f"{where} must have the columns {', '.join(FEATURES)}", details)
 
 
 def _check_columns(columns, where: str = "the input") -> None:
@@ -198,32 +399,18 @@ def _check_columns(columns, where: str = "the input") -> None:
         return
     missing = [name for name in FEATURES if name not in names]
     extra = [name for name in dict.fromkeys(names) if name not in _FEATURE_SET]
-    repeated = [name for name in dict.fromkeys(names) if names.count(name) > 1]
     details = [f"missing column: {name}" for name in missing]
     details += [f"unexpected column: {shorten(str(name), 40)}" for name in extra]
-    details += [f"repeated column: {name}" for name in repeated if name in _FEATURE_SET]
     raise ValidationError(
         400, "INVALID_COLUMNS", f"{where} must have exactly the columns {', '.join(FEATURES)}", details
     )
 
 
-def _check_count(count: int, limits: Limits) -> None:
+def check_count(count: int, limits: Limits) -> None:
     if count == 0:
         raise _format("there are no rows to score")
     if count > limits.max_rows:
         raise ValidationError(413, "TOO_MANY_ROWS", f"{count} rows is more than the limit of {limits.max_rows}")
-
-
-def _reorder(columns: list[str]) -> list[int]:
-    return [columns.index(name) for name in FEATURES]
-
-
-def _load_json(body: bytes):
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        detail = f"{exc.msg} at line {exc.lineno} column {exc.colno}"
-        raise ValidationError(400, "MALFORMED_REQUEST", "the body is not valid JSON", [detail]) from None
 
 
 def _format(message: str) -> ValidationError:
@@ -231,4 +418,4 @@ def _format(message: str) -> ValidationError:
 
 
 def _unsupported(message: str) -> ValidationError:
-    return ValidationError(415, "UNSUPPORTED_MEDIA_TYPE", f"{message}; send {JSON_TYPE} or {CSV_TYPE}")
+    return ValidationError(415, "UNSUPPORTED_MEDIA_TYPE", f"{message}; send {JSON_TYPE}, {CSV_TYPE} or {PARQUET_TYPE}")

@@ -6,6 +6,7 @@ and ends with the alias on version 1; the metrics test reads what they did to th
 the last one stops the stack with SIGTERM.
 """
 
+import importlib.metadata
 import os
 import shutil
 import signal
@@ -138,7 +139,7 @@ def test_the_proxy_starts_its_own_model_server_for_the_version_the_alias_names(s
     assert running(health["upstream"]["pid"])
     response = stack.predict()
     assert response.status_code == 200 and response.headers["X-Model-Version"] == "1"
-    assert stack.get("/version").json()["model"] == {"name": "iris", "version": "1"}
+    assert stack.get("/version").text == importlib.metadata.version("mlflow"), "the model version is in /health"
 
 
 def test_promote_and_rollback_under_load_fail_no_request_and_the_rollback_starts_nothing(stack, rollout_registry):
