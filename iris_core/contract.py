@@ -10,6 +10,7 @@ from enum import StrEnum
 
 TRAINING_EXPERIMENT = "iris-classification"
 MONITORING_EXPERIMENT = "iris-monitoring"
+CYCLE_EXPERIMENT = "iris-cycle"  # one run per scheduled monitor -> retrain decision
 BATCH_EXPERIMENT = "iris-batch-scoring"
 
 # Run artifacts that later steps read back by run ID instead of by local path.
@@ -33,6 +34,11 @@ class Tag:
     # model version, from monitoring
     DRIFT_STATUS = "drift_status"
     DRIFT_RUN_ID = "drift_run_id"
+    PERFORMANCE_STATUS = "performance_status"  # from the labels the feedback log holds
+    LIVE_ACCURACY = "live_accuracy"
+    LIVE_LABELED_ROWS = "live_labeled_rows"
+    # model version, from retraining: how many labeled production rows it learnt from
+    PRODUCTION_ROWS = "production_rows"
     # model version, from serving: the shadow evidence summed over every proxy that shadowed it
     # (``iris_core.shadow_evidence``; each proxy keeps its own counts under SHADOW_SOURCE_PREFIX)
     SHADOW_ROWS = "shadow_rows"
@@ -52,6 +58,10 @@ class Tag:
     MODEL_URI = "model_uri"
     DATA_URI = "data_uri"
     DATA_FALLBACK_REASON = "data_fallback_reason"
+    # cycle runs: what the scheduled cycle decided and why
+    CYCLE_DECISION = "cycle_decision"
+    CYCLE_REASON = "cycle_reason"
+    RETRAINED_VERSION = "retrained_version"
     # batch scoring runs
     REJECTS_PATH = "rejects_path"
     BATCH_ENGINE = "batch_engine"
@@ -59,7 +69,16 @@ class Tag:
 
     # The pipeline's own facts about a version; ``registry_tools show`` lists other tags apart.
     VERSION_FACTS = frozenset(
-        {DATA_SOURCE, TRAINING_RUN_ID, GATE_DECISION, GATE_REASONS, EVALUATION_RUN_ID, EVAL_ACCURACY, EVAL_F1_SCORE}
+        {
+            DATA_SOURCE,
+            TRAINING_RUN_ID,
+            GATE_DECISION,
+            GATE_REASONS,
+            EVALUATION_RUN_ID,
+            EVAL_ACCURACY,
+            EVAL_F1_SCORE,
+            PRODUCTION_ROWS,
+        }
     )
 
 
@@ -100,6 +119,22 @@ class DriftStatus(StrEnum):
     INSUFFICIENT_DATA = "insufficient_data"
 
 
+class PerformanceStatus(StrEnum):
+    """The monitor's verdict on live accuracy from labels, as the ``performance_status`` tag holds it."""
+
+    PERFORMANCE_DROP = "performance_drop"
+    NO_PERFORMANCE_DROP = "no_performance_drop"
+    INSUFFICIENT_LABELS = "insufficient_labels"
+
+
+class CycleDecision(StrEnum):
+    """What one scheduled cycle did, as the ``cycle_decision`` tag of its run holds it."""
+
+    NO_ACTION = "no_action"  # no drift and no performance drop
+    SKIPPED = "skipped"  # retraining was due, but one ran within the cooldown or another cycle claimed it
+    RETRAINED = "retrained"  # a new version was trained and gated (``gate_decision`` says how that went)
+
+
 class DataSource(StrEnum):
     """Where a version's training data came from (``data_source``)."""
 
@@ -138,3 +173,8 @@ ALIAS_CLAIM_PREFIX = "alias_claim"
 
 def alias_claim_key(alias: str, version: str) -> str:
     return f"{ALIAS_CLAIM_PREFIX}.{alias}.{version}"
+
+
+# Registered-model tag holding the latest retrain's claim (JSON: when, by which cycle run): the
+# cooldown reads it, and cycles that find a problem at the same moment elect one retrainer with it.
+RETRAIN_CLAIM_TAG = "retrain_claim"

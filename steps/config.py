@@ -79,3 +79,30 @@ class DriftThresholds:
         if self.min_rows < 2:
             raise InvalidParameter(f"min_rows must be at least 2, got {self.min_rows}")
         return self
+
+
+@dataclass(frozen=True)
+class PerformanceThresholds:
+    """When ``monitor`` calls live accuracy, measured on labeled rows, a performance drop (see ``steps.live_performance``)."""
+
+    min_live_accuracy: float = 0.85
+    min_labeled_rows: int = 50
+
+    def validated(self) -> "PerformanceThresholds":
+        if not 0 <= self.min_live_accuracy <= 1:
+            raise InvalidParameter(f"min_live_accuracy must be between 0 and 1, got {self.min_live_accuracy}")
+        if self.min_labeled_rows < 1:
+            raise InvalidParameter(f"min_labeled_rows must be at least 1, got {self.min_labeled_rows}")
+        return self
+
+
+@dataclass(frozen=True)
+class CycleSettings:
+    """How often ``cycle`` may retrain: not again within ``cooldown_hours`` of the last retrain (0: no cooldown)."""
+
+    cooldown_hours: float = 24.0
+
+    def validated(self) -> "CycleSettings":
+        if not (math.isfinite(self.cooldown_hours) and self.cooldown_hours >= 0):
+            raise InvalidParameter(f"cooldown_hours must be a non-negative number, got {self.cooldown_hours}")
+        return self

@@ -29,3 +29,7 @@ class GateWaiting(StepError):
 
 class DriftDetected(StepError):
     """Live traffic drifted past the thresholds: exit 1 so that a scheduler can react."""
+
+
+class PerformanceDropped(StepError):
+    """Live accuracy on labeled rows fell below the floor: exit 1 so that a scheduler can react."""

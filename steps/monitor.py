@@ -13,27 +13,50 @@ otherwise ``no_drift`` (exit 0). With fewer than ``min_rows`` rows there is no v
 status ``insufficient_data``, exit 0, since too little traffic is not a failure. The
 status is set as the ``drift_status`` tag of the model version and of the run, which
 also holds the statistics as metrics, one PNG per feature and ``drift_report.md``.
+
+With ``--feedback``, the labels of the feedback log are joined with the predictions they
+belong to (in the prediction log and its rotated files: labels come late) and the
+version's live accuracy, per-class scores and confusion matrix join the report
+(``steps.live_performance``). Live accuracy below ``min_live_accuracy`` on at least
+``min_labeled_rows`` labels is a ``performance_drop`` (exit 1), set as the
+``performance_status`` tag. Beside the drift checks, the accuracy the logged confidences
+promise is reported as an estimate, labels or not.
 """
 
 import io
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
 import pandas as pd
 
-from iris_core.contract import MONITORING_EXPERIMENT, TRAIN_SPLIT_ARTIFACT, DriftStatus, Tag
+from iris_core.contract import MONITORING_EXPERIMENT, TRAIN_SPLIT_ARTIFACT, DriftStatus, PerformanceStatus, Tag
 from iris_core.errors import NotFound
-from iris_core.records import read_log
+from iris_core.records import InvalidRecord, iter_lines, parse_line, read_feedback_log, read_log, rotated_files
 from iris_core.refs import CHAMPION, ModelRef
 from iris_core.resolver import Resolved, resolve
 from steps import cli, options
-from steps.config import DriftThresholds
+from steps.classification import confusion_matrix_figure
+from steps.config import DriftThresholds, PerformanceThresholds
 from steps.drift import DriftAssessment, LiveRows, assess, live_rows
 from steps.drift_report import PLOTS_DIR, REPORT_ARTIFACT, feature_figure, report, run_metrics
-from steps.errors import DriftDetected, StepError
+from steps.errors import DriftDetected, InvalidParameter, PerformanceDropped, StepError
+from steps.live_performance import (
+    LABEL_COLUMN,
+    LabeledRows,
+    LivePerformance,
+    assess_performance,
+    estimate_lines,
+    estimated_accuracy,
+    join,
+    performance_lines,
+    performance_metrics,
+)
 
 _logger = logging.getLogger(__name__)
+
+LIVE_CONFUSION_ARTIFACT = "live_confusion_matrix.png"
 
 
 def resolve_version(client, model_name: str, alias: str, version: str | None) -> Resolved:
@@ -66,24 +89,123 @@ def read_predictions(path: str | Path, model_name: str, version: str) -> LiveRow
     return live_rows(contents.records, model_name, version, contents.skipped)
 
 
+def read_labels(feedback: str | Path, predictions: str | Path) -> LabeledRows:
+    """The labels of ``feedback`` joined with their predictions in ``predictions`` and its rotated files."""
+    try:
+        contents = read_feedback_log(feedback)
+    except OSError as exc:
+        raise StepError(f"cannot read the feedback log {feedback}: {exc.strerror or exc}") from None
+    if contents.skipped:
+        _logger.warning(
+            "Skipped %d unreadable lines of %s (first: %s)", contents.skipped, feedback, contents.first_skipped
+        )
+    files = rotated_files(predictions)
+    try:
+        return join(contents.records, _logged_predictions(files), contents.skipped)
+    except OSError as exc:
+        raise StepError(f"cannot read the prediction log {predictions}: {exc.strerror or exc}") from None
+
+
+def _logged_predictions(files: list[Path]):
+    for path in files:
+        for item in iter_lines(path, parse_line):
+            if not isinstance(item, InvalidRecord):
+                yield item
+
+
+def feedback_path(feedback: str | None) -> Path | None:
+    """The feedback log a parameter names; empty means none (MLflow passes "" for an unset parameter)."""
+    if not feedback or not feedback.strip():
+        return None
+    path = Path(feedback.strip())
+    if not path.is_file():
+        raise InvalidParameter(f"feedback log {feedback!r} does not exist or is not a file")
+    return path
+
+
+@dataclass(frozen=True)
+class MonitorResult:
+    """What one check of one version found: drift, and (with labels) live performance."""
+
+    model_name: str
+    version: str
+    run_id: str
+    assessment: DriftAssessment
+    estimate: float | None
+    performance: LivePerformance | None = None
+
+    @property
+    def drift(self) -> bool:
+        return self.assessment.status == DriftStatus.DRIFT
+
+    @property
+    def performance_drop(self) -> bool:
+        return self.performance is not None and self.performance.status == PerformanceStatus.PERFORMANCE_DROP
+
+    def summary(self, thresholds: DriftThresholds, performance_thresholds: PerformanceThresholds) -> list[str]:
+        """What the command line prints: each verdict and its reasons."""
+        name = f"{self.model_name} version {self.version}"
+        lines = [f"{name}: {self.assessment.status} ({self.assessment.rows} rows)"]
+        lines += [f"  - {reason}" for reason in self.assessment.reasons(thresholds)]
+        if self.assessment.status == DriftStatus.INSUFFICIENT_DATA:
+            lines.append(f"  no verdict: at least {thresholds.min_rows} rows needed")
+        if self.estimate is not None:
+            lines.append(f"  estimated accuracy from the logged confidences: {self.estimate:.4f} (an estimate)")
+        performance = self.performance
+        if performance is not None:
+            measured = f"live accuracy {performance.accuracy:.4f}, " if performance.accuracy is not None else ""
+            lines.append(f"{name}: {performance.status} ({measured}{performance.rows} labeled rows)")
+            lines += [f"  - {reason}" for reason in performance.reasons(performance_thresholds)]
+            if performance.status == PerformanceStatus.INSUFFICIENT_LABELS:
+                lines.append(f"  no verdict: at least {performance_thresholds.min_labeled_rows} labeled rows needed")
+        return lines
+
+    def problem(self) -> StepError | None:
+        """The error a scheduler reacts to (exit 1), or None when nothing was found."""
+        name = f"{self.model_name} version {self.version}"
+        if self.performance_drop:
+            also = " and drift" if self.drift else ""
+            return PerformanceDropped(f"performance drop{also} detected for {name}")
+        if self.drift:
+            return DriftDetected(f"drift detected for {name}")
+        return None
+
+
+@dataclass(frozen=True)
+class MonitorInputs:
+    """Everything a check needs, read before its run starts: a version or log that is not there leaves no failed run."""
+
+    version: str
+    reference_run: str
+    reference: pd.DataFrame
+    live: LiveRows
+    labeled: LabeledRows | None
+    predictions: str
+    feedback: str | None
+
+
 def monitor_version(
     client,
     model_name: str,
-    version: str,
-    reference: pd.DataFrame,
-    reference_run: str,
-    live: LiveRows,
+    inputs: MonitorInputs,
     thresholds: DriftThresholds,
-    source: str,
-) -> DriftAssessment:
-    """Assess inside the active run; log metrics, plots and the report; tag the version with the status."""
+    performance_thresholds: PerformanceThresholds,
+) -> MonitorResult:
+    """Assess inside the active run; log metrics, plots and the report; tag the version with the verdicts."""
     import mlflow
 
+    version, reference, live, labeled = inputs.version, inputs.reference, inputs.live, inputs.labeled
+    source, feedback_source = inputs.predictions, inputs.feedback
+
     assessment = assess(reference, live.frame, thresholds)
-    mlflow.log_params(
-        {"predictions": source, "model_name": model_name, "model_version": version, **thresholds.__dict__}
-    )
-    mlflow.log_metrics(run_metrics(assessment, live))
+    params = {"predictions": source, "model_name": model_name, "model_version": version, **thresholds.__dict__}
+    if labeled is not None:
+        params.update({"feedback": feedback_source, **performance_thresholds.__dict__})
+    mlflow.log_params(params)
+    estimate = estimated_accuracy(live.frame["confidence"])
+    metrics = run_metrics(assessment, live)
+    if estimate is not None:
+        metrics["estimated_accuracy"] = estimate
     for name, result in assessment.features.items():
         mlflow.log_figure(feature_figure(reference[name], live.frame[name], result), f"{PLOTS_DIR}/{name}.png")
     text = report(
@@ -93,77 +215,91 @@ def monitor_version(
         model_name=model_name,
         version=version,
         source=source,
-        reference_run=reference_run,
+        reference_run=inputs.reference_run,
         reference_rows=len(reference),
     )
-    mlflow.log_text(text, REPORT_ARTIFACT)
-    mlflow.set_tags({Tag.MODEL_NAME: model_name, Tag.MODEL_VERSION: version, Tag.DRIFT_STATUS: assessment.status})
+    held_out = (client.get_model_version(model_name, version).tags or {}).get(Tag.EVAL_ACCURACY)
+    extra = estimate_lines(estimate, assessment.rows, float(held_out) if held_out else None)
+    tags = {Tag.DRIFT_STATUS: assessment.status}
+    performance = None
+    if labeled is not None:
+        checked = labeled.of_version(model_name, version)
+        performance = assess_performance(checked.frame, performance_thresholds)
+        metrics.update(performance_metrics(performance, checked))
+        metrics["other_version_labeled_rows"] = len(labeled.frame) - len(checked.frame)
+        others = {k: n for k, n in labeled.by_version().items() if k != f"{model_name}/{version}"}
+        extra += performance_lines(
+            performance, checked, performance_thresholds, version=version, source=feedback_source, other_versions=others
+        )
+        if performance.rows:
+            title = f"Live traffic of version {version}: confusion matrix ({performance.rows} labeled rows)"
+            figure = confusion_matrix_figure(checked.frame[LABEL_COLUMN], checked.frame["prediction"], title=title)
+            mlflow.log_figure(figure, LIVE_CONFUSION_ARTIFACT)
+        tags[Tag.PERFORMANCE_STATUS] = performance.status
+    mlflow.log_metrics(metrics)
+    mlflow.log_text(text + "".join(f"{line}\n" for line in extra), REPORT_ARTIFACT)
+    mlflow.set_tags({Tag.MODEL_NAME: model_name, Tag.MODEL_VERSION: version, **tags})
     monitor_run = mlflow.active_run().info.run_id
-    for key, value in {Tag.DRIFT_STATUS: assessment.status, Tag.DRIFT_RUN_ID: monitor_run}.items():
+    version_tags = {**tags, Tag.DRIFT_RUN_ID: monitor_run}
+    if performance is not None:
+        version_tags[Tag.LIVE_LABELED_ROWS] = str(performance.rows)
+        if performance.accuracy is not None:
+            version_tags[Tag.LIVE_ACCURACY] = f"{performance.accuracy:.6f}"
+    for key, value in version_tags.items():
         client.set_model_version_tag(model_name, version, key, value)
-    return assessment
+    return MonitorResult(model_name, version, monitor_run, assessment, estimate, performance)
+
+
+def gather(
+    client, model_name: str, alias: str, version: str | None, predictions: str | Path, feedback: Path | None
+) -> MonitorInputs:
+    target = resolve_version(client, model_name, alias, version)
+    live = read_predictions(predictions, model_name, target.version)
+    labeled = read_labels(feedback, predictions) if feedback is not None else None
+    reference = load_reference(target.run_id)
+    return MonitorInputs(
+        target.version, target.run_id, reference, live, labeled, str(predictions), str(feedback) if feedback else None
+    )
 
 
 @click.command(
-    help=f"Check the prediction log for drift against the serving version's training data; logs {REPORT_ARTIFACT} "
-    "and per-feature plots, tags the version with drift_status, exits 1 on drift."
+    help=f"Check the prediction log for drift against the serving version's training data, and, with --feedback, "
+    f"live accuracy from labels; logs {REPORT_ARTIFACT} and plots, tags the version with drift_status and "
+    "performance_status, exits 1 on drift or a performance drop."
 )
-@click.option(
-    "--predictions",
-    required=True,
-    type=click.Path(exists=True, dir_okay=False),
-    help="The proxy's JSON-lines prediction log.",
-)
+@options.predictions
+@options.feedback
 @options.model_name
 @click.option("--alias", default=CHAMPION, show_default=True, help="Check the version holding this alias ...")
 @click.option("--version", "version", default="", help="... or this version (wins over --alias).")
-@click.option(
-    "--alpha",
-    type=float,
-    default=DriftThresholds.alpha,
-    show_default=True,
-    help="Significance level of the KS and chi-square tests.",
-)
-@click.option(
-    "--psi-threshold",
-    type=float,
-    default=DriftThresholds.psi_threshold,
-    show_default=True,
-    help="PSI from which a significant feature shift counts as drift.",
-)
-@click.option(
-    "--class-shift",
-    type=float,
-    default=DriftThresholds.class_shift,
-    show_default=True,
-    help="Total variation of the predicted-class mix from which a significant shift counts as drift.",
-)
-@click.option(
-    "--min-rows",
-    type=int,
-    default=DriftThresholds.min_rows,
-    show_default=True,
-    help="Fewer rows give no verdict (exit 0).",
-)
-def main(predictions, model_name, alias, version, alpha, psi_threshold, class_shift, min_rows):
+@options.drift
+@options.live_performance
+def main(
+    predictions,
+    feedback,
+    model_name,
+    alias,
+    version,
+    alpha,
+    psi_threshold,
+    class_shift,
+    min_rows,
+    min_live_accuracy,
+    min_labeled_rows,
+):
     thresholds = DriftThresholds(alpha, psi_threshold, class_shift, min_rows).validated()
+    performance_thresholds = PerformanceThresholds(min_live_accuracy, min_labeled_rows).validated()
+    feedback = feedback_path(feedback)
     import mlflow  # after the checks: a bad argument should not wait for MLflow's import
 
     client = mlflow.MlflowClient()
-    target = resolve_version(client, model_name, alias, version.strip() or None)
-    live = read_predictions(predictions, model_name, target.version)
-    reference = load_reference(target.run_id)
+    inputs = gather(client, model_name, alias, version.strip() or None, predictions, feedback)
     with cli.step_run("monitor", default_experiment=MONITORING_EXPERIMENT):
-        assessment = monitor_version(
-            client, model_name, target.version, reference, target.run_id, live, thresholds, str(predictions)
-        )
-    click.echo(f"{model_name} version {target.version}: {assessment.status} ({assessment.rows} rows)")
-    for reason in assessment.reasons(thresholds):
-        click.echo(f"  - {reason}")
-    if assessment.status == DriftStatus.INSUFFICIENT_DATA:
-        click.echo(f"  no verdict: at least {min_rows} rows needed")
-    if assessment.status == DriftStatus.DRIFT:
-        raise DriftDetected(f"drift detected for {model_name} version {target.version}")
+        result = monitor_version(client, model_name, inputs, thresholds, performance_thresholds)
+    for line in result.summary(thresholds, performance_thresholds):
+        click.echo(line)
+    if (problem := result.problem()) is not None:
+        raise problem
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ one place only; ``main`` stacks the same options as the steps it runs.
 import click
 
 from iris_core.refs import DEFAULT_MODEL_NAME
-from steps.config import DEFAULT_DATA_PATH, SOLVERS, GateThresholds, TrainConfig
+from steps.config import DEFAULT_DATA_PATH, SOLVERS, DriftThresholds, GateThresholds, PerformanceThresholds, TrainConfig
 
 
 def _stack(*options):
@@ -56,5 +56,65 @@ gate = _stack(
         default=GateThresholds.min_shadow_agreement,
         show_default=True,
         help="Share of the shadowed rows where the challenger must have given the champion's class.",
+    ),
+)
+
+predictions = click.option(
+    "--predictions",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="The proxy's JSON-lines prediction log.",
+)
+feedback = click.option(
+    "--feedback",
+    default="",
+    help="The proxy's JSON-lines feedback log (true labels), joined with the prediction log; optional.",
+)
+
+drift = _stack(
+    click.option(
+        "--alpha",
+        type=float,
+        default=DriftThresholds.alpha,
+        show_default=True,
+        help="Significance level of the KS and chi-square tests.",
+    ),
+    click.option(
+        "--psi-threshold",
+        type=float,
+        default=DriftThresholds.psi_threshold,
+        show_default=True,
+        help="PSI from which a significant feature shift counts as drift.",
+    ),
+    click.option(
+        "--class-shift",
+        type=float,
+        default=DriftThresholds.class_shift,
+        show_default=True,
+        help="Total variation of the predicted-class mix from which a significant shift counts as drift.",
+    ),
+    click.option(
+        "--min-rows",
+        type=int,
+        default=DriftThresholds.min_rows,
+        show_default=True,
+        help="Fewer rows give no drift verdict (exit 0).",
+    ),
+)
+
+live_performance = _stack(
+    click.option(
+        "--min-live-accuracy",
+        type=float,
+        default=PerformanceThresholds.min_live_accuracy,
+        show_default=True,
+        help="Live accuracy on labeled rows below this is a performance drop.",
+    ),
+    click.option(
+        "--min-labeled-rows",
+        type=int,
+        default=PerformanceThresholds.min_labeled_rows,
+        show_default=True,
+        help="Fewer labeled rows give no performance verdict.",
     ),
 )

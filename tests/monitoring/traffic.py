@@ -46,13 +46,15 @@ def make_split(seed: int) -> Split:
     return Split(train.reset_index(drop=True), holdout.reset_index(drop=True), fit(train, config))
 
 
-def write_log(path: Path, scored: pd.DataFrame, model_version: str | None = "2", model_name: str = "iris") -> Path:
-    """Write scored rows in the proxy's prediction-log format, one request per row."""
+def write_log(
+    path: Path, scored: pd.DataFrame, model_version: str | None = "2", model_name: str = "iris", prefix: str = "req"
+) -> Path:
+    """Write scored rows in the proxy's prediction-log format, one request per row (``<prefix>-<i>``)."""
     with open(path, "ab") as log:
         for i, row in enumerate(scored.itertuples(index=False)):
             record = make_record(
                 ts=f"2026-01-01T00:{i // 60 % 60:02d}:{i % 60:02d}.000Z",
-                request_id=f"req-{i}",
+                request_id=f"{prefix}-{i}",
                 model_name=model_name,
                 model_version=model_version,
                 features=[getattr(row, f) for f in FEATURES],
