@@ -7,6 +7,7 @@ every error is a short JSON body ``{"error_code", "message", "details"}``. Paths
 upstream exposes and we do not (``/docs``, ``/openapi.json``...) are simply not routes.
 """
 
+import asyncio
 import hmac
 import importlib.metadata
 import logging
@@ -73,6 +74,7 @@ class Proxy:
         self._token = config.api_token.encode() if config.api_token else None
         self._limits = config.limits
         self._max_body = config.max_body_bytes
+        self._timeout = float(config.timeout)
 
     # -- scoring ----------------------------------------------------------------------------
 
@@ -96,13 +98,14 @@ class Proxy:
             if (request.content_length or 0) > self._max_body:
                 raise _too_large(self._max_body)
             body = await request.read()
+            deadline = asyncio.get_running_loop().time() + self._timeout  # the answer comes by then
             content_type = request.headers.get("Content-Type")
             if single:
                 rows, unwrapped = [predict_row(content_type, body)], False
             else:
                 invocation = parse_invocation(content_type, body, self._limits)
                 rows, unwrapped, ignored = invocation.rows, invocation.unwrapped, invocation.ignored
-            scored = await self.forwarder.predict(rows)
+            scored = await self.forwarder.predict(rows, deadline=deadline)
             predictions, version = scored.predictions, scored.version
             if single:
                 payload = predictions[0]

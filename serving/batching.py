@@ -22,6 +22,11 @@ V2 infer or a canary's share), and the others take the router's live upstream, r
 at dispatch, so all its rows are scored by one model version, which every request in it
 reports. Requests for other upstreams keep their place in the queue for a later batch.
 An upstream failure fails exactly the requests of that batch.
+
+Every request has its own deadline (``--timeout`` after its body arrived). A request still
+queued, or in a batch still out, when its deadline passes is answered 504 at that moment,
+so a hung upstream makes no client wait longer than ``--timeout``, however long the queue;
+a batch's call is given until the latest deadline among its requests.
 """
 
 import asyncio
@@ -29,7 +34,7 @@ import collections
 import logging
 from dataclasses import dataclass, field
 
-from serving.forwarding import Scored, UpstreamError, call_upstream
+from serving.forwarding import Scored, UpstreamError, bad_answer, call_upstream, timed_out
 
 _logger = logging.getLogger(__name__)
 
@@ -38,8 +43,11 @@ _logger = logging.getLogger(__name__)
 class _Pending:
     rows: list[list[float]]
     future: asyncio.Future
-    queued_at: float = field(default=0.0)
+    queued_at: float
+    deadline: float
     upstream: object = None  # None: the router's live upstream at dispatch
+    queued: bool = True  # in the queue: its rows count in ``_queued_rows``
+    expiry: asyncio.TimerHandle | None = field(default=None)
 
 
 class BatchingForwarder:
@@ -61,14 +69,24 @@ class BatchingForwarder:
         self.batches_sent = 0  # upstream calls, and the requests they carried (read by /metrics)
         self.requests_sent = 0
 
-    async def predict(self, rows: list[list[float]], upstream=None) -> Scored:
-        """Score the rows with ``upstream``, or with whichever is live when their batch goes out (None)."""
+    async def predict(self, rows: list[list[float]], upstream=None, deadline: float | None = None) -> Scored:
+        """Score the rows with ``upstream``, or with whichever is live when their batch goes out (None).
+
+        The answer comes by ``deadline`` (event-loop time; ``--timeout`` from now when not given), else 504.
+        """
         loop = asyncio.get_running_loop()
-        pending = _Pending(rows, loop.create_future(), loop.time(), upstream)
+        now = loop.time()
+        if deadline is None:
+            deadline = now + self._timeout
+        pending = _Pending(rows, loop.create_future(), now, deadline, upstream)
+        pending.expiry = loop.call_at(deadline, self._expire, pending)
         self._queue.append(pending)
         self._queued_rows += len(rows)
         self._pump()
-        return await pending.future
+        try:
+            return await pending.future
+        finally:
+            pending.expiry.cancel()
 
     async def close(self) -> None:
         """Send what is queued without waiting for company, then wait for every batch in flight."""
@@ -105,6 +123,17 @@ class BatchingForwarder:
         self._timer = None
         self._pump()
 
+    def _expire(self, pending: _Pending) -> None:
+        """Its deadline passed: answer 504 now, whether it is still queued or in a batch that is out."""
+        self._unqueue(pending)
+        if not pending.future.done():
+            pending.future.set_exception(timed_out())
+
+    def _unqueue(self, pending: _Pending) -> None:
+        if pending.queued:
+            pending.queued = False
+            self._queued_rows -= len(pending.rows)
+
     def _take_batch(self) -> tuple[list[_Pending], object]:
         """Whole requests for the head's upstream, in queue order, up to ``max_batch_rows`` rows (at least one).
 
@@ -117,9 +146,9 @@ class BatchingForwarder:
         target, rows = None, 0
         while self._queue:
             head = self._queue[0]
-            if head.future.done():  # its client went away: nothing to score
+            if head.future.done():  # its client went away or its deadline passed: nothing to score
                 self._queue.popleft()
-                self._queued_rows -= len(head.rows)
+                self._unqueue(head)
                 continue
             wanted = head.upstream if head.upstream is not None else live
             if batch and wanted is not target:
@@ -128,7 +157,7 @@ class BatchingForwarder:
             if batch and rows + len(head.rows) > self._max_rows:
                 break
             self._queue.popleft()
-            self._queued_rows -= len(head.rows)
+            self._unqueue(head)
             batch.append(head)
             target, rows = wanted, rows + len(head.rows)
         self._queue.extendleft(reversed(skipped))
@@ -147,14 +176,15 @@ class BatchingForwarder:
 
     async def _score(self, batch: list[_Pending], upstream) -> None:
         rows = [row for pending in batch for row in pending.rows]
+        deadline = max(pending.deadline for pending in batch)  # after it, nobody waits for the answer
         try:
-            predictions = await call_upstream(self._session, upstream, rows, self._timeout)
+            predictions = await call_upstream(self._session, upstream, rows, deadline)
         except UpstreamError as exc:
             self._settle_failed(batch, exc)
             return
         except Exception:  # anything else still answers every waiting request
             _logger.exception("batch of %d rows failed", len(rows))
-            self._settle_failed(batch, UpstreamError(502, "UPSTREAM_ERROR", "the model server failed to answer"))
+            self._settle_failed(batch, bad_answer())
             return
         finally:
             self._inflight -= 1

@@ -54,6 +54,11 @@ class ServingConfig:
     max_batch_rows: int = 256
     max_batch_wait_ms: float = 2.0
     start_timeout: float = 180.0
+    # A managed model server is asked /ping this often while it runs; missing this many answers
+    # in a row, each within the time-out, it counts as hung and is killed and restarted.
+    liveness_interval: float = 1.0
+    liveness_timeout: float = 2.0
+    liveness_misses: int = 3
     log_dir: str = "logs/serving"
     access_log: bool = False
     metrics_port: int | None = None  # GET /metrics on a listener of its own instead of the API port

@@ -5,18 +5,25 @@ This is the seam the forwarders share: ``call_upstream`` asks an upstream
 rows to an ``/invocations`` URL that it makes. ``DirectForwarder`` makes one such call per
 request, and the batching forwarder (``serving.batching``) coalesces concurrent requests
 into one call. Both take ``(router, session, config)`` and answer ``await predict(rows,
-upstream=None)`` with a ``Scored``: the rows go to ``upstream`` when one is given (a
-versioned request, a canary's share), else to ``router.live`` read at call time, so a
-rollout switch applies to the next call.
+upstream=None, deadline=None)`` with a ``Scored``: the rows go to ``upstream`` when one is
+given (a versioned request, a canary's share), else to ``router.live`` read at call time,
+so a rollout switch applies to the next call.
+
+Each request carries a deadline (event-loop time, ``--timeout`` after its body arrived):
+its answer comes by then whatever the upstream does. Failures map as the README says:
+refused, reset or disconnected -> 503 with ``Retry-After`` (a model server restarting or
+gone); no answer in time -> 504; an answer that is not a scoring answer -> 502.
 """
 
-import functools
+import asyncio
 import logging
 from dataclasses import dataclass
 
 import aiohttp
 import orjson
+from aiohttp.http_exceptions import HttpProcessingError
 
+from iris_core.redaction import redact
 from iris_core.schema import FEATURES
 from serving.errors import HttpError
 
@@ -43,6 +50,14 @@ def unavailable(message: str = "the model server is not available; retry shortly
     return UpstreamError(503, "UPSTREAM_UNAVAILABLE", message)
 
 
+def timed_out() -> UpstreamError:
+    return UpstreamError(504, "UPSTREAM_TIMEOUT", "the model server did not answer in time")
+
+
+def bad_answer(message: str = "the model server failed to answer") -> UpstreamError:
+    return UpstreamError(502, "UPSTREAM_ERROR", message)
+
+
 @dataclass(frozen=True)
 class Scored:
     """The model's answer for one request's rows, and the model version that gave it."""
@@ -52,59 +67,70 @@ class Scored:
 
 
 async def call_upstream(
-    session: aiohttp.ClientSession, upstream, rows: list[list[float]], timeout: float
+    session: aiohttp.ClientSession, upstream, rows: list[list[float]], deadline: float
 ) -> list[dict]:
-    """The upstream's prediction records for the rows (in FEATURES order), in row order; 503 when there is none."""
+    """The upstream's prediction records for the rows (in FEATURES order), in row order, by ``deadline``.
+
+    503 when there is no upstream, 504 when the deadline (event-loop time) has passed.
+    """
     if upstream is None:
         raise unavailable()
-    return await upstream.score(session, rows, timeout)
+    remaining = deadline - asyncio.get_running_loop().time()
+    if remaining <= 0:
+        raise timed_out()
+    return await upstream.score(session, rows, remaining)
 
 
 async def post_rows(session: aiohttp.ClientSession, url: str, rows: list[list[float]], timeout: float) -> list[dict]:
+    """One scoring call, answered within ``timeout`` seconds or failed with the status that says why."""
     # BLAS scores one row with another kernel than several, which changes the last bit of the
     # probabilities: a lone row travels with a copy of itself, so no answer depends on batching.
     sent = rows * 2 if len(rows) == 1 else rows
     payload = orjson.dumps({"dataframe_split": {"columns": _COLUMNS, "data": sent}})
     try:
-        status, body = await _post(session, url, payload, _client_timeout(timeout))
-    except TimeoutError:
-        raise UpstreamError(504, "UPSTREAM_TIMEOUT", f"the model server did not answer within {timeout:g} s") from None
-    except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError, ConnectionError) as exc:
-        _logger.warning("upstream %s unreachable: %s", url, type(exc).__name__)
+        status, body = await _post(session, url, payload, asyncio.get_running_loop().time() + timeout)
+    except TimeoutError:  # aiohttp's connect and read time-outs are TimeoutErrors too
+        raise timed_out() from None
+    except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, ConnectionError) as exc:
+        # Refused, reset, or closed before the whole answer came: the model server went away.
+        _logger.warning("upstream %s unreachable: %s", redact(url), type(exc).__name__)
         raise unavailable() from None
-    except aiohttp.ClientError as exc:
-        _logger.warning("upstream %s failed: %s", url, type(exc).__name__)
-        raise UpstreamError(502, "UPSTREAM_ERROR", "the model server failed to answer") from None
+    except (aiohttp.ClientError, HttpProcessingError) as exc:  # it answered, but not in HTTP we can read
+        _logger.warning("upstream %s failed: %s", redact(url), type(exc).__name__)
+        raise bad_answer() from None
     if status != 200:
-        _logger.warning("upstream %s answered %s: %.300r", url, status, body)
+        _logger.warning("upstream %s answered %s", redact(url), status)
         if status == 503:
             raise unavailable()
         if status in (408, 504):
             raise UpstreamError(504, "UPSTREAM_TIMEOUT", "the model server timed out")
-        raise UpstreamError(502, "UPSTREAM_ERROR", "the model server failed to score the rows")
+        raise bad_answer("the model server failed to score the rows")
     try:
         predictions = orjson.loads(body)["predictions"]
     except (orjson.JSONDecodeError, KeyError, TypeError):
         predictions = None
     if not isinstance(predictions, list) or len(predictions) != len(sent):
-        _logger.warning("upstream %s answered 200 with an unusable body: %.300r", url, body)
-        raise UpstreamError(502, "UPSTREAM_ERROR", "the model server gave an unusable answer")
+        _logger.warning("upstream %s answered 200 with an unusable body (%d bytes)", redact(url), len(body))
+        raise bad_answer("the model server gave an unusable answer")
     return predictions[: len(rows)]
 
 
-async def _post(session, url: str, payload: bytes, timeout: aiohttp.ClientTimeout) -> tuple[int, bytes]:
-    """POST once more when a kept-alive connection turns out closed: scoring is idempotent."""
+async def _post(session, url: str, payload: bytes, deadline: float) -> tuple[int, bytes]:
+    """POST once more when a kept-alive connection turns out closed (scoring is idempotent), by ``deadline``."""
+    loop = asyncio.get_running_loop()
     try:
-        async with session.post(url, data=payload, headers=_JSON_HEADERS, timeout=timeout) as response:
-            return response.status, await response.read()
+        return await _post_once(session, url, payload, deadline - loop.time())
     except aiohttp.ServerDisconnectedError:
-        async with session.post(url, data=payload, headers=_JSON_HEADERS, timeout=timeout) as response:
-            return response.status, await response.read()
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            raise TimeoutError from None
+        return await _post_once(session, url, payload, remaining)
 
 
-@functools.lru_cache(maxsize=16)
-def _client_timeout(seconds: float) -> aiohttp.ClientTimeout:
-    return aiohttp.ClientTimeout(total=seconds)
+async def _post_once(session, url: str, payload: bytes, timeout: float) -> tuple[int, bytes]:
+    client_timeout = aiohttp.ClientTimeout(total=timeout)
+    async with session.post(url, data=payload, headers=_JSON_HEADERS, timeout=client_timeout) as response:
+        return response.status, await response.read()
 
 
 class DirectForwarder:
@@ -117,12 +143,19 @@ class DirectForwarder:
         self.batches_sent = 0  # upstream calls, and the requests they carried (read by /metrics)
         self.requests_sent = 0
 
-    async def predict(self, rows: list[list[float]], upstream=None) -> Scored:
+    async def predict(self, rows: list[list[float]], upstream=None, deadline: float | None = None) -> Scored:
+        """Score the rows by ``deadline`` (event-loop time; ``--timeout`` from now when not given)."""
         if upstream is None:
             upstream = self._router.live
+        if deadline is None:
+            deadline = asyncio.get_running_loop().time() + self._timeout
         self.batches_sent += 1
         self.requests_sent += 1
-        predictions = await call_upstream(self._session, upstream, rows, self._timeout)
+        try:
+            async with asyncio.timeout_at(deadline):  # exact: aiohttp rounds long time-outs up to a second
+                predictions = await call_upstream(self._session, upstream, rows, deadline)
+        except TimeoutError:
+            raise timed_out() from None
         return Scored(predictions, upstream.version)
 
     async def close(self) -> None:

@@ -19,6 +19,7 @@ class Call:
     """One upstream call as the fake saw it; the test settles it."""
 
     rows: list
+    timeout: float | None = None  # seconds the caller gave the call
     done: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
     def answer(self) -> None:
@@ -41,7 +42,7 @@ class FakeScorer:
         self.most_in_flight = 0
 
     async def score(self, session, rows, timeout):
-        call = Call(list(rows))
+        call = Call(list(rows), timeout)
         self.calls.append(call)
         self.in_flight += 1
         self.most_in_flight = max(self.most_in_flight, self.in_flight)

@@ -4,8 +4,8 @@ What only a real model server can show (batched answers identical to the bit, th
 failure modes) is in ``test_batching.py``; this file pins the rules of
 ``serving.batching``: a lone request goes at once, requests that arrive while a batch is
 in flight go out together when it returns, never more batches in flight than workers, a
-request is never split, a failed batch fails only its own requests, and a request whose
-client went away is not sent.
+request is never split, a failed batch fails only its own requests, a request whose
+client went away is not sent, and every request is answered by its own deadline.
 """
 
 import asyncio
@@ -232,5 +232,68 @@ def test_close_answers_everything_queued_and_in_flight_before_it_returns():
             call.answer()
         await closing
         assert first.done() and queued.done()
+
+    run(body)
+
+
+def test_a_hung_upstream_answers_each_request_504_at_its_own_deadline_queued_or_in_flight():
+    async def body():
+        scorer = FakeScorer()  # never settled: a model server that stopped answering
+        batcher = forwarder(scorer)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        in_flight = asyncio.ensure_future(batcher.predict(rows(1.0), deadline=start + 0.2))
+        await settle()
+        queued = [asyncio.ensure_future(batcher.predict(rows(2.0), deadline=start + 0.05 * i)) for i in (1, 2)]
+        answered_at = {}
+        for request in (*queued, in_flight):
+            request.add_done_callback(lambda r: answered_at.setdefault(r, loop.time() - start))
+        await asyncio.wait([in_flight, *queued], timeout=2)
+        for request in (*queued, in_flight):
+            assert isinstance(request.exception(), UpstreamError) and request.exception().status == 504
+        assert len(scorer.calls) == 1, "the queued requests were never sent: their deadline passed first"
+        for request, deadline in zip((*queued, in_flight), (0.05, 0.1, 0.2)):
+            assert deadline <= answered_at[request] < deadline + 0.05
+
+    run(body)
+
+
+def test_a_batch_call_is_given_until_the_latest_deadline_of_its_requests():
+    async def body():
+        scorer = FakeScorer()
+        batcher = forwarder(scorer)
+        now = asyncio.get_running_loop().time()
+        first = asyncio.ensure_future(batcher.predict(rows(1.0), deadline=now + 5))
+        await settle()
+        later = [asyncio.ensure_future(batcher.predict(rows(2.0), deadline=now + d)) for d in (3, 8, 4)]
+        await settle()
+        assert 4.9 < scorer.calls[0].timeout <= 5
+        scorer.calls[0].answer()
+        await settle()
+        assert 7.9 < scorer.calls[1].timeout <= 8
+        scorer.calls[1].answer()
+        await asyncio.gather(first, *later)
+
+    run(body)
+
+
+def test_a_request_whose_deadline_passed_in_the_queue_leaves_no_rows_counted_behind():
+    async def body():
+        scorer = FakeScorer()
+        batcher = forwarder(scorer, workers=2, max_batch_rows=2, max_batch_wait_ms=10_000)
+        now = asyncio.get_running_loop().time()
+        first = asyncio.ensure_future(batcher.predict(rows(1.0)))
+        await settle()
+        expired = asyncio.ensure_future(batcher.predict(rows(2.0), deadline=now + 0.01))
+        await asyncio.sleep(0.03)
+        assert expired.done() and len(scorer.calls) == 1
+        waiting = asyncio.ensure_future(batcher.predict(rows(3.0)))
+        await settle()
+        assert len(scorer.calls) == 1, "one queued row is not a full two-row batch: it waits to fill"
+        scorer.calls[0].answer()
+        await settle()
+        scorer.calls[1].answer()
+        assert (await waiting).predictions[0]["first_value"] == 3.0
+        await first
 
     run(body)
