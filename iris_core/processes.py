@@ -1,14 +1,16 @@
 """Servers on this machine: a free loopback port, a bounded wait, a process group stopped for sure.
 
 The proxy starts model servers on free ports; the tests and the benchmarks start proxies,
-model servers and tracking servers. They all need these three things, done the same way.
+model servers and tracking servers. They all need these things, done the same way.
 """
 
 import contextlib
+import ctypes
 import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 
 
@@ -43,3 +45,15 @@ def stop_process(proc: subprocess.Popen, timeout: float = 15) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=timeout)
+
+
+def die_with_parent(signum: int = signal.SIGTERM) -> None:
+    """In a child process: have the kernel send it ``signum`` when its parent dies, even by SIGKILL.
+
+    Linux only (``PR_SET_PDEATHSIG``; elsewhere a no-op). Call it in the child, before exec
+    or first thing; the signal comes when the thread that started the child exits.
+    """
+    if sys.platform != "linux":
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").prctl(1, signum)  # PR_SET_PDEATHSIG

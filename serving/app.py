@@ -26,7 +26,7 @@ from serving.errors import HttpError
 from serving.feedback_service import feedback_off
 from serving.forwarding import DirectForwarder
 from serving.monitoring import install as install_monitoring
-from serving.upstream import UpstreamStartError, check_canary
+from serving.upstream import UpstreamStartError
 from serving.validation import ValidationError, parse_invocation, predict_row
 
 _logger = logging.getLogger(__name__)
@@ -203,11 +203,10 @@ class Proxy:
 
     async def ready(self, request: web.Request) -> web.Response:
         live = self.router.live
-        url = live.invocations_url if live is not None else None
-        if url is None:
+        if live is None or live.invocations_url is None:
             return error_response(503, "NOT_READY", "the model server is not serving yet")
         try:
-            await check_canary(self.session, url, min(self.config.timeout, 10.0))
+            await live.check(self.session, min(self.config.timeout, 10.0))
         except UpstreamStartError as exc:
             return error_response(503, "NOT_READY", f"the model server failed the canary row: {exc}")
         return json_response({"status": "ready", "version": live.version})

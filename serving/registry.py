@@ -4,15 +4,21 @@ MLflow's client is synchronous and importing it costs ~200 MB and hundreds of th
 of objects that every garbage collection would then walk. The proxy's hot path wants
 neither, so the lookups run in one long-lived spawned worker process that keeps its
 client between polls; the proxy only ever sees small tuples.
+
+The worker asks the kernel to kill it when the proxy dies (``PR_SET_PDEATHSIG``), even by
+SIGKILL, so it never outlives the proxy with the store open; multiprocessing's resource
+tracker then sees its last pipe close and exits too.
 """
 
 import asyncio
 import multiprocessing
+import os
 import signal
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
 from iris_core.errors import NotFound, RegistryUnavailable
+from iris_core.processes import die_with_parent
 from iris_core.refs import ModelRef
 from iris_core.resolver import Resolved
 
@@ -57,7 +63,10 @@ class RegistryLookup:
     def _pool(self) -> ProcessPoolExecutor:
         if self._executor is None:
             self._executor = ProcessPoolExecutor(
-                max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=_ignore_interrupts
+                max_workers=1,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_prepare_worker,
+                initargs=(os.getpid(),),
             )
         return self._executor
 
@@ -69,9 +78,12 @@ def _unpack(answer: tuple) -> Resolved | None:
     return None if state == "missing" else Resolved(first, second)
 
 
-def _ignore_interrupts() -> None:
-    """Ctrl-C reaches the whole process group; the proxy, not its helper, decides what happens."""
+def _prepare_worker(proxy_pid: int) -> None:
+    """In the worker: die with the proxy, and leave Ctrl-C (sent to the whole process group) to it."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    die_with_parent(signal.SIGKILL)
+    if os.getppid() != proxy_pid:  # the proxy died while this worker was starting
+        os._exit(1)
 
 
 def _resolve(model: ModelRef) -> tuple:

@@ -1,7 +1,7 @@
 """Which upstream answers: the live one, switched atomically when the alias moves (blue/green).
 
 The router owns the managed upstreams. It keeps the live one running (restarting it with
-backoff when it dies), follows the alias by polling the registry, brings a new version up
+backoff when it dies or hangs), follows the alias by polling the registry, brings a new version up
 beside the live one and switches only once it answers the canary, and keeps the previous
 ones warm (``--keep-warm``) so a rollback is a pointer swap, not a 6 s start. Whatever
 fails, the live upstream keeps serving; ``/health`` says what went wrong.
@@ -27,6 +27,7 @@ from serving.upstream import ExternalUpstream, ManagedUpstream, Upstream, Upstre
 _logger = logging.getLogger(__name__)
 
 RESTART_BACKOFF_S = (1.0, 30.0)  # first wait and cap, doubling, before a dead live upstream starts again
+RESTART_STABLE_S = 60.0  # the wait goes back to the first only after a server stayed up this long
 ROLLOUT_BACKOFF_S = (5.0, 300.0)  # the same for another try at a version that failed to start
 
 
@@ -95,6 +96,8 @@ class Router:
         }
         self.events = Events()
         self.restart_backoff_s = RESTART_BACKOFF_S
+        self.restart_stable_s = RESTART_STABLE_S
+        self.restart_in_s: float | None = None  # the wait before the live upstream's next start, while it is down
         self.rollout_backoff_s = ROLLOUT_BACKOFF_S
         self.started_at = time.monotonic()
         self._session: aiohttp.ClientSession | None = None
@@ -171,7 +174,12 @@ class Router:
         return ManagedUpstream(self.model.version_uri(target.version), target.version, target.run_id, self.config)
 
     async def _keep_running(self, upstream: Upstream, started: bool) -> None:
-        """Run it until it is retired; when it dies while live, start it again with backoff."""
+        """Run it until it is retired; when it dies (or hangs and is killed) while live, start it again.
+
+        The wait before each start doubles up to its cap and goes back to the first only
+        once a start has stayed up ``restart_stable_s``: a version that starts and soon
+        dies is retried ever more slowly, not in a loop at full speed.
+        """
         first, cap = self.restart_backoff_s
         delay = first
         while not upstream.retired:
@@ -180,21 +188,36 @@ class Router:
                     await upstream.start(self._session)
                 except UpstreamStartError as exc:
                     _logger.error("model server for version %s failed to start: %s", upstream.version, exc)
-                    await asyncio.sleep(delay)
+                    await self._wait_to_restart(delay)
                     delay = min(delay * 2, cap)
                     continue
-                delay = first
             started = False
+            up_since = time.monotonic()
             code = await upstream.wait_exit()
             if upstream.retired:
                 return
-            _logger.error("model server for version %s exited with code %s", upstream.version, code)
             if upstream is not self.live:
+                _logger.error("model server for version %s exited with code %s", upstream.version, code)
                 self._forget(upstream)
                 return
+            if time.monotonic() - up_since >= self.restart_stable_s:
+                delay = first
+            _logger.error(
+                "model server for version %s exited with code %s; starting it again in %g s",
+                upstream.version,
+                code,
+                delay,
+            )
             self.events.restarts += 1
-            await asyncio.sleep(delay)
+            await self._wait_to_restart(delay)
             delay = min(delay * 2, cap)
+
+    async def _wait_to_restart(self, delay: float) -> None:
+        self.restart_in_s = delay
+        try:
+            await asyncio.sleep(delay)
+        finally:
+            self.restart_in_s = None
 
     def _forget(self, upstream: Upstream) -> None:
         if upstream in self.warm:

@@ -2,33 +2,47 @@
 
 A managed upstream serves one fixed version (``models:/<name>/<N>``), never an alias:
 MLflow resolves an alias only at start, so the version a process serves is known for
-its whole life and the proxy can say which version answered. It listens on a free
-loopback port in its own session, so stopping it stops the uvicorn it launches too.
+its whole life and the proxy can say which version answered. It runs in its own process
+session, so stopping it stops the uvicorn it launches too.
+
+It listens on a Unix socket in a directory only the proxy's user can enter (mode 0700),
+not on a TCP port: another local user cannot reach it around the proxy (its token,
+validation, ``/docs`` and stack traces). uvicorn reads ``--uds`` from ``UVICORN_UDS``,
+which ``mlflow models serve`` passes on with the rest of its environment.
+
+A process that is running is not necessarily answering: while it is up, the proxy asks
+its ``/ping`` every ``liveness_interval`` seconds, and one that misses ``liveness_misses``
+answers in a row (each within ``liveness_timeout``) is counted down and killed, so the
+router restarts it as it would one that died.
 """
 
 import asyncio
 import contextlib
-import ctypes
 import logging
 import math
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from enum import StrEnum
 from pathlib import Path
 
 import aiohttp
 
-from iris_core.processes import free_port
+from iris_core.processes import die_with_parent, free_port
+from iris_core.redaction import redact
 from iris_core.schema import CANARY_CLASS, CANARY_ROW
 from serving.errors import ServingError
 from serving.forwarding import UpstreamError, post_rows, unavailable
+from serving.private_files import open_private
 
 _logger = logging.getLogger(__name__)
 
 BIN = Path(sys.executable).parent
 _PING_TIMEOUT = aiohttp.ClientTimeout(total=2)
+_SOCKET_HOST = "http://model-server"  # the host part of URLs sent over a Unix socket means nothing
 
 
 class UpstreamStartError(ServingError):
@@ -77,12 +91,18 @@ class Upstream:
     async def is_up(self, session: aiohttp.ClientSession) -> bool:
         return self.state == UpstreamState.READY
 
+    async def check(self, session: aiohttp.ClientSession, timeout: float) -> None:
+        """Raise UpstreamStartError unless it scores the canary row correctly now (``/ready``)."""
+        if self.invocations_url is None:
+            raise UpstreamStartError("it is not serving")
+        await check_canary(session, self.invocations_url, timeout)
+
     def describe(self) -> dict:
         return {
             "kind": self.kind,
             "version": self.version,
             "state": self.state,
-            "url": self.base_url,
+            "url": redact(self.base_url) if self.base_url else None,
             "inflight": self.inflight,
             "last_error": self.last_error,
         }
@@ -108,7 +128,7 @@ class ExternalUpstream(Upstream):
 
 
 class ManagedUpstream(Upstream):
-    """``mlflow models serve -m models:/<name>/<version>`` as a child process of the proxy."""
+    """``mlflow models serve -m models:/<name>/<version>`` as a child process of the proxy, on a Unix socket."""
 
     kind = "managed"
     managed = True
@@ -119,23 +139,35 @@ class ManagedUpstream(Upstream):
         self._config = config
         self.process: asyncio.subprocess.Process | None = None
         self.log_path: Path | None = None
+        self.socket_path: Path | None = None
         self.starts = 0
         self.retired = False
+        self._client: aiohttp.ClientSession | None = None  # its own connection pool, over its socket
 
     def describe(self) -> dict:
         pid = self.process.pid if self.process and self.process.returncode is None else None
         return {
             **super().describe(),
+            "url": f"unix:{self.socket_path}" if self.base_url else None,
             "pid": pid,
             "starts": self.starts,
             "log": str(self.log_path) if self.log_path else None,
         }
 
+    async def score(self, session: aiohttp.ClientSession, rows: list[list[float]], timeout: float) -> list[dict]:
+        return await super().score(self._client, rows, timeout)
+
+    async def check(self, session: aiohttp.ClientSession, timeout: float) -> None:
+        await super().check(self._client, timeout)
+
     async def start(self, session: aiohttp.ClientSession) -> None:
         """Start it and return once it answers the canary row; raise UpstreamStartError otherwise."""
         self.state, self.starts = UpstreamState.STARTING, self.starts + 1
         self._serve_at(None)
-        port = free_port()
+        port = free_port()  # uvicorn is given one, but listens on the socket instead
+        self.socket_path = Path(tempfile.mkdtemp(prefix="iris-model-server-")) / "uvicorn.sock"
+        await self._close_client()  # a restart: the last process's connections are dead
+        self._client = _socket_session(self.socket_path)
         self.log_path = Path(self._config.log_dir).resolve() / f"upstream-v{self.version}-{port}.log"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         command = serve_command(
@@ -145,48 +177,86 @@ class ManagedUpstream(Upstream):
             workers=self._config.workers,
             timeout=self._config.timeout,
         )
-        _logger.info("starting the model server for %s on port %s (log: %s)", self.model_uri, port, self.log_path)
-        with open(self.log_path, "ab") as log:
+        _logger.info("starting the model server for %s (log: %s)", self.model_uri, self.log_path)
+        with open_private(self.log_path) as log:
             self.process = await asyncio.create_subprocess_exec(
                 *command,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=log,
                 stderr=asyncio.subprocess.STDOUT,
-                env=upstream_env(),
+                env={**upstream_env(), "UVICORN_UDS": str(self.socket_path)},
                 start_new_session=True,
-                preexec_fn=_die_with_the_proxy if sys.platform == "linux" else None,
+                preexec_fn=die_with_parent,  # SIGTERM when the proxy dies, even by SIGKILL; MLflow
+                # sets the same for the uvicorn it launches, so no model server is orphaned
             )
         try:
-            await self._wait_ready(session, f"http://127.0.0.1:{port}")
+            await self._wait_ready()
         except UpstreamStartError as exc:
             self.state, self.last_error = UpstreamState.FAILED, str(exc)
             await self._kill()
             raise
         self.state, self.last_error = UpstreamState.READY, None
-        self._serve_at(f"http://127.0.0.1:{port}")
-        _logger.info("model server for %s is ready at %s", self.model_uri, self.base_url)
+        self._serve_at(_SOCKET_HOST)
+        _logger.info("model server for %s is ready (pid %s)", self.model_uri, self.process.pid)
 
-    async def _wait_ready(self, session, base_url: str) -> None:
+    async def _wait_ready(self) -> None:
         deadline = time.monotonic() + self._config.start_timeout
         while time.monotonic() < deadline:
             if self.retired:
                 raise UpstreamStartError("stopped while starting")
             if self.process.returncode is not None:
                 raise UpstreamStartError(f"exited with code {self.process.returncode}: {self.failure_reason()}")
-            with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
-                async with session.get(f"{base_url}/ping", timeout=_PING_TIMEOUT) as response:
-                    if response.status == 200:
-                        return await check_canary(session, base_url + "/invocations", self._config.timeout)
+            if await self._answers_ping(_PING_TIMEOUT):
+                return await check_canary(self._client, f"{_SOCKET_HOST}/invocations", self._config.timeout)
             await asyncio.sleep(0.25)
         raise UpstreamStartError(f"not ready within {self._config.start_timeout:g} s")
 
+    async def _answers_ping(self, timeout: aiohttp.ClientTimeout) -> bool:
+        try:
+            async with self._client.get(f"{_SOCKET_HOST}/ping", timeout=timeout) as response:
+                return response.status == 200
+        except (TimeoutError, aiohttp.ClientError, OSError):
+            return False
+
     async def wait_exit(self) -> int:
-        code = await self.process.wait()
+        """Until it exits, or stops answering and is killed for it (see the module's docstring): its exit code."""
+        watchdog = asyncio.get_running_loop().create_task(self._watch())
+        try:
+            code = await self.process.wait()
+        finally:
+            watchdog.cancel()
         if not self.retired:
-            self.state, self.last_error = UpstreamState.DOWN, f"exited with code {code}"
+            if self.state != UpstreamState.DOWN:
+                self.state, self.last_error = UpstreamState.DOWN, f"exited with code {code}"
             self._serve_at(None)
         await self._kill()  # whatever it left behind in its session
         return code
+
+    async def _watch(self) -> None:
+        """Kill it once it has missed ``liveness_misses`` pings in a row; its exit then ends ``wait_exit``."""
+        config = self._config
+        timeout = aiohttp.ClientTimeout(total=config.liveness_timeout)
+        misses = 0
+        while not self.retired:
+            await asyncio.sleep(config.liveness_interval)
+            if self.retired:
+                return
+            if await self._answers_ping(timeout):
+                misses = 0
+                continue
+            misses += 1
+            if misses < config.liveness_misses:
+                continue
+            self.state = UpstreamState.DOWN
+            self.last_error = (
+                f"stopped answering (no /ping answer within {config.liveness_timeout:g} s, {misses} times)"
+            )
+            self._serve_at(None)
+            _logger.error(
+                "model server for %s (pid %s) %s; killing it", self.model_uri, self.process.pid, self.last_error
+            )
+            self._signal(signal.SIGKILL)
+            return
 
     async def stop(self, drain_timeout: float) -> None:
         """Let calls already sent to it finish (bounded), then SIGTERM: uvicorn drains and exits."""
@@ -196,20 +266,30 @@ class ManagedUpstream(Upstream):
             await asyncio.sleep(0.05)
         self.state = UpstreamState.STOPPED
         self._serve_at(None)
-        if self.process is None or self.process.returncode is not None:
-            return
-        _logger.info("stopping the model server for %s (pid %s)", self.model_uri, self.process.pid)
-        self._signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(self.process.wait(), timeout=15)
-        except TimeoutError:
-            _logger.warning("model server pid %s ignored SIGTERM; killing it", self.process.pid)
+        if self.process is not None and self.process.returncode is None:
+            _logger.info("stopping the model server for %s (pid %s)", self.model_uri, self.process.pid)
+            self._signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.process.wait(), timeout=15)
+            except TimeoutError:
+                _logger.warning("model server pid %s ignored SIGTERM; killing it", self.process.pid)
         await self._kill()
+        await self._close_client()
 
     async def _kill(self) -> None:
-        self._signal(signal.SIGKILL)
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self.process.wait(), timeout=10)
+        """SIGKILL what is left of its process group, then remove its socket's directory."""
+        if self.process is not None:
+            self._signal(signal.SIGKILL)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.process.wait(), timeout=10)
+        if self.socket_path is not None:
+            shutil.rmtree(self.socket_path.parent, ignore_errors=True)
+
+    async def _close_client(self) -> None:
+        """Only once no call can be using it: after a stop, or before the next start."""
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.close()
 
     def _signal(self, signum: int) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -223,7 +303,12 @@ class ManagedUpstream(Upstream):
             return "no log"
         errors = [line.strip() for line in lines if "Error" in line or "Exception" in line]
         line = (errors or [line.strip() for line in lines if line.strip()] or ["no output"])[-1]
-        return line[:300]
+        return redact(line[:300])
+
+
+def _socket_session(path: Path) -> aiohttp.ClientSession:
+    connector = aiohttp.UnixConnector(path=str(path), limit=100, keepalive_timeout=30)
+    return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False)
 
 
 async def check_canary(session: aiohttp.ClientSession, invocations_url: str, timeout: float) -> None:
@@ -264,12 +349,3 @@ def upstream_env() -> dict:
         "UVICORN_TIMEOUT_KEEP_ALIVE": "75",
         "UVICORN_ACCESS_LOG": "false",
     }
-
-
-def _die_with_the_proxy() -> None:
-    """In the child, before exec: SIGTERM it when the proxy dies, even by SIGKILL, so no server is orphaned.
-
-    MLflow sets the same for the uvicorn it launches, so the whole model server goes.
-    """
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG

@@ -84,6 +84,7 @@ class SteadyLoad:
         self.deadline = time.monotonic() + max_seconds
         self.max_requests = max_requests
         self.results: list[tuple[int, str | None]] = []  # (status, X-Model-Version) in completion order
+        self.answers: list[tuple[int, float, dict]] = []  # (status, seconds it took, headers), the same order
         self.failures: list[str] = []
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -106,6 +107,8 @@ class SteadyLoad:
             for _ in range(self.max_requests):
                 if self._stop.is_set() or time.monotonic() > self.deadline:
                     return
+                started = time.monotonic()
+                headers = {}
                 try:
                     response = session.post(
                         f"{self.stack.url}/predict",
@@ -113,6 +116,7 @@ class SteadyLoad:
                         timeout=60,
                     )
                     outcome = (response.status_code, response.headers.get("X-Model-Version"))
+                    headers = dict(response.headers)
                     if response.status_code != 200:
                         self.failures.append(f"{response.status_code}: {response.text[:200]}")
                 except Exception as exc:  # a reset or timeout is a failed request too
@@ -120,6 +124,7 @@ class SteadyLoad:
                     self.failures.append(repr(exc))
                 with self._lock:
                     self.results.append(outcome)
+                    self.answers.append((outcome[0], time.monotonic() - started, headers))
                 time.sleep(self.pause)
 
     def versions(self) -> list[str | None]:

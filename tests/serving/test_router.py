@@ -212,6 +212,35 @@ def test_a_live_server_that_dies_is_started_again_after_a_backoff():
     run(body)
 
 
+def test_restart_waits_grow_across_a_crash_loop_and_go_back_to_the_first_only_after_the_server_stayed_up():
+    async def body(router, servers, lookup):
+        router.restart_stable_s = 0.3
+        live = servers.latest("1")
+        waits = []
+        for _ in range(4):  # it comes up, and dies at once: a crash loop
+            live.die()
+            await settle()
+            waits.append(router.restart_in_s)
+            await until(lambda: live.starting)
+            live.come_up()
+            await settle()
+        assert waits == [0.01, 0.02, 0.04, 0.04], "doubling up to the cap, never back to the first in the loop"
+        assert live.starts == 5 and router.events.restarts == 4
+        await asyncio.sleep(0.35)  # this time it stays up longer than restart_stable_s
+        live.die()
+        await settle()
+        assert router.restart_in_s == 0.01
+
+    run(body)
+
+
+async def until(condition, timeout: float = 5) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
+        await asyncio.sleep(0.002)
+
+
 def test_close_stops_every_server_the_router_started():
     async def body():
         router, servers, lookup = make_router()
