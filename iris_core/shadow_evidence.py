@@ -44,12 +44,14 @@ class ShadowCounts:
     calls: int = 0
     latency: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BOUNDS_MS) + 1))  # calls per bucket
     pairs: dict[str, int] = field(default_factory=dict)  # "<live class>><challenger class>" -> rows
+    latency_sum_ms: float = 0.0
 
     def observe_call(self, latency_ms: float, pairs: list[tuple[str, str]] | None, rows: int) -> None:
         """One call to the challenger: its class per row beside the live one's, or None when it failed."""
         self.calls += 1
         self.rows += rows
         self.latency[bisect_left(LATENCY_BOUNDS_MS, latency_ms)] += 1
+        self.latency_sum_ms += latency_ms
         if pairs is None:
             self.errors += rows
             return
@@ -81,6 +83,7 @@ class ShadowCounts:
                 "calls": self.calls,
                 "latency": self.latency,
                 "pairs": self.pairs,
+                "latency_sum_ms": round(self.latency_sum_ms, 3),
             },
             sort_keys=True,
             separators=(",", ":"),
@@ -99,6 +102,7 @@ class ShadowCounts:
                 calls=int(record.get("calls", 0)),
                 latency=[int(n) for n in record["latency"]],
                 pairs={str(k): int(v) for k, v in record["pairs"].items()},
+                latency_sum_ms=float(record.get("latency_sum_ms", 0.0)),
             )
         except (ValueError, TypeError, KeyError, AttributeError):
             return None
@@ -129,6 +133,7 @@ def combine(entries: list[ShadowCounts], against: str) -> ShadowCounts:
         total.agreed += entry.agreed
         total.errors += entry.errors
         total.calls += entry.calls
+        total.latency_sum_ms += entry.latency_sum_ms
         total.latency = [a + b for a, b in zip(total.latency, entry.latency)]
         for key, rows in entry.pairs.items():
             total.pairs[key] = total.pairs.get(key, 0) + rows

@@ -68,7 +68,7 @@ class Proxy:
         self.router = router
         self.session: aiohttp.ClientSession | None = None
         self.forwarder = None
-        self.recorders: list[Callable[[Outcome], None]] = []
+        self.recorders: list[Callable[[Outcome], None]] = [router.observe]  # copies for shadow and canary
         self.feedback = None  # a serving.feedback_service.FeedbackService with --feedback-log
         self.in_flight = 0  # scoring requests being answered, read by /metrics
         self._token = config.api_token.encode() if config.api_token else None
@@ -105,7 +105,7 @@ class Proxy:
             else:
                 invocation = parse_invocation(content_type, body, self._limits)
                 rows, unwrapped, ignored = invocation.rows, invocation.unwrapped, invocation.ignored
-            scored = await self.forwarder.predict(rows, deadline=deadline)
+            scored = await self.forwarder.predict(rows, self.router.choose(), deadline=deadline)
             predictions, version = scored.predictions, scored.version
             if single:
                 payload = predictions[0]

@@ -180,6 +180,96 @@ ENV_MANAGERS = ("local", "uv", "virtualenv", "conda")
     help="Live accuracy per version covers its latest this many labeled rows.",
 )
 @click.option(
+    "--shadow",
+    metavar="ALIAS",
+    help="Run the version this alias names (e.g. challenger) beside the live one and score copies of live requests "
+    "with it, in the background; its agreement goes to /metrics, /health and its model-version tags.",
+)
+@click.option(
+    "--shadow-rate",
+    type=click.FloatRange(0, 1),
+    default=C.shadow_rate,
+    show_default=True,
+    help="Share of answered scoring requests copied to the shadowed version.",
+)
+@click.option(
+    "--shadow-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=C.shadow_timeout,
+    show_default=True,
+    help="Seconds per call to the shadowed model server; then the copy counts as an error.",
+)
+@click.option(
+    "--shadow-report-interval",
+    type=click.FloatRange(min=0, min_open=True),
+    default=C.shadow_report_interval,
+    show_default=True,
+    help="Seconds between writes of the shadow evidence to the shadowed version's tags.",
+)
+@click.option(
+    "--canary",
+    metavar="STEPS",
+    default=",".join(map(str, C.canary)),
+    show_default=True,
+    help="Percentages of requests a new version takes, step by step, e.g. 10,50,100 (100: switch in one step).",
+)
+@click.option(
+    "--canary-step",
+    type=click.FloatRange(min=0, min_open=True),
+    default=C.canary_step,
+    show_default=True,
+    help="Seconds per canary step below 100.",
+)
+@click.option(
+    "--bake",
+    type=click.FloatRange(min=0),
+    default=C.bake,
+    show_default=True,
+    help="Seconds a new version is compared with the previous one after taking all requests (0: not at all).",
+)
+@click.option(
+    "--compare-rate",
+    type=click.FloatRange(0, 1),
+    default=C.compare_rate,
+    show_default=True,
+    help="During a rollout: share of the new version's requests the previous version scores too, in the background.",
+)
+@click.option(
+    "--max-error-rate",
+    type=click.FloatRange(0, 1),
+    default=C.max_error_rate,
+    show_default=True,
+    help="Roll back when the new version's model server fails this much more often than the previous one's.",
+)
+@click.option(
+    "--max-latency-ratio",
+    type=click.FloatRange(min=0, min_open=True),
+    default=C.max_latency_ratio,
+    show_default=True,
+    help="Roll back when its p99 call latency exceeds the previous version's by this factor.",
+)
+@click.option(
+    "--max-disagreement",
+    type=click.FloatRange(0, 1),
+    default=C.max_disagreement,
+    show_default=True,
+    help="Roll back when it answers another class than the previous version on more of the compared rows.",
+)
+@click.option(
+    "--max-class-shift",
+    type=click.FloatRange(0, 1),
+    default=C.max_class_shift,
+    show_default=True,
+    help="Roll back when its predicted-class mix differs from the previous version's by more (total variation).",
+)
+@click.option(
+    "--min-requests",
+    type=click.IntRange(min=1),
+    default=C.min_requests,
+    show_default=True,
+    help="Calls (or rows) each version needs in the window before a threshold may roll back.",
+)
+@click.option(
     "--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]), default="INFO", show_default=True
 )
 @click.pass_context
@@ -206,7 +296,7 @@ def resolve_initial(config: ServingConfig, explicit_model: bool):
     if initial is None:
         lookup.close(wait=True)
         raise ServingError(f"{config.model_uri}: the alias is not set; promote a version first")
-    if not config.follows_alias:
+    if not config.follows_alias and not config.shadow:
         lookup.close(wait=True)  # its helper process is not needed any more
         return initial, None
     return initial, lookup

@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from iris_core.refs import CHAMPION, DEFAULT_MODEL_NAME, MODEL_URI_FORM, ModelRef, alias_uri
+from iris_core.refs import CHAMPION, DEFAULT_MODEL_NAME, MODEL_URI_FORM, ModelRef, alias_uri, check_alias
 from iris_core.refs import parse_model_uri as parse_any_model_uri
 from serving.errors import ConfigError
 from serving.log_writer import DEFAULT_BACKUP_COUNT, DEFAULT_MAX_BYTES
@@ -23,6 +23,17 @@ def parse_model_uri(uri: str) -> ModelRef:
         return parse_any_model_uri(uri)
     except ValueError:
         raise ConfigError(f"--model-uri must look like {MODEL_URI_FORM}, got {uri!r}") from None
+
+
+def parse_canary(text: str) -> tuple[int, ...]:
+    """``10,50,100``: the percentages of requests the new version takes, step by step, ending at 100."""
+    try:
+        steps = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--canary must be percentages such as 10,50,100, got {text!r}") from None
+    if not steps or steps[-1] != 100 or any(not a < b for a, b in zip((0, *steps), steps)):
+        raise ConfigError(f"--canary must rise from above 0 to 100 (such as 10,50,100), got {text!r}")
+    return steps
 
 
 def is_loopback(host: str) -> bool:
@@ -69,6 +80,21 @@ class ServingConfig:
     feedback_log: str | None = None  # JSON-lines log of labels (POST /feedback); needs prediction_log
     answer_memory_rows: int = 100_000  # rows of recent answers remembered to score labels live
     accuracy_window: int = 1000  # latest labeled rows per version that live accuracy covers
+    # shadow: copies of live requests scored by the version another alias names (serving.shadow)
+    shadow: str | None = None  # the alias, e.g. challenger; off unless given
+    shadow_rate: float = 1.0  # share of answered scoring requests copied
+    shadow_timeout: float = 5.0  # per call to the shadowed model server
+    shadow_report_interval: float = 30.0  # seconds between writes of the evidence to the registry
+    # canary rollout and bake window, with automatic rollback (serving.analysis)
+    canary: tuple[int, ...] = (100,)  # percentages of requests per step; (100,) switches in one step
+    canary_step: float = 60.0  # seconds per step below 100
+    bake: float = 0.0  # seconds the new version is watched at 100% with the previous one warm
+    compare_rate: float = 0.2  # share of the new version's requests the previous one scores too
+    max_error_rate: float = 0.05
+    max_latency_ratio: float = 3.0
+    max_disagreement: float = 0.1
+    max_class_shift: float = 0.2
+    min_requests: int = 100  # calls or rows each side needs before a check may fire
 
     def __post_init__(self):
         parse_model_uri(self.model_uri)
@@ -104,6 +130,38 @@ class ServingConfig:
             raise ConfigError("--answer-memory-rows and --accuracy-window must be >= 1")
         if self.metrics_port is not None and self.metrics_port == self.port != 0:
             raise ConfigError("--metrics-port must differ from --port (leave it out to serve /metrics on --port)")
+        self._check_delivery()
+
+    def _check_delivery(self) -> None:
+        if isinstance(self.canary, str):
+            object.__setattr__(self, "canary", parse_canary(self.canary))
+        else:
+            parse_canary(",".join(str(step) for step in self.canary))
+        if self.shadow is not None:
+            try:
+                check_alias(self.shadow)
+            except ValueError as exc:
+                raise ConfigError(f"--shadow: {exc}") from None
+            if self.upstream is not None or self.shadow == self.model.alias:
+                raise ConfigError("--shadow names another alias of the served model, and needs no --upstream")
+        shares = {"--shadow-rate": self.shadow_rate, "--compare-rate": self.compare_rate}
+        limits = {"--max-error-rate": self.max_error_rate, "--max-disagreement": self.max_disagreement}
+        limits["--max-class-shift"] = self.max_class_shift
+        for option, value in {**shares, **limits}.items():
+            if not 0 <= value <= 1:
+                raise ConfigError(f"{option} must be between 0 and 1, got {value}")
+        positive = {
+            "--shadow-timeout": self.shadow_timeout,
+            "--shadow-report-interval": self.shadow_report_interval,
+            "--canary-step": self.canary_step,
+            "--max-latency-ratio": self.max_latency_ratio,
+            "--min-requests": self.min_requests,
+        }
+        for option, value in positive.items():
+            if not value > 0:
+                raise ConfigError(f"{option} must be > 0, got {value}")
+        if not self.bake >= 0:
+            raise ConfigError(f"--bake must be >= 0, got {self.bake}")
 
     @property
     def model(self) -> ModelRef:
@@ -113,6 +171,15 @@ class ServingConfig:
     def follows_alias(self) -> bool:
         """Follow the alias unless pinned, given a fixed version, or proxying someone else's server."""
         return self.model.alias is not None and not self.pin and self.upstream is None
+
+    @property
+    def delivers(self) -> bool:
+        """A new version is rolled out in steps or watched after the switch, and rolled back when worse."""
+        return self.canary != (100,) or self.bake > 0
+
+    @property
+    def shadow_model(self) -> ModelRef | None:
+        return ModelRef(self.model.name, alias=self.shadow) if self.shadow else None
 
     @property
     def limits(self) -> Limits:

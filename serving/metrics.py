@@ -24,8 +24,13 @@ All names start with ``proxy_``:
   fields or columns that are not features, which the proxy ignores as MLflow does;
 - ``proxy_upstream_errors_total{code}``: requests answered 502, 503 or 504 because the
   model server failed, was unavailable or timed out;
-- ``proxy_upstream_restarts_total``, ``proxy_rollouts_total{outcome}`` (done, failed),
+- ``proxy_upstream_restarts_total``, ``proxy_rollouts_total{outcome}`` (done, failed,
+  rolled_back, stopped), ``proxy_rollout_share`` (percent of requests a canary takes now),
   ``proxy_model_info{name,alias,version}`` (value 1);
+- with ``--shadow``: ``proxy_shadow_rows_total{live_class,shadow_class}`` (rows both scored, by
+  class pair), ``proxy_shadow_errors_total`` and ``proxy_shadow_dropped_total`` (rows the
+  shadowed version failed to score, or that a full queue dropped), ``proxy_shadow_agreement``
+  and ``proxy_shadow_duration_seconds`` (its calls), ``proxy_shadow_info{version,against}``;
 - ``proxy_prediction_log_written_rows_total``, ``proxy_prediction_log_dropped_rows_total{reason}``;
 - ``process_*``: CPU, memory and open files of the proxy process.
 """
@@ -37,6 +42,7 @@ from prometheus_client import CollectorRegistry, Counter, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.utils import floatToGoString
 
+from iris_core.shadow_evidence import LATENCY_BOUNDS_MS
 from serving.log_writer import DROPPED_QUEUE_FULL, DROPPED_WRITE_ERROR
 from serving.validation import IGNORED_COLUMN, IGNORED_FIELD, IGNORED_PARAMS
 
@@ -188,13 +194,26 @@ class ProxyMetrics:
         yield CounterMetricFamily(
             f"{PREFIX}_upstream_restarts", "Times a model server that died was started again.", value=events.restarts
         )
-        outcomes = {("done",): events.rollouts_done, ("failed",): events.rollouts_failed}
+        outcomes = {
+            ("done",): events.rollouts_done,
+            ("failed",): events.rollouts_failed,
+            ("rolled_back",): events.rollouts_rolled_back,
+            ("stopped",): events.rollouts_stopped,
+        }
         yield _counter(
             f"{PREFIX}_rollouts",
-            "Switches of the served version (done) and versions that failed to start (failed).",
+            "Switches of the served version (done), versions that failed to start (failed), deliveries rolled back "
+            "by the canary analysis (rolled_back) or stopped by an alias move (stopped).",
             ["outcome"],
             outcomes,
         )
+        yield GaugeMetricFamily(
+            f"{PREFIX}_rollout_share",
+            "Percent of scoring requests the version being delivered takes now (0 outside a canary step).",
+            value=router.share if router.canary is not None else 0,
+        )
+        if router.shadowing is not None:
+            yield from _shadow_families(router.shadowing, router.live.version if router.live else None)
         info = GaugeMetricFamily(
             f"{PREFIX}_model_info", "The model version served now (value 1).", labels=["name", "alias", "version"]
         )
@@ -212,6 +231,53 @@ class ProxyMetrics:
             yield CounterMetricFamily(
                 f"{PREFIX}_upstream_batched_requests", "Requests those calls carried.", value=forwarder.requests_sent
             )
+
+
+def _shadow_families(shadowing, live_version: str | None):
+    """The shadowed version's copies, compared with the live version's answers (current pair only)."""
+    scorer, upstream = shadowing.scorer, shadowing.upstream
+    counts = scorer.counts.get(live_version) if scorer is not None and live_version else None
+    pairs = CounterMetricFamily(
+        f"{PREFIX}_shadow_rows",
+        "Rows the shadowed version scored beside the live one, by the live and the shadowed class.",
+        labels=["live_class", "shadow_class"],
+    )
+    for pair, rows in sorted((counts.pairs if counts else {}).items()):
+        live_class, _, shadow_class = pair.partition(">")
+        pairs.add_metric([live_class, shadow_class], rows)
+    yield pairs
+    yield CounterMetricFamily(
+        f"{PREFIX}_shadow_errors",
+        "Rows the shadowed version failed to score (error or timeout).",
+        value=counts.errors if counts else 0,
+    )
+    yield CounterMetricFamily(
+        f"{PREFIX}_shadow_dropped",
+        "Rows not copied to the shadowed version because its queue was full.",
+        value=scorer.dropped_rows if scorer else 0,
+    )
+    agreement = counts.agreement if counts else None
+    yield GaugeMetricFamily(
+        f"{PREFIX}_shadow_agreement",
+        "Share of shadowed rows where the shadowed version gave the live version's class.",
+        value=agreement if agreement is not None else float("nan"),
+    )
+    latency = HistogramMetricFamily(f"{PREFIX}_shadow_duration_seconds", "Calls to the shadowed model server.")
+    if counts is not None:
+        cumulative, buckets = 0, []
+        for bound, n in zip((*LATENCY_BOUNDS_MS, float("inf")), counts.latency):
+            cumulative += n
+            buckets.append((floatToGoString(bound / 1000), cumulative))
+        latency.add_metric([], buckets, counts.latency_sum_ms / 1000)
+    yield latency
+    info = GaugeMetricFamily(
+        f"{PREFIX}_shadow_info",
+        "The version shadowed now, and the live one it is compared with.",
+        labels=["version", "against"],
+    )
+    if upstream is not None and live_version is not None:
+        info.add_metric([upstream.version, live_version], 1)
+    yield info
 
 
 def _counter(name: str, documentation: str, labels: list[str], values: dict) -> CounterMetricFamily:

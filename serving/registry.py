@@ -1,9 +1,14 @@
-"""Where the model URI points now, asked of the registry from a helper process.
+"""The registry, asked and written from a helper process: where aliases point, version tags, alias moves.
 
 MLflow's client is synchronous and importing it costs ~200 MB and hundreds of thousands
 of objects that every garbage collection would then walk. The proxy's hot path wants
-neither, so the lookups run in one long-lived spawned worker process that keeps its
-client between polls; the proxy only ever sees small tuples.
+neither, so every registry call runs in one long-lived spawned worker process that keeps
+its client between calls; the proxy only ever sees small tuples.
+
+The proxy writes to the registry only through ``RegistryWriter``'s two calls (the shadow
+evidence and rollout outcomes as version tags, and the automatic rollback's
+compare-and-set alias move), so another implementation of them, for instance over a
+tracking server's REST API, can stand in for the helper process.
 
 The worker asks the kernel to kill it when the proxy dies (``PR_SET_PDEATHSIG``), even by
 SIGKILL, so it never outlives the proxy with the store open; multiprocessing's resource
@@ -16,6 +21,7 @@ import os
 import signal
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from typing import Protocol
 
 from iris_core.errors import NotFound, RegistryUnavailable
 from iris_core.processes import die_with_parent
@@ -23,11 +29,22 @@ from iris_core.refs import ModelRef
 from iris_core.resolver import Resolved
 
 LOOKUP_TIMEOUT_S = 120.0
-_client = None  # the worker process's MlflowClient, reused across polls
+_client_instance = None  # the worker process's MlflowClient, reused across calls
+
+
+class RegistryWriter(Protocol):
+    """What the proxy writes to the registry; each call raises RegistryUnavailable when it cannot."""
+
+    async def set_version_tags(self, version: str, tags: dict[str, str]) -> None:
+        """Set these tags on a version of the served model."""
+
+    async def move_alias_if(self, alias: str, expected: str, version: str, *, how: str, reason: str, by: str) -> bool:
+        """Move the alias to ``version`` if it still points at ``expected`` (recorded in the alias history);
+        False when it did not (it had moved, or another replica moved it): see ``iris_core.alias_history``."""
 
 
 class RegistryLookup:
-    """Resolves one model URI (``ModelRef``) again and again, one call at a time."""
+    """Resolves one model URI (``ModelRef``) again and again, one call at a time; a ``RegistryWriter`` too."""
 
     def __init__(self, model: ModelRef):
         self.model = model
@@ -41,14 +58,28 @@ class RegistryLookup:
             self.close()
             raise RegistryUnavailable(f"registry lookup failed: {type(exc).__name__}") from None
 
-    async def resolve_async(self) -> Resolved | None:
+    async def resolve_async(self, model: ModelRef | None = None) -> Resolved | None:
+        """The version ``model`` (by default the served one) names now; None when its alias is not set."""
+        return _unpack(await self._call(_resolve, model or self.model))
+
+    async def version_tags(self, version: str) -> dict[str, str]:
+        return _answer(await self._call(_version_tags, self.model.name, version))
+
+    async def set_version_tags(self, version: str, tags: dict[str, str]) -> None:
+        _answer(await self._call(_set_version_tags, self.model.name, version, tags))
+
+    async def move_alias_if(self, alias: str, expected: str, version: str, *, how: str, reason: str, by: str) -> bool:
+        call = (_move_alias_if, self.model.name, alias, expected, version, how, reason, by)
+        return _answer(await self._call(*call))
+
+    async def _call(self, function, *args) -> tuple:
         loop = asyncio.get_running_loop()
         try:
-            future = loop.run_in_executor(self._pool(), _resolve, self.model)
-            return _unpack(await asyncio.wait_for(future, LOOKUP_TIMEOUT_S))
+            future = loop.run_in_executor(self._pool(), function, *args)
+            return await asyncio.wait_for(future, LOOKUP_TIMEOUT_S)
         except (TimeoutError, BrokenProcessPool) as exc:
             self.close()  # a fresh worker next time
-            raise RegistryUnavailable(f"registry lookup failed: {type(exc).__name__}") from None
+            raise RegistryUnavailable(f"registry call failed: {type(exc).__name__}") from None
 
     def close(self, wait: bool = False) -> None:
         """Stop the helper; ``wait`` only when it is idle (it may be hung after a time-out).
@@ -78,6 +109,13 @@ def _unpack(answer: tuple) -> Resolved | None:
     return None if state == "missing" else Resolved(first, second)
 
 
+def _answer(answer: tuple):
+    state, value = answer
+    if state == "error":
+        raise RegistryUnavailable(value)
+    return value
+
+
 def _prepare_worker(proxy_pid: int) -> None:
     """In the worker: die with the proxy, and leave Ctrl-C (sent to the whole process group) to it."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -88,18 +126,55 @@ def _prepare_worker(proxy_pid: int) -> None:
 
 def _resolve(model: ModelRef) -> tuple:
     """Runs in the worker: ("ok", version, run_id), ("missing", None, None) or ("error", message, None)."""
-    global _client
     from iris_core.resolver import resolve
     from iris_core.tracking import one_line
 
     try:
-        from mlflow import MlflowClient
-
-        if _client is None:
-            _client = MlflowClient()
-        found = resolve(_client, model)
+        found = resolve(_client(), model)
     except NotFound as exc:
         return ("missing", None, None) if exc.missing == "alias" else ("error", str(exc), None)
     except Exception as exc:  # any failure becomes one picklable line
         return "error", one_line(exc), None
     return "ok", found.version, found.run_id
+
+
+def _client():
+    global _client_instance
+    from mlflow import MlflowClient
+
+    if _client_instance is None:
+        _client_instance = MlflowClient()
+    return _client_instance
+
+
+def _version_tags(name: str, version: str) -> tuple:
+    """Runs in the worker: ("ok", tags) or ("error", message)."""
+    from iris_core.tracking import one_line
+
+    try:
+        return "ok", dict(_client().get_model_version(name, version).tags or {})
+    except Exception as exc:
+        return "error", one_line(exc)
+
+
+def _set_version_tags(name: str, version: str, tags: dict[str, str]) -> tuple:
+    from iris_core.tracking import one_line
+
+    try:
+        client = _client()
+        for key, value in tags.items():
+            client.set_model_version_tag(name, version, key, value)
+    except Exception as exc:
+        return "error", one_line(exc)
+    return "ok", None
+
+
+def _move_alias_if(name: str, alias: str, expected: str, version: str, how: str, reason: str, by: str) -> tuple:
+    from iris_core.alias_history import move_alias_if
+    from iris_core.tracking import one_line
+
+    try:
+        moved = move_alias_if(_client(), name, alias, expected, version, how=how, reason=reason, by=by)
+    except Exception as exc:
+        return "error", one_line(exc)
+    return "ok", moved is not None

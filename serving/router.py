@@ -1,10 +1,20 @@
-"""Which upstream answers: the live one, switched atomically when the alias moves (blue/green).
+"""Which upstream answers: the live one, switched when the alias moves, in steps when asked, and back when worse.
 
 The router owns the managed upstreams. It keeps the live one running (restarting it with
 backoff when it dies or hangs), follows the alias by polling the registry, brings a new version up
-beside the live one and switches only once it answers the canary, and keeps the previous
+beside the live one and switches only once it answers the canary row, and keeps the previous
 ones warm (``--keep-warm``) so a rollback is a pointer swap, not a 6 s start. Whatever
 fails, the live upstream keeps serving; ``/health`` says what went wrong.
+
+With ``--canary`` steps or a ``--bake`` window, the switch is a delivery: the new version
+takes a deterministic share of the requests step by step (``choose``), then all of them
+for the bake window, while the previous version stays warm and the analysis
+(``serving.analysis``) compares the two every ``analysis_interval_s``. On a breach, all
+traffic goes back to the previous version at once; then the alias is moved back in the
+registry only if it still points at the bad version (a compare-and-set, so that several
+replicas move it once), recorded as an ``auto-rollback``, and the bad version is tagged
+with the evidence. The router does not roll that version out again until the alias moves
+to it again. Moving the alias away during a delivery stops it at once.
 
 The router's only contact with processes and the registry is through the upstreams it
 makes (``make_upstream``) and the lookup it is given, so the state machine runs in process
@@ -12,7 +22,9 @@ against fakes in the tests.
 """
 
 import asyncio
+import json
 import logging
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -20,8 +32,12 @@ from enum import StrEnum
 
 import aiohttp
 
+from iris_core.contract import MoveKind, RolloutOutcome, Tag
 from iris_core.resolver import Resolved
-from serving.registry import RegistryLookup, RegistryUnavailable
+from serving.analysis import CallStats, Comparison, Finding, Thresholds, analyse
+from serving.registry import RegistryLookup, RegistryUnavailable, RegistryWriter
+from serving.shadow import ShadowScorer
+from serving.shadowing import Shadowing
 from serving.upstream import ExternalUpstream, ManagedUpstream, Upstream, UpstreamStartError, UpstreamState
 
 _logger = logging.getLogger(__name__)
@@ -29,6 +45,7 @@ _logger = logging.getLogger(__name__)
 RESTART_BACKOFF_S = (1.0, 30.0)  # first wait and cap, doubling, before a dead live upstream starts again
 RESTART_STABLE_S = 60.0  # the wait goes back to the first only after a server stayed up this long
 ROLLOUT_BACKOFF_S = (5.0, 300.0)  # the same for another try at a version that failed to start
+ANALYSIS_INTERVAL_S = 0.5  # how often a delivery compares the new version with the previous one
 
 
 class RolloutState(StrEnum):
@@ -37,6 +54,11 @@ class RolloutState(StrEnum):
     FAILED = "failed"  # it did not start; tried again after ``retry_in_s``
     ABANDONED = "abandoned"  # it failed, and the alias moved back to the live version
     SUPERSEDED = "superseded"  # the alias moved on while it started: kept warm, not switched to
+    CANARY = "canary"  # it takes ``share`` percent of the requests, the previous version the rest
+    BAKING = "baking"  # it takes all requests; the previous version is kept warm and compared
+    COMPLETED = "completed"  # it passed every step and the bake window
+    ROLLED_BACK = "rolled_back"  # the analysis found it worse: traffic went back to the previous version
+    STOPPED = "stopped"  # the alias moved away during the delivery: traffic went back to the previous version
 
 
 class RegistryState(StrEnum):
@@ -59,6 +81,11 @@ class Rollout:
     retry_in_s: float | None = None
     cold: bool | None = None
     at: float | None = None
+    share: int | None = None  # percent of requests the new version takes now (delivery)
+    step: str | None = None  # "2/3": which of the --canary steps
+    checks: dict | None = None  # the analysis's latest figures (delivery)
+    reason: str | None = None  # why it was rolled back or stopped
+    registry: str | None = None  # what happened to the alias after an automatic rollback
 
     def as_dict(self) -> dict:
         return {key: value for key, value in asdict(self).items() if value is not None or key == "from_version"}
@@ -71,6 +98,22 @@ class Events:
     restarts: int = 0
     rollouts_done: int = 0
     rollouts_failed: int = 0
+    rollouts_rolled_back: int = 0
+    rollouts_stopped: int = 0
+
+
+@dataclass(eq=False)
+class Delivery:
+    """One rollout in steps: the two versions, where their counts stood at the start, and the background copies."""
+
+    candidate: Upstream
+    baseline: Upstream
+    compare: ShadowScorer  # the baseline scores copies of the candidate's requests
+    candidate_start: CallStats
+    baseline_start: CallStats
+    record: Rollout
+    task: asyncio.Task | None = None
+    finding: Finding | None = None
 
 
 class Router:
@@ -82,12 +125,24 @@ class Router:
         initial: Resolved | None,
         lookup: RegistryLookup | None = None,
         make_upstream: Callable[[Resolved], Upstream] | None = None,
+        writer: RegistryWriter | None = None,
     ):
         self.config = config
         self.model = config.model
         self.lookup = lookup
+        self.writer = writer or lookup  # the helper process both reads and writes
         self.make_upstream = make_upstream or self._managed
         self.live: Upstream | None = None
+        self.canary: Upstream | None = None  # during a canary step: the new version, taking ``share`` percent
+        self.share = 0
+        self.delivery: Delivery | None = None
+        self.analysis_interval_s = ANALYSIS_INTERVAL_S
+        self.host = socket.gethostname()
+        self.shadowing = (
+            Shadowing(config, self.make_upstream, lookup, self.writer, self._spawn)
+            if config.shadow and lookup is not None
+            else None
+        )
         self.warm: list[Upstream] = []
         self.rollout: Rollout | None = None
         self.registry: dict = {
@@ -105,6 +160,10 @@ class Router:
         self._desired = initial
         self._starting: Upstream | None = None
         self._failures: dict[str, tuple[int, float]] = {}
+        self._served = 0  # requests counted for the canary's deterministic share
+        self._rejected: set[str] = set()  # versions rolled back, not tried again until the alias moves to them again
+        self._unrecorded: tuple | None = None  # an automatic rollback the registry has not taken yet
+        self._recording = False
         if config.upstream:
             version = initial.version if initial else (self.model.version or "unknown")
             self.live = ExternalUpstream(config.upstream, version, initial.run_id if initial else None)
@@ -118,13 +177,21 @@ class Router:
         self._session = session
         if self.live is not None and self.live.managed:
             self._spawn(self._keep_running(self.live, started=False))
-        if self.config.follows_alias and self.lookup is not None:
+        if self.shadowing is not None:
+            self.shadowing.start(session)
+        if (self.config.follows_alias or self.shadowing is not None) and self.lookup is not None:
             self._spawn(self._follow())
 
     async def close(self) -> None:
         """Stop watching and stop every upstream we started; requests have drained by now."""
         # Listed before cancelling: a cancelled start forgets its upstream, which must still stop.
-        managed = [u for u in [self.live, self._starting, *self.warm] if u is not None and u.managed]
+        delivered = [self.delivery.candidate, self.delivery.baseline] if self.delivery else []
+        managed = [u for u in [self.live, self._starting, *self.warm, *delivered] if u is not None and u.managed]
+        managed = list(dict.fromkeys(managed))
+        if self.delivery is not None:
+            await self.delivery.compare.close()
+        if self.shadowing is not None:
+            await self.shadowing.close()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -134,17 +201,40 @@ class Router:
 
     # -- which upstream serves a version -----------------------------------------------------
 
+    def choose(self) -> Upstream | None:
+        """The upstream for one scoring request: the canary for exactly its share of them, else None (the live one).
+
+        The share is deterministic, not random: of any 100 requests in a row, ``share``
+        go to the canary, so the requests it can fail are bounded by its share.
+        """
+        canary = self.canary
+        if canary is None:
+            return None
+        served = self._served = self._served + 1
+        return canary if served * self.share // 100 != (served - 1) * self.share // 100 else None
+
+    def observe(self, outcome) -> None:
+        """Every scoring request's outcome (a ``serving.app`` recorder): the background copies start here."""
+        if outcome.predictions is None:
+            return
+        delivery = self.delivery
+        if delivery is not None and outcome.version == delivery.candidate.version:
+            delivery.compare.offer(outcome.rows, outcome.predictions, outcome.version)
+        if self.shadowing is not None:
+            self.shadowing.observe(outcome, self.live.version if self.live else None)
+
     def upstream_for(self, version: str) -> Upstream | None:
-        """The upstream serving ``version`` now: the live one, or a warm one that is ready; None otherwise."""
-        live = self.live
-        if live is not None and live.version == version:
-            return live
-        return next((u for u in self.warm if u.version == version and u.state == UpstreamState.READY), None)
+        """The upstream serving ``version`` now: live, in a delivery, or warm and ready; None otherwise."""
+        return next((u for u in self._loaded() if u.version == version), None)
 
     def loaded_versions(self) -> list[str]:
         """The versions ``upstream_for`` can answer with, live first."""
-        live = [self.live.version] if self.live is not None else []
-        return live + [u.version for u in self.warm if u.state == UpstreamState.READY]
+        return list(dict.fromkeys(u.version for u in self._loaded()))
+
+    def _loaded(self) -> list[Upstream]:
+        delivered = [self.delivery.candidate, self.delivery.baseline] if self.delivery else []
+        ready = [u for u in [*delivered, *self.warm] if u.state == UpstreamState.READY]
+        return ([self.live] if self.live is not None else []) + ready
 
     # -- what /health and /version show -----------------------------------------------------
 
@@ -163,6 +253,7 @@ class Router:
             "warm": [{"version": u.version, "state": u.state, "pid": u.describe()["pid"]} for u in self.warm],
             "following": self.config.follows_alias,
             "rollout": self.rollout.as_dict() if self.rollout else None,
+            "shadow": self.shadowing.describe(live.version if live else None) if self.shadowing else None,
             "registry": self.registry,
             "uptime_s": round(time.monotonic() - self.started_at, 1),
         }
@@ -196,7 +287,7 @@ class Router:
             code = await upstream.wait_exit()
             if upstream.retired:
                 return
-            if upstream is not self.live:
+            if not self._in_use(upstream):
                 _logger.error("model server for version %s exited with code %s", upstream.version, code)
                 self._forget(upstream)
                 return
@@ -219,6 +310,11 @@ class Router:
         finally:
             self.restart_in_s = None
 
+    def _in_use(self, upstream: Upstream) -> bool:
+        """Live, or one of the two versions of a delivery: started again when it dies."""
+        delivery = self.delivery
+        return upstream is self.live or (delivery is not None and upstream in (delivery.candidate, delivery.baseline))
+
     def _forget(self, upstream: Upstream) -> None:
         if upstream in self.warm:
             self.warm.remove(upstream)
@@ -229,10 +325,20 @@ class Router:
     async def _follow(self) -> None:
         while True:
             await asyncio.sleep(self.config.poll_interval)
-            await self.poll()
+            if self.config.follows_alias:
+                await self.poll()
+            if self.shadowing is not None:
+                await self.shadowing.poll(self._serving_versions())
+
+    def _serving_versions(self) -> set[str]:
+        delivery = self.delivery
+        versions = {self.live.version} if self.live is not None else set()
+        return versions | ({delivery.candidate.version} if delivery else set())
 
     async def poll(self) -> None:
         """Ask the registry where the alias points and act on the answer."""
+        if self._unrecorded is not None and not self._recording:
+            self._spawn(self._record_rollback())
         try:
             target = await self.lookup.resolve_async()
         except RegistryUnavailable as exc:  # keep serving what we serve
@@ -246,6 +352,7 @@ class Router:
         if self._desired is None or target.version != self._desired.version:
             _logger.info("alias %s now points to version %s", self.model.alias, target.version)
             self._failures.clear()
+        self._rejected &= {target.version}  # the alias left a rolled-back version: it may be tried when it returns
         self._desired = target
         self.reconcile()
 
@@ -258,11 +365,21 @@ class Router:
     def reconcile(self) -> None:
         """Move traffic towards the desired version: a warm one at once, else start one beside the live."""
         target = self._desired
+        delivery = self.delivery
+        if delivery is not None and (target is None or target.version != delivery.candidate.version):
+            self._stop_delivery(delivery, target)
         if target is None or (self.live is not None and target.version == self.live.version):
             if self.rollout and self.rollout.state == RolloutState.FAILED:
                 self.rollout = replace(self.rollout, state=RolloutState.ABANDONED)
+            self._reconcile_shadow()
+            return
+        if self.delivery is not None or target.version in self._rejected:
             return
         warm = next((u for u in self.warm if u.version == target.version and u.state == UpstreamState.READY), None)
+        if warm is None and self.shadowing is not None:
+            warm = self.shadowing.take(target.version)
+            if warm is not None:
+                self._spawn(self._keep_running(warm, started=True))
         if warm is not None:
             self._switch(warm, cold=False)
             return
@@ -313,9 +430,16 @@ class Router:
         if self.rollout is record:
             self.rollout = replace(record, **changes)
 
+    def _reconcile_shadow(self) -> None:
+        if self.shadowing is not None:
+            self.shadowing.reconcile(self._serving_versions())
+
     def _switch(self, upstream: Upstream, cold: bool) -> None:
         """The atomic part: one assignment; requests already sent finish where they went."""
         previous = self.live
+        if self.config.delivers and previous is not None and previous.managed and previous.state == UpstreamState.READY:
+            self._deliver(upstream, cold)
+            return
         if upstream in self.warm:
             self.warm.remove(upstream)
         self.live = upstream
@@ -334,6 +458,190 @@ class Router:
                 self._keep_warm(previous)
             else:
                 self._forget(previous)
+        self._reconcile_shadow()
+
+    # -- delivery: canary steps, bake window, automatic rollback ---------------------------------
+
+    def _deliver(self, upstream: Upstream, cold: bool) -> None:
+        """Start a delivery of ``upstream``: the live version stays live (and warm) as its baseline."""
+        baseline = self.live
+        if upstream in self.warm:
+            self.warm.remove(upstream)
+        upstream.stats.count_classes = baseline.stats.count_classes = True
+        compare = ShadowScorer(
+            baseline,
+            self._session,
+            rate=self.config.compare_rate,
+            timeout=self.config.timeout,
+            max_batch_rows=self.config.max_batch_rows,
+        )
+        compare.start()
+        record = Rollout(upstream.version, baseline.version, RolloutState.CANARY, cold=cold, started_at=time.time())
+        delivery = Delivery(upstream, baseline, compare, upstream.stats.snapshot(), baseline.stats.snapshot(), record)
+        self.delivery, self.rollout = delivery, record
+        _logger.info(
+            "delivering version %s in steps %s (then %g s of bake), compared with version %s",
+            upstream.version,
+            ",".join(map(str, self.config.canary)),
+            self.config.bake,
+            baseline.version,
+        )
+        delivery.task = self._spawn(self._run_delivery(delivery))
+        self._reconcile_shadow()
+
+    async def _run_delivery(self, delivery: Delivery) -> None:
+        steps = self.config.canary
+        for number, share in enumerate(steps, 1):
+            if share < 100:
+                self.canary, self.share = delivery.candidate, share
+                state, seconds = RolloutState.CANARY, self.config.canary_step
+            else:
+                self._take_over(delivery)
+                state, seconds = RolloutState.BAKING, self.config.bake
+            self._update_delivery(delivery, state=state, share=share, step=f"{number}/{len(steps)}")
+            if not await self._watch(delivery, seconds):
+                return
+        self._complete(delivery)
+
+    async def _watch(self, delivery: Delivery, seconds: float) -> bool:
+        """Analyse every ``analysis_interval_s`` for ``seconds`` (once at least); False once it rolled back."""
+        deadline = time.monotonic() + seconds
+        while True:
+            finding = self._analyse(delivery)
+            if finding.breach:
+                self._roll_back(delivery, finding)
+                return False
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return True
+            await asyncio.sleep(min(self.analysis_interval_s, remaining))
+
+    def _analyse(self, delivery: Delivery) -> Finding:
+        counts = delivery.compare.counts.get(delivery.candidate.version)
+        answered = counts.rows - counts.errors if counts else 0
+        compared = Comparison(answered, answered - counts.agreed if counts else 0)
+        finding = analyse(
+            delivery.candidate.stats.since(delivery.candidate_start),
+            delivery.baseline.stats.since(delivery.baseline_start),
+            compared,
+            Thresholds.of(self.config),
+        )
+        delivery.finding = finding
+        self._update_delivery(delivery, checks=finding.figures)
+        return finding
+
+    def _update_delivery(self, delivery: Delivery, **changes) -> None:
+        delivery.record = replace(delivery.record, **changes)
+        if self.delivery is delivery:
+            self.rollout = delivery.record
+
+    def _take_over(self, delivery: Delivery) -> None:
+        """The last step: every request to the new version; the previous one stays warm, compared, off the list."""
+        self.canary, self.share = None, 0
+        self.live = delivery.candidate
+        self.events.rollouts_done += 1
+        _logger.info("switched from version %s to version %s", delivery.baseline.version, delivery.candidate.version)
+        self._update_delivery(delivery, at=time.time())
+
+    def _complete(self, delivery: Delivery) -> None:
+        self._end_delivery(delivery)
+        self._update_delivery(delivery, state=RolloutState.COMPLETED, at=time.time())
+        self.rollout = delivery.record
+        _logger.info("version %s passed its canary steps and bake window", delivery.candidate.version)
+        self._keep_warm(delivery.baseline)
+        tags = {Tag.ROLLOUT_OUTCOME: RolloutOutcome.COMPLETED, Tag.ROLLOUT_BY: self.host, Tag.ROLLOUT_AT: _utc()}
+        self._spawn(self._tag(delivery.candidate.version, tags))
+
+    def _roll_back(self, delivery: Delivery, finding: Finding) -> None:
+        """All traffic back to the previous version now; the registry follows in the background."""
+        bad, previous = delivery.candidate, delivery.baseline
+        self.canary, self.share = None, 0
+        self.live = previous
+        self._end_delivery(delivery)
+        self._rejected.add(bad.version)
+        self.events.rollouts_rolled_back += 1
+        reason = (
+            f"canary analysis of version {bad.version} against version {previous.version} at "
+            f"{delivery.record.share}% of requests: " + "; ".join(finding.breaches)
+        )
+        self._update_delivery(delivery, state=RolloutState.ROLLED_BACK, reason=reason, at=time.time())
+        self.rollout = delivery.record
+        _logger.error("rolled back from version %s to version %s: %s", bad.version, previous.version, reason)
+        self._retire(bad)
+        evidence = {"reason": reason, "checks": finding.figures}
+        self._unrecorded = (bad.version, previous.version, reason, evidence, delivery.record)
+        self._spawn(self._record_rollback())
+
+    async def _record_rollback(self) -> None:
+        """Move the alias back if it still names the bad version, and tag that version; again next poll on failure."""
+        if self._unrecorded is None or self._recording:
+            return
+        self._recording = True
+        bad, previous, reason, evidence, record = self._unrecorded
+        try:
+            moved = await self.writer.move_alias_if(
+                self.model.alias, bad, previous, how=MoveKind.AUTO_ROLLBACK, reason=reason, by=self.host
+            )
+            tags = {
+                Tag.ROLLOUT_OUTCOME: RolloutOutcome.ROLLED_BACK,
+                Tag.ROLLOUT_EVIDENCE: json.dumps(evidence, sort_keys=True, default=str),
+                Tag.ROLLOUT_BY: self.host,
+                Tag.ROLLOUT_AT: _utc(),
+            }
+            await self.writer.set_version_tags(bad, tags)
+        except RegistryUnavailable as exc:
+            note = f"not recorded yet, retried every poll: {exc}"
+            _logger.warning("automatic rollback of version %s %s", bad, note)
+        else:
+            self._unrecorded = None
+            if moved:
+                note = f"moved @{self.model.alias} back from version {bad} to version {previous}"
+            else:
+                note = f"@{self.model.alias} no longer named version {bad}: left as it was"
+            _logger.info("automatic rollback of version %s: %s", bad, note)
+        finally:
+            self._recording = False
+        if self.rollout is record or (self.rollout and self.rollout.reason == record.reason):
+            self.rollout = replace(self.rollout, registry=note)
+
+    def _stop_delivery(self, delivery: Delivery, target: Resolved | None) -> None:
+        """The alias moved away: every request back to the previous version, the new one kept warm."""
+        if delivery.task is not None and delivery.task is not asyncio.current_task():
+            delivery.task.cancel()
+        self.canary, self.share = None, 0
+        self.live = delivery.baseline
+        self._end_delivery(delivery)
+        self.events.rollouts_stopped += 1
+        where = f"version {target.version}" if target else "no version"
+        reason = f"the alias moved to {where} during the delivery"
+        self._update_delivery(delivery, state=RolloutState.STOPPED, reason=reason, at=time.time())
+        self.rollout = delivery.record
+        _logger.warning(
+            "delivery of version %s stopped: %s; every request back on version %s",
+            delivery.candidate.version,
+            reason,
+            delivery.baseline.version,
+        )
+        if delivery.candidate.state == UpstreamState.READY:
+            self._keep_warm(delivery.candidate)
+        else:
+            self._forget(delivery.candidate)
+
+    def _end_delivery(self, delivery: Delivery) -> None:
+        self.delivery = None
+        delivery.candidate.stats.count_classes = delivery.baseline.stats.count_classes = False
+        self._spawn(delivery.compare.close())
+        self._reconcile_shadow()
+
+    def _retire(self, upstream: Upstream) -> None:
+        upstream.retired = True
+        self._spawn(upstream.stop(drain_timeout=self.config.timeout))
+
+    async def _tag(self, version: str, tags: dict[str, str]) -> None:
+        try:
+            await self.writer.set_version_tags(version, tags)
+        except RegistryUnavailable as exc:
+            _logger.warning("could not tag version %s with its rollout outcome: %s", version, exc)
 
     def _keep_warm(self, upstream: Upstream) -> None:
         self.warm.insert(0, upstream)
@@ -353,3 +661,7 @@ class Router:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             _logger.error("background task failed", exc_info=task.exception())
+
+
+def _utc() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -34,6 +34,7 @@ import aiohttp
 from iris_core.processes import die_with_parent, free_port
 from iris_core.redaction import redact
 from iris_core.schema import CANARY_CLASS, CANARY_ROW
+from serving.analysis import CallStats
 from serving.errors import ServingError
 from serving.forwarding import UpstreamError, post_rows, unavailable
 from serving.private_files import open_private
@@ -72,6 +73,7 @@ class Upstream:
         self.state = UpstreamState.STARTING
         self.inflight = 0
         self.last_error: str | None = None
+        self.stats = CallStats()  # every call's outcome and latency, read by the canary analysis
 
     def _serve_at(self, base_url: str | None) -> None:
         self.base_url = base_url
@@ -80,13 +82,17 @@ class Upstream:
     async def score(self, session: aiohttp.ClientSession, rows: list[list[float]], timeout: float) -> list[dict]:
         """One ``/invocations`` call; ``inflight`` counts calls so that a retiring upstream is drained first."""
         url = self.invocations_url
-        if url is None:
-            raise unavailable()
+        started = time.perf_counter()
+        predictions = None
         self.inflight += 1
         try:
-            return await post_rows(session, url, rows, timeout)
+            if url is None:
+                raise unavailable()
+            predictions = await post_rows(session, url, rows, timeout)
+            return predictions
         finally:
             self.inflight -= 1
+            self.stats.observe(time.perf_counter() - started, predictions)
 
     async def is_up(self, session: aiohttp.ClientSession) -> bool:
         return self.state == UpstreamState.READY

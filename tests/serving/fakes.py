@@ -1,15 +1,18 @@
 """Stand-ins for a model server and the registry, driven by the test, for the batcher and the router in process.
 
 Each fake does what the real part does at the seam the proxy uses (``Upstream.score``,
-``start``/``wait_exit``/``stop``, ``RegistryLookup.resolve_async``) and nothing else, so
-a test decides exactly when a call returns, fails or hangs.
+``start``/``wait_exit``/``stop``, ``RegistryLookup.resolve_async`` and the registry writes
+``set_version_tags`` and ``move_alias_if``) and nothing else, so a test decides exactly
+when a call returns, fails or hangs.
 """
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 
 from iris_core.errors import RegistryUnavailable
 from iris_core.resolver import Resolved
+from serving.analysis import CallStats
 from serving.forwarding import UpstreamError
 from serving.upstream import UpstreamStartError, UpstreamState
 
@@ -53,7 +56,12 @@ class FakeScorer:
 
 
 class FakeServer:
-    """A managed model server: starts, runs, dies and stops when the test says."""
+    """A managed model server: starts, runs, dies and stops when the test says; scores as ``answer`` says.
+
+    ``answer(rows)`` returns the class of each row, or raises ``UpstreamError`` to fail the
+    call; ``delay`` (seconds) is how long each call takes. Its ``stats`` count every call,
+    as ``serving.upstream.Upstream.score`` does, and a test may add synthetic calls to them.
+    """
 
     managed = True
     kind = "managed"
@@ -66,8 +74,23 @@ class FakeServer:
         self.inflight = 0
         self.starts = 0
         self.stopped = False
+        self.stats = CallStats()
+        self.answer = lambda rows: ["setosa"] * len(rows)
+        self.delay = 0.0
+        self.scored: list[list] = []  # the rows of every call, in order
         self._started: asyncio.Future | None = None
         self._exit: asyncio.Future | None = None
+
+    async def score(self, session, rows, timeout):
+        started, predictions = time.perf_counter(), None
+        self.scored.append(list(rows))
+        try:
+            if self.delay:
+                await asyncio.sleep(self.delay)
+            predictions = [{"prediction": name} for name in self.answer(rows)]
+            return predictions
+        finally:
+            self.stats.observe(time.perf_counter() - started, predictions)
 
     # the test's controls
     def come_up(self) -> None:
@@ -129,21 +152,65 @@ class FakeServers:
         return [server for server in self.made if server.version == version][-1]
 
 
-class FakeLookup:
-    """The registry: ``points_to`` a version, to nothing (alias deleted), or ``down``."""
+@dataclass
+class Move:
+    alias: str
+    from_version: str
+    to_version: str
+    how: str
+    reason: str
+    by: str
 
-    def __init__(self, version: str | None = None):
-        self.answer: str | None = version
+
+class FakeLookup:
+    """The registry: the served alias ``points_to`` a version, to nothing (alias deleted), or it is ``down``.
+
+    Other aliases are in ``aliases``; version tags in ``tags``; alias moves made through
+    ``move_alias_if`` in ``moves``. ``writes_fail`` makes the writes (only) fail.
+    """
+
+    def __init__(self, version: str | None = None, alias: str = "champion"):
+        self.alias = alias
+        self.aliases: dict[str, str | None] = {alias: version}
+        self.tags: dict[str, dict[str, str]] = {}
+        self.moves: list[Move] = []
         self.down = False
+        self.writes_fail = False
         self.closed = False
 
-    def points_to(self, version: str | None) -> None:
-        self.answer, self.down = version, False
+    @property
+    def answer(self) -> str | None:
+        return self.aliases[self.alias]
 
-    async def resolve_async(self) -> Resolved | None:
+    def points_to(self, version: str | None, alias: str | None = None) -> None:
+        self.aliases[alias or self.alias] = version
+        self.down = False
+
+    async def resolve_async(self, model=None) -> Resolved | None:
         if self.down:
             raise RegistryUnavailable("tracking server unreachable: 127.0.0.1:5000")
-        return None if self.answer is None else Resolved(self.answer, f"run-{self.answer}")
+        version = self.aliases.get(model.alias if model is not None else self.alias)
+        return None if version is None else Resolved(version, f"run-{version}")
+
+    async def version_tags(self, version: str) -> dict[str, str]:
+        self._check()
+        return dict(self.tags.get(version, {}))
+
+    async def set_version_tags(self, version: str, tags: dict[str, str]) -> None:
+        self._check(write=True)
+        self.tags.setdefault(version, {}).update(tags)
+
+    async def move_alias_if(self, alias, expected, version, *, how, reason, by) -> bool:
+        self._check(write=True)
+        if self.aliases.get(alias) != expected:
+            return False
+        self.aliases[alias] = version
+        self.moves.append(Move(alias, expected, version, str(how), reason, by))
+        return True
+
+    def _check(self, write: bool = False) -> None:
+        if self.down or (write and self.writes_fail):
+            raise RegistryUnavailable("tracking server unreachable: 127.0.0.1:5000")
 
     def close(self, wait: bool = False) -> None:
         self.closed = True

@@ -1,0 +1,190 @@
+"""The canary analysis: is the new version worse than the one it replaces? Pure logic, no I/O.
+
+During a rollout the router compares the new version (the candidate) with the previous
+one (the baseline), which stays warm, on four figures:
+
+- **upstream error rate**: the share of the candidate's calls to its model server that
+  failed (502, 503 or 504), against the baseline's over the same window;
+- **p99 latency** of those calls, as a ratio to the baseline's (both raised to a floor of
+  ``LATENCY_FLOOR_S``, so two fast servers a few milliseconds apart are not "3x slower");
+- **predicted-class mix**: the total variation distance between the classes the two
+  answered (the baseline's answers come from the traffic it served in the window and from
+  the copies it scored in the background);
+- **disagreement**: on a sample of the candidate's requests that the baseline also scored
+  in the background, the share of rows where their classes differ.
+
+Each check fires only once both sides have ``min_requests`` calls (or rows) in the window,
+so a handful of slow calls on a busy machine cannot roll back a good version. ``analyse``
+answers a ``Finding`` with every figure, whether or not it breached.
+
+``CallStats`` is what each upstream counts at the seam every forwarder calls
+(``serving.upstream.Upstream.score``); the router takes a snapshot when a rollout starts
+and analyses the difference.
+"""
+
+import math
+from bisect import bisect_left
+from dataclasses import dataclass, field
+
+# Call latency buckets, 0.5 ms to ~73 s in steps of 25%: a p99 read from them is within 25%.
+LATENCY_BOUNDS_S = tuple(0.0005 * 1.25**i for i in range(54))
+LATENCY_FLOOR_S = 0.02  # p99s below this count as this for the ratio
+
+
+@dataclass
+class CallStats:
+    """Calls to one model server: how many, how many failed, how long they took, which classes came back.
+
+    ``count_classes`` is switched on only while a rollout analyses the upstream: counting
+    classes costs a loop over the rows of every call.
+    """
+
+    calls: int = 0
+    failed: int = 0
+    latency: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BOUNDS_S) + 1))
+    classes: dict[str, int] = field(default_factory=dict)
+    count_classes: bool = False
+
+    def observe(self, seconds: float, predictions: list[dict] | None) -> None:
+        """One call; ``predictions`` is None when it failed."""
+        self.calls += 1
+        self.latency[bisect_left(LATENCY_BOUNDS_S, seconds)] += 1
+        if predictions is None:
+            self.failed += 1
+        elif self.count_classes:
+            classes = self.classes
+            for record in predictions:
+                name = record.get("prediction") if isinstance(record, dict) else None
+                classes[name] = classes.get(name, 0) + 1
+
+    def snapshot(self) -> "CallStats":
+        return CallStats(self.calls, self.failed, list(self.latency), dict(self.classes))
+
+    def since(self, earlier: "CallStats") -> "CallStats":
+        """What happened after ``earlier`` (a snapshot of the same stats)."""
+        classes = {k: n - earlier.classes.get(k, 0) for k, n in self.classes.items()}
+        return CallStats(
+            self.calls - earlier.calls,
+            self.failed - earlier.failed,
+            [a - b for a, b in zip(self.latency, earlier.latency)],
+            {k: n for k, n in classes.items() if n},
+        )
+
+    @property
+    def rows(self) -> int:
+        return sum(self.classes.values())
+
+    @property
+    def error_rate(self) -> float:
+        return self.failed / self.calls if self.calls else 0.0
+
+    def quantile_s(self, q: float) -> float | None:
+        total = sum(self.latency)
+        if not total:
+            return None
+        rank, seen = q * total, 0
+        for bound, count in zip((*LATENCY_BOUNDS_S, math.inf), self.latency):
+            seen += count
+            if seen >= rank:
+                return bound
+        return math.inf
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """When the candidate counts as worse; the defaults are ``serving.config.ServingConfig``'s."""
+
+    max_error_rate: float  # largest rise in the error rate over the baseline's (0.05: 5 points)
+    max_latency_ratio: float  # largest p99 latency as a multiple of the baseline's
+    max_disagreement: float  # largest share of rows answered with another class than the baseline's
+    max_class_shift: float  # largest total variation distance between the two class mixes
+    min_requests: int  # calls (or rows) each side needs before a check may fire
+
+    @classmethod
+    def of(cls, config) -> "Thresholds":
+        return cls(
+            config.max_error_rate,
+            config.max_latency_ratio,
+            config.max_disagreement,
+            config.max_class_shift,
+            config.min_requests,
+        )
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Rows both versions scored: the candidate for a client, the baseline on a copy in the background."""
+
+    rows: int = 0  # rows both answered
+    disagreed: int = 0
+
+    @property
+    def disagreement(self) -> float:
+        return self.disagreed / self.rows if self.rows else 0.0
+
+
+@dataclass(frozen=True)
+class Finding:
+    """The analysis at one moment: the checks that breached (none: keep going) and every figure measured."""
+
+    breaches: list[str]
+    figures: dict
+
+    @property
+    def breach(self) -> bool:
+        return bool(self.breaches)
+
+
+def class_shift(a: dict[str, int], b: dict[str, int]) -> float:
+    """Total variation distance between two class mixes (0: the same, 1: no class in common)."""
+    total_a, total_b = sum(a.values()), sum(b.values())
+    if not total_a or not total_b:
+        return 0.0
+    return 0.5 * sum(abs(a.get(k, 0) / total_a - b.get(k, 0) / total_b) for k in set(a) | set(b))
+
+
+def analyse(candidate: CallStats, baseline: CallStats, compared: Comparison, limits: Thresholds) -> Finding:
+    """Compare the candidate's window with the baseline's; each check fires only with enough of both."""
+    breaches, figures = [], {}
+    need = limits.min_requests
+
+    if candidate.calls >= need:
+        baseline_rate = baseline.error_rate if baseline.calls >= need else 0.0
+        rise = candidate.error_rate - baseline_rate
+        figures["error_rate"] = {"new": candidate.error_rate, "previous": baseline_rate, "calls": candidate.calls}
+        if rise > limits.max_error_rate:
+            breaches.append(
+                f"error rate {candidate.error_rate:.1%} vs {baseline_rate:.1%} over {candidate.calls} calls "
+                f"(max rise {limits.max_error_rate:.1%})"
+            )
+
+    if candidate.calls >= need and baseline.calls >= need:
+        new_p99, old_p99 = candidate.quantile_s(0.99), baseline.quantile_s(0.99)
+        ratio = max(new_p99, LATENCY_FLOOR_S) / max(old_p99, LATENCY_FLOOR_S)
+        figures["p99_ms"] = {"new": _ms(new_p99), "previous": _ms(old_p99), "ratio": round(ratio, 2)}
+        if ratio > limits.max_latency_ratio:
+            breaches.append(
+                f"p99 latency {_ms(new_p99):g} ms vs {_ms(old_p99):g} ms, {ratio:.1f}x "
+                f"(max {limits.max_latency_ratio:g}x)"
+            )
+
+    if candidate.rows >= need and baseline.rows >= need:
+        shift = class_shift(candidate.classes, baseline.classes)
+        figures["class_shift"] = {"tvd": round(shift, 4), "new": candidate.classes, "previous": baseline.classes}
+        if shift > limits.max_class_shift:
+            breaches.append(f"class mix shifted by {shift:.2f} (max {limits.max_class_shift:g})")
+
+    if compared.rows >= need:
+        figures["disagreement"] = {"share": round(compared.disagreement, 4), "rows": compared.rows}
+        if compared.disagreement > limits.max_disagreement:
+            breaches.append(
+                f"disagreed with the previous version on {compared.disagreement:.1%} of {compared.rows} rows "
+                f"(max {limits.max_disagreement:.0%})"
+            )
+    return Finding(breaches, figures)
+
+
+def _ms(seconds: float | None) -> float | None:
+    if seconds is None:
+        return None
+    return round(seconds * 1000, 1) if math.isfinite(seconds) else math.inf

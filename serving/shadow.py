@@ -1,0 +1,125 @@
+"""Copies of answered requests, scored by another model server in the background and compared by class.
+
+Two things need it. ``--shadow challenger`` sends copies of the live version's answered
+requests to the challenger, so it is judged on live traffic before it is promoted; and
+during a canary rollout the previous version scores copies of a sample of the new
+version's requests, so the analysis (``serving.analysis``) sees where the two disagree.
+
+A copy never delays, changes or fails a client's answer: ``offer`` runs after the answer
+is built and only appends to a bounded queue (a full queue drops the copy and counts it);
+one worker task sends what is queued, up to ``max_batch_rows`` rows per call and one call
+at a time, each with its own timeout. Whatever the other server does (hang, fail, answer
+rubbish) ends as counted errors here.
+"""
+
+import asyncio
+import collections
+import logging
+import time
+
+from iris_core.shadow_evidence import ShadowCounts
+
+_logger = logging.getLogger(__name__)
+
+MAX_QUEUED_ROWS = 4096
+
+
+class ShadowScorer:
+    """Scores copies on ``target`` and counts, per reference version, how its classes compare."""
+
+    def __init__(
+        self,
+        target,
+        session,
+        *,
+        rate: float,
+        timeout: float,
+        max_batch_rows: int = 256,
+        max_queued_rows: int = MAX_QUEUED_ROWS,
+    ):
+        self.target = target  # the Upstream that scores the copies
+        self.rate = rate
+        self.counts: dict[str, ShadowCounts] = {}  # reference version -> what the target answered beside it
+        self.offered_requests = 0
+        self.dropped_rows = 0  # copies refused because the queue was full
+        self._session = session
+        self._timeout = float(timeout)
+        self._max_batch_rows = max_batch_rows
+        self._max_queued_rows = max_queued_rows
+        self._queue: collections.deque[tuple[list, list, str]] = collections.deque()
+        self._queued_rows = 0
+        self._credit = 0.0
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def close(self) -> None:
+        """Stop sending; what is still queued is dropped (and counted)."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        self.dropped_rows += self._queued_rows
+        self._queue.clear()
+        self._queued_rows = 0
+
+    def offer(self, rows: list, predictions: list, reference: str) -> None:
+        """A copy of one answered request (its rows, the answers given, the version that gave them), if sampled."""
+        self._credit += self.rate
+        if self._credit < 1.0:
+            return
+        self._credit -= 1.0
+        self.offered_requests += 1
+        if self._queued_rows + len(rows) > self._max_queued_rows:
+            self.dropped_rows += len(rows)
+            return
+        self._queue.append((rows, predictions, reference))
+        self._queued_rows += len(rows)
+        self._wake.set()
+
+    def counts_for(self, reference: str) -> ShadowCounts:
+        counts = self.counts.get(reference)
+        if counts is None:
+            counts = self.counts[reference] = ShadowCounts(reference)
+        return counts
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queue:
+                await self._score(self._take())
+
+    def _take(self) -> list[tuple[list, list, str]]:
+        """Whole requests from the head, with the head's reference version, up to ``max_batch_rows`` rows."""
+        batch = [self._queue.popleft()]
+        rows, reference = len(batch[0][0]), batch[0][2]
+        while self._queue and self._queue[0][2] == reference and rows + len(self._queue[0][0]) <= self._max_batch_rows:
+            batch.append(self._queue.popleft())
+            rows += len(batch[-1][0])
+        self._queued_rows -= rows
+        return batch
+
+    async def _score(self, batch: list[tuple[list, list, str]]) -> None:
+        rows = [row for request_rows, _, _ in batch for row in request_rows]
+        given = [record for _, records, _ in batch for record in records]
+        counts = self.counts_for(batch[0][2])
+        started = time.perf_counter()
+        try:
+            answers = await asyncio.wait_for(
+                self.target.score(self._session, rows, self._timeout), timeout=self._timeout
+            )
+            pairs = [(_class(mine), _class(theirs)) for mine, theirs in zip(given, answers, strict=True)]
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a failure of the other server is a counted error, never more
+            _logger.debug("copy of %d rows to version %s failed: %s", len(rows), self.target.version, exc)
+            pairs = None
+        counts.observe_call((time.perf_counter() - started) * 1000, pairs, len(rows))
+
+
+def _class(record) -> str:
+    value = record.get("prediction") if isinstance(record, dict) else None
+    return str(value)[:40]

@@ -1,0 +1,97 @@
+"""The canary analysis on synthetic outcomes: each check fires on its own breach, and never on too little evidence."""
+
+import pytest
+
+from serving.analysis import LATENCY_FLOOR_S, CallStats, Comparison, Thresholds, analyse, class_shift
+
+LIMITS = Thresholds(
+    max_error_rate=0.05, max_latency_ratio=3.0, max_disagreement=0.1, max_class_shift=0.2, min_requests=50
+)
+
+
+def calls(n: int, seconds: float = 0.01, failed: int = 0, classes: dict[str, int] | None = None) -> CallStats:
+    """``n`` calls of ``seconds`` each, ``failed`` of them failed; the answered ones spread over ``classes``."""
+    stats = CallStats(count_classes=True)
+    answers = [name for name, k in (classes or {"setosa": n - failed}).items() for _ in range(k)]
+    for i in range(n):
+        if i < failed:
+            stats.observe(seconds, None)
+        else:
+            stats.observe(seconds, [{"prediction": answers[(i - failed) % len(answers)]}])
+    return stats
+
+
+GOOD = calls(200, classes={"setosa": 70, "versicolor": 65, "virginica": 65})
+
+
+def test_a_version_like_the_previous_one_breaches_nothing():
+    finding = analyse(
+        calls(200, classes={"setosa": 66, "versicolor": 67, "virginica": 67}), GOOD, Comparison(200, 3), LIMITS
+    )
+    assert not finding.breach
+    assert set(finding.figures) == {"error_rate", "p99_ms", "class_shift", "disagreement"}
+
+
+def test_a_rise_in_the_error_rate_beyond_the_limit_breaches():
+    mixed = {"setosa": 30, "versicolor": 29, "virginica": 29}
+    finding = analyse(calls(100, failed=12, classes=mixed), GOOD, Comparison(), LIMITS)
+    assert finding.breaches == ["error rate 12.0% vs 0.0% over 100 calls (max rise 5.0%)"]
+    assert finding.figures["error_rate"] == {"new": 0.12, "previous": 0.0, "calls": 100}
+
+
+def test_an_error_rate_no_worse_than_the_previous_versions_does_not_breach():
+    assert not analyse(calls(100, failed=12), calls(100, failed=10), Comparison(), LIMITS).breach
+
+
+def test_a_p99_several_times_the_previous_ones_breaches_and_one_close_to_it_does_not():
+    slow = analyse(calls(100, seconds=0.2), calls(100, seconds=0.03), Comparison(), LIMITS)
+    assert len(slow.breaches) == 1 and slow.breaches[0].startswith("p99 latency")
+    assert slow.figures["p99_ms"]["ratio"] > 3
+    assert not analyse(calls(100, seconds=0.06), calls(100, seconds=0.03), Comparison(), LIMITS).breach
+
+
+def test_fast_servers_a_few_milliseconds_apart_are_not_called_slower():
+    """Both below the floor count as the floor: 2 ms against 15 ms is no breach."""
+    assert LATENCY_FLOOR_S >= 0.015
+    assert not analyse(calls(100, seconds=0.015), calls(100, seconds=0.002), Comparison(), LIMITS).breach
+
+
+def test_a_shifted_class_mix_breaches():
+    shifted = calls(200, classes={"setosa": 10, "versicolor": 10, "virginica": 180})
+    finding = analyse(shifted, GOOD, Comparison(), LIMITS)
+    assert finding.breaches == [f"class mix shifted by {class_shift(shifted.classes, GOOD.classes):.2f} (max 0.2)"]
+
+
+def test_disagreeing_on_compared_rows_beyond_the_limit_breaches():
+    finding = analyse(calls(200), calls(200), Comparison(rows=100, disagreed=40), LIMITS)
+    assert finding.breaches == ["disagreed with the previous version on 40.0% of 100 rows (max 10%)"]
+
+
+@pytest.mark.parametrize(
+    "candidate, baseline, compared",
+    [
+        (calls(49, failed=49), GOOD, Comparison()),  # every call failed, but too few of them
+        (calls(49, seconds=5.0), GOOD, Comparison()),
+        (calls(200, seconds=5.0), calls(49), Comparison()),  # too few calls of the previous version to compare
+        (calls(49, classes={"virginica": 49}), GOOD, Comparison()),
+        (GOOD, GOOD, Comparison(rows=49, disagreed=49)),
+    ],
+)
+def test_no_check_fires_before_both_sides_have_the_minimum_count(candidate, baseline, compared):
+    assert not analyse(candidate, baseline, compared, LIMITS).breach
+
+
+def test_stats_since_a_snapshot_count_only_what_came_after():
+    stats = calls(30, failed=5)
+    before = stats.snapshot()
+    stats.observe(0.5, None)
+    stats.observe(0.5, [{"prediction": "virginica"}])
+    window = stats.since(before)
+    assert (window.calls, window.failed, window.classes) == (2, 1, {"virginica": 1})
+    assert window.quantile_s(0.5) == pytest.approx(0.5, rel=0.25)
+
+
+def test_classes_are_counted_only_while_asked_for():
+    stats = CallStats()
+    stats.observe(0.01, [{"prediction": "setosa"}])
+    assert stats.classes == {} and stats.calls == 1
