@@ -3,8 +3,11 @@
 Arrow reads the input in record batches (``pyarrow.csv.open_csv`` for CSV, so a line with
 the wrong number of fields becomes a reject instead of a parse error, and
 ``ParquetFile.iter_batches`` for Parquet) and writes each scored chunk at once, so memory
-holds one chunk however large the file. Outputs are written next to their final path and
-renamed into place only when the whole file is done.
+holds one chunk however large the file. Checks, scoring and the outputs work on whole
+columns (``steps.batch_rows``, ``steps.batch_outputs``); the model gets one BLAS thread,
+which is faster for its small matrices than a pool that fights the rest for the cores.
+Outputs are written next to their final path and renamed into place only when the whole
+file is done.
 """
 
 import contextlib
@@ -12,20 +15,22 @@ import csv
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
-import orjson
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+from threadpoolctl import threadpool_limits
 
-from iris_core.schema import CLASSES, FEATURES
+from iris_core.schema import FEATURES
+from steps.batch_outputs import Predict, output_arrays, scores_struct
 from steps.batch_rows import (
     REASON,
     Tally,
-    check_chunk,
+    check_batch,
     check_input_columns,
     file_format,
     malformed_reason,
@@ -33,8 +38,6 @@ from steps.batch_rows import (
 from steps.errors import StepError
 
 _logger = logging.getLogger(__name__)
-
-Predict = Callable[[pd.DataFrame], pd.DataFrame]
 
 
 def output_schema(input_schema: pa.Schema, scores_as_json: bool) -> pa.Schema:
@@ -52,10 +55,6 @@ def output_schema(input_schema: pa.Schema, scores_as_json: bool) -> pa.Schema:
     )
 
 
-def scores_struct() -> pa.DataType:
-    return pa.struct([(name, pa.float64()) for name in CLASSES])
-
-
 def rejects_schema(input_schema: pa.Schema) -> pa.Schema:
     return pa.schema([(REASON, pa.string()), *input_schema])
 
@@ -67,56 +66,43 @@ def score_file(input_path: str, output_path: str, rejects_path: str, predict: Pr
         check_input_columns(schema.names)
         out_schema = output_schema(schema, file_format(output_path, "output") == "csv")
         bad_schema = rejects_schema(schema)
-        with _writer(output_path, out_schema) as write_out, _writer(rejects_path, bad_schema) as write_bad:
+        with (
+            threadpool_limits(limits=1, user_api="blas"),
+            _writer(output_path, out_schema) as write_out,
+            _writer(rejects_path, bad_schema) as write_bad,
+        ):
             for batch in batches:
                 tally.rows_read += batch.num_rows
-                scored, rejected = score_batch(batch, predict, out_schema, bad_schema)
+                scored, rejected, classes = score_batch(batch, predict, out_schema, bad_schema)
                 write_out(scored)
                 write_bad(rejected)
                 write_bad(_malformed_rows(malformed, bad_schema, tally))
                 tally.rows_scored += scored.num_rows
                 tally.rows_rejected += rejected.num_rows
-                tally.classes.update(scored.column("prediction").to_pylist())
+                tally.classes.update(classes)
             write_bad(_malformed_rows(malformed, bad_schema, tally))
     tally.seconds = time.perf_counter() - started
     return tally
 
 
-def score_batch(
-    batch: pa.RecordBatch, predict: Predict, out_schema: pa.Schema, bad_schema: pa.Schema
-) -> tuple[pa.Table, pa.Table]:
-    """One chunk: (scored rows, rejected rows with their reasons)."""
-    features, reasons = check_chunk(batch.select(list(FEATURES)).to_pandas())
-    bad = reasons.notna().to_numpy()
-    rejected = batch.filter(pa.array(bad))
-    rejected_table = pa.Table.from_arrays(
-        [pa.array(reasons[bad].tolist(), pa.string()), *rejected.columns], schema=bad_schema
-    )
-    good = batch.filter(pa.array(~bad))
-    if good.num_rows == 0:
-        return out_schema.empty_table(), rejected_table
-    good_features = features[~bad].reset_index(drop=True)
-    result = predict(good_features)
-    columns = [
-        pa.array(good_features[name].to_numpy(), pa.float64()) if name in FEATURES else good.column(name)
-        for name in good.schema.names
-    ]
-    columns += output_arrays(result, out_schema.field("confidence_scores").type)
-    return pa.Table.from_arrays(columns, schema=out_schema), rejected_table
-
-
-def output_arrays(result: pd.DataFrame, scores_type: pa.DataType) -> list[pa.Array]:
-    scores = result["confidence_scores"].tolist()
-    if pa.types.is_string(scores_type):
-        scores_array = pa.array([orjson.dumps(s).decode() for s in scores], pa.string())
+def score_batch(batch: pa.RecordBatch, predict: Predict, out_schema: pa.Schema, bad_schema: pa.Schema):
+    """One chunk: (scored rows, rejected rows with their reasons, the count of each predicted class)."""
+    features, reasons = check_batch(batch)
+    good = batch
+    if reasons is None:
+        rejected = bad_schema.empty_table()
     else:
-        scores_array = pa.array(scores, scores_type)
-    return [
-        pa.array(result["prediction"].astype(object).tolist(), pa.string()),
-        pa.array(result["prediction_index"].to_numpy(), pa.int64()),
-        pa.array(result["confidence"].to_numpy(), pa.float64()),
-        scores_array,
-    ]
+        bad = reasons.is_valid().to_numpy(zero_copy_only=False)
+        where = pa.array(np.flatnonzero(bad))
+        rejected = pa.Table.from_arrays([reasons.take(where), *batch.take(where).columns], schema=bad_schema)
+        good = batch.filter(pa.array(~bad))
+        features = {name: values[~bad] for name, values in features.items()}
+    if good.num_rows == 0:
+        return out_schema.empty_table(), rejected, {}
+    result = predict(pd.DataFrame(features, columns=list(FEATURES)))
+    outputs, classes = output_arrays(result, pa.types.is_string(out_schema.field("confidence_scores").type))
+    columns = [pa.array(features[name]) if name in FEATURES else good.column(name) for name in good.schema.names]
+    return pa.Table.from_arrays([*columns, *outputs], schema=out_schema), rejected, classes
 
 
 def _malformed_rows(malformed: list[str], schema: pa.Schema, tally: Tally) -> pa.Table:

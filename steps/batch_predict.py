@@ -118,10 +118,11 @@ def run_job(job: BatchJob, spark=None) -> Tally:
 def _score_with_pandas(job: BatchJob, pinned_uri: str) -> Tally:
     import mlflow
 
+    from steps.batch_outputs import model_predict
     from steps.batch_pandas import score_file
 
     model = mlflow.pyfunc.load_model(pinned_uri)
-    return score_file(job.input, job.output, job.rejects, model.predict, job.chunk_size)
+    return score_file(job.input, job.output, job.rejects, model_predict(model), job.chunk_size)
 
 
 def _score_with_spark(spark, job: BatchJob, pinned_uri: str) -> Tally:

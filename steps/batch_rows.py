@@ -3,7 +3,11 @@
 The checks are the value rules of ``iris_core.schema``, which the serving proxy applies too:
 a feature must be a number (text must look like one), finite, and in (0, MAX_VALUE]. A row that fails is not
 an error of the job: it goes to the rejects file with every reason, one per column.
-Everything here works on one pandas chunk, which is also what Spark hands ``mapInPandas``.
+
+The checks run on whole columns (numpy and Arrow compute), never row by row: each feature
+gets a code per row, and only the rows that fail get their reason text. ``check_batch``
+takes an Arrow record batch (the pandas engine); ``check_chunk`` a pandas chunk, which is
+what Spark hands a pandas UDF. Both apply the same column functions.
 """
 
 import csv
@@ -13,6 +17,8 @@ from pathlib import PurePosixPath
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from iris_core.schema import (
     CLASSES,
@@ -31,8 +37,11 @@ REASON = "reject_reason"
 CORRUPT_RECORD = "_corrupt_record"
 MAX_REASON_TEXT = 200
 
-
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+
+# What is wrong with one value, as a code per row; 0 passes.
+PASSES, MISSING, TEXT, INFINITE, OUT_OF_RANGE, WRONG_TYPE = range(6)
+_NUMBER_TEXT = f"^{NUMBER.pattern}$"
 
 
 @dataclass
@@ -67,48 +76,23 @@ def check_input_columns(names: list[str]) -> None:
         raise StepError("input has repeated column names")
 
 
-def feature_values(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """The column as float64 (NaN where unusable) and, per row, what is wrong with it (None if nothing)."""
-    problems = np.full(len(column), None, dtype=object)
-    if pd.api.types.is_bool_dtype(column) or not (
-        pd.api.types.is_numeric_dtype(column) or pd.api.types.is_string_dtype(column) or column.dtype == object
-    ):
-        values = np.full(len(column), np.nan)
-        problems[column.notna().to_numpy()] = f"must be a number, got {column.dtype}"
-    elif pd.api.types.is_numeric_dtype(column):
-        values = column.astype("float64").to_numpy(na_value=np.nan, copy=True)
-    else:
-        values, problems = _text_values(column, problems)
-    missing = column.isna().to_numpy()
-    problems[missing] = "missing"
-    present = ~missing & (problems == None)  # noqa: E711 (element-wise)
-    with np.errstate(invalid="ignore"):
-        infinite = present & ~np.isfinite(values)
-        out_of_range = present & np.isfinite(values) & ~((values > 0) & (values <= MAX_VALUE))
-    problems[infinite] = NOT_FINITE
-    for index in np.flatnonzero(out_of_range):
-        problems[index] = number_problem(values[index], digits=10)
-    values[problems != None] = np.nan  # noqa: E711
-    return values, problems
+@dataclass(frozen=True)
+class Checked:
+    """One feature column after the checks: its values (NaN where they fail) and a code per row."""
+
+    values: np.ndarray
+    codes: np.ndarray
+    parsed: np.ndarray  # the values as read, for the reason of OUT_OF_RANGE
+    type_name: str = ""  # the column's type, named in the reason of WRONG_TYPE
 
 
-def _text_values(column: pd.Series, problems: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Text features: a value counts as a number only if it looks like one (no 'nan', 'inf', '0x1p3').
+def check_batch(batch: pa.RecordBatch) -> tuple[dict[str, np.ndarray], pa.Array | None]:
+    """The batch's features as float64 arrays and, per row, the joined reasons it fails (null when it passes).
 
-    Arrow's compute kernels do the matching and parsing: ten times faster than pandas' str methods.
+    The reasons are None when every row passes, the common case, so that nothing is built for them.
     """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    text = pa.array(column.astype("str"), type=pa.large_string())
-    stripped = pc.utf8_trim_whitespace(text)
-    blank = pc.fill_null(pc.equal(stripped, ""), False).to_numpy(zero_copy_only=False)
-    problems[blank] = "missing"
-    looks_numeric = pc.fill_null(pc.match_substring_regex(text, f"^{NUMBER.pattern}$"), False)
-    wrong = text.is_valid().to_numpy(zero_copy_only=False) & ~blank & ~looks_numeric.to_numpy(zero_copy_only=False)
-    problems[wrong] = NOT_A_NUMBER_TEXT
-    parsed = pc.cast(pc.if_else(looks_numeric, stripped, pa.scalar(None, pa.large_string())), pa.float64())
-    return parsed.to_numpy(zero_copy_only=False).astype("float64", copy=True), problems
+    checked = {name: check_arrow_column(batch.column(name)) for name in FEATURES}
+    return {name: c.values for name, c in checked.items()}, reasons(checked)
 
 
 def check_chunk(chunk: pd.DataFrame, header_width: int | None = None) -> tuple[pd.DataFrame, pd.Series]:
@@ -117,29 +101,101 @@ def check_chunk(chunk: pd.DataFrame, header_width: int | None = None) -> tuple[p
     ``header_width`` is the number of fields in the input's header, for the malformed-line
     reason when the chunk carries Spark's corrupt-record column.
     """
-    features, problems = {}, {}
-    for name in FEATURES:
-        features[name], problems[name] = feature_values(chunk[name])
-    reasons = _malformed(chunk, header_width)
-    failing = np.zeros(len(chunk), dtype=bool)
-    for name in FEATURES:
-        failing |= problems[name] != None  # noqa: E711 (element-wise)
-    for index in np.flatnonzero(failing):
-        if reasons[index] is None:
-            found = [f"{name}: {problems[name][index]}" for name in FEATURES if problems[name][index] is not None]
-            reasons[index] = "; ".join(found) or None
-    frame = pd.DataFrame(features, index=chunk.index, columns=list(FEATURES))
-    return frame, pd.Series(reasons, index=chunk.index, dtype=object)
+    checked = {name: check_pandas_column(chunk[name]) for name in FEATURES}
+    found = reasons(checked)
+    joined = np.full(len(chunk), None, dtype=object) if found is None else found.to_numpy(zero_copy_only=False)
+    if CORRUPT_RECORD in chunk.columns:
+        width = header_width or len(chunk.columns) - 1
+        texts = chunk[CORRUPT_RECORD].to_numpy()
+        for index in np.flatnonzero(chunk[CORRUPT_RECORD].notna().to_numpy()):
+            joined[index] = malformed_reason(_field_count(texts[index]), width, texts[index])
+    frame = pd.DataFrame({name: c.values for name, c in checked.items()}, index=chunk.index, columns=list(FEATURES))
+    return frame, pd.Series(joined, index=chunk.index, dtype=object)
 
 
-def _malformed(chunk: pd.DataFrame, header_width: int | None) -> list[str | None]:
-    """Spark marks a CSV line with the wrong number of fields; Arrow hands such lines over separately."""
-    if CORRUPT_RECORD not in chunk.columns:
-        return [None] * len(chunk)
-    width = header_width or len(chunk.columns) - 1
-    return [
-        None if pd.isna(text) else malformed_reason(_field_count(text), width, text) for text in chunk[CORRUPT_RECORD]
-    ]
+def check_arrow_column(column: pa.Array | pa.ChunkedArray) -> Checked:
+    """Typed numbers and text are checked in Arrow and numpy; any other type goes the pandas way."""
+    kind = column.type
+    if pa.types.is_floating(kind) or pa.types.is_integer(kind):
+        values = column.to_numpy(zero_copy_only=False).astype("float64", copy=True)  # nulls become NaN
+        return _checked_numbers(values, np.isnan(values))
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return _checked_text(column)
+    return check_pandas_column(column.to_pandas())
+
+
+def check_pandas_column(column: pd.Series) -> Checked:
+    if pd.api.types.is_bool_dtype(column) or not (
+        pd.api.types.is_numeric_dtype(column) or pd.api.types.is_string_dtype(column) or column.dtype == object
+    ):
+        missing = column.isna().to_numpy()
+        codes = np.where(missing, MISSING, WRONG_TYPE).astype(np.uint8)
+        values = np.full(len(column), np.nan)
+        return Checked(values, codes, values, str(column.dtype))
+    if pd.api.types.is_numeric_dtype(column):
+        values = column.astype("float64").to_numpy(na_value=np.nan, copy=True)
+        return _checked_numbers(values, column.isna().to_numpy())
+    return _checked_text(pa.array(column.astype("str"), type=pa.large_string()))
+
+
+def _checked_numbers(values: np.ndarray, missing: np.ndarray, codes: np.ndarray | None = None) -> Checked:
+    """The value rule on float64 values: ``missing`` rows and rows already coded keep their code."""
+    codes = np.zeros(len(values), dtype=np.uint8) if codes is None else codes
+    codes[missing] = MISSING
+    with np.errstate(invalid="ignore"):
+        passes = (values > 0) & (values <= MAX_VALUE)  # False for NaN
+    if not passes.all():
+        unchecked = codes == PASSES
+        finite = np.isfinite(values)
+        codes[unchecked & ~finite] = INFINITE
+        codes[unchecked & finite & ~passes] = OUT_OF_RANGE
+    if not codes.any():
+        return Checked(values, codes, values)
+    return Checked(np.where(codes == PASSES, values, np.nan), codes, values)
+
+
+def _checked_text(text: pa.Array | pa.ChunkedArray) -> Checked:
+    """Text features: a value counts as a number only if it looks like one (no 'nan', 'inf', '0x1p3').
+
+    Arrow's compute kernels do the matching and parsing. ``NUMBER`` allows only ASCII
+    blanks around a number, so trimming those is enough before parsing; what is blank in
+    Unicode's sense counts as missing, which is asked only of the values that do not match.
+    """
+    looks_numeric = pc.fill_null(pc.match_substring_regex(text, _NUMBER_TEXT), False)
+    numbers = pc.ascii_trim_whitespace(text)
+    codes = np.zeros(len(text), dtype=np.uint8)
+    if looks_numeric.true_count < len(text):
+        numbers = pc.if_else(looks_numeric, numbers, pa.scalar(None, numbers.type))
+        blank = pc.fill_null(pc.equal(pc.utf8_trim_whitespace(text), ""), False).to_numpy(zero_copy_only=False)
+        valid = text.is_valid().to_numpy(zero_copy_only=False)
+        codes[valid & ~blank & ~looks_numeric.to_numpy(zero_copy_only=False)] = TEXT
+        codes[blank] = MISSING
+    values = pc.cast(numbers, pa.float64()).to_numpy(zero_copy_only=False).astype("float64", copy=True)
+    return _checked_numbers(values, text.is_null().to_numpy(zero_copy_only=False), codes)
+
+
+def reasons(checked: dict[str, Checked]) -> pa.Array | None:
+    """Per row, every failing column with its problem, joined by '; ' (null where the row passes)."""
+    failing = np.zeros(len(next(iter(checked.values())).codes), dtype=bool)
+    for column in checked.values():
+        failing |= column.codes != PASSES
+    if not failing.any():
+        return None
+    where = np.flatnonzero(failing)
+    parts = [_problems(name, column, where) for name, column in checked.items()]
+    joined = pc.binary_join_element_wise(*parts, "; ", null_handling="skip")
+    return pc.replace_with_mask(pa.nulls(len(failing), pa.string()), pa.array(failing), joined)
+
+
+def _problems(name: str, column: Checked, rows: np.ndarray) -> pa.Array:
+    """'name: problem' for each of ``rows``, null where that value passes."""
+    codes = column.codes[rows]
+    words = [None, "missing", NOT_A_NUMBER_TEXT, NOT_FINITE, None, f"must be a number, got {column.type_name}"]
+    problems = pc.take(pa.array(words, pa.string()), pa.array(codes))
+    if (out_of_range := codes == OUT_OF_RANGE).any():
+        texts = [number_problem(v, digits=10) for v in column.parsed[rows[out_of_range]]]
+        problems = pc.replace_with_mask(problems, pa.array(out_of_range), pa.array(texts, pa.string()))
+    return pc.binary_join_element_wise(f"{name}: ", problems, "")
 
 
 def _field_count(line: str) -> int:

@@ -28,19 +28,34 @@ class IrisClassifier(PythonModel):
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         return explain_predictions(self.estimator, model_input)
 
+    def predict_columns(self, model_input: pd.DataFrame) -> dict:
+        """What ``predict`` returns, as arrays: batch scoring writes millions of rows without a dict per row."""
+        return score_columns(self.estimator, model_input)
+
+
+def score_columns(estimator, features: pd.DataFrame) -> dict:
+    """``classes`` (names), ``probabilities`` (rows x classes), ``prediction_index`` and ``confidence`` per row."""
+    columns = list(estimator.feature_names_in_)
+    probabilities = estimator.predict_proba(features[columns].astype("float64"))
+    best = probabilities.argmax(axis=1).astype("int64")
+    return {
+        "classes": [str(c) for c in estimator.classes_],
+        "probabilities": probabilities,
+        "prediction_index": best,
+        "confidence": probabilities[np.arange(len(best)), best].astype("float64"),
+    }
+
 
 def explain_predictions(estimator, features: pd.DataFrame) -> pd.DataFrame:
     """Class name, index, and probabilities for each row, in input order."""
-    columns = list(estimator.feature_names_in_)
-    probabilities = estimator.predict_proba(features[columns].astype("float64"))
-    classes = [str(c) for c in estimator.classes_]
-    best = probabilities.argmax(axis=1)
+    scores = score_columns(estimator, features)
+    classes = scores["classes"]
     return pd.DataFrame(
         {
-            "prediction": [classes[i] for i in best],
-            "prediction_index": best.astype("int64"),
-            "confidence": probabilities[np.arange(len(best)), best].astype("float64"),
-            "confidence_scores": [dict(zip(classes, map(float, row))) for row in probabilities],
+            "prediction": [classes[i] for i in scores["prediction_index"].tolist()],
+            "prediction_index": scores["prediction_index"],
+            "confidence": scores["confidence"],
+            "confidence_scores": [dict(zip(classes, row)) for row in scores["probabilities"].tolist()],
         },
         columns=OUTPUT_COLUMNS,
     )
