@@ -11,7 +11,7 @@ logged to the evaluation run and set as model-version tags; the alias moves thro
 
 import io
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import click
 import pandas as pd
@@ -26,6 +26,7 @@ from steps.classification import classification_metrics
 from steps.config import GateThresholds
 from steps.errors import GateFailed, GateWaiting, StepError
 from steps.gate import GateDecision, ShadowCheck, check_shadow, decide
+from steps.production_data import production_comparison
 from steps.registry import check_model_uri, resolve_model_uri
 
 _logger = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ class EvaluationResult:
     champion_version: str | None
     decision: GateDecision
     promoted: bool
+    production: dict = field(default_factory=dict)  # how both did on the held-out production rows, if any
 
 
 def load_holdout(run_id: str) -> pd.DataFrame:
@@ -68,7 +70,7 @@ def evaluate_with_mlflow(holdout: pd.DataFrame, predicted: pd.Series) -> dict:
     import mlflow
 
     result = mlflow.models.evaluate(
-        data=holdout.assign(prediction=predicted.to_numpy()),
+        data=holdout[[*FEATURES, LABEL]].assign(prediction=predicted.to_numpy()),
         targets=LABEL,
         predictions="prediction",
         model_type="classifier",
@@ -95,13 +97,17 @@ def evaluate_version(
     run_id = mlflow.active_run().info.run_id
     mlflow.set_tags({Tag.MODEL_NAME: model_name, Tag.MODEL_VERSION: version, Tag.MODEL_URI: model_uri})
     mlflow.log_params({"model_uri": model_uri, **thresholds.__dict__})
-    metrics = evaluate_with_mlflow(holdout, predict(model_uri, holdout))
+    predicted = predict(model_uri, holdout)
+    metrics = evaluate_with_mlflow(holdout, predicted)
     champion_version = alias_version(client, model_name, CHAMPION)
-    champion_metrics = None
+    champion_metrics = champion_predicted = None
     if champion_version not in (None, version):
         champion_predicted = predict(version_uri(model_name, champion_version), holdout)
         champion_metrics = classification_metrics(holdout[LABEL], champion_predicted)
         mlflow.log_metrics({f"champion_{k}": champion_metrics[k] for k in ("accuracy", "f1_score")})
+    production = production_comparison(holdout, predicted, champion_predicted)
+    if production:
+        mlflow.log_metrics(production)
     shadow = shadow_rule(client, model_name, version, champion_version, thresholds)
     decision = decide(metrics, champion_metrics, thresholds.min_accuracy, thresholds.max_regression, shadow)
     reasons = join_reasons(decision.reasons)
@@ -118,7 +124,7 @@ def evaluate_version(
     promoted = decision.passed and champion_version != version
     if promoted:
         move_alias(client, model_name, CHAMPION, version, how=MoveKind.GATE, reason=reasons)
-    return EvaluationResult(model_name, version, metrics, champion_version, decision, promoted)
+    return EvaluationResult(model_name, version, metrics, champion_version, decision, promoted, production)
 
 
 def shadow_rule(
@@ -135,6 +141,14 @@ def shadow_rule(
 def report(result: EvaluationResult) -> str:
     lines = [f"{result.model_name} version {result.version}: gate {result.decision.verdict}"]
     lines += [f"  - {reason}" for reason in result.decision.reasons]
+    if result.production.get("production_holdout_rows"):
+        rows = int(result.production["production_holdout_rows"])
+        line = (
+            f"  on the {rows} labeled production rows held out: accuracy {result.production['production_accuracy']:.4f}"
+        )
+        if "champion_production_accuracy" in result.production:
+            line += f" vs champion {result.production['champion_production_accuracy']:.4f}"
+        lines.append(line)
     if result.promoted:
         lines.append(f"  @{CHAMPION} -> version {result.version} (was {result.champion_version or 'unset'})")
     elif result.decision.passed:

@@ -33,7 +33,7 @@ import pandas as pd
 
 from iris_core.contract import MONITORING_EXPERIMENT, TRAIN_SPLIT_ARTIFACT, DriftStatus, PerformanceStatus, Tag
 from iris_core.errors import NotFound
-from iris_core.records import InvalidRecord, iter_lines, parse_line, read_feedback_log, read_log, rotated_files
+from iris_core.records import read_log
 from iris_core.refs import CHAMPION, ModelRef
 from iris_core.resolver import Resolved, resolve
 from steps import cli, options
@@ -41,7 +41,8 @@ from steps.classification import confusion_matrix_figure
 from steps.config import DriftThresholds, PerformanceThresholds
 from steps.drift import DriftAssessment, LiveRows, assess, live_rows
 from steps.drift_report import PLOTS_DIR, REPORT_ARTIFACT, feature_figure, report, run_metrics
-from steps.errors import DriftDetected, InvalidParameter, PerformanceDropped, StepError
+from steps.errors import DriftDetected, PerformanceDropped, StepError
+from steps.labels import feedback_path, read_labels
 from steps.live_performance import (
     LABEL_COLUMN,
     LabeledRows,
@@ -49,7 +50,6 @@ from steps.live_performance import (
     assess_performance,
     estimate_lines,
     estimated_accuracy,
-    join,
     performance_lines,
     performance_metrics,
 )
@@ -87,40 +87,6 @@ def read_predictions(path: str | Path, model_name: str, version: str) -> LiveRow
     if contents.skipped:
         _logger.warning("Skipped %d unreadable lines of %s (first: %s)", contents.skipped, path, contents.first_skipped)
     return live_rows(contents.records, model_name, version, contents.skipped)
-
-
-def read_labels(feedback: str | Path, predictions: str | Path) -> LabeledRows:
-    """The labels of ``feedback`` joined with their predictions in ``predictions`` and its rotated files."""
-    try:
-        contents = read_feedback_log(feedback)
-    except OSError as exc:
-        raise StepError(f"cannot read the feedback log {feedback}: {exc.strerror or exc}") from None
-    if contents.skipped:
-        _logger.warning(
-            "Skipped %d unreadable lines of %s (first: %s)", contents.skipped, feedback, contents.first_skipped
-        )
-    files = rotated_files(predictions)
-    try:
-        return join(contents.records, _logged_predictions(files), contents.skipped)
-    except OSError as exc:
-        raise StepError(f"cannot read the prediction log {predictions}: {exc.strerror or exc}") from None
-
-
-def _logged_predictions(files: list[Path]):
-    for path in files:
-        for item in iter_lines(path, parse_line):
-            if not isinstance(item, InvalidRecord):
-                yield item
-
-
-def feedback_path(feedback: str | None) -> Path | None:
-    """The feedback log a parameter names; empty means none (MLflow passes "" for an unset parameter)."""
-    if not feedback or not feedback.strip():
-        return None
-    path = Path(feedback.strip())
-    if not path.is_file():
-        raise InvalidParameter(f"feedback log {feedback!r} does not exist or is not a file")
-    return path
 
 
 @dataclass(frozen=True)
@@ -255,7 +221,7 @@ def gather(
 ) -> MonitorInputs:
     target = resolve_version(client, model_name, alias, version)
     live = read_predictions(predictions, model_name, target.version)
-    labeled = read_labels(feedback, predictions) if feedback is not None else None
+    labeled = read_labels([feedback], predictions) if feedback is not None else None
     reference = load_reference(target.run_id)
     return MonitorInputs(
         target.version, target.run_id, reference, live, labeled, str(predictions), str(feedback) if feedback else None

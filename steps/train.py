@@ -73,14 +73,23 @@ def log_pyfunc_model(estimator, train: pd.DataFrame, model_name: str):
 def train_and_register(data: LoadedData, config: TrainConfig, model_name: str) -> TrainResult:
     """Train inside the active run and register the model as a new challenger version."""
     import mlflow
+
+    mlflow.log_params(config.params())
+    log_dataset(data)
+    train, holdout = split(data.frame, config)
+    return fit_and_register(train, holdout, config, model_name, {Tag.DATA_SOURCE: data.source})
+
+
+def fit_and_register(
+    train: pd.DataFrame, holdout: pd.DataFrame, config: TrainConfig, model_name: str, version_tags: dict
+) -> TrainResult:
+    """Fit on ``train``, log the held-out figures and both splits, register a challenger with ``version_tags``."""
+    import mlflow
     from sklearn.metrics import classification_report
 
     from iris_core.alias_history import move_alias
 
     run = mlflow.active_run()
-    mlflow.log_params(config.params())
-    log_dataset(data)
-    train, holdout = split(data.frame, config)
     estimator = fit(train, config)
     predicted = estimator.predict(holdout[list(FEATURES)])
     metrics = classification_metrics(holdout[LABEL], predicted)
@@ -92,7 +101,7 @@ def train_and_register(data: LoadedData, config: TrainConfig, model_name: str) -
     info = log_pyfunc_model(estimator, train, model_name)
     version = str(info.registered_model_version)
     client = mlflow.MlflowClient()
-    for key, value in {**config.params(), Tag.DATA_SOURCE: data.source, Tag.TRAINING_RUN_ID: run.info.run_id}.items():
+    for key, value in {**config.params(), **version_tags, Tag.TRAINING_RUN_ID: run.info.run_id}.items():
         client.set_model_version_tag(model_name, version, key, str(value))
     move_alias(client, model_name, CHALLENGER, version, how=MoveKind.TRAIN, reason=f"trained in run {run.info.run_id}")
     _logger.info("Registered %s version %s (accuracy %.4f)", model_name, version, metrics["accuracy"])

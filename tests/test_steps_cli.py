@@ -40,7 +40,9 @@ def test_evaluate_of_a_version_that_does_not_exist_fails_in_one_line(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("module", ["steps.main", "steps.validate_data", "steps.train", "steps.evaluate"])
+@pytest.mark.parametrize(
+    "module", ["steps.main", "steps.validate_data", "steps.train", "steps.evaluate", "steps.retrain", "steps.cycle"]
+)
 def test_every_step_has_help(module):
     result = step(module, "--help")
     assert result.returncode == 0 and "Usage:" in result.stdout

@@ -7,12 +7,11 @@ import pytest
 from click.testing import CliRunner
 
 from iris_core.contract import HOLDOUT_SPLIT_ARTIFACT
-from iris_core.records import encode, make_feedback_record
 from iris_core.schema import FEATURES, LABEL
 from steps.errors import InvalidParameter, PerformanceDropped
 from steps.monitor import LIVE_CONFUSION_ARTIFACT, REPORT_ARTIFACT, main
 from tests.monitoring.test_monitor_step import monitoring_runs
-from tests.monitoring.traffic import write_log
+from tests.monitoring.traffic import write_labels, write_log
 
 
 def labeled_traffic(registry, version: str, repeat: int = 2) -> pd.DataFrame:
@@ -24,15 +23,6 @@ def labeled_traffic(registry, version: str, repeat: int = 2) -> pd.DataFrame:
     rows = pd.concat([holdout] * repeat, ignore_index=True)
     out = mlflow.pyfunc.load_model(f"models:/iris/{version}").predict(rows[list(FEATURES)])
     return rows.assign(prediction=out["prediction"].to_numpy(), confidence=out["confidence"].to_numpy())
-
-
-def write_labels(path, labels: list[tuple[str, int, str]]):
-    with open(path, "ab") as log:
-        for request_id, row, label in labels:
-            log.write(
-                encode(make_feedback_record(ts="2026-01-02T00:00:00.000Z", request_id=request_id, row=row, label=label))
-            )
-    return path
 
 
 def run_monitor(*args):

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from iris_core.records import encode, make_record
+from iris_core.records import encode, make_feedback_record, make_record
 from iris_core.schema import FEATURES
 
 
@@ -64,3 +64,39 @@ def write_log(
             )
             log.write(encode(record))
     return path
+
+
+def new_cultivar(rows: int, seed: int) -> pd.DataFrame:
+    """A setosa cultivar the pipeline never saw: wide sepals and versicolor-sized petals, called versicolor by it.
+
+    Rounded to a millimetre, as measurements are; ``species`` is the truth.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    means = {
+        "sepal_length": (5.0, 0.25),
+        "sepal_width": (4.3, 0.15),
+        "petal_length": (4.4, 0.25),
+        "petal_width": (1.4, 0.12),
+    }
+    frame = pd.DataFrame({name: rng.normal(mean, sd, rows).round(1) for name, (mean, sd) in means.items()})
+    return frame.assign(species="setosa")
+
+
+def write_labels(path: Path, labels: list[tuple[str, int, str]], ts: str = "2026-01-02T00:00:00.000Z") -> Path:
+    """Append ``(request_id, row, label)`` labels in the proxy's feedback-log format."""
+    with open(path, "ab") as log:
+        for request_id, row, label in labels:
+            log.write(encode(make_feedback_record(ts=ts, request_id=request_id, row=row, label=label)))
+    return path
+
+
+def scored_by(version_uri: str, rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows with what the registered model answers for them, as the proxy would log them."""
+    import mlflow
+
+    out = mlflow.pyfunc.load_model(version_uri).predict(rows[list(FEATURES)])
+    return rows.reset_index(drop=True).assign(
+        prediction=out["prediction"].to_numpy(), confidence=out["confidence"].to_numpy()
+    )

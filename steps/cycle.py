@@ -1,0 +1,142 @@
+"""Entry point ``cycle``: what a scheduler runs. Monitor; on drift or a performance drop, retrain through the gate.
+
+One run per cycle (experiment ``iris-cycle`` when started directly), with the ``monitor``
+check as a nested run and, when it retrains, nested ``train`` and ``evaluate`` runs
+(``steps.retrain``). The cycle run records the decision as tags: ``cycle_decision``
+(``no_action``, ``skipped``, ``retrained``), ``cycle_reason``, and after a retrain
+``retrained_version`` and ``gate_decision``. A retrain needs the claim of
+``steps.retrain_claim``: none within ``cooldown_hours`` of the last one, and one retrainer
+among cycles that run at once.
+
+Exit codes: 0 when nothing was wrong, when a retrain was skipped, and when the retrained
+version passed the gate; 1 when it failed the gate (the live version keeps serving and
+someone should look); 3 while the gate waits for shadow evidence.
+"""
+
+import logging
+
+import click
+
+from iris_core.contract import CYCLE_EXPERIMENT, CycleDecision, Tag
+from iris_core.refs import CHAMPION
+from steps import cli, options
+from steps.config import CycleSettings, DriftThresholds, GateThresholds, PerformanceThresholds, TrainConfig
+from steps.evaluate import raise_unless_passed
+from steps.labels import feedback_path
+from steps.monitor import MonitorResult, gather, monitor_version
+from steps.retrain import retrain, summary
+from steps.retrain_claim import claim_retrain, record_version
+
+_logger = logging.getLogger(__name__)
+
+
+def problems(result: MonitorResult, thresholds: DriftThresholds, performance: PerformanceThresholds) -> list[str]:
+    """Why the checked version needs retraining: its verdicts and their reasons; empty when it does not."""
+    found = []
+    if result.performance_drop:
+        found.append("performance_drop: " + "; ".join(result.performance.reasons(performance)))
+    if result.drift:
+        shifted = result.assessment.drifted_features
+        mix = result.assessment.class_mix
+        shifted += ["predicted-class mix"] if mix is not None and mix.shifted else []
+        found.append("drift: " + ", ".join(shifted))
+    return found
+
+
+def no_problem_reason(result: MonitorResult) -> str:
+    verdicts = [f"{result.assessment.status} on {result.assessment.rows} rows"]
+    if result.performance is not None:
+        verdicts.append(f"{result.performance.status} on {result.performance.rows} labeled rows")
+    return f"version {result.version}: " + ", ".join(verdicts)
+
+
+def record(decision: CycleDecision, reason: str, **tags) -> None:
+    import mlflow
+
+    mlflow.set_tags({Tag.CYCLE_DECISION: decision, Tag.CYCLE_REASON: reason[:4000], **tags})
+    click.echo(f"cycle: {decision}: {reason}")
+
+
+@click.command(
+    help="Monitor the serving version; on drift or a performance drop, retrain on base plus labeled production "
+    "data and gate the new version, unless a retrain ran within --cooldown-hours. Every decision is a run."
+)
+@options.predictions
+@options.feedback
+@options.model_name
+@click.option("--alias", default=CHAMPION, show_default=True, help="Check the version holding this alias.")
+@options.drift
+@options.live_performance
+@click.option(
+    "--cooldown-hours",
+    type=float,
+    default=CycleSettings.cooldown_hours,
+    show_default=True,
+    help="No retrain within this many hours of the last one (recorded in the registry); 0: no cooldown.",
+)
+@options.data_path
+@options.training
+@options.gate
+def main(
+    predictions,
+    feedback,
+    model_name,
+    alias,
+    alpha,
+    psi_threshold,
+    class_shift,
+    min_rows,
+    min_live_accuracy,
+    min_labeled_rows,
+    cooldown_hours,
+    data_path,
+    max_iter,
+    C,
+    solver,
+    test_size,
+    random_state,
+    **gate,
+):
+    drift_thresholds = DriftThresholds(alpha, psi_threshold, class_shift, min_rows).validated()
+    performance_thresholds = PerformanceThresholds(min_live_accuracy, min_labeled_rows).validated()
+    settings = CycleSettings(cooldown_hours).validated()
+    config = TrainConfig(max_iter, C, solver, random_state, test_size).validated()
+    gate_thresholds = GateThresholds(**gate).validated()
+    feedback = feedback_path(feedback)
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    inputs = gather(client, model_name, alias, None, predictions, feedback)
+    evaluation = None
+    with cli.step_run("cycle", default_experiment=CYCLE_EXPERIMENT) as run:
+        mlflow.set_tags({Tag.MODEL_NAME: model_name, Tag.MODEL_VERSION: inputs.version})
+        with mlflow.start_run(run_name="monitor", nested=True):
+            checked = monitor_version(client, model_name, inputs, drift_thresholds, performance_thresholds)
+        for line in checked.summary(drift_thresholds, performance_thresholds):
+            click.echo(line)
+        found = problems(checked, drift_thresholds, performance_thresholds)
+        if not found:
+            record(CycleDecision.NO_ACTION, no_problem_reason(checked))
+        else:
+            reason = f"version {checked.version}: " + "; ".join(found)
+            claim = claim_retrain(client, model_name, run.info.run_id, reason, settings.cooldown_hours)
+            if not claim.won:
+                record(CycleDecision.SKIPPED, f"{reason}; not retrained: {claim.reason}")
+            else:
+                result = retrain(client, data_path, predictions, feedback, config, model_name, gate_thresholds)
+                record_version(client, model_name, claim.claim, result.trained.version)
+                for line in summary(result):
+                    click.echo(line)
+                evaluation = result.evaluation
+                outcome = "promoted" if evaluation.promoted else f"gate {evaluation.decision.verdict}"
+                record(
+                    CycleDecision.RETRAINED,
+                    f"{reason}; retrained into version {result.trained.version}, {outcome}",
+                    **{Tag.RETRAINED_VERSION: result.trained.version, Tag.GATE_DECISION: evaluation.decision.verdict},
+                )
+    if evaluation is not None:
+        raise_unless_passed(evaluation)
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -1,0 +1,174 @@
+"""Entry point ``retrain``: train on the base data plus the labeled production rows, then through the gate.
+
+The base data is what ``train`` uses (the CSV, or scikit-learn's copy when it fails a
+check). The production rows are the logged predictions' features with the labels the
+feedback log holds for them (the feedback log and its rotated files, joined with the
+prediction log and its rotated files), checked by the data rules; rows that fail are
+counted and left out (``steps.production_data``). The combined set is logged as the
+training run's dataset input, whose source names the logs it came from, so a version's
+lineage shows which production traffic trained it.
+
+The new version is registered as challenger and evaluated by the existing gate
+(``steps.evaluate``) on a held-out split that now holds labeled production rows too; the
+champion is scored on the same rows. Runs: a parent ``retrain`` with nested ``train`` and
+``evaluate`` runs, as ``main`` has.
+"""
+
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+import pandas as pd
+
+from iris_core.contract import Tag
+from iris_core.records import rotated_files
+from iris_core.schema import FEATURES, LABEL
+from steps import cli, options
+from steps.config import GateThresholds, TrainConfig
+from steps.data import LoadedData, data_tags, load_dataset, validate_frame
+from steps.evaluate import EvaluationResult, evaluate_version, raise_unless_passed, report
+from steps.labels import feedback_path, read_labels
+from steps.live_performance import LabeledRows, join
+from steps.production_data import ORIGIN, ProductionRows, production_rows, split_with_production
+from steps.train import TrainResult, fit_and_register
+
+_logger = logging.getLogger(__name__)
+
+DATASET_NAME = "iris+production"
+
+
+@dataclass(frozen=True)
+class RetrainResult:
+    production: ProductionRows
+    trained: TrainResult
+    evaluation: EvaluationResult
+
+
+def labeled_production(predictions: str | Path, feedback: Path | None) -> LabeledRows:
+    """Every label the feedback log and its rotated files hold, joined with the logged predictions."""
+    if feedback is None:
+        return join([], [])
+    return read_labels(rotated_files(feedback), predictions)
+
+
+def log_combined_dataset(base: LoadedData, combined: pd.DataFrame, predictions, feedback) -> None:
+    """The training set as the run's dataset input; its source names the base data and the logs."""
+    import mlflow
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+
+    sources = {"base": base.uri, "base_source": str(base.source)}
+    sources["predictions"] = [str(p.resolve()) for p in rotated_files(predictions)]
+    sources["feedback"] = [str(p.resolve()) for p in rotated_files(feedback)] if feedback else []
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*interpreted in multiple ways.*")
+        dataset = mlflow.data.from_pandas(combined, source=CodeDatasetSource(sources), targets=LABEL, name=DATASET_NAME)
+    mlflow.log_input(dataset, context="training")
+    mlflow.set_tags(data_tags(base))
+
+
+def train_with_production(
+    base: LoadedData,
+    production: ProductionRows,
+    config: TrainConfig,
+    model_name: str,
+    predictions,
+    feedback: Path | None,
+) -> TrainResult:
+    """Inside the active run: split, log the combined set and what was left out, fit and register."""
+    import mlflow
+
+    train, holdout = split_with_production(base.frame, production.frame, config)
+    combined = pd.concat([train, holdout], ignore_index=True)
+    validate_frame(combined.drop(columns=[ORIGIN]))  # the rows checked one by one also pass as a whole
+    mlflow.log_params(
+        {**config.params(), "predictions": str(predictions), "feedback": str(feedback) if feedback else ""}
+    )
+    log_combined_dataset(base, combined[[*FEATURES, LABEL, ORIGIN]], predictions, feedback)
+    mlflow.log_metrics(
+        {
+            "base_rows": len(base.frame),
+            "production_rows": len(production.frame),
+            "production_rows_rejected": production.rejected_rows,
+            "production_labels_unmatched": production.unmatched,
+            "production_holdout_rows": int((holdout[ORIGIN] != "base").sum()),
+        }
+    )
+    if production.rejected:
+        reasons = "; ".join(f"{reason}: {n}" for reason, n in production.rejected.most_common())
+        mlflow.set_tag("production_rejected", reasons)
+        _logger.warning("Left out %d labeled production rows (%s)", production.rejected_rows, reasons)
+    tags = {Tag.DATA_SOURCE: base.source, Tag.PRODUCTION_ROWS: len(production.frame)}
+    return fit_and_register(train, holdout, config, model_name, tags)
+
+
+def retrain(
+    client,
+    data_path: str,
+    predictions: str | Path,
+    feedback: Path | None,
+    config: TrainConfig,
+    model_name: str,
+    thresholds: GateThresholds,
+) -> RetrainResult:
+    """Under the active run: a nested ``train`` on base plus production rows, then a nested ``evaluate``."""
+    import mlflow
+
+    base = load_dataset(data_path)
+    production = production_rows(labeled_production(predictions, feedback))
+    _logger.info(
+        "Production data: %d labeled rows to train on, %d left out, %d labels matching no logged prediction",
+        len(production.frame),
+        production.rejected_rows,
+        production.unmatched,
+    )
+    with mlflow.start_run(run_name="train", nested=True):
+        trained = train_with_production(base, production, config, model_name, predictions, feedback)
+    with mlflow.start_run(run_name="evaluate", nested=True):
+        evaluation = evaluate_version(client, model_name, trained.version, trained.holdout, thresholds)
+    mlflow.set_tags(
+        {
+            Tag.MODEL_URI: trained.model_uri,
+            Tag.TRAINING_RUN_ID: trained.run_id,
+            Tag.GATE_DECISION: evaluation.decision.verdict,
+        }
+    )
+    return RetrainResult(production, trained, evaluation)
+
+
+def summary(result: RetrainResult) -> list[str]:
+    production = result.production
+    left_out = f", {production.rejected_rows} left out by the data rules" if production.rejected_rows else ""
+    return [
+        f"trained {result.trained.model_uri} on the base data and {len(production.frame)} labeled production rows"
+        f"{left_out} ({production.unmatched} labels matched no logged prediction)",
+        report(result.evaluation),
+    ]
+
+
+@click.command(
+    help="Retrain on the base data plus the labeled production rows (prediction log + feedback log), register "
+    "the version as 'challenger' and promote it to 'champion' only through the gate."
+)
+@options.data_path
+@options.predictions
+@options.feedback
+@options.training
+@options.model_name
+@options.gate
+def main(data_path, predictions, feedback, max_iter, C, solver, test_size, random_state, model_name, **gate):
+    config = TrainConfig(max_iter, C, solver, random_state, test_size).validated()
+    thresholds = GateThresholds(**gate).validated()
+    feedback = feedback_path(feedback)
+    import mlflow
+
+    with cli.step_run("retrain"):
+        result = retrain(mlflow.MlflowClient(), data_path, predictions, feedback, config, model_name, thresholds)
+    for line in summary(result):
+        click.echo(line)
+    raise_unless_passed(result.evaluation)
+
+
+if __name__ == "__main__":
+    cli.run(main)
