@@ -1,5 +1,6 @@
 """Side-by-side serving benchmark: bare `mlflow models serve`, the proxy without and with batching,
-and the classic in-process FastAPI app, all serving the same champion on loopback.
+the same batching proxy driven with the Open Inference Protocol's infer (V2), and the classic
+in-process FastAPI app, all serving the same champion on loopback.
 
 It trains a champion with the real pipeline (`mlflow run`) in a temporary store, then
 starts one configuration at a time (so they never compete for the CPU), drives it with
@@ -43,13 +44,25 @@ START_TIMEOUT = 240.0
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
+V2_INFER = "/v2/models/iris/infer"
+
+
 @dataclass(frozen=True)
 class Config:
-    """One server set-up under test: its key for ``--only``, its label in the table, the path it is driven on."""
+    """One server set-up under test: its key for ``--only``, its label in the table, the path it is driven on.
+
+    ``server`` names the set-up whose processes it drives (its own key by default): the
+    V2 row drives the very proxy of the "batching" row, so the two compare protocols alone.
+    """
 
     key: str
     label: str
     path: str
+    server: str = ""
+
+    @property
+    def server_key(self) -> str:
+        return self.server or self.key
 
 
 CONFIGS = (
@@ -57,6 +70,7 @@ CONFIGS = (
     Config("bare-env", "mlflow models serve, proxy's env", "/invocations"),
     Config("proxy", "proxy, batching off", "/invocations"),
     Config("batching", "proxy, batching on", "/invocations"),
+    Config("v2", "proxy, batching on, V2 infer", V2_INFER, server="batching"),
     Config("fastapi", "FastAPI in-process", "/predict"),
 )
 
@@ -80,7 +94,8 @@ def build_champion(workdir: Path) -> dict:
 
 
 def write_bodies(workdir: Path) -> dict:
-    """One single-row body per Iris row: the MLflow protocol for /invocations, the classic object for /predict."""
+    """One single-row body per Iris row: the MLflow protocol for /invocations, the classic object for /predict,
+    four one-row tensors for the V2 infer."""
     import json
 
     with open(REPO / "data" / "iris.csv", newline="") as handle:
@@ -91,7 +106,21 @@ def write_bodies(workdir: Path) -> dict:
     )
     predict = workdir / "predict.jsonl"
     predict.write_text("".join(json.dumps(dict(zip(FEATURES, row))) + "\n" for row in rows))
-    return {"/invocations": invocations, "/predict": predict}
+    v2 = workdir / "v2-infer.jsonl"
+    v2.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "inputs": [
+                        {"name": n, "shape": [1, 1], "datatype": "FP64", "data": [v]} for n, v in zip(FEATURES, row)
+                    ]
+                }
+            )
+            + "\n"
+            for row in rows
+        )
+    )
+    return {"/invocations": invocations, "/predict": predict, V2_INFER: v2}
 
 
 def tree_rss(root: int) -> int:
@@ -186,18 +215,19 @@ def started(config: Config, env: dict, workdir: Path, probe_body: bytes):
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     probe = f"{base}{config.path}"
-    if config.key in ("bare", "bare-env"):
-        serve_env = env if config.key == "bare" else upstream_env(env)
-        with server(mlflow_serve(port), serve_env, workdir, config.key, probe, probe_body) as proc:
+    key = config.server_key
+    if key in ("bare", "bare-env"):
+        serve_env = env if key == "bare" else upstream_env(env)
+        with server(mlflow_serve(port), serve_env, workdir, key, probe, probe_body) as proc:
             yield base, {"server": proc.pid}
-    elif config.key == "fastapi":
+    elif key == "fastapi":
         command = [sys.executable, "-m", "bench.reference_app", "--model-uri", CHAMPION_URI, "--port", str(port)]
         with server(command, env, workdir, "fastapi", probe, probe_body) as proc:
             yield base, {"server": proc.pid}
     else:
         upstream_port = free_port()
         upstream = f"http://127.0.0.1:{upstream_port}"
-        upstream_log = f"{config.key}-upstream"
+        upstream_log = f"{key}-upstream"
         with server(
             mlflow_serve(upstream_port), upstream_env(env), workdir, upstream_log, f"{upstream}/invocations", probe_body
         ) as up:
@@ -212,9 +242,9 @@ def started(config: Config, env: dict, workdir: Path, probe_body: bytes):
                 "--port",
                 str(port),
             ]
-            if config.key == "proxy":
+            if key == "proxy":
                 command.append("--no-batching")
-            with server(command, env, workdir, config.key, probe, probe_body) as proxy:
+            with server(command, env, workdir, key, probe, probe_body) as proxy:
                 yield base, {"proxy": proxy.pid, "upstream": up.pid}
 
 
@@ -227,11 +257,14 @@ def measure(configs, connections, duration, warmup, generator, workdir, env) -> 
     bodies = write_bodies(workdir)
     rows = []
     with contextlib.ExitStack() as stack:
-        running = []
+        running, servers = [], {}
         for config in configs:
-            probe_body = bodies[config.path].read_text().splitlines()[0].encode()
-            _logger.info("starting %s", config.label)
-            base, roots = stack.enter_context(started(config, env, workdir, probe_body))
+            if config.server_key not in servers:
+                first = next(c for c in CONFIGS if c.key == config.server_key)
+                probe_body = bodies[first.path].read_text().splitlines()[0].encode()
+                _logger.info("starting %s", first.label)
+                servers[config.server_key] = stack.enter_context(started(first, env, workdir, probe_body))
+            base, roots = servers[config.server_key]
             url = f"{base}{config.path}"
             if warmup:
                 run_load(generator, url, bodies[config.path], max(connections), warmup)
@@ -303,6 +336,14 @@ def goals(rows: list) -> list:
         checks.append(
             ("64 conns: proxy throughput >= 3x FastAPI", batch64.load.throughput >= 3 * fast64.load.throughput)
         )
+    v2_64 = index.get(("v2", 64))
+    if v2_64 and batch64:
+        checks.append(
+            (
+                "64 conns: V2 infer throughput within 10% of /invocations on the same proxy",
+                v2_64.load.throughput >= 0.9 * batch64.load.throughput,
+            )
+        )
     bare1, batch1 = index.get(("bare", 1)), index.get(("batching", 1))
     if bare1 and batch1:
         checks.append(("1 conn: proxy p50 <= 1.2x bare", batch1.load.p50_us <= 1.2 * bare1.load.p50_us))
@@ -328,7 +369,9 @@ def parse_connections(ctx, param, value: str) -> tuple:
     return counts
 
 
-@click.command(help="Benchmark bare `mlflow models serve`, the proxy (batching off/on) and an in-process FastAPI app.")
+@click.command(
+    help="Benchmark bare `mlflow models serve`, the proxy (batching off/on, and V2 infer) and an in-process FastAPI app."
+)
 @click.option(
     "--duration", type=click.FloatRange(min=1), default=10.0, show_default=True, help="Seconds per measurement."
 )

@@ -26,8 +26,10 @@ from serving.errors import HttpError
 from serving.feedback_service import feedback_off
 from serving.forwarding import DirectForwarder
 from serving.monitoring import install as install_monitoring
+from serving.open_inference_routes import install as install_open_inference
+from serving.signatures import Signatures
 from serving.upstream import UpstreamStartError
-from serving.validation import ValidationError, parse_invocation, predict_row
+from serving.validation import Invocation, ValidationError, parse_invocation, predict_row
 
 _logger = logging.getLogger(__name__)
 
@@ -39,6 +41,7 @@ _ROUTES = {
     "/ready": "GET",
     "/ping": "GET",
     "/version": "GET",
+    "/v2": "GET",  # the Open Inference Protocol (serving.open_inference_routes)
 }
 _MLFLOW_VERSION = importlib.metadata.version("mlflow").encode()
 
@@ -70,6 +73,7 @@ class Proxy:
         self.forwarder = None
         self.recorders: list[Callable[[Outcome], None]] = [router.observe]  # copies for shadow and canary
         self.feedback = None  # a serving.feedback_service.FeedbackService with --feedback-log
+        self.signatures = Signatures()  # the served versions' MLflow signatures (serving.signatures)
         self.in_flight = 0  # scoring requests being answered, read by /metrics
         self._token = config.api_token.encode() if config.api_token else None
         self._limits = config.limits
@@ -79,12 +83,18 @@ class Proxy:
     # -- scoring ----------------------------------------------------------------------------
 
     async def invocations(self, request: web.Request) -> web.Response:
-        return await self._score(request, "/invocations", single=False)
+        return await self.score(request, _INVOCATIONS)
 
     async def predict(self, request: web.Request) -> web.Response:
-        return await self._score(request, "/predict", single=True)
+        return await self.score(request, _PREDICT)
 
-    async def _score(self, request: web.Request, endpoint: str, single: bool) -> web.Response:
+    async def score(self, request: web.Request, protocol) -> web.Response:
+        """One scoring request in any protocol: ``protocol`` chooses the upstream, parses, answers and refuses.
+
+        It has ``endpoint`` (the metrics' label), ``upstream(request)`` (None for the live
+        one), ``parse(request, body, limits)`` (rows and what was ignored),
+        ``answer(request, parsed, scored)`` and ``refuse(http_error)``.
+        """
         started = time.perf_counter()
         self.in_flight += 1
         supplied = request.headers.get("X-Request-Id")
@@ -95,37 +105,31 @@ class Proxy:
         ignored = frozenset()
         try:
             self._authorize(request)
+            upstream = protocol.upstream(request)
             if (request.content_length or 0) > self._max_body:
                 raise _too_large(self._max_body)
             body = await request.read()
             deadline = asyncio.get_running_loop().time() + self._timeout  # the answer comes by then
-            content_type = request.headers.get("Content-Type")
-            if single:
-                rows, unwrapped = [predict_row(content_type, body)], False
-            else:
-                invocation = parse_invocation(content_type, body, self._limits)
-                rows, unwrapped, ignored = invocation.rows, invocation.unwrapped, invocation.ignored
-            scored = await self.forwarder.predict(rows, self.router.choose(), deadline=deadline)
+            parsed = protocol.parse(request, body, self._limits)
+            rows, ignored = parsed.rows, parsed.ignored
+            if upstream is None:
+                upstream = self.router.choose()  # the canary for its share of requests, else None: the live one
+            scored = await self.forwarder.predict(rows, upstream, deadline=deadline)
             predictions, version = scored.predictions, scored.version
-            if single:
-                payload = predictions[0]
-            else:
-                payload = predictions if unwrapped else {"predictions": predictions}
-            status, response = (
-                200,
-                web.Response(body=orjson.dumps(payload), headers={"Content-Type": "application/json"}),
-            )
+            status, response = 200, protocol.answer(request, parsed, scored)
         except HttpError as exc:
-            status, response = exc.status, http_error_response(exc)
+            status, response = exc.status, protocol.refuse(exc)
         except web.HTTPRequestEntityTooLarge:
-            status, response = 413, http_error_response(_too_large(self._max_body))
+            status, response = 413, protocol.refuse(_too_large(self._max_body))
         except Exception:
             _logger.exception("request %s failed", request_id)
-            status, response = 500, error_response(500, "INTERNAL_ERROR", "the proxy failed to handle the request")
+            status = 500
+            response = protocol.refuse(HttpError(500, "INTERNAL_ERROR", "the proxy failed to handle the request"))
         response.headers["X-Model-Version"] = version
         response.headers["X-Request-Id"] = request_id
         self.in_flight -= 1
-        self.record(endpoint, status, time.perf_counter() - started, rows, predictions, version, request_id, ignored)
+        latency = time.perf_counter() - started
+        self.record(protocol.endpoint, status, latency, rows, predictions, version, request_id, ignored)
         return response
 
     async def feedback_labels(self, request: web.Request) -> web.Response:
@@ -247,8 +251,11 @@ class Proxy:
         await self.session.close()
 
 
-def create_app(config, router) -> web.Application:
+def create_app(config, router, signatures: Signatures | None = None) -> web.Application:
+    """``signatures``: the served versions' MLflow signatures, for the Open Inference Protocol's metadata."""
     proxy = Proxy(config, router)
+    if signatures is not None:
+        proxy.signatures = signatures
     app = web.Application(client_max_size=config.max_body_bytes)
     app.router.add_post("/invocations", proxy.invocations)
     app.router.add_post("/predict", proxy.predict)
@@ -257,6 +264,7 @@ def create_app(config, router) -> web.Application:
     app.router.add_get("/ready", proxy.ready)
     app.router.add_get("/ping", proxy.ping)
     app.router.add_get("/version", proxy.version)
+    install_open_inference(app, proxy)  # /v2/...
     app.router.add_route("*", "/{tail:.*}", proxy.fallback)
     app.on_startup.append(proxy.on_startup)
     app.on_cleanup.append(proxy.on_cleanup)
@@ -276,6 +284,43 @@ def http_error_response(exc: HttpError) -> web.Response:
     response = json_response(exc.body(), exc.status)
     response.headers.update(exc.headers)
     return response
+
+
+class _Invocations:
+    """MLflow's scoring protocol (``serving.validation``): ``{"predictions": [...]}``."""
+
+    endpoint = "/invocations"
+
+    @staticmethod
+    def upstream(request: web.Request):
+        return None
+
+    @staticmethod
+    def parse(request: web.Request, body: bytes, limits) -> Invocation:
+        return parse_invocation(request.headers.get("Content-Type"), body, limits)
+
+    @staticmethod
+    def answer(request: web.Request, parsed: Invocation, scored) -> web.Response:
+        return json_response(scored.predictions if parsed.unwrapped else {"predictions": scored.predictions})
+
+    refuse = staticmethod(http_error_response)
+
+
+class _Predict(_Invocations):
+    """The classic single object in, one prediction out."""
+
+    endpoint = "/predict"
+
+    @staticmethod
+    def parse(request: web.Request, body: bytes, limits) -> Invocation:
+        return Invocation([predict_row(request.headers.get("Content-Type"), body)])
+
+    @staticmethod
+    def answer(request: web.Request, parsed: Invocation, scored) -> web.Response:
+        return json_response(scored.predictions[0])
+
+
+_INVOCATIONS, _PREDICT = _Invocations(), _Predict()
 
 
 def _too_large(limit: int) -> ValidationError:

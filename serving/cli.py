@@ -25,7 +25,7 @@ ENV_MANAGERS = ("local", "uv", "virtualenv", "conda")
 
 @click.command(
     help="Serve the model behind the validation proxy: POST /invocations, /predict and /feedback, "
-    "GET /health, /ready, /ping, /version."
+    "GET /health, /ready, /ping, /version, and the Open Inference Protocol (KServe V2) under /v2."
 )
 @click.option(
     "--model-uri",
@@ -89,7 +89,7 @@ ENV_MANAGERS = ("local", "uv", "virtualenv", "conda")
     "--api-token",
     envvar="SERVING_API_TOKEN",
     show_envvar=True,
-    help="Require 'Authorization: Bearer <token>' on /invocations and /predict.",
+    help="Require 'Authorization: Bearer <token>' on /invocations, /predict, /feedback and V2 infer.",
 )
 @click.option(
     "--poll-interval",
@@ -277,16 +277,19 @@ def serve(ctx: click.Context, log_level: str, **options) -> None:
     setup_logging(log_level)
     config = ServingConfig(**options)
     explicit_model = ctx.get_parameter_source("model_uri") != click.core.ParameterSource.DEFAULT
-    initial, lookup = resolve_initial(config, explicit_model)
+    initial, lookup, signature = resolve_initial(config, explicit_model)
     listener = bind(config.host, config.port)
     metrics_listener = bind(config.host, config.metrics_port) if config.metrics_port else None
-    run(config, initial, lookup, listener, metrics_listener)
+    run(config, initial, lookup, listener, metrics_listener, signature)
 
 
 def resolve_initial(config: ServingConfig, explicit_model: bool):
-    """The version to serve first; with --upstream, only a --model-uri given on purpose is looked up."""
+    """The version to serve first, the lookup that follows it, and its signature.
+
+    With --upstream, only a --model-uri given on purpose is looked up.
+    """
     if config.upstream and not explicit_model:
-        return None, None
+        return None, None, None
     lookup = RegistryLookup(config.model)
     try:
         initial = lookup.resolve()
@@ -296,10 +299,23 @@ def resolve_initial(config: ServingConfig, explicit_model: bool):
     if initial is None:
         lookup.close(wait=True)
         raise ServingError(f"{config.model_uri}: the alias is not set; promote a version first")
+    signature = read_signature(lookup, initial.version)
     if not config.follows_alias and not config.shadow:
         lookup.close(wait=True)  # its helper process is not needed any more
-        return initial, None
-    return initial, lookup
+        return initial, None, signature
+    return initial, lookup, signature
+
+
+def read_signature(lookup: RegistryLookup, version: str) -> dict | None:
+    """The version's MLflow signature, for the Open Inference Protocol's metadata; a failure is a warning.
+
+    The metadata then falls back to the project's schema.
+    """
+    try:
+        return lookup.signature(version)
+    except RegistryUnavailable as exc:
+        _logger.warning("cannot read the signature of version %s: %s", version, exc)
+        return None
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -311,7 +327,12 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def run(
-    config: ServingConfig, initial, lookup, listener: socket.socket, metrics_listener: socket.socket | None = None
+    config: ServingConfig,
+    initial,
+    lookup,
+    listener: socket.socket,
+    metrics_listener: socket.socket | None = None,
+    signature: dict | None = None,
 ) -> None:
     import uvloop
     from aiohttp import web
@@ -319,9 +340,10 @@ def run(
     from serving.app import create_app
     from serving.monitoring import METRICS_SOCKET
     from serving.router import Router
+    from serving.signatures import Signatures
 
     router = Router(config, initial, lookup)
-    app = create_app(config, router)
+    app = create_app(config, router, Signatures(lookup, {initial.version: signature} if initial else {}))
     if metrics_listener is not None:
         app[METRICS_SOCKET] = metrics_listener
     host, port = listener.getsockname()[:2]

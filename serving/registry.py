@@ -1,4 +1,4 @@
-"""The registry, asked and written from a helper process: where aliases point, version tags, alias moves.
+"""The registry, asked and written from a helper process: where aliases point, signatures, version tags, alias moves.
 
 MLflow's client is synchronous and importing it costs ~200 MB and hundreds of thousands
 of objects that every garbage collection would then walk. The proxy's hot path wants
@@ -71,6 +71,17 @@ class RegistryLookup:
     async def move_alias_if(self, alias: str, expected: str, version: str, *, how: str, reason: str, by: str) -> bool:
         call = (_move_alias_if, self.model.name, alias, expected, version, how, reason, by)
         return _answer(await self._call(*call))
+
+    def signature(self, version: str) -> dict | None:
+        """The version's MLflow signature (``ModelSignature.to_dict()``), None when it has none; blocks, for start-up."""
+        try:
+            return _answer(self._pool().submit(_signature, self.model.version_uri(version)).result(LOOKUP_TIMEOUT_S))
+        except (BrokenProcessPool, TimeoutError) as exc:
+            self.close()
+            raise RegistryUnavailable(f"registry lookup failed: {type(exc).__name__}") from None
+
+    async def signature_async(self, version: str) -> dict | None:
+        return _answer(await self._call(_signature, self.model.version_uri(version)))
 
     async def _call(self, function, *args) -> tuple:
         loop = asyncio.get_running_loop()
@@ -178,3 +189,16 @@ def _move_alias_if(name: str, alias: str, expected: str, version: str, how: str,
     except Exception as exc:
         return "error", one_line(exc)
     return "ok", moved is not None
+
+
+def _signature(model_uri: str) -> tuple:
+    """Runs in the worker: ("ok", the signature as a dict, or None) or ("error", message); reads the MLmodel file."""
+    from iris_core.tracking import one_line
+
+    try:
+        from mlflow.models import get_model_info
+
+        signature = get_model_info(model_uri).signature
+    except Exception as exc:  # any failure becomes one picklable line
+        return "error", one_line(exc)
+    return "ok", signature.to_dict() if signature is not None else None

@@ -17,6 +17,7 @@ import time
 
 import pytest
 
+from iris_core.schema import FEATURES
 from tests.conftest import Registry, sqlite_uri
 from tests.serving.conftest import START_TIMEOUT, running_proxy, serving_env
 from tests.serving.test_monitoring import sample, scrape
@@ -166,6 +167,28 @@ def test_promote_and_rollback_under_load_fail_no_request_and_the_rollback_starts
     assert health["upstream"]["pid"] == v1_pid  # the warm version 1 took over: nothing was started
     assert health["rollout"]["state"] == "switched" and health["rollout"]["cold"] is False
     assert [u["version"] for u in health["warm"]] == ["2"]
+
+
+def test_a_versioned_v2_infer_is_answered_by_the_warm_version_and_its_metadata_read_from_the_registry(stack):
+    assert live_version(stack) == "1" and [u["version"] for u in stack.health()["warm"]] == ["2"]
+    row = [5.1, 3.5, 1.4, 0.2]
+    body = {
+        "inputs": [
+            {"name": name, "shape": [1], "datatype": "FP64", "data": [row[i]]} for i, name in enumerate(FEATURES)
+        ]
+    }
+    for version in ("1", "2"):
+        answer = stack.post(f"/v2/models/iris/versions/{version}/infer", json=body)
+        assert answer.status_code == 200 and answer.headers["X-Model-Version"] == version
+        assert answer.json()["model_version"] == version
+    assert stack.post("/v2/models/iris/infer", json=body).headers["X-Model-Version"] == "1"
+    metadata = stack.get("/v2/models/iris/versions/2")  # version 2 was not the start-up version: asked now
+    assert metadata.status_code == 200 and metadata.json()["versions"] == ["1", "2"]
+    assert metadata.json()["outputs"][3]["parameters"]["classes"] == ["setosa", "versicolor", "virginica"]
+    missing = stack.post("/v2/models/iris/versions/3/infer", json=body)
+    assert missing.status_code == 404 and missing.json() == {
+        "error": "version '3' is not loaded; loaded versions: 1, 2"
+    }
 
 
 def test_a_version_whose_model_cannot_load_is_not_switched_to(stack, rollout_registry, client, tmp_path):

@@ -1,0 +1,152 @@
+"""The Open Inference Protocol's endpoints on the proxy: thin handlers over ``serving.open_inference``.
+
+``POST /v2/models/{name}[/versions/{v}]/infer`` is a scoring request like
+``/invocations``: the same token, body limit, forwarder (so it joins the same
+micro-batches), metrics, prediction log, ``X-Model-Version`` and ``X-Request-Id``
+(``Proxy.score``). A versioned infer goes to that version's model server when it is
+live or kept warm, and is a 404 naming the loaded versions otherwise. Health and
+metadata endpoints are open, like ``/health``. Every error is the protocol's
+``{"error": "..."}``.
+"""
+
+import importlib.metadata
+
+import orjson
+from aiohttp import web
+
+from iris_core.errors import RegistryUnavailable
+from serving.errors import HttpError
+from serving.open_inference import (
+    BINARY_TYPE,
+    INFERENCE_HEADER,
+    error_body,
+    infer_response,
+    model_metadata,
+    parse_infer_request,
+    server_metadata,
+)
+
+INFER_ENDPOINT = "/v2/models/infer"  # the metrics' endpoint label for both infer routes
+_SERVER_VERSION = importlib.metadata.version("iris-mlops")
+
+
+def install(app: web.Application, proxy) -> None:
+    """Add the routes (before the catch-all route)."""
+    routes = OpenInference(proxy)
+    app.router.add_get("/v2", routes.server)
+    app.router.add_get("/v2/health/live", routes.live)
+    app.router.add_get("/v2/health/ready", routes.server_ready)
+    app.router.add_get("/v2/models/{name}", routes.metadata)
+    app.router.add_get("/v2/models/{name}/versions/{version}", routes.metadata)
+    app.router.add_get("/v2/models/{name}/ready", routes.model_ready)
+    app.router.add_get("/v2/models/{name}/versions/{version}/ready", routes.model_ready)
+    app.router.add_post("/v2/models/{name}/infer", routes.infer)
+    app.router.add_post("/v2/models/{name}/versions/{version}/infer", routes.infer)
+    app.router.add_route("*", "/v2/{tail:.*}", routes.fallback)
+
+
+class OpenInference:
+    """The handlers, and the protocol ``Proxy.score`` speaks for an infer request."""
+
+    endpoint = INFER_ENDPOINT
+
+    def __init__(self, proxy):
+        self.proxy = proxy
+        self.router = proxy.router
+
+    # -- scoring: the three steps Proxy.score calls ------------------------------------------
+
+    async def infer(self, request: web.Request) -> web.Response:
+        return await self.proxy.score(request, self)
+
+    def upstream(self, request: web.Request):
+        """The upstream that must answer: None (the live one) unless a version is named."""
+        self._check_model(request)
+        version = request.match_info.get("version")
+        return None if version is None else self._loaded(version)
+
+    def parse(self, request: web.Request, body: bytes, limits):
+        return parse_infer_request(body, request.headers.get(INFERENCE_HEADER), limits)
+
+    def answer(self, request: web.Request, parsed, scored) -> web.Response:
+        classes = self.proxy.signatures.known(scored.version).classes
+        body, header_length = infer_response(
+            self.router.model.name, scored.version, parsed, scored.predictions, classes
+        )
+        if header_length is None:
+            return web.Response(body=body, headers={"Content-Type": "application/json"})
+        return web.Response(body=body, headers={"Content-Type": BINARY_TYPE, INFERENCE_HEADER: str(header_length)})
+
+    def refuse(self, exc: HttpError) -> web.Response:
+        return _error(exc)
+
+    # -- health and metadata -----------------------------------------------------------------
+
+    async def server(self, request: web.Request) -> web.Response:
+        return _json(server_metadata(_SERVER_VERSION))
+
+    async def live(self, request: web.Request) -> web.Response:
+        return _json({"live": True})
+
+    async def server_ready(self, request: web.Request) -> web.Response:
+        ready = await self._up(self.router.live)
+        return _json({"ready": ready}, 200 if ready else 503)
+
+    async def metadata(self, request: web.Request) -> web.Response:
+        try:
+            self._check_model(request)
+            version = request.match_info.get("version")
+            upstream = self.router.live if version is None else self._loaded(version)
+            if upstream is None:
+                raise HttpError(503, "UPSTREAM_UNAVAILABLE", "the model server is not serving yet")
+            signature = await self.proxy.signatures.get(upstream.version, self.proxy.config.timeout)
+        except HttpError as exc:
+            return _error(exc)
+        except RegistryUnavailable:
+            return _error(
+                HttpError(503, "REGISTRY_UNAVAILABLE", "the model's signature cannot be read from the registry")
+            )
+        name = self.router.model.name
+        return _json(model_metadata(name, self.router.loaded_versions(), signature))
+
+    async def model_ready(self, request: web.Request) -> web.Response:
+        try:
+            self._check_model(request)
+            version = request.match_info.get("version")
+            upstream = self.router.live if version is None else self._loaded(version)
+        except HttpError as exc:
+            return _error(exc)
+        ready = await self._up(upstream)
+        return _json({"name": self.router.model.name, "ready": ready}, 200 if ready else 503)
+
+    async def fallback(self, request: web.Request) -> web.Response:
+        return _error(HttpError(404, "NOT_FOUND", f"no such endpoint of the Open Inference Protocol: {request.method}"))
+
+    # -- the pieces ---------------------------------------------------------------------------
+
+    def _check_model(self, request: web.Request) -> None:
+        name = self.router.model.name
+        if request.match_info.get("name") != name:
+            raise HttpError(404, "NOT_FOUND", f"unknown model; this server serves {name!r}")
+
+    def _loaded(self, version: str):
+        upstream = self.router.upstream_for(version)
+        if upstream is None:
+            loaded = ", ".join(self.router.loaded_versions()) or "none"
+            raise HttpError(
+                404, "VERSION_NOT_LOADED", f"version {version[:20]!r} is not loaded; loaded versions: {loaded}"
+            )
+        return upstream
+
+    async def _up(self, upstream) -> bool:
+        return upstream is not None and await upstream.is_up(self.proxy.session)
+
+
+def _json(body, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(body), status=status, headers={"Content-Type": "application/json"})
+
+
+def _error(exc: HttpError) -> web.Response:
+    response = web.Response(body=error_body(exc), status=exc.status, headers={"Content-Type": "application/json"})
+    response.headers.update(exc.headers)
+    return response
