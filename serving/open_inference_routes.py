@@ -94,9 +94,7 @@ class OpenInference:
 
     async def metadata(self, request: web.Request) -> web.Response:
         try:
-            self._check_model(request)
-            version = request.match_info.get("version")
-            upstream = self.router.live if version is None else self._loaded(version)
+            upstream = self._named(request)
             if upstream is None:
                 raise HttpError(503, "UPSTREAM_UNAVAILABLE", "the model server is not serving yet")
             signature = await self.proxy.signatures.get(upstream.version, self.proxy.config.timeout)
@@ -111,9 +109,7 @@ class OpenInference:
 
     async def model_ready(self, request: web.Request) -> web.Response:
         try:
-            self._check_model(request)
-            version = request.match_info.get("version")
-            upstream = self.router.live if version is None else self._loaded(version)
+            upstream = self._named(request)
         except HttpError as exc:
             return _error(exc)
         ready = await self._up(upstream)
@@ -128,6 +124,12 @@ class OpenInference:
         name = self.router.model.name
         if request.match_info.get("name") != name:
             raise HttpError(404, "NOT_FOUND", f"unknown model; this server serves {name!r}")
+
+    def _named(self, request: web.Request):
+        """The upstream the path names: the live one, or a loaded version's (else a 404)."""
+        self._check_model(request)
+        version = request.match_info.get("version")
+        return self.router.live if version is None else self._loaded(version)
 
     def _loaded(self, version: str):
         upstream = self.router.upstream_for(version)

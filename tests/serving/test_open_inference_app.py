@@ -11,7 +11,6 @@ import json
 
 import orjson
 from aiohttp.test_utils import TestClient, TestServer
-from prometheus_client.parser import text_string_to_metric_families
 
 from iris_core.schema import CLASSES, FEATURES
 from serving.app import create_app
@@ -19,6 +18,7 @@ from serving.config import ServingConfig
 from serving.router import Router
 from serving.signatures import Signatures
 from serving.upstream import Upstream, UpstreamState
+from tests.serving.test_feedback import scrape
 from tests.serving.test_open_inference import MLFLOW_SIGNATURE, feature_inputs
 
 TOKEN = {"Authorization": "Bearer t0ken"}
@@ -89,15 +89,6 @@ def serve(tmp_path, body, **settings):
 
 def infer_body(rows=ROWS, **extra) -> bytes:
     return orjson.dumps({"inputs": feature_inputs(rows), **extra})
-
-
-async def scrape(client) -> dict:
-    text = await (await client.get("/metrics")).text()
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
 
 
 def test_v2_infer_and_invocations_requests_join_the_same_micro_batch(tmp_path):
