@@ -21,7 +21,9 @@ the true class. The proxy's writers (thread, queue and file rotation:
 ``read_log`` and ``read_feedback_log``, which skip and count lines that are not records
 instead of failing on them. A log rotates to ``PATH.1`` ... ``PATH.N``
 (``rotated_files`` lists them), so a label that arrives days late may belong to a
-prediction in an older file.
+prediction in an older file. Several proxies (replicas) each write their own files; a step
+given a directory reads every log of the kind beneath it (``current_logs``, ``all_logs``),
+by the file names ``PREDICTION_LOG_NAME`` and ``FEEDBACK_LOG_NAME``.
 """
 
 import functools
@@ -47,6 +49,8 @@ FIELDS = (
     "latency_ms",
 )
 FEEDBACK_FIELDS = ("ts", "request_id", "row", "label")
+PREDICTION_LOG_NAME = "predictions.jsonl"  # what a step looks for in a directory of logs
+FEEDBACK_LOG_NAME = "feedback.jsonl"
 
 # What a request id may look like: the proxy takes a client's X-Request-Id only if it
 # matches, and a label must name one that does.
@@ -216,3 +220,16 @@ def rotated_files(path: str | Path) -> list[Path]:
         older.append(candidate)
         index += 1
     return [*reversed(older), *([path] if path.is_file() else [])]
+
+
+def current_logs(path: str | Path, name: str) -> list[Path]:
+    """The log a path names, or every file called ``name`` beneath a directory (one per proxy), sorted."""
+    path = Path(path)
+    if path.is_dir():
+        return sorted(found for found in path.rglob(name) if found.is_file())
+    return [path]
+
+
+def all_logs(path: str | Path, name: str) -> list[Path]:
+    """``current_logs`` with the rotated files of each, each log's oldest first."""
+    return [file for log in current_logs(path, name) for file in rotated_files(log)]

@@ -4,13 +4,23 @@ The I/O around ``steps.live_performance.join``: files that cannot be read end th
 one line, unreadable lines are skipped and counted with one warning. The predictions are
 read from the prediction log and every rotated file beside it (``PATH.N`` ... ``PATH.1``,
 ``PATH``), streamed once, since a label may come after its prediction was rotated away.
+A directory stands for every log of its kind beneath it: one per serving replica.
 """
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
-from iris_core.records import InvalidRecord, iter_lines, parse_feedback_line, parse_line, rotated_files
+from iris_core.records import (
+    FEEDBACK_LOG_NAME,
+    PREDICTION_LOG_NAME,
+    InvalidRecord,
+    all_logs,
+    current_logs,
+    iter_lines,
+    parse_feedback_line,
+    parse_line,
+)
 from steps.errors import InvalidParameter, StepError
 from steps.live_performance import LabeledRows, join
 
@@ -18,19 +28,23 @@ _logger = logging.getLogger(__name__)
 
 
 def feedback_path(feedback: str | None) -> Path | None:
-    """The feedback log a parameter names; empty means none (MLflow passes "" for an unset parameter)."""
+    """The feedback log (or directory of them) a parameter names; empty means none (MLflow passes "")."""
     if not feedback or not feedback.strip():
         return None
     path = Path(feedback.strip())
-    if not path.is_file():
-        raise InvalidParameter(f"feedback log {feedback!r} does not exist or is not a file")
+    if not path.exists():
+        raise InvalidParameter(f"feedback log {feedback!r} does not exist")
+    if path.is_dir() and not current_logs(path, FEEDBACK_LOG_NAME):
+        raise InvalidParameter(f"no {FEEDBACK_LOG_NAME} in the directory {feedback!r}")
     return path
 
 
-def read_labels(feedback_files: Sequence[Path], predictions: str | Path) -> LabeledRows:
-    """The labels of ``feedback_files`` (oldest first) joined with their predictions."""
+def read_labels(feedback: Path, predictions: str | Path, rotated: bool = False) -> LabeledRows:
+    """The labels of the feedback log(s) ``feedback`` names (with their rotated files when ``rotated``), joined
+    with their predictions in every prediction log ``predictions`` names and the rotated files of each."""
+    files = all_logs(feedback, FEEDBACK_LOG_NAME) if rotated else current_logs(feedback, FEEDBACK_LOG_NAME)
     labels, skipped, first_skipped = [], 0, None
-    for path in feedback_files:
+    for path in files:
         for item in _lines(path, parse_feedback_line, "feedback log"):
             if isinstance(item, InvalidRecord):
                 skipped += 1
@@ -39,7 +53,7 @@ def read_labels(feedback_files: Sequence[Path], predictions: str | Path) -> Labe
                 labels.append(item)
     if skipped:
         _logger.warning("Skipped %d unreadable lines of the feedback log (first: %s)", skipped, first_skipped)
-    return join(labels, _predictions(rotated_files(predictions)), skipped)
+    return join(labels, _predictions(all_logs(predictions, PREDICTION_LOG_NAME)), skipped)
 
 
 def _predictions(files: list[Path]) -> Iterator[dict]:

@@ -91,8 +91,7 @@ def join(labels: Iterable[dict], predictions: Iterable[dict], skipped_labels: in
         label = wanted.get(key)
         if label is None:
             continue
-        # the latest logged at or before the label wins; one logged after it only while none before is known
-        if key not in chosen or _before(record, label):
+        if key not in chosen or _closer(record, chosen[key], label):
             chosen[key] = record
     rows = []
     for key, record in chosen.items():
@@ -117,6 +116,16 @@ def join(labels: Iterable[dict], predictions: Iterable[dict], skipped_labels: in
 def _before(prediction: dict, label: dict) -> bool:
     """Logged at or before the label; a record without a time counts as before."""
     return (prediction.get("ts") or "") <= (label.get("ts") or "\uffff")
+
+
+def _closer(candidate: dict, held: dict, label: dict) -> bool:
+    """Whether ``candidate`` is the answer the label meant rather than ``held``: one logged before the label
+    beats one after it; among those before, the latest; among those after, the earliest (whatever the file order)."""
+    candidate_before, held_before = _before(candidate, label), _before(held, label)
+    if candidate_before != held_before:
+        return candidate_before
+    candidate_ts, held_ts = candidate.get("ts") or "", held.get("ts") or ""
+    return candidate_ts >= held_ts if candidate_before else candidate_ts < held_ts
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ import pandas as pd
 
 from iris_core.contract import MONITORING_EXPERIMENT, TRAIN_SPLIT_ARTIFACT, DriftStatus, PerformanceStatus, Tag
 from iris_core.errors import NotFound
-from iris_core.records import read_log
+from iris_core.records import PREDICTION_LOG_NAME, current_logs, read_log
 from iris_core.refs import CHAMPION, ModelRef
 from iris_core.resolver import Resolved, resolve
 from steps import cli, options
@@ -41,7 +41,7 @@ from steps.classification import confusion_matrix_figure
 from steps.config import DriftThresholds, PerformanceThresholds
 from steps.drift import DriftAssessment, LiveRows, assess, live_rows
 from steps.drift_report import PLOTS_DIR, REPORT_ARTIFACT, feature_figure, report, run_metrics
-from steps.errors import DriftDetected, PerformanceDropped, StepError
+from steps.errors import DriftDetected, InvalidParameter, PerformanceDropped, StepError
 from steps.labels import feedback_path, read_labels
 from steps.live_performance import (
     LABEL_COLUMN,
@@ -80,13 +80,22 @@ def load_reference(run_id: str) -> pd.DataFrame:
 
 
 def read_predictions(path: str | Path, model_name: str, version: str) -> LiveRows:
-    try:
-        contents = read_log(path)
-    except OSError as exc:
-        raise StepError(f"cannot read the prediction log {path}: {exc.strerror or exc}") from None
-    if contents.skipped:
-        _logger.warning("Skipped %d unreadable lines of %s (first: %s)", contents.skipped, path, contents.first_skipped)
-    return live_rows(contents.records, model_name, version, contents.skipped)
+    """The rows of the prediction log ``path`` names (every one beneath it, for a directory) served by the version."""
+    if Path(path).is_dir() and not current_logs(path, PREDICTION_LOG_NAME):
+        raise InvalidParameter(f"no {PREDICTION_LOG_NAME} in the directory {str(path)!r}")
+    records, skipped = [], 0
+    for log in current_logs(path, PREDICTION_LOG_NAME):
+        try:
+            contents = read_log(log)
+        except OSError as exc:
+            raise StepError(f"cannot read the prediction log {log}: {exc.strerror or exc}") from None
+        if contents.skipped:
+            _logger.warning(
+                "Skipped %d unreadable lines of %s (first: %s)", contents.skipped, log, contents.first_skipped
+            )
+        records += contents.records
+        skipped += contents.skipped
+    return live_rows(records, model_name, version, skipped)
 
 
 @dataclass(frozen=True)
@@ -221,7 +230,7 @@ def gather(
 ) -> MonitorInputs:
     target = resolve_version(client, model_name, alias, version)
     live = read_predictions(predictions, model_name, target.version)
-    labeled = read_labels([feedback], predictions) if feedback is not None else None
+    labeled = read_labels(feedback, predictions) if feedback is not None else None
     reference = load_reference(target.run_id)
     return MonitorInputs(
         target.version, target.run_id, reference, live, labeled, str(predictions), str(feedback) if feedback else None

@@ -62,13 +62,14 @@ gate = _stack(
 predictions = click.option(
     "--predictions",
     required=True,
-    type=click.Path(exists=True, dir_okay=False),
-    help="The proxy's JSON-lines prediction log.",
+    type=click.Path(exists=True),
+    help="The proxy's JSON-lines prediction log, or a directory: every predictions.jsonl beneath it (one per replica).",
 )
 feedback = click.option(
     "--feedback",
     default="",
-    help="The proxy's JSON-lines feedback log (true labels), joined with the prediction log; optional.",
+    help="The proxy's JSON-lines feedback log (true labels), or a directory of them; joined with the predictions. "
+    "Optional.",
 )
 
 drift = _stack(

@@ -23,7 +23,7 @@ import click
 import pandas as pd
 
 from iris_core.contract import Tag
-from iris_core.records import rotated_files
+from iris_core.records import FEEDBACK_LOG_NAME, PREDICTION_LOG_NAME, all_logs
 from iris_core.schema import FEATURES, LABEL
 from steps import cli, options
 from steps.config import GateThresholds, TrainConfig
@@ -50,7 +50,7 @@ def labeled_production(predictions: str | Path, feedback: Path | None) -> Labele
     """Every label the feedback log and its rotated files hold, joined with the logged predictions."""
     if feedback is None:
         return join([], [])
-    return read_labels(rotated_files(feedback), predictions)
+    return read_labels(feedback, predictions, rotated=True)
 
 
 def log_combined_dataset(base: LoadedData, combined: pd.DataFrame, predictions, feedback) -> None:
@@ -59,8 +59,8 @@ def log_combined_dataset(base: LoadedData, combined: pd.DataFrame, predictions, 
     from mlflow.data.code_dataset_source import CodeDatasetSource
 
     sources = {"base": base.uri, "base_source": str(base.source)}
-    sources["predictions"] = [str(p.resolve()) for p in rotated_files(predictions)]
-    sources["feedback"] = [str(p.resolve()) for p in rotated_files(feedback)] if feedback else []
+    sources["predictions"] = [str(p.resolve()) for p in all_logs(predictions, PREDICTION_LOG_NAME)]
+    sources["feedback"] = [str(p.resolve()) for p in all_logs(feedback, FEEDBACK_LOG_NAME)] if feedback else []
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*interpreted in multiple ways.*")
         dataset = mlflow.data.from_pandas(combined, source=CodeDatasetSource(sources), targets=LABEL, name=DATASET_NAME)

@@ -130,7 +130,9 @@ def test_retrain_counts_and_leaves_out_labeled_rows_that_break_the_data_rules(re
     rows.loc[5:6, "sepal_length"] = 2e6
     scored = rows.assign(prediction="versicolor", confidence=0.7)
     predictions = write_log(tmp_path / "predictions.jsonl", scored, model_version="2", prefix="bad")
-    feedback = write_labels(tmp_path / "feedback.jsonl", [(f"bad-{i}", 0, "setosa") for i in range(40)])
+    # a week's labels: the older half already rotated away to feedback.jsonl.1
+    write_labels(tmp_path / "feedback.jsonl.1", [(f"bad-{i}", 0, "setosa") for i in range(20)])
+    feedback = write_labels(tmp_path / "feedback.jsonl", [(f"bad-{i}", 0, "setosa") for i in range(20, 40)])
     result = CliRunner().invoke(
         retrain.main, ["--predictions", str(predictions), "--feedback", str(feedback)], catch_exceptions=False
     )

@@ -71,6 +71,15 @@ def test_a_reused_request_id_goes_with_the_latest_answer_before_the_label():
     assert list(early.frame["prediction"]) == ["setosa"], "with every answer after the label, the first one"
 
 
+def test_the_answer_a_label_means_is_chosen_by_time_whatever_order_the_files_came_in():
+    newer = prediction("reused", 0, "versicolor", ts="2026-01-01T12:00:00.000Z")
+    older = prediction("reused", 0, "setosa", ts="2026-01-01T00:00:00.000Z")
+    after = prediction("reused", 0, "virginica", ts="2026-01-03T00:00:00.000Z")
+    for order in ([newer, older, after], [after, older, newer], [older, after, newer]):
+        joined = join([label("reused", 0, ts="2026-01-02T00:00:00.000Z")], order)
+        assert list(joined.frame["prediction"]) == ["versicolor"], order
+
+
 def test_rows_are_checked_per_version_and_others_listed_apart():
     predictions = [
         prediction("a", 0, version="1"),

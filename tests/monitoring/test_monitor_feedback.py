@@ -117,3 +117,25 @@ def test_a_feedback_log_that_does_not_exist_is_a_usage_error_before_any_run(regi
     result = run_monitor("--predictions", str(log), "--feedback", str(tmp_path / "nope.jsonl"))
     assert isinstance(result.exception, InvalidParameter) and "does not exist" in str(result.exception)
     assert monitoring_runs(registry.client()) == []
+
+
+def test_a_directory_stands_for_every_replicas_logs_and_labels_find_predictions_across_them(registry, tmp_path):
+    traffic = labeled_traffic(registry, "2", repeat=1)
+    logs = tmp_path / "logs"
+    for pod, part in (("pod-a", traffic.head(15)), ("pod-b", traffic.tail(15))):
+        (logs / pod).mkdir(parents=True)
+        write_log(logs / pod / "predictions.jsonl", part, model_version="2", prefix=pod)
+    # every label reached the other replica than the one that answered
+    write_labels(logs / "pod-b" / "feedback.jsonl", [(f"pod-a-{i}", 0, s) for i, s in enumerate(traffic[LABEL][:15])])
+    write_labels(logs / "pod-a" / "feedback.jsonl", [(f"pod-b-{i}", 0, s) for i, s in enumerate(traffic[LABEL][15:])])
+    result = run_monitor("--predictions", str(logs), "--feedback", str(logs), "--min-labeled-rows", "10")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("iris version 2: no_drift (30 rows)")
+    [run] = monitoring_runs(registry.client())
+    assert run.data.metrics["labeled_rows"] == 30 and run.data.metrics["unmatched_labels"] == 0
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    refused = run_monitor("--predictions", str(empty))
+    assert isinstance(refused.exception, InvalidParameter) and "no predictions.jsonl in the directory" in str(
+        refused.exception
+    )
