@@ -137,6 +137,8 @@ ENV_MANAGERS = ("local", "uv", "virtualenv", "conda")
 @click.option(
     "--prediction-log",
     metavar="PATH",
+    envvar="SERVING_PREDICTION_LOG",
+    show_envvar=True,
     help="Append each scored row to this JSON-lines file for the monitor step (off by default).",
 )
 @click.option(
@@ -163,6 +165,8 @@ ENV_MANAGERS = ("local", "uv", "virtualenv", "conda")
 @click.option(
     "--feedback-log",
     metavar="PATH",
+    envvar="SERVING_FEEDBACK_LOG",
+    show_envvar=True,
     help="Take true labels at POST /feedback and append them to this JSON-lines file (needs --prediction-log).",
 )
 @click.option(

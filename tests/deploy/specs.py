@@ -35,8 +35,12 @@ def dockerfile(path: Path = DEPLOY / "Dockerfile") -> list[Instruction]:
     return instructions
 
 
-def arguments(keyword: str) -> list[str]:
-    return [i.arguments for i in dockerfile() if i.keyword == keyword]
+DOCKERFILE = DEPLOY / "Dockerfile"
+PIPELINE_DOCKERFILE = DEPLOY / "Dockerfile.pipeline"
+
+
+def arguments(keyword: str, path: Path = DOCKERFILE) -> list[str]:
+    return [i.arguments for i in dockerfile(path) if i.keyword == keyword]
 
 
 def exec_form(text: str) -> list[str]:
@@ -46,17 +50,17 @@ def exec_form(text: str) -> list[str]:
     return value
 
 
-def image_env() -> dict[str, str]:
+def image_env(path: Path = DOCKERFILE) -> dict[str, str]:
     env = {}
-    for text in arguments("ENV"):
+    for text in arguments("ENV", path):
         for pair in shlex.split(text):
             name, _, value = pair.partition("=")
             env[name] = value
     return env
 
 
-def image_cmd() -> list[str]:
-    (cmd,) = arguments("CMD")
+def image_cmd(path: Path = DOCKERFILE) -> list[str]:
+    (cmd,) = arguments("CMD", path)
     return exec_form(cmd)
 
 
@@ -65,15 +69,15 @@ def healthcheck_cmd() -> list[str]:
     return exec_form(check.split(" CMD ", 1)[1])
 
 
-def workdir() -> str:
-    (path,) = arguments("WORKDIR")
-    return path
+def workdir(path: Path = DOCKERFILE) -> str:
+    (directory,) = arguments("WORKDIR", path)
+    return directory
 
 
-def copies() -> list[tuple[str, str]]:
+def copies(path: Path = DOCKERFILE) -> list[tuple[str, str]]:
     """(source in the build context, destination relative to WORKDIR) of every COPY."""
     pairs = []
-    for text in arguments("COPY"):
+    for text in arguments("COPY", path):
         *sources, destination = shlex.split(text)
         assert not any(s.startswith("--") for s in sources), f"COPY flags are not expected: {text}"
         pairs += [(source, destination) for source in sources]
