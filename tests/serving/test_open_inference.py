@@ -5,6 +5,8 @@ import struct
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from iris_core.schema import CLASSES, FEATURES
 from serving.errors import HttpError
@@ -316,3 +318,43 @@ def test_errors_are_the_protocols_one_string_with_the_specifics():
     error = HttpError(400, "INVALID_VALUE", f"invalid feature values ({details[0]})", details)
     assert orjson.loads(error_body(error)) == {"error": "invalid feature values: " + "; ".join(details)}
     assert orjson.loads(error_body(HttpError(404, "NOT_FOUND", "unknown model"))) == {"error": "unknown model"}
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=8),
+    lambda children: (
+        st.lists(children, max_size=5)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "inputs",
+                    "outputs",
+                    "id",
+                    "parameters",
+                    "name",
+                    "shape",
+                    "datatype",
+                    "data",
+                    "binary_data_size",
+                    *FEATURES,
+                ]
+            )
+            | st.text(max_size=6),
+            children,
+            max_size=5,
+        )
+    ),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(document=json_values, tail=st.binary(max_size=64), header_length=st.none() | st.integers(-5, 400).map(str))
+def test_any_body_gives_rows_or_a_client_error(document, tail, header_length):
+    body = json.dumps(document).encode() + tail
+    try:
+        parsed = parse_infer_request(body, header_length, LIMITS)
+    except ValidationError as error:
+        assert 400 <= error.status < 500 and error.message
+    else:
+        assert parsed.rows and all(len(row) == 4 and all(0 < v <= 1e6 for v in row) for row in parsed.rows)

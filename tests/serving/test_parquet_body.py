@@ -8,6 +8,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from iris_core.schema import FEATURES
 from serving import parquet_body
@@ -124,3 +126,15 @@ def test_an_extra_column_that_decodes_to_half_a_gigabyte_is_never_decoded():
     before, started = pool.max_memory(), time.perf_counter()
     assert len(parse(body).rows) == 10_000
     assert pool.max_memory() - before < 50 * 1024 * 1024 and time.perf_counter() - started < 5
+
+
+@settings(max_examples=200, deadline=None)
+@given(start=st.integers(0, 2000), length=st.integers(1, 64), noise=st.binary(min_size=1, max_size=64))
+def test_a_damaged_parquet_file_is_refused_as_a_client_error(start, length, noise):
+    body = bytearray(FRAME.assign(colour=["a", "b"]).to_parquet())
+    start %= len(body)
+    body[start : start + length] = noise[: max(1, min(length, len(body) - start))]
+    try:
+        parse(bytes(body))
+    except ValidationError as error:
+        assert 400 <= error.status < 500

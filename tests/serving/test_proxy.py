@@ -257,6 +257,7 @@ content_types = st.sampled_from(
         "multipart/form-data; boundary=x",
         "application/x-www-form-urlencoded",
         "text/csv; header=absent",
+        "application/vnd.apache.parquet",
     ]
 ) | st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=40).map(
     str.strip
