@@ -27,7 +27,6 @@ from serving.open_inference import (
 )
 
 INFER_ENDPOINT = "/v2/models/infer"  # the metrics' endpoint label for both infer routes
-_SERVER_VERSION = importlib.metadata.version("iris-mlops")
 
 
 def install(app: web.Application, proxy) -> None:
@@ -83,7 +82,7 @@ class OpenInference:
     # -- health and metadata -----------------------------------------------------------------
 
     async def server(self, request: web.Request) -> web.Response:
-        return _json(server_metadata(_SERVER_VERSION))
+        return _json(server_metadata(server_version()))
 
     async def live(self, request: web.Request) -> web.Response:
         return _json({"live": True})
@@ -142,6 +141,14 @@ class OpenInference:
 
     async def _up(self, upstream) -> bool:
         return upstream is not None and await upstream.is_up(self.proxy.session)
+
+
+def server_version() -> str:
+    """The project's version when it is installed as a package; the container image copies the code instead."""
+    try:
+        return importlib.metadata.version("iris-mlops")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def _json(body, status: int = 200) -> web.Response:

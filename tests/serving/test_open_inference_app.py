@@ -216,3 +216,20 @@ def test_readiness_follows_the_model_server(tmp_path):
         assert (await client.get("/v2/health/live")).status == 200
 
     serve(tmp_path, body)
+
+
+def test_server_metadata_names_the_project_and_needs_no_installed_package(tmp_path, monkeypatch):
+    import importlib.metadata
+
+    async def body(client, live, warm, lookup):
+        installed = await (await client.get("/v2")).json()
+        version = importlib.metadata.version("iris-mlops")
+        assert installed == {"name": "iris-mlops", "version": version, "extensions": ["binary_tensor_data"]}
+
+        def not_installed(name):
+            raise importlib.metadata.PackageNotFoundError(name)
+
+        monkeypatch.setattr(importlib.metadata, "version", not_installed)  # as in the image, which copies the code
+        assert (await (await client.get("/v2")).json())["version"] == "unknown"
+
+    serve(tmp_path, body)
