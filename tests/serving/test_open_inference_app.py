@@ -87,6 +87,12 @@ def serve(tmp_path, body, **settings):
     asyncio.run(asyncio.wait_for(main(), timeout=60))
 
 
+def _proxy_of(client):
+    """The app's ``serving.app.Proxy``: the object behind its /invocations handler."""
+    route = next(r for r in client.server.app.router.routes() if r.resource.canonical == "/invocations")
+    return route.handler.__self__
+
+
 def infer_body(rows=ROWS, **extra) -> bytes:
     return orjson.dumps({"inputs": feature_inputs(rows), **extra})
 
@@ -105,7 +111,9 @@ def test_v2_infer_and_invocations_requests_join_the_same_micro_batch(tmp_path):
                 "/invocations", json={"dataframe_split": {"columns": list(FEATURES), "data": ROWS}}, headers=TOKEN
             )
         )
-        await asyncio.sleep(0.2)
+        forwarder = _proxy_of(client).forwarder
+        while forwarder.requests_sent + len(forwarder._queue) < 3:  # both are queued behind the first
+            await asyncio.sleep(0.01)
         assert len(live.calls) == 1, "the upstream is busy: both wait for the next batch"
         live.release()
         answers = [await request for request in (first, v2, mlflow)]
