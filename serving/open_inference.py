@@ -227,8 +227,8 @@ def _input(tensor, number: int, binary: bytes, offset: int, limits: Limits) -> t
     values = _flatten(tensor["data"], where, count)
     if len(values) != count:
         raise _invalid(f"{where}: {len(values)} values for shape {shape}")
-    if datatype in _INTEGERS:  # JSON numbers with a fraction are not integers
-        values = [v if type(v) is not float or v.is_integer() else _not_integer(where) for v in values]
+    if datatype in _INTEGERS and any(type(v) is float and not v.is_integer() for v in values):
+        raise _invalid(f"{where}: an integer datatype holds a number with a fraction")
     return name, shape, values, offset
 
 
@@ -261,10 +261,6 @@ def _from_binary(raw: bytes, datatype: str) -> list:
     if sys.byteorder != "little":  # the extension's data is little-endian
         values.byteswap()
     return values.tolist()
-
-
-def _not_integer(where: str):
-    raise _invalid(f"{where}: an integer datatype holds a number with a fraction")
 
 
 def _rows(tensors: list[tuple[str, list[int], list]], limits: Limits) -> list[list[float]]:
