@@ -35,10 +35,17 @@ class RuleModel(Upstream):
         self.state = UpstreamState.READY
 
     async def score(self, session, rows, timeout):
-        def name(row):
-            return "setosa" if row[2] < 2.5 else "versicolor" if row[3] < 1.75 else "virginica"
+        def record(row):
+            index = 0 if row[2] < 2.5 else 1 if row[3] < 1.75 else 2
+            scores = {name: 0.9 if i == index else 0.05 for i, name in enumerate(CLASSES)}
+            return {
+                "prediction": CLASSES[index],
+                "prediction_index": index,
+                "confidence": 0.9,
+                "confidence_scores": scores,
+            }
 
-        return [{"prediction": name(row), "confidence": 0.9} for row in rows]
+        return [record(row) for row in rows]
 
 
 def parse(body, max_items: int = 100):
@@ -347,3 +354,24 @@ def test_every_class_name_round_trips_through_the_log(tmp_path):
 
     serve(tmp_path, body)
     assert [r["label"] for r in read_feedback_log(tmp_path / "feedback.jsonl").records] == list(CLASSES)
+
+
+def test_an_open_inference_answer_takes_labels_like_any_other(tmp_path):
+    from tests.serving.test_open_inference import feature_inputs
+
+    async def body(client, router):
+        response = await client.post(
+            "/v2/models/iris/infer",
+            data=orjson.dumps({"inputs": feature_inputs([SETOSA, VIRGINICA])}),
+            headers={**TOKEN, "X-Request-Id": "v2-request"},
+        )
+        assert response.status == 200 and response.headers["X-Request-Id"] == "v2-request"
+        status, answer = await send(
+            client,
+            [{"request_id": "v2-request", "row": 0, "label": 0}, {"request_id": "v2-request", "row": 1, "label": 0}],
+        )
+        assert (status, answer["counted"]) == (200, 2)
+        samples = await scrape(client)
+        assert samples[("proxy_live_correct_rows_total", (("version", "1"),))] == 1
+
+    serve(tmp_path, body)
