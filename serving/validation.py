@@ -3,7 +3,9 @@
 Pure functions, no I/O: the proxy calls them before anything reaches the upstream, so the
 bare scoring server never sees a missing Content-Type, a NaN, a string where a number
 belongs or a body deep enough to crash its JSON parser. Errors never echo the body; they
-name the row and column, and long client-supplied names are cut short.
+name the row and column, and long client-supplied names are cut short. Every check costs
+time linear in the body, whatever its shape (``tests/serving/test_validation_cost.py`` measures
+the largest ones the limits allow): one request must not hold the event loop.
 
 ``/invocations`` reads MLflow's scoring protocol as MLflow 3.17's scoring server reads it
 for this model (``tests/serving/test_mlflow_compat.py`` sends the same requests to both):
@@ -147,7 +149,9 @@ def split_rows(payload, limits: Limits) -> tuple[list[list[float]], bool]:
     if data and all(isinstance(row, dict) for row in data):  # pandas takes each object as a record
         if columns is None:
             return record_rows(data, limits, "dataframe_split.data")
-        chosen = [{n: r[n] for n in columns if type(n) is str and n in r} for r in data]
+        named = {name for name in columns if type(name) is str}
+        wanted = [name for name in FEATURES if name in named]  # the rest of the columns are ignored
+        chosen = [{name: record[name] for name in wanted if name in record} for record in data]
         rows, _ = record_rows(chosen, limits, "dataframe_split.data")
         return rows, len(columns) > len(FEATURES) or any(len(r) > len(FEATURES) for r in data)
     if columns is None:
@@ -258,11 +262,11 @@ def csv_rows(body: bytes, limits: Limits) -> Invocation:
         order, width, extra = [i + 1 for i in order], width + 1, True
     rows, errors = [], []
     for number, line in enumerate(data):
-        if len(line) > width:
-            raise _format(f"CSV row {number} has {len(line)} fields, more than the {width} expected")
-        if len(line) < width:
-            line = line + [None] * (width - len(line))  # pandas reads the missing fields as missing values
-        rows.append(checked_row([_csv_number(line[i]) for i in order], number, errors))
+        fields = len(line)
+        if fields > width:
+            raise _format(f"CSV row {number} has {fields} fields, more than the {width} expected")
+        # pandas reads missing fields as missing values (not padded here: a wide header makes that quadratic)
+        rows.append(checked_row([_csv_number(line[i]) if i < fields else None for i in order], number, errors))
     return Invocation(finish(rows, errors), frozenset({IGNORED_COLUMN}) if extra else frozenset())
 
 
