@@ -33,6 +33,10 @@ All names start with ``proxy_``:
   and ``proxy_shadow_duration_seconds`` (its calls), ``proxy_shadow_info{version,against}``;
 - ``proxy_prediction_log_written_rows_total``, ``proxy_prediction_log_dropped_rows_total{reason}``;
 - ``process_*``: CPU, memory and open files of the proxy process.
+
+With ``--feedback-log``, ``serving.feedback_service`` adds its own collector to the same registry:
+live accuracy per version, the labels and the answer memory (``proxy_live_*``, ``proxy_feedback_*``,
+``proxy_answer_memory_*``).
 """
 
 from bisect import bisect_left
