@@ -7,10 +7,10 @@ the history, and the history travels with the registry to any tracking server.
 
 The gate, the training step, ``registry_tools`` and the serving proxy's automatic
 rollback all move aliases through this module, so ``registry_tools history`` and
-``rollback`` read every move whoever made it. ``client`` is anything with MLflow's
-``MlflowClient`` registry methods used here (``get_registered_model``,
-``set_registered_model_alias``, ``set_registered_model_tag``,
-``delete_registered_model_tag``); MLflow itself is never imported.
+``rollback`` read every move whoever made it. ``client`` is MLflow's ``MlflowClient`` or
+any other ``iris_core.registry_client.RegistryClient`` (the serving proxy's speaks the REST
+API of a tracking server), so the compare-and-set and the records it writes are the same
+whoever moves; MLflow itself is never imported.
 """
 
 import getpass
@@ -22,6 +22,7 @@ import uuid
 from dataclasses import asdict, dataclass, fields
 
 from iris_core.contract import alias_claim_key, alias_history_key, alias_history_prefix
+from iris_core.registry_client import RegistryClient
 from iris_core.resolver import alias_version, get_model
 
 _logger = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ def current_user() -> str:
 
 
 def move_alias(
-    client, name: str, alias: str, version: str, *, how: str, reason: str = "", by: str | None = None
+    client: RegistryClient, name: str, alias: str, version: str, *, how: str, reason: str = "", by: str | None = None
 ) -> AliasMove:
     """Point the alias at the version and record the move in the registry.
 
@@ -76,7 +77,7 @@ def move_alias(
 
 
 def move_alias_if(
-    client,
+    client: RegistryClient,
     name: str,
     alias: str,
     expected: str,
@@ -157,6 +158,6 @@ def parse_history(tags: dict[str, str], alias: str) -> list[AliasMove]:
     return [move for _, _, move in moves]
 
 
-def alias_history(client, name: str, alias: str) -> list[AliasMove]:
+def alias_history(client: RegistryClient, name: str, alias: str) -> list[AliasMove]:
     """Every recorded move of the alias, newest first."""
     return parse_history(get_model(client, name).tags, alias)

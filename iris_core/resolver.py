@@ -4,8 +4,8 @@ Every tool asks the registry the same questions (does the model exist, where doe
 alias point, does the version exist), and each must tell "the registry says it is not
 there" (``NotFound``) from "the registry could not be asked" (``RegistryUnavailable``: an
 unreachable server, refused credentials, a failing store). The difference is read from
-MLflow's error codes, never from its message text, and MLflow is imported only when a
-question is asked.
+MLflow's error codes, never from its message text. ``client`` is MLflow's ``MlflowClient``
+or any other ``iris_core.registry_client.RegistryClient``; this module never imports MLflow.
 """
 
 import contextlib
@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from iris_core.errors import NotFound, RegistryUnavailable
 from iris_core.refs import ModelRef, Ref
+from iris_core.registry_client import RegistryClient
 from iris_core.tracking import is_store_failure, one_line
 
 _DOES_NOT_EXIST = "RESOURCE_DOES_NOT_EXIST"
@@ -28,28 +29,27 @@ class Resolved:
 
 @contextlib.contextmanager
 def _asking(missing: str | None = None, message: str = ""):
-    """MLflow's "does not exist" becomes NotFound(message); any other failure RegistryUnavailable."""
-    from mlflow.exceptions import MlflowException
+    """The registry's "does not exist" becomes NotFound(message); any other failure RegistryUnavailable.
 
+    Both MLflow's ``MlflowException`` and ``RegistryApiError`` carry MLflow's error code.
+    """
     try:
         yield
-    except MlflowException as exc:
-        if missing is not None and exc.error_code == _DOES_NOT_EXIST:
-            raise NotFound(message, missing) from None
-        raise RegistryUnavailable(one_line(exc)) from None
     except Exception as exc:
         if not is_store_failure(exc):
             raise
+        if missing is not None and getattr(exc, "error_code", None) == _DOES_NOT_EXIST:
+            raise NotFound(message, missing) from None
         raise RegistryUnavailable(one_line(exc)) from None
 
 
-def get_model(client, name: str):
+def get_model(client: RegistryClient, name: str):
     """The registered model (with its aliases and tags), or NotFound naming it."""
     with _asking("model", f"no registered model named {name!r}"):
         return client.get_registered_model(name)
 
 
-def find_version(client, model, ref: Ref):
+def find_version(client: RegistryClient, model, ref: Ref):
     """The ``ModelVersion`` of a registered model that a Ref names, or NotFound saying which part is missing."""
     name = model.name
     if ref.alias is not None:
@@ -63,13 +63,13 @@ def find_version(client, model, ref: Ref):
         return client.get_model_version(name, version)
 
 
-def alias_version(client, name: str, alias: str) -> str | None:
+def alias_version(client: RegistryClient, name: str, alias: str) -> str | None:
     """The version number the alias points to, or None when the alias is not set."""
     aliases = get_model(client, name).aliases
     return str(aliases[alias]) if alias in aliases else None
 
 
-def resolve(client, model_ref: ModelRef) -> Resolved:
+def resolve(client: RegistryClient, model_ref: ModelRef) -> Resolved:
     """The version a ``models:/`` reference names now, with the run that made it."""
     version = find_version(client, get_model(client, model_ref.name), model_ref.ref)
     return Resolved(str(version.version), version.run_id)

@@ -11,6 +11,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from iris_core.errors import RegistryUnavailable
+from iris_core.registry_client import RegistryApiError
 
 # MLflow's defaults retry an unreachable server for minutes; a person at a terminal or a
 # scheduler wants a clear failure within seconds. Explicit user settings still win.
@@ -48,8 +49,8 @@ def one_line(exc: BaseException) -> str:
 
 
 def is_store_failure(exc: BaseException) -> bool:
-    """An MLflow error or a failure to reach a store, as opposed to a bug in the project."""
-    if isinstance(exc, OSError):
+    """An MLflow error, a registry's error answer or a failure to reach a store, as opposed to a bug in the project."""
+    if isinstance(exc, (OSError, RegistryApiError)):
         return True
     mlflow_exceptions = sys.modules.get("mlflow.exceptions")
     if mlflow_exceptions is not None and isinstance(exc, mlflow_exceptions.MlflowException):

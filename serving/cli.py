@@ -14,7 +14,7 @@ from iris_core.command_line import run_command, setup_logging
 from iris_core.errors import RegistryUnavailable
 from serving.config import ServingConfig
 from serving.errors import ServingError
-from serving.registry import RegistryLookup
+from serving.registry import RegistryLookup, open_lookup
 
 _logger = logging.getLogger(__name__)
 
@@ -294,7 +294,7 @@ def resolve_initial(config: ServingConfig, explicit_model: bool):
     """
     if config.upstream and not explicit_model:
         return None, None, None
-    lookup = RegistryLookup(config.model)
+    lookup = open_lookup(config.model)
     try:
         initial = lookup.resolve()
     except RegistryUnavailable as exc:

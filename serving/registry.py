@@ -1,16 +1,22 @@
-"""The registry, asked and written from a helper process: where aliases point, signatures, version tags, alias moves.
+"""The registry, as the proxy asks and writes it: where aliases point, signatures, version tags, alias moves.
 
-MLflow's client is synchronous and importing it costs ~200 MB and hundreds of thousands
-of objects that every garbage collection would then walk. The proxy's hot path wants
-neither, so every registry call runs in one long-lived spawned worker process that keeps
-its client between calls; the proxy only ever sees small tuples.
+The proxy asks the same few things whatever the store, so the operations are written
+once, below, over any ``iris_core.registry_client.RegistryClient``, and run where that
+store's client lives:
+
+- an http(s) tracking server: ``serving.registry_rest`` speaks MLflow's REST API over
+  aiohttp, in the proxy's own process, which then never imports MLflow;
+- any other store (``sqlite:///mlflow.db``, a database URI, a plugin): MLflow's own client,
+  in one long-lived spawned helper process that keeps its client between calls. Importing
+  MLflow costs ~200 MB and hundreds of thousands of objects that every garbage collection
+  would then walk; the proxy's hot path wants neither, and only ever sees small tuples.
 
 The proxy writes to the registry only through ``RegistryWriter``'s two calls (the shadow
 evidence and rollout outcomes as version tags, and the automatic rollback's
-compare-and-set alias move), so another implementation of them, for instance over a
-tracking server's REST API, can stand in for the helper process.
+compare-and-set alias move, ``iris_core.alias_history.move_alias_if``, the same logic and
+the same history records whichever client runs it).
 
-The worker asks the kernel to kill it when the proxy dies (``PR_SET_PDEATHSIG``), even by
+The helper asks the kernel to kill it when the proxy dies (``PR_SET_PDEATHSIG``), even by
 SIGKILL, so it never outlives the proxy with the store open; multiprocessing's resource
 tracker then sees its last pipe close and exits too.
 """
@@ -22,14 +28,19 @@ import signal
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Protocol
+from urllib.parse import urlparse
 
-from iris_core.errors import NotFound, RegistryUnavailable
+from iris_core.errors import IrisError, NotFound, RegistryUnavailable
 from iris_core.processes import die_with_parent
 from iris_core.refs import ModelRef
+from iris_core.registry_client import RegistryClient
 from iris_core.resolver import Resolved
 
-LOOKUP_TIMEOUT_S = 120.0
-_client_instance = None  # the worker process's MlflowClient, reused across calls
+LOOKUP_TIMEOUT_S = 120.0  # one whole operation; each HTTP call of the REST client has its own deadline too
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # MLflow's, when MLFLOW_TRACKING_URI is not set
+# MLflow's authentication plugins: only MLflow's own client can speak them.
+_AUTH_PLUGINS = ("MLFLOW_TRACKING_AUTH", "MLFLOW_TRACKING_AWS_SIGV4")
+_client_instance = None  # the helper process's MlflowClient, reused across calls
 
 
 class RegistryWriter(Protocol):
@@ -43,53 +54,152 @@ class RegistryWriter(Protocol):
         False when it did not (it had moved, or another replica moved it): see ``iris_core.alias_history``."""
 
 
+def open_lookup(model: ModelRef, env=os.environ) -> "RegistryLookup":
+    """The lookup for the store MLflow's client would use here: REST for an http(s) server, else the helper."""
+    uri = store_uri(env)
+    if urlparse(uri).scheme in ("http", "https") and not any(env.get(name) for name in _AUTH_PLUGINS):
+        from serving.registry_rest import RestRegistryLookup
+
+        return RestRegistryLookup(model, uri, env)
+    return HelperRegistryLookup(model)
+
+
+def store_uri(env=os.environ) -> str:
+    """The registry URI MLflow's client would use: ``MLFLOW_REGISTRY_URI``, else the tracking URI."""
+    return env.get("MLFLOW_REGISTRY_URI") or env.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+# -- the operations, over any RegistryClient ---------------------------------------------------
+
+
+def lookup_version(client: RegistryClient, model: ModelRef) -> Resolved | None:
+    """The version ``model`` names now; None when its alias is not set, RegistryUnavailable for anything else missing."""
+    from iris_core.resolver import resolve
+
+    try:
+        return resolve(client, model)
+    except NotFound as exc:
+        if exc.missing == "alias":
+            return None
+        raise RegistryUnavailable(str(exc)) from None
+
+
+def read_version_tags(client: RegistryClient, name: str, version: str) -> dict[str, str]:
+    return dict(client.get_model_version(name, version).tags or {})
+
+
+def write_version_tags(client: RegistryClient, name: str, version: str, tags: dict[str, str]) -> None:
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
+
+
+def signature_with_mlflow(client, model: ModelRef, version: str) -> dict | None:
+    """The version's signature (``ModelSignature.to_dict()``) as MLflow reads its MLmodel file; None when it has none."""
+    from mlflow.models import get_model_info
+
+    signature = get_model_info(model.version_uri(version)).signature
+    return signature.to_dict() if signature is not None else None
+
+
+def move_alias_back(client: RegistryClient, name, alias, expected, version, how, reason, by) -> bool:
+    from iris_core.alias_history import move_alias_if
+
+    return move_alias_if(client, name, alias, expected, version, how=how, reason=reason, by=by) is not None
+
+
+def reported(function, *args) -> tuple:
+    """``function(*args)`` as ("ok", value) or ("error", one line): picklable, and never a traceback."""
+    from iris_core.tracking import one_line
+
+    try:
+        return "ok", function(*args)
+    except IrisError as exc:
+        return "error", str(exc)
+    except Exception as exc:  # any failure of a store or its client becomes one line
+        return "error", one_line(exc)
+
+
+def unpacked(answer: tuple):
+    """The value of a ``reported`` answer, or its error as RegistryUnavailable."""
+    state, value = answer
+    if state == "error":
+        raise RegistryUnavailable(value)
+    return value
+
+
+# -- the lookups -----------------------------------------------------------------------------
+
+
 class RegistryLookup:
-    """Resolves one model URI (``ModelRef``) again and again, one call at a time; a ``RegistryWriter`` too."""
+    """Resolves one model URI (``ModelRef``) again and again; a ``RegistryWriter`` too.
+
+    Subclasses decide where the operations run (``_run``, and ``_run_blocking`` before an
+    event loop exists); every call fails as RegistryUnavailable, never hangs past its deadline.
+    """
 
     def __init__(self, model: ModelRef):
         self.model = model
-        self._executor: ProcessPoolExecutor | None = None
 
     def resolve(self) -> Resolved | None:
         """The version now named (None when the alias is not set); blocks, for start-up."""
-        try:
-            return _unpack(self._pool().submit(_resolve, self.model).result(timeout=LOOKUP_TIMEOUT_S))
-        except (BrokenProcessPool, TimeoutError) as exc:
-            self.close()
-            raise RegistryUnavailable(f"registry lookup failed: {type(exc).__name__}") from None
-
-    async def resolve_async(self, model: ModelRef | None = None) -> Resolved | None:
-        """The version ``model`` (by default the served one) names now; None when its alias is not set."""
-        return _unpack(await self._call(_resolve, model or self.model))
-
-    async def version_tags(self, version: str) -> dict[str, str]:
-        return _answer(await self._call(_version_tags, self.model.name, version))
-
-    async def set_version_tags(self, version: str, tags: dict[str, str]) -> None:
-        _answer(await self._call(_set_version_tags, self.model.name, version, tags))
-
-    async def move_alias_if(self, alias: str, expected: str, version: str, *, how: str, reason: str, by: str) -> bool:
-        call = (_move_alias_if, self.model.name, alias, expected, version, how, reason, by)
-        return _answer(await self._call(*call))
+        return self._run_blocking(lookup_version, self.model)
 
     def signature(self, version: str) -> dict | None:
         """The version's MLflow signature (``ModelSignature.to_dict()``), None when it has none; blocks, for start-up."""
+        return self._run_blocking(self.read_signature, self.model, version)
+
+    async def signature_async(self, version: str) -> dict | None:
+        return await self._run(self.read_signature, self.model, version)
+
+    async def resolve_async(self, model: ModelRef | None = None) -> Resolved | None:
+        """The version ``model`` (by default the served one) names now; None when its alias is not set."""
+        return await self._run(lookup_version, model or self.model)
+
+    async def version_tags(self, version: str) -> dict[str, str]:
+        return await self._run(read_version_tags, self.model.name, version)
+
+    async def set_version_tags(self, version: str, tags: dict[str, str]) -> None:
+        await self._run(write_version_tags, self.model.name, version, tags)
+
+    async def move_alias_if(self, alias: str, expected: str, version: str, *, how: str, reason: str, by: str) -> bool:
+        return await self._run(move_alias_back, self.model.name, alias, expected, version, how, reason, by)
+
+    # Reads a version's signature from its MLflow model: (client, model, version) -> dict | None.
+    read_signature = staticmethod(signature_with_mlflow)
+
+    async def _run(self, function, *args):
+        """``function(client, *args)`` with this lookup's client: its value, or RegistryUnavailable."""
+        raise NotImplementedError
+
+    def _run_blocking(self, function, *args):
+        """The same, before an event loop runs."""
+        raise NotImplementedError
+
+    def close(self, wait: bool = False) -> None:
+        """Let go of whatever the lookup holds; ``wait`` for it to finish only when it is idle."""
+
+
+class HelperRegistryLookup(RegistryLookup):
+    """MLflow's client in one spawned helper process, started at the first call and kept."""
+
+    def __init__(self, model: ModelRef):
+        super().__init__(model)
+        self._executor: ProcessPoolExecutor | None = None
+
+    def _run_blocking(self, function, *args):
         try:
-            return _answer(self._pool().submit(_signature, self.model.version_uri(version)).result(LOOKUP_TIMEOUT_S))
+            return unpacked(self._pool().submit(_in_helper, function, *args).result(timeout=LOOKUP_TIMEOUT_S))
         except (BrokenProcessPool, TimeoutError) as exc:
             self.close()
             raise RegistryUnavailable(f"registry lookup failed: {type(exc).__name__}") from None
 
-    async def signature_async(self, version: str) -> dict | None:
-        return _answer(await self._call(_signature, self.model.version_uri(version)))
-
-    async def _call(self, function, *args) -> tuple:
+    async def _run(self, function, *args):
         loop = asyncio.get_running_loop()
         try:
-            future = loop.run_in_executor(self._pool(), function, *args)
-            return await asyncio.wait_for(future, LOOKUP_TIMEOUT_S)
+            future = loop.run_in_executor(self._pool(), _in_helper, function, *args)
+            return unpacked(await asyncio.wait_for(future, LOOKUP_TIMEOUT_S))
         except (TimeoutError, BrokenProcessPool) as exc:
-            self.close()  # a fresh worker next time
+            self.close()  # a fresh helper next time
             raise RegistryUnavailable(f"registry call failed: {type(exc).__name__}") from None
 
     def close(self, wait: bool = False) -> None:
@@ -107,98 +217,29 @@ class RegistryLookup:
             self._executor = ProcessPoolExecutor(
                 max_workers=1,
                 mp_context=multiprocessing.get_context("spawn"),
-                initializer=_prepare_worker,
+                initializer=_prepare_helper,
                 initargs=(os.getpid(),),
             )
         return self._executor
 
 
-def _unpack(answer: tuple) -> Resolved | None:
-    state, first, second = answer
-    if state == "error":
-        raise RegistryUnavailable(first)
-    return None if state == "missing" else Resolved(first, second)
-
-
-def _answer(answer: tuple):
-    state, value = answer
-    if state == "error":
-        raise RegistryUnavailable(value)
-    return value
-
-
-def _prepare_worker(proxy_pid: int) -> None:
-    """In the worker: die with the proxy, and leave Ctrl-C (sent to the whole process group) to it."""
+def _prepare_helper(proxy_pid: int) -> None:
+    """In the helper: die with the proxy, and leave Ctrl-C (sent to the whole process group) to it."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     die_with_parent(signal.SIGKILL)
-    if os.getppid() != proxy_pid:  # the proxy died while this worker was starting
+    if os.getppid() != proxy_pid:  # the proxy died while this helper was starting
         os._exit(1)
 
 
-def _resolve(model: ModelRef) -> tuple:
-    """Runs in the worker: ("ok", version, run_id), ("missing", None, None) or ("error", message, None)."""
-    from iris_core.resolver import resolve
-    from iris_core.tracking import one_line
-
-    try:
-        found = resolve(_client(), model)
-    except NotFound as exc:
-        return ("missing", None, None) if exc.missing == "alias" else ("error", str(exc), None)
-    except Exception as exc:  # any failure becomes one picklable line
-        return "error", one_line(exc), None
-    return "ok", found.version, found.run_id
+def _in_helper(function, *args) -> tuple:
+    """Runs in the helper: one operation with the process's MlflowClient."""
+    return reported(_with_helper_client, function, *args)
 
 
-def _client():
+def _with_helper_client(function, *args):
     global _client_instance
-    from mlflow import MlflowClient
-
     if _client_instance is None:
+        from mlflow import MlflowClient
+
         _client_instance = MlflowClient()
-    return _client_instance
-
-
-def _version_tags(name: str, version: str) -> tuple:
-    """Runs in the worker: ("ok", tags) or ("error", message)."""
-    from iris_core.tracking import one_line
-
-    try:
-        return "ok", dict(_client().get_model_version(name, version).tags or {})
-    except Exception as exc:
-        return "error", one_line(exc)
-
-
-def _set_version_tags(name: str, version: str, tags: dict[str, str]) -> tuple:
-    from iris_core.tracking import one_line
-
-    try:
-        client = _client()
-        for key, value in tags.items():
-            client.set_model_version_tag(name, version, key, value)
-    except Exception as exc:
-        return "error", one_line(exc)
-    return "ok", None
-
-
-def _move_alias_if(name: str, alias: str, expected: str, version: str, how: str, reason: str, by: str) -> tuple:
-    from iris_core.alias_history import move_alias_if
-    from iris_core.tracking import one_line
-
-    try:
-        moved = move_alias_if(_client(), name, alias, expected, version, how=how, reason=reason, by=by)
-    except Exception as exc:
-        return "error", one_line(exc)
-    return "ok", moved is not None
-
-
-def _signature(model_uri: str) -> tuple:
-    """Runs in the worker: ("ok", the signature as a dict, or None) or ("error", message); reads the MLmodel file."""
-    from iris_core.tracking import one_line
-
-    try:
-        from mlflow.models import get_model_info
-
-        signature = get_model_info(model_uri).signature
-    except Exception as exc:  # any failure becomes one picklable line
-        return "error", one_line(exc)
-    return "ok", signature.to_dict() if signature is not None else None
+    return function(_client_instance, *args)

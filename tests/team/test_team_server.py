@@ -175,6 +175,59 @@ def test_a_read_only_user_can_read_the_registry_but_cannot_promote_or_roll_back(
     assert (after.aliases, after.tags) == (before.aliases, before.tags)
 
 
+def rest_lookup(team_server, user: User):
+    """The serving proxy's MLflow-free registry client, signed in as ``user`` the way MLflow's client would be."""
+    from iris_core.refs import ModelRef
+    from serving.registry_rest import RestRegistryLookup
+
+    env = {**team_server.env(user), "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+    return RestRegistryLookup(ModelRef(MODEL_NAME, "champion"), team_server.uri, env)
+
+
+def test_the_proxys_rest_client_signs_in_resolves_and_moves_the_champion_back_recording_the_move(
+    team_server, team_users, team_registry, client_as
+):
+    import asyncio
+
+    from mlflow.models import get_model_info
+
+    from iris_core.alias_history import alias_history
+
+    client = client_as(team_users["trainer"])
+    lookup = rest_lookup(team_server, team_users["trainer"])
+    assert lookup.resolve().version == "2"
+    # The MLmodel file comes through the server's artifact proxy, as MLflow's client gets it.
+    assert lookup.signature("2")["inputs"] == get_model_info(f"models:/{MODEL_NAME}/2").signature.to_dict()["inputs"]
+    try:
+        moved = asyncio.run(lookup.move_alias_if("champion", "2", "1", how="auto-rollback", reason="p99", by="pod-a"))
+        assert moved is True and champion(client) == "1"
+        newest = alias_history(client, MODEL_NAME, "champion")[0]
+        assert (newest.from_version, newest.to_version, newest.how, newest.by) == ("2", "1", "auto-rollback", "pod-a")
+    finally:
+        client.set_registered_model_alias(MODEL_NAME, "champion", "2")
+
+
+def test_the_proxys_rest_client_refused_by_the_server_is_unavailable_and_changes_nothing(
+    team_server, team_users, team_registry, client_as
+):
+    import asyncio
+
+    from iris_core.errors import RegistryUnavailable
+
+    before = client_as(team_server.admin).get_registered_model(MODEL_NAME)
+    with pytest.raises(RegistryUnavailable, match=r"refused the credentials \(401\)"):
+        rest_lookup(team_server, User("trainer", "not-the-password")).resolve()
+    viewer = rest_lookup(team_server, team_users["viewer"])
+    assert viewer.resolve().version == "2"  # every signed-in user may read
+    with pytest.raises(RegistryUnavailable, match=r"permission denied by the tracking server \(403\)"):
+        asyncio.run(viewer.move_alias_if("champion", "2", "1", how="auto-rollback", reason="x", by="pod-b"))
+    with pytest.raises(RegistryUnavailable, match=r"\(403\)"):
+        asyncio.run(viewer.set_version_tags("2", {"rollout_outcome": "rolled_back"}))
+    after = client_as(team_server.admin).get_registered_model(MODEL_NAME)
+    assert (after.aliases, after.tags) == (before.aliases, before.tags)
+    assert "rollout_outcome" not in client_as(team_server.admin).get_model_version(MODEL_NAME, "2").tags
+
+
 def _tool_commands(tmp_path) -> dict:
     return {
         "registry_tools": ("registry_tools", "list"),

@@ -1,0 +1,339 @@
+"""The registry of an http(s) tracking server, asked over MLflow's REST API without importing MLflow.
+
+``RestRegistryLookup`` runs the operations of ``serving.registry`` (the resolver, the
+version tags, the alias history's compare-and-set move: the core's logic, written once)
+in a worker thread over ``RestRegistryClient``, a ``RegistryClient`` whose every call is
+one request made on the proxy's event loop with aiohttp, under a deadline. The proxy's
+process tree then holds no MLflow beyond the model servers.
+
+It authenticates as MLflow's client does (``mlflow.utils.credentials``,
+``mlflow.utils.rest_utils.http_request``): ``MLFLOW_TRACKING_USERNAME`` and
+``MLFLOW_TRACKING_PASSWORD`` (or the ``[mlflow]`` section of ``~/.mlflow/credentials``) as
+basic auth, else ``MLFLOW_TRACKING_TOKEN`` as a bearer token; TLS follows
+``MLFLOW_TRACKING_INSECURE_TLS``, ``MLFLOW_TRACKING_SERVER_CERT_PATH`` and
+``MLFLOW_TRACKING_CLIENT_CERT_PATH``; the deadline is ``MLFLOW_HTTP_REQUEST_TIMEOUT``.
+An error answer is read by MLflow's ``error_code`` in its JSON body, never by its text, so
+a missing model reads as MLflow's client reads it, and a proxy or another server that
+answers 404 without that code reads as "unavailable", not "not found".
+"""
+
+import asyncio
+import base64
+import configparser
+import contextlib
+import json
+import os
+import ssl
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote, unquote, urlparse
+
+import aiohttp
+
+from iris_core.errors import RegistryUnavailable
+from iris_core.refs import ModelRef
+from iris_core.registry_client import RegistryApiError
+from serving.registry import LOOKUP_TIMEOUT_S, RegistryLookup, reported, unpacked
+
+API_PREFIX = "/api/2.0/mlflow/"
+ARTIFACTS_PREFIX = "/api/2.0/mlflow-artifacts/artifacts/"  # the server's artifact proxy (--serve-artifacts)
+DEFAULT_TIMEOUT_S = 15.0  # per request, when MLFLOW_HTTP_REQUEST_TIMEOUT is not set
+MAX_ANSWER_BYTES = 32 * 2**20  # a model's tags (its alias history) are far smaller
+_TRUE, _FALSE = ("true", "1"), ("false", "0")
+
+
+@dataclass(frozen=True)
+class Connection:
+    """Where the server is and how to reach it, read from the environment once."""
+
+    base_url: str
+    host: str  # for messages: host:port, never the credentials
+    headers: dict = field(repr=False)
+    ssl: ssl.SSLContext | bool
+    timeout_s: float
+
+    @classmethod
+    def from_env(cls, uri: str, env=os.environ) -> "Connection":
+        parsed = urlparse(uri)
+        host = parsed.hostname or "?"
+        host = f"{host}:{parsed.port}" if parsed.port else host
+        headers = {"Accept": "application/json"}
+        if authorization := _authorization(env):
+            headers["Authorization"] = authorization
+        tls = _tls(env) if parsed.scheme == "https" else True
+        return cls(uri.rstrip("/"), host, headers, tls, _timeout(env))
+
+
+def _authorization(env) -> str | None:
+    """MLflow's precedence: a username and a password (environment first, then the credentials file), then a token."""
+    username, password = env.get("MLFLOW_TRACKING_USERNAME"), env.get("MLFLOW_TRACKING_PASSWORD")
+    file_username, file_password = _credentials_file(env)
+    username, password = username or file_username, password or file_password
+    if username and password:
+        return "Basic " + base64.standard_b64encode(f"{username}:{password}".encode()).decode()
+    if token := env.get("MLFLOW_TRACKING_TOKEN"):
+        return f"Bearer {token}"
+    return None
+
+
+def _credentials_file(env) -> tuple[str | None, str | None]:
+    home = env.get("HOME") or os.path.expanduser("~")
+    config = configparser.ConfigParser()
+    try:
+        config.read(Path(home) / ".mlflow" / "credentials")
+    except configparser.Error:
+        return None, None
+    if "mlflow" not in config:
+        return None, None
+    section = config["mlflow"]
+    return section.get("mlflow_tracking_username"), section.get("mlflow_tracking_password")
+
+
+def _flag(env, name: str) -> bool:
+    value = env.get(name, "").strip().lower()
+    if value and value not in _TRUE + _FALSE:
+        raise RegistryUnavailable(f"{name} must be one of true, false, 1, 0, got {value!r}")
+    return value in _TRUE
+
+
+def _tls(env) -> ssl.SSLContext | bool:
+    """False to skip verification; else a context trusting what MLflow's client (requests) would trust."""
+    server_cert = env.get("MLFLOW_TRACKING_SERVER_CERT_PATH")
+    if _flag(env, "MLFLOW_TRACKING_INSECURE_TLS"):
+        if server_cert:
+            raise RegistryUnavailable(
+                "MLFLOW_TRACKING_INSECURE_TLS and MLFLOW_TRACKING_SERVER_CERT_PATH cannot both be set"
+            )
+        return False
+    cafile = server_cert or env.get("REQUESTS_CA_BUNDLE") or env.get("CURL_CA_BUNDLE") or _certifi_bundle()
+    try:
+        context = ssl.create_default_context(cafile=cafile)
+        if client_cert := env.get("MLFLOW_TRACKING_CLIENT_CERT_PATH"):
+            context.load_cert_chain(client_cert)  # one PEM file with the certificate and its key, as requests takes it
+    except (OSError, ssl.SSLError) as exc:
+        raise RegistryUnavailable(f"cannot read the TLS certificates: {exc.strerror or exc}") from None
+    return context
+
+
+def _certifi_bundle() -> str | None:
+    try:
+        import certifi
+    except ImportError:
+        return None
+    return certifi.where()
+
+
+def _timeout(env) -> float:
+    try:
+        value = float(env.get("MLFLOW_HTTP_REQUEST_TIMEOUT") or DEFAULT_TIMEOUT_S)
+    except ValueError:
+        return DEFAULT_TIMEOUT_S
+    return value if value > 0 else DEFAULT_TIMEOUT_S
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    name: str
+    aliases: dict[str, str]
+    tags: dict[str, str]
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    name: str
+    version: str
+    run_id: str | None
+    tags: dict[str, str]
+
+
+class RestRegistryClient:
+    """The ``RegistryClient`` calls as MLflow's REST API requests; call it from a thread, never from ``loop``'s own."""
+
+    def __init__(self, connection: Connection, session: aiohttp.ClientSession, loop: asyncio.AbstractEventLoop):
+        self.connection, self.session, self.loop = connection, session, loop
+
+    def get_registered_model(self, name: str) -> RegisteredModel:
+        answer = self._call("GET", "registered-models/get", params={"name": name})
+        with _reading("registered-models/get"):
+            model = answer["registered_model"]
+            aliases = {entry["alias"]: str(entry["version"]) for entry in model.get("aliases", [])}
+            return RegisteredModel(model["name"], aliases, _tags(model))
+
+    def get_model_version(self, name: str, version: str) -> ModelVersion:
+        answer = self._call("GET", "model-versions/get", params={"name": name, "version": str(version)})
+        with _reading("model-versions/get"):
+            found = answer["model_version"]
+            return ModelVersion(found["name"], str(found["version"]), found.get("run_id") or None, _tags(found))
+
+    def set_registered_model_alias(self, name: str, alias: str, version: str) -> None:
+        self._call("POST", "registered-models/alias", {"name": name, "alias": alias, "version": str(version)})
+
+    def set_registered_model_tag(self, name: str, key: str, value: str) -> None:
+        self._call("POST", "registered-models/set-tag", {"name": name, "key": key, "value": value})
+
+    def delete_registered_model_tag(self, name: str, key: str) -> None:
+        self._call("DELETE", "registered-models/delete-tag", {"name": name, "key": key})
+
+    def set_model_version_tag(self, name: str, version: str, key: str, value: str) -> None:
+        body = {"name": name, "version": str(version), "key": key, "value": value}
+        self._call("POST", "model-versions/set-tag", body)
+
+    def model_signature(self, name: str, version: str) -> dict | None:
+        """The ``signature`` of the version's MLmodel file (as ``ModelSignature.to_dict()`` gives it), None without one.
+
+        The file is read where the registry says the version's files are: through the
+        server's artifact proxy (``mlflow-artifacts:/``, what ``mlflow server
+        --serve-artifacts`` hands out) or at a local path. Other stores (``s3://``...) need
+        their own clients, which only MLflow's side of the stack carries.
+        """
+        import yaml  # MLflow's own dependency, for its MLmodel files
+
+        answer = self._call("GET", "model-versions/get-download-uri", params={"name": name, "version": str(version)})
+        with _reading("model-versions/get-download-uri"):
+            location = urlparse(answer["artifact_uri"])
+        if location.scheme == "mlflow-artifacts":
+            text = self._call("GET", ARTIFACTS_PREFIX + quote(location.path.strip("/") + "/MLmodel"), raw=True)
+        elif location.scheme in ("", "file"):
+            text = _local_file(Path(unquote(location.path)) / "MLmodel")
+        else:
+            raise RegistryUnavailable(
+                f"version {version}'s files are in {location.scheme}:// storage, which the proxy reads only through "
+                "the tracking server (mlflow server --serve-artifacts)"
+            )
+        try:
+            document = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise RegistryUnavailable(f"version {version}'s MLmodel file is not YAML") from None
+        signature = document.get("signature") if isinstance(document, dict) else None
+        return dict(signature) if isinstance(signature, dict) else None
+
+    def _call(self, method: str, endpoint: str, body: dict | None = None, params: dict | None = None, raw=False):
+        future = asyncio.run_coroutine_threadsafe(self.request(method, endpoint, body, params, raw), self.loop)
+        try:
+            return future.result(timeout=self.connection.timeout_s + 1)
+        except TimeoutError:  # the request's own deadline should have come first
+            future.cancel()
+            raise RegistryUnavailable(self._late()) from None
+
+    async def request(self, method: str, endpoint: str, body=None, params=None, raw: bool = False) -> dict | bytes:
+        """One request: its JSON answer (its bytes when ``raw``), RegistryApiError for an error answer,
+        RegistryUnavailable otherwise. ``endpoint`` is under the REST API's prefix unless it starts with ``/``."""
+        connection = self.connection
+        path = endpoint if endpoint.startswith("/") else API_PREFIX + endpoint
+        try:
+            async with self.session.request(
+                method,
+                connection.base_url + path,
+                params=params,
+                json=body,
+                headers=connection.headers,
+                ssl=connection.ssl,
+                allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(total=connection.timeout_s),
+            ) as response:
+                status, answer = response.status, await _read(response)
+        except aiohttp.ClientSSLError:
+            raise RegistryUnavailable(
+                f"tracking server {connection.host}: its TLS certificate was not accepted (see "
+                "MLFLOW_TRACKING_SERVER_CERT_PATH and MLFLOW_TRACKING_INSECURE_TLS)"
+            ) from None
+        except aiohttp.ClientConnectorError:
+            raise RegistryUnavailable(f"tracking server unreachable: {connection.host}") from None
+        except TimeoutError:
+            raise RegistryUnavailable(self._late()) from None
+        except aiohttp.ClientError as exc:
+            raise RegistryUnavailable(f"tracking server {connection.host} failed: {type(exc).__name__}") from None
+        if raw and status == 200:
+            return answer
+        return _outcome(status, answer, endpoint)
+
+    def _late(self) -> str:
+        return f"tracking server {self.connection.host} did not answer within {self.connection.timeout_s:g} s"
+
+
+async def _read(response: aiohttp.ClientResponse) -> bytes:
+    body = bytearray()
+    async for chunk in response.content.iter_chunked(2**16):
+        body += chunk
+        if len(body) > MAX_ANSWER_BYTES:
+            raise RegistryUnavailable(f"the tracking server's answer is over {MAX_ANSWER_BYTES // 2**20} MiB")
+    return bytes(body)
+
+
+def _outcome(status: int, answer: bytes, endpoint: str) -> dict:
+    """The answer's JSON object; an error read by the ``error_code`` MLflow's server puts in its body."""
+    try:
+        document = json.loads(answer) if answer.strip() else {}
+    except ValueError:
+        document = None
+    if status == 200 and isinstance(document, dict):
+        return document
+    if status == 401:
+        raise RegistryUnavailable(
+            "tracking server refused the credentials (401): check MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD"
+        )
+    if status == 403:
+        raise RegistryUnavailable(f"permission denied by the tracking server (403) for {endpoint}")
+    if isinstance(document, dict) and isinstance(document.get("error_code"), str):
+        raise RegistryApiError(document["error_code"], str(document.get("message", ""))[:500])
+    if status == 404:
+        raise RegistryUnavailable(
+            f"the tracking server answered 404 for {endpoint}: is the tracking URI an MLflow server?"
+        )
+    if status == 200:
+        raise RegistryUnavailable(f"the tracking server's answer to {endpoint} is not JSON: is it an MLflow server?")
+    raise RegistryUnavailable(f"the tracking server answered {status} for {endpoint}")
+
+
+def _local_file(path: Path) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(MAX_ANSWER_BYTES)
+    except OSError as exc:
+        raise RegistryUnavailable(f"cannot read the model file {path}: {exc.strerror or type(exc).__name__}") from None
+
+
+@contextlib.contextmanager
+def _reading(endpoint: str):
+    """An answer of another shape than the registry's is the server's failure, not the proxy's."""
+    try:
+        yield
+    except (KeyError, TypeError, AttributeError, ValueError):
+        raise RegistryUnavailable(f"the tracking server's answer to {endpoint} is not a registry answer") from None
+
+
+def _tags(entity: dict) -> dict[str, str]:
+    return {tag["key"]: tag.get("value", "") for tag in entity.get("tags", [])}
+
+
+def signature_over_rest(client: RestRegistryClient, model: ModelRef, version: str) -> dict | None:
+    return client.model_signature(model.name, version)
+
+
+class RestRegistryLookup(RegistryLookup):
+    """The operations in a worker thread over ``RestRegistryClient``; one HTTP session per operation."""
+
+    def __init__(self, model: ModelRef, uri: str, env=os.environ):
+        super().__init__(model)
+        self.uri = uri
+        self._env = env
+        self._connection: Connection | None = None
+
+    read_signature = staticmethod(signature_over_rest)
+
+    def _run_blocking(self, function, *args):
+        return asyncio.run(self._run(function, *args))
+
+    async def _run(self, function, *args):
+        loop = asyncio.get_running_loop()
+        if self._connection is None:
+            self._connection = Connection.from_env(self.uri, self._env)
+        # A session per operation: nothing outlives it, whichever loop runs it (start-up's or the proxy's).
+        async with aiohttp.ClientSession(trust_env=True) as session:
+            client = RestRegistryClient(self._connection, session, loop)
+            try:
+                work = loop.run_in_executor(None, reported, function, client, *args)
+                answer = await asyncio.wait_for(work, LOOKUP_TIMEOUT_S)
+            except TimeoutError:
+                raise RegistryUnavailable(f"registry call took over {LOOKUP_TIMEOUT_S:g} s") from None
+        return unpacked(answer)

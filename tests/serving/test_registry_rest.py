@@ -1,0 +1,361 @@
+"""The proxy's MLflow-free registry client against a real ``mlflow server``, and against servers that misbehave.
+
+The server holds a copy of the session registry (iris v1, v2 champion, v3 challenger). Tests
+that write work on their own copy of ``iris`` made through MLflow's own API, and what they
+wrote is read back with MLflow's own client: the REST lookup must be indistinguishable from
+the helper process that runs MLflow's client.
+"""
+
+import asyncio
+import base64
+import itertools
+import json
+import os
+import shutil
+import ssl
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+from aiohttp import web
+
+from iris_core.alias_history import alias_history, move_alias_if
+from iris_core.contract import MoveKind
+from iris_core.errors import NotFound, RegistryUnavailable
+from iris_core.refs import ModelRef, parse_model_uri
+from iris_core.resolver import Resolved, get_model
+from serving.registry import HelperRegistryLookup, open_lookup, signature_with_mlflow
+from serving.registry_rest import Connection, RestRegistryClient, RestRegistryLookup
+from tests.conftest import _LEAKY_ENV, BIN, REPO, clean_env
+from tests.serving.conftest import ROW, START_TIMEOUT
+from tests.support import free_port, http_ok, mlflow_server, stop_process, wait_until
+
+_copies = itertools.count(1)
+
+
+@pytest.fixture(scope="module")
+def server(trained_registry, tmp_path_factory):
+    """An ``mlflow server`` over a copy of the session registry's database; its model files stay where they are."""
+    directory = tmp_path_factory.mktemp("rest-server")
+    shutil.copyfile(trained_registry / "mlflow.db", directory / "server.db")
+    with mlflow_server(f"sqlite:///{directory / 'server.db'}", directory / "artifacts") as uri:
+        yield uri
+
+
+@pytest.fixture
+def mlflow_client(server):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=server, registry_uri=server)
+
+
+@pytest.fixture
+def model(mlflow_client) -> str:
+    """A fresh copy of the server's iris: same versions, aliases and alias history."""
+    name = f"iris-copy-{next(_copies)}"
+    source = mlflow_client.get_registered_model("iris")
+    for version in ("1", "2", "3"):
+        mlflow_client.copy_model_version(f"models:/iris/{version}", name)
+    for alias, version in source.aliases.items():
+        mlflow_client.set_registered_model_alias(name, alias, str(version))
+    for key, value in source.tags.items():
+        mlflow_client.set_registered_model_tag(name, key, value)
+    return name
+
+
+def rest(server: str, uri: str = "models:/iris@champion", **env) -> RestRegistryLookup:
+    return RestRegistryLookup(parse_model_uri(uri), server, {"MLFLOW_HTTP_REQUEST_TIMEOUT": "10", **env})
+
+
+def test_an_http_store_is_asked_over_rest_and_any_other_store_through_the_helper_process(tmp_path):
+    model = ModelRef("iris", "champion")
+    assert isinstance(open_lookup(model, {"MLFLOW_TRACKING_URI": "https://mlflow.example.com"}), RestRegistryLookup)
+    assert isinstance(open_lookup(model, {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/m.db"}), HelperRegistryLookup)
+    assert isinstance(open_lookup(model, {}), HelperRegistryLookup)  # MLflow's default, ./mlflow.db
+    registry_elsewhere = {"MLFLOW_TRACKING_URI": "http://tracking:5000", "MLFLOW_REGISTRY_URI": "sqlite:///r.db"}
+    assert isinstance(open_lookup(model, registry_elsewhere), HelperRegistryLookup)
+    plugin = {"MLFLOW_TRACKING_URI": "https://mlflow.example.com", "MLFLOW_TRACKING_AWS_SIGV4": "true"}
+    assert isinstance(open_lookup(model, plugin), HelperRegistryLookup)  # only MLflow's client signs requests
+
+
+# -- credentials and TLS, as MLflow's client reads them ------------------------------------------
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.standard_b64encode(f"{user}:{password}".encode()).decode()
+
+
+def test_credentials_are_taken_as_mlflows_client_takes_them(tmp_path):
+    uri = "http://127.0.0.1:5000"
+    both = {
+        "MLFLOW_TRACKING_USERNAME": "alice",
+        "MLFLOW_TRACKING_PASSWORD": "s3cret",
+        "MLFLOW_TRACKING_TOKEN": "t",
+        "HOME": str(tmp_path),
+    }
+    assert Connection.from_env(uri, both).headers["Authorization"] == basic("alice", "s3cret")
+    token = {"MLFLOW_TRACKING_TOKEN": "tok", "HOME": str(tmp_path)}
+    assert Connection.from_env(uri, token).headers["Authorization"] == "Bearer tok"
+    assert "Authorization" not in Connection.from_env(uri, {"HOME": str(tmp_path)}).headers
+    (tmp_path / ".mlflow").mkdir()
+    (tmp_path / ".mlflow" / "credentials").write_text(
+        "[mlflow]\nmlflow_tracking_username = bob\nmlflow_tracking_password = from-file\n"
+    )
+    from_file = Connection.from_env(uri, {"HOME": str(tmp_path), "MLFLOW_TRACKING_TOKEN": "tok"})
+    assert from_file.headers["Authorization"] == basic("bob", "from-file")
+    password_only = {"HOME": str(tmp_path), "MLFLOW_TRACKING_PASSWORD": "env-wins"}
+    assert Connection.from_env(uri, password_only).headers["Authorization"] == basic("bob", "env-wins")
+    assert "s3cret" not in repr(Connection.from_env(uri, both))
+
+
+def test_tls_settings_are_mlflows_and_a_contradiction_is_refused():
+    uri = "https://mlflow.example.com"
+    assert Connection.from_env(uri, {"MLFLOW_TRACKING_INSECURE_TLS": "true"}).ssl is False
+    verified = Connection.from_env(uri, {"MLFLOW_TRACKING_INSECURE_TLS": "false"}).ssl
+    assert isinstance(verified, ssl.SSLContext) and verified.verify_mode == ssl.CERT_REQUIRED
+    with pytest.raises(RegistryUnavailable, match="cannot both be set"):
+        Connection.from_env(uri, {"MLFLOW_TRACKING_INSECURE_TLS": "1", "MLFLOW_TRACKING_SERVER_CERT_PATH": "/ca.pem"})
+    with pytest.raises(RegistryUnavailable, match="must be one of true, false"):
+        Connection.from_env(uri, {"MLFLOW_TRACKING_INSECURE_TLS": "yes"})
+    with pytest.raises(RegistryUnavailable, match="cannot read the TLS certificates"):
+        Connection.from_env(uri, {"MLFLOW_TRACKING_SERVER_CERT_PATH": "/nonexistent/ca.pem"})
+    assert Connection.from_env("http://127.0.0.1:5000", {"MLFLOW_HTTP_REQUEST_TIMEOUT": "4"}).timeout_s == 4
+
+
+# -- against a real mlflow server -------------------------------------------------------------------
+
+
+def test_resolve_names_the_version_and_run_mlflows_client_names(server, mlflow_client):
+    champion = mlflow_client.get_model_version_by_alias("iris", "champion")
+    assert rest(server).resolve() == Resolved(str(champion.version), champion.run_id)
+    fixed = rest(server, "models:/iris/1")
+    assert asyncio.run(fixed.resolve_async()) == Resolved("1", mlflow_client.get_model_version("iris", "1").run_id)
+
+
+def test_the_signature_is_the_one_mlflow_reads_from_the_versions_model_file(server, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server)
+    over_mlflow = signature_with_mlflow(None, ModelRef("iris"), "2")
+    over_rest = rest(server).signature("2")
+    assert {k: json.loads(v) for k, v in over_rest.items() if v} == {
+        k: json.loads(v) for k, v in over_mlflow.items() if v
+    }
+
+
+def test_an_unset_alias_is_none_and_a_missing_model_or_version_is_unavailable_with_the_resolvers_message(server):
+    assert rest(server, "models:/iris@nobody").resolve() is None
+    with pytest.raises(RegistryUnavailable, match="no registered model named 'nothing'"):
+        rest(server, "models:/nothing@champion").resolve()
+    with pytest.raises(RegistryUnavailable, match="iris has no version 99"):
+        rest(server, "models:/iris/99").resolve()
+
+
+def test_version_tags_are_read_and_written_as_mlflows_client_sees_them(server, mlflow_client, model):
+    lookup = rest(server, f"models:/{model}@champion")
+    asyncio.run(lookup.set_version_tags("2", {"shadow.rows": "120", "note": "é ✓"}))
+    assert {
+        k: v for k, v in mlflow_client.get_model_version(model, "2").tags.items() if k in ("shadow.rows", "note")
+    } == {
+        "shadow.rows": "120",
+        "note": "é ✓",
+    }
+    assert asyncio.run(lookup.version_tags("2")) == mlflow_client.get_model_version(model, "2").tags
+
+
+def test_the_compare_and_set_move_over_rest_writes_the_record_the_core_writes_over_mlflow(server, mlflow_client, model):
+    lookup = rest(server, f"models:/{model}@champion")
+    moved = asyncio.run(lookup.move_alias_if("champion", "2", "1", how=MoveKind.AUTO_ROLLBACK, reason="errors", by="a"))
+    assert moved is True and str(mlflow_client.get_registered_model(model).aliases["champion"]) == "1"
+    over_rest = alias_history(mlflow_client, model, "champion")[0]
+    move_alias_if(mlflow_client, model, "champion", "1", "2", how=MoveKind.AUTO_ROLLBACK, reason="back", by="b")
+    over_mlflow = alias_history(mlflow_client, model, "champion")[0]
+    assert (over_rest.from_version, over_rest.to_version, over_rest.how, over_rest.by, over_rest.reason) == (
+        "2",
+        "1",
+        "auto-rollback",
+        "a",
+        "errors",
+    )
+    assert over_rest.as_dict().keys() == over_mlflow.as_dict().keys()
+    assert (over_mlflow.from_version, over_mlflow.to_version) == ("1", "2")
+    tags = mlflow_client.get_registered_model(model).tags
+    assert not [key for key in tags if key.startswith("alias_claim.")]  # the claims were removed
+
+    stale = asyncio.run(lookup.move_alias_if("champion", "3", "1", how=MoveKind.AUTO_ROLLBACK, reason="late", by="c"))
+    assert stale is False and mlflow_client.get_registered_model(model).tags == tags
+
+
+def test_two_replicas_racing_over_rest_move_the_alias_once(server, mlflow_client, model):
+    before = len(alias_history(mlflow_client, model, "champion"))
+
+    async def race():
+        replicas = [rest(server, f"models:/{model}@champion") for _ in range(2)]
+        moves = [
+            r.move_alias_if("champion", "2", "1", how=MoveKind.AUTO_ROLLBACK, reason="x", by="r") for r in replicas
+        ]
+        return await asyncio.gather(*moves)
+
+    assert sorted(asyncio.run(race())) == [False, True]
+    assert len(alias_history(mlflow_client, model, "champion")) == before + 1
+
+
+def test_every_operation_runs_without_importing_mlflow(server, model, tmp_path):
+    script = f"""
+import asyncio, multiprocessing, sys
+from iris_core.refs import parse_model_uri
+from serving.registry import open_lookup
+
+lookup = open_lookup(parse_model_uri("models:/{model}@champion"))
+assert lookup.resolve().version == "2"
+async def main():
+    await lookup.set_version_tags("2", {{"k": "v"}})
+    assert (await lookup.version_tags("2"))["k"] == "v"
+    assert await lookup.move_alias_if("champion", "2", "1", how="auto-rollback", reason="r", by="b")
+    assert (await lookup.resolve_async()).version == "1"
+asyncio.run(main())
+print(sorted(name for name in sys.modules if name.split(".")[0] == "mlflow"), multiprocessing.active_children())
+"""
+    env = {k: v for k, v in clean_env({"MLFLOW_TRACKING_URI": server}).items() if k not in _LEAKY_ENV}
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[] []"  # no MLflow here, and no helper process elsewhere
+
+
+@pytest.mark.slow
+def test_a_proxy_over_an_http_store_has_no_process_importing_mlflow_but_its_model_servers(
+    server, mlflow_client, model, tmp_path
+):
+    port = free_port()
+    log = tmp_path / "proxy.log"
+    env = {k: v for k, v in clean_env({"MLFLOW_TRACKING_URI": server}).items() if k not in _LEAKY_ENV}
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    command = [sys.executable, "-X", "importtime", "-m", "serving", "--port", str(port), "--poll-interval", "0.5"]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [*command, "--model-uri", f"models:/{model}@champion", "--log-dir", str(tmp_path / "logs")],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: proc.poll() is None and http_ok(f"{url}/ready"), START_TIMEOUT, what=f"proxy (log: {log})")
+        mlflow_client.delete_registered_model_alias(model, "champion")  # the polls go over REST too
+        wait_until(lambda: registry_state(url) == "alias_missing", 30, what="the proxy to see the alias gone")
+        answered = requests.post(f"{url}/predict", json=ROW, timeout=30)
+        started = children(proc.pid)
+    finally:
+        stop_process(proc, timeout=60)
+    assert answered.status_code == 200 and answered.headers["X-Model-Version"] == "2"
+    assert len(started) == 1 and " models serve " in started[0], started
+    imported = [line.rsplit("|", 1)[-1].strip() for line in log.read_text().splitlines() if "import time:" in line]
+    assert "aiohttp" in imported and not [name for name in imported if name.split(".")[0] == "mlflow"]
+
+
+def registry_state(url: str) -> str:
+    return requests.get(f"{url}/health", timeout=30).json()["registry"]["state"]
+
+
+def children(pid: int) -> list[str]:
+    """The command lines of the processes whose parent is ``pid``."""
+    found = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                if int(stat.read().rsplit(")", 1)[1].split()[1]) != pid:
+                    continue
+            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                found.append(cmdline.read().replace(b"\0", b" ").decode(errors="replace"))
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
+
+
+# -- servers that are not what they should be ----------------------------------------------------
+
+
+async def served(app: web.Application | None, port: int, work):
+    """``work()`` while ``app`` answers on ``port`` (nothing listens when it is None)."""
+    if app is None:
+        return await work()
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port, shutdown_timeout=0.2).start()
+    try:
+        return await work()
+    finally:
+        await runner.cleanup()
+
+
+def get_model_over_rest(app: web.Application | None, timeout: str = "0.5"):
+    """The core's ``get_model`` over the REST client, from a thread, as the lookup runs it."""
+    import aiohttp
+
+    port = free_port()
+
+    async def work():
+        loop = asyncio.get_running_loop()
+        connection = Connection.from_env(f"http://127.0.0.1:{port}", {"MLFLOW_HTTP_REQUEST_TIMEOUT": timeout})
+        async with aiohttp.ClientSession() as session:
+            client = RestRegistryClient(connection, session, loop)
+            return await loop.run_in_executor(None, get_model, client, "iris")
+
+    return asyncio.run(served(app, port, work))
+
+
+def answering(status: int, text: str = "", body: dict | None = None, content_type: str = "text/plain"):
+    async def handler(request):
+        if body is not None:
+            return web.json_response(body, status=status)
+        return web.Response(status=status, text=text, content_type=content_type)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    return app
+
+
+def test_a_json_does_not_exist_is_not_found_but_a_bare_404_is_unavailable():
+    mlflow_like = {"error_code": "RESOURCE_DOES_NOT_EXIST", "message": "Registered Model with name=iris not found"}
+    with pytest.raises(NotFound) as missing:
+        get_model_over_rest(answering(404, body=mlflow_like))
+    assert missing.value.missing == "model"
+    page = "<html>Not Found: RESOURCE_DOES_NOT_EXIST</html>"
+    with pytest.raises(RegistryUnavailable, match="answered 404 .* an MLflow server"):
+        get_model_over_rest(answering(404, page, content_type="text/html"))
+
+
+def test_refused_credentials_and_server_errors_are_unavailable_in_one_line():
+    with pytest.raises(RegistryUnavailable, match=r"refused the credentials \(401\)"):
+        get_model_over_rest(answering(401, "You are not authenticated."))
+    with pytest.raises(RegistryUnavailable, match=r"permission denied by the tracking server \(403\)"):
+        get_model_over_rest(answering(403, "Permission denied"))
+    with pytest.raises(RegistryUnavailable, match="answered 502") as failed:
+        get_model_over_rest(answering(502, "Traceback (most recent call last):\n  secret"))
+    assert "\n" not in str(failed.value) and "secret" not in str(failed.value)
+    with pytest.raises(RegistryUnavailable, match="not a registry answer"):
+        get_model_over_rest(answering(200, body={"registered_model": {"aliases": "champion"}}))
+
+
+def test_a_server_that_accepts_but_never_answers_fails_within_the_deadline():
+    async def hang(request):
+        await asyncio.sleep(60)
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", hang)
+    started = time.monotonic()
+    with pytest.raises(RegistryUnavailable, match=r"did not answer within 0.5 s"):
+        get_model_over_rest(app)
+    assert time.monotonic() - started < 5
+
+
+def test_a_closed_port_is_unreachable_at_once():
+    started = time.monotonic()
+    with pytest.raises(RegistryUnavailable, match="tracking server unreachable: 127.0.0.1:"):
+        get_model_over_rest(None)
+    assert time.monotonic() - started < 5
