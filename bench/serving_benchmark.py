@@ -6,8 +6,10 @@ It trains a champion with the real pipeline (`mlflow run`) in a temporary store,
 starts one configuration at a time (so they never compete for the CPU), drives it with
 the same closed-loop generator at each concurrency for a fixed time with single-row
 requests, and prints one table with each figure's ratio to bare `mlflow models serve`
-at the same concurrency, followed by the goals of the batching issue. It measures and
-prints; it asserts nothing.
+at the same concurrency, followed by the goals of the batching issue. Then it measures
+the memory of a following proxy's whole process tree, role by role (``bench.stack_memory``),
+over an http tracking server and over the sqlite store. It measures and prints; it asserts
+nothing.
 
 Bare `mlflow models serve` runs as MLflow ships it. The proxy's upstreams run with the
 environment the proxy gives an `mlflow models serve` it starts itself
@@ -15,7 +17,7 @@ environment the proxy gives an `mlflow models serve` it starts itself
 that environment alone is worth, so the table separates it from batching. Run from the
 repository root:
 
-    python -m bench.serving_benchmark [--duration 10] [--connections 1,8,64]
+    python -m bench.serving_benchmark [--duration 10] [--connections 1,8,64] [--only memory]
 """
 
 import contextlib
@@ -33,6 +35,8 @@ import click
 import requests
 
 from bench.loadgen import LoadResult, available_generator, run_load
+from bench.stack_memory import STORES, StackMemory, measure_store
+from bench.stack_memory import render as render_memory
 from bench.store import REPO, store_env, train
 from iris_core.processes import free_port, stop_process, wait_until
 from iris_core.schema import FEATURES
@@ -83,14 +87,22 @@ class Row:
     rss: dict  # role -> peak bytes of that process tree during the run
 
 
-def build_champion(workdir: Path) -> dict:
-    """Run the real pipeline into a store in ``workdir``; returns the environment that points at it."""
+def build_champion(workdir: Path, versions: int = 1) -> dict:
+    """Run the real pipeline into a store in ``workdir`` until ``iris`` has ``versions``; the environment for it."""
     env = store_env(workdir)
-    if (workdir / "mlflow.db").exists():
-        _logger.info("reusing the store in %s", workdir)
-        return env
-    train(workdir, env)
+    have = registered_versions(env) if (workdir / "mlflow.db").exists() else 0
+    if have:
+        _logger.info("reusing the store in %s (%d versions)", workdir, have)
+    for extra in range(have, versions):
+        train(workdir, env, "-P", f"C={1.0 - 0.5 * extra}")
     return env
+
+
+def registered_versions(env: dict) -> int:
+    from mlflow import MlflowClient
+
+    uri = env["MLFLOW_TRACKING_URI"]
+    return len(MlflowClient(tracking_uri=uri, registry_uri=uri).search_model_versions("name = 'iris'"))
 
 
 def write_bodies(workdir: Path) -> dict:
@@ -322,8 +334,8 @@ def render_table(rows: list) -> str:
     return "\n".join(lines)
 
 
-def goals(rows: list) -> list:
-    """The batching issue's goals, each as (text, met) where the run has the figures for it."""
+def goals(rows: list, memory: list[StackMemory]) -> list:
+    """The batching and performance issues' goals, each as (text, met) where the run has the figures for it."""
     index = {(row.config.key, row.connections): row for row in rows}
     checks = []
     bare64, batch64, fast64 = index.get(("bare", 64)), index.get(("batching", 64)), index.get(("fastapi", 64))
@@ -347,10 +359,19 @@ def goals(rows: list) -> list:
     bare1, batch1 = index.get(("bare", 1)), index.get(("batching", 1))
     if bare1 and batch1:
         checks.append(("1 conn: proxy p50 <= 1.2x bare", batch1.load.p50_us <= 1.2 * bare1.load.p50_us))
-    checks.append(("0 errors everywhere", all(row.load.error_count == 0 for row in rows)))
+    loads = [row.load for row in rows] + [result.load for result in memory if result.load is not None]
+    checks.append(("0 errors everywhere", all(load.error_count == 0 for load in loads)))
     proxy_rss = [row.rss["proxy"] for row in rows if "proxy" in row.rss]
     if proxy_rss:
         checks.append(("proxy RSS <= 150 MB", max(proxy_rss) <= 150 * 2**20))
+    for result in memory:
+        if result.store == "http":
+            checks.append(
+                (
+                    "http store: no process of the proxy's tree imports MLflow but the model servers",
+                    not result.mlflow_outside_model_servers,
+                )
+            )
     return checks
 
 
@@ -389,8 +410,15 @@ def parse_connections(ctx, param, value: str) -> tuple:
     "--only",
     "only",
     multiple=True,
-    type=click.Choice([c.key for c in CONFIGS]),
-    help="Measure only these servers (repeatable).",
+    type=click.Choice([c.key for c in CONFIGS] + ["memory"]),
+    help="Measure only these servers, or the stack's memory (repeatable).",
+)
+@click.option(
+    "--memory-duration",
+    type=click.FloatRange(min=1),
+    default=10.0,
+    show_default=True,
+    help="Seconds of load while the stack's memory is sampled.",
 )
 @click.option("--loadgen", type=click.Choice(["auto", "wrk", "python"]), default="auto", show_default=True)
 @click.option(
@@ -398,7 +426,7 @@ def parse_connections(ctx, param, value: str) -> tuple:
     type=click.Path(file_okay=False, path_type=Path),
     help="Keep the store and server logs here; a store already there is reused (default: a temporary directory).",
 )
-def main(duration, warmup, connections, only, loadgen, workdir):
+def main(duration, warmup, connections, only, memory_duration, loadgen, workdir):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     generator = available_generator(loadgen)
     before = load_average()
@@ -407,18 +435,30 @@ def main(duration, warmup, connections, only, loadgen, workdir):
         if workdir is None:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="serving-bench-")))
         workdir.mkdir(parents=True, exist_ok=True)
-        env = build_champion(workdir)
+        with_memory = not only or "memory" in only
+        env = build_champion(workdir, versions=2 if with_memory else 1)
         rows = measure(configs, connections, duration, warmup, generator, workdir, env)
+        bodies = write_bodies(workdir)["/invocations"]
+        memory = [
+            measure_store(store, env, workdir, bodies, generator, memory_duration) for store in STORES if with_memory
+        ]
     click.echo(
         f"\nsingle-row requests, {duration:g} s per cell, load generator {generator}, {os.cpu_count()} CPUs, "
-        f"load average before {before}, after {load_average()}\n"
+        f"load average before {before}, after {load_average()}"
     )
-    click.echo(render_table(rows))
-    checks = goals(rows)
+    if rows:
+        click.echo("\n" + render_table(rows))
+    if memory:
+        click.echo(
+            "\nthe following proxy's process tree, resident MB by role (a model server counts its whole "
+            "`mlflow models serve` tree):\n"
+        )
+        click.echo(render_memory(memory))
+    checks = goals(rows, memory)
     if checks:
         click.echo("\ngoals (proxy = proxy, batching on):")
         for text, met in checks:
-            click.echo(f"  [{'met' if met else 'NOT met'}] {text}")
+            click.echo(f"  [{'met' if met else 'missed'}] {text}")
 
 
 if __name__ == "__main__":
