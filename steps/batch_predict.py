@@ -90,9 +90,7 @@ def run_job(job: BatchJob, spark=None) -> Tally:
         "chunk_size": job.chunk_size,
         "spark_master": job.spark_master,
     }
-    # `mlflow run` has logged its own -P values already (rejects as ''), and params never change.
-    logged = mlflow.get_run(mlflow.active_run().info.run_id).data.params
-    mlflow.log_params({key: value for key, value in params.items() if key not in logged})
+    cli.log_params(params)  # `mlflow run` has logged its own -P values already (rejects as '')
     mlflow.set_tags(
         {
             Tag.MODEL_URI: pinned_uri,

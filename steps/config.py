@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from steps.errors import InvalidParameter
 
 DEFAULT_DATA_PATH = "data/iris.csv"
+DEFAULT_STRICT = False  # a bad CSV falls back to scikit-learn's copy unless --strict
 SOLVERS = ("lbfgs", "liblinear", "newton-cg", "newton-cholesky", "sag", "saga")
 
 

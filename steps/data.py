@@ -1,7 +1,8 @@
 """Loading and validating the Iris data, with scikit-learn's bundled copy as the fallback.
 
 A bad CSV must never crash the pipeline and never be trained on, so every check raises
-``DataValidationError`` with a reason that ends up in the run's tags.
+``DataValidationError`` with a reason that ends up in the run's tags. Where a bad CSV must
+stop the line instead, ``strict`` turns the fallback into that error (exit 1).
 """
 
 import logging
@@ -108,12 +109,14 @@ def load_sklearn_iris() -> pd.DataFrame:
     return frame
 
 
-def load_dataset(path: str | Path) -> LoadedData:
-    """Load and validate the CSV, or fall back to the bundled copy and say why."""
+def load_dataset(path: str | Path, strict: bool = False) -> LoadedData:
+    """Load and validate the CSV, or fall back to the bundled copy and say why; ``strict`` fails instead."""
     try:
         frame = validate_frame(read_csv(path))
     except DataValidationError as exc:
         reason = str(exc)
+        if strict:
+            raise DataValidationError(f"data check failed for {path}: {reason} (strict: no fallback)") from None
         _logger.warning("Data check failed for %s (%s); using scikit-learn's bundled Iris", path, reason)
         return LoadedData(load_sklearn_iris(), DataSource.SKLEARN_FALLBACK, SKLEARN_SOURCE, reason)
     return LoadedData(frame, DataSource.CSV, str(Path(path).resolve()))

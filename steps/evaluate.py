@@ -96,7 +96,7 @@ def evaluate_version(
     model_uri = version_uri(model_name, version)
     run_id = mlflow.active_run().info.run_id
     mlflow.set_tags({Tag.MODEL_NAME: model_name, Tag.MODEL_VERSION: version, Tag.MODEL_URI: model_uri})
-    mlflow.log_params({"model_uri": model_uri, **thresholds.__dict__})
+    cli.log_params({"model_uri": model_uri, **thresholds.__dict__})
     predicted = predict(model_uri, holdout)
     metrics = evaluate_with_mlflow(holdout, predicted)
     champion_version = alias_version(client, model_name, CHAMPION)

@@ -32,7 +32,6 @@ import click
 import pandas as pd
 
 from iris_core.contract import MONITORING_EXPERIMENT, TRAIN_SPLIT_ARTIFACT, DriftStatus, PerformanceStatus, Tag
-from iris_core.errors import NotFound
 from iris_core.records import PREDICTION_LOG_NAME, current_logs, read_log
 from iris_core.refs import CHAMPION, ModelRef
 from iris_core.resolver import Resolved, resolve
@@ -60,12 +59,13 @@ LIVE_CONFUSION_ARTIFACT = "live_confusion_matrix.png"
 
 
 def resolve_version(client, model_name: str, alias: str, version: str | None) -> Resolved:
-    """The version to check: ``version`` when given, else the one holding ``alias``."""
-    try:
-        return resolve(client, ModelRef(model_name, version=version) if version else ModelRef(model_name, alias=alias))
-    except NotFound:
-        wanted = f"version {version}" if version else f"alias @{alias}"
-        raise StepError(f"model {model_name!r} has no {wanted}") from None
+    """The version to check: ``version`` when given, else the one holding ``alias``.
+
+    The resolver's errors say what is wrong: a model, alias or version that is not there
+    (``NotFound``), or a registry that could not be asked (``RegistryUnavailable``: a wrong
+    password, a server that does not answer); both end the step in one line, exit 1.
+    """
+    return resolve(client, ModelRef(model_name, version=version) if version else ModelRef(model_name, alias=alias))
 
 
 def load_reference(run_id: str) -> pd.DataFrame:
@@ -176,7 +176,7 @@ def monitor_version(
     params = {"predictions": source, "model_name": model_name, "model_version": version, **thresholds.__dict__}
     if labeled is not None:
         params.update({"feedback": feedback_source, **performance_thresholds.__dict__})
-    mlflow.log_params(params)
+    cli.log_params(params)
     estimate = estimated_accuracy(live.frame["confidence"])
     metrics = run_metrics(assessment, live)
     if estimate is not None:

@@ -7,7 +7,15 @@ one place only; ``main`` stacks the same options as the steps it runs.
 import click
 
 from iris_core.refs import DEFAULT_MODEL_NAME
-from steps.config import DEFAULT_DATA_PATH, SOLVERS, DriftThresholds, GateThresholds, PerformanceThresholds, TrainConfig
+from steps.config import (
+    DEFAULT_DATA_PATH,
+    DEFAULT_STRICT,
+    SOLVERS,
+    DriftThresholds,
+    GateThresholds,
+    PerformanceThresholds,
+    TrainConfig,
+)
 
 
 def _stack(*options):
@@ -21,6 +29,16 @@ def _stack(*options):
 
 data_path = click.option(
     "--data-path", default=DEFAULT_DATA_PATH, show_default=True, help="CSV to use (falls back to scikit-learn's copy)."
+)
+# `--strict` alone, or `--strict true|false` as an MLproject command passes it.
+strict = click.option(
+    "--strict",
+    type=click.BOOL,
+    is_flag=False,
+    flag_value=True,
+    default=DEFAULT_STRICT,
+    show_default=True,
+    help="Fail (exit 1) on a CSV that is missing or fails a check, instead of falling back to scikit-learn's copy.",
 )
 model_name = click.option("--model-name", default=DEFAULT_MODEL_NAME, show_default=True, help="Registered model.")
 

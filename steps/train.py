@@ -72,9 +72,8 @@ def log_pyfunc_model(estimator, train: pd.DataFrame, model_name: str):
 
 def train_and_register(data: LoadedData, config: TrainConfig, model_name: str) -> TrainResult:
     """Train inside the active run and register the model as a new challenger version."""
-    import mlflow
 
-    mlflow.log_params(config.params())
+    cli.log_params(config.params())
     log_dataset(data)
     train, holdout = split(data.frame, config)
     return fit_and_register(train, holdout, config, model_name, {Tag.DATA_SOURCE: data.source})
@@ -110,11 +109,12 @@ def fit_and_register(
 
 @click.command(help="Train, log and register the Iris classifier; the new version gets the alias 'challenger'.")
 @options.data_path
+@options.strict
 @options.training
 @options.model_name
-def main(data_path, max_iter, C, solver, test_size, random_state, model_name):
+def main(data_path, strict, max_iter, C, solver, test_size, random_state, model_name):
     config = TrainConfig(max_iter, C, solver, random_state, test_size).validated()
-    data = load_dataset(data_path)
+    data = load_dataset(data_path, strict)
     with cli.step_run("train"):
         result = train_and_register(data, config, model_name)
     click.echo(f"registered {result.model_uri} as @{CHALLENGER} (accuracy {result.metrics['accuracy']:.4f})")

@@ -1,7 +1,8 @@
 """Entry point ``validate_data``: check the CSV, fall back to scikit-learn's copy, log the dataset.
 
-Never fails on bad data: the fallback is the designed behaviour, and its reason is logged
-as the run tag ``data_fallback_reason``.
+Does not fail on bad data: the fallback is the designed behaviour, and its reason is logged
+as the run tag ``data_fallback_reason``. With ``--strict`` a bad CSV fails the step (exit
+1) before a run is created.
 """
 
 import click
@@ -22,8 +23,9 @@ def summary(data: LoadedData) -> str:
 
 @click.command(help="Validate the Iris CSV (or fall back to scikit-learn's copy) and log it as a dataset input.")
 @options.data_path
-def main(data_path):
-    data = load_dataset(data_path)
+@options.strict
+def main(data_path, strict):
+    data = load_dataset(data_path, strict)
     with cli.step_run("validate_data"):
         log_dataset(data, context="validation")
     click.echo(summary(data))

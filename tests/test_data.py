@@ -95,6 +95,23 @@ def test_bad_csv_falls_back_to_sklearn_with_the_failed_check_as_reason(case, tmp
     assert len(data.frame) == 150 and set(data.frame[LABEL]) == set(CLASSES)
 
 
+@pytest.mark.parametrize("case", list(FALLBACK_CASES))
+def test_strict_loading_fails_on_a_bad_csv_with_the_failed_check_instead_of_falling_back(case, tmp_path):
+    content, reason = FALLBACK_CASES[case]
+    path = tmp_path / "iris.csv"
+    if content == "DIR":
+        path.mkdir()
+    elif content is not None:
+        write(tmp_path, content)
+    with pytest.raises(DataValidationError, match="strict: no fallback") as failed:
+        load_dataset(path, strict=True)
+    assert reason in str(failed.value)
+
+
+def test_strict_loading_uses_a_valid_csv_as_is(tmp_path):
+    assert load_dataset(write(tmp_path, GOOD_CSV), strict=True).source == "csv"
+
+
 def test_fallback_frame_has_the_same_columns_and_dtypes_as_a_valid_csv(tmp_path):
     from_csv = load_dataset(write(tmp_path, GOOD_CSV)).frame
     fallback = load_dataset(tmp_path / "missing.csv").frame

@@ -46,3 +46,42 @@ def test_evaluate_of_a_version_that_does_not_exist_fails_in_one_line(tmp_path):
 def test_every_step_has_help(module):
     result = step(module, "--help")
     assert result.returncode == 0 and "Usage:" in result.stdout
+
+
+@pytest.mark.parametrize("flag", [["--strict"], ["--strict", "true"]])
+def test_strict_validate_data_on_a_missing_csv_fails_in_one_line_before_any_run(flag, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "steps.validate_data", "--data-path", str(tmp_path / "missing.csv"), *flag],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"error: data check failed for {tmp_path / 'missing.csv'}: file not found: {tmp_path / 'missing.csv'} "
+        "(strict: no fallback)"
+    ]
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_a_run_name_mlflow_made_up_is_recognised_and_a_chosen_one_is_not():
+    from mlflow.utils.name_utils import _generate_random_name
+
+    from steps.cli import is_generated_run_name
+
+    assert all(is_generated_run_name(_generate_random_name()) for _ in range(50))
+    for chosen in ("train", "nightly-retrain-3", "my-run", "", None, "nervous-gnat"):
+        assert not is_generated_run_name(chosen)
+
+
+def test_parameters_mlflow_run_logged_as_typed_are_kept_and_the_others_logged():
+    import mlflow
+
+    from steps.cli import log_params
+
+    with mlflow.start_run() as run:
+        mlflow.log_params({"predictions": "logs/predictions.jsonl", "alpha": ".01"})
+        log_params({"predictions": "/abs/logs/predictions.jsonl", "alpha": 0.01, "model_version": "2"})
+    params = mlflow.get_run(run.info.run_id).data.params
+    assert params == {"predictions": "logs/predictions.jsonl", "alpha": ".01", "model_version": "2"}

@@ -98,8 +98,9 @@ def test_too_few_rows_give_no_verdict_exit_0_and_tag_insufficient_data(registry,
     [
         (["--alpha", "2"], 2, "error: alpha must be between 0 and 1, got 2.0"),
         (["--min-rows", "1"], 2, "error: min_rows must be at least 2, got 1"),
-        (["--model-name", "nope"], 1, "error: model 'nope' has no alias @champion"),
-        (["--version", "99"], 1, "error: model 'iris' has no version 99"),
+        (["--model-name", "nope"], 1, "error: no registered model named 'nope'"),
+        (["--alias", "gone"], 1, "error: iris has no alias @gone (aliases: @challenger, @champion)"),
+        (["--version", "99"], 1, "error: iris has no version 99"),
     ],
 )
 def test_bad_parameters_fail_in_one_line(registry, tmp_path, args, code, message):
@@ -116,8 +117,10 @@ def test_a_missing_log_file_is_a_usage_error(registry, tmp_path):
 
 
 @pytest.mark.slow
-def test_mlflow_run_monitor_fails_on_drift_and_tags_the_version(registry, tmp_path):
-    log = write_log(tmp_path / "predictions.jsonl", served_traffic(registry, "2", shift="petal_length", rows=200))
+def test_mlflow_run_monitor_of_a_relative_path_fails_on_drift_and_tags_the_version(registry, tmp_path):
+    """``predictions`` is a ``path`` parameter: MLflow logs it as typed and hands the step an absolute path."""
+    (tmp_path / "logs").mkdir()
+    write_log(tmp_path / "logs" / "predictions.jsonl", served_traffic(registry, "2", shift="petal_length", rows=200))
     result = mlflow_cli(
         "run",
         str(REPO),
@@ -128,13 +131,14 @@ def test_mlflow_run_monitor_fails_on_drift_and_tags_the_version(registry, tmp_pa
         "--experiment-name",
         MONITORING_EXPERIMENT,
         "-P",
-        f"predictions={log}",
+        "predictions=logs/predictions.jsonl",
         cwd=tmp_path,
     )
-    assert result.returncode != 0
-    assert "iris version 2: drift" in result.stdout
+    assert result.returncode == 1
+    assert "iris version 2: drift" in result.stdout, result.stderr[-2000:]
     client = registry.client()
     [run] = monitoring_runs(client)
     assert run.data.tags["drift_status"] == "drift" and run.data.metrics["drift_detected"] == 1
-    assert run.data.params["alpha"] == "0.01" and run.data.params["predictions"] == str(log)
+    assert run.data.params["alpha"] == "0.01" and run.data.params["predictions"] == "logs/predictions.jsonl"
+    assert run.info.run_name == "monitor"
     assert client.get_model_version("iris", "2").tags["drift_run_id"] == run.info.run_id
