@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 from iris_core.alias_history import AliasMove, move_alias, parse_history
 from iris_core.contract import GateVerdict, Tag, split_reasons
 from iris_core.errors import NotFound
-from iris_core.refs import Ref
+from iris_core.refs import Ref, version_uri
 from iris_core.resolver import find_version, get_model
 from registry_tools.aliases import rollback_target
 from registry_tools.errors import Refused
@@ -40,14 +40,22 @@ class Plan:
 
 
 def check_promotable(version: ModelVersion, force: bool) -> None:
-    """Refuse a version that is not ready, or that failed its gate unless forced."""
+    """Refuse a version that is not ready; unless forced, one whose gate failed or that never met it."""
     if str(version.status) != "READY":
         raise Refused(f"version {version.version} is not ready to serve (status {version.status})")
+    if force:
+        return
     tags = version.tags or {}
-    if tags.get(Tag.GATE_DECISION) == GateVerdict.FAILED and not force:
+    decision = tags.get(Tag.GATE_DECISION)
+    if decision == GateVerdict.FAILED:
         reasons = split_reasons(tags.get(Tag.GATE_REASONS))
         detail = f" ({reasons[0]})" if reasons else ""
         raise Refused(f"version {version.version} failed its gate{detail}; pass --force to move the alias anyway")
+    if decision != GateVerdict.PASSED:
+        raise Refused(
+            f"version {version.version} was never evaluated (no gate decision): run the evaluate step on "
+            f"{version_uri(version.name, str(version.version))} first, or pass --force to move the alias anyway"
+        )
 
 
 def plan_promotion(

@@ -44,7 +44,7 @@ class VersionSummary:
     evaluation_run_id: str | None
     description: str = ""
     tags: dict[str, str] = field(default_factory=dict)
-    training_metrics: dict[str, float] = field(default_factory=dict)
+    training_metrics: dict[str, float] | None = None  # None: not fetched (``list`` reads no runs it does not need)
 
     @property
     def created(self) -> str:
@@ -55,7 +55,11 @@ class VersionSummary:
         return version_uri(self.name, self.version)
 
     def as_dict(self) -> dict:
-        return {**asdict(self), "created": self.created, "model_uri": self.model_uri}
+        """Every field, except ``training_metrics`` when it was not fetched: an empty dict would claim there are none."""
+        fields = {**asdict(self), "created": self.created, "model_uri": self.model_uri}
+        if self.training_metrics is None:
+            del fields["training_metrics"]
+        return fields
 
 
 def utc_time(ms: int | None) -> str:
@@ -105,7 +109,7 @@ def training_metrics(client: MlflowClient, run_id: str | None) -> dict[str, floa
 
 
 def summarise(client: MlflowClient, version: ModelVersion, aliases: list[str], *, full: bool = False) -> VersionSummary:
-    """A VersionSummary; ``full`` adds every tag and the training run's metrics."""
+    """A VersionSummary; ``full`` adds the training run's metrics (one more registry call per version)."""
     tags = dict(version.tags or {})
     accuracy, f1 = _float(tags.get(Tag.EVAL_ACCURACY)), _float(tags.get(Tag.EVAL_F1_SCORE))
     metrics_from = "evaluation" if accuracy is not None else None
@@ -128,8 +132,8 @@ def summarise(client: MlflowClient, version: ModelVersion, aliases: list[str], *
         data_source=tags.get(Tag.DATA_SOURCE),
         evaluation_run_id=tags.get(Tag.EVALUATION_RUN_ID),
         description=version.description or "",
-        tags=tags if full else {},
-        training_metrics=run_metrics if full else {},
+        tags=tags,
+        training_metrics=run_metrics if full else None,
     )
 
 

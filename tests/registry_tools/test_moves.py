@@ -40,6 +40,27 @@ def test_promote_refuses_a_version_whose_gate_failed(registry, run):
         assert_one_line_error(result, 1, "version 3 failed its gate", "accuracy", "--force")
 
 
+def never_evaluated(client, version: str) -> None:
+    """What a version registered by the train step alone looks like: no gate decision."""
+    for key in ("gate_decision", "gate_reasons", "evaluation_run_id", "eval_accuracy", "eval_f1_score"):
+        client.delete_model_version_tag("iris", version, key)
+
+
+def test_promote_refuses_a_version_that_was_never_evaluated(registry, run):
+    client = registry.client()
+    never_evaluated(client, "1")
+    with unchanged(client):
+        result = run("promote", "1", "--alias", "shadow")
+        assert_one_line_error(result, 1, "version 1 was never evaluated", "models:/iris/1", "--force")
+
+
+def test_promote_with_force_moves_to_a_version_that_was_never_evaluated(registry, run):
+    client = registry.client()
+    never_evaluated(client, "1")
+    assert run("promote", "1", "--force").exit_code == 0
+    assert champion(client) == "1"
+
+
 @pytest.mark.parametrize("ref", ["3", "@challenger"])
 def test_promote_with_force_moves_to_a_version_whose_gate_failed(registry, run, ref):
     result = run("promote", ref, "--force")

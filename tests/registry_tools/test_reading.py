@@ -40,7 +40,15 @@ def test_list_json_has_every_field_for_every_version(registry, run):
         assert v["metrics_from"] == "evaluation"
         assert v["created_ms"] == recorded.creation_timestamp
         assert v["model_uri"] == f"models:/iris/{v['version']}"
+        assert v["tags"] == recorded.tags
     assert {v["version"]: v["aliases"] for v in versions} == {"3": ["challenger"], "2": ["champion"], "1": []}
+
+
+def test_list_json_leaves_out_the_training_metrics_it_did_not_fetch_instead_of_showing_none(registry, run):
+    versions = json.loads(run("list", "--json").stdout)
+    assert all("training_metrics" not in v for v in versions)
+    shown = json.loads(run("show", "1", "--json").stdout)
+    assert shown["training_metrics"]["accuracy"] > 0.9
 
 
 def test_list_falls_back_to_the_training_run_metrics_for_a_version_never_evaluated(registry, run):
