@@ -79,8 +79,9 @@ secret_file() {
 PGDATA="$DATA_DIR/postgres"
 PG_STARTED=""
 as_pg_owner() {
-    # PostgreSQL refuses to run as root: as root, run it as the `postgres` system user.
-    if [[ $(id -u) -eq 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi
+    # PostgreSQL refuses to run as root: as root, run it as the `postgres` system user, from
+    # a directory that user can enter (each of its tools complains about one it cannot).
+    if [[ $(id -u) -eq 0 ]]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi
 }
 
 find_pg_bin() {

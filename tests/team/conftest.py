@@ -75,6 +75,7 @@ class TeamServer:
     data_dir: Path
     pg_port: int
     log: Path
+    started_in: Path  # the script's working directory
 
     def env(self, user: User | None = None) -> dict:
         """What a client sets to use this server: the URI and, for a user, the credentials."""
@@ -134,10 +135,14 @@ def team_server(tmp_path_factory):
         "MLFLOW_AUTH_ADMIN_PASSWORD": admin.password,
     }
     log = tmp_path_factory.mktemp("team-server") / "server.log"
+    # Started from a directory private to this user, as a person starts it from /root: the
+    # 'postgres' user cannot enter it, and the script must not mind.
+    private = tmp_path_factory.mktemp("team-cwd")
+    private.chmod(0o700)
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             ["bash", str(START_SCRIPT)],
-            cwd=data_dir,
+            cwd=private,
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -154,7 +159,7 @@ def team_server(tmp_path_factory):
             pytest.fail(f"team server did not answer within 300 s; log tail:\n{_tail(log)}", pytrace=False)
         if proc.poll() is not None:
             pytest.fail(f"team server exited with {proc.returncode}; log tail:\n{_tail(log)}", pytrace=False)
-        yield TeamServer(uri=uri, admin=admin, data_dir=data_dir, pg_port=pg_port, log=log)
+        yield TeamServer(uri=uri, admin=admin, data_dir=data_dir, pg_port=pg_port, log=log, started_in=private)
     finally:
         stop_process(proc, timeout=60)
         _stop_cluster(data_dir)

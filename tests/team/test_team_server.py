@@ -6,6 +6,7 @@ put it back on v2 before they end.
 """
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -229,21 +230,27 @@ def test_the_proxys_rest_client_refused_by_the_server_is_unavailable_and_changes
 
 
 def _tool_commands(tmp_path) -> dict:
+    predictions = tmp_path / "predictions.jsonl"
+    predictions.touch()
     return {
         "registry_tools": ("registry_tools", "list"),
         "steps": ("steps.validate_data", "--data-path", str(REPO / "data" / "iris.csv")),
+        "monitor": ("steps.monitor", "--predictions", str(predictions)),
         "serving": ("serving", "--port", str(free_port()), "--log-dir", str(tmp_path / "logs")),
     }
 
 
-@pytest.mark.parametrize("tool", ["registry_tools", "steps", "serving"])
+TOOLS = ["registry_tools", "steps", "monitor", "serving"]
+
+
+@pytest.mark.parametrize("tool", TOOLS)
 def test_each_tool_fails_in_one_line_when_the_server_is_unreachable(tool, tmp_path):
     dead = {"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}"}
     result = project(*_tool_commands(tmp_path)[tool], env=dead, cwd=tmp_path, timeout=90)
     assert_one_line_failure(result, "unreachable")
 
 
-@pytest.mark.parametrize("tool", ["registry_tools", "steps", "serving"])
+@pytest.mark.parametrize("tool", TOOLS)
 def test_each_tool_fails_in_one_line_on_a_wrong_password(tool, team_server, team_users, tmp_path):
     wrong = User("trainer", "not-the-password")
     result = project(*_tool_commands(tmp_path)[tool], env=team_server.env(wrong), cwd=tmp_path, timeout=90)
@@ -276,6 +283,15 @@ def test_mlflow_run_with_the_documented_client_settings_gives_up_and_names_the_c
     )
     assert result.returncode == 1
     assert cause in result.stderr.strip().splitlines()[-1]
+
+
+def test_the_script_started_where_postgres_cannot_enter_prints_no_directory_errors(team_server):
+    """As root, PostgreSQL's tools run as 'postgres'; started from /root they used to complain seven times."""
+    if os.geteuid() == 0:
+        reached = subprocess.run(["runuser", "-u", "postgres", "--", "test", "-x", str(team_server.started_in)])
+        assert reached.returncode != 0  # the situation this test is about
+    log = team_server.log.read_text(errors="replace")
+    assert "could not change directory" not in log, log[-2000:]
 
 
 def test_the_server_refuses_a_host_name_it_was_not_started_for(team_server, team_users):
