@@ -20,7 +20,7 @@ class IrisError(Exception):
 class NotFound(IrisError):
     """The registry answered, and the model, alias or version it was asked for is not there.
 
-    ``missing`` says which: "model", "alias" or "version".
+    ``missing`` says which: "model", "alias", "version" or "run".
     """
 
     def __init__(self, message: str, missing: str):

@@ -17,6 +17,9 @@ _ALIAS = re.compile(r"^[\w-]{1,255}$")
 _RESERVED_ALIAS = re.compile(r"^(latest|v\d+)$", re.IGNORECASE)
 _MODEL_URI = re.compile(r"models:/(?P<name>[^/@]+)(?:@(?P<alias>[\w-]+)|/(?P<version>\d+))")
 MODEL_URI_FORM = "models:/<name>@<alias> or models:/<name>/<version>"
+# A run's logged model: the run ID MLflow makes (hex) and a relative artifact path.
+_RUN_MODEL_URI = re.compile(r"runs:/(?P<run_id>[0-9a-f]{8,64})/(?P<path>[\w.-]+(?:/[\w.-]+)*)")
+RUN_MODEL_URI_FORM = "runs:/<run_id>/<artifact_path>"
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,37 @@ class ModelRef:
 
     def version_uri(self, version: str) -> str:
         return version_uri(self.name, version)
+
+
+@dataclass(frozen=True)
+class RunModelRef:
+    """What a ``runs:/<run_id>/<path>`` URI names: a model a run logged, registered or not.
+
+    It has no registered name, alias or version: ``label`` (``run-<run_id>``) stands in for
+    the name and the version wherever they are shown (``X-Model-Version``, ``/health``,
+    ``/metrics``, the prediction log, the Open Inference Protocol's paths), so its traffic
+    is never counted as some registered version's.
+    """
+
+    run_id: str
+    artifact_path: str
+    alias = None
+    version = None
+
+    @property
+    def name(self) -> str:
+        return self.label
+
+    @property
+    def uri(self) -> str:
+        return f"runs:/{self.run_id}/{self.artifact_path}"
+
+    @property
+    def label(self) -> str:
+        return f"run-{self.run_id}"
+
+    def version_uri(self, version: str) -> str:
+        return self.uri
 
 
 def version_uri(name: str, version: str) -> str:
@@ -86,3 +120,11 @@ def parse_model_uri(uri: str) -> ModelRef:
     if not match:
         raise ValueError(f"model URI must look like {MODEL_URI_FORM}, got {uri!r}")
     return ModelRef(match["name"], match["alias"], match["version"])
+
+
+def parse_run_model_uri(uri: str) -> RunModelRef:
+    """``runs:/<run_id>/<artifact_path>``; anything else (``..`` in the path included) is a ValueError."""
+    match = _RUN_MODEL_URI.fullmatch(uri.strip())
+    if not match or any(part in (".", "..") for part in match["path"].split("/")):
+        raise ValueError(f"model URI must look like {RUN_MODEL_URI_FORM}, got {uri!r}")
+    return RunModelRef(match["run_id"], match["path"])

@@ -12,7 +12,7 @@ import contextlib
 from dataclasses import dataclass
 
 from iris_core.errors import NotFound, RegistryUnavailable
-from iris_core.refs import ModelRef, Ref
+from iris_core.refs import ModelRef, Ref, RunModelRef
 from iris_core.registry_client import RegistryClient
 from iris_core.tracking import is_store_failure, one_line
 
@@ -69,7 +69,23 @@ def alias_version(client: RegistryClient, name: str, alias: str) -> str | None:
     return str(aliases[alias]) if alias in aliases else None
 
 
-def resolve(client: RegistryClient, model_ref: ModelRef) -> Resolved:
+def resolve(client: RegistryClient, model_ref: ModelRef | RunModelRef) -> Resolved:
     """The version a ``models:/`` reference names now, with the run that made it."""
+    if isinstance(model_ref, RunModelRef):
+        return resolve_run_model(client, model_ref)
     version = find_version(client, get_model(client, model_ref.name), model_ref.ref)
     return Resolved(str(version.version), version.run_id)
+
+
+def resolve_run_model(client, ref: RunModelRef) -> Resolved:
+    """A ``runs:/`` model, checked to exist: the run, and an ``MLmodel`` at its artifact path.
+
+    It reads the run and its artifacts, so ``client`` must be MLflow's ``MlflowClient``.
+    """
+    with _asking("run", f"no run with ID {ref.run_id}"):
+        client.get_run(ref.run_id)
+    with _asking():
+        files = client.list_artifacts(ref.run_id, ref.artifact_path)
+    if not any(f.path.rsplit("/", 1)[-1] == "MLmodel" for f in files):
+        raise NotFound(f"run {ref.run_id} logged no model at {ref.artifact_path!r}", "model")
+    return Resolved(ref.label, ref.run_id)

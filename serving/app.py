@@ -79,6 +79,7 @@ class Proxy:
         self._limits = config.limits
         self._max_body = config.max_body_bytes
         self._timeout = float(config.timeout)
+        self.endpoints: list[str] = list(_ROUTES)  # what a 404 names; create_app lists the app's own routes
 
     # -- scoring ----------------------------------------------------------------------------
 
@@ -228,7 +229,7 @@ class Proxy:
     async def fallback(self, request: web.Request) -> web.Response:
         method = _ROUTES.get(request.path)
         if method is None:
-            return error_response(404, "NOT_FOUND", "no such endpoint", [f"endpoints: {', '.join(_ROUTES)}"])
+            return error_response(404, "NOT_FOUND", "no such endpoint", [f"endpoints: {', '.join(self.endpoints)}"])
         response = error_response(405, "METHOD_NOT_ALLOWED", f"{request.path} takes {method}")
         response.headers["Allow"] = method
         return response
@@ -265,10 +266,11 @@ def create_app(config, router, signatures: Signatures | None = None) -> web.Appl
     app.router.add_get("/ping", proxy.ping)
     app.router.add_get("/version", proxy.version)
     install_open_inference(app, proxy)  # /v2/...
-    app.router.add_route("*", "/{tail:.*}", proxy.fallback)
+    catch_all = app.router.add_route("*", "/{tail:.*}", proxy.fallback).resource
     app.on_startup.append(proxy.on_startup)
     app.on_cleanup.append(proxy.on_cleanup)
     install_monitoring(app, proxy, config)  # GET /metrics and the prediction log; cleans up after the proxy
+    proxy.endpoints = list(dict.fromkeys(r.canonical for r in app.router.resources() if r is not catch_all))
     return app
 
 

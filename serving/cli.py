@@ -1,8 +1,8 @@
 """``python -m serving``: the validation proxy in front of ``mlflow models serve``.
 
-Resolves the model URI once before anything starts (a missing alias is a one-line
-error, not a proxy that can never serve), binds the listening socket (a busy port is
-one too), then runs the aiohttp app on uvloop until SIGTERM or Ctrl-C.
+Binds the listening socket (a busy port is a one-line error), resolves the model URI
+once before anything starts (a missing alias is one too, not a proxy that can never
+serve), then runs the aiohttp app on uvloop until SIGTERM or Ctrl-C.
 """
 
 import logging
@@ -12,6 +12,7 @@ import click
 
 from iris_core.command_line import run_command, setup_logging
 from iris_core.errors import RegistryUnavailable
+from iris_core.refs import RunModelRef
 from serving.config import ServingConfig
 from serving.errors import ServingError
 from serving.registry import RegistryLookup, open_lookup
@@ -24,8 +25,9 @@ ENV_MANAGERS = ("local", "uv", "virtualenv", "conda")
 
 
 @click.command(
-    help="Serve the model behind the validation proxy: POST /invocations, /predict and /feedback, "
-    "GET /health, /ready, /ping, /version, and the Open Inference Protocol (KServe V2) under /v2."
+    help="Serve the model behind the validation proxy: POST /invocations, /predict and /feedback; GET /health, "
+    "/ready, /ping, /version, /metrics (Prometheus; on --metrics-port when given); and the Open Inference "
+    "Protocol (KServe V2) under /v2."
 )
 @click.option(
     "--model-uri",
@@ -33,7 +35,8 @@ ENV_MANAGERS = ("local", "uv", "virtualenv", "conda")
     show_default=True,
     envvar="SERVING_MODEL_URI",
     show_envvar=True,
-    help="models:/<name>@<alias> (followed: the service switches when the alias moves) or models:/<name>/<version>.",
+    help="models:/<name>@<alias> (followed: the service switches when the alias moves), models:/<name>/<version>, "
+    "or runs:/<run_id>/<path> (a run's model, registered or not).",
 )
 @click.option(
     "--upstream",
@@ -128,6 +131,13 @@ ENV_MANAGERS = ("local", "uv", "virtualenv", "conda")
     help="Seconds a model server may take to start and answer the canary row.",
 )
 @click.option("--log-dir", default=C.log_dir, show_default=True, help="Where model server logs go.")
+@click.option(
+    "--keep-logs",
+    type=click.IntRange(min=1),
+    default=C.keep_logs,
+    show_default=True,
+    help="Model server logs kept in --log-dir; older ones are deleted as new servers start.",
+)
 @click.option("--access-log", is_flag=True, help="Log every request (costs throughput).")
 @click.option(
     "--metrics-port",
@@ -281,9 +291,11 @@ def serve(ctx: click.Context, log_level: str, **options) -> None:
     setup_logging(log_level)
     config = ServingConfig(**options)
     explicit_model = ctx.get_parameter_source("model_uri") != click.core.ParameterSource.DEFAULT
-    initial, lookup, signature = resolve_initial(config, explicit_model)
+    # Listening first: a busy port fails at once, and a client that connects while the
+    # model URI resolves (seconds: the registry helper imports MLflow) waits, not refused.
     listener = bind(config.host, config.port)
     metrics_listener = bind(config.host, config.metrics_port) if config.metrics_port else None
+    initial, lookup, signature = resolve_initial(config, explicit_model)
     run(config, initial, lookup, listener, metrics_listener, signature)
 
 
@@ -351,7 +363,12 @@ def run(
     if metrics_listener is not None:
         app[METRICS_SOCKET] = metrics_listener
     host, port = listener.getsockname()[:2]
-    served = f"version {initial.version}" if initial else "an unknown version"
+    if initial is None:
+        served = "an unknown version"
+    elif isinstance(config.model, RunModelRef):
+        served = f"run {initial.run_id}, answers labelled {initial.version}"
+    else:
+        served = f"version {initial.version}"
     upstream = config.upstream or "its own `mlflow models serve`"
     following = "following the alias" if config.follows_alias else "pinned"
     click.echo(f"serving {config.model_uri} ({served}, {following}) via {upstream} on http://{host}:{port}", err=True)

@@ -9,7 +9,17 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from iris_core.refs import CHAMPION, DEFAULT_MODEL_NAME, MODEL_URI_FORM, ModelRef, alias_uri, check_alias
+from iris_core.refs import (
+    CHAMPION,
+    DEFAULT_MODEL_NAME,
+    MODEL_URI_FORM,
+    RUN_MODEL_URI_FORM,
+    ModelRef,
+    RunModelRef,
+    alias_uri,
+    check_alias,
+    parse_run_model_uri,
+)
 from iris_core.refs import parse_model_uri as parse_any_model_uri
 from serving.errors import ConfigError
 from serving.log_writer import DEFAULT_BACKUP_COUNT, DEFAULT_MAX_BYTES
@@ -18,11 +28,12 @@ from serving.validation import Limits
 DEFAULT_MODEL_URI = alias_uri(DEFAULT_MODEL_NAME, CHAMPION)
 
 
-def parse_model_uri(uri: str) -> ModelRef:
+def parse_model_uri(uri: str) -> ModelRef | RunModelRef:
+    """A registry reference, or a run's logged model (``runs:/``: served as is, before it is registered)."""
     try:
-        return parse_any_model_uri(uri)
+        return parse_run_model_uri(uri) if uri.strip().startswith("runs:/") else parse_any_model_uri(uri)
     except ValueError:
-        raise ConfigError(f"--model-uri must look like {MODEL_URI_FORM}, got {uri!r}") from None
+        raise ConfigError(f"--model-uri must look like {MODEL_URI_FORM} or {RUN_MODEL_URI_FORM}, got {uri!r}") from None
 
 
 def parse_canary(text: str) -> tuple[int, ...]:
@@ -71,6 +82,7 @@ class ServingConfig:
     liveness_timeout: float = 2.0
     liveness_misses: int = 3
     log_dir: str = "logs/serving"
+    keep_logs: int = 20  # model-server logs kept in log_dir, the newest; older ones are deleted
     access_log: bool = False
     metrics_port: int | None = None  # GET /metrics on a listener of its own instead of the API port
     prediction_log: str | None = None  # JSON-lines log of scored rows (serving.prediction_log); off unless given
@@ -110,6 +122,7 @@ class ServingConfig:
             "--workers": self.workers,
             "--max-batch-rows": self.max_batch_rows,
             "--start-timeout": self.start_timeout,
+            "--keep-logs": self.keep_logs,
         }
         for option, value in positive.items():
             if not value > 0:
@@ -164,7 +177,7 @@ class ServingConfig:
             raise ConfigError(f"--bake must be >= 0, got {self.bake}")
 
     @property
-    def model(self) -> ModelRef:
+    def model(self) -> ModelRef | RunModelRef:
         return parse_model_uri(self.model_uri)
 
     @property

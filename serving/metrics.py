@@ -31,7 +31,8 @@ All names start with ``proxy_``:
   class pair), ``proxy_shadow_errors_total`` and ``proxy_shadow_dropped_total`` (rows the
   shadowed version failed to score, or that a full queue dropped), ``proxy_shadow_agreement``
   and ``proxy_shadow_duration_seconds`` (its calls), ``proxy_shadow_info{version,against}``;
-- ``proxy_prediction_log_written_rows_total``, ``proxy_prediction_log_dropped_rows_total{reason}``;
+- ``proxy_prediction_log_written_rows_total``, ``proxy_prediction_log_dropped_rows_total{reason}``
+  (only with the prediction log on);
 - ``process_*``: CPU, memory and open files of the proxy process.
 
 With ``--feedback-log``, ``serving.feedback_service`` adds its own collector to the same registry:
@@ -82,9 +83,13 @@ class _Histogram:
 
 
 class ProxyMetrics:
-    """The metrics of one proxy; ``proxy`` (a ``serving.app.Proxy``) is read at scrape time when given."""
+    """The metrics of one proxy; ``proxy`` (a ``serving.app.Proxy``) is read at scrape time when given.
 
-    def __init__(self, proxy=None):
+    The prediction log's counters exist only when ``prediction_log`` is on: a dashboard
+    that sees them at 0 would read "logging, nothing dropped" for a log that is off.
+    """
+
+    def __init__(self, proxy=None, prediction_log: bool = False):
         self.registry = CollectorRegistry()
         self._proxy = proxy
         self._requests: dict[tuple[str, int], int] = defaultdict(int)
@@ -96,6 +101,8 @@ class ProxyMetrics:
         self._ignored: dict[str, int] = {kind: 0 for kind in IGNORED_KINDS}
         self.registry.register(self)
         ProcessCollector(registry=self.registry)
+        if not prediction_log:
+            return
         self._log_written = Counter(
             f"{PREFIX}_prediction_log_written_rows", "Rows appended to the prediction log.", registry=self.registry
         )
@@ -223,7 +230,7 @@ class ProxyMetrics:
         )
         live = router.live
         if live is not None:
-            info.add_metric([router.model.name, router.model.alias or "", str(live.version)], 1)
+            info.add_metric([router.model.name or "", router.model.alias or "", str(live.version)], 1)
         yield info
         forwarder = proxy.forwarder
         if forwarder is not None:

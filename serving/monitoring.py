@@ -28,7 +28,7 @@ METRICS_SOCKET = web.AppKey("metrics_socket", socket.socket)
 
 def install(app: web.Application, proxy, config) -> ProxyMetrics:
     """Add the recorder and the metrics route (call before the catch-all route is added)."""
-    metrics = ProxyMetrics(proxy)
+    metrics = ProxyMetrics(proxy, prediction_log=bool(config.prediction_log))
     writer = None
     if config.prediction_log:
         writer = PredictionLogWriter(
@@ -81,9 +81,18 @@ def recorder(metrics: ProxyMetrics, writer: PredictionLogWriter | None, model_na
 async def _start_writer(writer: LogWriter) -> None:
     writer.start()
     if isinstance(writer, PredictionLogWriter):
-        _logger.info("logging %g of the scored requests to %s", writer.sample_rate, writer.path)
+        _logger.info("logging %s to %s", sampled(writer.sample_rate), writer.path)
     else:
         _logger.info("taking labels at POST /feedback into %s", writer.path)
+
+
+def sampled(rate: float) -> str:
+    """What a sample rate logs, in words: "every scored request", "10% of the scored requests"."""
+    if rate >= 1:
+        return "every scored request"
+    if rate <= 0:
+        return "no scored request (--log-sample-rate 0)"
+    return f"{rate * 100:.4g}% of the scored requests"
 
 
 async def _close_writer(writer: LogWriter) -> None:

@@ -32,7 +32,7 @@ from urllib.parse import urlparse
 
 from iris_core.errors import IrisError, NotFound, RegistryUnavailable
 from iris_core.processes import die_with_parent
-from iris_core.refs import ModelRef
+from iris_core.refs import ModelRef, RunModelRef
 from iris_core.registry_client import RegistryClient
 from iris_core.resolver import Resolved
 
@@ -54,10 +54,14 @@ class RegistryWriter(Protocol):
         False when it did not (it had moved, or another replica moved it): see ``iris_core.alias_history``."""
 
 
-def open_lookup(model: ModelRef, env=os.environ) -> "RegistryLookup":
-    """The lookup for the store MLflow's client would use here: REST for an http(s) server, else the helper."""
+def open_lookup(model: ModelRef | RunModelRef, env=os.environ) -> "RegistryLookup":
+    """The lookup for the store MLflow's client would use here: REST for an http(s) server, else the helper.
+
+    A ``runs:/`` model is looked up in runs and artifacts, which only MLflow's client reads.
+    """
     uri = store_uri(env)
-    if urlparse(uri).scheme in ("http", "https") and not any(env.get(name) for name in _AUTH_PLUGINS):
+    rest = urlparse(uri).scheme in ("http", "https") and not isinstance(model, RunModelRef)
+    if rest and not any(env.get(name) for name in _AUTH_PLUGINS):
         from serving.registry_rest import RestRegistryLookup
 
         return RestRegistryLookup(model, uri, env)

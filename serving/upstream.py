@@ -42,6 +42,7 @@ from serving.private_files import open_private
 _logger = logging.getLogger(__name__)
 
 BIN = Path(sys.executable).parent
+LOG_PREFIX = "upstream-v"  # model-server logs: upstream-v<version>-<port>.log
 _PING_TIMEOUT = aiohttp.ClientTimeout(total=2)
 _SOCKET_HOST = "http://model-server"  # the host part of URLs sent over a Unix socket means nothing
 
@@ -174,8 +175,10 @@ class ManagedUpstream(Upstream):
         self.socket_path = Path(tempfile.mkdtemp(prefix="iris-model-server-")) / "uvicorn.sock"
         await self._close_client()  # a restart: the last process's connections are dead
         self._client = _socket_session(self.socket_path)
-        self.log_path = Path(self._config.log_dir).resolve() / f"upstream-v{self.version}-{port}.log"
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_dir = Path(self._config.log_dir).resolve()
+        log_dir.mkdir(parents=True, exist_ok=True)
+        prune_logs(log_dir, keep=self._config.keep_logs - 1)  # room for this one
+        self.log_path = log_dir / f"{LOG_PREFIX}{self.version}-{port}.log"
         command = serve_command(
             self.model_uri,
             port,
@@ -315,6 +318,28 @@ class ManagedUpstream(Upstream):
 def _socket_session(path: Path) -> aiohttp.ClientSession:
     connector = aiohttp.UnixConnector(path=str(path), limit=100, keepalive_timeout=30)
     return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False)
+
+
+def prune_logs(directory: Path, keep: int) -> list[Path]:
+    """Delete all but the ``keep`` newest model-server logs in ``directory``; returns what was deleted.
+
+    Every start writes a new log (one per version and port), so a long-lived proxy that
+    rolls out often, or one restarted every day, would fill the disk. A running server
+    whose log goes keeps writing to it; only the file's name is gone.
+    """
+    logs = []
+    for path in directory.glob(f"{LOG_PREFIX}*.log"):
+        with contextlib.suppress(OSError):
+            logs.append((path.stat().st_mtime, path))
+    logs.sort(reverse=True)
+    deleted = []
+    for _, path in logs[max(keep, 0) :]:
+        with contextlib.suppress(OSError):
+            path.unlink()
+            deleted.append(path)
+    if deleted:
+        _logger.info("deleted %d old model-server logs from %s (keeping %d)", len(deleted), directory, keep)
+    return deleted
 
 
 async def check_canary(session: aiohttp.ClientSession, invocations_url: str, timeout: float) -> None:

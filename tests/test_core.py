@@ -7,8 +7,8 @@ from iris_core import schema
 from iris_core.command_line import run_command
 from iris_core.contract import join_reasons, split_reasons
 from iris_core.errors import NotFound, RegistryUnavailable
-from iris_core.refs import ModelRef
-from iris_core.resolver import alias_version, resolve
+from iris_core.refs import ModelRef, parse_run_model_uri
+from iris_core.resolver import Resolved, alias_version, resolve
 from iris_core.tracking import HTTP_DEFAULTS
 from steps.errors import InvalidParameter, StepError
 from tests.support import free_port
@@ -105,3 +105,32 @@ def test_the_resolver_tells_an_unreachable_registry_from_a_missing_model(monkeyp
     client = MlflowClient(tracking_uri=f"http://127.0.0.1:{free_port()}")
     with pytest.raises(RegistryUnavailable, match="unreachable"):
         resolve(client, ModelRef("iris", alias="champion"))
+
+
+def test_a_runs_uri_names_a_run_and_an_artifact_path_and_nothing_else_is_one():
+    ref = parse_run_model_uri("runs:/0123456789abcdef0123456789abcdef/model")
+    assert (ref.run_id, ref.artifact_path, ref.uri) == (
+        "0123456789abcdef0123456789abcdef",
+        "model",
+        "runs:/0123456789abcdef0123456789abcdef/model",
+    )
+    assert (ref.name, ref.alias, ref.version) == ("run-0123456789abcdef0123456789abcdef", None, None)
+    for bad in (
+        "runs:/0123456789abcdef/../model",
+        "runs:/not-a-run-id/model",
+        "runs:/0123456789abcdef/",
+        "models:/x/1",
+    ):
+        with pytest.raises(ValueError):
+            parse_run_model_uri(bad)
+
+
+def test_the_resolver_checks_a_runs_model_exists_and_says_what_is_missing(store):
+    run_id = store.get_model_version("iris", "1").run_id
+    found = resolve(store, parse_run_model_uri(f"runs:/{run_id}/model"))
+    assert found == Resolved(f"run-{run_id}", run_id)
+    with pytest.raises(NotFound, match=f"run {run_id} logged no model at 'data'") as no_model:
+        resolve(store, parse_run_model_uri(f"runs:/{run_id}/data"))
+    with pytest.raises(NotFound, match="no run with ID 0123456789abcdef") as no_run:
+        resolve(store, parse_run_model_uri("runs:/0123456789abcdef/model"))
+    assert (no_model.value.missing, no_run.value.missing) == ("model", "run")

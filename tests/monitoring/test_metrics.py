@@ -69,9 +69,14 @@ def test_answers_502_503_504_count_as_upstream_errors_by_code():
 
 
 def test_prediction_log_rows_are_counted_and_drops_start_at_zero():
-    metrics = ProxyMetrics()
+    metrics = ProxyMetrics(prediction_log=True)
     assert value(metrics, "proxy_prediction_log_dropped_rows_total", reason="queue_full") == 0
     metrics.log_written(5)
     metrics.log_dropped("write_error", 2)
     assert value(metrics, "proxy_prediction_log_written_rows_total") == 5
     assert value(metrics, "proxy_prediction_log_dropped_rows_total", reason="write_error") == 2
+
+
+def test_without_the_prediction_log_its_counters_are_not_exported():
+    names = {name for name, _ in samples(ProxyMetrics())}
+    assert names and not any(name.startswith("proxy_prediction_log") for name in names)

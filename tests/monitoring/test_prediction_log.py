@@ -209,3 +209,18 @@ def test_sampling_keeps_or_drops_whole_requests(tmp_path):
 def test_a_sample_rate_outside_zero_to_one_is_refused(tmp_path):
     with pytest.raises(ValueError, match="sample_rate"):
         PredictionLogWriter(tmp_path / "p.jsonl", sample_rate=1.5)
+
+
+@pytest.mark.parametrize(
+    ("rate", "words"),
+    [
+        (1.0, "every scored request"),
+        (0.1, "10% of the scored requests"),
+        (0.005, "0.5% of the scored requests"),
+        (0.0, "no scored request (--log-sample-rate 0)"),
+    ],
+)
+def test_the_start_up_line_says_in_words_which_requests_are_logged(rate, words):
+    from serving.monitoring import sampled
+
+    assert sampled(rate) == words

@@ -1,11 +1,12 @@
 """`python -m serving` refusing to start: one line on stderr and exit code 1."""
 
+import socket
 import subprocess
 import sys
 
 import pytest
 
-from tests.serving.conftest import serving_env
+from tests.serving.conftest import running_proxy, serving_env
 from tests.support import free_port
 
 pytestmark = pytest.mark.slow
@@ -44,3 +45,57 @@ def test_a_busy_port_is_a_one_line_error(trained_registry, proxy, tmp_path):
     )
     assert result.returncode == 1
     assert result.stderr.startswith(f"error: cannot listen on 127.0.0.1:{port}") and "Traceback" not in result.stderr
+
+
+def test_the_port_is_taken_before_the_registry_is_asked_so_a_busy_port_fails_first(tmp_path):
+    """Listening comes first: clients that connect while the model URI resolves wait instead of being refused."""
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "serving", "--port", str(port)],
+            cwd=tmp_path,
+            env={**serving_env(tmp_path), "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"error: cannot listen on 127.0.0.1:{port}"), result.stderr
+
+
+def test_a_runs_uri_is_served_before_any_version_is_registered_and_labels_its_answers(tmp_path):
+    import mlflow
+
+    from steps.config import TrainConfig
+    from steps.data import load_sklearn_iris
+    from steps.train import log_pyfunc_model
+    from steps.training import fit, split
+
+    config = TrainConfig()
+    train, _ = split(load_sklearn_iris(), config)
+    with mlflow.start_run() as run:
+        log_pyfunc_model(fit(train, config), train, model_name=None)
+    assert mlflow.MlflowClient().search_registered_models() == []
+    uri = f"runs:/{run.info.run_id}/model"
+    with running_proxy(tmp_path, tmp_path / "serving", "--model-uri", uri) as proxy:
+        answer = proxy.predict()
+        health = proxy.health()
+    assert answer.status_code == 200 and answer.json()["prediction"] == "setosa"
+    assert answer.headers["X-Model-Version"] == f"run-{run.info.run_id}"
+    label = f"run-{run.info.run_id}"
+    assert health["model"] == {"name": label, "alias": None, "version": label, "run_id": run.info.run_id}
+
+
+def test_a_runs_uri_without_a_model_is_a_one_line_error(trained_registry, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "serving", "--port", str(free_port()), "--model-uri", "runs:/0123456789abcdef/model"],
+        cwd=tmp_path,
+        env=serving_env(trained_registry),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "error: cannot resolve runs:/0123456789abcdef/model: no run with ID 0123456789abcdef"
+    ), result.stderr

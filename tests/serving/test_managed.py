@@ -26,6 +26,8 @@ from tests.support import wait_until
 
 pytestmark = pytest.mark.slow
 
+KEEP_LOGS = 3  # fewer than the model servers the module starts, so that pruning shows
+
 
 def registry_tools(registry_dir, *args: str) -> str:
     """The real ``python -m registry_tools`` command line against this registry."""
@@ -52,7 +54,9 @@ def rollout_registry(trained_registry, tmp_path_factory):
 @pytest.fixture(scope="module")
 def stack(rollout_registry, tmp_path_factory):
     with running_proxy(
-        rollout_registry, tmp_path_factory.mktemp("rollout"), "--poll-interval", "0.5", "--keep-warm", "1"
+        rollout_registry,
+        tmp_path_factory.mktemp("rollout"),
+        *("--poll-interval", "0.5", "--keep-warm", "1", "--keep-logs", str(KEEP_LOGS)),
     ) as proxy:
         yield proxy
 
@@ -258,6 +262,13 @@ def test_metrics_count_the_rollouts_and_the_restart_and_model_info_follows_the_a
     assert sample(samples, "proxy_upstream_restarts_total") == 1  # after the kill
     assert sample(samples, "proxy_model_info", name="iris", alias="champion", version="1") == 1
     assert sample(samples, "proxy_model_info", name="iris", alias="champion", version="2") == 0
+
+
+def test_only_the_newest_keep_logs_model_server_logs_stay_and_the_live_ones_is_among_them(stack):
+    started = stack.output().count("starting the model server for")
+    logs = list((stack.log.parent / "logs" / "serving").glob("upstream-v*.log"))
+    assert started > KEEP_LOGS and len(logs) == KEEP_LOGS, (started, logs)
+    assert os.path.exists(stack.health()["upstream"]["log"])
 
 
 def test_sigterm_stops_every_process_it_started_even_a_model_server_still_starting_and_exits_0(stack, client):
