@@ -34,6 +34,7 @@ from pathlib import Path
 import click
 import requests
 
+from bench.goals import Goal, report
 from bench.loadgen import LoadResult, available_generator, run_load
 from bench.stack_memory import STORES, StackMemory, measure_store
 from bench.stack_memory import render as render_memory
@@ -137,6 +138,16 @@ def write_bodies(workdir: Path) -> dict:
 
 def tree_rss(root: int) -> int:
     """Resident bytes of ``root`` and all its descendants, read from /proc."""
+    total = 0
+    for pid in tree_pids(root):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            with open(f"/proc/{pid}/statm") as handle:
+                total += int(handle.read().split()[1]) * PAGE
+    return total
+
+
+def tree_pids(root: int) -> set[int]:
+    """``root`` and all its descendants, read from /proc."""
     parents = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -149,12 +160,7 @@ def tree_rss(root: int) -> int:
         children = [pid for pid, ppid in parents.items() if ppid == parent and pid not in members]
         members.update(children)
         frontier.extend(children)
-    total = 0
-    for pid in members:
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            with open(f"/proc/{pid}/statm") as handle:
-                total += int(handle.read().split()[1]) * PAGE
-    return total
+    return members
 
 
 class PeakRss:
@@ -334,19 +340,19 @@ def render_table(rows: list) -> str:
     return "\n".join(lines)
 
 
-def goals(rows: list, memory: list[StackMemory]) -> list:
-    """The batching and performance issues' goals, each as (text, met) where the run has the figures for it."""
+def goals(rows: list, memory: list[StackMemory]) -> list[Goal]:
+    """The batching and performance issues' goals, where the run has the figures for them."""
     index = {(row.config.key, row.connections): row for row in rows}
     checks = []
     bare64, batch64, fast64 = index.get(("bare", 64)), index.get(("batching", 64)), index.get(("fastapi", 64))
     if bare64 and batch64:
         checks.append(
-            ("64 conns: proxy throughput >= 20x bare", batch64.load.throughput >= 20 * bare64.load.throughput)
+            Goal("64 conns: proxy throughput >= 20x bare", batch64.load.throughput >= 20 * bare64.load.throughput)
         )
-        checks.append(("64 conns: proxy p99 <= 1/10 of bare", batch64.load.p99_us * 10 <= bare64.load.p99_us))
+        checks.append(Goal("64 conns: proxy p99 <= 1/10 of bare", batch64.load.p99_us * 10 <= bare64.load.p99_us))
     if fast64 and batch64:
         checks.append(
-            ("64 conns: proxy throughput >= 3x FastAPI", batch64.load.throughput >= 3 * fast64.load.throughput)
+            Goal("64 conns: proxy throughput >= 3x FastAPI", batch64.load.throughput >= 3 * fast64.load.throughput)
         )
     v2_64 = index.get(("v2", 64))
     if v2_64 and batch64:
@@ -358,16 +364,16 @@ def goals(rows: list, memory: list[StackMemory]) -> list:
         )
     bare1, batch1 = index.get(("bare", 1)), index.get(("batching", 1))
     if bare1 and batch1:
-        checks.append(("1 conn: proxy p50 <= 1.2x bare", batch1.load.p50_us <= 1.2 * bare1.load.p50_us))
+        checks.append(Goal("1 conn: proxy p50 <= 1.2x bare", batch1.load.p50_us <= 1.2 * bare1.load.p50_us))
     loads = [row.load for row in rows] + [result.load for result in memory if result.load is not None]
-    checks.append(("0 errors everywhere", all(load.error_count == 0 for load in loads)))
+    checks.append(Goal("0 errors everywhere", all(load.error_count == 0 for load in loads)))
     proxy_rss = [row.rss["proxy"] for row in rows if "proxy" in row.rss]
     if proxy_rss:
-        checks.append(("proxy RSS <= 150 MB", max(proxy_rss) <= 150 * 2**20))
+        checks.append(Goal("proxy RSS <= 150 MB", max(proxy_rss) <= 150 * 2**20))
     for result in memory:
         if result.store == "http":
             checks.append(
-                (
+                Goal(
                     "http store: no process of the proxy's tree imports MLflow but the model servers",
                     not result.mlflow_outside_model_servers,
                 )
@@ -456,9 +462,7 @@ def main(duration, warmup, connections, only, memory_duration, loadgen, workdir)
         click.echo(render_memory(memory))
     checks = goals(rows, memory)
     if checks:
-        click.echo("\ngoals (proxy = proxy, batching on):")
-        for text, met in checks:
-            click.echo(f"  [{'met' if met else 'missed'}] {text}")
+        click.echo("\n" + report(checks, "goals (proxy = proxy, batching on)"))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,52 @@
+"""The benchmarks as a reader meets them: each runs with ``python -m bench.<name>``, and each goal says [met] or [missed].
+
+The figures themselves are measured on a quiet machine, never here.
+"""
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from bench.goals import Goal, report
+from tests.conftest import REPO
+
+SCRIPTS = sorted(p.stem for p in (REPO / "bench").glob("*.py") if 'if __name__ == "__main__":' in p.read_text())
+
+
+def test_the_scripts_are_found():
+    assert {"pipeline_overhead", "rollout_benchmark", "serving_benchmark"} <= set(SCRIPTS)
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_every_benchmark_script_runs_as_a_module_from_the_repository_root(name):
+    result = subprocess.run(
+        [sys.executable, "-m", f"bench.{name}", "--help"], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0 and "Usage:" in result.stdout, result.stderr[-1000:]
+
+
+def test_the_readme_starts_every_benchmark_as_a_module():
+    readme = (REPO / "README.md").read_text()
+    assert not re.search(r"python3? bench/", readme)
+    assert {f"bench.{name}" for name in ("pipeline_overhead", "rollout_benchmark", "serving_benchmark")} <= set(
+        re.findall(r"python -m (bench\.\w+)", readme)
+    )
+
+
+def test_a_goal_line_says_met_or_missed_and_shows_the_figure():
+    lines = report([Goal("rollback <= 2.5 s", True, "1.06 s"), Goal("promote <= 8.5 s", False, "12.17 s")]).splitlines()
+    assert lines == ["goals:", "  [met]    rollback <= 2.5 s: 1.06 s", "  [missed] promote <= 8.5 s: 12.17 s"]
+
+
+def test_the_rollout_benchmark_marks_a_missed_goal_as_missed():
+    from bench.rollout_benchmark import goals
+
+    rows = [("promote to a cold version (1 -> 2)", 12.17), ("rollback to the warm version (2 -> 1)", 1.06)]
+    verdicts = [(g.text.split(" <=")[0], g.met) for g in goals(rows, failed=0, poll_interval=2.0)]
+    assert verdicts == [
+        ("promote to cold", False),
+        ("rollback to warm", True),
+        ("no failed request during the moves", True),
+    ]
