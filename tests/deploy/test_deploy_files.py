@@ -279,3 +279,63 @@ def test_kustomization_lists_every_manifest_but_the_example_secret():
     listed = yaml.safe_load((DEPLOY / "k8s" / "kustomization.yaml").read_text())["resources"]
     manifests = {p.name for p in (DEPLOY / "k8s").glob("*.yaml")} - {"kustomization.yaml", "secret.example.yaml"}
     assert set(listed) == manifests
+
+
+# -- one image, and resources from a measurement ----------------------------------------------
+
+IMAGE = "iris-serving"
+
+
+def image_name(reference: str) -> str:
+    """``registry.example.com/iris-serving:1`` -> ``iris-serving``."""
+    return reference.rsplit("/", 1)[-1].split(":", 1)[0]
+
+
+def test_one_image_name_everywhere_the_image_is_built_run_or_deployed():
+    import yaml
+
+    named = {
+        f"compose {name}": service["image"] for name, service in compose()["services"].items() if name != "postgres"
+    }
+    named["deployment"] = serving_container()["image"]
+    kustomization = yaml.safe_load((DEPLOY / "k8s" / "kustomization.yaml").read_text())
+    for entry in kustomization["images"]:
+        named["kustomization name"], named["kustomization newName"] = entry["name"], entry["newName"]
+    for where, text in (
+        ("README", (REPO / "README.md").read_text()),
+        ("Dockerfile", (DEPLOY / "Dockerfile").read_text()),
+    ):
+        for i, tag in enumerate(re.findall(r"docker build -f deploy/Dockerfile -t (\S+)", text)):
+            named[f"{where} docker build {i}"] = tag
+    assert {where: image_name(ref) for where, ref in named.items()} == dict.fromkeys(named, IMAGE)
+
+
+def test_kustomize_sets_the_deployments_image_so_nobody_edits_deployment_yaml():
+    import yaml
+
+    (entry,) = yaml.safe_load((DEPLOY / "k8s" / "kustomization.yaml").read_text())["images"]
+    assert entry["name"] == serving_container()["image"]
+    assert {"newName", "newTag"} <= set(entry)
+    assert "deployment.yaml" not in re.search(r"kubectl apply -k deploy/k8s.*", (REPO / "README.md").read_text())[0]
+
+
+def mebibytes(quantity: str) -> float:
+    number, unit = re.fullmatch(r"(\d+(?:\.\d+)?)(Mi|Gi)", quantity).groups()
+    return float(number) * (1024 if unit == "Gi" else 1)
+
+
+def measured() -> dict[str, tuple[float, int]]:
+    """Rows of the measurement beside the manifests: label -> (RSS MiB, model servers)."""
+    text = (DEPLOY / "k8s" / "MEMORY.md").read_text()
+    rows = re.findall(r"^\| (at rest|peak|after)[^|]*\| (\d+) \| (\d+) \| (\d) \|$", text, re.MULTILINE)
+    return {label: (float(rss), int(servers)) for label, rss, _pss, servers in rows}
+
+
+def test_the_memory_request_and_limit_cover_what_the_measured_process_tree_held():
+    rows = measured()
+    assert set(rows) == {"at rest", "peak", "after"}
+    assert rows["peak"][1] == 3 and rows["at rest"][1] == 2  # live, warm, and the new version starting
+    resources = serving_container()["resources"]
+    assert mebibytes(resources["limits"]["memory"]) >= rows["peak"][0]
+    assert mebibytes(resources["requests"]["memory"]) >= max(rows["at rest"][0], rows["after"][0])
+    assert "MEMORY.md" in (DEPLOY / "k8s" / "deployment.yaml").read_text()
