@@ -33,10 +33,10 @@ _LEAKY_ENV = (
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items):
     """pytest-xdist hands whole modules to its workers in this order: the ones with tests that
-    start real MLflow processes go first, the pipeline's (the longest, ~2 min) first of all, so
-    that the quick ones are left to fill the gaps at the end."""
+    start real MLflow processes go first, the README walk-through (the longest, ~4 min) first of
+    all, so that the quick ones are left to fill the gaps at the end."""
     slow_modules = {item.path for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: (item.path not in slow_modules, item.path.name != "test_pipeline.py"))
+    items.sort(key=lambda item: (item.path not in slow_modules, item.path.name != "test_readme.py"))
 
 
 def sqlite_uri(directory: Path) -> str:
@@ -92,7 +92,7 @@ def build_versions(specs: list[dict]) -> None:
         mlflow.set_experiment("iris-classification")
         for spec in specs:
             config = TrainConfig(C=spec.get("C", 1.0), max_iter=spec.get("max_iter", 200))
-            with mlflow.start_run(run_name="main"):
+            with mlflow.start_run(run_name="pipeline"):
                 thresholds = GateThresholds(spec.get("min_accuracy", 0.9), 0.01)
                 run_pipeline(str(REPO / "data" / "iris.csv"), config, "iris", thresholds)
     finally:

@@ -1,0 +1,92 @@
+"""The README's command lines, read from README.md itself: what a new user types, section by section.
+
+``bash`` blocks hold commands to type (their output is not shown); ``console`` blocks hold
+``$ command`` lines, each followed by the output the README promises. A line ending in
+``\\`` goes on with the next. In a ``&&`` chain only the project's own commands count: the
+others set up an environment (``python3.11 -m venv``, ``. .venv/bin/activate``, ``pip
+install``) that a test already has.
+"""
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+# What the project's own command lines start with (after any VAR=value assignments).
+PROJECT_COMMANDS = re.compile(r"^(?:\w+=\S+\s+)*(mlflow run |python -m registry_tools|python -m steps\.)")
+PROMPT_ANSWER = re.compile(r"\[y/N\]: (y|n)$")
+
+
+@dataclass(frozen=True)
+class Command:
+    """One command line as the README writes it, where it is, and what it shows after it."""
+
+    section: str  # the heading it appears under
+    text: str
+    shown: tuple[str, ...] | None  # the output a console block shows; None for a bash block
+
+    @property
+    def answer(self) -> str | None:
+        """What the README types at a confirmation prompt it shows (``[y/N]: y``)."""
+        for line in self.shown or ():
+            if match := PROMPT_ANSWER.search(line):
+                return match.group(1)
+        return None
+
+    @property
+    def shows_an_error(self) -> bool:
+        return any(line.startswith("error: ") for line in self.shown or ())
+
+    def __str__(self) -> str:
+        return f"{self.section}: {self.text}"
+
+
+def _joined(lines: list[str]) -> list[str]:
+    """Lines with their ``\\`` continuations folded in, as the shell reads them."""
+    joined, pending = [], ""
+    for line in lines:
+        if line.rstrip().endswith("\\"):
+            part = line.rstrip()[:-1]
+            pending += (part.strip() if pending else part.rstrip()) + " "
+            continue
+        joined.append((pending + line.strip()) if pending else line)
+        pending = ""
+    return joined
+
+
+def _project_parts(line: str) -> list[str]:
+    return [part.strip() for part in line.split(" && ") if PROJECT_COMMANDS.match(part.strip())]
+
+
+def _block_commands(section: str, language: str, body: list[str]) -> list[Command]:
+    commands = []
+    if language == "bash":
+        for line in _joined(body):
+            if line.strip() and not line.lstrip().startswith("#"):
+                commands += [Command(section, part, None) for part in _project_parts(line)]
+    elif language == "console":
+        entries: list[tuple[str, list[str]]] = []
+        for line in _joined(body):
+            if line.startswith("$ "):
+                entries.append((line[2:].strip(), []))
+            elif entries:
+                entries[-1][1].append(line)
+        for text, shown in entries:
+            commands += [Command(section, part, tuple(shown)) for part in _project_parts(text)]
+    return commands
+
+
+def commands(readme: Path) -> list[Command]:
+    """Every project command line of the README, in the order a reader meets them."""
+    found, section, language, body = [], "", None, []
+    for line in readme.read_text().splitlines():
+        if language is None and (heading := re.match(r"^#{2,4} (.+)$", line)):
+            section = heading.group(1).strip()
+        elif line.startswith("```"):
+            if language is None:
+                language, body = line[3:].strip() or "text", []
+            else:
+                found += _block_commands(section, language, body)
+                language = None
+        elif language is not None:
+            body.append(line)
+    return found

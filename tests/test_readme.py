@@ -1,0 +1,305 @@
+"""The README's command lines, run exactly as written, top to bottom, in a fresh clone layout and store.
+
+The commands are read from README.md itself (``tests/readme.py``), so the next README slip
+fails here. They run once, in README order, in a copy of the project's files with no
+tracking URI set (MLflow's default ``./mlflow.db``, as on a new user's machine); every
+test then reads what that one walk-through did. A command shown in a ``console`` block
+must print what the README shows (times, run IDs and the user name aside; ``...`` skips
+lines), and exit non-zero exactly when the README shows an ``error:``; a ``bash`` block's
+command must exit 0.
+"""
+
+import getpass
+import json
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import requests
+
+from iris_core.alias_history import alias_history
+from iris_core.contract import BATCH_EXPERIMENT, MONITORING_EXPERIMENT, TRAINING_EXPERIMENT
+from iris_core.schema import CLASSES, FEATURES, LABEL
+from tests.conftest import _LEAKY_ENV, BIN, REPO
+from tests.monitoring.traffic import write_log
+from tests.readme import PROJECT_COMMANDS, Command, commands
+from tests.support import free_port, http_ok, stop_process, wait_until
+
+pytestmark = pytest.mark.slow
+
+README = REPO / "README.md"
+# Sections whose commands a new user runs on a laptop, in this order, on one store.
+WALKED = (
+    "Quickstart",
+    "Entry points",
+    "Versioning and rollback",
+    "Live rollout: the running service follows the alias",
+    "Monitoring",
+    "Batch scoring",
+)
+# Sections whose project commands need something a laptop does not have, and where they are tested.
+NOT_WALKED = {
+    "Deployment": "the compose stack's tracking server (tests/deploy checks the files)",
+    "Team setup": "a team tracking server (tests/team runs these against one)",
+}
+COMMANDS = [c for c in commands(README) if c.section in WALKED]
+COMMAND_TIMEOUT_S = 600
+
+
+@dataclass(frozen=True)
+class Ran:
+    command: Command
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@dataclass(frozen=True)
+class Walkthrough:
+    clone: Path
+    ran: list[Ran]
+
+    def client(self):
+        from mlflow import MlflowClient
+
+        uri = f"sqlite:///{self.clone / 'mlflow.db'}"
+        return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def fresh_clone(target: Path) -> Path:
+    """The project's files as a clone has them: what git tracks, as the working tree holds it."""
+    listed = subprocess.run(["git", "-C", str(REPO), "ls-files", "-z"], capture_output=True, text=True, check=True)
+    for name in filter(None, listed.stdout.split("\0")):
+        source = REPO / name
+        if source.is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
+    return target
+
+
+def new_user_env() -> dict:
+    """A shell with the project's virtualenv active and nothing else set: no store, run or credentials."""
+    env = {k: v for k, v in os.environ.items() if k not in _LEAKY_ENV and k != "MLFLOW_TRACKING_URI"}
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def type_in(command: Command, cwd: Path, env: dict) -> Ran:
+    """Run the line through bash as a person types it; a prompt the README answers gets that answer on a terminal."""
+    argv = ["bash", "-c", command.text]
+    if command.answer is None:
+        done = subprocess.run(
+            argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S
+        )
+    else:
+        controller, terminal = os.openpty()
+        try:
+            os.write(controller, f"{command.answer}\n".encode())
+            done = subprocess.run(
+                argv, cwd=cwd, env=env, stdin=terminal, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S
+            )
+        finally:
+            os.close(terminal)
+            os.close(controller)
+    return Ran(command, done.returncode, done.stdout, done.stderr)
+
+
+def served_traffic(clone: Path) -> None:
+    """What ``python -m serving --prediction-log logs/predictions.jsonl`` would have logged: Iris rows as served."""
+    frame = pd.read_csv(clone / "data" / "iris.csv")
+    scored = frame[list(FEATURES)].assign(prediction=frame[LABEL], confidence=0.95)
+    (clone / "logs").mkdir(exist_ok=True)
+    write_log(clone / "logs" / "predictions.jsonl", scored, model_version=None)
+
+
+BEFORE_SECTION = {"Monitoring": served_traffic}
+
+
+@pytest.fixture(scope="session")
+def walkthrough(tmp_path_factory) -> Walkthrough:
+    clone = fresh_clone(tmp_path_factory.mktemp("readme") / "iris-mlops")
+    env = new_user_env()
+    ran, prepared = [], set()
+    for command in COMMANDS:
+        if command.section in BEFORE_SECTION and command.section not in prepared:
+            BEFORE_SECTION[command.section](clone)
+            prepared.add(command.section)
+        ran.append(type_in(command, clone, env))
+    return Walkthrough(clone, ran)
+
+
+def comparable(text: str) -> list[str]:
+    """Output lines without what differs from run to run: times, run IDs, the user, column padding."""
+    lines = []
+    for line in text.splitlines():
+        line = re.sub(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", "<time>", line)
+        line = re.sub(r"\b[0-9a-f]{8}\b", "<run>", line)
+        line = " ".join(line.split())
+        if line:
+            lines.append(line)
+    return lines
+
+
+def promised(command: Command) -> list[str]:
+    """The output the README shows, as the test sees it: the prompt's answer is typed, not printed."""
+    text = "\n".join(command.shown).replace("[y/N]: y\n", "[y/N]: ").replace("[y/N]: n\n", "[y/N]: ")
+    return comparable(re.sub(r"\broot\b", getpass.getuser(), text))
+
+
+def printed_in_order(expected: list[str], actual: list[str]) -> bool:
+    """Each expected line appears, in order; ``...`` may stand for any number of lines."""
+    if "..." not in expected:
+        return expected == actual
+    remaining = iter(actual)
+    return all(any(line == seen for seen in remaining) for line in expected if line != "...")
+
+
+def test_the_readme_has_commands_in_every_section_a_new_user_walks_through():
+    sections = {c.section for c in COMMANDS}
+    assert sections == set(WALKED)
+
+
+def test_every_project_command_of_the_readme_is_walked_or_tested_elsewhere():
+    unaccounted = [str(c) for c in commands(README) if c.section not in WALKED and c.section not in NOT_WALKED]
+    assert unaccounted == []
+
+
+@pytest.mark.parametrize("index", range(len(COMMANDS)), ids=[f"{i:02d} {c.text[:70]}" for i, c in enumerate(COMMANDS)])
+def test_readme_command_works_as_written(walkthrough, index):
+    ran = walkthrough.ran[index]
+    command = ran.command
+    assert PROJECT_COMMANDS.match(command.text)
+    failed = f"$ {command.text}\nexit {ran.returncode}\n{ran.stdout[-3000:]}\n{ran.stderr[-3000:]}"
+    if command.shows_an_error:
+        assert ran.returncode != 0, failed
+    else:
+        assert ran.returncode == 0, failed
+    if command.shown is not None:
+        expected = promised(command)
+        actual = comparable(ran.stdout + "\n" + ran.stderr)
+        assert printed_in_order(expected, actual), "\n".join(["README shows:", *expected, "printed:", *actual])
+
+
+# -- what the walk-through left behind ------------------------------------------------------------
+
+
+def runs_of(client, experiment: str) -> list:
+    found = client.get_experiment_by_name(experiment)
+    return client.search_runs([found.experiment_id]) if found else []
+
+
+def test_every_run_is_in_the_experiment_the_readme_names_and_named_for_what_it_is(walkthrough):
+    client = walkthrough.client()
+    assert client.search_runs(["0"]) == []  # nothing in MLflow's Default experiment
+    training = runs_of(client, TRAINING_EXPERIMENT)
+    parents = [r for r in training if "mlflow.parentRunId" not in r.data.tags]
+    assert sorted(r.info.run_name for r in parents) == ["evaluate", "pipeline", "pipeline", "train", "validate_data"]
+    for parent in (r for r in parents if r.info.run_name == "pipeline"):
+        children = [r for r in training if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+        assert sorted(r.info.run_name for r in children) == ["evaluate", "train", "validate_data"]
+    assert [r.info.run_name for r in runs_of(client, MONITORING_EXPERIMENT)] == ["monitor"]
+    assert [r.info.run_name for r in runs_of(client, BATCH_EXPERIMENT)] == ["batch_predict", "batch_predict"]
+
+
+def test_the_quickstart_pipeline_logs_params_metrics_artifacts_and_makes_version_1_champion(walkthrough):
+    client = walkthrough.client()
+    run = client.get_run(client.get_model_version("iris", "1").run_id)
+    assert run.data.params == {
+        "model_type": "LogisticRegression",
+        "max_iter": "200",
+        "C": "1.0",
+        "solver": "lbfgs",
+        "random_state": "42",
+        "test_size": "0.2",
+    }
+    for metric in ("accuracy", "precision", "recall", "f1_score", *(f"f1_{c}" for c in CLASSES)):
+        assert 0.9 <= run.data.metrics[metric] <= 1.0, metric
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"confusion_matrix.png", "classification_report.txt", "data"} <= artifacts
+    assert run.data.tags["data_source"] == "csv"
+    oldest = list(reversed(alias_history(client, "iris", "champion")))[:2]
+    assert [(m.from_version, m.to_version, m.how) for m in oldest] == [(None, "1", "gate"), ("1", "2", "gate")]
+
+
+def test_the_training_run_logs_the_dataset_input_with_source_and_digest(walkthrough):
+    client = walkthrough.client()
+    inputs = client.get_run(client.get_model_version("iris", "1").run_id).inputs.dataset_inputs
+    dataset = next(i.dataset for i in inputs if any(t.value == "training" for t in i.tags))
+    assert dataset.digest
+    assert json.loads(dataset.source) == {"uri": (walkthrough.clone / "data" / "iris.csv").as_uri()}
+
+
+def test_a_model_version_carries_its_signature_and_input_example(walkthrough):
+    import mlflow
+    from mlflow.models import get_model_info
+
+    mlflow.set_tracking_uri(f"sqlite:///{walkthrough.clone / 'mlflow.db'}")
+    try:
+        info = get_model_info("models:/iris/1")
+    finally:
+        mlflow.set_tracking_uri(None)
+    assert [c["name"] for c in info.signature.inputs.to_dict()] == list(FEATURES)
+    assert all(c["type"] == "double" for c in info.signature.inputs.to_dict())
+    assert info.saved_input_example_info
+
+
+def test_the_train_entry_point_logs_its_parameters_as_given_and_evaluate_promotes_the_version(walkthrough):
+    client = walkthrough.client()
+    version = client.get_model_version("iris", "2")
+    run = client.get_run(version.run_id)
+    assert run.info.run_name == "train"
+    assert run.data.params["max_iter"] == "300" and run.data.params["C"] == "0.5"
+    assert version.tags["gate_decision"] == "passed"
+
+
+def test_the_failing_gate_leaves_its_reasons_on_the_version(walkthrough):
+    tags = walkthrough.client().get_model_version("iris", "3").tags
+    assert tags["gate_decision"] == "failed"
+    assert "min_accuracy 1.01" in tags["gate_reasons"]
+
+
+def test_the_monitor_command_logs_the_path_as_typed_and_tags_the_version_it_checked(walkthrough):
+    client = walkthrough.client()
+    [run] = runs_of(client, MONITORING_EXPERIMENT)
+    assert run.data.params["predictions"] == "logs/predictions.jsonl"
+    checked = client.get_model_version("iris", run.data.tags["model_version"])
+    assert checked.tags["drift_status"] == "no_drift" and checked.tags["drift_run_id"] == run.info.run_id
+
+
+def test_batch_scoring_writes_the_files_the_readme_names_with_every_row(walkthrough):
+    scored = pd.read_csv(walkthrough.clone / "scores" / "iris-scores.csv")
+    assert len(scored) == 150 and set(scored["prediction"]) == set(CLASSES)
+    assert (walkthrough.clone / "scores" / "iris-scores.rejects.csv").exists()
+    assert len(pd.read_parquet(walkthrough.clone / "scores" / "iris-scores-spark.parquet")) == 150
+
+
+def test_models_serve_of_the_champion_answers_with_the_promised_shape(walkthrough):
+    from serving.upstream import serve_command
+
+    port = free_port()
+    proc = subprocess.Popen(
+        serve_command("models:/iris@champion", port),
+        cwd=walkthrough.clone,
+        env=new_user_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/ping"), timeout=120, what="models serve")
+        body = {"dataframe_split": {"columns": list(FEATURES), "data": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]}}
+        response = requests.post(f"http://127.0.0.1:{port}/invocations", json=body, timeout=30)
+    finally:
+        stop_process(proc)
+    assert response.status_code == 200
+    predictions = response.json()["predictions"]
+    assert [p["prediction"] for p in predictions] == ["setosa", "virginica"]
+    assert [p["prediction_index"] for p in predictions] == [0, 2]
+    for p in predictions:
+        assert set(p["confidence_scores"]) == set(CLASSES)
+        assert p["confidence"] == max(p["confidence_scores"].values())
