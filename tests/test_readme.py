@@ -24,6 +24,7 @@ import requests
 
 from iris_core.alias_history import alias_history
 from iris_core.contract import BATCH_EXPERIMENT, MONITORING_EXPERIMENT, TRAINING_EXPERIMENT
+from iris_core.records import encode, make_feedback_record
 from iris_core.schema import CLASSES, FEATURES, LABEL
 from tests.conftest import _LEAKY_ENV, BIN, REPO
 from tests.monitoring.traffic import write_log
@@ -40,6 +41,7 @@ WALKED = (
     "Versioning and rollback",
     "Live rollout: the running service follows the alias",
     "Monitoring",
+    "Feedback and retraining",
     "Batch scoring",
 )
 # Sections whose project commands need something a laptop does not have, and where they are tested.
@@ -117,7 +119,17 @@ def served_traffic(clone: Path) -> None:
     write_log(clone / "logs" / "predictions.jsonl", scored, model_version=None)
 
 
-BEFORE_SECTION = {"Monitoring": served_traffic}
+def labels_sent_back(clone: Path) -> None:
+    """What ``POST /feedback`` would have logged to ``logs/feedback.jsonl``: the true class of each served row."""
+    frame = pd.read_csv(clone / "data" / "iris.csv")
+    with open(clone / "logs" / "feedback.jsonl", "wb") as log:
+        for i, label in enumerate(frame[LABEL]):
+            log.write(
+                encode(make_feedback_record(ts="2026-01-01T01:00:00.000Z", request_id=f"req-{i}", row=0, label=label))
+            )
+
+
+BEFORE_SECTION = {"Monitoring": served_traffic, "Feedback and retraining": labels_sent_back}
 
 
 @pytest.fixture(scope="session")
@@ -202,7 +214,7 @@ def test_every_run_is_in_the_experiment_the_readme_names_and_named_for_what_it_i
     for parent in (r for r in parents if r.info.run_name == "pipeline"):
         children = [r for r in training if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
         assert sorted(r.info.run_name for r in children) == ["evaluate", "train", "validate_data"]
-    assert [r.info.run_name for r in runs_of(client, MONITORING_EXPERIMENT)] == ["monitor"]
+    assert [r.info.run_name for r in runs_of(client, MONITORING_EXPERIMENT)] == ["monitor", "monitor"]
     assert [r.info.run_name for r in runs_of(client, BATCH_EXPERIMENT)] == ["batch_predict", "batch_predict"]
 
 
@@ -263,12 +275,15 @@ def test_the_failing_gate_leaves_its_reasons_on_the_version(walkthrough):
     assert "min_accuracy 1.01" in tags["gate_reasons"]
 
 
-def test_the_monitor_command_logs_the_path_as_typed_and_tags_the_version_it_checked(walkthrough):
+def test_the_monitor_commands_log_their_paths_as_typed_and_tag_the_version_they_checked(walkthrough):
     client = walkthrough.client()
-    [run] = runs_of(client, MONITORING_EXPERIMENT)
-    assert run.data.params["predictions"] == "logs/predictions.jsonl"
-    checked = client.get_model_version("iris", run.data.tags["model_version"])
-    assert checked.tags["drift_status"] == "no_drift" and checked.tags["drift_run_id"] == run.info.run_id
+    with_labels, without = runs_of(client, MONITORING_EXPERIMENT)  # newest first
+    assert without.data.params["predictions"] == with_labels.data.params["predictions"] == "logs/predictions.jsonl"
+    assert with_labels.data.params["feedback"] == "logs/feedback.jsonl"
+    assert without.data.tags["drift_status"] == with_labels.data.tags["drift_status"] == "no_drift"
+    assert with_labels.data.metrics["labeled_rows"] == 150 and with_labels.data.metrics["live_accuracy"] == 1.0
+    checked = client.get_model_version("iris", with_labels.data.tags["model_version"])
+    assert checked.tags["drift_run_id"] == with_labels.info.run_id
 
 
 def test_batch_scoring_writes_the_files_the_readme_names_with_every_row(walkthrough):
