@@ -6,7 +6,9 @@ keeps one client asking ``/predict`` every few milliseconds. Then it promotes ve
 (a cold start: a new `mlflow models serve`) and rolls back to version 1 (still running,
 warm), a few times, and prints for each move the time from the registry write to the
 first response whose ``X-Model-Version`` is the new version, next to the goals of the
-live-rollout issue. It measures and prints; it asserts nothing. From the repository root:
+live-rollout issue; the cold goal is measured against a bare `mlflow models serve` of the
+same version started here just before. It measures and prints; it asserts nothing. From
+the repository root:
 
     python -m bench.rollout_benchmark [--poll-interval 2] [--rounds 3]
 """
@@ -30,7 +32,6 @@ from iris_core.processes import free_port, stop_process, wait_until
 _logger = logging.getLogger(__name__)
 
 ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
-START_UP_S = 6.5  # `mlflow models serve` start to first /ping, measured on an idle 2-core machine
 
 
 def store_with_two_versions(workdir: Path) -> dict:
@@ -87,6 +88,27 @@ class Watcher:
         raise click.ClickException(f"version {version} did not answer within {timeout:g} s")
 
 
+def bare_start_up(workdir: Path, env: dict, model_uri: str) -> float:
+    """Seconds from launching a bare `mlflow models serve` of the model to its first /ping, on this machine now."""
+    from serving.upstream import serve_command
+
+    port = free_port()
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        serve_command(model_uri, port),
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        wait_until(lambda: requests.get(f"http://127.0.0.1:{port}/ping", timeout=2).ok, 300, 0.05, what="models serve")
+        return time.monotonic() - started
+    finally:
+        stop_process(proc)
+
+
 def registry_client(env: dict):
     from mlflow import MlflowClient
 
@@ -130,6 +152,7 @@ def main(poll_interval: float, rounds: int, workdir: Path | None) -> None:
         env = store_with_two_versions(workdir)
         client = registry_client(env)
         move(client, "1", "rollback")  # also opens the store, so no later move pays for that
+        start_up = bare_start_up(workdir, env, "models:/iris/2")  # the cold goal's yardstick, measured here
         port = free_port()
         log = workdir / "proxy.log"
         with open(log, "wb") as out:
@@ -183,17 +206,18 @@ def main(poll_interval: float, rounds: int, workdir: Path | None) -> None:
     for label, seconds in rows:
         click.echo(f"  {label:<40} {seconds:6.2f} s")
     click.echo(f"  failed requests during all moves: {failed}")
-    click.echo(report(goals(rows, failed, poll_interval)))
+    click.echo(f"  bare `mlflow models serve` of version 2, launch to first /ping: {start_up:.2f} s")
+    click.echo(report(goals(rows, failed, poll_interval, start_up)))
 
 
-def goals(rows: list[tuple[str, float]], failed: int, poll_interval: float) -> list[Goal]:
-    """The live-rollout issue's goals for these moves (label, seconds) and failed requests."""
+def goals(rows: list[tuple[str, float]], failed: int, poll_interval: float, start_up: float) -> list[Goal]:
+    """The live-rollout issue's goals for these moves (label, seconds), failed requests and the measured start-up."""
     cold = [seconds for label, seconds in rows if "cold" in label]
     warm = [seconds for label, seconds in rows if "warm" in label]
-    cold_goal, warm_goal = poll_interval + START_UP_S, poll_interval + 0.5
+    cold_goal, warm_goal = poll_interval + start_up, poll_interval + 0.5
     return [
         Goal(
-            f"promote to cold <= poll interval + start-up (~{cold_goal:.1f} s)",
+            f"promote to cold <= poll interval + bare start-up ({cold_goal:.1f} s)",
             max(cold) <= cold_goal,
             f"{max(cold):.2f} s",
         ),

@@ -1,4 +1,4 @@
-"""Model references: what a user may write for a model, a version or an alias, checked before MLflow is imported.
+"""Model references: what a user may write for a model, a version, an alias or a run's model, checked before MLflow is imported.
 
 The rules are MLflow's own (alias names: letters, digits, ``_`` and ``-``, at most 255,
 not ``latest`` and not ``v<number>``), applied here so a typo is a usage error (exit 2)

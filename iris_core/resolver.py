@@ -70,7 +70,7 @@ def alias_version(client: RegistryClient, name: str, alias: str) -> str | None:
 
 
 def resolve(client: RegistryClient, model_ref: ModelRef | RunModelRef) -> Resolved:
-    """The version a ``models:/`` reference names now, with the run that made it."""
+    """The version a ``models:/`` reference names now (a ``runs:/`` one: its label), with the run that made it."""
     if isinstance(model_ref, RunModelRef):
         return resolve_run_model(client, model_ref)
     version = find_version(client, get_model(client, model_ref.name), model_ref.ref)

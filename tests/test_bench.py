@@ -44,7 +44,7 @@ def test_the_rollout_benchmark_marks_a_missed_goal_as_missed():
     from bench.rollout_benchmark import goals
 
     rows = [("promote to a cold version (1 -> 2)", 12.17), ("rollback to the warm version (2 -> 1)", 1.06)]
-    verdicts = [(g.text.split(" <=")[0], g.met) for g in goals(rows, failed=0, poll_interval=2.0)]
+    verdicts = [(g.text.split(" <=")[0], g.met) for g in goals(rows, failed=0, poll_interval=2.0, start_up=6.5)]
     assert verdicts == [
         ("promote to cold", False),
         ("rollback to warm", True),
