@@ -270,7 +270,10 @@ def create_app(config, router, signatures: Signatures | None = None) -> web.Appl
     app.on_startup.append(proxy.on_startup)
     app.on_cleanup.append(proxy.on_cleanup)
     install_monitoring(app, proxy, config)  # GET /metrics and the prediction log; cleans up after the proxy
-    proxy.endpoints = list(dict.fromkeys(r.canonical for r in app.router.resources() if r is not catch_all))
+    # Each route by its first path segment: the Open Inference Protocol's dozen paths are "/v2".
+    proxy.endpoints = list(
+        dict.fromkeys("/" + r.canonical.split("/")[1] for r in app.router.resources() if r is not catch_all)
+    )
     return app
 
 

@@ -72,7 +72,6 @@ def log_pyfunc_model(estimator, train: pd.DataFrame, model_name: str):
 
 def train_and_register(data: LoadedData, config: TrainConfig, model_name: str) -> TrainResult:
     """Train inside the active run and register the model as a new challenger version."""
-
     cli.log_params(config.params())
     log_dataset(data)
     train, holdout = split(data.frame, config)
