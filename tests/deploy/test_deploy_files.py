@@ -20,6 +20,7 @@ from tests.deploy.specs import (
     image_cmd,
     image_env,
     k8s,
+    k8s_documents,
     workdir,
 )
 
@@ -291,16 +292,29 @@ def image_name(reference: str) -> str:
     return reference.rsplit("/", 1)[-1].split(":", 1)[0]
 
 
-def test_one_image_name_everywhere_the_image_is_built_run_or_deployed():
+def kustomized_images() -> dict[str, dict]:
     import yaml
 
+    return {e["name"]: e for e in yaml.safe_load((DEPLOY / "k8s" / "kustomization.yaml").read_text())["images"]}
+
+
+def manifest_images() -> set[str]:
+    """Every container image the Kubernetes manifests name (the kustomization sets them)."""
+    found = set()
+    for document in k8s_documents():
+        spec = document.get("spec", {})
+        spec = spec.get("jobTemplate", {}).get("spec", spec)
+        for container in spec.get("template", {}).get("spec", {}).get("containers", []):
+            found.add(container["image"])
+    return found
+
+
+def test_one_image_name_everywhere_the_serving_image_is_built_run_or_deployed():
     named = {
         f"compose {name}": service["image"] for name, service in compose()["services"].items() if name != "postgres"
     }
     named["deployment"] = serving_container()["image"]
-    kustomization = yaml.safe_load((DEPLOY / "k8s" / "kustomization.yaml").read_text())
-    for entry in kustomization["images"]:
-        named["kustomization name"], named["kustomization newName"] = entry["name"], entry["newName"]
+    named["kustomization"] = kustomized_images()[serving_container()["image"]]["newName"]
     for where, text in (
         ("README", (REPO / "README.md").read_text()),
         ("Dockerfile", (DEPLOY / "Dockerfile").read_text()),
@@ -310,12 +324,11 @@ def test_one_image_name_everywhere_the_image_is_built_run_or_deployed():
     assert {where: image_name(ref) for where, ref in named.items()} == dict.fromkeys(named, IMAGE)
 
 
-def test_kustomize_sets_the_deployments_image_so_nobody_edits_deployment_yaml():
-    import yaml
-
-    (entry,) = yaml.safe_load((DEPLOY / "k8s" / "kustomization.yaml").read_text())["images"]
-    assert entry["name"] == serving_container()["image"]
-    assert {"newName", "newTag"} <= set(entry)
+def test_kustomize_sets_every_image_of_the_manifests_so_nobody_edits_them():
+    images = kustomized_images()
+    assert manifest_images() == set(images) and IMAGE in images
+    assert all({"newName", "newTag"} <= set(entry) for entry in images.values())
+    assert all(":" not in image for image in manifest_images())  # the tag is the kustomization's
     assert "deployment.yaml" not in re.search(r"kubectl apply -k deploy/k8s.*", (REPO / "README.md").read_text())[0]
 
 
