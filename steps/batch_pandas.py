@@ -6,8 +6,9 @@ the wrong number of fields becomes a reject instead of a parse error, and
 holds one chunk however large the file. Checks, scoring and the outputs work on whole
 columns (``steps.batch_rows``, ``steps.batch_outputs``); the model gets one BLAS thread,
 which is faster for its small matrices than a pool that fights the rest for the cores.
-Outputs are written next to their final path and renamed into place only when the whole
-file is done.
+Rejects carry their line (CSV) or row (Parquet) in the input and come in input order,
+malformed lines among them. Outputs are written next to their final path and renamed into
+place only when the whole file is done.
 """
 
 import contextlib
@@ -15,7 +16,8 @@ import csv
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,15 +28,11 @@ import pyarrow.parquet as pq
 from threadpoolctl import threadpool_limits
 
 from iris_core.schema import FEATURES
+from steps.batch_job import Tally, file_format, position_column
+from steps.batch_lines import LineNumbers, LineScanner
 from steps.batch_outputs import Predict, output_arrays, scores_struct
-from steps.batch_rows import (
-    REASON,
-    Tally,
-    check_batch,
-    check_input_columns,
-    file_format,
-    malformed_reason,
-)
+from steps.batch_progress import progress
+from steps.batch_rows import REASON, check_batch, check_input_columns, malformed_reason
 from steps.errors import StepError
 
 _logger = logging.getLogger(__name__)
@@ -55,46 +53,66 @@ def output_schema(input_schema: pa.Schema, scores_as_json: bool) -> pa.Schema:
     )
 
 
-def rejects_schema(input_schema: pa.Schema) -> pa.Schema:
-    return pa.schema([(REASON, pa.string()), *input_schema])
+def rejects_schema(input_schema: pa.Schema, position: str) -> pa.Schema:
+    """The reason, where the row was in the input (``input_line`` or ``input_row``), then the row as read."""
+    return pa.schema([(REASON, pa.string()), (position, pa.int64()), *input_schema])
+
+
+@dataclass
+class Rejected:
+    """The rows of one batch that fail the checks: positions in the batch, reasons, and the rows as read."""
+
+    positions: np.ndarray
+    reasons: pa.Array
+    rows: pa.RecordBatch
 
 
 def score_file(input_path: str, output_path: str, rejects_path: str, predict: Predict, chunk_size: int) -> Tally:
     """Score every valid row of the input into the output; invalid rows go to the rejects file."""
     tally, started = Tally(), time.perf_counter()
-    with _batches(input_path, chunk_size) as (schema, batches, malformed):
-        check_input_columns(schema.names)
-        out_schema = output_schema(schema, file_format(output_path, "output") == "csv")
-        bad_schema = rejects_schema(schema)
+    with _source(input_path, chunk_size) as source:
+        check_input_columns(source.schema.names)
+        scores_as_json = file_format(output_path, "output") == "csv"
+        out_schema = output_schema(source.schema, scores_as_json)
+        bad_schema = rejects_schema(source.schema, position_column(input_path))
+        meter = progress("scoring")
         with (
             threadpool_limits(limits=1, user_api="blas"),
             _writer(output_path, out_schema) as write_out,
             _writer(rejects_path, bad_schema) as write_bad,
         ):
-            for batch in batches:
-                tally.rows_read += batch.num_rows
-                scored, rejected, classes = score_batch(batch, predict, out_schema, bad_schema)
+            records = 0
+            for batch in source.batches:
+                scored, rejected, classes = score_batch(batch, predict, out_schema)
+                bad = source.rejects(records, batch.num_rows, rejected, bad_schema)
                 write_out(scored)
-                write_bad(rejected)
-                write_bad(_malformed_rows(malformed, bad_schema, tally))
+                write_bad(bad)
+                records += batch.num_rows
+                tally.rows_read += batch.num_rows + bad.num_rows - len(rejected.positions)
                 tally.rows_scored += scored.num_rows
-                tally.rows_rejected += rejected.num_rows
+                tally.rows_rejected += bad.num_rows
                 tally.classes.update(classes)
-            write_bad(_malformed_rows(malformed, bad_schema, tally))
+                meter.update(source.fraction(records), f"{tally.rows_read:,} rows")
+            rest = source.rest(bad_schema)
+            write_bad(rest)
+            tally.rows_read += rest.num_rows
+            tally.rows_rejected += rest.num_rows
+        meter.update(1.0, f"{tally.rows_read:,} rows")
+        meter.finish()
     tally.seconds = time.perf_counter() - started
     return tally
 
 
-def score_batch(batch: pa.RecordBatch, predict: Predict, out_schema: pa.Schema, bad_schema: pa.Schema):
-    """One chunk: (scored rows, rejected rows with their reasons, the count of each predicted class)."""
+def score_batch(batch: pa.RecordBatch, predict: Predict, out_schema: pa.Schema):
+    """One chunk: (scored rows, the rows that fail the checks, the count of each predicted class)."""
     features, reasons = check_batch(batch)
-    good = batch
     if reasons is None:
-        rejected = bad_schema.empty_table()
+        rejected = Rejected(np.zeros(0, np.int64), pa.array([], pa.string()), batch.slice(0, 0))
+        good = batch
     else:
         bad = reasons.is_valid().to_numpy(zero_copy_only=False)
-        where = pa.array(np.flatnonzero(bad))
-        rejected = pa.Table.from_arrays([reasons.take(where), *batch.take(where).columns], schema=bad_schema)
+        positions = np.flatnonzero(bad)
+        rejected = Rejected(positions, reasons.take(pa.array(positions)), batch.take(pa.array(positions)))
         good = batch.filter(pa.array(~bad))
         features = {name: values[~bad] for name, values in features.items()}
     if good.num_rows == 0:
@@ -105,32 +123,65 @@ def score_batch(batch: pa.RecordBatch, predict: Predict, out_schema: pa.Schema, 
     return pa.Table.from_arrays([*columns, *outputs], schema=out_schema), rejected, classes
 
 
-def _malformed_rows(malformed: list[str], schema: pa.Schema, tally: Tally) -> pa.Table:
-    """Lines Arrow could not split into the header's fields, as rejects with nulls for their values."""
-    reasons, malformed[:] = list(malformed), []
-    tally.rows_read += len(reasons)
-    tally.rows_rejected += len(reasons)
-    nulls = [pa.nulls(len(reasons), f.type) for f in list(schema)[1:]]
-    return pa.Table.from_arrays([pa.array(reasons, pa.string()), *nulls], schema=schema)
+def _rejects_table(schema: pa.Schema, where: np.ndarray, rejected: Rejected) -> pa.Table:
+    return pa.Table.from_arrays([rejected.reasons, pa.array(where, pa.int64()), *rejected.rows.columns], schema=schema)
+
+
+def _malformed_table(schema: pa.Schema, lines: np.ndarray, reasons: list[str]) -> pa.Table:
+    """Lines Arrow could not split into the header's fields: their reason and line, nulls for their values."""
+    nulls = [pa.nulls(len(reasons), f.type) for f in list(schema)[2:]]
+    return pa.Table.from_arrays([pa.array(reasons, pa.string()), pa.array(lines, pa.int64()), *nulls], schema=schema)
+
+
+@dataclass
+class _Source:
+    """An open input: its schema, its batches, how far it is read, and where its rejects were."""
+
+    schema: pa.Schema
+    batches: Iterator[pa.RecordBatch]
+    fraction: Callable[[int], float]  # of the file, once so many records are done
+    lines: LineNumbers | None = None  # CSV only
+
+    def rejects(self, first: int, count: int, rejected: Rejected, schema: pa.Schema) -> pa.Table:
+        """The batch's rejects with their place in the input; for CSV, with the malformed lines among them."""
+        if self.lines is None:
+            return _rejects_table(schema, first + rejected.positions, rejected)
+        lines, malformed, reasons = self.lines.place(first, count, rejected.positions)
+        table = _rejects_table(schema, lines, rejected)
+        if not reasons:
+            return table
+        merged = pa.concat_tables([table, _malformed_table(schema, malformed, reasons)])
+        return merged.take(pa.array(np.argsort(np.concatenate([lines, malformed]), kind="stable")))
+
+    def rest(self, schema: pa.Schema) -> pa.Table:
+        """Malformed lines after the last record."""
+        if self.lines is None:
+            return schema.empty_table()
+        return _malformed_table(schema, *self.lines.rest())
 
 
 @contextlib.contextmanager
-def _batches(path: str, chunk_size: int):
-    """(schema, iterator of record batches, list that collects malformed CSV lines as they are met)."""
+def _source(path: str, chunk_size: int):
     source = Path(path)
     if not source.is_file():
         raise StepError(f"input not found or not a file: {path}")
-    malformed: list[str] = []
     try:
         if file_format(path) == "parquet":
             parquet = pq.ParquetFile(source)
-            yield parquet.schema_arrow, _guarded(parquet.iter_batches(batch_size=chunk_size), path), malformed
+            total = max(parquet.metadata.num_rows, 1)
+            batches = _guarded(parquet.iter_batches(batch_size=chunk_size), path)
+            yield _Source(parquet.schema_arrow, batches, lambda records: records / total)
             parquet.close()
         else:
             names = _csv_header(source)
-            reader = _csv_reader(source, names, chunk_size, malformed)
-            yield reader.schema, _guarded(_rechunked(reader, chunk_size), path), malformed
-            reader.close()
+            size = max(source.stat().st_size, 1)
+            with open(source, "rb") as handle:
+                scanner = LineScanner(handle)
+                lines = LineNumbers(scanner.empty_lines)
+                reader = _csv_reader(scanner, names, chunk_size, lines)
+                records = _CsvRecords(reader, chunk_size, scanner, size)
+                yield _Source(reader.schema, _guarded(iter(records), path), records.fraction, lines)
+                reader.close()
     except (pa.ArrowException, OSError) as exc:
         raise StepError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
 
@@ -153,14 +204,14 @@ def _csv_header(path: Path) -> list[str]:
     return header
 
 
-def _csv_reader(path: Path, names: list[str], chunk_size: int, malformed: list[str]):
+def _csv_reader(scanner: LineScanner, names: list[str], chunk_size: int, lines: LineNumbers):
     def skip_malformed(row) -> str:
-        malformed.append(malformed_reason(row.actual_columns, row.expected_columns, row.text))
+        lines.malformed.append((row.number, malformed_reason(row.actual_columns, row.expected_columns, row.text)))
         return "skip"
 
     return pacsv.open_csv(
-        path,
-        # One thread keeps the malformed lines in step with the batches they were cut from.
+        scanner,
+        # One thread: Arrow then numbers the malformed lines, and meets them in input order.
         read_options=pacsv.ReadOptions(use_threads=False, block_size=min(max(chunk_size * 64, 1 << 16), 1 << 28)),
         parse_options=pacsv.ParseOptions(invalid_row_handler=skip_malformed),
         convert_options=pacsv.ConvertOptions(
@@ -169,11 +220,25 @@ def _csv_reader(path: Path, names: list[str], chunk_size: int, malformed: list[s
     )
 
 
-def _rechunked(reader, chunk_size: int) -> Iterator[pa.RecordBatch]:
-    """Arrow cuts CSV blocks by bytes; the model gets at most chunk_size rows at a time."""
-    for batch in reader:
-        for start in range(0, batch.num_rows, chunk_size):
-            yield batch.slice(start, chunk_size)
+class _CsvRecords:
+    """Arrow's CSV batches cut to at most ``chunk_size`` rows, and how far into the file a number of them reach.
+
+    Arrow cuts blocks by bytes and reads ahead, so the share of the file done is estimated
+    from the bytes per record read so far.
+    """
+
+    def __init__(self, reader, chunk_size: int, scanner: LineScanner, size: int):
+        self.reader, self.chunk_size, self.scanner, self.size = reader, chunk_size, scanner, size
+        self.parsed = 0
+
+    def __iter__(self) -> Iterator[pa.RecordBatch]:
+        for batch in self.reader:
+            self.parsed += batch.num_rows
+            for start in range(0, batch.num_rows, self.chunk_size):
+                yield batch.slice(start, self.chunk_size)
+
+    def fraction(self, records: int) -> float:
+        return min(1.0, records * self.scanner.position / (max(self.parsed, 1) * self.size))
 
 
 @contextlib.contextmanager

@@ -6,64 +6,24 @@ rejects file with a ``reject_reason``, and logs the row counts and the class mix
 run. An alias is resolved to its version once, at the start, so a promotion during a long
 job cannot mix two models in one file. ``--engine pandas`` streams the file in chunks on
 this machine; ``--engine spark`` runs ``mlflow.pyfunc.spark_udf`` on any Spark master.
+
+Each reject carries its line (CSV) or row (Parquet) in the input. The paths are checked
+before MLflow is imported: a missing input, or an output that exists and no
+``--overwrite``, fails at once without a run. The job shows its progress on stderr.
 """
 
 import logging
-from dataclasses import dataclass
-from pathlib import PurePosixPath
 
 import click
 
 from iris_core.contract import BATCH_EXPERIMENT, Tag
-from iris_core.refs import CHAMPION, DEFAULT_MODEL_NAME, alias_uri, is_registry_uri, version_uri
+from iris_core.refs import is_registry_uri, version_uri
 from steps import cli
-from steps.batch_rows import Tally, file_format
-from steps.errors import InvalidParameter
+from steps.batch_job import ENGINES, BatchJob, Tally
+from steps.batch_job import default_rejects_path as default_rejects_path  # where callers have always found it
 from steps.registry import check_model_uri, resolve_model_uri
 
 _logger = logging.getLogger(__name__)
-
-ENGINES = ("pandas", "spark")
-DEFAULT_CHUNK_SIZE = 100_000
-
-
-@dataclass(frozen=True)
-class BatchJob:
-    """What to score and how; built only through ``validated`` so a bad value never starts a run."""
-
-    input: str
-    output: str
-    rejects: str = ""
-    model_uri: str = alias_uri(DEFAULT_MODEL_NAME, CHAMPION)
-    engine: str = "pandas"
-    spark_master: str = "local[*]"
-    chunk_size: int = DEFAULT_CHUNK_SIZE
-
-    def validated(self) -> "BatchJob":
-        if self.engine not in ENGINES:
-            raise InvalidParameter(f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
-        if self.chunk_size < 1:
-            raise InvalidParameter(f"chunk_size must be a positive integer, got {self.chunk_size}")
-        file_format(self.input, "input")
-        file_format(self.output, "output")
-        rejects = self.rejects or default_rejects_path(self.output)
-        file_format(rejects, "rejects")
-        paths = {_normal(self.input), _normal(self.output), _normal(rejects)}
-        if len(paths) != 3:
-            raise InvalidParameter("input, output and rejects must be three different paths")
-        return BatchJob(
-            self.input, self.output, rejects, self.model_uri, self.engine, self.spark_master, self.chunk_size
-        )
-
-
-def default_rejects_path(output: str) -> str:
-    """``scores.csv`` -> ``scores.rejects.csv``, beside the output and in its format."""
-    path = PurePosixPath(output.rstrip("/"))
-    return str(path.with_name(f"{path.stem}.rejects{path.suffix}"))
-
-
-def _normal(path: str) -> str:
-    return str(PurePosixPath(path.rstrip("/")))
 
 
 def pin_model_uri(model_uri: str) -> str:
@@ -89,6 +49,7 @@ def run_job(job: BatchJob, spark=None) -> Tally:
         "engine": job.engine,
         "chunk_size": job.chunk_size,
         "spark_master": job.spark_master,
+        "overwrite": job.overwrite,
     }
     cli.log_params(params)  # `mlflow run` has logged its own -P values already (rejects as '')
     mlflow.set_tags(
@@ -126,7 +87,9 @@ def _score_with_pandas(job: BatchJob, pinned_uri: str) -> Tally:
 def _score_with_spark(spark, job: BatchJob, pinned_uri: str) -> Tally:
     from steps.batch_spark import score_with_spark
 
-    return score_with_spark(spark, job.input, job.output, job.rejects, pinned_uri, job.chunk_size)
+    return score_with_spark(
+        spark, job.input, job.output, job.rejects, pinned_uri, job.chunk_size, overwrite=job.overwrite
+    )
 
 
 def log_tally(tally: Tally) -> None:
@@ -151,8 +114,14 @@ def report(job: BatchJob, tally: Tally) -> str:
         f"scored {tally.rows_scored} of {tally.rows_read} rows ({job.engine} engine) -> {job.output}\n"
         f"rejected {tally.rows_rejected} -> {job.rejects}\n"
         f"class mix: {mix}\n"
-        f"took {tally.seconds:.1f} s to check, score and write ({tally.rows_read / max(tally.seconds, 1e-9):,.0f} rows/s)"
+        f"took {seconds_text(tally.seconds)} to check, score and write "
+        f"({tally.rows_read / max(tally.seconds, 1e-9):,.0f} rows/s)"
     )
+
+
+def seconds_text(seconds: float) -> str:
+    """Three significant digits, so that a small file's few milliseconds do not read as 0.0 s."""
+    return f"{seconds:.0f} s" if seconds >= 100 else f"{seconds:#.3g}".rstrip(".") + " s"
 
 
 @click.command(help="Score a CSV or Parquet file with a registered model; write the scored rows and a rejects file.")
@@ -177,8 +146,19 @@ def report(job: BatchJob, tally: Tally) -> str:
 @click.option(
     "--chunk-size", type=int, default=BatchJob.chunk_size, show_default=True, help="Rows handed to the model at a time."
 )
-def main(input_path, output, rejects, model_uri, engine, spark_master, chunk_size):
-    job = BatchJob(input_path, output, rejects, model_uri, engine, spark_master, chunk_size).validated()
+@click.option(
+    "--overwrite",
+    type=click.BOOL,
+    default=BatchJob.overwrite,
+    is_flag=False,
+    flag_value=True,
+    show_default=True,
+    help="Replace OUTPUT and the rejects file if they exist; without it an existing one stops the job "
+    "before it starts. Takes an optional true/false (for MLproject's -P overwrite=...).",
+)
+def main(input_path, output, rejects, model_uri, engine, spark_master, chunk_size, overwrite):
+    job = BatchJob(input_path, output, rejects, model_uri, engine, spark_master, chunk_size, overwrite).validated()
+    job.check_files()  # before MLflow is imported or the model resolved: a wrong path fails at once
     if job.engine == "spark":
         from steps.batch_spark import require_pyspark
 

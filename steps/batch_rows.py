@@ -11,9 +11,7 @@ what Spark hands a pandas UDF. Both apply the same column functions.
 """
 
 import csv
-from collections import Counter
-from dataclasses import dataclass, field
-from pathlib import PurePosixPath
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -21,7 +19,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from iris_core.schema import (
-    CLASSES,
     FEATURES,
     MAX_VALUE,
     NOT_A_NUMBER_TEXT,
@@ -30,47 +27,26 @@ from iris_core.schema import (
     OUTPUT_COLUMNS,
     number_problem,
 )
-from steps.errors import InvalidParameter, StepError
+from steps.batch_job import INPUT_FILE, INPUT_LINE, INPUT_ROW
+from steps.batch_job import file_format as file_format  # where the row checks' callers have always found it
+from steps.errors import StepError
 
 REASON = "reject_reason"
 # Spark's name for a CSV line that does not split into the header's fields.
 CORRUPT_RECORD = "_corrupt_record"
 MAX_REASON_TEXT = 200
 
-FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
-
 # What is wrong with one value, as a code per row; 0 passes.
 PASSES, MISSING, TEXT, INFINITE, OUT_OF_RANGE, WRONG_TYPE = range(6)
 _NUMBER_TEXT = f"^{NUMBER.pattern}$"
-
-
-@dataclass
-class Tally:
-    """What a batch job counts as it goes; logged to MLflow at the end."""
-
-    rows_read: int = 0
-    rows_scored: int = 0
-    rows_rejected: int = 0
-    classes: Counter = field(default_factory=Counter)
-    seconds: float = field(default=0.0, compare=False)  # checking, scoring, writing; not model load or Spark start
-
-    def class_mix(self) -> dict[str, int]:
-        return {name: int(self.classes.get(name, 0)) for name in sorted({*CLASSES, *self.classes})}
-
-
-def file_format(path: str, what: str = "input") -> str:
-    """CSV or Parquet, by the path's extension (a Spark output directory is named the same way)."""
-    suffix = PurePosixPath(str(path).rstrip("/")).suffix.lower()
-    if suffix not in FORMATS:
-        raise InvalidParameter(f"{what} must end in .csv or .parquet, got {path!r}")
-    return FORMATS[suffix]
 
 
 def check_input_columns(names: list[str]) -> None:
     """Whole-file problems fail the job: no row of such a file could be scored or rejected sensibly."""
     if missing := [name for name in FEATURES if name not in names]:
         raise StepError(f"input has no column {', '.join(missing)} (it needs {', '.join(FEATURES)})")
-    if clashes := [name for name in (*OUTPUT_COLUMNS, REASON, CORRUPT_RECORD) if name in names]:
+    reserved = (*OUTPUT_COLUMNS, REASON, INPUT_FILE, INPUT_LINE, INPUT_ROW, CORRUPT_RECORD)
+    if clashes := [name for name in reserved if name in names]:
         raise StepError(f"input already has column {', '.join(clashes)}, which the output would overwrite")
     if len(set(names)) != len(names):
         raise StepError("input has repeated column names")

@@ -5,14 +5,19 @@ same rows for the same reasons and score the rest identically. Spark reads and w
 way it does on a cluster: the input may be a file or a directory of part files, and each
 output is a directory of part files named like the path given. ``pyspark`` is imported only
 here, so the serving image and the pandas engine never need it.
+
+Rejects say where they were, as the pandas engine's do: a CSV file is read as lines
+(numbered per file from each block's first line, which a small aggregate finds) and parsed
+with ``from_csv``, so the numbers are the file's own lines; Parquet rows carry Spark's
+``_metadata.row_index``. For a directory of part files the rejects also name the file.
 """
 
 import contextlib
 import logging
 import os
-import re
 import sys
 import tempfile
+import threading
 import time
 import uuid
 import warnings
@@ -21,13 +26,17 @@ from pathlib import Path
 
 import iris_core
 from iris_core.schema import FEATURES
-from steps.batch_rows import CORRUPT_RECORD, REASON, Tally, check_chunk, check_input_columns, file_format
+from steps.batch_job import INPUT_FILE, Tally, file_format, is_uri, position_column
+from steps.batch_progress import progress
+from steps.batch_rows import CORRUPT_RECORD, REASON, check_chunk, check_input_columns
 from steps.errors import StepError
 
 _logger = logging.getLogger(__name__)
 
 _VALUE = "_value_"  # prefix of the checked float64 features while the job runs
 _CHECK = "_check"
+_WHERE = "_where"  # the input line or row, while the job runs
+_FILE = "_file"
 # What the workers import: the row checks live in steps, the rules they apply in iris_core.
 SHIPPED_PACKAGES = (Path(__file__).resolve().parent, Path(iris_core.__file__).resolve().parent)
 
@@ -87,7 +96,13 @@ def shipped_project_code(spark):
 
 
 def score_with_spark(
-    spark, input_path: str, output_path: str, rejects_path: str, model_uri: str, chunk_size: int
+    spark,
+    input_path: str,
+    output_path: str,
+    rejects_path: str,
+    model_uri: str,
+    chunk_size: int,
+    overwrite: bool = False,
 ) -> Tally:
     """Check, score and write with Spark; returns the same counts the pandas engine returns."""
     from py4j.protocol import Py4JError
@@ -95,14 +110,40 @@ def score_with_spark(
 
     paths = [_absolute(path) for path in (input_path, output_path, rejects_path)]
     try:
-        return _score(spark, *paths, model_uri, chunk_size)
+        with _progress(spark):
+            return _score(spark, *paths, model_uri, chunk_size, "overwrite" if overwrite else "errorifexists")
     except (PySparkException, Py4JError) as exc:
         raise StepError(f"Spark job failed: {_first_line(exc)}") from None
 
 
 def _absolute(path: str) -> str:
     """Spark resolves a relative path against the JVM's working directory, which need not be ours."""
-    return path if re.match(r"^[a-zA-Z][\w+.-]*:", path) else os.path.abspath(path)
+    return path if is_uri(path) else os.path.abspath(path)
+
+
+@contextlib.contextmanager
+def _progress(spark, every: float = 0.5):
+    """The running stages' tasks, done of all, as a bar or log lines (Spark's own console bar stays off)."""
+    meter, stop = progress("scoring"), threading.Event()
+    tracker = spark.sparkContext.statusTracker()
+
+    def poll() -> None:
+        while not stop.wait(every):
+            stages = [info for info in map(tracker.getStageInfo, tracker.getActiveStageIds()) if info]
+            total = sum(info.numTasks for info in stages)
+            if total:
+                done = sum(info.numCompletedTasks for info in stages)
+                names = ", ".join(str(info.stageId) for info in stages)
+                meter.update(done / total, f"Spark stage {names}: {done} of {total} tasks", eta=False)
+
+    poller = threading.Thread(target=poll, name="spark-progress", daemon=True)
+    poller.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        poller.join(timeout=5)
+        meter.finish()
 
 
 def _first_line(exc: BaseException) -> str:
@@ -110,22 +151,23 @@ def _first_line(exc: BaseException) -> str:
     return (lines[0] if lines else type(exc).__name__)[:300]
 
 
-def _score(spark, input_path, output_path, rejects_path, model_uri, chunk_size) -> Tally:
+def _score(spark, input_path, output_path, rejects_path, model_uri, chunk_size, mode: str) -> Tally:
     import mlflow
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(chunk_size))
     with shipped_project_code(spark):
-        raw = _read(spark, input_path)
-        names = [c for c in raw.columns if c != CORRUPT_RECORD]
+        raw, names = _read(spark, input_path)
         check_input_columns(names)
         predict = mlflow.pyfunc.spark_udf(spark, model_uri, env_manager="local")
         started = time.perf_counter()
         checked = _checked(raw, names).persist(StorageLevel.MEMORY_AND_DISK)
         try:
-            rejects = checked.where(F.col(REASON).isNotNull()).select(REASON, *names)
-            _write(rejects, rejects_path)
+            where = [F.col(_FILE).alias(INPUT_FILE)] if _is_many_files(input_path) else []
+            where.append(F.col(_WHERE).alias(position_column(input_path)))
+            rejects = checked.where(F.col(REASON).isNotNull()).select(REASON, *where, *names)
+            _write(rejects, rejects_path, mode)
             features = F.struct(*[F.col(_VALUE + name).alias(name) for name in FEATURES])
             valid = checked.where(F.col(REASON).isNull())
             scored = valid.select(
@@ -135,7 +177,7 @@ def _score(spark, input_path, output_path, rejects_path, model_uri, chunk_size) 
             if file_format(output_path, "output") == "csv":
                 scored = scored.withColumn("confidence_scores", F.to_json("confidence_scores"))
             scored = scored.persist(StorageLevel.MEMORY_AND_DISK)
-            _write(scored, output_path)
+            _write(scored, output_path, mode)
             tally = Tally(rows_read=checked.count(), rows_scored=scored.count(), rows_rejected=rejects.count())
             tally.classes.update(
                 {row["prediction"]: row["count"] for row in scored.groupBy("prediction").count().collect()}
@@ -147,27 +189,59 @@ def _score(spark, input_path, output_path, rejects_path, model_uri, chunk_size) 
     return tally
 
 
+def _is_many_files(path: str) -> bool:
+    """A directory of part files, or a location Spark lists itself: the rejects then name their file."""
+    return is_uri(path) or Path(path).is_dir()
+
+
 def _read(spark, path: str):
+    """(the input with ``_file`` and ``_where`` beside its columns, the input's column names)."""
     from pyspark.errors import AnalysisException
-    from pyspark.sql.types import StringType, StructField, StructType
+    from pyspark.sql import functions as F
 
     try:
         if file_format(path) == "parquet":
-            return spark.read.parquet(path)
-        header = spark.read.option("header", True).option("escape", '"').csv(path).schema
-        schema = StructType(
-            [StructField(f.name, StringType()) for f in header] + [StructField(CORRUPT_RECORD, StringType())]
-        )
-        return (
-            spark.read.schema(schema)
-            .option("header", True)
-            .option("escape", '"')
-            .option("mode", "PERMISSIVE")
-            .option("columnNameOfCorruptRecord", CORRUPT_RECORD)
-            .csv(path)
-        )
+            frame = spark.read.parquet(path)
+            names = frame.columns
+            return frame.select(
+                *names, F.col("_metadata.file_path").alias(_FILE), F.col("_metadata.row_index").alias(_WHERE)
+            ), names
+        names = spark.read.option("header", True).option("escape", '"').csv(path).columns
+        return _csv_records(spark, path, names), names
     except AnalysisException as exc:
         raise StepError(f"cannot read {path}: {_first_line(exc)}") from None
+
+
+def _csv_records(spark, path: str, names: list[str]):
+    """The CSV's records, each with its file and line; malformed lines keep their text in the corrupt-record column.
+
+    Lines end as Arrow's reader ends them (``\n``, ``\r\n``, ``\r``); the header (line 1 of
+    each file) and empty lines are no records, a line of blanks is a malformed one.
+    """
+    from pyspark.sql import functions as F
+
+    lines = spark.read.text(path).select(
+        "value",
+        F.col("_metadata.file_path").alias(_FILE),
+        F.col("_metadata.file_block_start").alias("_block"),
+        F.monotonically_increasing_id().alias("_id"),  # consecutive within a block, which Spark reads in order
+    )
+    blocks = lines.groupBy(_FILE, "_block").agg(F.count("*").alias("_lines"), F.min("_id").alias("_first_id"))
+    firsts, seen = [], {}
+    for block in sorted(blocks.collect(), key=lambda row: (row[_FILE], row["_block"])):
+        firsts.append((block[_FILE], block["_block"], block["_first_id"], seen.get(block[_FILE], 0) + 1))
+        seen[block[_FILE]] = seen.get(block[_FILE], 0) + block["_lines"]
+    starts = spark.createDataFrame(firsts, f"{_FILE} STRING, _block LONG, _first_id LONG, _first_line LONG")
+    numbered = lines.join(F.broadcast(starts), [_FILE, "_block"]).select(
+        "value", _FILE, (F.col("_first_line") + F.col("_id") - F.col("_first_id")).alias(_WHERE)
+    )
+    fields = ", ".join(f"`{name.replace('`', '``')}` STRING" for name in [*names, CORRUPT_RECORD])
+    options = {"escape": '"', "mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT_RECORD}
+    return (
+        numbered.where((F.col(_WHERE) > 1) & (F.col("value") != ""))
+        .select(F.from_csv("value", fields, options).alias("_record"), _FILE, _WHERE)
+        .select("_record.*", _FILE, _WHERE)
+    )
 
 
 def _checked(raw, names: list[str]):
@@ -191,13 +265,13 @@ def _checked(raw, names: list[str]):
     checked = raw.withColumn(_CHECK, check(F.struct(*inputs)))
     if has_corrupt:  # Spark fills a malformed line's fields from its first tokens: drop them, as pandas does
         checked = checked.select(
-            *[F.when(F.col(CORRUPT_RECORD).isNull(), F.col(n)).alias(n) for n in names], F.col(_CHECK)
+            *[F.when(F.col(CORRUPT_RECORD).isNull(), F.col(n)).alias(n) for n in names], _FILE, _WHERE, F.col(_CHECK)
         )
-    return checked.select(*names, f"{_CHECK}.*")
+    return checked.select(*names, _FILE, _WHERE, f"{_CHECK}.*")
 
 
-def _write(frame, path: str) -> None:
-    writer = frame.write.mode("overwrite")
+def _write(frame, path: str, mode: str) -> None:
+    writer = frame.write.mode(mode)
     if file_format(path, "output") == "parquet":
         writer.parquet(path)
     else:

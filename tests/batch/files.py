@@ -128,3 +128,31 @@ def assert_same_scores(left: pd.DataFrame, right: pd.DataFrame) -> None:
                 np.testing.assert_allclose(list(a.values()), list(b.values()), rtol=0, atol=1e-12)
         else:
             assert left[column].astype(str).tolist() == right[column].astype(str).tolist(), column
+
+
+@dataclass(frozen=True)
+class Lines:
+    path: Path
+    text: list[str]  # the file's lines, as an editor numbers them: text[n - 1] is line n
+    rejects: dict[int, str]  # line -> the reject_reason it must get, in input order
+
+
+def write_lines_csv(path: Path, count: int, seed: int = 0, newline: str = "\n") -> Lines:
+    """``count`` good rows among bad ones, malformed ones, blank lines and lines of spaces, every few lines."""
+    extras = [("bad", *item) for item in BAD_CSV.items()] + [("malformed", *item) for item in MALFORMED_CSV.items()]
+    rng = np.random.default_rng(seed)
+    text, rejects = ["id,sepal_length,sepal_width,petal_length,petal_width,note"], {}
+    for index, row in enumerate(valid_features(count, seed)):
+        text.append(f"row-{index},{','.join(map(str, row))},n{index}")
+        roll = rng.random()
+        if roll < 0.05:
+            kind, bad_id, (line, reason) = extras[int(rng.integers(len(extras)))]
+            text.append(line if kind == "malformed" else f"{bad_id},{line},q")
+            rejects[len(text)] = reason
+        elif roll < 0.08:
+            text.append("")
+        elif roll < 0.09:
+            text.append("   ")
+            rejects[len(text)] = "malformed CSV row: 1 fields, the header has 6:    "
+    path.write_bytes((newline.join(text) + newline).encode())
+    return Lines(path, text, rejects)

@@ -43,7 +43,7 @@ def test_bad_rows_go_to_the_rejects_file_with_their_reason_and_original_values(c
     data = write_csv(tmp_path / "in.csv", 1200)
     score_file(str(data.path), "out.csv", "rejects.csv", champion.predict, chunk_size=100)
     rejects = read_any("rejects.csv")
-    assert list(rejects.columns) == ["reject_reason", "id", *FEATURES, "note"]
+    assert list(rejects.columns) == ["reject_reason", "input_line", "id", *FEATURES, "note"]
     by_id = dict(zip(rejects["id"], rejects["reject_reason"]))
     assert {k: by_id[k] for k in BAD_CSV} == {k: reason for k, (_, reason) in BAD_CSV.items()}
     text = rejects.set_index("id").loc["bad-text"]

@@ -5,12 +5,16 @@ with their reasons must be the same. Spark writes directories of part files; the
 ``tests/batch/files.py`` put them back together.
 """
 
+import re
+from pathlib import Path
+
 import pytest
 
 from iris_core.schema import FEATURES
 from steps.batch_pandas import score_file
 from steps.batch_spark import score_with_spark
-from tests.batch.files import assert_same_scores, read_any, scored, write_csv, write_parquet
+from steps.errors import StepError
+from tests.batch.files import assert_same_scores, read_any, scored, write_csv, write_lines_csv, write_parquet
 from tests.conftest import REPO, mlflow_cli
 
 pytestmark = pytest.mark.slow
@@ -90,3 +94,68 @@ def test_mlflow_run_with_engine_spark_scores_on_the_master_it_is_given(registry,
     )
     assert run.data.tags["spark_master"] == "local[1]"  # `mlflow run` logs the param shell-quoted
     assert run.data.metrics["rows_scored"] == 1200
+
+
+def test_spark_numbers_csv_rejects_by_their_lines_as_the_pandas_engine(spark, champion, tmp_path):
+    data = write_lines_csv(tmp_path / "in.csv", 2500, seed=11, newline="\r\n")
+    pandas_tally, spark_tally = both_engines(spark, champion, str(data.path), "out.csv", "rejects.csv")
+    by_spark = read_any("spark-rejects.csv").sort_values("input_line", key=lambda c: c.astype(int), ignore_index=True)
+    by_pandas = read_any("pandas-rejects.csv")
+    assert by_spark.to_dict("records") == by_pandas.to_dict("records")
+    assert dict(zip(by_spark["input_line"].astype(int), by_spark["reject_reason"])) == data.rejects
+    assert spark_tally == pandas_tally
+
+
+def test_spark_numbers_parquet_rejects_by_their_rows_as_the_pandas_engine(spark, champion, tmp_path):
+    data = write_parquet(tmp_path / "in.parquet", 1500, seed=12)
+    both_engines(spark, champion, str(data.path), "out.parquet", "rejects.parquet")
+    by_spark = read_any("spark-rejects.parquet").sort_values("input_row", ignore_index=True)
+    by_pandas = read_any("pandas-rejects.parquet")
+    assert by_spark[["reject_reason", "input_row", "id"]].to_dict("records") == by_pandas[
+        ["reject_reason", "input_row", "id"]
+    ].to_dict("records")
+
+
+def test_spark_rejects_from_a_directory_name_their_part_file_and_line(spark, registry, tmp_path):
+    parts = tmp_path / "in.csv"
+    parts.mkdir()
+    header = "id,sepal_length,sepal_width,petal_length,petal_width"
+    (parts / "part-0.csv").write_text(f"{header}\na,5.1,3.5,1.4,0.2\nb,5.1,x,1.4,0.2\n")
+    (parts / "part-1.csv").write_text(f"{header}\n\nc,-1,3.5,1.4,0.2\nd,5.1,3.5,1.4,0.2\n")
+    score_with_spark(spark, str(parts), "out.csv", "rejects.csv", VERSION, chunk_size=300)
+    rejects = read_any("rejects.csv").sort_values("id", ignore_index=True)
+    assert list(rejects.columns)[:3] == ["reject_reason", "input_file", "input_line"]
+    assert [
+        (Path(f).name, int(line), i) for f, line, i in zip(rejects["input_file"], rejects["input_line"], rejects["id"])
+    ] == [
+        ("part-0.csv", 3, "b"),
+        ("part-1.csv", 3, "c"),
+    ]
+
+
+def test_spark_leaves_an_existing_output_alone_unless_told_to_overwrite(spark, registry, tmp_path):
+    data = write_csv(tmp_path / "in.csv", 200)
+    score_with_spark(spark, str(data.path), "out.csv", "rejects.csv", VERSION, chunk_size=300)
+    with pytest.raises(StepError, match="already exists"):
+        score_with_spark(spark, str(data.path), "out.csv", "rejects2.csv", VERSION, chunk_size=300)
+    tally = score_with_spark(spark, str(data.path), "out.csv", "rejects.csv", VERSION, chunk_size=300, overwrite=True)
+    assert tally.rows_scored == len(read_any("out.csv")) == 200
+
+
+def test_spark_progress_follows_the_tasks_of_its_stages(spark, tmp_path, monkeypatch):
+    from steps import batch_spark
+
+    updates = []
+
+    class Recorder:
+        def update(self, fraction, detail="", eta=True):
+            updates.append((fraction, detail))
+
+        def finish(self):
+            updates.append("finished")
+
+    monkeypatch.setattr(batch_spark, "progress", lambda label: Recorder())
+    with batch_spark._progress(spark, every=0.05):
+        spark.range(0, 40_000_000, numPartitions=8).selectExpr("sum(id % 7)").collect()
+    assert updates[-1] == "finished"
+    assert any(re.fullmatch(r"Spark stage [\d, ]+: \d+ of \d+ tasks", detail) for _, detail in updates[:-1])
