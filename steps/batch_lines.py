@@ -19,7 +19,7 @@ LF, CR = 10, 13
 class LineScanner:
     """A binary file as Arrow reads it, noting the line number of every empty line it passes.
 
-    ``position`` is how far Arrow has read, for progress. A ``\\r`` at the end of a read is
+    ``position`` and ``lines_read`` say how far Arrow has read, for progress. A ``\\r`` at the end of a read is
     held back until the next one says whether it is half of ``\\r\\n``.
     """
 
@@ -30,6 +30,11 @@ class LineScanner:
         self._lines = 0  # line ends seen
         self._at_line_start = True
         self._held = b""
+
+    @property
+    def lines_read(self) -> int:
+        """Lines ended in what Arrow has read so far."""
+        return self._lines
 
     # The file-object protocol Arrow reads through.
     def read(self, size: int = -1) -> bytes:

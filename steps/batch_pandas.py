@@ -223,22 +223,21 @@ def _csv_reader(scanner: LineScanner, names: list[str], chunk_size: int, lines: 
 class _CsvRecords:
     """Arrow's CSV batches cut to at most ``chunk_size`` rows, and how far into the file a number of them reach.
 
-    Arrow cuts blocks by bytes and reads ahead, so the share of the file done is estimated
-    from the bytes per record read so far.
+    Arrow cuts blocks by bytes and reads ahead, so the file's lines are estimated from the
+    bytes per line of what it has read so far.
     """
 
     def __init__(self, reader, chunk_size: int, scanner: LineScanner, size: int):
         self.reader, self.chunk_size, self.scanner, self.size = reader, chunk_size, scanner, size
-        self.parsed = 0
 
     def __iter__(self) -> Iterator[pa.RecordBatch]:
         for batch in self.reader:
-            self.parsed += batch.num_rows
             for start in range(0, batch.num_rows, self.chunk_size):
                 yield batch.slice(start, self.chunk_size)
 
     def fraction(self, records: int) -> float:
-        return min(1.0, records * self.scanner.position / (max(self.parsed, 1) * self.size))
+        lines = self.scanner.lines_read * self.size / max(self.scanner.position, 1)
+        return min(1.0, (records + 1) / max(lines, 1))
 
 
 @contextlib.contextmanager

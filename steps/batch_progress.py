@@ -25,7 +25,8 @@ def describe(fraction: float, detail: str, elapsed: float, eta: bool = True) -> 
     words = [detail] if detail else []
     words.append(f"{elapsed:.1f} s")
     if eta and 0 < fraction < 1:
-        words.append(f"about {elapsed * (1 - fraction) / fraction:.0f} s left")
+        left = elapsed * (1 - fraction) / fraction
+        words.append(f"about {left:.0f} s left" if left >= 1 else "less than 1 s left")
     return f"{fraction:.0%} ({', '.join(words)})"
 
 
