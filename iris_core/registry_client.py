@@ -27,8 +27,17 @@ class ModelVersionView(Protocol):
     tags: dict[str, str]
 
 
+class ArtifactView(Protocol):
+    """The parts of MLflow's ``FileInfo`` the core reads: a path relative to the run's artifact root."""
+
+    path: str
+
+
 class RegistryClient(Protocol):
-    """The registry calls of ``MlflowClient`` the core makes, with MLflow's names and arguments."""
+    """The calls of ``MlflowClient`` the core makes, with MLflow's names and arguments.
+
+    Runs and their artifacts are there for ``runs:/`` model URIs, which name no registered version.
+    """
 
     def get_registered_model(self, name: str) -> RegisteredModelView: ...
 
@@ -41,6 +50,10 @@ class RegistryClient(Protocol):
     def delete_registered_model_tag(self, name: str, key: str) -> None: ...
 
     def set_model_version_tag(self, name: str, version: str, key: str, value: str) -> None: ...
+
+    def get_run(self, run_id: str) -> object: ...
+
+    def list_artifacts(self, run_id: str, path: str | None = None) -> list[ArtifactView]: ...
 
 
 class RegistryApiError(Exception):

@@ -77,11 +77,8 @@ def resolve(client: RegistryClient, model_ref: ModelRef | RunModelRef) -> Resolv
     return Resolved(str(version.version), version.run_id)
 
 
-def resolve_run_model(client, ref: RunModelRef) -> Resolved:
-    """A ``runs:/`` model, checked to exist: the run, and an ``MLmodel`` at its artifact path.
-
-    It reads the run and its artifacts, so ``client`` must be MLflow's ``MlflowClient``.
-    """
+def resolve_run_model(client: RegistryClient, ref: RunModelRef) -> Resolved:
+    """A ``runs:/`` model, checked to exist: the run, and an ``MLmodel`` at its artifact path."""
     with _asking("run", f"no run with ID {ref.run_id}"):
         client.get_run(ref.run_id)
     with _asking():

@@ -31,7 +31,7 @@ from urllib.parse import quote, unquote, urlparse
 import aiohttp
 
 from iris_core.errors import RegistryUnavailable
-from iris_core.refs import ModelRef
+from iris_core.refs import ModelRef, RunModelRef
 from iris_core.registry_client import RegistryApiError
 from serving.registry import LOOKUP_TIMEOUT_S, RegistryLookup, reported, unpacked
 
@@ -146,6 +146,24 @@ class ModelVersion:
     tags: dict[str, str]
 
 
+@dataclass(frozen=True)
+class RunInfo:
+    run_id: str
+    experiment_id: str
+    artifact_uri: str
+
+
+@dataclass(frozen=True)
+class Run:
+    info: RunInfo
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    path: str
+    is_dir: bool
+
+
 class RestRegistryClient:
     """The ``RegistryClient`` calls as MLflow's REST API requests; call it from a thread, never from ``loop``'s own."""
 
@@ -178,32 +196,94 @@ class RestRegistryClient:
         body = {"name": name, "version": str(version), "key": key, "value": value}
         self._call("POST", "model-versions/set-tag", body)
 
+    def get_run(self, run_id: str) -> Run:
+        answer = self._call("GET", "runs/get", params={"run_id": run_id})
+        with _reading("runs/get"):
+            info = answer["run"]["info"]
+            return Run(RunInfo(info["run_id"], str(info["experiment_id"]), info["artifact_uri"]))
+
+    def list_artifacts(self, run_id: str, path: str | None = None) -> list[FileInfo]:
+        """The run's files under ``path`` and, as MLflow's ``runs:/`` repository lists them, those of the
+        model the run logged under that name (MLflow 3 keeps a logged model's files apart from the run's)."""
+        answer = self._call("GET", "artifacts/list", params={"run_id": run_id, **({"path": path} if path else {})})
+        with _reading("artifacts/list"):
+            files = [FileInfo(entry["path"], bool(entry.get("is_dir"))) for entry in answer.get("files", [])]
+        name, _, inside = (path or "").partition("/")
+        if name and (location := self._logged_model_location(run_id, name)) is not None:
+            files += [FileInfo(f"{name}/{entry.path}", entry.is_dir) for entry in self._listing(location, inside)]
+        return files
+
     def model_signature(self, name: str, version: str) -> dict | None:
-        """The ``signature`` of the version's MLmodel file (as ``ModelSignature.to_dict()`` gives it), None without one.
-
-        The file is read where the registry says the version's files are: through the
-        server's artifact proxy (``mlflow-artifacts:/``, what ``mlflow server
-        --serve-artifacts`` hands out) or at a local path. Other stores (``s3://``...) need
-        their own clients, which only MLflow's side of the stack carries.
-        """
-        import yaml  # MLflow's own dependency, for its MLmodel files
-
+        """The ``signature`` of the version's MLmodel file (as ``ModelSignature.to_dict()`` gives it), None without one."""
         answer = self._call("GET", "model-versions/get-download-uri", params={"name": name, "version": str(version)})
         with _reading("model-versions/get-download-uri"):
-            location = urlparse(answer["artifact_uri"])
-        if location.scheme == "mlflow-artifacts":
-            text = self._call("GET", ARTIFACTS_PREFIX + quote(location.path.strip("/") + "/MLmodel"), raw=True)
-        elif location.scheme in ("", "file"):
-            text = _local_file(Path(unquote(location.path)) / "MLmodel")
+            location = answer["artifact_uri"]
+        return self._signature_at(location, f"version {version}")
+
+    def run_model_signature(self, run_id: str, artifact_path: str) -> dict | None:
+        """The same for a model a run logged (``runs:/<run_id>/<artifact_path>``)."""
+        name, _, inside = artifact_path.partition("/")
+        model = self._logged_model_location(run_id, name)
+        if model is not None:
+            location = model.rstrip("/") + (f"/{inside}" if inside else "")
+        else:
+            location = self.get_run(run_id).info.artifact_uri.rstrip("/") + "/" + artifact_path
+        return self._signature_at(location, f"run {run_id}'s model")
+
+    def _logged_model_location(self, run_id: str, name: str) -> str | None:
+        """Where the model the run logged as ``name`` keeps its files; None when it logged none by that name."""
+        experiment = self.get_run(run_id).info.experiment_id
+        body = {"experiment_ids": [experiment], "filter": f"name = '{name}'", "max_results": 100}
+        for _ in range(100):  # pages; a run logs a handful of models at most
+            answer = self._call("POST", "logged-models/search", body)
+            with _reading("logged-models/search"):
+                for model in answer.get("models", []):
+                    if model["info"].get("source_run_id") == run_id:
+                        return model["info"]["artifact_uri"]
+                token = answer.get("next_page_token")
+            if not token:
+                return None
+            body["page_token"] = token
+        return None
+
+    def _listing(self, location: str, inside: str) -> list[FileInfo]:
+        """The files directly under ``location``/``inside``, with paths relative to ``location``."""
+        parsed = urlparse(location)
+        prefix = f"{inside}/" if inside else ""
+        if parsed.scheme == "mlflow-artifacts":
+            where = "/".join(part for part in (parsed.path.strip("/"), inside) if part)
+            answer = self._call("GET", ARTIFACTS_PREFIX.rstrip("/"), params={"path": where})
+            with _reading("mlflow-artifacts/artifacts"):
+                return [FileInfo(prefix + e["path"], bool(e.get("is_dir"))) for e in answer.get("files", [])]
+        if parsed.scheme in ("", "file"):
+            try:
+                with os.scandir(Path(unquote(parsed.path)) / inside) as entries:
+                    return [FileInfo(prefix + entry.name, entry.is_dir()) for entry in entries]
+            except OSError:
+                return []
+        raise RegistryUnavailable(f"the model files at {parsed.scheme}:// are read only by MLflow's own client")
+
+    def _signature_at(self, location: str, what: str) -> dict | None:
+        """Read the MLmodel file under ``location`` where it is: through the server's artifact proxy
+        (``mlflow-artifacts:/``, what ``mlflow server --serve-artifacts`` hands out) or at a local
+        path. Other stores (``s3://``...) need their own clients, which only MLflow's side of the
+        stack carries."""
+        import yaml  # MLflow's own dependency, for its MLmodel files
+
+        parsed = urlparse(location)
+        if parsed.scheme == "mlflow-artifacts":
+            text = self._call("GET", ARTIFACTS_PREFIX + quote(parsed.path.strip("/") + "/MLmodel"), raw=True)
+        elif parsed.scheme in ("", "file"):
+            text = _local_file(Path(unquote(parsed.path)) / "MLmodel")
         else:
             raise RegistryUnavailable(
-                f"version {version}'s files are in {location.scheme}:// storage, which the proxy reads only through "
+                f"{what}'s files are in {parsed.scheme}:// storage, which the proxy reads only through "
                 "the tracking server (mlflow server --serve-artifacts)"
             )
         try:
             document = yaml.safe_load(text)
         except yaml.YAMLError:
-            raise RegistryUnavailable(f"version {version}'s MLmodel file is not YAML") from None
+            raise RegistryUnavailable(f"{what}'s MLmodel file is not YAML") from None
         signature = document.get("signature") if isinstance(document, dict) else None
         return dict(signature) if isinstance(signature, dict) else None
 
@@ -306,7 +386,9 @@ def _tags(entity: dict) -> dict[str, str]:
     return {tag["key"]: tag.get("value", "") for tag in entity.get("tags", [])}
 
 
-def signature_over_rest(client: RestRegistryClient, model: ModelRef, version: str) -> dict | None:
+def signature_over_rest(client: RestRegistryClient, model: ModelRef | RunModelRef, version: str) -> dict | None:
+    if isinstance(model, RunModelRef):
+        return client.run_model_signature(model.run_id, model.artifact_path)
     return client.model_signature(model.name, version)
 
 

@@ -26,6 +26,7 @@ from iris_core.contract import MoveKind
 from iris_core.errors import NotFound, RegistryUnavailable
 from iris_core.refs import ModelRef, parse_model_uri
 from iris_core.resolver import Resolved, get_model
+from serving.config import parse_model_uri as parse_any_uri
 from serving.registry import HelperRegistryLookup, open_lookup, signature_with_mlflow
 from serving.registry_rest import Connection, RestRegistryClient, RestRegistryLookup
 from tests.conftest import _LEAKY_ENV, BIN, REPO, clean_env
@@ -141,6 +142,20 @@ def test_the_signature_is_the_one_mlflow_reads_from_the_versions_model_file(serv
     assert {k: json.loads(v) for k, v in over_rest.items() if v} == {
         k: json.loads(v) for k, v in over_mlflow.items() if v
     }
+
+
+def test_a_runs_uri_resolves_to_its_run_and_signature_over_rest_as_over_mlflow(server, mlflow_client, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server)
+    run_id = mlflow_client.get_model_version("iris", "2").run_id
+    model = parse_any_uri(f"runs:/{run_id}/model")
+    lookup = RestRegistryLookup(model, server, {"MLFLOW_HTTP_REQUEST_TIMEOUT": "10"})
+    assert lookup.resolve() == Resolved(f"run-{run_id}", run_id)
+    over_mlflow = signature_with_mlflow(None, model, "ignored")
+    assert json.loads(lookup.signature("ignored")["inputs"]) == json.loads(over_mlflow["inputs"])
+    with pytest.raises(RegistryUnavailable, match="no run with ID 0123456789abcdef"):
+        RestRegistryLookup(parse_any_uri("runs:/0123456789abcdef/model"), server).resolve()
+    with pytest.raises(RegistryUnavailable, match="logged no model at 'elsewhere'"):
+        RestRegistryLookup(parse_any_uri(f"runs:/{run_id}/elsewhere"), server).resolve()
 
 
 def test_an_unset_alias_is_none_and_a_missing_model_or_version_is_unavailable_with_the_resolvers_message(server):
