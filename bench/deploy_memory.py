@@ -2,15 +2,15 @@
 
 That is the pod's worst moment under the defaults (``--keep-warm 1``): the live model
 server, the warm one kept for rollback, and the new version's model server starting
-beside them, plus the proxy and its registry helper. It trains three versions with the
-real pipeline in a temporary store, serves version 1, promotes version 2 (so version 1
-stays warm), then promotes version 3 while sampling every process of the tree. It prints
-the resident (RSS) and proportional (PSS: shared pages divided among their users, close
-to what a container's memory cgroup is charged) totals at rest and at the peak, and the
-requests and limits ``deploy/k8s/deployment.yaml`` derives from them. It measures and
-prints; it asserts nothing. From the repository root:
+beside them, plus the proxy (and, with a store other than an http(s) tracking server, its
+registry helper, which imports MLflow). It trains three versions with the real pipeline in
+a temporary store and, for each kind of store, serves version 1, promotes version 2 (so
+version 1 stays warm), then promotes version 3 while sampling every process of the tree
+(``bench.stack_memory``, role by role), keeping the sample with the largest total. It
+prints the resident totals at rest and at that peak, and the requests and limits ``deploy/k8s/deployment.yaml`` derives from them. It
+measures and prints; it asserts nothing. From the repository root:
 
-    python -m bench.deploy_memory [--interval 0.2]
+    python -m bench.deploy_memory [--stores http,sqlite]
 """
 
 import contextlib
@@ -22,13 +22,12 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import click
 import requests
 
-from bench.serving_benchmark import PAGE, tree_pids
+from bench.stack_memory import STORES, Snapshot, set_champion, snapshot, tracking_server
 from bench.store import store_env, train
 from iris_core.processes import free_port, stop_process, wait_until
 
@@ -37,56 +36,29 @@ _logger = logging.getLogger(__name__)
 MIB = 2**20
 HEADROOM = 1.25  # over the measured peak: model downloads, bigger requests, allocator slack
 STEP_MIB = 256
+START_TIMEOUT = 300.0
 
 
-@dataclass(frozen=True)
-class Sample:
-    """One look at the tree: total RSS and PSS in bytes, and how many model servers it held."""
+class LargestMoment:
+    """Samples the proxy's tree in a thread and keeps the one sample with the largest total.
 
-    rss: int
-    pss: int
-    model_servers: int
+    Not each role's own peak: roles peak at different moments, and their sum would be a
+    tree that never existed.
+    """
 
-
-def _pss(pid: int) -> int:
-    with open(f"/proc/{pid}/smaps_rollup") as handle:
-        for line in handle:
-            if line.startswith("Pss:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-def sample_tree(root: int) -> Sample:
-    rss = pss = servers = 0
-    for pid in tree_pids(root):
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            with open(f"/proc/{pid}/statm") as handle:
-                rss += int(handle.read().split()[1]) * PAGE
-            pss += _pss(pid)
-            with open(f"/proc/{pid}/cmdline", "rb") as handle:
-                servers += b"models\0serve" in handle.read()
-    return Sample(rss, pss, servers)
-
-
-class Sampler:
-    """Samples the tree in a thread; keeps the peak of each total and the most model servers seen."""
-
-    def __init__(self, root: int, interval: float):
-        self.root, self.interval = root, interval
-        self.peak = Sample(0, 0, 0)
+    def __init__(self, proxy_pid: int, interval: float):
+        self.proxy_pid, self.interval = proxy_pid, interval
+        self.largest = Snapshot()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
-            now = sample_tree(self.root)
-            self.peak = Sample(
-                max(self.peak.rss, now.rss),
-                max(self.peak.pss, now.pss),
-                max(self.peak.model_servers, now.model_servers),
-            )
+            now = snapshot(self.proxy_pid)
+            if now.total > self.largest.total:
+                self.largest = now
 
-    def __enter__(self) -> "Sampler":
+    def __enter__(self) -> "LargestMoment":
         self._thread.start()
         return self
 
@@ -95,78 +67,85 @@ class Sampler:
         self._thread.join(timeout=10)
 
 
+def model_servers(snap: Snapshot) -> int:
+    return sum("model server" in role for role in snap.rss)
+
+
 def rounded_up(size: float) -> int:
     """Whole MiB, rounded up to the next 256 MiB."""
     return math.ceil(size / MIB / STEP_MIB) * STEP_MIB
-
-
-def promote(env: dict, version: str) -> None:
-    subprocess.run(
-        [sys.executable, "-m", "registry_tools", "promote", version, "--force", "--reason", "deploy memory benchmark"],
-        env=env,
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
 
 
 def serving(url: str) -> str | None:
     return requests.get(f"{url}/health", timeout=5).json()["model"]["version"]
 
 
+def measure(store: str, env: dict, workdir: Path, interval: float) -> dict[str, Snapshot]:
+    """At rest (live 2, warm 1), the peak while version 3 starts, and after the switch (live 3, warm 2)."""
+    set_champion(env, "1")
+    with contextlib.ExitStack() as stack:
+        proxy_env = dict(env)
+        if store == "http":
+            proxy_env["MLFLOW_TRACKING_URI"] = stack.enter_context(tracking_server(workdir, env))
+        port = free_port()
+        log = workdir / f"proxy-{store}.log"
+        with open(log, "wb") as out:
+            proxy = subprocess.Popen(
+                [sys.executable, "-m", "serving", "--port", str(port), "--poll-interval", "1"],
+                cwd=workdir,
+                env=proxy_env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        stack.callback(stop_process, proxy, 60)
+        url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: requests.get(f"{url}/ready", timeout=5).ok, START_TIMEOUT, what=f"the proxy ({log})")
+        set_champion(env, "2")
+        wait_until(lambda: serving(url) == "2", START_TIMEOUT, what="the switch to version 2")
+        time.sleep(3)
+        moments = {"at rest": snapshot(proxy.pid)}
+        with LargestMoment(proxy.pid, interval) as sampler:
+            set_champion(env, "3")
+            wait_until(lambda: serving(url) == "3", START_TIMEOUT, interval=0.5, what="the switch to version 3")
+            time.sleep(5)  # the version no longer kept warm stops
+        moments["peak"] = sampler.largest
+        moments["after"] = snapshot(proxy.pid)
+    return moments
+
+
 @click.command(help="Measure the serving pod's process tree through a cold promotion with one version warm.")
+@click.option("--stores", default=",".join(STORES), show_default=True, help="Kinds of store: http, sqlite.")
 @click.option("--interval", type=click.FloatRange(min=0.05), default=0.2, show_default=True, help="Seconds per sample.")
 @click.option(
     "--workdir",
     type=click.Path(file_okay=False, path_type=Path),
     help="Keep the store and logs here (default: a temporary directory).",
 )
-def main(interval: float, workdir: Path | None) -> None:
+def main(stores: str, interval: float, workdir: Path | None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    kinds = [kind for kind in stores.split(",") if kind]
+    if not kinds or set(kinds) - set(STORES):
+        raise click.BadParameter(f"a comma-separated list of {', '.join(STORES)}", param_hint="--stores")
     with tempfile.TemporaryDirectory(prefix="deploy-memory-") as scratch:
         workdir = workdir or Path(scratch)
         workdir.mkdir(parents=True, exist_ok=True)
         env = store_env(workdir)
         for params in ((), ("-P", "C=0.5"), ("-P", "C=0.3")):
             train(workdir, env, *params)
-        promote(env, "1")
-        port = free_port()
-        log = workdir / "proxy.log"
-        with open(log, "wb") as out:
-            proxy = subprocess.Popen(
-                [sys.executable, "-m", "serving", "--port", str(port), "--poll-interval", "1"],
-                cwd=workdir,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            wait_until(lambda: serving(url) == "1" and requests.get(f"{url}/health", timeout=5).ok, 300, what="v1")
-            promote(env, "2")
-            wait_until(lambda: serving(url) == "2", 300, what="the switch to version 2")
-            time.sleep(3)
-            at_rest = sample_tree(proxy.pid)
-            with Sampler(proxy.pid, interval) as sampler:
-                promote(env, "3")
-                wait_until(lambda: serving(url) == "3", 300, interval=0.5, what="the switch to version 3")
-                time.sleep(5)  # the version no longer kept warm stops
-            after = sample_tree(proxy.pid)
-        finally:
-            stop_process(proxy, timeout=60)
-    peak = sampler.peak
+        results = {kind: measure(kind, env, workdir, interval) for kind in kinds}
     click.echo(f"\nserving pod process tree, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
-    click.echo(f"{'':<44}{'RSS MiB':>9}{'PSS MiB':>9}  model servers")
-    for label, s in (
-        ("at rest: live version 2, version 1 warm", at_rest),
-        ("peak while version 3 starts (cold)", peak),
-        ("after the switch: live 3, warm 2", after),
-    ):
-        click.echo(f"{label:<44}{s.rss / MIB:>9.0f}{s.pss / MIB:>9.0f}  {s.model_servers}")
+    click.echo("| store | moment | RSS MiB | model servers | by role (MiB) |")
+    click.echo("|---|---|---|---|---|")
+    for kind, moments in results.items():
+        for moment, snap in moments.items():
+            roles = ", ".join(f"{role} {size / MIB:.0f}" for role, size in sorted(snap.rss.items()))
+            click.echo(f"| {kind} | {moment} | {snap.total / MIB:.0f} | {model_servers(snap)} | {roles} |")
+    rest = max(max(m["at rest"].total, m["after"].total) for m in results.values())
+    peak = max(m["peak"].total for m in results.values())
     click.echo(
-        f"derived: requests.memory {rounded_up(max(at_rest.rss, after.rss))}Mi (RSS at rest), "
-        f"limits.memory {rounded_up(peak.rss * HEADROOM)}Mi (peak RSS x {HEADROOM:g})"
+        f"derived: requests.memory {rounded_up(rest)}Mi (the largest tree at rest), "
+        f"limits.memory {rounded_up(peak * HEADROOM)}Mi (the largest peak x {HEADROOM:g})"
     )
 
 
