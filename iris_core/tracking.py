@@ -11,6 +11,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from iris_core.errors import RegistryUnavailable
+from iris_core.redaction import redact
 from iris_core.registry_client import RegistryApiError
 
 # MLflow's defaults retry an unreachable server for minutes; a person at a terminal or a
@@ -32,7 +33,11 @@ def bound_http_retries() -> None:
 
 
 def one_line(exc: BaseException) -> str:
-    """The first meaningful line of an MLflow or network error, without its traceback or payload."""
+    """The first meaningful line of an MLflow or network error, without its traceback, payload or credentials."""
+    return redact(_first_line(exc))
+
+
+def _first_line(exc: BaseException) -> str:
     text = str(getattr(exc, "message", None) or exc).strip() or type(exc).__name__
     first = text.splitlines()[0]
     if "Max retries exceeded" in text or "Connection refused" in text or "Failed to establish" in text:
@@ -91,6 +96,7 @@ def check_store(uri: str) -> None:
     database at a mistyped path and report every model as missing.
     """
     scheme = urlparse(uri).scheme
+    shown = redact(uri)
     if scheme in ("http", "https"):
         import requests
 
@@ -101,12 +107,12 @@ def check_store(uri: str) -> None:
             return
         except requests.exceptions.ConnectTimeout:
             raise RegistryUnavailable(
-                f"tracking server {uri} unreachable: no connection within {connect:g} s"
+                f"tracking server {shown} unreachable: no connection within {connect:g} s"
             ) from None
         except requests.exceptions.Timeout:
-            raise RegistryUnavailable(f"tracking server {uri} did not answer within {read:g} s") from None
+            raise RegistryUnavailable(f"tracking server {shown} did not answer within {read:g} s") from None
         except requests.exceptions.RequestException as exc:
-            raise RegistryUnavailable(f"tracking server {uri} unreachable: {_connection_problem(exc)}") from None
+            raise RegistryUnavailable(f"tracking server {shown} unreachable: {_connection_problem(exc)}") from None
     elif (path := sqlite_path(uri)) is not None and not path.is_file():
         raise RegistryUnavailable(
             f"no MLflow database at {path.resolve()}: check --tracking-uri or MLFLOW_TRACKING_URI"

@@ -5,14 +5,24 @@ to ``/invocations`` and ``/predict`` carries ``X-Model-Version`` and ``X-Request
 (the id a label sent to ``/feedback`` names);
 every error is a short JSON body ``{"error_code", "message", "details"}``. Paths the
 upstream exposes and we do not (``/docs``, ``/openapi.json``...) are simply not routes.
+What the server does about connections, slow or malformed requests and ``Expect`` is in
+``serving.http_server``; a body must arrive within ``--body-timeout`` of its headers, and
+the answer comes within ``--timeout`` of the body. A client that goes away before its
+answer is counted apart (``client_disconnects``), not as a request that failed.
+
+``/health`` is in two parts: what a probe needs (``status``, the live ``version``,
+``ready``) for anyone, and the details (model servers, pids, sockets, paths, errors) only
+with the token when ``--api-token`` is set.
 """
 
 import asyncio
+import collections
 import hmac
 import importlib.metadata
 import logging
 import os
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -25,6 +35,7 @@ from serving.batching import BatchingForwarder
 from serving.errors import HttpError
 from serving.feedback_service import feedback_off
 from serving.forwarding import DirectForwarder
+from serving.http_server import Connections, ServerLimits
 from serving.monitoring import install as install_monitoring
 from serving.open_inference_routes import install as install_open_inference
 from serving.signatures import Signatures
@@ -44,6 +55,7 @@ _ROUTES = {
     "/v2": "GET",  # the Open Inference Protocol (serving.open_inference_routes)
 }
 _MLFLOW_VERSION = importlib.metadata.version("mlflow").encode()
+CONNECTIONS = web.AppKey("connections", Connections)  # the API listener's (serving.http_server)
 
 
 @dataclass(slots=True)
@@ -75,11 +87,15 @@ class Proxy:
         self.feedback = None  # a serving.feedback_service.FeedbackService with --feedback-log
         self.signatures = Signatures()  # the served versions' MLflow signatures (serving.signatures)
         self.in_flight = 0  # scoring requests being answered, read by /metrics
+        self.client_disconnects: dict[str, int] = collections.defaultdict(int)  # by endpoint, read by /metrics
+        access_log = logging.getLogger("serving.access") if config.access_log else None
+        self.connections = Connections(ServerLimits.of(config), access_log)
         self._token = config.api_token.encode() if config.api_token else None
         self._limits = config.limits
         self._max_body = config.max_body_bytes
         self._timeout = float(config.timeout)
         self.endpoints: list[str] = list(_ROUTES)  # what a 404 names; create_app lists the app's own routes
+        self._body_timeout = float(config.body_timeout)
 
     # -- scoring ----------------------------------------------------------------------------
 
@@ -107,9 +123,7 @@ class Proxy:
         try:
             self._authorize(request)
             upstream = protocol.upstream(request)
-            if (request.content_length or 0) > self._max_body:
-                raise _too_large(self._max_body)
-            body = await request.read()
+            body = await self.read_body(request)
             deadline = asyncio.get_running_loop().time() + self._timeout  # the answer comes by then
             parsed = protocol.parse(request, body, self._limits)
             rows, ignored = parsed.rows, parsed.ignored
@@ -120,18 +134,45 @@ class Proxy:
             status, response = 200, protocol.answer(request, parsed, scored)
         except HttpError as exc:
             status, response = exc.status, protocol.refuse(exc)
-        except web.HTTPRequestEntityTooLarge:
-            status, response = 413, protocol.refuse(_too_large(self._max_body))
-        except Exception:
-            _logger.exception("request %s failed", request_id)
+        except ConnectionError:  # the client went away while its body was arriving
+            status, response = None, None
+        except Exception as exc:
+            _log_failure(f"request {request_id}", exc)
             status = 500
             response = protocol.refuse(HttpError(500, "INTERNAL_ERROR", "the proxy failed to handle the request"))
+        self.in_flight -= 1
+        if response is None or request.transport is None:  # nobody is left to answer
+            return self.client_left(protocol.endpoint, request_id)
         response.headers["X-Model-Version"] = version
         response.headers["X-Request-Id"] = request_id
-        self.in_flight -= 1
         latency = time.perf_counter() - started
         self.record(protocol.endpoint, status, latency, rows, predictions, version, request_id, ignored)
         return response
+
+    async def read_body(self, request: web.Request) -> bytes:
+        """The whole body, refused from its Content-Length when too large and cut off after ``--body-timeout``."""
+        if (request.content_length or 0) > self._max_body:
+            raise _too_large(self._max_body)
+        try:
+            if request.content.is_eof():  # it came with the headers, as small bodies do: no timer needed
+                return await request.read()
+            async with asyncio.timeout(self._body_timeout):
+                return await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise _too_large(self._max_body) from None
+        except TimeoutError:
+            raise HttpError(
+                408,
+                "REQUEST_TIMEOUT",
+                f"the body did not arrive within {self._body_timeout:g} s",
+                headers={"Connection": "close"},
+            ) from None
+
+    def client_left(self, endpoint: str, request_id: str) -> web.Response:
+        """Counted apart from the answered requests (not a 5xx); logged once, without a traceback."""
+        self.client_disconnects[endpoint] += 1
+        _logger.info("request %s to %s: the client disconnected before its answer", request_id, endpoint)
+        return web.Response(status=499)  # never sent: the connection is gone
 
     async def feedback_labels(self, request: web.Request) -> web.Response:
         """``POST /feedback``: true labels of scored rows, behind the same token as scoring."""
@@ -140,27 +181,28 @@ class Proxy:
             self._authorize(request)
             if self.feedback is None:
                 raise feedback_off()
-            if (request.content_length or 0) > self._max_body:
-                raise _too_large(self._max_body)
-            body = await request.read()
+            body = await self.read_body(request)
             status, response = 200, json_response(self.feedback.receive(request.headers.get("Content-Type"), body))
         except HttpError as exc:
             status, response = exc.status, http_error_response(exc)
-        except web.HTTPRequestEntityTooLarge:
-            status, response = 413, http_error_response(_too_large(self._max_body))
-        except Exception:
-            _logger.exception("feedback request failed")
+        except ConnectionError:
+            return self.client_left("/feedback", "-")
+        except Exception as exc:
+            _log_failure("a feedback request", exc)
             response = error_response(500, "INTERNAL_ERROR", "the proxy failed to handle the feedback")
         if self.feedback is not None:
             self.feedback.answered(status)
         return response
 
-    def _authorize(self, request: web.Request) -> None:
+    def _authorized(self, request: web.Request) -> bool:
         if self._token is None:
-            return
+            return True
         scheme, _, supplied = request.headers.get("Authorization", "").partition(" ")
         supplied = supplied.strip().encode("utf-8", "surrogateescape")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(supplied, self._token):
+        return scheme.lower() == "bearer" and hmac.compare_digest(supplied, self._token)
+
+    def _authorize(self, request: web.Request) -> None:
+        if not self._authorized(request):
             raise ValidationError(
                 401,
                 "UNAUTHORIZED",
@@ -201,9 +243,18 @@ class Proxy:
     # -- operations -------------------------------------------------------------------------
 
     async def health(self, request: web.Request) -> web.Response:
-        healthy, body = await self.router.health()
-        if self.feedback is not None:
-            body["feedback"] = self.feedback.health()
+        """The probe's part for anyone; with the token (or without ``--api-token``), the details too."""
+        healthy, details = await self.router.health()
+        live = self.router.live
+        body = {
+            "status": "healthy" if healthy else "degraded",
+            "version": live.version if live is not None else None,
+            "ready": healthy and live.invocations_url is not None,  # the live model server takes requests
+        }
+        if self._authorized(request):
+            if self.feedback is not None:
+                details["feedback"] = self.feedback.health()
+            body.update(details)
         return json_response(body, 200 if healthy else 503)
 
     async def ready(self, request: web.Request) -> web.Response:
@@ -258,6 +309,7 @@ def create_app(config, router, signatures: Signatures | None = None) -> web.Appl
     if signatures is not None:
         proxy.signatures = signatures
     app = web.Application(client_max_size=config.max_body_bytes)
+    app[CONNECTIONS] = proxy.connections
     app.router.add_post("/invocations", proxy.invocations)
     app.router.add_post("/predict", proxy.predict)
     app.router.add_post("/feedback", proxy.feedback_labels)
@@ -288,6 +340,8 @@ def error_response(status: int, error_code: str, message: str, details=()) -> we
 def http_error_response(exc: HttpError) -> web.Response:
     response = json_response(exc.body(), exc.status)
     response.headers.update(exc.headers)
+    if exc.headers.get("Connection") == "close":
+        response.force_close()
     return response
 
 
@@ -326,6 +380,12 @@ class _Predict(_Invocations):
 
 
 _INVOCATIONS, _PREDICT = _Invocations(), _Predict()
+
+
+def _log_failure(what: str, exc: Exception) -> None:
+    """A bug of ours, with its traceback's frames but not its message, which may quote the request."""
+    frames = "".join(traceback.format_tb(exc.__traceback__)).rstrip()
+    _logger.error("%s failed: %s (message withheld)\n%s", what, type(exc).__name__, frames)
 
 
 def _too_large(limit: int) -> ValidationError:

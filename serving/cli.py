@@ -12,6 +12,7 @@ import click
 
 from iris_core.command_line import run_command, setup_logging
 from iris_core.errors import RegistryUnavailable
+from iris_core.redaction import redact
 from iris_core.refs import RunModelRef
 from serving.config import ServingConfig
 from serving.errors import ServingError
@@ -82,11 +83,32 @@ ENV_MANAGERS = ("local", "uv", "virtualenv", "conda")
     "--max-rows", type=click.IntRange(min=1), default=C.max_rows, show_default=True, help="More rows get 413."
 )
 @click.option(
+    "--max-connections",
+    type=click.IntRange(min=1),
+    default=C.max_connections,
+    show_default=True,
+    help="Connections at once; one more gets 503 and is closed, the others are served on.",
+)
+@click.option(
+    "--header-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=C.header_timeout,
+    show_default=True,
+    help="Seconds a request's headers may take from its first byte (a new connection's from its opening); then 408.",
+)
+@click.option(
+    "--body-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=C.body_timeout,
+    show_default=True,
+    help="Seconds a request's body may take after its headers; then 408.",
+)
+@click.option(
     "--timeout",
     type=click.FloatRange(min=0, min_open=True),
     default=C.timeout,
     show_default=True,
-    help="Seconds to wait for the model server per call; then 504.",
+    help="Seconds from a request's arrival (its body read) to its answer, whatever the model server does; then 504.",
 )
 @click.option(
     "--api-token",
@@ -291,6 +313,9 @@ def serve(ctx: click.Context, log_level: str, **options) -> None:
     setup_logging(log_level)
     config = ServingConfig(**options)
     explicit_model = ctx.get_parameter_source("model_uri") != click.core.ParameterSource.DEFAULT
+    from serving.http_server import ensure_open_files
+
+    ensure_open_files(config.max_connections)
     # Listening first: a busy port fails at once, and a client that connects while the
     # model URI resolves (seconds: the registry helper imports MLflow) waits, not refused.
     listener = bind(config.host, config.port)
@@ -350,10 +375,8 @@ def run(
     metrics_listener: socket.socket | None = None,
     signature: dict | None = None,
 ) -> None:
-    import uvloop
-    from aiohttp import web
-
-    from serving.app import create_app
+    from serving.app import CONNECTIONS, create_app
+    from serving.http_server import serve as serve_http
     from serving.monitoring import METRICS_SOCKET
     from serving.router import Router
     from serving.signatures import Signatures
@@ -369,18 +392,10 @@ def run(
         served = f"run {initial.run_id}, answers labelled {initial.version}"
     else:
         served = f"version {initial.version}"
-    upstream = config.upstream or "its own `mlflow models serve`"
+    upstream = redact(config.upstream) if config.upstream else "its own `mlflow models serve`"
     following = "following the alias" if config.follows_alias else "pinned"
     click.echo(f"serving {config.model_uri} ({served}, {following}) via {upstream} on http://{host}:{port}", err=True)
-    web.run_app(
-        app,
-        sock=listener,
-        loop=uvloop.new_event_loop(),
-        print=None,
-        handle_signals=True,
-        access_log=logging.getLogger("aiohttp.access") if config.access_log else None,
-        shutdown_timeout=config.timeout + 5,
-    )
+    serve_http(app, listener, app[CONNECTIONS], shutdown_timeout=config.timeout + 5)
     click.echo("stopped", err=True)
 
 

@@ -68,6 +68,11 @@ class ServingConfig:
     max_body_bytes: int = 1024 * 1024
     max_rows: int = Limits.max_rows
     timeout: float = 30.0
+    # What a client may take of the server (serving.http_server): connections at once, and the
+    # seconds to send a request's headers (from its first byte) and its body (from its headers).
+    max_connections: int = 1000
+    header_timeout: float = 10.0
+    body_timeout: float = 10.0
     api_token: str | None = None
     poll_interval: float = 2.0
     keep_warm: int = 1
@@ -118,6 +123,9 @@ class ServingConfig:
             "--max-body-bytes": self.max_body_bytes,
             "--max-rows": self.max_rows,
             "--timeout": self.timeout,
+            "--max-connections": self.max_connections,
+            "--header-timeout": self.header_timeout,
+            "--body-timeout": self.body_timeout,
             "--poll-interval": self.poll_interval,
             "--workers": self.workers,
             "--max-batch-rows": self.max_batch_rows,

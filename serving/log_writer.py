@@ -7,7 +7,8 @@ appends them to the file, rotating it by size (``path.1`` ... ``path.N``, like
 ``logging.handlers.RotatingFileHandler``). A full queue or a failed write drops the rows
 and reports them through ``on_dropped``. ``failing`` says whether the file can be written
 right now: the thread opens it at start and, while it cannot, tries again every few
-seconds, so a fixed disk is noticed without waiting for traffic.
+seconds, so a fixed disk is noticed without waiting for traffic. The files hold the
+requests' data, so they are created readable by their owner only (``serving.private_files``).
 """
 
 import collections
@@ -18,6 +19,8 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+
+from serving.private_files import open_private
 
 _logger = logging.getLogger(__name__)
 
@@ -53,7 +56,7 @@ class RotatingFile:
         """Open the file for appending (and make its directory) unless it is open; OSError if it cannot be written."""
         if self._file is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.path, "ab")
+            self._file = open_private(self.path)
             self._size = self._file.tell()
 
     def write_lines(self, lines: Sequence[bytes]) -> None:

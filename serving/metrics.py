@@ -15,6 +15,10 @@ All names start with ``proxy_``:
 
 - ``proxy_requests_total{endpoint,code}``, ``proxy_request_duration_seconds{endpoint}``,
   ``proxy_requests_in_flight`` (scoring requests: ``/invocations`` and ``/predict``);
+- ``proxy_client_disconnects_total{endpoint}``: requests whose client went away before
+  their answer (not counted in ``proxy_requests_total``, so not as 5xx);
+- ``proxy_connections_open``, ``proxy_connections_refused_total``: client connections, and
+  those refused over ``--max-connections``;
 - ``proxy_request_rows``: rows per scored request (the client's batch size);
 - ``proxy_upstream_batches_total`` and ``proxy_upstream_batched_requests_total``: upstream
   calls and the requests they carried (their ratio is the micro-batching factor, 1 with
@@ -199,6 +203,19 @@ class ProxyMetrics:
             return
         yield GaugeMetricFamily(
             f"{PREFIX}_requests_in_flight", "Scoring requests being answered now.", value=proxy.in_flight
+        )
+        yield _counter(
+            f"{PREFIX}_client_disconnects",
+            "Requests whose client went away before their answer (not counted as requests).",
+            ["endpoint"],
+            {(endpoint,): n for endpoint, n in proxy.client_disconnects.items()},
+        )
+        connections = proxy.connections
+        yield GaugeMetricFamily(f"{PREFIX}_connections_open", "Client connections open now.", value=connections.open)
+        yield CounterMetricFamily(
+            f"{PREFIX}_connections_refused",
+            "Client connections refused (503) over --max-connections.",
+            value=connections.refused,
         )
         router = proxy.router
         events = router.events

@@ -14,6 +14,7 @@ import socket
 from aiohttp import web
 
 from serving.feedback_service import FeedbackService
+from serving.http_server import Connections, GuardedSite, ServerLimits
 from serving.log_writer import LogWriter
 from serving.metrics import ProxyMetrics
 from serving.prediction_log import PredictionLogWriter
@@ -51,7 +52,7 @@ def install(app: web.Application, proxy, config) -> ProxyMetrics:
     if config.metrics_port is None:
         app.router.add_get(METRICS_PATH, metrics.aiohttp_handler())
     else:
-        app.cleanup_ctx.append(_metrics_listener(metrics, app))
+        app.cleanup_ctx.append(_metrics_listener(metrics, app, config))
     return metrics
 
 
@@ -100,8 +101,11 @@ async def _close_writer(writer: LogWriter) -> None:
     writer.close()
 
 
-def _metrics_listener(metrics: ProxyMetrics, app: web.Application):
-    """A second listener that serves only ``GET /metrics``, for a port that only Prometheus reaches."""
+def _metrics_listener(metrics: ProxyMetrics, app: web.Application, config):
+    """A second listener that serves only ``GET /metrics``, for a port that only Prometheus reaches.
+
+    Its connections follow the same rules as the API's (``serving.http_server``), counted apart.
+    """
 
     async def context(_app: web.Application):
         metrics_app = web.Application()
@@ -109,7 +113,7 @@ def _metrics_listener(metrics: ProxyMetrics, app: web.Application):
         runner = web.AppRunner(metrics_app, access_log=None)
         await runner.setup()
         sock = app[METRICS_SOCKET]
-        await web.SockSite(runner, sock).start()
+        await GuardedSite(runner, sock, Connections(ServerLimits.of(config))).start()
         host, port = sock.getsockname()[:2]
         _logger.info("metrics on http://%s:%d%s", host, port, METRICS_PATH)
         yield

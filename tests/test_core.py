@@ -7,9 +7,10 @@ from iris_core import schema
 from iris_core.command_line import run_command
 from iris_core.contract import join_reasons, split_reasons
 from iris_core.errors import NotFound, RegistryUnavailable
+from iris_core.redaction import redact
 from iris_core.refs import ModelRef, parse_run_model_uri
 from iris_core.resolver import Resolved, alias_version, resolve
-from iris_core.tracking import HTTP_DEFAULTS
+from iris_core.tracking import HTTP_DEFAULTS, check_store, one_line
 from steps.errors import InvalidParameter, StepError
 from tests.support import free_port
 
@@ -134,3 +135,24 @@ def test_the_resolver_checks_a_runs_model_exists_and_says_what_is_missing(store)
     with pytest.raises(NotFound, match="no run with ID 0123456789abcdef") as no_run:
         resolve(store, parse_run_model_uri("runs:/0123456789abcdef/model"))
     assert (no_model.value.missing, no_run.value.missing) == ("model", "run")
+
+
+@pytest.mark.parametrize(
+    ("shown", "redacted"),
+    [
+        ("http://alice:s3cret@mlflow:5000/api", "http://***@mlflow:5000/api"),
+        ("postgresql://mlflow:p@ss@db.example.com/mlflow", "postgresql://***@db.example.com/mlflow"),
+        ("at http://a:b@h1/x and https://c@h2", "at http://***@h1/x and https://***@h2"),
+        ("http://127.0.0.1:5001/invocations", "http://127.0.0.1:5001/invocations"),
+        ("mail alice@example.com", "mail alice@example.com"),
+    ],
+)
+def test_credentials_in_any_url_of_a_text_are_redacted_and_the_rest_kept(shown, redacted):
+    assert redact(shown) == redacted
+
+
+def test_a_tracking_error_names_its_server_without_the_password_in_its_uri():
+    with pytest.raises(RegistryUnavailable) as caught:
+        check_store(f"http://alice:s3cret@127.0.0.1:{free_port()}")
+    assert "s3cret" not in str(caught.value) and "***@127.0.0.1" in str(caught.value)
+    assert "s3cret" not in one_line(ConnectionError("Failed to establish: http://alice:s3cret@db:5432/x"))

@@ -30,6 +30,7 @@ class RunningProxy:
     url: str
     proc: subprocess.Popen
     log: Path
+    token: str | None = None  # its --api-token (SERVING_API_TOKEN), which /health's details need
 
     def get(self, path: str, **kwargs) -> requests.Response:
         return requests.get(self.url + path, timeout=kwargs.pop("timeout", 30), **kwargs)
@@ -41,7 +42,9 @@ class RunningProxy:
         return self.post("/predict", json=row, **kwargs)
 
     def health(self) -> dict:
-        return self.get("/health").json()
+        """All of /health: with the token when the proxy has one, so the details are there."""
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        return self.get("/health", headers=headers).json()
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -61,16 +64,18 @@ def start_proxy(registry_dir: Path, workdir: Path, *args: str, wait_healthy: boo
     port = free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     log = workdir / f"proxy-{port}.log"
+    env = serving_env(registry_dir)
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "serving", "--port", str(port), *args],
             cwd=workdir,
-            env=serving_env(registry_dir),
+            env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    proxy = RunningProxy(f"http://127.0.0.1:{port}", proc, log)
+    token = args[args.index("--api-token") + 1] if "--api-token" in args else env.get("SERVING_API_TOKEN")
+    proxy = RunningProxy(f"http://127.0.0.1:{port}", proc, log, token)
     try:
         wait_until(
             lambda: proc.poll() is None and http_ok(f"{proxy.url}/ping"), START_TIMEOUT, what=f"proxy (log: {log})"

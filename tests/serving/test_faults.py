@@ -5,9 +5,13 @@ registry with its own model server, as a user starts it. The tests run in order 
 leaves the stack serving, except the last, which kills the proxy with SIGKILL.
 """
 
+import contextlib
 import os
 import signal
+import stat
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -75,6 +79,54 @@ def test_killing_the_model_servers_uvicorn_worker_gives_503s_with_retry_after_ne
     assert {status for status, _ in refused} == {503}, load.failures[:5]
     assert all(int(headers["Retry-After"]) > 0 for _, headers in refused)
     assert stack.health()["upstream"]["starts"] == before["starts"] + 1
+
+
+def test_the_model_server_listens_only_on_a_unix_socket_that_other_users_cannot_open(stack):
+    served(stack)
+    upstream = stack.health()["upstream"]
+    assert upstream["url"].startswith("unix:")
+    socket_path = Path(upstream["url"].removeprefix("unix:"))
+    directory = socket_path.parent.stat()
+    assert stat.S_IMODE(directory.st_mode) == 0o700 and directory.st_uid == os.geteuid()
+    assert stat.S_IMODE(Path(upstream["log"]).stat().st_mode) == 0o600  # its stack traces stay private too
+    processes = [upstream["pid"], *descendants(upstream["pid"])]
+    assert tcp_listeners(processes) == set(), "no TCP port reaches the model server around the proxy"
+    assert int(stack.url.rsplit(":", 1)[1]) in tcp_listeners([stack.proc.pid])  # as the proxy's own port does
+    if os.geteuid() == 0:  # then the test can be another local user: nobody
+        attempt = subprocess.run(
+            [
+                "/usr/bin/python3",
+                "-I",
+                "-c",
+                f"import socket; socket.socket(socket.AF_UNIX).connect({str(socket_path)!r})",
+            ],
+            user=65534,
+            group=65534,
+            cwd="/",
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert attempt.returncode != 0 and "PermissionError" in attempt.stderr, attempt.stderr
+
+
+def tcp_listeners(pids) -> set[int]:
+    """The TCP ports that any of ``pids`` listens on."""
+    inodes = set()
+    for pid in pids:
+        with contextlib.suppress(FileNotFoundError, PermissionError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(FileNotFoundError):
+                    target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                    if target.startswith("socket:["):
+                        inodes.add(target[len("socket:[") : -1])
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # LISTEN
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
 
 
 def test_sigkill_of_the_proxy_leaves_no_process_of_the_stack_behind(stack):

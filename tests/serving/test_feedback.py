@@ -250,7 +250,7 @@ def test_labels_of_answered_rows_make_live_accuracy_per_version_in_metrics_and_h
         assert samples[("proxy_feedback_labels_total", (("outcome", "counted"),))] == 4
         assert samples[("proxy_feedback_requests_total", (("code", "200"),))] == 2
         assert samples[("proxy_answer_memory_requests", ())] == 2
-        health = await (await client.get("/health")).json()
+        health = await (await client.get("/health", headers=TOKEN)).json()
         live = health["feedback"]["live_accuracy"]
         assert live["window"] == 1000 and live["versions"]["1"]["correct_rows"] == 2
         assert health["feedback"]["log"]["state"] == "ok"
@@ -321,7 +321,7 @@ def test_without_a_feedback_log_the_endpoint_says_how_to_turn_it_on(tmp_path):
         status, error = await send(client, {"request_id": "a", "label": 0})
         assert (status, error["error_code"]) == (404, "FEEDBACK_DISABLED")
         assert "--feedback-log" in error["message"]
-        assert "feedback" not in await (await client.get("/health")).json()
+        assert "feedback" not in await (await client.get("/health", headers=TOKEN)).json()
 
     serve(tmp_path, body, feedback_log=None)
 
@@ -331,7 +331,7 @@ def test_a_feedback_log_that_cannot_be_written_refuses_labels_with_503_and_scori
 
     async def body(client, router):
         async def log_state():
-            return (await (await client.get("/health")).json())["feedback"]["log"]["state"]
+            return (await (await client.get("/health", headers=TOKEN)).json())["feedback"]["log"]["state"]
 
         for _ in range(100):  # the writer thread finds out as it starts
             if await log_state() == "failing":
