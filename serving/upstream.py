@@ -172,7 +172,7 @@ class ManagedUpstream(Upstream):
         self.state, self.starts = UpstreamState.STARTING, self.starts + 1
         self._serve_at(None)
         port = free_port()  # uvicorn is given one, but listens on the socket instead
-        self.socket_path = Path(tempfile.mkdtemp(prefix="iris-model-server-")) / "uvicorn.sock"
+        self.socket_path = socket_directory() / "uvicorn.sock"
         await self._close_client()  # a restart: the last process's connections are dead
         self._client = _socket_session(self.socket_path)
         log_dir = Path(self._config.log_dir).resolve()
@@ -313,6 +313,43 @@ class ManagedUpstream(Upstream):
         errors = [line.strip() for line in lines if "Error" in line or "Exception" in line]
         line = (errors or [line.strip() for line in lines if line.strip()] or ["no output"])[-1]
         return redact(line[:300])
+
+
+SOCKET_PREFIX = "iris-model-server-"
+
+
+def socket_directory() -> Path:
+    """A new directory (mode 0700) for one model server's socket, named after the proxy's pid.
+
+    A proxy killed outright cannot remove the directories of its model servers; the next
+    one to start removes those of proxies no longer running (only the user's own).
+    """
+    if not _swept:
+        _sweep_socket_directories()
+    return Path(tempfile.mkdtemp(prefix=f"{SOCKET_PREFIX}{os.getpid()}-"))
+
+
+_swept = False
+
+
+def _sweep_socket_directories() -> None:
+    global _swept
+    _swept = True
+    for directory in Path(tempfile.gettempdir()).glob(f"{SOCKET_PREFIX}*-*"):
+        pid = directory.name[len(SOCKET_PREFIX) :].split("-", 1)[0]
+        with contextlib.suppress(OSError, ValueError):
+            if directory.is_dir() and directory.stat().st_uid == os.geteuid() and not _running(int(pid)):
+                shutil.rmtree(directory, ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def _socket_session(path: Path) -> aiohttp.ClientSession:
