@@ -7,7 +7,8 @@ Endpoints:
   Parquet; ``serving.validation``), validated here and forwarded to the live upstream;
   answers ``{"predictions": [...]}``.
 - ``POST /predict``: one object with the four features; answers one prediction object.
-- ``GET /health``: healthy (200) or degraded (503), with the model, upstream and rollout state.
+- ``GET /health``: healthy (200) or degraded (503), the live version and readiness; with the
+  model, upstream and rollout state too, which need the token when ``--api-token`` is set.
 - ``GET /ready``: 200 only when the live upstream answers the canary row correctly.
 - ``GET /ping``: 200 while the proxy runs. ``GET /version``: MLflow's version, as MLflow answers it.
 - ``/v2/...``: the Open Inference Protocol (KServe V2): health, metadata from the model's

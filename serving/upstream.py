@@ -393,7 +393,11 @@ async def check_canary(session: aiohttp.ClientSession, invocations_url: str, tim
 def serve_command(
     model_uri: str, port: int, *, env_manager: str = "local", workers: int = 1, timeout: float | None = None
 ) -> list[str]:
-    """``mlflow models serve`` of one model version on a loopback port: how the proxy starts a model server."""
+    """``mlflow models serve`` of one model version on a loopback port: how the proxy starts a model server.
+
+    The proxy's own (``ManagedUpstream``) also sets ``UVICORN_UDS``, so it listens on a Unix
+    socket instead of the port.
+    """
     command = [str(BIN / "mlflow"), "models", "serve", "-m", model_uri, "-h", "127.0.0.1", "-p", str(port)]
     command += ["--env-manager", env_manager, "-w", str(workers)]
     return command + (["-t", str(math.ceil(timeout))] if timeout is not None else [])
