@@ -26,7 +26,15 @@ from pathlib import Path
 import click
 
 from bench.loadgen import LoadResult, available_generator, run_load
-from bench.serving_benchmark import build_champion, mlflow_serve, parse_connections, server, upstream_env, write_bodies
+from bench.serving_benchmark import (
+    build_champion,
+    cpu_seconds,
+    mlflow_serve,
+    parse_connections,
+    server,
+    upstream_env,
+    write_bodies,
+)
 from iris_core.processes import free_port
 
 _logger = logging.getLogger(__name__)
@@ -45,13 +53,6 @@ def proxy_command(setup: str, upstream: str, port: int, workdir: Path) -> list:
     if setup == "metrics":
         return [sys.executable, "-m", "serving", *common]
     return [sys.executable, "-m", "serving", *common, "--prediction-log", str(workdir / "predictions.jsonl")]
-
-
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time of one process so far, from /proc (its threads included)."""
-    with open(f"/proc/{pid}/stat") as handle:
-        fields = handle.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True)
