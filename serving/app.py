@@ -129,6 +129,8 @@ class Proxy:
             rows, ignored = parsed.rows, parsed.ignored
             if upstream is None:
                 upstream = self.router.choose()  # the canary for its share of requests, else None: the live one
+                if upstream is not None:
+                    version = upstream.version  # an error from it says so too
             scored = await self.forwarder.predict(rows, upstream, deadline=deadline)
             predictions, version = scored.predictions, scored.version
             status, response = 200, protocol.answer(request, parsed, scored)

@@ -21,7 +21,8 @@ one upstream: a request may name its own (``predict(rows, upstream)``, e.g. a ve
 V2 infer or a canary's share), and the others take the router's live upstream, read once
 at dispatch, so all its rows are scored by one model version, which every request in it
 reports. Requests for other upstreams keep their place in the queue for a later batch.
-An upstream failure fails exactly the requests of that batch.
+The limit on batches in flight holds per upstream: a slow canary holds its own worker's
+slot, never the live version's. An upstream failure fails exactly the requests of that batch.
 
 Every request has its own deadline (``--timeout`` after its body arrived). A request still
 queued, or in a batch still out, when its deadline passes is answered 504 at that moment,
@@ -62,7 +63,8 @@ class BatchingForwarder:
         self._max_inflight = max(1, int(max_inflight_batches or config.workers))
         self._queue: collections.deque[_Pending] = collections.deque()
         self._queued_rows = 0
-        self._inflight = 0
+        self._inflight: dict[int, int] = {}  # id(upstream) -> batches it is scoring now
+        self._named = 0  # queued requests that named their own upstream
         self._tasks: set[asyncio.Task] = set()
         self._timer: asyncio.TimerHandle | None = None
         self._closing = False
@@ -82,6 +84,7 @@ class BatchingForwarder:
         pending.expiry = loop.call_at(deadline, self._expire, pending)
         self._queue.append(pending)
         self._queued_rows += len(rows)
+        self._named += upstream is not None
         self._pump()
         try:
             return await pending.future
@@ -97,17 +100,37 @@ class BatchingForwarder:
 
     def _pump(self) -> None:
         """Send every batch the rules above allow now; otherwise arm a timer for the oldest request's deadline."""
-        while self._queue and self._inflight < self._max_inflight:
-            if not self._ready():
+        while self._queue:
+            target = self._free_target()
+            if target is None:
+                break
+            if not self._ready(target):
                 self._arm_timer()
                 return
-            self._send(*self._take_batch())
+            self._send(*self._take_batch(target))
         if not self._queue and self._timer is not None:
             self._timer.cancel()
             self._timer = None
 
-    def _ready(self) -> bool:
-        if self._inflight == 0 or self._closing or self._queued_rows >= self._max_rows:
+    def _free_target(self):
+        """The upstream of the oldest queued request whose upstream has a worker free, or None.
+
+        With every request for the live upstream (no canary, no versioned request) only
+        the head is looked at.
+        """
+        live = self._router.live
+        for pending in self._queue:
+            if pending.future.done():
+                continue
+            target = pending.upstream if pending.upstream is not None else live
+            if self._inflight.get(id(target), 0) < self._max_inflight:
+                return target
+            if not self._named:
+                return None
+        return None
+
+    def _ready(self, target) -> bool:
+        if not self._inflight.get(id(target)) or self._closing or self._queued_rows >= self._max_rows:
             return True
         return asyncio.get_running_loop().time() >= self._queue[0].queued_at + self._max_wait
 
@@ -134,8 +157,8 @@ class BatchingForwarder:
             pending.queued = False
             self._queued_rows -= len(pending.rows)
 
-    def _take_batch(self) -> tuple[list[_Pending], object]:
-        """Whole requests for the head's upstream, in queue order, up to ``max_batch_rows`` rows (at least one).
+    def _take_batch(self, target) -> tuple[list[_Pending], object]:
+        """Whole requests for ``target``, in queue order, up to ``max_batch_rows`` rows (at least one).
 
         Requests for another upstream are passed over and keep their place; with one
         upstream for all (the usual case) this takes from the head only.
@@ -143,23 +166,25 @@ class BatchingForwarder:
         live = self._router.live
         batch: list[_Pending] = []
         skipped: list[_Pending] = []
-        target, rows = None, 0
+        rows = 0
         while self._queue:
             head = self._queue[0]
             if head.future.done():  # its client went away or its deadline passed: nothing to score
                 self._queue.popleft()
                 self._unqueue(head)
+                self._named -= head.upstream is not None
                 continue
             wanted = head.upstream if head.upstream is not None else live
-            if batch and wanted is not target:
+            if wanted is not target:
                 skipped.append(self._queue.popleft())
                 continue
             if batch and rows + len(head.rows) > self._max_rows:
                 break
             self._queue.popleft()
             self._unqueue(head)
+            self._named -= head.upstream is not None
             batch.append(head)
-            target, rows = wanted, rows + len(head.rows)
+            rows += len(head.rows)
         self._queue.extendleft(reversed(skipped))
         return batch, target
 
@@ -167,7 +192,7 @@ class BatchingForwarder:
         """The whole batch goes to one upstream, chosen at dispatch (``_take_batch``)."""
         if not batch:
             return
-        self._inflight += 1
+        self._inflight[id(upstream)] = self._inflight.get(id(upstream), 0) + 1
         self.batches_sent += 1
         self.requests_sent += len(batch)
         task = asyncio.get_running_loop().create_task(self._score(batch, upstream))
@@ -187,7 +212,9 @@ class BatchingForwarder:
             self._settle_failed(batch, bad_answer())
             return
         finally:
-            self._inflight -= 1
+            left = self._inflight.pop(id(upstream)) - 1
+            if left:
+                self._inflight[id(upstream)] = left
             self._pump()
         start = 0
         for pending in batch:

@@ -164,6 +164,7 @@ def test_every_request_of_a_batch_reports_the_version_live_when_it_was_sent():
         first = asyncio.ensure_future(batcher.predict(rows(1.0)))
         await settle()
         waiting = [asyncio.ensure_future(batcher.predict(rows(2.0))) for _ in range(2)]
+        await settle()
         router.live = new  # a rollout switches while the second batch waits
         old.calls[0].answer()
         await settle()
@@ -179,6 +180,7 @@ def test_a_request_for_a_chosen_upstream_goes_there_in_a_batch_of_its_own_and_ot
         live, warm = FakeScorer("2"), FakeScorer("1")
         batcher = BatchingForwarder(SimpleNamespace(live=live), None, ServingConfig(upstream="http://127.0.0.1:1"))
         first = asyncio.ensure_future(batcher.predict(rows(1.0)))
+        warm_blocker = asyncio.ensure_future(batcher.predict(rows(0.5), upstream=warm))
         await settle()
         queued = [
             asyncio.ensure_future(batcher.predict(rows(2.0))),
@@ -190,13 +192,33 @@ def test_a_request_for_a_chosen_upstream_goes_there_in_a_batch_of_its_own_and_ot
         live.calls[0].answer()
         await settle()
         assert [call.rows for call in live.calls[1:]] == [rows(2.0, 4.0)], "naming the live upstream joins its batch"
-        assert warm.calls == [], "one batch in flight at a time: the warm upstream's requests wait their turn"
-        live.calls[1].answer()
-        await settle()
-        assert [call.rows for call in warm.calls] == [rows(3.0, 5.0)]
+        assert len(warm.calls) == 1, "the warm upstream's requests wait for its own worker"
         warm.calls[0].answer()
+        await settle()
+        assert [call.rows for call in warm.calls[1:]] == [rows(3.0, 5.0)]
+        live.calls[1].answer()
+        warm.calls[1].answer()
         versions = [(await request).version for request in queued]
         assert versions == ["2", "1", "2", "1"] and (await first).version == "2"
+        assert (await warm_blocker).version == "1"
+
+
+def test_a_slow_upstream_holds_only_its_own_worker_not_the_live_ones():
+    """A canary that takes long keeps its own batch in flight; the live version's requests still go out."""
+
+    async def body():
+        live, canary = FakeScorer("1"), FakeScorer("2")
+        batcher = BatchingForwarder(SimpleNamespace(live=live), None, ServingConfig(upstream="http://127.0.0.1:1"))
+        slow = asyncio.ensure_future(batcher.predict(rows(9.0), upstream=canary))
+        await settle()
+        for round_number in range(3):
+            request = asyncio.ensure_future(batcher.predict(rows(float(round_number))))
+            await settle()
+            live.calls[-1].answer()
+            assert (await request).version == "1"
+        assert len(canary.calls) == 1 and not slow.done()
+        canary.calls[0].answer()
+        assert (await slow).version == "2"
 
     run(body)
 

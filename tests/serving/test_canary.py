@@ -131,7 +131,7 @@ def test_a_good_version_goes_through_every_step_and_the_bake_to_all_traffic_and_
         assert router.events.rollouts_done == 1 and router.events.rollouts_rolled_back == 0
         await until(lambda: "2" in lookup.tags)
         assert lookup.moves == [] and lookup.tags["2"][Tag.ROLLOUT_OUTCOME] == RolloutOutcome.COMPLETED
-        assert set(router.rollout.checks) == {"error_rate", "p99_ms", "class_shift", "disagreement"}
+        assert set(router.rollout.checks) == {"error_rate", "p50_ms", "p99_ms", "class_shift", "disagreement"}
 
     run(body, canary_step=0.1, bake=0.1, min_requests=100)
 
@@ -170,6 +170,7 @@ def test_a_slow_version_is_rolled_back_on_its_p99_latency():
             servers.latest("1").stats.observe(0.03, [{"prediction": "setosa"}])
         await until(lambda: router.rollout.state == RolloutState.ROLLED_BACK)
         assert re.search(r"p99 latency 3\d\d\.\d ms vs 3\d\.\d ms, (9|10)\.\dx \(max 3x\)$", router.rollout.reason)
+        assert "p50 latency" in router.rollout.reason
 
     run(body)
 

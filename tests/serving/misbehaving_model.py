@@ -1,0 +1,40 @@
+"""A model that misbehaves on purpose, registered by the delivery tests as a version of ``iris`` (a model from code).
+
+It wraps a real pipeline-trained version (the ``model`` artifact) and, as its
+``model_config`` says, fails, slows down or disagrees with it: the bad versions that
+a canary rollout must roll back. Clear setosa rows (petal length under 2.5) are always
+answered correctly, so every kind passes the proxy's canary row and starts like a good
+version; the misbehaviour shows only on live traffic.
+
+- ``fail``: raises for every call holding a row with petal length above ``fail_above``;
+- ``slow``: sleeps ``delay_s`` per call, then answers as the wrapped version;
+- ``disagree``: swaps versicolor and virginica (same class mix on balanced traffic, every
+  such row disagreeing), and answers without an error.
+"""
+
+import time
+
+import mlflow
+from mlflow.models import set_model
+
+SWAPPED = {"versicolor": "virginica", "virginica": "versicolor"}
+
+
+class Misbehaving(mlflow.pyfunc.PythonModel):
+    def load_context(self, context):
+        self.inner = mlflow.pyfunc.load_model(context.artifacts["model"])
+        self.config = context.model_config or {}
+
+    def predict(self, context, model_input, params=None):
+        kind = self.config.get("kind")
+        if kind == "slow":
+            time.sleep(float(self.config.get("delay_s", 0.2)))
+        if kind == "fail" and (model_input["petal_length"] > float(self.config.get("fail_above", 4.5))).any():
+            raise ValueError("this version fails on long petals")
+        answer = self.inner.predict(model_input)
+        if kind == "disagree":
+            answer["prediction"] = answer["prediction"].map(lambda name: SWAPPED.get(name, name))
+        return answer
+
+
+set_model(Misbehaving())
