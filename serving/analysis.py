@@ -3,8 +3,9 @@
 During a rollout the router compares the new version (the candidate) with the previous
 one (the baseline), which stays warm, on four figures:
 
-- **upstream error rate**: the share of the candidate's calls to its model server that
-  failed (502, 503 or 504), against the baseline's over the same window;
+- **upstream error rate**: the share of the candidate's rows (requests, for single-row
+  ones) whose call to its model server failed (502, 503 or 504), against the baseline's over
+  the same window;
 - **latency** of those calls: the median and the p99, each as a ratio to the baseline's
   (both raised to a floor of ``LATENCY_FLOOR_S``, so two fast servers a few milliseconds
   apart are not "3x slower"). The median is there because on a busy machine the baseline's
@@ -15,9 +16,12 @@ one (the baseline), which stays warm, on four figures:
 - **disagreement**: on a sample of the candidate's requests that the baseline also scored
   in the background, the share of rows where their classes differ.
 
-Each check fires only once both sides have ``min_requests`` calls (or rows) in the window,
-so a handful of slow calls on a busy machine cannot roll back a good version. ``analyse``
-answers a ``Finding`` with every figure, whether or not it breached.
+Each check fires only once both sides have ``min_requests`` rows in the window (the error
+rate: the candidate alone), and the latency checks only with enough calls to read a
+percentile from: ``MIN_CALLS_FOR_MEDIAN`` for the median, ``min_requests`` for the p99. So a
+handful of slow calls on a busy machine cannot roll back a good version, while a version
+slow on every call, which makes few calls carrying many rows, is caught by its median.
+``analyse`` answers a ``Finding`` with every figure, whether or not it breached.
 
 ``CallStats`` is what each upstream counts at the seam every forwarder calls
 (``serving.upstream.Upstream.score``); the router takes a snapshot when a rollout starts
@@ -30,29 +34,34 @@ from dataclasses import dataclass, field
 
 # Call latency buckets, 0.5 ms to ~73 s in steps of 25%: a p99 read from them is within 25%.
 LATENCY_BOUNDS_S = tuple(0.0005 * 1.25**i for i in range(54))
-LATENCY_FLOOR_S = 0.02  # p99s below this count as this for the ratio
+LATENCY_FLOOR_S = 0.02  # latencies below this count as this for the ratio
+MIN_CALLS_FOR_MEDIAN = 10
 
 
 @dataclass
 class CallStats:
-    """Calls to one model server: how many, how many failed, how long they took, which classes came back.
+    """Calls to one model server: how many, with how many rows, which failed, how long they took, which classes.
 
     ``count_classes`` is switched on only while a rollout analyses the upstream: counting
     classes costs a loop over the rows of every call.
     """
 
     calls: int = 0
-    failed: int = 0
+    failed: int = 0  # calls that failed
+    rows: int = 0  # rows sent (a single-row request is one row: rows count requests)
+    failed_rows: int = 0  # rows of the calls that failed: requests a client saw fail
     latency: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BOUNDS_S) + 1))
-    classes: dict[str, int] = field(default_factory=dict)
+    classes: dict[str, int] = field(default_factory=dict)  # answered rows by predicted class
     count_classes: bool = False
 
-    def observe(self, seconds: float, predictions: list[dict] | None) -> None:
-        """One call; ``predictions`` is None when it failed."""
+    def observe(self, seconds: float, rows: int, predictions: list[dict] | None) -> None:
+        """One call of ``rows`` rows; ``predictions`` is None when it failed."""
         self.calls += 1
+        self.rows += rows
         self.latency[bisect_left(LATENCY_BOUNDS_S, seconds)] += 1
         if predictions is None:
             self.failed += 1
+            self.failed_rows += rows
         elif self.count_classes:
             classes = self.classes
             for record in predictions:
@@ -60,7 +69,7 @@ class CallStats:
                 classes[name] = classes.get(name, 0) + 1
 
     def snapshot(self) -> "CallStats":
-        return CallStats(self.calls, self.failed, list(self.latency), dict(self.classes))
+        return CallStats(self.calls, self.failed, self.rows, self.failed_rows, list(self.latency), dict(self.classes))
 
     def since(self, earlier: "CallStats") -> "CallStats":
         """What happened after ``earlier`` (a snapshot of the same stats)."""
@@ -68,17 +77,20 @@ class CallStats:
         return CallStats(
             self.calls - earlier.calls,
             self.failed - earlier.failed,
+            self.rows - earlier.rows,
+            self.failed_rows - earlier.failed_rows,
             [a - b for a, b in zip(self.latency, earlier.latency)],
             {k: n for k, n in classes.items() if n},
         )
 
     @property
-    def rows(self) -> int:
+    def answered_rows(self) -> int:
         return sum(self.classes.values())
 
     @property
     def error_rate(self) -> float:
-        return self.failed / self.calls if self.calls else 0.0
+        """The share of rows whose call failed."""
+        return self.failed_rows / self.rows if self.rows else 0.0
 
     def quantile_s(self, q: float) -> float | None:
         total = sum(self.latency)
@@ -100,7 +112,7 @@ class Thresholds:
     max_latency_ratio: float  # largest median or p99 latency as a multiple of the baseline's
     max_disagreement: float  # largest share of rows answered with another class than the baseline's
     max_class_shift: float  # largest total variation distance between the two class mixes
-    min_requests: int  # calls (or rows) each side needs before a check may fire
+    min_requests: int  # rows (requests) each side needs before a check may fire
 
     @classmethod
     def of(cls, config) -> "Thresholds":
@@ -150,18 +162,19 @@ def analyse(candidate: CallStats, baseline: CallStats, compared: Comparison, lim
     breaches, figures = [], {}
     need = limits.min_requests
 
-    if candidate.calls >= need:
-        baseline_rate = baseline.error_rate if baseline.calls >= need else 0.0
+    if candidate.rows >= need:
+        baseline_rate = baseline.error_rate if baseline.rows >= need else 0.0
         rise = candidate.error_rate - baseline_rate
-        figures["error_rate"] = {"new": candidate.error_rate, "previous": baseline_rate, "calls": candidate.calls}
+        figures["error_rate"] = {"new": candidate.error_rate, "previous": baseline_rate, "rows": candidate.rows}
         if rise > limits.max_error_rate:
             breaches.append(
-                f"error rate {candidate.error_rate:.1%} vs {baseline_rate:.1%} over {candidate.calls} calls "
+                f"error rate {candidate.error_rate:.1%} vs {baseline_rate:.1%} over {candidate.rows} rows "
                 f"(max rise {limits.max_error_rate:.1%})"
             )
 
-    if candidate.calls >= need and baseline.calls >= need:
-        for name, q in (("p50", 0.5), ("p99", 0.99)):
+    enough_rows = candidate.rows >= need and baseline.rows >= need
+    for name, q, calls in (("p50", 0.5, MIN_CALLS_FOR_MEDIAN), ("p99", 0.99, need)):
+        if enough_rows and candidate.calls >= calls and baseline.calls >= calls:
             new, old = candidate.quantile_s(q), baseline.quantile_s(q)
             ratio = max(new, LATENCY_FLOOR_S) / max(old, LATENCY_FLOOR_S)
             figures[f"{name}_ms"] = {"new": _ms(new), "previous": _ms(old), "ratio": round(ratio, 2)}
@@ -171,7 +184,7 @@ def analyse(candidate: CallStats, baseline: CallStats, compared: Comparison, lim
                     f"(max {limits.max_latency_ratio:g}x)"
                 )
 
-    if candidate.rows >= need and baseline.rows >= need:
+    if candidate.answered_rows >= need and baseline.answered_rows >= need:
         shift = class_shift(candidate.classes, baseline.classes)
         figures["class_shift"] = {"tvd": round(shift, 4), "new": candidate.classes, "previous": baseline.classes}
         if shift > limits.max_class_shift:

@@ -93,7 +93,7 @@ class Upstream:
             return predictions
         finally:
             self.inflight -= 1
-            self.stats.observe(time.perf_counter() - started, predictions)
+            self.stats.observe(time.perf_counter() - started, len(rows), predictions)
 
     async def is_up(self, session: aiohttp.ClientSession) -> bool:
         return self.state == UpstreamState.READY

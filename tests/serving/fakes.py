@@ -90,7 +90,7 @@ class FakeServer:
             predictions = [{"prediction": name} for name in self.answer(rows)]
             return predictions
         finally:
-            self.stats.observe(time.perf_counter() - started, predictions)
+            self.stats.observe(time.perf_counter() - started, len(rows), predictions)
 
     # the test's controls
     def come_up(self) -> None:

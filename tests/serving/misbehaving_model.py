@@ -7,9 +7,11 @@ answered correctly, so every kind passes the proxy's canary row and starts like 
 version; the misbehaviour shows only on live traffic.
 
 - ``fail``: raises for every call holding a row with petal length above ``fail_above``;
-- ``slow``: sleeps ``delay_s`` per call, then answers as the wrapped version;
+- ``slow``: answers as the wrapped version, ``delay_s`` later;
 - ``disagree``: swaps versicolor and virginica (same class mix on balanced traffic, every
   such row disagreeing), and answers without an error.
+
+``delay_s`` slows any kind down.
 """
 
 import time
@@ -27,8 +29,7 @@ class Misbehaving(mlflow.pyfunc.PythonModel):
 
     def predict(self, context, model_input, params=None):
         kind = self.config.get("kind")
-        if kind == "slow":
-            time.sleep(float(self.config.get("delay_s", 0.2)))
+        time.sleep(float(self.config.get("delay_s", 0.0)))
         if kind == "fail" and (model_input["petal_length"] > float(self.config.get("fail_above", 4.5))).any():
             raise ValueError("this version fails on long petals")
         answer = self.inner.predict(model_input)

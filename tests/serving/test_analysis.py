@@ -15,9 +15,9 @@ def calls(n: int, seconds: float = 0.01, failed: int = 0, classes: dict[str, int
     answers = [name for name, k in (classes or {"setosa": n - failed}).items() for _ in range(k)]
     for i in range(n):
         if i < failed:
-            stats.observe(seconds, None)
+            stats.observe(seconds, 1, None)
         else:
-            stats.observe(seconds, [{"prediction": answers[(i - failed) % len(answers)]}])
+            stats.observe(seconds, 1, [{"prediction": answers[(i - failed) % len(answers)]}])
     return stats
 
 
@@ -35,8 +35,8 @@ def test_a_version_like_the_previous_one_breaches_nothing():
 def test_a_rise_in_the_error_rate_beyond_the_limit_breaches():
     mixed = {"setosa": 30, "versicolor": 29, "virginica": 29}
     finding = analyse(calls(100, failed=12, classes=mixed), GOOD, Comparison(), LIMITS)
-    assert finding.breaches == ["error rate 12.0% vs 0.0% over 100 calls (max rise 5.0%)"]
-    assert finding.figures["error_rate"] == {"new": 0.12, "previous": 0.0, "calls": 100}
+    assert finding.breaches == ["error rate 12.0% vs 0.0% over 100 rows (max rise 5.0%)"]
+    assert finding.figures["error_rate"] == {"new": 0.12, "previous": 0.0, "rows": 100}
 
 
 def test_an_error_rate_no_worse_than_the_previous_versions_does_not_breach():
@@ -54,7 +54,7 @@ def test_a_version_slower_on_every_call_is_caught_by_its_median_when_the_previou
     """A busy machine: the previous version's p99 is 150 ms of noise; the new one takes 120 ms on every call."""
     noisy = calls(100, seconds=0.01)
     for _ in range(3):
-        noisy.observe(0.15, [{"prediction": "setosa"}])
+        noisy.observe(0.15, 1, [{"prediction": "setosa"}])
     finding = analyse(calls(100, seconds=0.12), noisy, Comparison(), LIMITS)
     assert [reason.split()[0] for reason in finding.breaches] == ["p50"]
     assert finding.figures["p99_ms"]["ratio"] < 3 < finding.figures["p50_ms"]["ratio"]
@@ -77,6 +77,23 @@ def test_disagreeing_on_compared_rows_beyond_the_limit_breaches():
     assert finding.breaches == ["disagreed with the previous version on 40.0% of 100 rows (max 10%)"]
 
 
+def test_a_version_slow_on_every_call_makes_few_calls_of_many_rows_and_its_median_gives_it_away():
+    slow = CallStats()
+    for _ in range(12):  # requests pile up behind each slow call: 12 calls carried 120 rows
+        slow.observe(0.6, 10, [{"prediction": "setosa"}] * 10)
+    finding = analyse(slow, calls(200, seconds=0.01), Comparison(), LIMITS)
+    assert [reason.split()[0] for reason in finding.breaches] == ["p50"], "too few calls for a p99"
+    assert "p99_ms" not in finding.figures
+
+
+def test_a_handful_of_calls_decides_no_latency_check_however_many_rows_they_carry():
+    few = CallStats()
+    for seconds in (0.5, 0.5, 0.5, 0.5, 0.5, 0.01, 0.01, 0.01, 0.01):  # nine calls of 20 rows, a busy moment
+        few.observe(seconds, 20, [{"prediction": "setosa"}] * 20)
+    finding = analyse(few, calls(200), Comparison(), LIMITS)
+    assert not finding.breach and "p50_ms" not in finding.figures
+
+
 @pytest.mark.parametrize(
     "candidate, baseline, compared",
     [
@@ -94,14 +111,15 @@ def test_no_check_fires_before_both_sides_have_the_minimum_count(candidate, base
 def test_stats_since_a_snapshot_count_only_what_came_after():
     stats = calls(30, failed=5)
     before = stats.snapshot()
-    stats.observe(0.5, None)
-    stats.observe(0.5, [{"prediction": "virginica"}])
+    stats.observe(0.5, 3, None)
+    stats.observe(0.5, 1, [{"prediction": "virginica"}])
     window = stats.since(before)
-    assert (window.calls, window.failed, window.classes) == (2, 1, {"virginica": 1})
+    assert (window.calls, window.failed, window.rows, window.failed_rows) == (2, 1, 4, 3)
+    assert window.classes == {"virginica": 1} and window.error_rate == 0.75
     assert window.quantile_s(0.5) == pytest.approx(0.5, rel=0.25)
 
 
 def test_classes_are_counted_only_while_asked_for():
     stats = CallStats()
-    stats.observe(0.01, [{"prediction": "setosa"}])
+    stats.observe(0.01, 1, [{"prediction": "setosa"}])
     assert stats.classes == {} and stats.calls == 1

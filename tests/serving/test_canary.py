@@ -155,7 +155,7 @@ def test_a_failing_version_is_rolled_back_at_once_and_the_alias_moved_back_with_
         assert move.reason == router.rollout.reason
         tags = lookup.tags["2"]
         assert tags[Tag.ROLLOUT_OUTCOME] == RolloutOutcome.ROLLED_BACK and tags[Tag.ROLLOUT_BY] == router.host
-        assert json.loads(tags[Tag.ROLLOUT_EVIDENCE])["checks"]["error_rate"]["calls"] >= 20
+        assert json.loads(tags[Tag.ROLLOUT_EVIDENCE])["checks"]["error_rate"]["rows"] >= 20
         assert router.rollout.registry == "moved @champion back from version 2 to version 1"
         assert all(version == "1" for _, version in await traffic(router, 20))
 
@@ -166,8 +166,8 @@ def test_a_slow_version_is_rolled_back_on_its_p99_latency():
     async def body(router, servers, lookup):
         await deliver(router, servers, lookup)
         for _ in range(30):  # synthetic calls: the new version takes ten times as long
-            servers.latest("2").stats.observe(0.3, [{"prediction": "setosa"}])
-            servers.latest("1").stats.observe(0.03, [{"prediction": "setosa"}])
+            servers.latest("2").stats.observe(0.3, 1, [{"prediction": "setosa"}])
+            servers.latest("1").stats.observe(0.03, 1, [{"prediction": "setosa"}])
         await until(lambda: router.rollout.state == RolloutState.ROLLED_BACK)
         assert re.search(r"p99 latency 3\d\d\.\d ms vs 3\d\.\d ms, (9|10)\.\dx \(max 3x\)$", router.rollout.reason)
         assert "p50 latency" in router.rollout.reason
@@ -191,7 +191,7 @@ def test_too_few_bad_calls_never_roll_back_a_version():
     async def body(router, servers, lookup):
         await deliver(router, servers, lookup)
         for _ in range(19):  # one short of min_requests, all failed
-            servers.latest("2").stats.observe(0.01, None)
+            servers.latest("2").stats.observe(0.01, 1, None)
         await until(lambda: router.rollout.state != RolloutState.CANARY)
         assert router.rollout.state == RolloutState.COMPLETED, router.rollout.reason
         assert router.live.version == "2" and router.events.rollouts_rolled_back == 0
