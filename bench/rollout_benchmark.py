@@ -1,91 +1,71 @@
-"""How long a live rollout takes: from an alias move to the first answer by the new version.
+"""Live rollout, measured: switching versions, rolling bad ones back by themselves, and what shadowing costs.
 
-It trains two versions with the real pipeline (`mlflow run`) in a temporary store, puts
-``champion`` on version 1, starts `python -m serving` (which follows the alias), and
-keeps one client asking ``/predict`` every few milliseconds. Then it promotes version 2
-(a cold start: a new `mlflow models serve`) and rolls back to version 1 (still running,
-warm), a few times, and prints for each move the time from the registry write to the
-first response whose ``X-Model-Version`` is the new version, next to the goals of the
-live-rollout issue; the cold goal is measured against a bare `mlflow models serve` of the
-same version started here just before. It measures and prints; it asserts nothing. From
-the repository root:
+It trains two versions with the real pipeline (`mlflow run`) in a temporary store,
+registers three bad versions wrapping version 1 (``bench.misbehaving``: one fails on a
+share of rows, one is several times slower, one disagrees without errors), puts
+``champion`` on version 1, and runs `python -m serving` (which follows the alias):
 
-    python -m bench.rollout_benchmark [--poll-interval 2] [--rounds 3]
+- **switch**: the default one-step switch; promote version 2 (a cold start: a new `mlflow
+  models serve`) and roll back to version 1 (still running, warm), a few times. For each
+  move, the time from the registry write to the first answer by the new version, against
+  a bare `mlflow models serve` of the same version started here just before.
+- **rollback**: a proxy with ``--canary``; under a steady load, promote each bad kind and
+  measure the time from the alias move to the automatic rollback (and from the start of
+  its canary, once its model server answered), and the requests that failed against the
+  requests in that window.
+- **shadow**: the same proxy serving version 1 with and without ``--shadow challenger``
+  (challenger: version 2), each driven at 64 connections with single-row ``/invocations``
+  requests, interleaved over rounds; the throughput and latency of each, and the ratio.
+
+It measures and prints, with each goal and ``[met]`` or ``[missed]``; it asserts nothing.
+From the repository root:
+
+    python -m bench.rollout_benchmark [--only switch,rollback,shadow] [--poll-interval 2] [--rounds 3]
 """
 
+import contextlib
 import logging
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
 import requests
 
 from bench.goals import Goal, report
+from bench.loadgen import LoadResult, available_generator, run_load
+from bench.misbehaving import KINDS, register_misbehaving
+from bench.serving_benchmark import write_bodies
 from bench.store import store_env, train
 from iris_core.processes import free_port, stop_process, wait_until
 
 _logger = logging.getLogger(__name__)
 
-ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
+ROWS = [  # one clear row of each class, sent in turn
+    {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2},
+    {"sepal_length": 5.9, "sepal_width": 3.0, "petal_length": 4.2, "petal_width": 1.5},
+    {"sepal_length": 6.7, "sepal_width": 3.0, "petal_length": 5.2, "petal_width": 2.3},
+]
+CANARY = (20, 100)
+CANARY_STEP_S, BAKE_S, MIN_REQUESTS = 30.0, 10.0, 30
+SHADOW_CONNECTIONS = 64
+SHADOW_GOAL = 1.25  # with --shadow, the p50 and p99 at 64 connections within this factor of those without
 
 
-def store_with_two_versions(workdir: Path) -> dict:
-    """Versions 1 and 2 of `iris` made by the real pipeline; the environment that points at them."""
+def prepared_store(workdir: Path) -> tuple[dict, dict]:
+    """Versions 1 and 2 made by the real pipeline, the bad ones wrapping version 1; champion on version 1."""
     env = store_env(workdir)
     train(workdir, env)
     train(workdir, env, "-P", "C=0.5")
-    return env
-
-
-class Watcher:
-    """One keep-alive client asking /predict in a loop; remembers when each version first answered."""
-
-    def __init__(self, url: str, pause: float = 0.005):
-        self.url, self.pause = url, pause
-        self.failed = 0
-        self._first_seen: dict[str, list[float]] = {}
-        self._last: str | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> "Watcher":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
-
-    def _run(self) -> None:
-        with requests.Session() as session:
-            while not self._stop.is_set():
-                try:
-                    response = session.post(f"{self.url}/predict", json=ROW, timeout=30)
-                    version = response.headers.get("X-Model-Version") if response.status_code == 200 else None
-                except requests.RequestException:
-                    version = None
-                answered_at = time.monotonic()
-                if version is None:
-                    self.failed += 1
-                elif version != self._last:
-                    self._first_seen.setdefault(version, []).append(answered_at)
-                    self._last = version
-                time.sleep(self.pause)
-
-    def first_answer_after(self, version: str, since: float, timeout: float) -> float:
-        """Seconds from ``since`` to the first answer by ``version`` after it."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            later = [t for t in self._first_seen.get(version, []) if t >= since]
-            if later:
-                return later[0] - since
-            time.sleep(0.005)
-        raise click.ClickException(f"version {version} did not answer within {timeout:g} s")
+    bad = {name: register_misbehaving(env["MLFLOW_TRACKING_URI"], workdir, "1", **cfg) for name, cfg in KINDS.items()}
+    move(registry_client(env), "1", "rollback")
+    return env, bad
 
 
 def bare_start_up(workdir: Path, env: dict, model_uri: str) -> float:
@@ -115,119 +95,290 @@ def registry_client(env: dict):
     return MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"], registry_uri=env["MLFLOW_TRACKING_URI"])
 
 
-def move(client, version: str, how: str) -> float:
-    """Point champion at the version; returns the monotonic time just before the registry write."""
+def move(client, version: str, how: str, alias: str = "champion") -> float:
+    """Point the alias at the version; returns the time (time.time()) just before the registry write."""
     from iris_core.alias_history import move_alias
 
-    moved_at = time.monotonic()
-    move_alias(client, "iris", "champion", version, how=how, reason="rollout benchmark")
+    moved_at = time.time()
+    move_alias(client, "iris", alias, version, how=how, reason="rollout benchmark")
     return moved_at
 
 
-@click.command(help="Print the time from an alias move to the first answer by the new version, cold and warm.")
+@contextlib.contextmanager
+def proxy(env: dict, workdir: Path, name: str, *args: str):
+    """`python -m serving ARGS` on a free port, healthy; yields its URL."""
+    port = free_port()
+    log = workdir / f"proxy-{name}.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "serving", "--port", str(port), *args],
+            cwd=workdir,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: requests.get(f"{url}/health", timeout=2).status_code == 200, 300, what=f"proxy ({log})")
+        yield url
+    finally:
+        stop_process(process, timeout=60)
+
+
+class Clients:
+    """Client threads asking /predict in a loop, rows of each class in turn; every answer kept with its time."""
+
+    def __init__(self, url: str, threads: int = 1, pause: float = 0.005):
+        self.url, self.pause = url, pause
+        self.answers: list[tuple[float, int, str | None]] = []  # (time.time(), status, X-Model-Version)
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run, args=(n,), daemon=True) for n in range(threads)]
+
+    def __enter__(self) -> "Clients":
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=60)
+
+    def _run(self, number: int) -> None:
+        with requests.Session() as session:
+            index = number
+            while not self._stop.is_set():
+                index += 1
+                try:
+                    response = session.post(f"{self.url}/predict", json=ROWS[index % 3], timeout=30)
+                    answer = (time.time(), response.status_code, response.headers.get("X-Model-Version"))
+                except requests.RequestException:
+                    answer = (time.time(), 0, None)
+                with self._lock:
+                    self.answers.append(answer)
+                time.sleep(self.pause)
+
+    def between(self, start: float, end: float) -> list[tuple[float, int, str | None]]:
+        with self._lock:
+            return [a for a in self.answers if start <= a[0] <= end]
+
+    def first_answer_after(self, version: str, since: float, timeout: float) -> float:
+        """Seconds from ``since`` to the first successful answer by ``version`` after it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                later = [at for at, status, v in self.answers if at >= since and status == 200 and v == version]
+            if later:
+                return later[0] - since
+            time.sleep(0.005)
+        raise click.ClickException(f"version {version} did not answer within {timeout:g} s")
+
+
+# -- switch -------------------------------------------------------------------------------------
+
+
+def measure_switches(env: dict, workdir: Path, poll_interval: float, rounds: int) -> list[str]:
+    client = registry_client(env)
+    start_up = bare_start_up(workdir, env, "models:/iris/2")  # the cold goal's yardstick, measured here
+    rows = []
+    with proxy(env, workdir, "switch", "--poll-interval", str(poll_interval)) as url, Clients(url) as clients:
+        clients.first_answer_after("1", 0.0, 60)
+        moves = [("promote to a cold version (1 -> 2)", "2", "promote", 300)]
+        moves.append(("rollback to the warm version (2 -> 1)", "1", "rollback", 60))
+        for _ in range(rounds - 1):
+            moves.append(("promote to the warm version (1 -> 2)", "2", "promote", 60))
+            moves.append(("rollback to the warm version (2 -> 1)", "1", "rollback", 60))
+        for label, version, how, timeout in moves:
+            rows.append((label, clients.first_answer_after(version, move(client, version, how), timeout)))
+        failed = sum(1 for _, status, _ in clients.answers if status != 200)
+    cold = max(seconds for label, seconds in rows if "cold" in label)
+    warm = max(seconds for label, seconds in rows if "warm" in label)
+    cold_goal, warm_goal = poll_interval + start_up, poll_interval + 0.5
+    lines = [
+        f"switch: one-step switch, poll interval {poll_interval:g} s; alias move -> first answer by the new version"
+    ]
+    lines += [f"  {label:<40} {seconds:6.2f} s" for label, seconds in rows]
+    lines.append(f"  failed requests during all moves: {failed}")
+    lines.append(f"  bare `mlflow models serve` of version 2, launch to first /ping: {start_up:.2f} s")
+    goals = [
+        Goal(
+            f"promote to cold <= poll interval + bare start-up ({cold_goal:.1f} s)", cold <= cold_goal, f"{cold:.2f} s"
+        ),
+        Goal(
+            f"rollback to warm <= poll interval + 0.5 s ({warm_goal:.1f} s)", warm <= warm_goal, f"worst {warm:.2f} s"
+        ),
+        Goal("no failed request during the moves", failed == 0, str(failed)),
+    ]
+    return [*lines, report(goals, "switch goals")]
+
+
+# -- automatic rollback ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rollback:
+    kind: str
+    rolled_back: bool
+    share: int | None  # the canary's share of requests when it was rolled back
+    from_move_s: float  # alias move -> traffic back on the previous version
+    from_canary_s: float  # canary start (the new version answering) -> rollback
+    failed: int
+    requests: int
+    reason: str
+
+
+def measure_rollbacks(env: dict, bad: dict, workdir: Path, poll_interval: float, threads: int) -> list[str]:
+    client = registry_client(env)
+    args = ["--poll-interval", str(poll_interval), "--canary", ",".join(map(str, CANARY))]
+    args += ["--canary-step", str(CANARY_STEP_S), "--bake", str(BAKE_S), "--min-requests", str(MIN_REQUESTS)]
+    results = []
+    with proxy(env, workdir, "canary", *args) as url, Clients(url, threads=threads) as clients:
+        for kind, version in bad.items():
+            clients.first_answer_after("1", time.time(), 60)
+            moved_at = move(client, version, "promote")
+            health = wait_until(lambda v=version: _ended(url, v), 300 + CANARY_STEP_S + BAKE_S, interval=0.1)
+            record = health["rollout"]
+            window = clients.between(record["started_at"], record["at"] + 1.0)
+            results.append(
+                Rollback(
+                    kind,
+                    record["state"] == "rolled_back",
+                    record.get("share"),
+                    record["at"] - moved_at,
+                    record["at"] - record["started_at"],
+                    sum(1 for _, status, _ in window if status != 200),
+                    len(window),
+                    record.get("reason", ""),
+                )
+            )
+            wait_until(lambda: _champion(client) == "1", 60, what="the alias moved back to version 1")
+    share = CANARY[0]
+    lines = [
+        f"rollback: canary {','.join(map(str, CANARY))}, {CANARY_STEP_S:g} s per step, bake {BAKE_S:g} s, "
+        f"min {MIN_REQUESTS} requests, {threads} clients"
+    ]
+    lines.append(
+        f"  {'bad version':<12} {'move->rollback':>14} {'canary->rollback':>16} {'failed/requests':>16}  caught by"
+    )
+    for r in results:
+        caught = r.reason.split(": ", 1)[-1] if r.rolled_back else "NOT ROLLED BACK"
+        lines.append(
+            f"  {r.kind:<12} {r.from_move_s:12.2f} s {r.from_canary_s:14.2f} s {r.failed:>7}/{r.requests:<8}  {caught}"
+        )
+    goals = []
+    for r in results:
+        within = r.rolled_back and r.share is not None and r.share < 100
+        step = f"{r.from_canary_s:.2f} s after its canary began" if r.rolled_back else "not rolled back"
+        goals.append(Goal(f"{r.kind}: rolled back during the {share}% canary step", within, step))
+        goals.append(
+            Goal(
+                f"{r.kind}: failed requests <= {share}% of the requests in its canary",
+                r.failed <= share / 100 * r.requests,
+                f"{r.failed} of {r.requests}",
+            )
+        )
+    return [*lines, report(goals, "rollback goals")]
+
+
+def _ended(url: str, version: str) -> dict | None:
+    health = requests.get(f"{url}/health", timeout=5).json()
+    record = health.get("rollout") or {}
+    ended = record.get("version") == version and record.get("state") in ("rolled_back", "stopped", "completed")
+    return health if ended else None
+
+
+def _champion(client) -> str:
+    return str(client.get_registered_model("iris").aliases["champion"])
+
+
+# -- shadow cost ------------------------------------------------------------------------------------
+
+
+def measure_shadow(env: dict, workdir: Path, rounds: int, duration: float, generator: str) -> list[str]:
+    move(registry_client(env), "2", "promote", alias="challenger")
+    bodies = write_bodies(workdir)["/invocations"]
+    with (
+        proxy(env, workdir, "plain", "--pin") as plain,
+        proxy(env, workdir, "shadow", "--pin", "--shadow", "challenger", "--shadow-report-interval", "5") as shadowed,
+    ):
+        wait_until(
+            lambda: (requests.get(f"{shadowed}/health", timeout=5).json()["shadow"] or {}).get("state") == "shadowing",
+            300,
+            what="the shadow to start",
+        )
+        results: dict[str, list[LoadResult]] = {"no shadow": [], "--shadow challenger": []}
+        for _ in range(rounds):
+            for name, url in (("no shadow", plain), ("--shadow challenger", shadowed)):
+                results[name].append(run_load(generator, f"{url}/invocations", bodies, SHADOW_CONNECTIONS, duration))
+        shadow = requests.get(f"{shadowed}/health", timeout=5).json()["shadow"]
+    medians = {
+        name: (
+            statistics.median(r.throughput for r in runs),
+            statistics.median(r.p50_us for r in runs) / 1000,
+            statistics.median(r.p99_us for r in runs) / 1000,
+            sum(r.error_count for r in runs),
+        )
+        for name, runs in results.items()
+    }
+    base = medians["no shadow"]
+    lines = [f"shadow: {SHADOW_CONNECTIONS} connections, {generator}, {duration:g} s x {rounds} rounds, medians"]
+    lines.append(f"  {'set-up':<22} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
+    for name, (rps, p50, p99, errors) in medians.items():
+        lines.append(f"  {name:<22} {rps:8.0f} {p50:8.2f} {p99:8.2f} {errors:7d}")
+    _, p50, p99, _ = medians["--shadow challenger"]
+    lines.append(
+        f"  shadowed rows {shadow.get('rows')}, dropped {shadow.get('dropped_rows')}, "
+        f"agreement {shadow.get('agreement')}"
+    )
+    goals = [
+        Goal(f"p50 with --shadow <= {SHADOW_GOAL:g}x without", p50 <= SHADOW_GOAL * base[1], f"{p50 / base[1]:.2f}x"),
+        Goal(f"p99 with --shadow <= {SHADOW_GOAL:g}x without", p99 <= SHADOW_GOAL * base[2], f"{p99 / base[2]:.2f}x"),
+        Goal("no failed request with --shadow", medians["--shadow challenger"][3] == 0),
+    ]
+    return [*lines, report(goals, "shadow goals")]
+
+
+PARTS = ("switch", "rollback", "shadow")
+
+
+@click.command(help="Print the times of live switches and automatic rollbacks, and the cost of shadowing.")
 @click.option(
-    "--poll-interval",
-    type=click.FloatRange(min=0.1),
-    default=2.0,
+    "--only",
+    default=",".join(PARTS),
     show_default=True,
-    help="The proxy's --poll-interval.",
+    help="Comma-separated parts to run: switch, rollback, shadow.",
 )
-@click.option(
-    "--rounds",
-    type=click.IntRange(min=1),
-    default=3,
-    show_default=True,
-    help="Warm promote/rollback pairs after the cold start.",
-)
+@click.option("--poll-interval", type=click.FloatRange(min=0.1), default=2.0, show_default=True)
+@click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True, help="Warm moves; shadow rounds.")
+@click.option("--clients", type=click.IntRange(min=1), default=8, show_default=True, help="Load during rollbacks.")
+@click.option("--duration", type=click.FloatRange(min=1), default=10.0, show_default=True, help="Seconds per load.")
+@click.option("--loadgen", type=click.Choice(["auto", "wrk", "python"]), default="auto", show_default=True)
 @click.option(
     "--workdir",
     type=click.Path(file_okay=False, path_type=Path),
     help="Keep the store and logs here (default: a temporary directory).",
 )
-def main(poll_interval: float, rounds: int, workdir: Path | None) -> None:
+def main(only, poll_interval, rounds, clients, duration, loadgen, workdir) -> None:
+    parts = [part.strip() for part in only.split(",") if part.strip()]
+    if not parts or set(parts) - set(PARTS):
+        raise click.UsageError(f"--only takes some of {', '.join(PARTS)}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    generator = available_generator(loadgen)
     with tempfile.TemporaryDirectory(prefix="rollout-bench-") as scratch:
         workdir = workdir or Path(scratch)
         workdir.mkdir(parents=True, exist_ok=True)
-        env = store_with_two_versions(workdir)
-        client = registry_client(env)
-        move(client, "1", "rollback")  # also opens the store, so no later move pays for that
-        start_up = bare_start_up(workdir, env, "models:/iris/2")  # the cold goal's yardstick, measured here
-        port = free_port()
-        log = workdir / "proxy.log"
-        with open(log, "wb") as out:
-            proxy = subprocess.Popen(
-                [sys.executable, "-m", "serving", "--port", str(port), "--poll-interval", str(poll_interval)],
-                cwd=workdir,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            wait_until(
-                lambda: requests.get(f"{url}/health", timeout=2).status_code == 200, 300, what=f"the proxy (log: {log})"
-            )
-            rows = []
-            with Watcher(url) as watcher:
-                watcher.first_answer_after("1", 0.0, 60)
-                rows.append(
-                    (
-                        "promote to a cold version (1 -> 2)",
-                        watcher.first_answer_after("2", move(client, "2", "promote"), 300),
-                    )
-                )
-                rows.append(
-                    (
-                        "rollback to the warm version (2 -> 1)",
-                        watcher.first_answer_after("1", move(client, "1", "rollback"), 60),
-                    )
-                )
-                for _ in range(rounds - 1):
-                    rows.append(
-                        (
-                            "promote to the warm version (1 -> 2)",
-                            watcher.first_answer_after("2", move(client, "2", "promote"), 60),
-                        )
-                    )
-                    rows.append(
-                        (
-                            "rollback to the warm version (2 -> 1)",
-                            watcher.first_answer_after("1", move(client, "1", "rollback"), 60),
-                        )
-                    )
-            failed = watcher.failed
-        finally:
-            stop_process(proxy, timeout=60)
-    click.echo(
-        f"\nlive rollout, poll interval {poll_interval:g} s, {os.cpu_count()} CPUs; alias move -> first answer by the new version"
-    )
-    for label, seconds in rows:
-        click.echo(f"  {label:<40} {seconds:6.2f} s")
-    click.echo(f"  failed requests during all moves: {failed}")
-    click.echo(f"  bare `mlflow models serve` of version 2, launch to first /ping: {start_up:.2f} s")
-    click.echo(report(goals(rows, failed, poll_interval, start_up)))
-
-
-def goals(rows: list[tuple[str, float]], failed: int, poll_interval: float, start_up: float) -> list[Goal]:
-    """The live-rollout issue's goals for these moves (label, seconds), failed requests and the measured start-up."""
-    cold = [seconds for label, seconds in rows if "cold" in label]
-    warm = [seconds for label, seconds in rows if "warm" in label]
-    cold_goal, warm_goal = poll_interval + start_up, poll_interval + 0.5
-    return [
-        Goal(
-            f"promote to cold <= poll interval + bare start-up ({cold_goal:.1f} s)",
-            max(cold) <= cold_goal,
-            f"{max(cold):.2f} s",
-        ),
-        Goal(
-            f"rollback to warm <= poll interval + 0.5 s ({warm_goal:.1f} s)",
-            max(warm) <= warm_goal,
-            f"worst {max(warm):.2f} s",
-        ),
-        Goal("no failed request during the moves", failed == 0, str(failed)),
-    ]
+        env, bad = prepared_store(workdir)
+        report = [f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at the start"]
+        if "switch" in parts:
+            report += measure_switches(env, workdir, poll_interval, rounds)
+            move(registry_client(env), "1", "rollback")
+        if "rollback" in parts:
+            report += measure_rollbacks(env, bad, workdir, poll_interval, clients)
+        if "shadow" in parts:
+            report += measure_shadow(env, workdir, rounds, duration, generator)
+    click.echo("\n" + "\n".join(report))
 
 
 if __name__ == "__main__":

@@ -80,6 +80,20 @@ class Tag:
             PRODUCTION_ROWS,
         }
     )
+    # What serving proxies write about a version; ``registry_tools show`` sums them up in two lines.
+    SERVING_FACTS = frozenset(
+        {
+            SHADOW_ROWS,
+            SHADOW_AGREEMENT,
+            SHADOW_ERROR_RATE,
+            SHADOW_P99_MS,
+            SHADOW_AGAINST,
+            ROLLOUT_OUTCOME,
+            ROLLOUT_EVIDENCE,
+            ROLLOUT_BY,
+            ROLLOUT_AT,
+        }
+    )
 
 
 class GateVerdict(StrEnum):

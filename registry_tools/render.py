@@ -66,11 +66,35 @@ def version_details(v: VersionSummary) -> str:
     if v.training_metrics:
         lines.append("  training metrics:")
         lines += [f"    {key:<14} {value:.4f}" for key, value in sorted(v.training_metrics.items())]
-    other = {k: val for k, val in sorted(v.tags.items()) if k not in Tag.VERSION_FACTS}
+    lines += serving_facts(v.tags)
+    other = {k: val for k, val in sorted(v.tags.items()) if k not in Tag.VERSION_FACTS | Tag.SERVING_FACTS}
+    other = {k: val for k, val in other.items() if not k.startswith(Tag.SHADOW_SOURCE_PREFIX)}
     if other:
         lines.append("  tags:")
         lines += [f"    {key:<14} {flat(value)}" for key, value in other.items()]
     return "\n".join(lines)
+
+
+def serving_facts(tags: dict[str, str]) -> list[str]:
+    """What serving proxies found: the shadow evidence summed over them, and how a canary rollout ended."""
+    lines = []
+    if tags.get(Tag.SHADOW_ROWS):
+        sources = sum(1 for key in tags if key.startswith(Tag.SHADOW_SOURCE_PREFIX))
+        lines.append(
+            f"  shadow:          {tags[Tag.SHADOW_ROWS]} rows against version {tags.get(Tag.SHADOW_AGAINST, MISSING)}"
+            f" ({sources} proxy records): agreement {tags.get(Tag.SHADOW_AGREEMENT) or MISSING},"
+            f" error rate {tags.get(Tag.SHADOW_ERROR_RATE) or MISSING}, p99 {tags.get(Tag.SHADOW_P99_MS) or MISSING} ms"
+        )
+    if tags.get(Tag.ROLLOUT_OUTCOME):
+        by = f" by {tags[Tag.ROLLOUT_BY]}" if tags.get(Tag.ROLLOUT_BY) else ""
+        lines.append(f"  rollout:         {tags[Tag.ROLLOUT_OUTCOME]}{by} at {tags.get(Tag.ROLLOUT_AT, MISSING)}")
+        if tags.get(Tag.ROLLOUT_EVIDENCE):
+            try:
+                reason = json.loads(tags[Tag.ROLLOUT_EVIDENCE]).get("reason", "")
+            except (ValueError, AttributeError):
+                reason = tags[Tag.ROLLOUT_EVIDENCE]
+            lines.append(f"    - {flat(str(reason))}")
+    return lines
 
 
 def move_dict(move: AliasMove) -> dict:

@@ -128,9 +128,9 @@ class Proxy:
             parsed = protocol.parse(request, body, self._limits)
             rows, ignored = parsed.rows, parsed.ignored
             if upstream is None:
-                upstream = self.router.choose()  # the canary for its share of requests, else None: the live one
+                upstream = self.router.choose()  # the canary route for its share of requests, else None: the live one
                 if upstream is not None:
-                    version = upstream.version  # an error from it says so too
+                    version = upstream.current().version  # an error from it says so too
             scored = await self.forwarder.predict(rows, upstream, deadline=deadline)
             predictions, version = scored.predictions, scored.version
             status, response = 200, protocol.answer(request, parsed, scored)

@@ -35,7 +35,7 @@ import collections
 import logging
 from dataclasses import dataclass, field
 
-from serving.forwarding import Scored, UpstreamError, bad_answer, call_upstream, timed_out
+from serving.forwarding import Scored, UpstreamError, bad_answer, call_upstream, target_of, timed_out
 
 _logger = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ class BatchingForwarder:
         for pending in self._queue:
             if pending.future.done():
                 continue
-            target = pending.upstream if pending.upstream is not None else live
+            target = target_of(pending.upstream, live)
             if self._inflight.get(id(target), 0) < self._max_inflight:
                 return target
             if not self._named:
@@ -174,7 +174,7 @@ class BatchingForwarder:
                 self._unqueue(head)
                 self._named -= head.upstream is not None
                 continue
-            wanted = head.upstream if head.upstream is not None else live
+            wanted = target_of(head.upstream, live)
             if wanted is not target:
                 skipped.append(self._queue.popleft())
                 continue

@@ -6,8 +6,9 @@ rows to an ``/invocations`` URL that it makes. ``DirectForwarder`` makes one suc
 request, and the batching forwarder (``serving.batching``) coalesces concurrent requests
 into one call. Both take ``(router, session, config)`` and answer ``await predict(rows,
 upstream=None, deadline=None)`` with a ``Scored``: the rows go to ``upstream`` when one is
-given (a versioned request, a canary's share), else to ``router.live`` read at call time,
-so a rollout switch applies to the next call.
+given (a versioned request), to where a ``Route`` points when the call goes out (a
+canary's share, which falls back to the live upstream once its delivery ends), else to
+``router.live`` read at call time, so a rollout switch applies to the next call.
 
 Each request carries a deadline (event-loop time, ``--timeout`` after its body arrived):
 its answer comes by then whatever the upstream does. Failures map as the README says:
@@ -56,6 +57,20 @@ def timed_out() -> UpstreamError:
 
 def bad_answer(message: str = "the model server failed to answer") -> UpstreamError:
     return UpstreamError(502, "UPSTREAM_ERROR", message)
+
+
+class Route:
+    """A target that names its upstream only when the call goes out (``current``), not when it was chosen."""
+
+    def current(self):
+        raise NotImplementedError
+
+
+def target_of(upstream, live):
+    """Where a request goes now: its own upstream, where its route points now, or the live upstream (None)."""
+    if upstream is None:
+        return live
+    return upstream.current() if isinstance(upstream, Route) else upstream
 
 
 @dataclass(frozen=True)
@@ -145,8 +160,7 @@ class DirectForwarder:
 
     async def predict(self, rows: list[list[float]], upstream=None, deadline: float | None = None) -> Scored:
         """Score the rows by ``deadline`` (event-loop time; ``--timeout`` from now when not given)."""
-        if upstream is None:
-            upstream = self._router.live
+        upstream = target_of(upstream, self._router.live)
         if deadline is None:
             deadline = asyncio.get_running_loop().time() + self._timeout
         self.batches_sent += 1

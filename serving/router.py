@@ -35,6 +35,7 @@ import aiohttp
 from iris_core.contract import MoveKind, RolloutOutcome, Tag
 from iris_core.resolver import Resolved
 from serving.analysis import CallStats, Comparison, Finding, Thresholds, analyse
+from serving.forwarding import Route
 from serving.registry import RegistryLookup, RegistryUnavailable, RegistryWriter
 from serving.shadow import ShadowScorer
 from serving.shadowing import Shadowing
@@ -102,6 +103,20 @@ class Events:
     rollouts_stopped: int = 0
 
 
+class CanaryRoute(Route):
+    """What ``Router.choose`` hands out for the canary's share: the new version while its canary lasts, else the live.
+
+    A request routed to the canary but still queued when the canary ends (rolled back or
+    stopped) goes to the version that serves then, instead of failing on a stopped server.
+    """
+
+    def __init__(self, router: "Router"):
+        self._router = router
+
+    def current(self):
+        return self._router.canary or self._router.live
+
+
 @dataclass(eq=False)
 class Delivery:
     """One rollout in steps: the two versions, where their counts stood at the start, and the background copies."""
@@ -135,6 +150,7 @@ class Router:
         self.live: Upstream | None = None
         self.canary: Upstream | None = None  # during a canary step: the new version, taking ``share`` percent
         self.share = 0
+        self.canary_route = CanaryRoute(self)
         self.delivery: Delivery | None = None
         self.analysis_interval_s = ANALYSIS_INTERVAL_S
         self.host = socket.gethostname()
@@ -201,17 +217,16 @@ class Router:
 
     # -- which upstream serves a version -----------------------------------------------------
 
-    def choose(self) -> Upstream | None:
-        """The upstream for one scoring request: the canary for exactly its share of them, else None (the live one).
+    def choose(self) -> CanaryRoute | None:
+        """Where one scoring request goes: the canary route for exactly its share of them, else None (the live one).
 
         The share is deterministic, not random: of any 100 requests in a row, ``share``
         go to the canary, so the requests it can fail are bounded by its share.
         """
-        canary = self.canary
-        if canary is None:
+        if self.canary is None:
             return None
         served = self._served = self._served + 1
-        return canary if served * self.share // 100 != (served - 1) * self.share // 100 else None
+        return self.canary_route if served * self.share // 100 != (served - 1) * self.share // 100 else None
 
     def observe(self, outcome) -> None:
         """Every scoring request's outcome (a ``serving.app`` recorder): the background copies start here."""

@@ -94,6 +94,32 @@ def test_show_reports_everything_about_one_version(registry, run, ref):
         assert f"    - {reason}\n" in text
 
 
+def test_show_sums_up_what_serving_proxies_found_and_leaves_their_raw_records_out(registry, run):
+    from iris_core.contract import Tag
+    from iris_core.shadow_evidence import ShadowCounts, source_key, summary_tags
+
+    client = registry.client()
+    counts = ShadowCounts("2")
+    counts.observe_call(8.0, [("setosa", "setosa")] * 9 + [("setosa", "virginica")], 10)
+    tags = {source_key("pod-a", "2"): counts.as_json(), **summary_tags(counts)}
+    tags[Tag.ROLLOUT_OUTCOME], tags[Tag.ROLLOUT_BY], tags[Tag.ROLLOUT_AT] = (
+        "rolled_back",
+        "pod-a",
+        "2026-12-01T10:00:00Z",
+    )
+    tags[Tag.ROLLOUT_EVIDENCE] = json.dumps({"reason": "canary analysis: error rate 30.0% vs 0.0%", "checks": {}})
+    for key, value in tags.items():
+        client.set_model_version_tag("iris", "3", key, value)
+    text = run("show", "3").stdout
+    assert (
+        "  shadow:          10 rows against version 2 (1 proxy records): agreement 0.9000, error rate 0.0000,"
+        " p99 10 ms\n" in text
+    )
+    assert "  rollout:         rolled_back by pod-a at 2026-12-01T10:00:00Z\n" in text
+    assert "    - canary analysis: error rate 30.0% vs 0.0%\n" in text
+    assert "shadow.pod-a" not in text and "shadow_rows" not in text
+
+
 def test_show_json_includes_the_training_run_metrics_and_all_tags(registry, run):
     result = run("show", "3", "--json")
     assert result.exit_code == 0, result.output

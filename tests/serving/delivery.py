@@ -1,48 +1,22 @@
-"""What the real delivery and shadow tests share: misbehaving versions registered from a model file, and a steady load.
+"""The steady load of the real delivery and shadow tests (their bad versions come from ``bench.misbehaving``).
 
-``register_misbehaving`` logs ``misbehaving_model.py`` (a model from code wrapping a
-pipeline-trained version) as a new version of ``iris``; ``Traffic`` is a few client
-threads asking ``/predict`` of one or more proxies with one row of each class in turn,
-bounded in count and time, remembering when each answer came, its status and its
-``X-Model-Version``.
+``Traffic`` is a few client threads asking ``/predict`` of one or more proxies with one
+row of each class in turn, bounded in count and time, remembering when each answer came,
+its status and its ``X-Model-Version``.
 """
 
 import itertools
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import requests
 
-MODEL_FILE = Path(__file__).with_name("misbehaving_model.py")
 ROWS = {  # one clear row of each class; a balanced stream of them keeps the class mix even
     "setosa": {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2},
     "versicolor": {"sepal_length": 5.9, "sepal_width": 3.0, "petal_length": 4.2, "petal_width": 1.5},
     "virginica": {"sepal_length": 6.7, "sepal_width": 3.0, "petal_length": 5.2, "petal_width": 2.3},
 }
-
-
-def register_misbehaving(tracking_uri: str, workdir: Path, wrapped: str, **model_config) -> str:
-    """Register a version that wraps version ``wrapped`` and misbehaves as ``model_config`` says; its number."""
-    import mlflow
-
-    mlflow.set_tracking_uri(tracking_uri)
-    try:
-        inner = mlflow.artifacts.download_artifacts(f"models:/iris/{wrapped}", dst_path=str(workdir / f"v{wrapped}"))
-        signature = mlflow.models.get_model_info(f"models:/iris/{wrapped}").signature
-        with mlflow.start_run(run_name=f"misbehaving-{model_config['kind']}"):
-            info = mlflow.pyfunc.log_model(
-                name="model",
-                python_model=str(MODEL_FILE),
-                artifacts={"model": inner},
-                model_config=model_config,
-                signature=signature,
-                registered_model_name="iris",
-            )
-        return str(info.registered_model_version)
-    finally:
-        mlflow.set_tracking_uri(None)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ import pytest
 from serving.batching import BatchingForwarder
 from serving.config import ServingConfig
 from serving.forwarding import DirectForwarder, UpstreamError
+from serving.router import CanaryRoute
 from tests.serving.fakes import FakeScorer, settle
 
 
@@ -317,5 +318,25 @@ def test_a_request_whose_deadline_passed_in_the_queue_leaves_no_rows_counted_beh
         scorer.calls[1].answer()
         assert (await waiting).predictions[0]["first_value"] == 3.0
         await first
+
+    run(body)
+
+
+def test_a_request_queued_for_the_canary_when_its_canary_ends_goes_to_the_version_serving_then():
+    async def body():
+        live, canary = FakeScorer("1"), FakeScorer("2")
+        router = SimpleNamespace(live=live, canary=canary)
+        route = CanaryRoute(router)
+        batcher = BatchingForwarder(router, None, ServingConfig(upstream="http://127.0.0.1:1"))
+        in_flight = asyncio.ensure_future(batcher.predict(rows(1.0), upstream=route))
+        await settle()
+        queued = asyncio.ensure_future(batcher.predict(rows(2.0), upstream=route))
+        await settle()
+        router.canary = None  # rolled back while the second request waited for the canary's worker
+        canary.calls[0].answer()
+        await settle()
+        assert [call.rows for call in live.calls] == [rows(2.0)]
+        live.calls[0].answer()
+        assert (await queued).version == "1" and (await in_flight).version == "2"
 
     run(body)

@@ -67,7 +67,8 @@ async def traffic(router: Router, requests: int) -> list[tuple[int, str]]:
     seen, rows = [], random.Random(requests)
     for _ in range(requests):
         row = rows.choice(ROWS)
-        upstream = router.choose() or router.live
+        route = router.choose()
+        upstream = route.current() if route is not None else router.live
         try:
             predictions = await upstream.score(None, [row], 1.0)
             status = 200

@@ -3,7 +3,7 @@
 Two `python -m serving` proxies follow ``iris@champion`` of one registry, as two replicas
 would, under a steady bounded load. The registry holds the session's pipeline-trained
 versions (1 and 2 pass the gate; 3 was trained with C=0.3) and three versions registered
-here from ``misbehaving_model.py``, each wrapping version 1: one fails on a share of rows
+here from ``bench/misbehaving_model.py``, each wrapping version 1: one fails on a share of rows
 (every call holding a virginica row), one is several times slower, one answers without an
 error but swaps versicolor and virginica. The tests run in order, each starting and ending
 with the alias on version 1. ``test_canary.py`` pins the same decisions in process.
@@ -17,17 +17,19 @@ import time
 
 import pytest
 
+from bench.misbehaving import KINDS, register_misbehaving
 from iris_core.alias_history import alias_history, move_alias
 from iris_core.contract import MoveKind, RolloutOutcome, Tag
 from tests.conftest import Registry, sqlite_uri
 from tests.serving.conftest import START_TIMEOUT, running_proxy, serving_env
-from tests.serving.delivery import Traffic, register_misbehaving
+from tests.serving.delivery import Traffic
 from tests.serving.test_monitoring import sample, scrape
 from tests.support import wait_until
 
 pytestmark = pytest.mark.slow
 
-CANARY_SHARE, CANARY_STEP_S, BAKE_S = 20, 12, 8
+CANARY_SHARE, CANARY_STEP_S, BAKE_S = 20, 15, 6
+CLIENTS = 10  # closed-loop clients: enough that the canary share meets min_requests while a slow one holds some
 PROXY_ARGS = (
     "--poll-interval",
     "0.5",
@@ -50,11 +52,7 @@ def delivery_registry(trained_registry, tmp_path_factory):
     directory = tmp_path_factory.mktemp("delivery-registry")
     shutil.copyfile(trained_registry / "mlflow.db", directory / "mlflow.db")
     uri = sqlite_uri(directory)
-    bad = {
-        "fails": register_misbehaving(uri, directory, "1", kind="fail"),
-        "slow": register_misbehaving(uri, directory, "1", kind="slow", delay_s=0.5),
-        "disagrees": register_misbehaving(uri, directory, "1", kind="disagree"),
-    }
+    bad = {name: register_misbehaving(uri, directory, "1", **config) for name, config in KINDS.items()}
     client = Registry(uri=uri).client()
     move_alias(client, "iris", "champion", "1", how=MoveKind.ROLLBACK, reason="start the delivery tests on version 1")
     return directory, bad
@@ -86,7 +84,7 @@ def rollout(proxy) -> dict:
 
 def promote_under_load(proxies, client, version: str, ended: tuple[str, ...], reason: str):
     """Move the alias to ``version`` under load; wait until both proxies' deliveries of it end in ``ended``."""
-    with Traffic([proxy.url for proxy in proxies]) as traffic:
+    with Traffic([proxy.url for proxy in proxies], threads=CLIENTS) as traffic:
         wait_until(lambda: len(traffic.answers) >= 40, 60, what="the load to start")
         moved_at = time.time()
         move_alias(client, "iris", "champion", version, how=MoveKind.PROMOTE, reason=reason)
@@ -169,7 +167,7 @@ def test_a_good_version_goes_to_all_traffic_and_is_never_rolled_back_over_repeat
 
 
 def test_a_person_moving_the_alias_back_during_a_canary_stops_it_at_once(proxies, client, delivery_registry):
-    with Traffic([proxy.url for proxy in proxies]) as traffic:
+    with Traffic([proxy.url for proxy in proxies], threads=CLIENTS) as traffic:
         move_alias(client, "iris", "champion", "3", how=MoveKind.PROMOTE, reason="C=0.3, watched by a person")
         for proxy in proxies:
             wait_until(

@@ -16,12 +16,13 @@ import sys
 import pytest
 import requests
 
+from bench.misbehaving import register_misbehaving
 from iris_core.alias_history import move_alias
 from iris_core.contract import MoveKind, Tag
 from iris_core.errors import EXIT_OK, EXIT_WAITING
 from tests.conftest import REPO, Registry, sqlite_uri
 from tests.serving.conftest import START_TIMEOUT, running_proxy, serving_env
-from tests.serving.delivery import ROWS, register_misbehaving
+from tests.serving.delivery import ROWS
 from tests.serving.test_monitoring import sample, scrape
 from tests.support import wait_until
 

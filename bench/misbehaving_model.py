@@ -1,8 +1,8 @@
-"""A model that misbehaves on purpose, registered by the delivery tests as a version of ``iris`` (a model from code).
+"""A model that misbehaves on purpose, registered as a version of ``iris`` (a model from code) by ``bench.misbehaving``.
 
 It wraps a real pipeline-trained version (the ``model`` artifact) and, as its
-``model_config`` says, fails, slows down or disagrees with it: the bad versions that
-a canary rollout must roll back. Clear setosa rows (petal length under 2.5) are always
+``model_config`` says, fails, slows down or disagrees with it: the bad versions that a
+canary rollout must roll back, in the rollout benchmark and the delivery tests. Clear setosa rows (petal length under 2.5) are always
 answered correctly, so every kind passes the proxy's canary row and starts like a good
 version; the misbehaviour shows only on live traffic.
 
