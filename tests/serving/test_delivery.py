@@ -11,8 +11,6 @@ with the alias on version 1. ``test_canary.py`` pins the same decisions in proce
 
 import shutil
 import socket
-import subprocess
-import sys
 import time
 
 import pytest
@@ -21,7 +19,7 @@ from bench.misbehaving import KINDS, register_misbehaving
 from iris_core.alias_history import alias_history, move_alias
 from iris_core.contract import MoveKind, RolloutOutcome, Tag
 from tests.conftest import Registry, sqlite_uri
-from tests.serving.conftest import START_TIMEOUT, running_proxy, serving_env
+from tests.serving.conftest import START_TIMEOUT, running_proxy
 from tests.serving.delivery import Traffic
 from tests.serving.test_monitoring import sample, scrape
 from tests.support import wait_until
@@ -166,31 +164,34 @@ def test_a_good_version_goes_to_all_traffic_and_is_never_rolled_back_over_repeat
         )
 
 
-def test_a_person_moving_the_alias_back_during_a_canary_stops_it_at_once(proxies, client, delivery_registry):
+def test_a_person_moving_the_alias_back_during_a_canary_stops_it_at_once(proxies, client):
+    """The alias moves back (as ``registry_tools rollback`` moves it) while a proxy runs the canary of version 3."""
     with Traffic([proxy.url for proxy in proxies], threads=CLIENTS) as traffic:
         move_alias(client, "iris", "champion", "3", how=MoveKind.PROMOTE, reason="C=0.3, watched by a person")
-        for proxy in proxies:
-            wait_until(
-                lambda proxy=proxy: rollout(proxy).get("version") == "3" and rollout(proxy)["state"] == "canary",
-                START_TIMEOUT,
-                what=f"the canary of version 3 (log: {proxy.log})",
-            )
-        stopped_at = time.time()
-        result = subprocess.run(
-            [sys.executable, "-m", "registry_tools", "rollback", "--yes", "--reason", "stop it"],
-            env=serving_env(delivery_registry[0]),
-            capture_output=True,
-            text=True,
-            timeout=120,
+        in_canary = wait_until(
+            lambda: [p for p in proxies if rollout(p).get("version") == "3" and rollout(p)["state"] == "canary"],
+            START_TIMEOUT,
+            interval=0.1,
+            what="a canary of version 3",
         )
-        assert result.returncode == 0, result.stderr
-        for proxy in proxies:
-            wait_until(lambda proxy=proxy: rollout(proxy)["state"] == "stopped", 10, what="the canary stopped")
-            assert time.time() - stopped_at < 10
+        move_alias(client, "iris", "champion", "1", how=MoveKind.ROLLBACK, reason="a person stops it")
+        stopped_at = time.time()
+        for proxy in in_canary:
+            wait_until(lambda proxy=proxy: rollout(proxy)["state"] == "stopped", 10, interval=0.1, what="a stop")
+            assert rollout(proxy)["at"] - stopped_at < 3, "within a few poll intervals"
+        for proxy in proxies:  # one still starting version 3 keeps it warm when it is up, and never switches
+            wait_until(
+                lambda proxy=proxy: (
+                    rollout(proxy)["version"] != "3" or rollout(proxy)["state"] in ("stopped", "superseded")
+                ),
+                START_TIMEOUT,
+                what="every proxy's rollout of version 3 ended",
+            )
+            assert proxy.health()["model"]["version"] == "1"
         time.sleep(1)
     assert all(a.status == 200 for a in traffic.answers)
     assert {a.version for a in traffic.since(time.time() - 0.8)} == {"1"}
-    assert "rollout_outcome" not in client.get_model_version("iris", "3").tags
+    assert Tag.ROLLOUT_OUTCOME not in client.get_model_version("iris", "3").tags
     assert alias_history(client, "iris", "champion")[0].how == "rollback"
 
 
@@ -200,7 +201,7 @@ def test_metrics_count_every_rollback_and_stop_on_each_proxy(proxies):
         samples = scrape(proxy.url + "/metrics")
         mine = sample(samples, "proxy_rollouts_total", outcome="rolled_back")
         stopped = sample(samples, "proxy_rollouts_total", outcome="stopped")
-        assert mine + stopped == 4, (mine, stopped)  # three bad versions and the person's stop
+        assert mine + stopped >= 3, (mine, stopped)  # three bad versions, and the person's stop if it saw it
         assert sample(samples, "proxy_rollout_share") == 0
         rolled_back += mine
     assert rolled_back >= 3
