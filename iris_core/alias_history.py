@@ -103,7 +103,10 @@ def move_alias_if(
     if alias_version(client, name, alias) != str(expected):
         return None
     key, nonce = alias_claim_key(alias, str(expected)), uuid.uuid4().hex
-    client.set_registered_model_tag(name, key, nonce)
+    try:
+        client.set_registered_model_tag(name, key, nonce)
+    except Exception:  # a SQL store's upsert can lose an insert race to another contender: it is an update now
+        client.set_registered_model_tag(name, key, nonce)
     time.sleep(settle_s)
     if get_model(client, name).tags.get(key) != nonce:
         _logger.info("%s@%s: another contender moves it from version %s", name, alias, expected)
