@@ -193,16 +193,21 @@ def measure_switches(env: dict, workdir: Path, poll_interval: float, rounds: int
         for label, version, how, timeout in moves:
             rows.append((label, clients.first_answer_after(version, move(client, version, how), timeout)))
         failed = sum(1 for _, status, _ in clients.answers if status != 200)
-    cold = max(seconds for label, seconds in rows if "cold" in label)
-    warm = max(seconds for label, seconds in rows if "warm" in label)
-    cold_goal, warm_goal = poll_interval + start_up, poll_interval + 0.5
     lines = [
         f"switch: one-step switch, poll interval {poll_interval:g} s; alias move -> first answer by the new version"
     ]
     lines += [f"  {label:<40} {seconds:6.2f} s" for label, seconds in rows]
     lines.append(f"  failed requests during all moves: {failed}")
     lines.append(f"  bare `mlflow models serve` of version 2, launch to first /ping: {start_up:.2f} s")
-    goals = [
+    return [*lines, report(goals(rows, failed, poll_interval, start_up), "switch goals")]
+
+
+def goals(rows: list[tuple[str, float]], failed: int, poll_interval: float, start_up: float) -> list[Goal]:
+    """The live-rollout issue's goals for these moves (label, seconds), failed requests and the measured start-up."""
+    cold = max(seconds for label, seconds in rows if "cold" in label)
+    warm = max(seconds for label, seconds in rows if "warm" in label)
+    cold_goal, warm_goal = poll_interval + start_up, poll_interval + 0.5
+    return [
         Goal(
             f"promote to cold <= poll interval + bare start-up ({cold_goal:.1f} s)", cold <= cold_goal, f"{cold:.2f} s"
         ),
@@ -211,7 +216,6 @@ def measure_switches(env: dict, workdir: Path, poll_interval: float, rounds: int
         ),
         Goal("no failed request during the moves", failed == 0, str(failed)),
     ]
-    return [*lines, report(goals, "switch goals")]
 
 
 # -- automatic rollback ---------------------------------------------------------------------------
