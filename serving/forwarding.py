@@ -22,7 +22,6 @@ from dataclasses import dataclass
 
 import aiohttp
 import orjson
-from aiohttp.http_exceptions import HttpProcessingError
 
 from iris_core.redaction import redact
 from iris_core.schema import FEATURES
@@ -110,7 +109,7 @@ async def post_rows(session: aiohttp.ClientSession, url: str, rows: list[list[fl
         # Refused, reset, or closed before the whole answer came: the model server went away.
         _logger.warning("upstream %s unreachable: %s", redact(url), type(exc).__name__)
         raise unavailable() from None
-    except (aiohttp.ClientError, HttpProcessingError) as exc:  # it answered, but not in HTTP we can read
+    except aiohttp.ClientError as exc:  # it answered, but not in HTTP we can read (ClientResponseError)
         _logger.warning("upstream %s failed: %s", redact(url), type(exc).__name__)
         raise bad_answer() from None
     if status != 200:
