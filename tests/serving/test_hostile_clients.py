@@ -3,7 +3,7 @@
 Requests aiohttp cannot parse, clients that vanish mid-body, slow headers and bodies,
 more connections than allowed, ``Expect: 100-continue`` with a body too large, and what
 an unauthenticated client can learn. The shared default proxy (``proxy``) answers what
-needs no setting; one guarded proxy for the module (a token, tight limits, credentials in
+needs no setting; one guarded proxy for the module (a token, tight limits, the access log, credentials in
 its ``--upstream`` URL) answers the rest. Neither starts a model server of its own.
 """
 
@@ -32,7 +32,7 @@ SERVER = "iris-serving"
 
 @pytest.fixture(scope="module")
 def guarded(trained_registry, upstream_url, tmp_path_factory):
-    """A proxy with a token, small limits and a password in its --upstream URL, in front of the shared upstream."""
+    """A proxy with a token, small limits, the access log and a password in its --upstream URL, before the shared upstream."""
     address = urlsplit(upstream_url)
     with running_proxy(
         trained_registry,
@@ -49,6 +49,7 @@ def guarded(trained_registry, upstream_url, tmp_path_factory):
         str(HEADER_TIMEOUT_S),
         "--body-timeout",
         str(BODY_TIMEOUT_S),
+        "--access-log",
         wait_healthy=False,
     ) as proxy:
         wait_until(lambda: proxy.get("/health").status_code == 200, 60, what="the guarded proxy to be healthy")
@@ -291,3 +292,21 @@ def test_credentials_in_the_upstream_url_are_shown_nowhere(guarded):
     assert UPSTREAM_PASSWORD not in health.text and "://***@" in health.json()["upstream"]["url"]
     assert "://***@" in guarded.output().splitlines()[0]  # the start-up line
     assert UPSTREAM_PASSWORD not in guarded.output() and SECRET not in guarded.output()
+
+
+def test_the_access_log_names_the_method_path_status_and_request_id_and_nothing_else_of_the_request(guarded):
+    answer = guarded.post(
+        "/predict?api_key=query-secret",
+        json=ROW,
+        headers={
+            "Authorization": f"Bearer {SECRET}",
+            "X-Request-Id": "trace-me-42",
+            "User-Agent": "agent-secret",
+            "Referer": "https://referer-secret.example",
+        },
+    )
+    assert answer.status_code == 200
+    time.sleep(0.2)  # the line is written as the answer goes out
+    lines = [line for line in guarded.output().splitlines() if "serving.access" in line and "trace-me-42" in line]
+    assert len(lines) == 1 and " POST /predict 200 " in lines[0]
+    assert not any(secret in guarded.output() for secret in ("query-secret", "agent-secret", "referer-secret", SECRET))
