@@ -1,5 +1,6 @@
 """`python -m serving` refusing to start: one line on stderr and exit code 1."""
 
+import resource
 import socket
 import subprocess
 import sys
@@ -99,3 +100,19 @@ def test_a_runs_uri_without_a_model_is_a_one_line_error(trained_registry, tmp_pa
     assert result.stderr.strip() == (
         "error: cannot resolve runs:/0123456789abcdef/model: no run with ID 0123456789abcdef"
     ), result.stderr
+
+
+def test_more_connections_than_the_open_file_limit_allows_is_a_one_line_error(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "serving", "--upstream", "http://127.0.0.1:1", "--port", str(free_port())]
+        + ["--max-connections", "10000"],
+        cwd=tmp_path,
+        env=serving_env(tmp_path),  # refused before any registry is asked
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 4096)),
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: --max-connections 10000 needs about") and "(ulimit -n)" in result.stderr
+    assert result.stderr.strip().count("\n") == 0
