@@ -49,6 +49,10 @@ NOT_WALKED = {
     "Deployment": "the compose stack's tracking server (tests/deploy checks the files)",
     "Team setup": "a team tracking server (tests/team runs these against one)",
     "The loop, end to end": "a fresh clone of its own, a running proxy and a client's traffic (tests/loop runs it)",
+    "Canary steps, a bake window, and a rollback by itself": (
+        "a running proxy, a version that fails on live traffic and clients (tests/serving/test_delivery.py)"
+    ),
+    "Shadow: evidence before promotion": "a running proxy shadowing a challenger (tests/serving/test_shadowing.py)",
 }
 COMMANDS = [c for c in commands(README) if c.section in WALKED]
 COMMAND_TIMEOUT_S = 600
