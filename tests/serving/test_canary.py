@@ -318,3 +318,35 @@ def test_promoting_the_shadowed_version_takes_over_its_warm_model_server():
         assert router.shadowing.upstream is None and not servers.latest("3").stopped
 
     run(body, canary=(100,), shadow="challenger")
+
+
+def test_two_proxies_shadowing_one_challenger_each_write_their_own_counts_and_the_summary_sums_them():
+    async def body():
+        lookup = FakeLookup("1")
+        lookup.points_to("3", alias="challenger")
+        config = ServingConfig(poll_interval=3600, timeout=1.0, shadow="challenger", shadow_report_interval=0.02)
+        proxies = []
+        for name, requests in (("pod-a", 10), ("pod-b", 20)):
+            servers = FakeServers()
+            router = Router(config, Resolved("1", "run-1"), lookup, make_upstream=servers)
+            router.shadowing.id = name  # separate processes on separate hosts have separate ids
+            await router.start(None)
+            await settle()
+            servers.latest("1").answer = by_row
+            servers.latest("1").come_up()
+            await router.shadowing.poll({"1"})
+            await settle()
+            servers.latest("3").answer = rotated
+            servers.latest("3").come_up()
+            await settle()
+            await traffic(router, requests)
+            proxies.append(router)
+        await until(lambda: {"shadow.pod-a.v1", "shadow.pod-b.v1"} <= set(lookup.tags.get("3", {})))
+        await asyncio.sleep(0.1)  # a report interval more: the later writer's summary saw the other's record
+        tags = lookup.tags["3"]
+        assert (tags[Tag.SHADOW_ROWS], tags[Tag.SHADOW_AGREEMENT]) == ("30", "0.0000")
+        assert sorted(json.loads(tags[key])["rows"] for key in ("shadow.pod-a.v1", "shadow.pod-b.v1")) == [10, 20]
+        for router in proxies:
+            await router.close()
+
+    asyncio.run(asyncio.wait_for(body(), timeout=20))

@@ -108,6 +108,9 @@ def check_rolled_back(proxies, client, traffic, moved_at: float, bad: str, breac
     assert tags[Tag.ROLLOUT_OUTCOME] == RolloutOutcome.ROLLED_BACK and breach in tags[Tag.ROLLOUT_EVIDENCE]
     states = {rollout(proxy)["state"] for proxy in proxies}
     assert "rolled_back" in states and states <= {"rolled_back", "stopped"}
+    for proxy in (p for p in proxies if rollout(p)["state"] == "rolled_back"):
+        logged = f"ERROR serving.router: rolled back from version {bad} to version 1: canary analysis"
+        assert logged in proxy.output()
     for proxy in proxies:
         record = rollout(proxy)
         assert record["at"] - record["started_at"] < CANARY_STEP_S, "rolled back during the canary step"
