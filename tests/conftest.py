@@ -58,6 +58,11 @@ def tracking_store(tmp_path, monkeypatch):
     while mlflow.active_run():
         mlflow.end_run()
     _forget_active_experiment()
+    # What MLflow exported during the test (set_experiment, start_run) was absent before it, so
+    # monkeypatch has nothing to restore; left behind, it would point the next module's
+    # fixtures at an experiment of this test's store.
+    for name in _MLFLOW_EXPORTS:
+        os.environ.pop(name, None)
 
 
 def _forget_active_experiment() -> None:
