@@ -16,11 +16,15 @@ share of rows, one is several times slower, one disagrees without errors), puts
 - **shadow**: the same proxy serving version 1 with and without ``--shadow challenger``
   (challenger: version 2), each driven at 64 connections with single-row ``/invocations``
   requests, interleaved over rounds; the throughput and latency of each, and the ratio.
+- **shadowed-promotion**: a proxy following ``champion`` (version 1) with ``--shadow
+  challenger`` (version 2) under a light load; promote version 2 and measure the time
+  from the alias move to its first answer. Its model server is the shadow's, already up,
+  so the goal is a warm rollback's: poll interval + 0.5 s.
 
 It measures and prints, with each goal and ``[met]`` or ``[missed]``; it asserts nothing.
 From the repository root:
 
-    python -m bench.rollout_benchmark [--only switch,rollback,shadow] [--poll-interval 2] [--rounds 3]
+    python -m bench.rollout_benchmark [--only switch,rollback,shadow,shadowed-promotion] [--poll-interval 2] [--rounds 3]
 """
 
 import contextlib
@@ -344,7 +348,43 @@ def measure_shadow(env: dict, workdir: Path, rounds: int, duration: float, gener
     return [*lines, report(goals, "shadow goals")]
 
 
-PARTS = ("switch", "rollback", "shadow")
+# -- promotion of a shadowed challenger -----------------------------------------------------------
+
+
+def measure_shadowed_promotion(env: dict, workdir: Path, poll_interval: float) -> list[str]:
+    """Promote the version ``--shadow challenger`` kept running: it should switch like a warm rollback."""
+    client = registry_client(env)
+    move(client, "1", "rollback")
+    move(client, "2", "promote", alias="challenger")
+    args = ("--poll-interval", str(poll_interval), "--shadow", "challenger")
+    with proxy(env, workdir, "shadowed-promotion", *args) as url, Clients(url) as clients:
+        wait_until(
+            lambda: (requests.get(f"{url}/health", timeout=5).json()["shadow"] or {}).get("state") == "shadowing",
+            300,
+            what="the shadow to start",
+        )
+        clients.first_answer_after("1", 0.0, 60)
+        seconds = clients.first_answer_after("2", move(client, "2", "promote"), 60)
+        failed = sum(1 for _, status, _ in clients.answers if status != 200)
+    move(client, "1", "rollback")
+    goal = poll_interval + 0.5
+    lines = [
+        f"shadowed promotion: poll interval {poll_interval:g} s, --shadow challenger on version 2",
+        f"  {'promote the shadowed challenger (1 -> 2)':<40} {seconds:6.2f} s",
+        f"  failed requests during the move: {failed}",
+    ]
+    goals = [
+        Goal(
+            f"promote the shadowed challenger <= poll interval + 0.5 s ({goal:.1f} s)",
+            seconds <= goal,
+            f"{seconds:.2f} s",
+        ),
+        Goal("no failed request during the move", failed == 0, str(failed)),
+    ]
+    return [*lines, report(goals, "shadowed promotion goals")]
+
+
+PARTS = ("switch", "rollback", "shadow", "shadowed-promotion")
 
 
 @click.command(help="Print the times of live switches and automatic rollbacks, and the cost of shadowing.")
@@ -352,7 +392,7 @@ PARTS = ("switch", "rollback", "shadow")
     "--only",
     default=",".join(PARTS),
     show_default=True,
-    help="Comma-separated parts to run: switch, rollback, shadow.",
+    help="Comma-separated parts to run: switch, rollback, shadow, shadowed-promotion.",
 )
 @click.option("--poll-interval", type=click.FloatRange(min=0.1), default=2.0, show_default=True)
 @click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True, help="Warm moves; shadow rounds.")
@@ -382,6 +422,8 @@ def main(only, poll_interval, rounds, clients, duration, loadgen, workdir) -> No
             report += measure_rollbacks(env, bad, workdir, poll_interval, clients)
         if "shadow" in parts:
             report += measure_shadow(env, workdir, rounds, duration, generator)
+        if "shadowed-promotion" in parts:
+            report += measure_shadowed_promotion(env, workdir, poll_interval)
     click.echo("\n" + "\n".join(report))
 
 
