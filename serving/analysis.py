@@ -18,9 +18,11 @@ one (the baseline), which stays warm, on four figures:
 
 Each check fires only once both sides have ``min_requests`` rows in the window (the error
 rate: the candidate alone), and the latency checks only with enough calls to read a
-percentile from: ``MIN_CALLS_FOR_MEDIAN`` for the median, ``min_requests`` for the p99. So a
-handful of slow calls on a busy machine cannot roll back a good version, while a version
-slow on every call, which makes few calls carrying many rows, is caught by its median.
+percentile from: ``MIN_CALLS_FOR_MEDIAN`` for the median, ``min_requests`` and at least
+``MIN_CALLS_FOR_P99`` for the p99 (of fewer calls, the p99 is the slowest one: on a busy
+machine, one scheduling hiccup). So a handful of slow calls on a busy machine cannot roll
+back a good version, while a version slow on every call, which makes few calls carrying
+many rows, is caught by its median.
 ``analyse`` answers a ``Finding`` with every figure, whether or not it breached.
 
 ``CallStats`` is what each upstream counts at the seam every forwarder calls
@@ -36,6 +38,7 @@ from dataclasses import dataclass, field
 LATENCY_BOUNDS_S = tuple(0.0005 * 1.25**i for i in range(54))
 LATENCY_FLOOR_S = 0.02  # latencies below this count as this for the ratio
 MIN_CALLS_FOR_MEDIAN = 10
+MIN_CALLS_FOR_P99 = 100  # the p99 of 100 calls is the second slowest, not the slowest
 
 
 @dataclass
@@ -173,7 +176,7 @@ def analyse(candidate: CallStats, baseline: CallStats, compared: Comparison, lim
             )
 
     enough_rows = candidate.rows >= need and baseline.rows >= need
-    for name, q, calls in (("p50", 0.5, MIN_CALLS_FOR_MEDIAN), ("p99", 0.99, need)):
+    for name, q, calls in (("p50", 0.5, MIN_CALLS_FOR_MEDIAN), ("p99", 0.99, max(need, MIN_CALLS_FOR_P99))):
         if enough_rows and candidate.calls >= calls and baseline.calls >= calls:
             new, old = candidate.quantile_s(q), baseline.quantile_s(q)
             ratio = max(new, LATENCY_FLOOR_S) / max(old, LATENCY_FLOOR_S)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from serving.analysis import LATENCY_FLOOR_S, CallStats, Comparison, Thresholds, analyse, class_shift
+from serving.analysis import LATENCY_FLOOR_S, MIN_CALLS_FOR_P99, CallStats, Comparison, Thresholds, analyse, class_shift
 
 LIMITS = Thresholds(
     max_error_rate=0.05, max_latency_ratio=3.0, max_disagreement=0.1, max_class_shift=0.2, min_requests=50
@@ -58,6 +58,22 @@ def test_a_version_slower_on_every_call_is_caught_by_its_median_when_the_previou
     finding = analyse(calls(100, seconds=0.12), noisy, Comparison(), LIMITS)
     assert [reason.split()[0] for reason in finding.breaches] == ["p50"]
     assert finding.figures["p99_ms"]["ratio"] < 3 < finding.figures["p50_ms"]["ratio"]
+
+
+def test_one_slow_call_among_fewer_than_a_hundred_is_no_p99_however_low_min_requests_is():
+    """A good version's first calls on a busy machine: one hiccup of 165 ms among 40 calls of 10 ms."""
+    few = Thresholds(**{**LIMITS.__dict__, "min_requests": 30})
+    hiccup = calls(40, seconds=0.01)
+    hiccup.observe(0.165, 1, [{"prediction": "setosa"}])
+    assert hiccup.calls < MIN_CALLS_FOR_P99
+    finding = analyse(hiccup, calls(200, seconds=0.01), Comparison(), few)
+    assert not finding.breach and "p99_ms" not in finding.figures
+    for _ in range(MIN_CALLS_FOR_P99):
+        hiccup.observe(0.165, 1, [{"prediction": "setosa"}])
+    assert [r.split()[0] for r in analyse(hiccup, calls(200, seconds=0.01), Comparison(), few).breaches] == [
+        "p50",
+        "p99",
+    ], "slow on most calls: both fire once there are enough"
 
 
 def test_fast_servers_a_few_milliseconds_apart_are_not_called_slower():

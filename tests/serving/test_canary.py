@@ -16,6 +16,7 @@ import pytest
 
 from iris_core.contract import RolloutOutcome, Tag
 from iris_core.resolver import Resolved
+from serving.analysis import MIN_CALLS_FOR_P99
 from serving.app import Outcome
 from serving.config import ServingConfig
 from serving.forwarding import UpstreamError
@@ -166,7 +167,7 @@ def test_a_failing_version_is_rolled_back_at_once_and_the_alias_moved_back_with_
 def test_a_slow_version_is_rolled_back_on_its_p99_latency():
     async def body(router, servers, lookup):
         await deliver(router, servers, lookup)
-        for _ in range(30):  # synthetic calls: the new version takes ten times as long
+        for _ in range(MIN_CALLS_FOR_P99):  # synthetic calls: the new version takes ten times as long
             servers.latest("2").stats.observe(0.3, 1, [{"prediction": "setosa"}])
             servers.latest("1").stats.observe(0.03, 1, [{"prediction": "setosa"}])
         await until(lambda: router.rollout.state == RolloutState.ROLLED_BACK)
