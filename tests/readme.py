@@ -8,8 +8,12 @@ install``) that a test already has.
 """
 
 import re
+import shutil
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
 
 # What the project's own command lines start with (after any VAR=value assignments).
 PROJECT_COMMANDS = re.compile(r"^(?:\w+=\S+\s+)*(mlflow run |python -m registry_tools|python -m steps\.)")
@@ -90,3 +94,14 @@ def commands(readme: Path) -> list[Command]:
         elif language is not None:
             body.append(line)
     return found
+
+
+def fresh_clone(target: Path) -> Path:
+    """The project's files as a clone has them: what git tracks, as the working tree holds it."""
+    listed = subprocess.run(["git", "-C", str(REPO), "ls-files", "-z"], capture_output=True, text=True, check=True)
+    for name in filter(None, listed.stdout.split("\0")):
+        source = REPO / name
+        if source.is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
+    return target

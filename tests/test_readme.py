@@ -13,7 +13,6 @@ import getpass
 import json
 import os
 import re
-import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,7 @@ from iris_core.records import encode, make_feedback_record
 from iris_core.schema import CLASSES, FEATURES, LABEL
 from tests.conftest import _LEAKY_ENV, BIN, REPO
 from tests.monitoring.traffic import write_log
-from tests.readme import PROJECT_COMMANDS, Command, commands
+from tests.readme import PROJECT_COMMANDS, Command, commands, fresh_clone
 from tests.support import free_port, http_ok, stop_process, wait_until
 
 pytestmark = pytest.mark.slow
@@ -76,17 +75,6 @@ class Walkthrough:
 
         uri = f"sqlite:///{self.clone / 'mlflow.db'}"
         return MlflowClient(tracking_uri=uri, registry_uri=uri)
-
-
-def fresh_clone(target: Path) -> Path:
-    """The project's files as a clone has them: what git tracks, as the working tree holds it."""
-    listed = subprocess.run(["git", "-C", str(REPO), "ls-files", "-z"], capture_output=True, text=True, check=True)
-    for name in filter(None, listed.stdout.split("\0")):
-        source = REPO / name
-        if source.is_file():
-            (target / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target / name)
-    return target
 
 
 def new_user_env() -> dict:

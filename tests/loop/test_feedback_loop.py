@@ -4,7 +4,8 @@ Version 1 is trained on the Iris data and served by a real ``python -m serving``
 follows ``iris@champion``, with the prediction and feedback logs on. Traffic from a new
 cultivar (wide sepals, versicolor-sized petals, truly setosa) arrives and its true labels
 are sent back: version 1's live accuracy falls in ``/metrics``. Two schedulers then fire
-``cycle`` at the same moment, one through ``mlflow run`` and one as ``python -m
+``cycle`` at the same moment, one with the README's ``mlflow run`` command exactly as
+written (in a clone of the project, where the proxy keeps its logs) and one as ``python -m
 steps.cycle``: one retrains on the base data plus the labeled production rows, the gate
 promotes version 2 because it beats version 1 on the held-out rows (production rows
 among them), the other stands down. The proxy follows the alias, and live accuracy on the
@@ -18,9 +19,10 @@ import pytest
 
 from iris_core.contract import CYCLE_EXPERIMENT
 from iris_core.schema import FEATURES, LABEL
-from tests.conftest import BIN, REPO, Registry, build_versions, clean_env
+from tests.conftest import REPO, Registry, build_versions, clean_env
 from tests.loop.test_cycle import holdout_of, runs
 from tests.monitoring.traffic import new_cultivar
+from tests.readme import commands, fresh_clone
 from tests.serving.conftest import running_proxy
 from tests.serving.test_monitoring import sample, scrape
 from tests.support import wait_until
@@ -28,6 +30,9 @@ from tests.support import wait_until
 pytestmark = pytest.mark.slow
 
 TOKEN = "l00p-token"
+README_CYCLE = next(
+    c.text for c in commands(REPO / "README.md") if c.section == "The loop, end to end" and "-e cycle" in c.text
+)
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
@@ -78,7 +83,8 @@ def test_labels_fed_back_drop_live_accuracy_one_of_two_cycles_retrains_the_proxy
     registry = Registry(uri=tracking_store).client()
     base = holdout_of(Registry(uri=tracking_store), "1").head(20)
     monkeypatch.setenv("SERVING_API_TOKEN", TOKEN)
-    logs = tmp_path / "proxy" / "logs"
+    clone = fresh_clone(tmp_path / "proxy")  # the proxy's logs/ are the README command's logs/
+    logs = clone / "logs"
     with running_proxy(
         tmp_path,
         tmp_path / "proxy",
@@ -108,22 +114,15 @@ def test_labels_fed_back_drop_live_accuracy_one_of_two_cycles_retrains_the_proxy
             timeout=30,
             what="80 labels in the feedback log",
         )
-        params = {
-            "predictions": logs / "predictions.jsonl",
-            "feedback": logs / "feedback.jsonl",
-            "data_path": REPO / "data" / "iris.csv",
-        }
         launched = [
-            [str(BIN / "mlflow"), "run", str(REPO), "-e", "cycle", "--env-manager", "local"]
-            + ["--experiment-name", CYCLE_EXPERIMENT]
-            + [arg for key, value in params.items() for arg in ("-P", f"{key}={value}")],
-            [sys.executable, "-m", "steps.cycle"]
-            + [arg for key, value in params.items() for arg in (f"--{key.replace('_', '-')}", str(value))],
+            ["bash", "-c", README_CYCLE],
+            [sys.executable, "-m", "steps.cycle", "--predictions", "logs/predictions.jsonl"]
+            + ["--feedback", "logs/feedback.jsonl"],
         ]
         registry.create_experiment(CYCLE_EXPERIMENT)  # neither scheduler has to race to create it
         processes = [
             subprocess.Popen(
-                command, cwd=tmp_path, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+                command, cwd=clone, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
             )
             for command in launched
         ]
