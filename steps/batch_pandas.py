@@ -3,10 +3,13 @@
 Arrow reads the input in record batches (``pyarrow.csv.open_csv`` for CSV, so a line with
 the wrong number of fields becomes a reject instead of a parse error, and
 ``ParquetFile.iter_batches`` for Parquet) and writes each scored chunk at once, so memory
-holds one chunk however large the file. Checks, scoring and the outputs work on whole
+holds a few chunks (one read ahead, one being scored, two being written) however large the
+file. Checks, scoring and the outputs work on whole
 columns (``steps.batch_rows``, ``steps.batch_outputs``); the model gets one BLAS thread,
 which is faster for its small matrices than a pool that fights the rest for the cores.
-Rejects carry their line (CSV) or row (Parquet) in the input and come in input order,
+A thread reads the next chunk and another writes the last one while this one is checked
+and scored (``steps.batch_threads``); Arrow works outside the GIL, so they overlap on two
+cores. Rejects carry their line (CSV) or row (Parquet) in the input and come in input order,
 malformed lines among them. Outputs are written next to their final path and renamed into
 place only when the whole file is done.
 """
@@ -33,6 +36,7 @@ from steps.batch_lines import LineNumbers, LineScanner
 from steps.batch_outputs import Predict, output_arrays, scores_struct
 from steps.batch_progress import progress
 from steps.batch_rows import REASON, check_batch, check_input_columns, malformed_reason
+from steps.batch_threads import read_ahead, write_behind
 from steps.errors import StepError
 
 _logger = logging.getLogger(__name__)
@@ -80,13 +84,14 @@ def score_file(input_path: str, output_path: str, rejects_path: str, predict: Pr
             threadpool_limits(limits=1, user_api="blas"),
             _writer(output_path, out_schema) as write_out,
             _writer(rejects_path, bad_schema) as write_bad,
+            write_behind() as put,
         ):
             records = 0
             for batch in source.batches:
                 scored, rejected, classes = score_batch(batch, predict, out_schema)
                 bad = source.rejects(records, batch.num_rows, rejected, bad_schema)
-                write_out(scored)
-                write_bad(bad)
+                put(write_out, scored)
+                put(write_bad, bad)
                 records += batch.num_rows
                 tally.rows_read += batch.num_rows + bad.num_rows - len(rejected.positions)
                 tally.rows_scored += scored.num_rows
@@ -94,7 +99,7 @@ def score_file(input_path: str, output_path: str, rejects_path: str, predict: Pr
                 tally.classes.update(classes)
                 meter.update(source.fraction(records), f"{tally.rows_read:,} rows")
             rest = source.rest(bad_schema)
-            write_bad(rest)
+            put(write_bad, rest)
             tally.rows_read += rest.num_rows
             tally.rows_rejected += rest.num_rows
         meter.update(1.0, f"{tally.rows_read:,} rows")
@@ -162,26 +167,26 @@ class _Source:
 
 @contextlib.contextmanager
 def _source(path: str, chunk_size: int):
+    """The open input; its batches are read a chunk ahead, in a thread, and stopped before the file is closed."""
     source = Path(path)
     if not source.is_file():
         raise StepError(f"input not found or not a file: {path}")
     try:
         if file_format(path) == "parquet":
-            parquet = pq.ParquetFile(source)
-            total = max(parquet.metadata.num_rows, 1)
-            batches = _guarded(parquet.iter_batches(batch_size=chunk_size), path)
-            yield _Source(parquet.schema_arrow, batches, lambda records: records / total)
-            parquet.close()
+            with contextlib.closing(pq.ParquetFile(source)) as parquet:
+                total = max(parquet.metadata.num_rows, 1)
+                with contextlib.closing(read_ahead(parquet.iter_batches(batch_size=chunk_size))) as batches:
+                    yield _Source(parquet.schema_arrow, _guarded(batches, path), lambda records: records / total)
         else:
             names = _csv_header(source)
             size = max(source.stat().st_size, 1)
             with open(source, "rb") as handle:
                 scanner = LineScanner(handle)
                 lines = LineNumbers(scanner.empty_lines)
-                reader = _csv_reader(scanner, names, chunk_size, lines)
-                records = _CsvRecords(reader, chunk_size, scanner, size)
-                yield _Source(reader.schema, _guarded(iter(records), path), records.fraction, lines)
-                reader.close()
+                with contextlib.closing(_csv_reader(scanner, names, chunk_size, lines)) as reader:
+                    records = _CsvRecords(reader, chunk_size, scanner, size)
+                    with contextlib.closing(read_ahead(iter(records))) as batches:
+                        yield _Source(reader.schema, _guarded(batches, path), records.fraction, lines)
     except (pa.ArrowException, OSError) as exc:
         raise StepError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
 
@@ -250,11 +255,20 @@ def _writer(path: str, schema: pa.Schema):
         writer = pq.ParquetWriter(partial, schema)
     else:
         writer = pacsv.CSVWriter(partial, schema, write_options=pacsv.WriteOptions(quoting_style="needed"))
+
+    def write(table: pa.Table) -> None:
+        if table.num_rows:
+            try:
+                writer.write_table(table)
+            except (pa.ArrowException, OSError) as exc:  # a full disk, a vanished directory
+                raise StepError(f"cannot write {path}: {str(exc).splitlines()[0]}") from None
+
     try:
-        yield lambda table: table.num_rows and writer.write_table(table)
+        yield write
         writer.close()
         os.replace(partial, target)
     except BaseException:
-        writer.close()
+        with contextlib.suppress(pa.ArrowException, OSError):
+            writer.close()
         partial.unlink(missing_ok=True)
         raise

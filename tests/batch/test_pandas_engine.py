@@ -128,3 +128,50 @@ def test_a_job_logs_row_counts_class_mix_and_the_version_it_used(registry, tmp_p
     assert sum(logged.metrics[f"predicted_share_{name}"] for name in CLASSES) == pytest.approx(1.0)
     assert logged.tags["model_uri"] == "models:/iris/2"  # the alias, resolved once
     assert logged.tags["rejects_path"] == logged.params["rejects"] == "out.rejects.csv"
+
+
+def test_a_failure_in_the_middle_of_a_file_leaves_no_output_and_no_thread_behind(champion, tmp_path):
+    import threading
+
+    data = write_csv(tmp_path / "in.csv", 1200)
+    calls = []
+
+    def failing_predict(frame):
+        calls.append(len(frame))
+        if len(calls) == 3:
+            raise RuntimeError("the model broke")
+        return champion.predict(frame)
+
+    before = threading.active_count()
+    with pytest.raises(RuntimeError, match="the model broke"):
+        score_file(str(data.path), "out.csv", "rejects.csv", failing_predict, chunk_size=100)
+    assert threading.active_count() == before
+    assert sorted(p.name for p in tmp_path.iterdir() if "out" in p.name or "rejects" in p.name) == []
+
+
+def test_an_unreadable_line_deep_in_a_csv_file_fails_the_job_in_one_line(champion, tmp_path):
+    data = write_csv(tmp_path / "in.csv", 20_000)
+    with open(data.path, "ab") as handle:
+        handle.write(b"row-x,5.1,3.5,1.4,0.2,\xff\xfe\n")
+    with pytest.raises(StepError, match=r"^cannot read .*in\.csv: "):
+        score_file(str(data.path), "out.csv", "rejects.csv", champion.predict, chunk_size=1000)
+    assert sorted(p.name for p in tmp_path.iterdir() if "out" in p.name or "rejects" in p.name) == []
+
+
+def test_a_write_that_fails_part_way_fails_the_job_in_one_line_and_leaves_no_output(champion, tmp_path, monkeypatch):
+    import pyarrow.csv as pacsv
+
+    data = write_csv(tmp_path / "in.csv", 1200)
+    written = []
+
+    class DiskFillsUp(pacsv.CSVWriter):
+        def write_table(self, table, max_chunksize=None):
+            written.append(table.num_rows)
+            if len(written) == 4:
+                raise OSError("[Errno 28] No space left on device")
+            return super().write_table(table, max_chunksize)
+
+    monkeypatch.setattr(pacsv, "CSVWriter", DiskFillsUp)
+    with pytest.raises(StepError, match=r"^cannot write (out|rejects)\.csv: \[Errno 28\] No space left on device$"):
+        score_file(str(data.path), "out.csv", "rejects.csv", champion.predict, chunk_size=100)
+    assert sorted(p.name for p in tmp_path.iterdir() if "out" in p.name or "rejects" in p.name) == []
