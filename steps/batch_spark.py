@@ -65,6 +65,11 @@ def spark_session(master: str, chunk_size: int):
         .config("spark.sql.session.timeZone", "UTC")
     )
     if master.startswith("local"):
+        # A local master's Python workers run PYSPARK_PYTHON, else whatever `python3` the PATH
+        # finds first (PySpark reads no setting for it): unset, a step started as
+        # `.venv/bin/python -m steps.batch_predict` without the venv activated would score in a
+        # Python without pandas or MLflow.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         builder = (
             builder.config("spark.driver.host", "127.0.0.1")
             .config("spark.driver.bindAddress", "127.0.0.1")
