@@ -12,7 +12,10 @@ one (the baseline), which stays warm, on four figures:
   p99 is the machine's noise, which hides a version that is slower on every call;
 - **predicted-class mix**: the total variation distance between the classes the two
   answered (the baseline's answers come from the traffic it served in the window and from
-  the copies it scored in the background);
+  the copies it scored in the background), counted only when a chi-square test of the two
+  mixes says they differ (p < ``CLASS_SHIFT_ALPHA``): the analysis looks again every
+  second, and a few dozen rows of one version drift 0.2 apart by chance sooner or later, as
+  the monitor step's class-mix rule also knows;
 - **disagreement**: on a sample of the candidate's requests that the baseline also scored
   in the background, the share of rows where their classes differ.
 
@@ -39,6 +42,7 @@ LATENCY_BOUNDS_S = tuple(0.0005 * 1.25**i for i in range(54))
 LATENCY_FLOOR_S = 0.02  # latencies below this count as this for the ratio
 MIN_CALLS_FOR_MEDIAN = 10
 MIN_CALLS_FOR_P99 = 100  # the p99 of 100 calls is the second slowest, not the slowest
+CLASS_SHIFT_ALPHA = 0.001  # small: the same rollout is analysed every second
 
 
 @dataclass
@@ -160,6 +164,37 @@ def class_shift(a: dict[str, int], b: dict[str, int]) -> float:
     return 0.5 * sum(abs(a.get(k, 0) / total_a - b.get(k, 0) / total_b) for k in set(a) | set(b))
 
 
+def mix_p_value(a: dict[str, int], b: dict[str, int]) -> float:
+    """The p-value of Pearson's chi-square test that two class mixes come from one distribution."""
+    names = [k for k in set(a) | set(b) if a.get(k, 0) + b.get(k, 0)]
+    total_a, total_b = sum(a.get(k, 0) for k in names), sum(b.get(k, 0) for k in names)
+    if len(names) < 2 or not total_a or not total_b:
+        return 1.0
+    total, statistic = total_a + total_b, 0.0
+    for k in names:
+        column = a.get(k, 0) + b.get(k, 0)
+        for observed, row in ((a.get(k, 0), total_a), (b.get(k, 0), total_b)):
+            expected = row * column / total
+            statistic += (observed - expected) ** 2 / expected
+    return chi_square_sf(statistic, len(names) - 1)
+
+
+def chi_square_sf(x: float, df: int) -> float:
+    """P(X >= x) for a chi-square variable of ``df`` (a whole number of) degrees of freedom, in closed form."""
+    h = x / 2
+    if df % 2 == 0:
+        term = total = math.exp(-h)
+        for j in range(1, df // 2):
+            term *= h / j
+            total += term
+        return total
+    total, term = math.erfc(math.sqrt(h)), math.exp(-h) * math.sqrt(h) * 2 / math.sqrt(math.pi)
+    for j in range((df - 1) // 2):
+        total += term
+        term *= h / (j + 1.5)
+    return total
+
+
 def analyse(candidate: CallStats, baseline: CallStats, compared: Comparison, limits: Thresholds) -> Finding:
     """Compare the candidate's window with the baseline's; each check fires only with enough of both."""
     breaches, figures = [], {}
@@ -189,9 +224,18 @@ def analyse(candidate: CallStats, baseline: CallStats, compared: Comparison, lim
 
     if candidate.answered_rows >= need and baseline.answered_rows >= need:
         shift = class_shift(candidate.classes, baseline.classes)
-        figures["class_shift"] = {"tvd": round(shift, 4), "new": candidate.classes, "previous": baseline.classes}
-        if shift > limits.max_class_shift:
-            breaches.append(f"class mix shifted by {shift:.2f} (max {limits.max_class_shift:g})")
+        p_value = mix_p_value(candidate.classes, baseline.classes)
+        figures["class_shift"] = {
+            "tvd": round(shift, 4),
+            "p_value": float(f"{p_value:.3g}"),
+            "new": candidate.classes,
+            "previous": baseline.classes,
+        }
+        if shift > limits.max_class_shift and p_value < CLASS_SHIFT_ALPHA:
+            breaches.append(
+                f"class mix shifted by {shift:.2f} (max {limits.max_class_shift:g}), "
+                f"chi-square p-value {p_value:.1e} < {CLASS_SHIFT_ALPHA:g}"
+            )
 
     if compared.rows >= need:
         figures["disagreement"] = {"share": round(compared.disagreement, 4), "rows": compared.rows}

@@ -1,8 +1,21 @@
 """The canary analysis on synthetic outcomes: each check fires on its own breach, and never on too little evidence."""
 
+import math
+import re
+
 import pytest
 
-from serving.analysis import LATENCY_FLOOR_S, MIN_CALLS_FOR_P99, CallStats, Comparison, Thresholds, analyse, class_shift
+from serving.analysis import (
+    LATENCY_FLOOR_S,
+    MIN_CALLS_FOR_P99,
+    CallStats,
+    Comparison,
+    Thresholds,
+    analyse,
+    chi_square_sf,
+    class_shift,
+    mix_p_value,
+)
 
 LIMITS = Thresholds(
     max_error_rate=0.05, max_latency_ratio=3.0, max_disagreement=0.1, max_class_shift=0.2, min_requests=50
@@ -85,7 +98,30 @@ def test_fast_servers_a_few_milliseconds_apart_are_not_called_slower():
 def test_a_shifted_class_mix_breaches():
     shifted = calls(200, classes={"setosa": 10, "versicolor": 10, "virginica": 180})
     finding = analyse(shifted, GOOD, Comparison(), LIMITS)
-    assert finding.breaches == [f"class mix shifted by {class_shift(shifted.classes, GOOD.classes):.2f} (max 0.2)"]
+    [breach] = finding.breaches
+    assert breach.startswith(f"class mix shifted by {class_shift(shifted.classes, GOOD.classes):.2f} (max 0.2), ")
+    assert re.search(r"chi-square p-value \d\.\de-\d+ < 0\.001$", breach)
+
+
+def test_a_class_mix_apart_by_chance_on_few_rows_does_not_breach():
+    """A good version's first 30 canary rows of an even mix: 2, 12, 16 is 0.27 apart, and chance (p 0.011)."""
+    few = Thresholds(**{**LIMITS.__dict__, "min_requests": 30})
+    chance = calls(30, classes={"setosa": 2, "versicolor": 12, "virginica": 16})
+    even = calls(120, classes={"setosa": 40, "versicolor": 40, "virginica": 40})
+    finding = analyse(chance, even, Comparison(), few)
+    assert finding.figures["class_shift"]["tvd"] > 0.25 and finding.figures["class_shift"]["p_value"] > 0.01
+    assert not finding.breach
+
+
+def test_the_chi_square_p_value_is_scipys():
+    from scipy.stats import chi2, chi2_contingency
+
+    for df in range(1, 7):
+        for x in (0.01, 1.0, 4.5, 20.0, 80.0):
+            assert math.isclose(chi_square_sf(x, df), chi2.sf(x, df), rel_tol=1e-9), (x, df)
+    table = [[4, 12, 14], [40, 40, 40]]
+    expected = chi2_contingency(table, correction=False).pvalue
+    assert math.isclose(mix_p_value(dict(zip("abc", table[0])), dict(zip("abc", table[1]))), expected, rel_tol=1e-9)
 
 
 def test_disagreeing_on_compared_rows_beyond_the_limit_breaches():
