@@ -26,7 +26,7 @@ from tests.support import wait_until
 
 pytestmark = pytest.mark.slow
 
-CANARY_SHARE, CANARY_STEP_S, BAKE_S = 20, 15, 6
+CANARY_SHARE, CANARY_STEP_S, BAKE_S = 20, 10, 3
 CLIENTS = 10  # closed-loop clients: enough that the canary share meets min_requests while a slow one holds some
 PROXY_ARGS = (
     "--poll-interval",
@@ -147,24 +147,18 @@ def test_a_version_that_disagrees_without_errors_is_rolled_back_on_its_disagreem
 
 
 def test_a_good_version_goes_to_all_traffic_and_is_never_rolled_back_over_repeated_promotions(proxies, client):
-    """Version 2 (C=0.5), back to 1, and 2 again: each delivery runs its steps and bake and completes."""
+    """Version 2 (C=0.5), then version 1 again: each delivery runs its steps and bake and completes."""
     started = time.time()
-    for version in ("2", "1", "2"):
+    for version in ("2", "1"):
         traffic, _ = promote_under_load(proxies, client, version, ("completed", "rolled_back"), "a good version")
         assert {rollout(proxy)["state"] for proxy in proxies} == {"completed"}
         assert all(a.status == 200 for a in traffic.answers)
         assert {a.version for a in traffic.since(time.time() - 1.0)} == {version}
         assert champion(client) == version
     moves = [m for m in alias_history(client, "iris", "champion") if m.at_ms >= started * 1000]
-    assert [m.how for m in moves] == ["promote"] * 3, "nothing was rolled back"
-    assert client.get_model_version("iris", "2").tags[Tag.ROLLOUT_OUTCOME] == RolloutOutcome.COMPLETED
-    move_alias(client, "iris", "champion", "1", how=MoveKind.ROLLBACK, reason="end of test")
-    for proxy in proxies:
-        wait_until(
-            lambda proxy=proxy: rollout(proxy).get("state") == "completed" and rollout(proxy)["version"] == "1",
-            60 + CANARY_STEP_S + BAKE_S,
-            what="version 1 delivered again",
-        )
+    assert [m.how for m in moves] == ["promote"] * 2, "nothing was rolled back"
+    for version in ("2", "1"):
+        assert client.get_model_version("iris", version).tags[Tag.ROLLOUT_OUTCOME] == RolloutOutcome.COMPLETED
 
 
 def test_a_person_moving_the_alias_back_during_a_canary_stops_it_at_once(proxies, client):
