@@ -198,17 +198,21 @@ def server(command: list, env: dict, workdir: Path, name: str, probe_url: str, p
             command, cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
 
-    def answers() -> bool:
-        if proc.poll() is not None:
-            raise click.ClickException(f"{name} exited with {proc.returncode}; see {log}")
+    def answers_or_exited() -> bool:
+        if proc.poll() is not None:  # wait_until takes an exception for "not yet": say it with True
+            return True
         response = requests.post(probe_url, data=probe_body, headers={"Content-Type": "application/json"}, timeout=10)
         return response.status_code == 200
 
     try:
         try:
-            wait_until(answers, timeout=START_TIMEOUT, interval=0.5, what=f"{name} answering {probe_url} (log: {log})")
+            what = f"{name} answering {probe_url} (log: {log})"
+            wait_until(answers_or_exited, timeout=START_TIMEOUT, interval=0.5, what=what)
         except TimeoutError as exc:
             raise click.ClickException(str(exc)) from None
+        if proc.poll() is not None:
+            tail = log.read_text(errors="replace").strip().splitlines()[-1:] or ["(nothing)"]
+            raise click.ClickException(f"{name} exited with {proc.returncode}: {tail[0][:300]} (log: {log})")
         yield proc
     finally:
         stop_process(proc)
@@ -241,7 +245,9 @@ def started(config: Config, env: dict, workdir: Path, probe_body: bytes):
             yield base, {"server": proc.pid}
     elif key == "fastapi":
         command = [sys.executable, "-m", "bench.reference_app", "--model-uri", CHAMPION_URI, "--port", str(port)]
-        with server(command, env, workdir, "fastapi", probe, probe_body) as proc:
+        # bench is not an installed package and the app runs in the store's directory
+        app_env = {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))}
+        with server(command, app_env, workdir, "fastapi", probe, probe_body) as proc:
             yield base, {"server": proc.pid}
     else:
         upstream_port = free_port()
