@@ -193,6 +193,23 @@ def test_progress_log_lines_come_every_ten_seconds_and_none_for_a_short_job(capl
     ]
 
 
+def test_where_nobody_watches_progress_is_log_lines_and_at_a_terminal_a_bar():
+    """What the job's stderr is decides: a file or a pipe gets the log lines above, a terminal the bar."""
+    import io
+
+    from steps.batch_progress import Bar, LogLines, progress
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    closed = io.StringIO()
+    closed.close()
+    assert isinstance(progress("scoring", io.StringIO()), LogLines)
+    assert isinstance(progress("scoring", closed), LogLines)
+    assert isinstance(progress("scoring", Terminal()), Bar)
+
+
 @pytest.mark.slow
 def test_mlflow_run_refuses_to_replace_an_output_until_overwrite_is_true(registry, tmp_path):
     data = write_csv(tmp_path / "in.csv", 100)

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from tests.serving.conftest import running_proxy, serving_env
-from tests.support import free_port
+from tests.support import free_port, stop_process, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -62,6 +62,31 @@ def test_the_port_is_taken_before_the_registry_is_asked_so_a_busy_port_fails_fir
         )
     assert result.returncode == 1
     assert result.stderr.startswith(f"error: cannot listen on 127.0.0.1:{port}"), result.stderr
+
+
+def test_clients_that_connect_while_the_registry_is_still_asked_are_taken_not_refused(tmp_path):
+    """The tracking server accepts and never answers: the model URI cannot resolve, yet the port takes connections."""
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        port = free_port()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "serving", "--port", str(port)],
+            cwd=tmp_path,
+            env={**serving_env(tmp_path), "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{silent.getsockname()[1]}"},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        try:
+            client = wait_until(
+                lambda: socket.create_connection(("127.0.0.1", port), timeout=1), 60, what="the proxy's port"
+            )
+            client.close()
+            silent.settimeout(30)
+            asked, _ = silent.accept()  # the registry lookup, still waiting for an answer it will not get
+            asked.close()
+            assert proc.poll() is None, "still starting: it listened before the model URI resolved"
+        finally:
+            stop_process(proc)
 
 
 def test_a_runs_uri_is_served_before_any_version_is_registered_and_labels_its_answers(tmp_path):
