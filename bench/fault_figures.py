@@ -28,7 +28,7 @@ import requests
 
 from bench.goals import Goal, report
 from bench.serving_benchmark import build_champion, server, tree_pids
-from iris_core.processes import free_port, wait_until
+from iris_core.processes import free_port, is_running, wait_until
 from serving.config import ServingConfig
 
 ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
@@ -123,17 +123,9 @@ def proxy_killed(proxy) -> tuple[list[str], list[Goal]]:
     processes = tree_pids(proxy.pid) - {proxy.pid}
     os.kill(proxy.pid, signal.SIGKILL)
     proxy.wait(timeout=30)
-    gone = seconds_until(lambda: not any(_running(pid) for pid in processes), 60)
+    gone = seconds_until(lambda: not any(is_running(pid) for pid in processes), 60)
     lines = [f"proxy killed (SIGKILL): its {len(processes)} processes gone after {gone:.2f} s"]
     return lines, [Goal("no process of the stack left within 5 s", gone <= 5, f"{gone:.2f} s")]
-
-
-def _running(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 @click.command(help="Print what a hung or killed model server and a killed proxy cost the clients.")

@@ -21,6 +21,23 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def is_running(pid: int) -> bool:
+    """Whether process ``pid`` is alive: a zombie, ended but not reaped by its parent yet, is not."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc here: ask the kernel, which cannot tell a zombie
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # someone else's process
+            return True
+        return True
+
+
 def wait_until(predicate, timeout: float, interval: float = 0.2, what: str = "condition"):
     """Poll ``predicate`` until it returns a truthy value and return it; TimeoutError after ``timeout`` s."""
     deadline = time.monotonic() + timeout

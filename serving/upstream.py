@@ -31,7 +31,7 @@ from pathlib import Path
 
 import aiohttp
 
-from iris_core.processes import die_with_parent, free_port
+from iris_core.processes import die_with_parent, free_port, is_running
 from iris_core.redaction import redact
 from iris_core.schema import CANARY_CLASS, CANARY_ROW
 from serving.analysis import CallStats
@@ -338,18 +338,8 @@ def _sweep_socket_directories() -> None:
     for directory in Path(tempfile.gettempdir()).glob(f"{SOCKET_PREFIX}*-*"):
         pid = directory.name[len(SOCKET_PREFIX) :].split("-", 1)[0]
         with contextlib.suppress(OSError, ValueError):
-            if directory.is_dir() and directory.stat().st_uid == os.geteuid() and not _running(int(pid)):
+            if directory.is_dir() and directory.stat().st_uid == os.geteuid() and not is_running(int(pid)):
                 shutil.rmtree(directory, ignore_errors=True)
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
 
 
 def _socket_session(path: Path) -> aiohttp.ClientSession:

@@ -1,5 +1,8 @@
 """The shared core: one definition of each concept, and the runner and resolver every command relies on."""
 
+import os
+import time
+
 import click
 import pytest
 
@@ -156,3 +159,19 @@ def test_a_tracking_error_names_its_server_without_the_password_in_its_uri():
         check_store(f"http://alice:s3cret@127.0.0.1:{free_port()}")
     assert "s3cret" not in str(caught.value) and "***@127.0.0.1" in str(caught.value)
     assert "s3cret" not in one_line(ConnectionError("Failed to establish: http://alice:s3cret@db:5432/x"))
+
+
+def test_a_process_is_running_until_it_ends_and_a_zombie_is_not():
+    import subprocess
+    import sys
+
+    from iris_core.processes import is_running
+
+    assert is_running(os.getpid())
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.monotonic() + 30
+    while is_running(child.pid) and time.monotonic() < deadline:  # ended, not reaped: a zombie
+        time.sleep(0.05)
+    assert not is_running(child.pid) and child.returncode is None
+    child.wait()
+    assert not is_running(child.pid)

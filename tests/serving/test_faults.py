@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from iris_core.processes import is_running
 from tests.serving.conftest import START_TIMEOUT, running_proxy
-from tests.serving.test_managed import SteadyLoad, running
+from tests.serving.test_managed import SteadyLoad
 from tests.support import wait_until
 
 pytestmark = pytest.mark.slow
@@ -47,7 +48,7 @@ def test_a_hung_model_server_costs_no_client_more_than_the_timeout_turns_health_
         wait_until(lambda: stack.get("/health").status_code == 503, 60, interval=0.1, what="degraded health")
         degraded_after = time.monotonic() - stopped_at
         assert "stopped answering" in stack.health()["upstream"]["last_error"]
-        wait_until(lambda: not running(before["pid"]), 30, what="the hung model server to be killed")
+        wait_until(lambda: not is_running(before["pid"]), 30, what="the hung model server to be killed")
         wait_until(lambda: stack.get("/health").status_code == 200, START_TIMEOUT, what="the restarted model server")
         answered = len(load.answers)
         wait_until(lambda: len(load.answers) >= answered + 20, 60, what="answers from the restarted server")
@@ -143,10 +144,10 @@ def test_sigkill_of_the_proxy_leaves_no_process_of_the_stack_behind(stack):
     os.kill(stack.proc.pid, signal.SIGKILL)
     stack.proc.wait(timeout=30)
     try:
-        wait_until(lambda: not any(running(pid) for pid in tree), 30, what="every process of the stack to end")
+        wait_until(lambda: not any(is_running(pid) for pid in tree), 30, what="every process of the stack to end")
     finally:
         for pid in tree:  # do not leave them running for the rest of the suite if the test fails
-            if running(pid):
+            if is_running(pid):
                 os.kill(pid, signal.SIGKILL)
 
 

@@ -17,6 +17,7 @@ import time
 
 import pytest
 
+from iris_core.processes import is_running
 from iris_core.schema import FEATURES
 from tests.conftest import Registry, sqlite_uri
 from tests.serving.conftest import START_TIMEOUT, running_proxy, serving_env
@@ -64,15 +65,6 @@ def stack(rollout_registry, tmp_path_factory):
 @pytest.fixture
 def client(rollout_registry):
     return Registry(uri=sqlite_uri(rollout_registry)).client()
-
-
-def running(pid: int) -> bool:
-    """Alive and not a zombie waiting to be reaped."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def live_version(stack) -> str:
@@ -146,7 +138,7 @@ def test_the_proxy_starts_its_own_model_server_for_the_version_the_alias_names(s
     assert health["status"] == "healthy" and health["following"] is True
     assert health["model"] == {"name": "iris", "alias": "champion", "version": "1", "run_id": health["model"]["run_id"]}
     assert health["upstream"]["kind"] == "managed" and health["upstream"]["version"] == "1"
-    assert running(health["upstream"]["pid"])
+    assert is_running(health["upstream"]["pid"])
     response = stack.predict()
     assert response.status_code == 200 and response.headers["X-Model-Version"] == "1"
     assert stack.get("/version").text == importlib.metadata.version("mlflow"), "the model version is in /health"
@@ -286,7 +278,7 @@ def test_sigterm_stops_every_process_it_started_even_a_model_server_still_starti
     assert len(serving) == 3, serving  # live version 1, warm version 2, version 3 starting
     os.kill(stack.proc.pid, signal.SIGTERM)  # the proxy alone, as `docker stop` does
     assert stack.proc.wait(timeout=60) == 0
-    wait_until(lambda: not any(running(pid) for pid in started), 30, what="every process it started to stop")
+    wait_until(lambda: not any(is_running(pid) for pid in started), 30, what="every process it started to stop")
 
 
 def children(pid: int) -> dict[int, str]:
