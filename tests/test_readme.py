@@ -294,6 +294,32 @@ def test_batch_scoring_writes_the_files_the_readme_names_with_every_row(walkthro
     assert len(pd.read_parquet(walkthrough.clone / "scores" / "iris-scores-spark.parquet")) == 150
 
 
+def batch_section(start: str, end: str) -> str:
+    text = README.read_text()
+    return text[text.index(start) : text.index(end)]
+
+
+def test_the_readme_rejects_example_run_as_written_writes_the_rejects_file_it_shows(walkthrough):
+    """The example input, the inline command and the rejects file under "Finding a reject in the input"."""
+    section = batch_section("**Finding a reject in the input.**", "**Nothing is replaced unasked.**")
+    source, shown = re.findall(r"```\n(.*?)```", section, re.S)
+    command = re.search(r"`(python -m steps\.batch_predict --input [^`]+)`", section).group(1)
+    (walkthrough.clone / "scores" / "new-flowers.csv").write_text(source)
+    ran = type_in(Command("Batch scoring", command, None), walkthrough.clone, new_user_env())
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    assert "scored 1 of " in ran.stdout, ran.stdout  # "scores one row"
+    assert (walkthrough.clone / "scores" / "new-flowers-scored.rejects.csv").read_text() == shown
+
+
+def test_the_readme_batch_command_run_again_refuses_with_the_line_the_readme_shows(walkthrough):
+    section = batch_section("**Nothing is replaced unasked.**", "**Progress.**")
+    [shown] = re.findall(r"```\n(error: .*?)\n```", section)
+    [first] = [c for c in COMMANDS if c.section == "Batch scoring" and "-P output=scores/iris-scores.csv" in c.text]
+    ran = type_in(first, walkthrough.clone, new_user_env())
+    assert ran.returncode == 1
+    assert shown in ran.stderr.splitlines(), ran.stderr[-2000:]
+
+
 def test_models_serve_of_the_champion_answers_with_the_promised_shape(walkthrough):
     from serving.upstream import serve_command
 
