@@ -105,3 +105,8 @@ def fresh_clone(target: Path) -> Path:
             (target / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, target / name)
     return target
+
+
+def readme_command(section: str, containing: str) -> str:
+    """The first command line of README.md's ``section`` that contains ``containing``, exactly as written."""
+    return next(c.text for c in commands(REPO / "README.md") if c.section == section and containing in c.text)

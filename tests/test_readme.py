@@ -49,9 +49,12 @@ NOT_WALKED = {
     "Team setup": "a team tracking server (tests/team runs these against one)",
     "The loop, end to end": "a fresh clone of its own, a running proxy and a client's traffic (tests/loop runs it)",
     "Canary steps, a bake window, and a rollback by itself": (
-        "a running proxy, a version that fails on live traffic and clients (tests/serving/test_delivery.py)"
+        "a running proxy, a version on live traffic and clients: tests/serving/test_delivery.py runs these lines as"
+        " written, its version 3 being the pipeline's C=0.3 rather than the README's failing one"
     ),
-    "Shadow: evidence before promotion": "a running proxy shadowing a challenger (tests/serving/test_shadowing.py)",
+    "Shadow: evidence before promotion": (
+        "a running proxy shadowing a challenger: tests/serving/test_shadowing.py runs these lines as written"
+    ),
 }
 COMMANDS = [c for c in commands(README) if c.section in WALKED]
 COMMAND_TIMEOUT_S = 600
