@@ -15,6 +15,7 @@ with ``from_csv``, so the numbers are the file's own lines; Parquet rows carry S
 import contextlib
 import logging
 import os
+import signal
 import sys
 import tempfile
 import threading
@@ -76,15 +77,25 @@ def spark_session(master: str, chunk_size: int):
             .config("spark.pyspark.python", sys.executable)
             .config("spark.pyspark.driver.python", sys.executable)
         )
+    # SparkContext installs a SIGINT handler of its own and leaves it behind when stopped, where
+    # Ctrl-C then fails inside it (its JVM is gone): the caller's handler comes back afterwards.
+    interrupt_handler = signal.getsignal(signal.SIGINT)
     try:
         spark = builder.getOrCreate()
     except Exception as exc:  # the JVM's own errors (no Java, bad master) arrive as plain exceptions
+        _restore_interrupt_handler(interrupt_handler)
         raise StepError(f"cannot start Spark ({master}): {str(exc).splitlines()[0][:300]}") from None
     spark.sparkContext.setLogLevel("ERROR")
     try:
         yield spark
     finally:
         spark.stop()
+        _restore_interrupt_handler(interrupt_handler)
+
+
+def _restore_interrupt_handler(handler) -> None:
+    if threading.current_thread() is threading.main_thread():  # only the main thread may set one
+        signal.signal(signal.SIGINT, handler)
 
 
 @contextlib.contextmanager
