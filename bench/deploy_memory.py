@@ -13,23 +13,19 @@ measures and prints; it asserts nothing. From the repository root:
     python -m bench.deploy_memory [--stores http,sqlite]
 """
 
-import contextlib
 import logging
 import math
 import os
-import subprocess
-import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import click
 import requests
 
-from bench.stack_memory import STORES, Snapshot, set_champion, snapshot, tracking_server
+from bench.stack_memory import STORES, Snapshot, TreeSampler, following_proxy, largest_total, set_champion, snapshot
 from bench.store import store_env, train
-from iris_core.processes import free_port, stop_process, wait_until
+from iris_core.processes import wait_until
 
 _logger = logging.getLogger(__name__)
 
@@ -37,34 +33,6 @@ MIB = 2**20
 HEADROOM = 1.25  # over the measured peak: model downloads, bigger requests, allocator slack
 STEP_MIB = 256
 START_TIMEOUT = 300.0
-
-
-class LargestMoment:
-    """Samples the proxy's tree in a thread and keeps the one sample with the largest total.
-
-    Not each role's own peak: roles peak at different moments, and their sum would be a
-    tree that never existed.
-    """
-
-    def __init__(self, proxy_pid: int, interval: float):
-        self.proxy_pid, self.interval = proxy_pid, interval
-        self.largest = Snapshot()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            now = snapshot(self.proxy_pid)
-            if now.total > self.largest.total:
-                self.largest = now
-
-    def __enter__(self) -> "LargestMoment":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
 
 
 def model_servers(snap: Snapshot) -> int:
@@ -83,33 +51,16 @@ def serving(url: str) -> str | None:
 def measure(store: str, env: dict, workdir: Path, interval: float) -> dict[str, Snapshot]:
     """At rest (live 2, warm 1), the peak while version 3 starts, and after the switch (live 3, warm 2)."""
     set_champion(env, "1")
-    with contextlib.ExitStack() as stack:
-        proxy_env = dict(env)
-        if store == "http":
-            proxy_env["MLFLOW_TRACKING_URI"] = stack.enter_context(tracking_server(workdir, env))
-        port = free_port()
-        log = workdir / f"proxy-{store}.log"
-        with open(log, "wb") as out:
-            proxy = subprocess.Popen(
-                [sys.executable, "-m", "serving", "--port", str(port), "--poll-interval", "1"],
-                cwd=workdir,
-                env=proxy_env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        stack.callback(stop_process, proxy, 60)
-        url = f"http://127.0.0.1:{port}"
-        wait_until(lambda: requests.get(f"{url}/ready", timeout=5).ok, START_TIMEOUT, what=f"the proxy ({log})")
+    with following_proxy(store, env, workdir, "proxy") as (proxy, url, _):
         set_champion(env, "2")
         wait_until(lambda: serving(url) == "2", START_TIMEOUT, what="the switch to version 2")
         time.sleep(3)
         moments = {"at rest": snapshot(proxy.pid)}
-        with LargestMoment(proxy.pid, interval) as sampler:
+        with TreeSampler(proxy.pid, interval, largest_total) as sampler:
             set_champion(env, "3")
             wait_until(lambda: serving(url) == "3", START_TIMEOUT, interval=0.5, what="the switch to version 3")
             time.sleep(5)  # the version no longer kept warm stops
-        moments["peak"] = sampler.largest
+        moments["peak"] = sampler.kept
         moments["after"] = snapshot(proxy.pid)
     return moments
 

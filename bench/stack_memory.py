@@ -110,28 +110,59 @@ def snapshot(proxy_pid: int) -> Snapshot:
     return Snapshot(roles)
 
 
-class PeakSampler:
-    """Samples the proxy's tree in a thread while a load runs; keeps each role's peak."""
+class TreeSampler:
+    """Samples the proxy's tree in a thread, folding each snapshot into ``kept`` with ``keep(kept, new)``."""
 
-    def __init__(self, proxy_pid: int, interval: float = 0.25):
-        self.proxy_pid, self.interval = proxy_pid, interval
-        self.peak = Snapshot()
+    def __init__(self, proxy_pid: int, interval: float, keep):
+        self.proxy_pid, self.interval, self.keep = proxy_pid, interval, keep
+        self.kept = Snapshot()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while True:
-            self.peak = self.peak.peak_with(snapshot(self.proxy_pid))
+            self.kept = self.keep(self.kept, snapshot(self.proxy_pid))
             if self._stop.wait(self.interval):
                 return
 
-    def __enter__(self) -> "PeakSampler":
+    def __enter__(self) -> "TreeSampler":
         self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
+
+
+def each_roles_peak(kept: Snapshot, new: Snapshot) -> Snapshot:
+    return kept.peak_with(new)
+
+
+def largest_total(kept: Snapshot, new: Snapshot) -> Snapshot:
+    """The one sample with the largest total: roles peak at different moments, and the sum of
+    each role's own peak would be a tree that never existed."""
+    return new if new.total > kept.total else kept
+
+
+@contextlib.contextmanager
+def following_proxy(store: str, env: dict, workdir: Path, name: str, python_flags=(), args=()):
+    """``python -m serving`` following ``champion`` over ``store`` (an ``mlflow server`` in front of the
+    sqlite file for "http"), ready; yields (process, URL, log path)."""
+    with contextlib.ExitStack() as stack:
+        proxy_env = dict(env)
+        if store == "http":
+            proxy_env["MLFLOW_TRACKING_URI"] = stack.enter_context(tracking_server(workdir, env))
+        port = free_port()
+        log = workdir / f"{name}-{store}.log"
+        command = [sys.executable, *python_flags, "-m", "serving", "--port", str(port), "--poll-interval", "1", *args]
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(
+                command, cwd=workdir, env=proxy_env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        stack.callback(stop_process, proc, 60)
+        url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: requests.get(f"{url}/ready", timeout=5).ok, START_TIMEOUT, what=f"the proxy ({log})")
+        yield proc, url, log
 
 
 @contextlib.contextmanager
@@ -181,34 +212,17 @@ def answering_version(url: str) -> str | None:
 def measure_store(store: str, env: dict, workdir: Path, bodies: Path, generator: str, duration: float) -> StackMemory:
     """The proxy's tree over one kind of store, through the three phases; champion is put back on version 1."""
     set_champion(env, "1")
-    with contextlib.ExitStack() as stack:
-        proxy_env = dict(env)
-        if store == "http":
-            proxy_env["MLFLOW_TRACKING_URI"] = stack.enter_context(tracking_server(workdir, env))
-        port = free_port()
-        log = workdir / f"stack-{store}.log"
-        command = [sys.executable, "-X", "importtime", "-m", "serving", "--port", str(port), "--poll-interval", "1"]
-        with open(log, "wb") as out:
-            proc = subprocess.Popen(
-                [*command, "--log-dir", str(workdir / f"logs-{store}")],
-                cwd=workdir,
-                env=proxy_env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        stack.callback(stop_process, proc, 60)
-        url = f"http://127.0.0.1:{port}"
-        wait_until(lambda: requests.get(f"{url}/ready", timeout=5).ok, START_TIMEOUT, what=f"the proxy ({log})")
+    flags, args = ("-X", "importtime"), ("--log-dir", str(workdir / f"logs-{store}"))
+    with following_proxy(store, env, workdir, "stack", flags, args) as (proc, url, log):
         time.sleep(2)  # let start-up garbage settle
         phases = {PHASES[0]: snapshot(proc.pid)}
         set_champion(env, "2")
         wait_until(lambda: answering_version(url) == "2", START_TIMEOUT, what="the rollout to version 2")
         time.sleep(2)
         phases[PHASES[1]] = snapshot(proc.pid)
-        with PeakSampler(proc.pid) as sampler:
+        with TreeSampler(proc.pid, 0.25, each_roles_peak) as sampler:
             load = run_load(generator, f"{url}/invocations", bodies, LOAD_CONNECTIONS, duration)
-        phases[PHASES[2]] = sampler.peak
+        phases[PHASES[2]] = sampler.kept
     set_champion(env, "1")
     imported = [line.rsplit("|", 1)[-1].strip() for line in log.read_text().splitlines() if "import time:" in line]
     outside = any(name.split(".")[0] == "mlflow" for name in imported)
