@@ -91,6 +91,20 @@ def test_sequential_requests_get_the_same_answers_batched_or_not(upstream_url, r
     assert batches == len(requests)  # nothing was queued beside them: each went out alone
 
 
+@HYPOTHESIS
+@given(rows=st.lists(row, min_size=1, max_size=40))
+def test_the_columnar_body_sent_upstream_gets_the_answers_of_mlflows_dataframe_split(upstream_url, rows):
+    async def body(session):
+        split = {"dataframe_split": {"columns": list(FEATURES), "data": rows * 2 if len(rows) == 1 else rows}}
+        async with session.post(f"{upstream_url}/invocations", json=split) as response:
+            assert response.status == 200
+            asked_directly = (await response.json())["predictions"][: len(rows)]
+        return asked_directly, await DirectForwarder(router_for(upstream_url), session, config()).predict(rows)
+
+    asked_directly, scored = run(body)
+    assert scored.predictions == asked_directly
+
+
 def test_concurrent_requests_share_upstream_calls(upstream_url):
     requests = [[[5.1, 3.5, 1.4, 0.2]], [[6.2, 2.9, 4.3, 1.3]], [[7.7, 3.0, 6.1, 2.3]]] * 10
 
