@@ -68,6 +68,44 @@ def test_requests_that_arrive_during_a_call_go_out_together_when_it_returns_each
     run(body)
 
 
+class BodyAStepLater(FakeScorer):
+    """An upstream client that puts a call's body on the wire one loop step after the call, as aiohttp's does before Python 3.12."""
+
+    def __init__(self, events: list[str]):
+        super().__init__()
+        self.events = events
+
+    async def score(self, session, rows, timeout):
+        await asyncio.sleep(0)
+        self.events.append(f"batch {len(self.calls) + 1} sent")
+        return await super().score(session, rows, timeout)
+
+
+def test_the_next_batch_is_on_the_wire_before_the_returning_batchs_requests_are_answered():
+    """Else answering them (and reading their clients' next requests) holds the loop while the model server waits."""
+
+    async def body():
+        events: list[str] = []
+        scorer = BodyAStepLater(events)
+        batcher = forwarder(scorer)
+
+        async def request(first: float) -> None:
+            await batcher.predict(rows(first))
+            events.append("answered")
+
+        first = asyncio.ensure_future(request(1.0))
+        await settle()
+        queued = [asyncio.ensure_future(request(2.0 + i)) for i in range(3)]
+        await settle()
+        scorer.calls[0].answer()
+        await settle()
+        assert events == ["batch 1 sent", "batch 2 sent", "answered"]
+        scorer.calls[1].answer()
+        await asyncio.gather(first, *queued)
+
+    run(body)
+
+
 def test_no_more_batches_are_in_flight_than_the_upstream_has_workers():
     async def body():
         scorer = FakeScorer()
