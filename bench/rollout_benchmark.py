@@ -337,7 +337,7 @@ def measure_shadow(env: dict, workdir: Path, rounds: int, duration: float, gener
         lines.append(f"  {name:<22} {rps:8.0f} {p50:8.2f} {p99:8.2f} {errors:7d}")
     _, p50, p99, _ = medians["--shadow challenger"]
     lines.append(
-        f"  shadowed rows {shadow.get('rows')}, dropped {shadow.get('dropped_rows')}, "
+        f"  shadowed rows {shadow.get('rows')} in {shadow.get('calls')} calls, dropped {shadow.get('dropped_rows')}, "
         f"agreement {shadow.get('agreement')}"
     )
     goals = [

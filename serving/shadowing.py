@@ -211,6 +211,7 @@ class Shadowing:
             body.update(
                 against=live_version,
                 rows=counts.rows if counts else 0,
+                calls=counts.calls if counts else 0,
                 agreement=_rounded(counts.agreement) if counts else None,
                 error_rate=_rounded(counts.error_rate) if counts else None,
                 p99_ms=counts.p99_ms if counts else None,

@@ -294,6 +294,7 @@ def test_a_shadowed_challenger_scores_copies_of_live_answers_and_its_evidence_re
         await settle()
         seen = await traffic(router, 30)
         assert all(status == 200 and version == "1" for status, version in seen)
+        await until(lambda: router.shadowing.scorer.counts.get("1") and router.shadowing.scorer.counts["1"].rows == 30)
         shadow = (await router.health())[1]["shadow"]
         assert (shadow["version"], shadow["against"], shadow["rows"], shadow["agreement"]) == ("3", "1", 30, 0.0)
         await until(lambda: Tag.SHADOW_ROWS in lookup.tags.get("3", {}))
