@@ -223,7 +223,7 @@ class BatchingForwarder:
             # from Python 3.12), queued behind whatever is ready; woken first, these requests'
             # answers and their clients' next requests would hold the loop for a millisecond
             # or more each cycle while the model server waits for its next body. Measured at
-            # 64 connections: +20% throughput.
+            # 64 connections: 20-40% more throughput.
             await asyncio.sleep(0)
         start = 0
         for pending in batch:

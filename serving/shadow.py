@@ -12,9 +12,9 @@ at a time, each with its own timeout. Whatever the other server does (hang, fail
 rubbish) ends as counted errors here.
 
 Nobody waits for a copy's answer, so a call goes out only once ``max_batch_rows`` rows are
-queued or ``fill_s`` after the worker found copies waiting. The other model server's cost is per call, not
-per row: sent as soon as the previous call returned, the copies of 64 busy clients went
-~30 rows a call and that server's CPU halved the live one's on two cores.
+queued or ``fill_s`` after the worker found copies waiting. The other model server's cost
+is per call, not per row: sent as soon as the previous call returned, the copies of 64 busy
+clients went ~39 rows a call, and that server took the CPU the live one needed on two cores.
 """
 
 import asyncio
