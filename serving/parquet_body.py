@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from iris_core.schema import FEATURES
+from serving.parquet_pages import check_pages, leaf_columns
 from serving.validation import (
     IGNORED_COLUMN,
     Invocation,
@@ -48,7 +49,9 @@ def parquet_rows(body: bytes, limits: Limits) -> Invocation:
     problems = [f"column {name}: {problem}" for name in FEATURES if (problem := _type_problem(schema.field(name).type))]
     if problems:
         raise ValidationError(400, "INVALID_VALUE", f"invalid feature columns ({problems[0]})", problems)
-    _check_decoded_size(metadata, [schema.get_field_index(name) for name in FEATURES])
+    leaves = leaf_columns(metadata)
+    _check_decoded_size(metadata, leaves)
+    check_pages(body, metadata, leaves, limits)  # what the pages declare: pyarrow sizes its buffers from it
     try:
         table = file.read(columns=list(FEATURES), use_pandas_metadata=False)
     except (pa.ArrowException, OSError, ValueError):
