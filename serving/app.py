@@ -85,6 +85,7 @@ class Proxy:
         self.forwarder = None
         self.recorders: list[Callable[[Outcome], None]] = [router.observe]  # copies for shadow and canary
         self.feedback = None  # a serving.feedback_service.FeedbackService with --feedback-log
+        self.prediction_log = None  # its serving.prediction_log.PredictionLogWriter with --prediction-log
         self.signatures = Signatures()  # the served versions' MLflow signatures (serving.signatures)
         self.in_flight = 0  # scoring requests being answered, read by /metrics
         self.client_disconnects: dict[str, int] = collections.defaultdict(int)  # by endpoint, read by /metrics
@@ -184,7 +185,8 @@ class Proxy:
             if self.feedback is None:
                 raise feedback_off()
             body = await self.read_body(request)
-            status, response = 200, json_response(self.feedback.receive(request.headers.get("Content-Type"), body))
+            accepted = await self.feedback.receive(request.headers.get("Content-Type"), body)
+            status, response = 200, json_response(accepted)
         except HttpError as exc:
             status, response = exc.status, http_error_response(exc)
         except ConnectionError:
@@ -254,6 +256,8 @@ class Proxy:
             "ready": healthy and live.invocations_url is not None,  # the live model server takes requests
         }
         if self._authorized(request):
+            if self.prediction_log is not None:
+                details["prediction_log"] = self.prediction_log.health()
             if self.feedback is not None:
                 details["feedback"] = self.feedback.health()
             body.update(details)

@@ -2,11 +2,14 @@
 
 ``serving.feedback`` parses, ``serving.answers`` remembers and counts, and the feedback
 log (``serving.feedback_log``) is the record. A request's labels are all accepted or all
-refused: every item is checked before anything is logged or counted, and a log that
-cannot take them (a full queue, or a file that cannot be written now) refuses them with
-503 so the client sends them again, instead of answering 200 for labels that are lost.
-Runs on the event loop; nothing here awaits, so the memory cannot change between the
-check and the count.
+refused: every item is checked before anything is logged or counted, and the answer waits
+until the log's writer thread has them in the file (on the disk: it syncs), so a 200
+means they are kept. A log that cannot take them (a full queue, a file that cannot be
+written now or whose writes stopped returning, a write that fails) refuses them with 503
+so the client sends them again; a failed write leaves nothing of them in the file. Only
+a write not confirmed within ``WRITE_TIMEOUT_S`` is uncertain (a stalled disk may still
+take it), and the 503 says so: sending the labels again is safe, since a row's first label
+counts and later ones are duplicates. Labels count in live accuracy only once written.
 
 Metrics (collected at scrape time from the state kept here):
 
@@ -17,9 +20,12 @@ Metrics (collected at scrape time from the state kept here):
 - ``proxy_feedback_labels_total{outcome}``: accepted labels (``counted``, ``duplicate``,
   ``not_remembered``); ``proxy_feedback_requests_total{code}``: ``POST /feedback`` answers;
 - ``proxy_answer_memory_requests``, ``proxy_answer_memory_rows``: what is remembered now;
-- ``proxy_feedback_log_written_rows_total``, ``proxy_feedback_log_dropped_rows_total{reason}``.
+- ``proxy_feedback_log_written_rows_total``, ``proxy_feedback_log_dropped_rows_total{reason}``,
+  ``proxy_feedback_log_queued_rows`` and ``proxy_feedback_log_stalled``.
 """
 
+import asyncio
+import contextlib
 from collections import defaultdict
 
 from prometheus_client import Counter
@@ -30,9 +36,11 @@ from serving.errors import HttpError
 from serving.feedback import parse_feedback
 from serving.feedback_log import FeedbackLogWriter
 from serving.log_writer import DROPPED_QUEUE_FULL, DROPPED_WRITE_ERROR
+from serving.metrics import log_queue_families
 
 PREFIX = "proxy"
 RETRY_AFTER_S = 5
+WRITE_TIMEOUT_S = 5.0  # the longest a /feedback answer waits for its labels to be in the file
 
 
 def feedback_off() -> HttpError:
@@ -76,14 +84,30 @@ class FeedbackService:
         if outcome.predictions is not None:
             self.memory.remember(outcome.request_id, outcome.version, class_indexes(outcome.predictions))
 
-    def receive(self, content_type: str | None, body: bytes) -> dict:
-        """Accept a feedback body whole, or raise the ``HttpError`` that refuses it whole."""
+    async def receive(self, content_type: str | None, body: bytes) -> dict:
+        """Accept a feedback body whole once it is in the log, or raise the ``HttpError`` that refuses it whole."""
         labels = parse_feedback(content_type, body, self.max_items)
-        if self.writer.failing:
+        if self.writer.failing or self.writer.stalled:
             raise _unavailable("the feedback log cannot be written now; nothing was recorded")
         judged = judge(labels, self.memory)
-        if not self.writer.submit([(item.request_id, item.row, item.class_name) for item in judged]):
+        loop = asyncio.get_running_loop()
+        written = loop.create_future()
+
+        def done(ok: bool) -> None:  # called from the writer thread
+            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits any more
+                loop.call_soon_threadsafe(_settle, written, ok)
+
+        if not self.writer.submit([(item.request_id, item.row, item.class_name) for item in judged], done):
             raise _unavailable("the feedback log is behind; nothing was recorded")
+        try:
+            kept = await asyncio.wait_for(written, WRITE_TIMEOUT_S)
+        except TimeoutError:
+            raise _unavailable(
+                f"the feedback log did not confirm the write within {WRITE_TIMEOUT_S:g} s, so the labels may or may "
+                "not be kept (a row's first label counts, so sending them again is safe)"
+            ) from None
+        if not kept:
+            raise _unavailable("the feedback log cannot be written now; nothing was recorded")
         outcomes = count(judged, self.accuracy)
         return {"accepted": len(judged), **{outcome.value: n for outcome, n in outcomes.items()}}
 
@@ -92,7 +116,7 @@ class FeedbackService:
 
     def health(self) -> dict:
         return {
-            "log": {"path": str(self.writer.path), "state": "failing" if self.writer.failing else "ok"},
+            "log": self.writer.health(),
             "memory": {"requests": len(self.memory), "rows": self.memory.rows, "max_rows": self.memory.max_rows},
             "live_accuracy": self.accuracy.as_dict(),
         }
@@ -150,6 +174,12 @@ class FeedbackService:
         yield GaugeMetricFamily(
             f"{PREFIX}_answer_memory_rows", "Rows of the remembered requests.", value=self.memory.rows
         )
+        yield from log_queue_families("feedback_log", "feedback log", self.writer)
+
+
+def _settle(future: asyncio.Future, kept: bool) -> None:
+    if not future.done():
+        future.set_result(kept)
 
 
 def _unavailable(message: str) -> HttpError:

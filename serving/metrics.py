@@ -36,7 +36,9 @@ All names start with ``proxy_``:
   shadowed version failed to score, or that a full queue dropped), ``proxy_shadow_agreement``
   and ``proxy_shadow_duration_seconds`` (its calls), ``proxy_shadow_info{version,against}``;
 - ``proxy_prediction_log_written_rows_total``, ``proxy_prediction_log_dropped_rows_total{reason}``
-  (only with the prediction log on);
+  (``queue_full``: past the queue's bound in rows; ``write_error``), and the gauges
+  ``proxy_prediction_log_queued_rows`` and ``proxy_prediction_log_stalled`` (1 while a write
+  has not returned for ``serving.log_writer.STALL_AFTER_S``), only with the prediction log on;
 - ``process_*``: CPU, memory and open files of the proxy process.
 
 With ``--feedback-log``, ``serving.feedback_service`` adds its own collector to the same registry:
@@ -96,6 +98,7 @@ class ProxyMetrics:
     def __init__(self, proxy=None, prediction_log: bool = False):
         self.registry = CollectorRegistry()
         self._proxy = proxy
+        self.log_writer = None  # the prediction log's writer, whose queue and stall are read at scrape time
         self._requests: dict[tuple[str, int], int] = defaultdict(int)
         self._latency: dict[str, _Histogram] = {}
         self._request_rows = _Histogram(ROWS_BUCKETS)
@@ -198,6 +201,9 @@ class ProxyMetrics:
             ["kind"],
             {(kind,): n for kind, n in self._ignored.items()},
         )
+        writer = self.log_writer
+        if writer is not None:
+            yield from log_queue_families("prediction_log", "prediction log", writer)
         proxy = self._proxy
         if proxy is None:
             return
@@ -259,6 +265,20 @@ class ProxyMetrics:
             yield CounterMetricFamily(
                 f"{PREFIX}_upstream_batched_requests", "Requests those calls carried.", value=forwarder.requests_sent
             )
+
+
+def log_queue_families(name: str, title: str, writer):
+    """A log writer's queue (rows) and whether its disk stopped answering: the two gauges of ``name``."""
+    yield GaugeMetricFamily(
+        f"{PREFIX}_{name}_queued_rows",
+        f"Rows waiting for the {title}'s writer (at most {writer.max_queued_rows}; past it rows are dropped).",
+        value=writer.queued_rows,
+    )
+    yield GaugeMetricFamily(
+        f"{PREFIX}_{name}_stalled",
+        f"1 while an open or a write of the {title} has not returned for a while (a disk that stopped), else 0.",
+        value=1 if writer.stalled else 0,
+    )
 
 
 def _shadow_families(shadowing, live_version: str | None):
