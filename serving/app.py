@@ -73,6 +73,7 @@ class Outcome:
     version: str | None
     request_id: str
     ignored: frozenset = frozenset()  # what the request carried that the model does not use (serving.validation)
+    pinned: bool = False  # the client named the version (a versioned V2 infer): never a canary statistic
 
 
 class Proxy:
@@ -120,10 +121,11 @@ class Proxy:
         live = self.router.live
         version = live.version if live is not None else "none"
         rows = predictions = None
-        ignored = frozenset()
+        ignored, pinned = frozenset(), False
         try:
             self._authorize(request)
             upstream = protocol.upstream(request)
+            pinned = upstream is not None
             body = await self.read_body(request)
             deadline = asyncio.get_running_loop().time() + self._timeout  # the answer comes by then
             parsed = protocol.parse(request, body, self._limits)
@@ -149,7 +151,7 @@ class Proxy:
         response.headers["X-Model-Version"] = version
         response.headers["X-Request-Id"] = request_id
         latency = time.perf_counter() - started
-        self.record(protocol.endpoint, status, latency, rows, predictions, version, request_id, ignored)
+        self.record(protocol.endpoint, status, latency, rows, predictions, version, request_id, ignored, pinned)
         return response
 
     async def read_body(self, request: web.Request) -> bytes:
@@ -224,6 +226,7 @@ class Proxy:
         version,
         request_id: str,
         ignored=frozenset(),
+        pinned: bool = False,
     ) -> None:
         """Every scoring request ends here, answered or refused: metrics and the prediction log hook in."""
         if not self.recorders:
@@ -237,6 +240,7 @@ class Proxy:
             version,
             request_id,
             ignored,
+            pinned,
         )
         for recorder in self.recorders:
             try:

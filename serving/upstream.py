@@ -80,8 +80,19 @@ class Upstream:
         self.base_url = base_url
         self.invocations_url = f"{base_url}/invocations" if base_url else None
 
-    async def score(self, session: aiohttp.ClientSession, rows: list[list[float]], timeout: float) -> list[dict]:
-        """One ``/invocations`` call; ``inflight`` counts calls so that a retiring upstream is drained first."""
+    async def score(
+        self,
+        session: aiohttp.ClientSession,
+        rows: list[list[float]],
+        timeout: float,
+        counted: bool = True,
+        max_answer_bytes: int | None = None,
+    ) -> list[dict]:
+        """One ``/invocations`` call; ``inflight`` counts calls so that a retiring upstream is drained first.
+
+        ``counted=False`` keeps the call out of ``stats`` (rows of requests that named this
+        version); an answer longer than ``max_answer_bytes`` fails the call unread (502).
+        """
         url = self.invocations_url
         started = time.perf_counter()
         predictions = None
@@ -89,11 +100,12 @@ class Upstream:
         try:
             if url is None:
                 raise unavailable()
-            predictions = await post_rows(session, url, rows, timeout)
+            predictions = await post_rows(session, url, rows, timeout, max_answer_bytes)
             return predictions
         finally:
             self.inflight -= 1
-            self.stats.observe(time.perf_counter() - started, len(rows), predictions)
+            if counted:
+                self.stats.observe(time.perf_counter() - started, len(rows), predictions)
 
     async def is_up(self, session: aiohttp.ClientSession) -> bool:
         return self.state == UpstreamState.READY
@@ -161,8 +173,15 @@ class ManagedUpstream(Upstream):
             "log": str(self.log_path) if self.log_path else None,
         }
 
-    async def score(self, session: aiohttp.ClientSession, rows: list[list[float]], timeout: float) -> list[dict]:
-        return await super().score(self._client, rows, timeout)
+    async def score(
+        self,
+        session: aiohttp.ClientSession,
+        rows: list[list[float]],
+        timeout: float,
+        counted: bool = True,
+        max_answer_bytes: int | None = None,
+    ) -> list[dict]:
+        return await super().score(self._client, rows, timeout, counted, max_answer_bytes)
 
     async def check(self, session: aiohttp.ClientSession, timeout: float) -> None:
         await super().check(self._client, timeout)
