@@ -11,6 +11,12 @@ a write not confirmed within ``WRITE_TIMEOUT_S`` is uncertain (a stalled disk ma
 take it), and the 503 says so: sending the labels again is safe, since a row's first label
 counts and later ones are duplicates. Labels count in live accuracy only once written.
 
+Labels are taken at most as fast as the feedback log keeps them for a day
+(``LabelBudget``): a token holder sending junk as fast as it can gets 429 with
+``Retry-After`` once past it, instead of rotating every real label out of the log within
+seconds. The bound is per proxy, not per client (they all hold the one token), so a flood
+delays other clients' labels (refused, to be sent again) but cannot make them lost.
+
 Metrics (collected at scrape time from the state kept here):
 
 - ``proxy_live_labeled_rows_total{version}``, ``proxy_live_correct_rows_total{version}``:
@@ -26,11 +32,15 @@ Metrics (collected at scrape time from the state kept here):
 
 import asyncio
 import contextlib
+import math
+import time
 from collections import defaultdict
 
 from prometheus_client import Counter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from iris_core.records import encode, make_feedback_record
+from iris_core.schema import CLASSES
 from serving.answers import AnswerMemory, LiveAccuracy, Outcome, class_indexes, count, judge
 from serving.errors import HttpError
 from serving.feedback import parse_feedback
@@ -41,6 +51,11 @@ from serving.metrics import log_queue_families
 PREFIX = "proxy"
 RETRY_AFTER_S = 5
 WRITE_TIMEOUT_S = 5.0  # the longest a /feedback answer waits for its labels to be in the file
+KEPT_FOR_S = 24 * 3600  # labels are taken no faster than the feedback log keeps this long
+# a label's line with an empty request id, row 0 and the longest class name; its id and row's digits add to it
+_LABEL_BYTES = len(
+    encode(make_feedback_record(ts="2026-01-01T00:00:00.000Z", request_id="", row=0, label=max(CLASSES, key=len)))
+)
 
 
 def feedback_off() -> HttpError:
@@ -59,6 +74,7 @@ class FeedbackService:
         self.accuracy = LiveAccuracy(config.accuracy_window)
         self.max_items = config.max_rows
         self.requests: dict[int, int] = defaultdict(int)
+        self.budget = LabelBudget.of(config)
         self._written = Counter(
             f"{PREFIX}_feedback_log_written_rows", "Labels appended to the feedback log.", registry=registry
         )
@@ -90,6 +106,24 @@ class FeedbackService:
         if self.writer.failing or self.writer.stalled:
             raise _unavailable("the feedback log cannot be written now; nothing was recorded")
         judged = judge(labels, self.memory)
+        cost = sum(label_bytes(item.request_id, item.row) for item in judged)
+        if self.budget is not None and (wait := self.budget.take(cost)):
+            raise HttpError(
+                429,
+                "TOO_MANY_LABELS",
+                f"labels are taken at most as fast as the feedback log keeps a day of them "
+                f"({self.budget.rate:.0f} bytes/s); nothing was recorded, send them again later",
+                headers={"Retry-After": str(math.ceil(wait))},
+            )
+        try:
+            return await self._log(judged)
+        except HttpError:
+            if self.budget is not None:
+                self.budget.give_back(cost)
+            raise
+
+    async def _log(self, judged) -> dict:
+        """Queue the labels, wait until the writer has them in the file, then count them."""
         loop = asyncio.get_running_loop()
         written = loop.create_future()
 
@@ -175,6 +209,45 @@ class FeedbackService:
             f"{PREFIX}_answer_memory_rows", "Rows of the remembered requests.", value=self.memory.rows
         )
         yield from log_queue_families("feedback_log", "feedback log", self.writer)
+
+
+def label_bytes(request_id: str, row: int) -> int:
+    """What one label's line weighs in the feedback log, at most (the longest class name)."""
+    return _LABEL_BYTES + len(request_id) + len(str(row)) - 1
+
+
+class LabelBudget:
+    """Bytes of labels the feedback log may take: refilled at ``rate`` a second, holding at most ``capacity``.
+
+    A token bucket: the log keeps ``log_max_bytes * (log_backups + 1)`` bytes, so at ``rate``
+    that retention lasts ``KEPT_FOR_S`` at least (less one full bucket); the bucket holds one
+    request's worth at the row limit, so the largest request allowed always fits.
+    """
+
+    def __init__(self, rate: float, capacity: float, clock=time.monotonic):
+        self.rate, self.capacity, self._clock = rate, capacity, clock
+        self._level, self._at = capacity, clock()
+
+    @classmethod
+    def of(cls, config) -> "LabelBudget | None":
+        """None when the feedback log never rotates (``--log-max-bytes 0``): no label is ever flushed out."""
+        if not config.log_max_bytes:
+            return None
+        retention = config.log_max_bytes * (config.log_backups + 1)
+        return cls(retention / KEPT_FOR_S, config.max_rows * label_bytes("x" * 128, config.max_rows))
+
+    def take(self, n: int) -> float:
+        """Take ``n`` bytes and answer 0, or take nothing and answer the seconds until they are there."""
+        now = self._clock()
+        self._level = min(self.capacity, self._level + (now - self._at) * self.rate)
+        self._at = now
+        if n <= self._level:
+            self._level -= n
+            return 0.0
+        return (n - self._level) / self.rate
+
+    def give_back(self, n: int) -> None:
+        self._level = min(self.capacity, self._level + n)
 
 
 def _settle(future: asyncio.Future, kept: bool) -> None:
