@@ -30,7 +30,8 @@ All names start with ``proxy_``:
   model server failed, was unavailable or timed out;
 - ``proxy_upstream_restarts_total``, ``proxy_rollouts_total{outcome}`` (done, failed,
   rolled_back, stopped), ``proxy_rollout_share`` (percent of requests a canary takes now),
-  ``proxy_model_info{name,alias,version}`` (value 1);
+  ``proxy_model_info{name,alias,version}`` (value 1), ``proxy_canary_copies_dropped_rows_total``
+  (rows of a delivered version's requests not copied to the previous version: its queue was full);
 - with ``--shadow``: ``proxy_shadow_rows_total{live_class,shadow_class}`` (rows both scored, by
   class pair), ``proxy_shadow_errors_total`` and ``proxy_shadow_dropped_total`` (rows the
   shadowed version failed to score, or that a full queue dropped), ``proxy_shadow_agreement``
@@ -55,6 +56,7 @@ from prometheus_client.utils import floatToGoString
 
 from iris_core.shadow_evidence import LATENCY_BOUNDS_MS
 from serving.log_writer import DROPPED_QUEUE_FULL, DROPPED_WRITE_ERROR
+from serving.shadow import MAX_QUEUED_ROWS
 from serving.validation import IGNORED_COLUMN, IGNORED_FIELD, IGNORED_PARAMS
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -240,6 +242,12 @@ class ProxyMetrics:
             "by the canary analysis (rolled_back) or stopped by an alias move (stopped).",
             ["outcome"],
             outcomes,
+        )
+        yield CounterMetricFamily(
+            f"{PREFIX}_canary_copies_dropped_rows",
+            "Rows of a delivered version's requests not copied to the previous version for comparison: "
+            f"its queue ({MAX_QUEUED_ROWS} rows) was full.",
+            value=events.compare_dropped_rows,
         )
         yield GaugeMetricFamily(
             f"{PREFIX}_rollout_share",

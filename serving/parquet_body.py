@@ -2,8 +2,9 @@
 
 Imported only when such a request arrives, so the proxy does not load pyarrow until
 someone sends Parquet. Only the feature columns are read, after their types are checked
-in the file's schema and the row count and decoded size in its metadata, so neither an
-extra column nor a small file that decompresses to gigabytes costs memory. Column types
+in the file's schema, the row count and decoded size in its metadata, and every page
+header of theirs against the row limit (``serving.parquet_pages``), so neither an extra
+column nor a small file that declares or decompresses to gigabytes costs memory. Column types
 follow MLflow's conversion to its ``double`` inputs: floats of any width, integers up to
 32 bits, decimals and dictionary-encoded numbers; ``int64`` only when every value is 0
 or 1 (MLflow refuses to convert any other). pandas' index columns, named in the file's

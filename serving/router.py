@@ -113,6 +113,7 @@ class Events:
     rollouts_failed: int = 0
     rollouts_rolled_back: int = 0
     rollouts_stopped: int = 0
+    compare_dropped_rows: int = 0  # copies of a delivered version's requests its baseline's queue could not take
 
 
 class CanaryRoute(Route):
@@ -533,6 +534,7 @@ class Router:
         record = Rollout(upstream.version, baseline.version, RolloutState.CANARY, cold=cold, started_at=time.time())
         delivery = Delivery(upstream, baseline, compare, upstream.stats.snapshot(), baseline.stats.snapshot(), record)
         compare.on_compared = delivery.compared_copy
+        compare.on_dropped = self._compare_dropped
         compare.start()
         self.delivery, self.rollout = delivery, record
         _logger.info(
@@ -581,6 +583,9 @@ class Router:
         delivery.finding = finding
         self._update_delivery(delivery, checks=finding.figures)
         return finding
+
+    def _compare_dropped(self, rows: int) -> None:
+        self.events.compare_dropped_rows += rows
 
     def _update_delivery(self, delivery: Delivery, **changes) -> None:
         delivery.record = replace(delivery.record, **changes)

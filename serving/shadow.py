@@ -75,6 +75,7 @@ class ShadowScorer:
         self._task: asyncio.Task | None = None
         # called with (reference version, [(given class, target's class) per copied row]) for each answered copy
         self.on_compared: Callable[[str, list[tuple[str, str]]], None] | None = None
+        self.on_dropped: Callable[[int], None] | None = None  # called with the rows of each dropped copy
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -85,7 +86,7 @@ class ShadowScorer:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
-        self.dropped_rows += self._queued_rows
+        self._dropped(self._queued_rows)
         self._queue.clear()
         self._queued_rows = 0
 
@@ -100,13 +101,18 @@ class ShadowScorer:
             chosen = sorted(_RANDOM.sample(range(len(rows)), COPY_ROWS))
             rows, predictions = [rows[i] for i in chosen], [predictions[i] for i in chosen]
         if self._queued_rows + len(rows) > self._max_queued_rows:
-            self.dropped_rows += len(rows)
+            self._dropped(len(rows))
             return
         self._queue.append((rows, predictions, reference))
         self._queued_rows += len(rows)
         self._wake.set()
         if self._queued_rows >= self._max_batch_rows:
             self._full.set()
+
+    def _dropped(self, rows: int) -> None:
+        self.dropped_rows += rows
+        if rows and self.on_dropped is not None:
+            self.on_dropped(rows)
 
     def counts_for(self, reference: str) -> ShadowCounts:
         counts = self.counts.get(reference)

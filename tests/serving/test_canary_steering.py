@@ -75,7 +75,7 @@ def deliver(body, **settings):
             servers.latest("2").answer = by_petals
             servers.latest("2").come_up()
             await settle()
-            assert router.rollout.state == RolloutState.CANARY
+            assert router.rollout.state in (RolloutState.CANARY, RolloutState.BAKING)
             await body(client, router, servers)
 
     asyncio.run(asyncio.wait_for(main(), timeout=60))
@@ -166,3 +166,20 @@ def test_which_requests_go_to_the_canary_follows_no_pattern_a_client_can_aim_at(
         assert len({tuple(p) for p in positions}) > 1, "the same places in every block: a client can aim"
 
     deliver(body)
+
+
+def test_copies_the_previous_version_cannot_take_in_time_are_dropped_and_counted_in_metrics():
+    """During the bake every request goes to the new version; the previous one, hung, scores none of the copies."""
+
+    async def body(client, router, servers):
+        servers.latest("1").delay = 3600
+        request = {"dataframe_split": {"columns": list(FEATURES), "data": [ROWS["setosa"]] * 100}}
+        for _ in range(80):
+            assert (await client.post("/invocations", json=request)).status == 200
+        await settle()
+        dropped = router.delivery.compare.dropped_rows
+        assert dropped > 0 and router.events.compare_dropped_rows == dropped
+        text = await (await client.get("/metrics")).text()
+        assert f"proxy_canary_copies_dropped_rows_total {float(dropped)}" in text
+
+    deliver(body, canary=(100,), bake=3600)
