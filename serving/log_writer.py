@@ -291,10 +291,10 @@ class LogWriter:
             self._thread.join(timeout)
             if self._thread.is_alive():
                 _logger.warning(
-                    "%s not flushed within %.1f s; %d items not written",
+                    "%s not flushed within %.1f s; %d rows not written",
                     self.kind.capitalize(),
                     timeout,
-                    len(self._pending),
+                    self.queued_rows,
                 )
                 return  # the thread still owns the file
             self._thread = None
