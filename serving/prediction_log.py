@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from iris_core.records import encode, make_record, timestamp
+from iris_core.schema import FEATURES
 from serving.log_writer import LogWriter
 
 
@@ -60,6 +61,7 @@ class PredictionLogWriter(LogWriter):
                     model_name=model_name,
                     model_version=model_version,
                     features=features,
+                    names=FEATURES,
                     prediction=output["prediction"],
                     confidence=output["confidence"],
                     latency_ms=latency_ms,
