@@ -52,14 +52,17 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.utils import floatToGoString
 
 from iris_core.shadow_evidence import LATENCY_BOUNDS_MS
+from iris_core.table.models import answer_class, answer_confidence
 from serving.log_writer import DROPPED_QUEUE_FULL, DROPPED_WRITE_ERROR
-from serving.validation import IGNORED_COLUMN, IGNORED_FIELD, IGNORED_PARAMS
+from serving.rows import IGNORED_COLUMN, IGNORED_FIELD, IGNORED_PARAMS
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 ROWS_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384)
 CONFIDENCE_BUCKETS = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 UPSTREAM_ERROR_CODES = frozenset({502, 503, 504})
 PREFIX = "proxy"
+MAX_CLASS_LABELS = 64  # distinct values of proxy_predictions_total's class label, beyond a contract's classes
+OTHER_CLASS = "other"
 IGNORED_KINDS = (IGNORED_PARAMS, IGNORED_FIELD, IGNORED_COLUMN)
 
 
@@ -134,13 +137,22 @@ class ProxyMetrics:
         for kind in kinds:
             self._ignored[kind] += 1
 
-    def observe_predictions(self, predictions: list[dict]) -> None:
-        """The model's records for one request's rows (event loop only): count, classes, confidences."""
+    def observe_predictions(self, predictions: list, facts=None) -> None:
+        """The model's answers for one request's rows (event loop only): count, classes, confidences.
+
+        A class label is kept only for a class of the version's contract, or, for a version
+        that lists none, for the first ``MAX_CLASS_LABELS`` classes seen; the rest count as
+        ``other``, so a model that answers anything cannot grow the metrics without bound.
+        """
         self._request_rows.observe(len(predictions))
         classes, confidence = self._predictions, self._confidence
-        for record in predictions:
-            classes[record.get("prediction")] += 1
-            value = record.get("confidence")
+        known = facts.contract.classes if facts is not None else ()
+        for answer in predictions:
+            name = answer_class(answer)
+            if name not in classes and (name not in known if known else len(classes) >= MAX_CLASS_LABELS):
+                name = OTHER_CLASS
+            classes[name] += 1
+            value = answer_confidence(answer)
             if value is not None:
                 confidence.observe(value)
 

@@ -16,9 +16,16 @@ replicas move it once), recorded as an ``auto-rollback``, and the bad version is
 with the evidence. The router does not roll that version out again until the alias moves
 to it again. Moving the alias away during a delivery stops it at once.
 
+Before a version's model server starts, the router learns what the version is from the
+registry (``serving.model_facts``: its table contract, outputs and readiness check); a
+version it cannot learn, or cannot serve (no signature), fails its rollout as a start
+failure would, and the live version serves on. Two versions may read different feature
+sets: copies of one's requests go to the other (the delivery's comparison, the shadow)
+only when both read the same features.
+
 The router's only contact with processes and the registry is through the upstreams it
-makes (``make_upstream``) and the lookup it is given, so the state machine runs in process
-against fakes in the tests.
+makes (``make_upstream``), the lookup and the facts it is given, so the state machine runs
+in process against fakes in the tests.
 """
 
 import asyncio
@@ -34,8 +41,10 @@ import aiohttp
 
 from iris_core.contract import MoveKind, RolloutOutcome, Tag
 from iris_core.resolver import Resolved
+from iris_core.table.contract import ContractError
 from serving.analysis import CallStats, Comparison, Finding, Thresholds, analyse
 from serving.forwarding import Route
+from serving.model_facts import VersionFacts
 from serving.registry import RegistryLookup, RegistryUnavailable, RegistryWriter
 from serving.shadow import ShadowScorer
 from serving.shadowing import Shadowing
@@ -141,11 +150,13 @@ class Router:
         lookup: RegistryLookup | None = None,
         make_upstream: Callable[[Resolved], Upstream] | None = None,
         writer: RegistryWriter | None = None,
+        facts: VersionFacts | None = None,
     ):
         self.config = config
         self.model = config.model
         self.lookup = lookup
         self.writer = writer or lookup  # the helper process both reads and writes
+        self.facts = facts or VersionFacts(lookup)
         self.make_upstream = make_upstream or self._managed
         self.live: Upstream | None = None
         self.canary: Upstream | None = None  # during a canary step: the new version, taking ``share`` percent
@@ -155,7 +166,7 @@ class Router:
         self.analysis_interval_s = ANALYSIS_INTERVAL_S
         self.host = socket.gethostname()
         self.shadowing = (
-            Shadowing(config, self.make_upstream, lookup, self.writer, self._spawn)
+            Shadowing(config, self.make_upstream, self.prepare, lookup, self.writer, self._spawn)
             if config.shadow and lookup is not None
             else None
         )
@@ -182,7 +193,8 @@ class Router:
         self._recording = False
         if config.upstream:
             version = initial.version if initial else (self.model.version or "unknown")
-            self.live = ExternalUpstream(config.upstream, version, initial.run_id if initial else None)
+            run_id = initial.run_id if initial else None
+            self.live = ExternalUpstream(config.upstream, version, run_id, self.facts.known(version))
         else:
             self.live = self.make_upstream(initial)
 
@@ -233,10 +245,14 @@ class Router:
         if outcome.predictions is None:
             return
         delivery = self.delivery
-        if delivery is not None and outcome.version == delivery.candidate.version:
+        if (
+            delivery is not None
+            and outcome.version == delivery.candidate.version
+            and delivery.candidate.layout == delivery.baseline.layout
+        ):
             delivery.compare.offer(outcome.rows, outcome.predictions, outcome.version)
         if self.shadowing is not None:
-            self.shadowing.observe(outcome, self.live.version if self.live else None)
+            self.shadowing.observe(outcome, self.live)
 
     def upstream_for(self, version: str) -> Upstream | None:
         """The upstream serving ``version`` now: live, in a delivery, or warm and ready; None otherwise."""
@@ -256,6 +272,7 @@ class Router:
     async def health(self) -> tuple[bool, dict]:
         live = self.live
         healthy = live is not None and await live.is_up(self._session)
+        contract = live.facts.contract if live is not None and live.facts is not None else None
         body = {
             "status": "healthy" if healthy else "degraded",
             "model": {
@@ -263,6 +280,11 @@ class Router:
                 "alias": self.model.alias,
                 "version": live.version if live else None,
                 "run_id": live.run_id if live else None,
+                "contract": (
+                    {"name": contract.name, "origin": contract.origin, "features": len(contract.features)}
+                    if contract
+                    else None
+                ),
             },
             "upstream": live.describe() if live else None,
             "warm": [{"version": u.version, "state": u.state, "pid": u.describe()["pid"]} for u in self.warm],
@@ -277,7 +299,17 @@ class Router:
     # -- keeping the live upstream up ---------------------------------------------------------
 
     def _managed(self, target: Resolved) -> ManagedUpstream:
-        return ManagedUpstream(self.model.version_uri(target.version), target.version, target.run_id, self.config)
+        uri = self.model.version_uri(target.version)
+        return ManagedUpstream(uri, target.version, target.run_id, self.config, self.facts.known(target.version))
+
+    async def prepare(self, upstream: Upstream) -> None:
+        """Learn what the upstream's version is before it starts; UpstreamStartError when that cannot be done."""
+        if upstream.facts is not None:
+            return
+        try:
+            upstream.facts = await self.facts.get(upstream.version, self.config.timeout)
+        except (RegistryUnavailable, ContractError) as exc:
+            raise UpstreamStartError(f"version {upstream.version}: {exc}") from None
 
     async def _keep_running(self, upstream: Upstream, started: bool) -> None:
         """Run it until it is retired; when it dies (or hangs and is killed) while live, start it again.
@@ -415,6 +447,7 @@ class Router:
 
     async def _bring_up(self, upstream: Upstream, attempts: int, record: Rollout) -> None:
         try:
+            await self.prepare(upstream)
             await upstream.start(self._session)
         except UpstreamStartError as exc:
             first, cap = self.rollout_backoff_s
