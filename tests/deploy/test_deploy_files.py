@@ -316,7 +316,7 @@ def test_one_image_name_everywhere_the_serving_image_is_built_run_or_deployed():
     named["deployment"] = serving_container()["image"]
     named["kustomization"] = kustomized_images()[serving_container()["image"]]["newName"]
     for where, text in (
-        ("README", (REPO / "README.md").read_text()),
+        ("docs/deployment.md", (REPO / "docs" / "deployment.md").read_text()),
         ("Dockerfile", (DEPLOY / "Dockerfile").read_text()),
     ):
         for i, tag in enumerate(re.findall(r"docker build -f deploy/Dockerfile -t (\S+)", text)):
@@ -329,7 +329,8 @@ def test_kustomize_sets_every_image_of_the_manifests_so_nobody_edits_them():
     assert manifest_images() == set(images) and IMAGE in images
     assert all({"newName", "newTag"} <= set(entry) for entry in images.values())
     assert all(":" not in image for image in manifest_images())  # the tag is the kustomization's
-    assert "deployment.yaml" not in re.search(r"kubectl apply -k deploy/k8s.*", (REPO / "README.md").read_text())[0]
+    deployment_page = (REPO / "docs" / "deployment.md").read_text()
+    assert "deployment.yaml" not in re.search(r"kubectl apply -k deploy/k8s.*", deployment_page)[0]
 
 
 def mebibytes(quantity: str) -> float:
