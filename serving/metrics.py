@@ -31,6 +31,11 @@ All names start with ``proxy_``:
 - ``proxy_upstream_restarts_total``, ``proxy_rollouts_total{outcome}`` (done, failed,
   rolled_back, stopped), ``proxy_rollout_share`` (percent of requests a canary takes now),
   ``proxy_model_info{name,alias,version}`` (value 1);
+- ``proxy_registry_state{state}``: 1 for the state the last look at the registry left (``ok``,
+  ``unreachable``, ``alias_missing``, ``not_used``), 0 for the others;
+- ``proxy_model_monitor_status{version,tag,status}`` (value 1): the monitor's verdicts on the served
+  version, as its ``drift_status`` and ``performance_status`` tags hold them, read while the proxy
+  follows an alias (``serving.router``); none before the monitor has tagged it;
 - with ``--shadow``: ``proxy_shadow_rows_total{live_class,shadow_class}`` (rows both scored, by
   class pair), ``proxy_shadow_errors_total`` and ``proxy_shadow_dropped_total`` (rows the
   shadowed version failed to score, or that a full queue dropped), ``proxy_shadow_agreement``
@@ -54,6 +59,7 @@ from prometheus_client.utils import floatToGoString
 from iris_core.shadow_evidence import LATENCY_BOUNDS_MS
 from iris_core.table.models import answer_class, answer_confidence
 from serving.log_writer import DROPPED_QUEUE_FULL, DROPPED_WRITE_ERROR
+from serving.router import RegistryState
 from serving.rows import IGNORED_COLUMN, IGNORED_FIELD, IGNORED_PARAMS
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -261,6 +267,7 @@ class ProxyMetrics:
         if live is not None:
             info.add_metric([router.model.name or "", router.model.alias or "", str(live.version)], 1)
         yield info
+        yield from _registry_families(router, live.version if live is not None else None)
         forwarder = proxy.forwarder
         if forwarder is not None:
             yield CounterMetricFamily(
@@ -318,6 +325,30 @@ def _shadow_families(shadowing, live_version: str | None):
     if upstream is not None and live_version is not None:
         info.add_metric([upstream.version, live_version], 1)
     yield info
+
+
+def _registry_families(router, live_version: str | None):
+    """What the router last learnt from the registry: whether it answered, and the monitor's verdicts."""
+    current = router.registry.get("state")
+    state = GaugeMetricFamily(
+        f"{PREFIX}_registry_state",
+        "Where the last look at the registry left the proxy: 1 for the current state, 0 for the others.",
+        labels=["state"],
+    )
+    for name in RegistryState:
+        state.add_metric([name.value], 1 if name == current else 0)
+    yield state
+    status = GaugeMetricFamily(
+        f"{PREFIX}_model_monitor_status",
+        "The monitor's verdicts on the served version, as its drift_status and performance_status tags hold them "
+        "(value 1).",
+        labels=["version", "tag", "status"],
+    )
+    verdicts = router.verdicts
+    if verdicts is not None and verdicts[0] == live_version:
+        for tag, value in sorted(verdicts[1].items()):
+            status.add_metric([live_version, tag, value], 1)
+    yield status
 
 
 def _counter(name: str, documentation: str, labels: list[str], values: dict) -> CounterMetricFamily:

@@ -39,7 +39,7 @@ from enum import StrEnum
 
 import aiohttp
 
-from iris_core.contract import MoveKind, RolloutOutcome, Tag
+from iris_core.contract import DriftStatus, MoveKind, PerformanceStatus, RolloutOutcome, Tag
 from iris_core.resolver import Resolved
 from iris_core.table.contract import ContractError
 from serving.analysis import CallStats, Comparison, Finding, Thresholds, analyse
@@ -56,6 +56,9 @@ RESTART_BACKOFF_S = (1.0, 30.0)  # first wait and cap, doubling, before a dead l
 RESTART_STABLE_S = 60.0  # the wait goes back to the first only after a server stayed up this long
 ROLLOUT_BACKOFF_S = (5.0, 300.0)  # the same for another try at a version that failed to start
 ANALYSIS_INTERVAL_S = 0.5  # how often a delivery compares the new version with the previous one
+VERDICTS_REFRESH_S = 30.0  # how often a poll reads the served version's monitor verdicts again (they change hourly)
+# The monitor's verdicts on a version (its tags), with the values it writes; /metrics shows any other as "unknown".
+VERDICT_VALUES = {Tag.DRIFT_STATUS: frozenset(DriftStatus), Tag.PERFORMANCE_STATUS: frozenset(PerformanceStatus)}
 
 
 class RolloutState(StrEnum):
@@ -177,6 +180,9 @@ class Router:
             "checked_at": time.time(),
         }
         self.events = Events()
+        self.verdicts: tuple[str, dict[str, str]] | None = None  # (version, the monitor's verdict tags on it)
+        self.verdicts_refresh_s = VERDICTS_REFRESH_S
+        self._verdicts_read_at = 0.0
         self.restart_backoff_s = RESTART_BACKOFF_S
         self.restart_stable_s = RESTART_STABLE_S
         self.restart_in_s: float | None = None  # the wait before the live upstream's next start, while it is down
@@ -402,6 +408,33 @@ class Router:
         self._rejected &= {target.version}  # the alias left a rolled-back version: it may be tried when it returns
         self._desired = target
         self.reconcile()
+        await self._read_verdicts()
+
+    async def _read_verdicts(self) -> None:
+        """The monitor's verdicts on the served version (its ``drift_status`` and ``performance_status`` tags),
+        for ``/metrics``: read again when the served version changes or ``verdicts_refresh_s`` have passed;
+        the last ones read stay while the registry does not answer."""
+        live = self.live
+        if live is None or (
+            self.verdicts is not None
+            and self.verdicts[0] == live.version
+            and time.monotonic() - self._verdicts_read_at < self.verdicts_refresh_s
+        ):
+            return
+        try:
+            tags = await self.lookup.version_tags(live.version)
+        except RegistryUnavailable as exc:
+            _logger.debug("could not read the tags of version %s: %s", live.version, exc)
+            return
+        self._verdicts_read_at = time.monotonic()
+        self.verdicts = (
+            live.version,
+            {
+                key: tags[key] if tags[key] in known else "unknown"
+                for key, known in VERDICT_VALUES.items()
+                if key in tags
+            },
+        )
 
     def _registry_state(self, state: RegistryState, message: str | None) -> None:
         if state != self.registry.get("state"):
