@@ -12,6 +12,9 @@ import pytest
 from tests.conftest import REPO
 from tests.deploy.specs import (
     DEPLOY,
+    DOCKERFILE,
+    PIPELINE_DOCKERFILE,
+    Instruction,
     arguments,
     compose,
     copies,
@@ -55,10 +58,31 @@ def proxy_routes() -> dict[str, str]:
 # -- Dockerfile ------------------------------------------------------------------------------
 
 
-def test_the_image_builds_from_slim_python_3_11_and_installs_requirements_txt():
-    assert arguments("FROM") == ["python:3.11-slim"]
-    assert ("requirements.txt", "./") in copies()
-    assert any(re.fullmatch(r"pip install -r requirements\.txt", run) for run in arguments("RUN"))
+@pytest.mark.parametrize("path", [DOCKERFILE, PIPELINE_DOCKERFILE], ids=lambda p: p.name)
+def test_the_image_builds_from_slim_python_3_11_unless_given_a_base_image_and_installs_requirements_txt(path):
+    instructions = dockerfile(path)
+    assert instructions[0] == Instruction("ARG", "BASE_IMAGE=python:3.11-slim")
+    assert arguments("FROM", path) == ["${BASE_IMAGE}"]
+    assert ("requirements.txt", "./") in copies(path)
+    runs = arguments("RUN", path)
+    assert any(re.fullmatch(r"python3 -m venv /opt/venv && pip install -r requirements\.txt", run) for run in runs)
+    # python3 wherever the base has it (/usr/local/bin or /usr/bin); python and pip from the venv.
+    assert image_env(path)["PATH"].split(":")[0] == "/opt/venv/bin"
+    assert {"/usr/local/bin", "/usr/bin"} <= set(image_env(path)["PATH"].split(":"))
+
+
+def test_the_two_images_share_every_step_up_to_the_pip_install_so_a_build_cache_serves_both():
+    serving, pipeline = dockerfile(DOCKERFILE), dockerfile(PIPELINE_DOCKERFILE)
+    shared = next(i for i, step in enumerate(serving) if step.keyword == "RUN") + 1
+    assert serving[:shared] == pipeline[:shared]
+    assert "pip install" in serving[shared - 1].arguments
+
+
+@pytest.mark.parametrize("path", [DOCKERFILE, PIPELINE_DOCKERFILE], ids=lambda p: p.name)
+def test_the_ca_bundle_for_pip_is_only_a_build_argument_never_copied_or_kept(path):
+    assert "PIP_CERT" in arguments("ARG", path)
+    assert "PIP_CERT" not in image_env(path)
+    assert not [source for source, _ in copies(path) if "cert" in source or source.endswith((".crt", ".pem"))]
 
 
 def test_every_path_the_image_copies_exists_and_the_service_needs_no_other_package():
@@ -90,7 +114,7 @@ def test_the_image_command_is_python_m_serving_and_that_module_exists():
 
 def test_the_image_environment_names_only_variables_the_code_reads():
     options = serving_envvars()
-    image_variables = {k for k in image_env() if not k.startswith(("PYTHON", "PIP_"))}
+    image_variables = {k for k in image_env() if not k.startswith(("PYTHON", "PIP_")) and k != "PATH"}
     assert image_variables <= set(options), image_variables - set(options)
     assert {options["SERVING_HOST"], options["SERVING_PORT"], options["SERVING_MODEL_URI"]} == {
         "host",
