@@ -33,7 +33,7 @@ HOST_LOOPBACK_FROM_POD = "10.0.2.2"
 
 def script(command: str, log: Path, timeout: float, **env: str) -> subprocess.CompletedProcess:
     """``deploy/podman/build_and_run.sh COMMAND`` as a reader runs it, with the test's images; output into ``log``."""
-    settings = {"SERVING_IMAGE": SERVING_IMAGE, "PIPELINE_IMAGE": PIPELINE_IMAGE, **env}
+    settings = {"BASE_IMAGE": LOCAL_BASE, "SERVING_IMAGE": SERVING_IMAGE, "PIPELINE_IMAGE": PIPELINE_IMAGE, **env}
     with open(log, "ab") as out:
         done = subprocess.run(
             [str(SCRIPT), command],

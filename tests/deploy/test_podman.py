@@ -22,6 +22,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import requests
@@ -44,7 +45,7 @@ START_TIMEOUT = 240
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
-    """The serving and pipeline images, built by the script from the Debian base; yields the build log."""
+    """The serving and pipeline images, built by the script from the Debian base; the build's output."""
     require("podman", "runc", "mmdebstrap")
     log = tmp_path_factory.mktemp("images") / "build.log"
     built = pm.script("build", log, pm.BUILD_TIMEOUT)
@@ -73,8 +74,8 @@ def tracking(images, tmp_path_factory):
 class Serving:
     name: str
     url: str
-    logs: object  # the host directory mounted as the logs volume
-    log: object  # the script's output
+    logs: Path  # the host directory mounted as the logs volume
+    log: Path  # the script's output
 
     def predict(self, row=ROWS["setosa"], token: str | None = TOKEN, **kwargs) -> requests.Response:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
