@@ -49,12 +49,12 @@ base() {
         return
     fi
     command -v mmdebstrap >/dev/null || die "mmdebstrap not found (apt-get install -y mmdebstrap)"
-    local tmp
+    local tmp status=0
     tmp=$(mktemp -d)
-    trap 'rm -rf "$tmp"' RETURN
     run mmdebstrap --quiet --variant=minbase --include=python3,python3-venv,python3-pip,ca-certificates \
-        bookworm "$tmp/base.tar"
-    podman_ import "$tmp/base.tar" "$LOCAL_BASE" >/dev/null
+        bookworm "$tmp/base.tar" && podman_ import "$tmp/base.tar" "$LOCAL_BASE" >/dev/null || status=$?
+    rm -rf "$tmp"
+    return "$status"
 }
 
 build() {
