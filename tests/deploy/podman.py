@@ -16,6 +16,7 @@ import yaml
 
 from tests.conftest import REPO
 from tests.deploy.specs import DEPLOY
+from tests.support import stop_process
 
 SCRIPT = DEPLOY / "podman" / "build_and_run.sh"
 PODMAN = ["podman", "--runtime", "runc", "--cgroup-manager", "cgroupfs"]
@@ -31,19 +32,33 @@ BUILD_TIMEOUT = 1500  # the Debian base (~2 min) and one pip install of requirem
 HOST_LOOPBACK_FROM_POD = "10.0.2.2"
 
 
-def script(command: str, log: Path, timeout: float, **env: str) -> subprocess.CompletedProcess:
-    """``deploy/podman/build_and_run.sh COMMAND`` as a reader runs it, with the test's images; output into ``log``."""
+def script_env(**env: str) -> dict:
+    """The environment the script runs in: this one, the test's images and the script's Debian base."""
     settings = {"BASE_IMAGE": LOCAL_BASE, "SERVING_IMAGE": SERVING_IMAGE, "PIPELINE_IMAGE": PIPELINE_IMAGE, **env}
+    return {**os.environ, **settings}
+
+
+def start_script(command: str, log: Path, **env: str) -> subprocess.Popen:
+    """``deploy/podman/build_and_run.sh COMMAND`` started as a reader runs it, output into ``log``; not waited for."""
     with open(log, "ab") as out:
-        done = subprocess.run(
+        return subprocess.Popen(
             [str(SCRIPT), command],
             cwd=REPO,
-            env={**os.environ, **settings},
+            env=script_env(**env),
             stdout=out,
             stderr=subprocess.STDOUT,
-            timeout=timeout,
+            start_new_session=True,
         )
-    return subprocess.CompletedProcess(done.args, done.returncode, log.read_text(errors="replace")[-4000:], "")
+
+
+def script(command: str, log: Path, timeout: float, **env: str) -> subprocess.CompletedProcess:
+    """The script's COMMAND run to its end; its exit code and the end of its output."""
+    proc = start_script(command, log, **env)
+    try:
+        code = proc.wait(timeout=timeout)
+    finally:
+        stop_process(proc)
+    return subprocess.CompletedProcess(proc.args, code, log.read_text(errors="replace")[-4000:], "")
 
 
 def podman(*args: str, timeout: float = 120, env: dict | None = None, check: bool = True) -> str:

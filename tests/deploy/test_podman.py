@@ -2,8 +2,9 @@
 
 The images are built once for the module by ``deploy/podman/build_and_run.sh build``, as a
 reader builds them (the Debian base image is made on the first run and kept, and the pip
-install layer the two Dockerfiles share is built once). A real ``mlflow server`` on the
-host's loopback holds a version the real pipeline registered; the serving container runs
+install layer the two Dockerfiles share is built once), in the background while a real
+``mlflow server`` starts on the host's loopback and the real pipeline registers a version
+there. The serving container runs
 as uid 10001 on the host's network, listening on 127.0.0.1, started by the same script.
 Its tests run in this file's order, the one that stops it last; then the pipeline image
 runs one cycle over the logs the serving container wrote, and ``podman kube play`` runs
@@ -34,7 +35,7 @@ from tests.deploy import podman as pm
 from tests.deploy.specs import healthcheck_cmd
 from tests.deploy.tools import require
 from tests.serving.delivery import ROWS
-from tests.support import free_port, mlflow_server, wait_until
+from tests.support import free_port, mlflow_server, stop_process, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -44,17 +45,28 @@ START_TIMEOUT = 240
 
 
 @pytest.fixture(scope="module")
-def images(tmp_path_factory):
-    """The serving and pipeline images, built by the script from the Debian base; the build's output."""
+def build(tmp_path_factory):
+    """The script's build of both images from the Debian base, started first and left running in the background
+    while the tracking server starts and the pipeline trains; yields the process and its output."""
     require("podman", "runc", "mmdebstrap")
     log = tmp_path_factory.mktemp("images") / "build.log"
-    built = pm.script("build", log, pm.BUILD_TIMEOUT)
-    assert built.returncode == 0, built.stdout
+    proc = pm.start_script("build", log)
+    try:
+        yield proc, log
+    finally:
+        stop_process(proc)
+
+
+@pytest.fixture(scope="module")
+def images(build):
+    """The built images' build output, once the build has ended well."""
+    proc, log = build
+    assert proc.wait(timeout=pm.BUILD_TIMEOUT) == 0, log.read_text(errors="replace")[-4000:]
     return log
 
 
 @pytest.fixture(scope="module")
-def tracking(images, tmp_path_factory):
+def tracking(build, tmp_path_factory):
     """A real ``mlflow server`` on loopback, holding iris version 1 (@champion) registered by the real pipeline."""
     directory = tmp_path_factory.mktemp("tracking")
     with mlflow_server(f"sqlite:///{directory / 'mlflow.db'}", directory / "artifacts") as uri:
@@ -83,7 +95,7 @@ class Serving:
 
 
 @pytest.fixture(scope="module")
-def serving(tracking, tmp_path_factory):
+def serving(images, tracking, tmp_path_factory):
     """The serving image, started by the script against the tracking server; removed at the end."""
     directory = tmp_path_factory.mktemp("serving")
     name, port = f"iris-serving-test-{uuid.uuid4().hex[:8]}", free_port()
