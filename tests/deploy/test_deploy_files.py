@@ -378,3 +378,16 @@ def test_the_memory_request_and_limit_cover_what_the_measured_process_tree_held(
     assert mebibytes(resources["limits"]["memory"]) >= max(rss for (_, m), (rss, _) in rows.items() if m == "peak")
     assert mebibytes(resources["requests"]["memory"]) >= max(rss for (_, m), (rss, _) in rows.items() if m != "peak")
     assert "MEMORY.md" in (DEPLOY / "k8s" / "deployment.yaml").read_text()
+
+
+def test_every_way_to_stop_the_proxy_waits_for_its_drain():
+    """SIGTERM lets requests in flight finish for --timeout + 5 s; a stop that kills sooner cuts them off."""
+    from serving.config import ServingConfig
+
+    drain_s = ServingConfig().timeout + 5
+    (deployment,) = k8s("Deployment")
+    assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] >= drain_s
+    grace = compose()["services"]["serving"]["stop_grace_period"]
+    assert re.fullmatch(r"\d+s", grace) and int(grace[:-1]) >= drain_s
+    (seconds,) = re.findall(r"stop --time (\d+)", (DEPLOY / "podman" / "build_and_run.sh").read_text())
+    assert int(seconds) >= drain_s
