@@ -2,21 +2,24 @@
 
 A prediction record, one per scored row::
 
-    {"ts": "2026-01-31T12:00:00.123Z", "request_id": "4f1c...", "row": 0, "model_name": "iris",
-     "model_version": "2", "features": {"sepal_length": 5.1, "sepal_width": 3.5,
-     "petal_length": 1.4, "petal_width": 0.2}, "prediction": "setosa",
-     "confidence": 0.97, "latency_ms": 3.2}
+    {"ts": "2026-01-31T12:00:00.123Z", "request_id": "4f1c...", "row": 0, "model_name": "wine",
+     "model_version": "2", "features": {"alcohol": 13.2, "malic_acid": 1.78, ...},
+     "prediction": "0", "confidence": 0.97, "latency_ms": 3.2}
 
-``row`` is the row's index in its request (logs written before it existed leave it out:
-their rows of one request follow each other in order); ``latency_ms`` is the latency of
-the whole request the row came in.
+``features`` holds the row's values under the names of the version's table contract
+(``iris_core.table``), whatever the model; ``prediction`` is the class the model gave, as
+text, and ``confidence`` its probability, or null for a model that gives none (one logged
+without this project's outputs). ``row`` is the row's index in its request (logs written
+before it existed leave it out: their rows of one request follow each other in order);
+``latency_ms`` is the latency of the whole request the row came in.
 
 A feedback record, one per label a client sent back for a scored row (``POST /feedback``)::
 
     {"ts": "2026-02-03T08:00:00.000Z", "request_id": "4f1c...", "row": 0, "label": "setosa"}
 
 ``request_id`` and ``row`` name the prediction record the label belongs to; ``label`` is
-the true class. The proxy's writers (thread, queue and file rotation:
+the true class, as text (the steps check it against the classes of the version that
+answered). The proxy's writers (thread, queue and file rotation:
 ``serving.log_writer``) encode with ``encode``; the steps read files back with
 ``read_log`` and ``read_feedback_log``, which skip and count lines that are not records
 instead of failing on them. A log rotates to ``PATH.1`` ... ``PATH.N``
@@ -34,8 +37,6 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-from iris_core.schema import CLASSES, FEATURES
 
 FIELDS = (
     "ts",
@@ -56,6 +57,7 @@ FEEDBACK_LOG_NAME = "feedback.jsonl"
 # matches, and a label must name one that does.
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 REQUEST_ID_RULE = "1 to 128 characters of A-Z, a-z, 0-9, '.', '_', ':' and '-'"
+MAX_LABEL = 255  # characters of a label, as of a class name in a contract
 
 _encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
@@ -81,20 +83,22 @@ def make_record(
     model_version: str | None,
     features: Mapping[str, float] | Sequence[float],
     prediction: str,
-    confidence: float,
+    confidence: float | None,
     latency_ms: float,
+    names: Sequence[str] | None = None,
 ) -> dict:
-    """One prediction record; ``features`` is a dict or the values in ``FEATURES`` order."""
-    values = [features[name] for name in FEATURES] if isinstance(features, dict) else features
+    """One prediction record; ``features`` is a dict, or the values in the order of ``names`` (the contract's)."""
+    if not isinstance(features, Mapping):
+        features = dict(zip(names, features, strict=True))
     return {
         "ts": ts,
         "request_id": request_id,
         "row": int(row),
         "model_name": model_name,
         "model_version": None if model_version is None else str(model_version),
-        "features": {name: float(value) for name, value in zip(FEATURES, values, strict=True)},
+        "features": {str(name): float(value) for name, value in features.items()},
         "prediction": str(prediction),
-        "confidence": float(confidence),
+        "confidence": None if confidence is None else float(confidence),
         "latency_ms": round(float(latency_ms), 3),
     }
 
@@ -117,15 +121,16 @@ def parse_line(line: str | bytes) -> dict:
     """The prediction record on one line, checked field by field, or ``InvalidRecord`` naming what is wrong."""
     record = _json_object(line)
     features = record.get("features")
-    if not isinstance(features, dict):
+    if not isinstance(features, dict) or not features:
         raise InvalidRecord("no 'features' object")
-    for name in FEATURES:
-        if not _finite_number(features.get(name)):
-            raise InvalidRecord(f"feature {name!r} missing or not a finite number")
+    for name, value in features.items():
+        if not _finite_number(value):
+            raise InvalidRecord(f"feature {name[:40]!r} is not a finite number")
     if not isinstance(record.get("prediction"), str):
         raise InvalidRecord("'prediction' missing or not a string")
-    if not _finite_number(record.get("confidence")) or not 0 <= record["confidence"] <= 1:
-        raise InvalidRecord("'confidence' missing or not between 0 and 1")
+    confidence = record.get("confidence")
+    if confidence is not None and (not _finite_number(confidence) or not 0 <= confidence <= 1):
+        raise InvalidRecord("'confidence' is not between 0 and 1")
     for key in ("model_name", "model_version", "ts", "request_id"):
         if record.get(key) is not None and not isinstance(record[key], str):
             raise InvalidRecord(f"{key!r} is not a string")
@@ -142,8 +147,9 @@ def parse_feedback_line(line: str | bytes) -> dict:
         raise InvalidRecord("'request_id' missing or not a request id")
     if not _row_index(record.get("row")):
         raise InvalidRecord("'row' missing or not a row index")
-    if record.get("label") not in CLASSES:
-        raise InvalidRecord("'label' missing or not a class")
+    label = record.get("label")
+    if not isinstance(label, str) or not label or len(label) > MAX_LABEL:
+        raise InvalidRecord("'label' missing or not a class name")
     if record.get("ts") is not None and not isinstance(record["ts"], str):
         raise InvalidRecord("'ts' is not a string")
     return record

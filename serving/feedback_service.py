@@ -39,9 +39,8 @@ from collections import defaultdict
 from prometheus_client import Counter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from iris_core.records import encode, make_feedback_record
-from iris_core.schema import CLASSES
-from serving.answers import AnswerMemory, LiveAccuracy, Outcome, class_indexes, count, judge
+from iris_core.records import MAX_LABEL, encode, make_feedback_record
+from serving.answers import AnswerMemory, LiveAccuracy, Outcome, count, judge
 from serving.errors import HttpError
 from serving.feedback import parse_feedback
 from serving.feedback_log import FeedbackLogWriter
@@ -52,10 +51,8 @@ PREFIX = "proxy"
 RETRY_AFTER_S = 5
 WRITE_TIMEOUT_S = 5.0  # the longest a /feedback answer waits for its labels to be in the file
 KEPT_FOR_S = 24 * 3600  # labels are taken no faster than the feedback log keeps this long
-# a label's line with an empty request id, row 0 and the longest class name; its id and row's digits add to it
-_LABEL_BYTES = len(
-    encode(make_feedback_record(ts="2026-01-01T00:00:00.000Z", request_id="", row=0, label=max(CLASSES, key=len)))
-)
+# a label's line with an empty request id, row 0 and an empty class; its id, row's digits and class add to it
+_LABEL_BYTES = len(encode(make_feedback_record(ts="2026-01-01T00:00:00.000Z", request_id="", row=0, label="")))
 
 
 def feedback_off() -> HttpError:
@@ -98,7 +95,8 @@ class FeedbackService:
     def remember(self, outcome) -> None:
         """The proxy's recorder hook: keep each answered request's classes by request id."""
         if outcome.predictions is not None:
-            self.memory.remember(outcome.request_id, outcome.version, class_indexes(outcome.predictions))
+            classes = outcome.facts.classes.of_answers(outcome.predictions)
+            self.memory.remember(outcome.request_id, outcome.version, classes, outcome.facts)
 
     async def receive(self, content_type: str | None, body: bytes) -> dict:
         """Accept a feedback body whole once it is in the log, or raise the ``HttpError`` that refuses it whole."""
@@ -106,7 +104,7 @@ class FeedbackService:
         if self.writer.failing or self.writer.stalled:
             raise _unavailable("the feedback log cannot be written now; nothing was recorded")
         judged = judge(labels, self.memory)
-        cost = sum(label_bytes(item.request_id, item.row) for item in judged)
+        cost = sum(label_bytes(item.request_id, item.row, item.class_name) for item in judged)
         if self.budget is not None and (wait := self.budget.take(cost)):
             raise HttpError(
                 429,
@@ -211,9 +209,9 @@ class FeedbackService:
         yield from log_queue_families("feedback_log", "feedback log", self.writer)
 
 
-def label_bytes(request_id: str, row: int) -> int:
-    """What one label's line weighs in the feedback log, at most (the longest class name)."""
-    return _LABEL_BYTES + len(request_id) + len(str(row)) - 1
+def label_bytes(request_id: str, row: int, class_name: str) -> int:
+    """What one label's line weighs in the feedback log."""
+    return _LABEL_BYTES + len(request_id) + len(str(row)) - 1 + len(class_name.encode())
 
 
 class LabelBudget:
@@ -234,7 +232,8 @@ class LabelBudget:
         if not config.log_max_bytes:
             return None
         retention = config.log_max_bytes * (config.log_backups + 1)
-        return cls(retention / KEPT_FOR_S, config.max_rows * label_bytes("x" * 128, config.max_rows))
+        longest = label_bytes("x" * 128, config.max_rows, "x" * MAX_LABEL)
+        return cls(retention / KEPT_FOR_S, config.max_rows * longest)
 
     def take(self, n: int) -> float:
         """Take ``n`` bytes and answer 0, or take nothing and answer the seconds until they are there."""

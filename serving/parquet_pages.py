@@ -14,29 +14,29 @@ entries decoded to a gigabyte and was answered 200. So ``check_pages`` runs firs
   data pages' values must add up to the chunk's, a dictionary may hold at most
   ``max_rows`` entries, and no page may inflate to more than ``BYTES_PER_VALUE`` bytes a
   value plus ``BYTES_PER_PAGE``;
-- at most ``MAX_ROW_GROUPS`` row groups and ``MAX_PAGES`` pages, so that the checking is
-  itself cheap (a few milliseconds at the limits).
+- at most ``MAX_ROW_GROUPS`` row groups and ``MAX_PAGES_PER_COLUMN`` pages a feature
+  column, so that the checking is itself cheap (a few milliseconds at the limits).
 
 What pyarrow decodes afterwards is then bounded by the row limit, whatever the file says:
 per feature column, at most ``max_rows`` values and ``max_rows`` dictionary entries of at
-most ``BYTES_PER_VALUE`` bytes each (about 2.6 MB for the four columns at 10,000 rows).
+most ``BYTES_PER_VALUE`` bytes each (about 640 KB a column at 10,000 rows: 2.6 MB for Iris's four).
 """
 
 import pyarrow.parquet as pq
 
-from iris_core.schema import FEATURES
-from serving.validation import Limits, ValidationError
+from serving.errors import shorten
+from serving.rows import Limits, ValidationError
 
 BYTES_PER_VALUE = 32  # a float64 is 8 bytes, a decimal at most 32; room for levels and run headers
 BYTES_PER_PAGE = 4096
 MAX_ROW_GROUPS = 64  # pandas writes one; pyarrow's reading costs ~0.3 ms more per group
-MAX_PAGES = 1024  # over the feature columns: pyarrow writes two per column chunk (a dictionary, a data page)
+MAX_PAGES_PER_COLUMN = 256  # pyarrow writes two per column chunk (a dictionary, a data page): 128 at 64 groups
 _FIXED_WIDTH_TYPES = {"DOUBLE", "FLOAT", "INT32", "INT64", "FIXED_LEN_BYTE_ARRAY"}
 _DATA_PAGE, _DICTIONARY_PAGE, _DATA_PAGE_V2 = 0, 2, 3
 _MAX_DEPTH = 6  # PageHeader > DataPageHeader > Statistics: three levels are all Parquet uses
 
 
-def leaf_columns(metadata: pq.FileMetaData) -> list[int]:
+def leaf_columns(metadata: pq.FileMetaData, features: list[str]) -> list[int]:
     """The Parquet column index of each feature (a nested column before one shifts it from the Arrow field index)."""
     schema, paths = metadata.schema, {}
     for index in range(metadata.num_columns):
@@ -44,16 +44,20 @@ def leaf_columns(metadata: pq.FileMetaData) -> list[int]:
             paths.setdefault(schema.column(index).path, index)
         except UnicodeDecodeError:  # a damaged name is no feature's
             continue
-    if missing := [name for name in FEATURES if name not in paths]:
-        raise _malformed(f"the Parquet file has no column {missing[0]} in its schema")
-    return [paths[name] for name in FEATURES]
+    if missing := [name for name in features if name not in paths]:
+        raise _malformed(f"the Parquet file has no column {shorten(missing[0], 40)} in its schema")
+    return [paths[name] for name in features]
 
 
-def check_pages(body: bytes, metadata: pq.FileMetaData, columns: list[int], limits: Limits) -> None:
-    """Raise the ``ValidationError`` that refuses the body unless its feature columns decode within the limits."""
+def check_pages(
+    body: bytes, metadata: pq.FileMetaData, features: list[str], columns: list[int], limits: Limits
+) -> None:
+    """Raise the ``ValidationError`` that refuses the body unless its feature columns (``features``, at the Parquet
+    column indexes ``columns``) decode within the limits."""
     if metadata.num_row_groups > MAX_ROW_GROUPS:
         raise _too_large(f"the Parquet file has {metadata.num_row_groups} row groups; the limit is {MAX_ROW_GROUPS}")
-    for name, index in zip(FEATURES, columns):
+    features = [shorten(name, 40) for name in features]
+    for name, index in zip(features, columns):
         column = metadata.schema.column(index)
         physical = column.physical_type
         if physical not in _FIXED_WIDTH_TYPES or (
@@ -65,11 +69,11 @@ def check_pages(body: bytes, metadata: pq.FileMetaData, columns: list[int], limi
     group_rows = [metadata.row_group(group).num_rows for group in range(metadata.num_row_groups)]
     if any(rows < 0 for rows in group_rows) or sum(group_rows) != metadata.num_rows:
         raise _malformed("the Parquet file's row groups hold another number of rows than it says")
-    pages = 0
+    pages, max_pages = 0, MAX_PAGES_PER_COLUMN * len(columns)
     for group, rows in enumerate(group_rows):
         row_group = metadata.row_group(group)
-        for name, index in zip(FEATURES, columns):
-            pages += _check_chunk(body, name, row_group.column(index), rows, limits, MAX_PAGES - pages)
+        for name, index in zip(features, columns):
+            pages += _check_chunk(body, name, row_group.column(index), rows, limits, max_pages - pages)
 
 
 def _check_chunk(body: bytes, name: str, chunk, rows: int, limits: Limits, pages_left: int) -> int:
@@ -85,7 +89,7 @@ def _check_chunk(body: bytes, name: str, chunk, rows: int, limits: Limits, pages
     position, seen, pages = start, 0, 0
     while seen < rows:
         if pages == pages_left:
-            raise _too_large(f"the Parquet file has more than {MAX_PAGES} pages in its feature columns")
+            raise _too_large(f"the Parquet file has more than {MAX_PAGES_PER_COLUMN} pages a feature column")
         header = _Header(body, position, end)
         fields = header.struct(0)
         kind, size, stored = fields.get(1), fields.get(2), fields.get(3)

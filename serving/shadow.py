@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable
 
 from iris_core.shadow_evidence import ShadowCounts
+from iris_core.table.models import answer_class
 
 _logger = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ class ShadowScorer:
         self.counts: dict[str, ShadowCounts] = {}  # reference version -> what the target answered beside it
         self.offered_requests = 0
         self.dropped_rows = 0  # copies refused because the queue was full
+        self.incompatible_requests = 0  # requests not copied: the target reads other features
         self._session = session
         self._timeout = float(timeout)
         self._max_batch_rows = max_batch_rows
@@ -168,7 +170,6 @@ class ShadowScorer:
 _RANDOM = random.Random()
 
 
-def class_of(record) -> str:
-    """The class a prediction record names, as compared and counted (at most 40 characters of it)."""
-    value = record.get("prediction") if isinstance(record, dict) else None
-    return str(value)[:40]
+def class_of(answer) -> str:
+    """The class an answer names, as compared and counted (at most 40 characters of it)."""
+    return str(answer_class(answer))[:40]

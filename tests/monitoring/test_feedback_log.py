@@ -12,6 +12,7 @@ from iris_core.records import (
     read_log,
     rotated_files,
 )
+from iris_core.schema import FEATURES
 from serving.feedback_log import FeedbackLogWriter
 from serving.log_writer import DROPPED_QUEUE_FULL, DROPPED_WRITE_ERROR
 from serving.prediction_log import PredictionLogWriter
@@ -49,6 +50,7 @@ def test_a_prediction_record_without_row_is_still_read_but_a_bad_row_is_not(tmp_
         model_name="iris",
         model_version="1",
         features=[5.1, 3.5, 1.4, 0.2],
+        names=FEATURES,
         prediction="setosa",
         confidence=0.9,
         latency_ms=1.0,
@@ -60,10 +62,10 @@ def test_a_prediction_record_without_row_is_still_read_but_a_bad_row_is_not(tmp_
     assert read_log(path).skipped == 4
 
 
-def test_feedback_lines_that_name_no_request_row_or_class_are_skipped_and_counted(tmp_path):
+def test_feedback_lines_that_name_no_request_row_or_class_name_are_skipped_and_counted(tmp_path):
     good = make_feedback_record(ts="2026-01-01T00:00:00.000Z", request_id="a", row=0, label="setosa")
     bad = [
-        {**good, "label": "rose"},
+        {**good, "label": ""},
         {**good, "label": 0},
         {**good, "row": -1},
         {**good, "row": None},

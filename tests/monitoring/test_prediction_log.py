@@ -34,6 +34,7 @@ def submit(writer, request_id="r1", rows=(ROW,), version="2"):
         request_id=request_id,
         model_name="iris",
         model_version=version,
+        names=FEATURES,
         rows=list(rows),
         predictions=[{"prediction": "setosa", "confidence": 0.97}] * len(rows),
         latency_ms=3.25,
@@ -69,11 +70,12 @@ def test_read_log_returns_what_the_writer_wrote_and_counts_unreadable_lines(tmp_
         model_name="iris",
         model_version="1",
         features=ROW,
+        names=FEATURES,
         prediction="setosa",
         confidence=0.9,
         latency_ms=1.0,
     )
-    no_feature = {**good, "features": {"sepal_length": 1.0}}
+    no_feature = {**good, "features": {"sepal_length": "long"}}
     bad_confidence = {**good, "confidence": 1.5}
     path.write_bytes(
         encode(good) + b"not json\n\n" + encode(no_feature) + encode(bad_confidence) + b"\xff\xfe\n" + encode(good)
@@ -94,6 +96,7 @@ def test_the_log_rotates_by_size_and_keeps_a_bounded_number_of_files(tmp_path):
                 model_name="iris",
                 model_version="2",
                 features=ROW,
+                names=FEATURES,
                 prediction="setosa",
                 confidence=0.97,
                 latency_ms=3.25,
@@ -174,7 +177,7 @@ def test_a_malformed_request_is_dropped_and_later_requests_are_still_written(tmp
     path = tmp_path / "predictions.jsonl"
     tally = Tally()
     writer = PredictionLogWriter(path, on_dropped=tally.on_dropped).start()
-    submit(writer, request_id="bad", rows=[{"sepal_length": 1.0}])
+    submit(writer, request_id="bad", rows=[[float("nan"), 3.5, 1.4, 0.2]])
     writer.close(timeout=10)
     writer = PredictionLogWriter(path, on_dropped=tally.on_dropped).start()
     submit(writer, request_id="good")

@@ -58,6 +58,7 @@ def write_log(
                 model_name=model_name,
                 model_version=model_version,
                 features=[getattr(row, f) for f in FEATURES],
+                names=FEATURES,
                 prediction=row.prediction,
                 confidence=row.confidence,
                 latency_ms=2.0,

@@ -3,7 +3,7 @@
 In process, through the real app, as ``test_feedback.py`` (whose helpers these are).
 """
 
-from iris_core.records import read_feedback_log, rotated_files
+from iris_core.records import MAX_LABEL, read_feedback_log, rotated_files
 from serving.feedback_service import KEPT_FOR_S, LabelBudget, label_bytes
 from tests.serving.test_feedback import SETOSA, VIRGINICA, score, scrape, send, serve
 
@@ -55,10 +55,10 @@ def test_junk_labels_sent_as_fast_as_they_are_taken_cannot_rotate_a_real_label_o
 
     serve(tmp_path, body, **settings)
     files = rotated_files(tmp_path / "feedback.jsonl")
-    kept = [(r["request_id"], r["row"]) for path in files for r in read_feedback_log(path).records]
+    kept = [(r["request_id"], r["row"], r["label"]) for path in files for r in read_feedback_log(path).records]
     assert not kept[0][0].startswith("junk"), "the real label was rotated out"
-    junk_bytes = sum(label_bytes(request_id, row) for request_id, row in kept[1:])
-    capacity = settings["max_rows"] * label_bytes("x" * 128, settings["max_rows"])
+    junk_bytes = sum(label_bytes(*label) for label in kept[1:])
+    capacity = settings["max_rows"] * label_bytes("x" * 128, settings["max_rows"], "x" * MAX_LABEL)
     assert junk_bytes <= capacity, "no more junk than one request's worth of the longest labels"
 
 
@@ -79,5 +79,5 @@ def test_the_default_bound_keeps_a_day_of_labels_and_takes_one_request_at_the_ro
     config = ServingConfig(upstream="http://127.0.0.1:1", prediction_log="p.jsonl", feedback_log="f.jsonl")
     budget = LabelBudget.of(config)
     assert budget.rate * KEPT_FOR_S == config.log_max_bytes * (config.log_backups + 1)
-    assert budget.capacity >= config.max_rows * label_bytes("x" * 128, 0)
+    assert budget.capacity >= config.max_rows * label_bytes("x" * 128, 0, "x" * MAX_LABEL)
     assert LabelBudget.of(ServingConfig(upstream="http://127.0.0.1:1", log_max_bytes=0)) is None
