@@ -107,30 +107,45 @@ def build_versions(specs: list[dict]) -> None:
         os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
 
 
-@pytest.fixture(scope="session")
-def trained_registry(tmp_path_factory):
-    """v1 and v2 pass the gate (champion ends on v2); v3 fails it (min_accuracy 1.01).
+def built_once(tmp_path_factory, name: str, build) -> Path:
+    """A tracking store that ``build()`` fills, made once per test run, not once per pytest-xdist worker.
 
-    Built once per test run, not once per pytest-xdist worker: the first worker to get here
-    trains it under a file lock in the run's shared temporary directory, the others wait and
-    read it. Tests copy its sqlite file before they write.
+    The first worker to get here builds it (in a store and working directory of its own)
+    under a file lock in the run's shared temporary directory; the others wait and read it.
+    Tests copy its sqlite file before they write.
     """
     base = tmp_path_factory.getbasetemp()
     shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
-    directory = shared / "session-registry"
-    with open(shared / "session-registry.lock", "w") as lock:
+    directory = shared / name
+    with open(shared / f"{name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (directory / "built").exists():
             shutil.rmtree(directory, ignore_errors=True)  # a worker that failed half way
             directory.mkdir()
             with pytest.MonkeyPatch.context() as patch:
-                for name in _LEAKY_ENV:
-                    patch.delenv(name, raising=False)
+                for variable in _LEAKY_ENV:
+                    patch.delenv(variable, raising=False)
                 patch.setenv("MLFLOW_TRACKING_URI", sqlite_uri(directory))
                 patch.chdir(directory)
-                build_versions([{"C": 1.0}, {"C": 0.5}, {"C": 0.3, "min_accuracy": 1.01}])
+                try:
+                    build()
+                finally:
+                    # set_experiment exports MLFLOW_EXPERIMENT_ID; left behind, it would send later
+                    # processes to an experiment of this store.
+                    os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
+                    _forget_active_experiment()
             (directory / "built").touch()
     return directory
+
+
+@pytest.fixture(scope="session")
+def trained_registry(tmp_path_factory):
+    """v1 and v2 pass the gate (champion ends on v2); v3 fails it (min_accuracy 1.01)."""
+    return built_once(
+        tmp_path_factory,
+        "session-registry",
+        lambda: build_versions([{"C": 1.0}, {"C": 0.5}, {"C": 0.3, "min_accuracy": 1.01}]),
+    )
 
 
 @pytest.fixture
