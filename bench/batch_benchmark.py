@@ -65,7 +65,7 @@ class Measurement:
 
 
 def write_input(path: Path, rows: int, seed: int = 0) -> Path:
-    """Iris-like rows with an id; every 1,000th row has a negative petal width (a reject)."""
+    """Iris-like rows with an id; every 1,000th row has a negative fourth feature (a reject)."""
     rng = np.random.default_rng(seed)
     writer = None
     for start in range(0, rows, 500_000):

@@ -3,7 +3,7 @@
 MLflow refuses a metric key with a character other than letters, digits, ``_ - . : /``
 and space, one longer than 250 characters, and one that reads as another path
 (``a//b``, ``a/../b``); an artifact file name must not hold ``/``. A name that already
-fits is used as it is (Iris's ``psi_sepal_length`` stays), others get each refused
+fits is used as it is (``psi_alcohol`` stays), others get each refused
 character replaced by ``_``. Names that would then collide, or be cut to length, get a
 short digest of the original name, so two features never share a key.
 """
