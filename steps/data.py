@@ -20,7 +20,7 @@ from iris_core.contract import DataSource, Tag
 from iris_core.table.contract import TableContract, load_contract
 from iris_core.table.iris import IRIS
 from steps.config import DEFAULT_LABEL, TableSpec
-from steps.errors import DataValidationError
+from steps.errors import DataValidationError, InvalidParameter
 from steps.table_checks import MIN_ROWS, check_table, infer_contract, with_classes_of
 
 _logger = logging.getLogger(__name__)
@@ -118,7 +118,7 @@ def written_contract(spec: TableSpec) -> TableContract:
     if contract.label is None:
         return replace(contract, label=spec.label)
     if spec.label not in (DEFAULT_LABEL, contract.label):
-        raise DataValidationError(
+        raise InvalidParameter(
             f"the contract {spec.contract} names the label column {contract.label!r}, --label says {spec.label!r}"
         )
     return contract

@@ -232,11 +232,12 @@ def test_the_quickstart_pipeline_logs_params_metrics_artifacts_and_makes_version
         "solver": "lbfgs",
         "random_state": "42",
         "test_size": "0.2",
+        "scaled": "False",  # Iris's features are on comparable scales: no scaler inside the model
     }
     for metric in ("accuracy", "precision", "recall", "f1_score", *(f"f1_{c}" for c in CLASSES)):
         assert 0.9 <= run.data.metrics[metric] <= 1.0, metric
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"confusion_matrix.png", "classification_report.txt", "data"} <= artifacts
+    assert {"confusion_matrix.png", "classification_report.txt", "data", "table_contract.yaml"} <= artifacts
     assert run.data.tags["data_source"] == "csv"
     oldest = list(reversed(alias_history(client, "iris", "champion")))[:2]
     assert [(m.from_version, m.to_version, m.how) for m in oldest] == [(None, "1", "gate"), ("1", "2", "gate")]

@@ -11,7 +11,7 @@ from iris_core.table.iris import IRIS
 from iris_core.table.rules import Bounds
 from steps.config import TableSpec
 from steps.data import load_dataset
-from steps.errors import DataValidationError
+from steps.errors import DataValidationError, InvalidParameter
 from steps.table_checks import check_split, infer_contract
 from tests.conftest import REPO
 from tests.tables.tables import SLASHED, SPACED, WINE_LABEL, wine_frame, write_breast_cancer, write_wine
@@ -151,7 +151,7 @@ def test_a_written_contract_pins_features_classes_and_label_and_training_fills_i
     )
     assert data.contract.origin == "written" and data.contract.name == "cellar"
     assert data.contract.classes == ("0", "1", "2") and data.contract.readiness is None
-    with pytest.raises(DataValidationError, match="names the label column 'class', --label says 'kind'"):
+    with pytest.raises(InvalidParameter, match="names the label column 'class', --label says 'kind'"):
         load_dataset(TableSpec(str(tmp_path / "wine.csv"), "kind", "wine", contract=str(tmp_path / "contract.yaml")))
 
 
