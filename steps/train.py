@@ -26,7 +26,7 @@ from steps.classification import classification_metrics, confusion_matrix_figure
 from steps.config import TableSpec, TrainConfig
 from steps.data import LoadedData, load_dataset, log_dataset
 from steps.errors import StepError
-from steps.training import fit, split, trained_contract
+from steps.training import fit, is_scaled, split, trained_contract
 
 _logger = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ class TrainResult:
         return version_uri(self.model_name, self.version)
 
 
-def log_pyfunc_model(estimator, train: pd.DataFrame, model_name: str, contract: TableContract | None):
+def log_pyfunc_model(estimator, train: pd.DataFrame, model_name: str | None, contract: TableContract | None = None):
     """Log the estimator wrapped in the pyfunc model, with the contract as its metadata, and register it.
 
     Returns MLflow's ModelInfo. Without a contract the version is logged as versions were
@@ -117,9 +117,8 @@ def fit_and_register(
 
     run = mlflow.active_run()
     features, label = list(contract.feature_names), contract.label
-    fitted = fit(train, config, features, label)
-    estimator = fitted.estimator
-    mlflow.log_param("scaled", fitted.scaled)
+    estimator = fit(train, config, features, label)
+    mlflow.log_param("scaled", is_scaled(estimator))
     logged = trained_contract(contract, train, estimator)
     known = tuple(str(c) for c in estimator.classes_)
     if set(known) != set(logged.classes):

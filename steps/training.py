@@ -7,13 +7,11 @@ model sends raw values. Iris's features are on comparable scales and keep the pl
 estimator they always had.
 """
 
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
 
 from iris_core.table.contract import Readiness, TableContract
-from steps.config import TrainConfig
+from steps.config import DEFAULT_LABEL, TrainConfig
 from steps.errors import DataValidationError
 from steps.table_checks import check_split
 
@@ -21,7 +19,7 @@ from steps.table_checks import check_split
 SCALE_RATIO = 10.0
 
 
-def split(frame: pd.DataFrame, config: TrainConfig, label: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+def split(frame: pd.DataFrame, config: TrainConfig, label: str = DEFAULT_LABEL) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(train, held-out), stratified by class so every class is in both; DataValidationError when it cannot be."""
     from sklearn.model_selection import train_test_split
 
@@ -41,24 +39,24 @@ def needs_scaling(features: pd.DataFrame) -> bool:
     return bool(smallest == 0 or spreads.max() / smallest > SCALE_RATIO)
 
 
-@dataclass(frozen=True)
-class Fitted:
-    estimator: object  # a LogisticRegression, or a Pipeline of a StandardScaler and one
-    scaled: bool
-
-
-def fit(train: pd.DataFrame, config: TrainConfig, features: list[str], label: str) -> Fitted:
-    """The classifier fitted on ``train``'s features (named columns, so it knows them) and labels."""
+def fit(train: pd.DataFrame, config: TrainConfig, features: list[str] | None = None, label: str = DEFAULT_LABEL):
+    """The classifier fitted on ``train``'s features (named columns, so it knows them; every column but the
+    label unless told) and labels: a LogisticRegression, or a Pipeline of a StandardScaler and one."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
+    features = features if features is not None else [c for c in train.columns if c != label]
     classifier = LogisticRegression(
         max_iter=config.max_iter, solver=config.solver, C=config.C, random_state=config.random_state
     )
-    scaled = needs_scaling(train[features])
-    estimator = make_pipeline(StandardScaler(), classifier) if scaled else classifier
-    return Fitted(estimator.fit(train[features], train[label]), scaled)
+    estimator = make_pipeline(StandardScaler(), classifier) if needs_scaling(train[features]) else classifier
+    return estimator.fit(train[features], train[label])
+
+
+def is_scaled(estimator) -> bool:
+    """Whether the fitted estimator standardises its features itself (a Pipeline that starts with a scaler)."""
+    return hasattr(estimator, "steps")
 
 
 def observed_ranges(train: pd.DataFrame, features: list[str]) -> dict[str, tuple[float, float]]:

@@ -46,7 +46,7 @@ def make_split(seed: int) -> Split:
 
     config = TrainConfig(random_state=seed)
     train, holdout = split(load_sklearn_iris(), config, IRIS.label)
-    estimator = fit(train, config, list(FEATURES), IRIS.label).estimator
+    estimator = fit(train, config, list(FEATURES), IRIS.label)
     return Split(train.reset_index(drop=True), holdout.reset_index(drop=True), estimator)
 
 

@@ -8,7 +8,7 @@ from iris_core.table.contract import METADATA_KEY, TableContract
 from iris_core.table.iris import IRIS
 from steps.config import TrainConfig
 from steps.train import CONTRACT_ARTIFACT
-from steps.training import fit, needs_scaling, readiness_row
+from steps.training import fit, is_scaled, needs_scaling, readiness_row
 from steps.versions import read_version
 from tests.tables.tables import SLASHED, WINE_LABEL, wine_features, wine_frame
 
@@ -24,15 +24,15 @@ def test_features_on_scales_ten_times_apart_are_scaled_inside_the_model_and_iris
 
 def test_a_scaled_model_takes_raw_values_and_scores_as_well_as_its_pipeline():
     frame = wine_frame().assign(**{WINE_LABEL: lambda f: f[WINE_LABEL].astype(str)})
-    fitted = fit(frame, TrainConfig(), wine_features(), WINE_LABEL)
-    assert fitted.scaled and [name for name, _ in fitted.estimator.steps] == ["standardscaler", "logisticregression"]
-    assert list(fitted.estimator.feature_names_in_) == wine_features()
-    assert (fitted.estimator.predict(frame[wine_features()]) == frame[WINE_LABEL]).mean() > 0.95
+    estimator = fit(frame, TrainConfig(), wine_features(), WINE_LABEL)
+    assert is_scaled(estimator) and [name for name, _ in estimator.steps] == ["standardscaler", "logisticregression"]
+    assert list(estimator.feature_names_in_) == wine_features()
+    assert (estimator.predict(frame[wine_features()]) == frame[WINE_LABEL]).mean() > 0.95
 
 
 def test_the_readiness_row_is_the_training_row_the_model_is_surest_of_with_its_true_class():
     frame = wine_frame().assign(**{WINE_LABEL: lambda f: f[WINE_LABEL].astype(str)})
-    estimator = fit(frame, TrainConfig(), wine_features(), WINE_LABEL).estimator
+    estimator = fit(frame, TrainConfig(), wine_features(), WINE_LABEL)
     readiness = readiness_row(estimator, frame, wine_features(), WINE_LABEL)
     probabilities = estimator.predict_proba(frame[wine_features()])
     truth = frame[WINE_LABEL].map({c: i for i, c in enumerate(estimator.classes_)}).to_numpy()
@@ -83,5 +83,5 @@ def test_the_classes_the_model_learns_are_the_contracts(label, classes):
     frame = pd.DataFrame(
         {"f": np.linspace(0, 1, 20), label: [classes[0]] * 10 + [classes[1]] * 10},
     )
-    estimator = fit(frame, TrainConfig(), ["f"], label).estimator
+    estimator = fit(frame, TrainConfig(), ["f"], label)
     assert tuple(str(c) for c in estimator.classes_) == classes
