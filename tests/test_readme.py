@@ -24,11 +24,13 @@ import requests
 from iris_core.alias_history import alias_history
 from iris_core.contract import BATCH_EXPERIMENT, MONITORING_EXPERIMENT, TRAINING_EXPERIMENT
 from iris_core.records import encode, make_feedback_record
-from iris_core.schema import CLASSES, FEATURES, LABEL
+from iris_core.table.iris import IRIS
 from tests.conftest import _LEAKY_ENV, BIN, REPO
 from tests.monitoring.traffic import write_log
 from tests.readme import PROJECT_COMMANDS, Command, commands, fresh_clone
 from tests.support import free_port, http_ok, stop_process, wait_until
+
+CLASSES, FEATURES, LABEL = IRIS.classes, IRIS.feature_names, IRIS.label
 
 pytestmark = pytest.mark.slow
 
