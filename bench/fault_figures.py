@@ -14,6 +14,7 @@ It prints the figures and the README's guarantees as goals, ``[met]`` or ``[miss
 """
 
 import collections
+import json
 import logging
 import os
 import signal
@@ -29,9 +30,10 @@ import requests
 from bench.goals import Goal, report
 from bench.serving_benchmark import build_champion, server, tree_pids
 from iris_core.processes import free_port, is_running, wait_until
+from iris_core.table.iris import IRIS
 from serving.config import ServingConfig
 
-ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
+ROW = dict(zip(IRIS.feature_names, IRIS.readiness.row))
 C = ServingConfig
 # The longest a hung server can go unnoticed: the misses in a row, each asked after the interval.
 DETECTION_S = C.liveness_misses * (C.liveness_interval + C.liveness_timeout)
@@ -147,7 +149,7 @@ def main(timeout, clients, workdir) -> None:
         command = [sys.executable, "-m", "serving", "--port", str(port), "--timeout", str(timeout)]
         lines = [f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at the start, --timeout {timeout:g} s"]
         goals: list[Goal] = []
-        probe = b'{"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}'
+        probe = json.dumps(ROW).encode()
         with server(command, env, workdir, "proxy", f"{url}/predict", probe) as proxy:
             for measure in (lambda: hung(url, clients, timeout), lambda: worker_killed(url, clients)):
                 found, met = measure()

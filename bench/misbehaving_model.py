@@ -30,7 +30,8 @@ class Misbehaving(mlflow.pyfunc.PythonModel):
     def predict(self, context, model_input, params=None):
         kind = self.config.get("kind")
         time.sleep(float(self.config.get("delay_s", 0.0)))
-        if kind == "fail" and (model_input["petal_length"] > float(self.config.get("fail_above", 4.5))).any():
+        third = model_input.iloc[:, 2]  # petal length (this file imports nothing of the project)
+        if kind == "fail" and (third > float(self.config.get("fail_above", 4.5))).any():
             raise ValueError("this version fails on long petals")
         answer = self.inner.predict(model_input)
         if kind == "disagree":

@@ -12,7 +12,9 @@ import logging
 
 import click
 
-from iris_core.schema import FEATURES
+from iris_core.table.iris import IRIS
+
+FEATURES = IRIS.feature_names
 
 _logger = logging.getLogger(__name__)
 
@@ -28,13 +30,9 @@ def create_app(estimator):
     """The app around ``estimator``; ``GET /ping`` answers while the process is up."""
     import pandas as pd
     from fastapi import FastAPI
-    from pydantic import BaseModel, Field
+    from pydantic import Field, create_model
 
-    class IrisFeatures(BaseModel):
-        sepal_length: float = Field(gt=0)
-        sepal_width: float = Field(gt=0)
-        petal_length: float = Field(gt=0)
-        petal_width: float = Field(gt=0)
+    IrisFeatures = create_model("IrisFeatures", **{name: (float, Field(gt=0)) for name in FEATURES})  # noqa: N806
 
     classes = [str(c) for c in estimator.classes_]
     app = FastAPI(title="Iris classifier (in-process reference)")

@@ -48,13 +48,13 @@ from bench.misbehaving import KINDS, register_misbehaving
 from bench.serving_benchmark import write_bodies
 from bench.store import store_env, train
 from iris_core.processes import free_port, stop_process, wait_until
+from iris_core.table.iris import IRIS
 
 _logger = logging.getLogger(__name__)
 
 ROWS = [  # one clear row of each class, sent in turn
-    {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2},
-    {"sepal_length": 5.9, "sepal_width": 3.0, "petal_length": 4.2, "petal_width": 1.5},
-    {"sepal_length": 6.7, "sepal_width": 3.0, "petal_length": 5.2, "petal_width": 2.3},
+    dict(zip(IRIS.feature_names, values))
+    for values in ((5.1, 3.5, 1.4, 0.2), (5.9, 3.0, 4.2, 1.5), (6.7, 3.0, 5.2, 2.3))
 ]
 CANARY = (20, 100)
 CANARY_STEP_S, BAKE_S, MIN_REQUESTS = 30.0, 10.0, 30

@@ -1,6 +1,9 @@
 """Side-by-side serving benchmark: bare `mlflow models serve`, the proxy without and with batching,
-the same batching proxy driven with the Open Inference Protocol's infer (V2), and the classic
-in-process FastAPI app, all serving the same champion on loopback.
+the same batching proxy driven with the Open Inference Protocol's infer (V2), the batching proxy
+with its request checks as they were before table contracts (``bench.hardcoded_iris``), the classic
+in-process FastAPI app, all serving the same champion on loopback; and the batching proxy in
+front of a 30-feature model (a plain scikit-learn model registered beside it), for what the
+contract's checks cost on a wider table.
 
 It trains a champion with the real pipeline (`mlflow run`) in a temporary store, then
 starts one configuration at a time (so they never compete for the CPU), drives it with
@@ -22,6 +25,7 @@ repository root:
 
 import contextlib
 import csv
+import functools
 import logging
 import os
 import subprocess
@@ -40,11 +44,13 @@ from bench.stack_memory import STORES, StackMemory, measure_store
 from bench.stack_memory import render as render_memory
 from bench.store import REPO, store_env, train
 from iris_core.processes import free_port, stop_process, wait_until
-from iris_core.schema import FEATURES
+from iris_core.table.iris import IRIS
 
 _logger = logging.getLogger(__name__)
 
 CHAMPION_URI = "models:/iris@champion"
+WIDE_URI = "models:/wide@champion"  # scikit-learn's breast cancer table: 30 features
+FEATURES = IRIS.feature_names
 START_TIMEOUT = 240.0
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -64,10 +70,15 @@ class Config:
     label: str
     path: str
     server: str = ""
+    body: str = ""  # which bodies drive it (``write_bodies``); its path's by default
 
     @property
     def server_key(self) -> str:
         return self.server or self.key
+
+    @property
+    def bodies(self) -> str:
+        return self.body or self.path
 
 
 CONFIGS = (
@@ -75,7 +86,9 @@ CONFIGS = (
     Config("bare-env", "mlflow models serve, proxy's env", "/invocations"),
     Config("proxy", "proxy, batching off", "/invocations"),
     Config("batching", "proxy, batching on", "/invocations"),
+    Config("hardcoded", "proxy, batching on, pre-contract Iris checks", "/invocations"),
     Config("v2", "proxy, batching on, V2 infer", V2_INFER, server="batching"),
+    Config("wide", "proxy, batching on, 30 features", "/invocations", body="wide"),
     Config("fastapi", "FastAPI in-process", "/predict"),
 )
 
@@ -89,22 +102,49 @@ class Row:
     proxy_cpu_us: float | None = None  # the proxy process's CPU per request (its threads included)
 
 
-def build_champion(workdir: Path, versions: int = 1) -> dict:
-    """Run the real pipeline into a store in ``workdir`` until ``iris`` has ``versions``; the environment for it."""
+def build_champion(workdir: Path, versions: int = 1, wide: bool = False) -> dict:
+    """Run the real pipeline into a store in ``workdir`` until ``iris`` has ``versions``; the environment for it.
+
+    With ``wide``, the store also gets ``wide``: a 30-feature model logged the plain MLflow way.
+    """
     env = store_env(workdir)
     have = registered_versions(env) if (workdir / "mlflow.db").exists() else 0
     if have:
         _logger.info("reusing the store in %s (%d versions)", workdir, have)
     for extra in range(have, versions):
         train(workdir, env, "-P", f"C={1.0 - 0.5 * extra}")
+    if wide and registered_versions(env, "wide") == 0:
+        register_wide(env)
     return env
 
 
-def registered_versions(env: dict) -> int:
+def register_wide(env: dict) -> None:
+    """scikit-learn's breast cancer table (30 features), scaled and fitted, logged with an inferred signature."""
+    import mlflow
+    from mlflow.models import infer_signature
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    data = load_breast_cancer(as_frame=True)
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(data.data, data.target)
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    mlflow.set_experiment("wide-table")
+    with mlflow.start_run():
+        signature = infer_signature(data.data, model.predict(data.data))
+        mlflow.sklearn.log_model(
+            model, name="model", signature=signature, input_example=data.data.head(2), registered_model_name="wide"
+        )
+    mlflow.MlflowClient().set_registered_model_alias("wide", "champion", "1")
+    os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
+
+
+def registered_versions(env: dict, name: str = "iris") -> int:
     from mlflow import MlflowClient
 
     uri = env["MLFLOW_TRACKING_URI"]
-    return len(MlflowClient(tracking_uri=uri, registry_uri=uri).search_model_versions("name = 'iris'"))
+    return len(MlflowClient(tracking_uri=uri, registry_uri=uri).search_model_versions(f"name = '{name}'"))
 
 
 def write_bodies(workdir: Path) -> dict:
@@ -134,7 +174,17 @@ def write_bodies(workdir: Path) -> dict:
             for row in rows
         )
     )
-    return {"/invocations": invocations, "/predict": predict, V2_INFER: v2}
+    from sklearn.datasets import load_breast_cancer
+
+    wide_frame = load_breast_cancer(as_frame=True).data
+    wide = workdir / "wide-invocations.jsonl"
+    wide.write_text(
+        "".join(
+            json.dumps({"dataframe_split": {"columns": list(wide_frame.columns), "data": [row]}}) + "\n"
+            for row in wide_frame.to_numpy().tolist()
+        )
+    )
+    return {"/invocations": invocations, "/predict": predict, V2_INFER: v2, "wide": wide}
 
 
 def tree_rss(root: int) -> int:
@@ -218,10 +268,10 @@ def server(command: list, env: dict, workdir: Path, name: str, probe_url: str, p
         stop_process(proc)
 
 
-def mlflow_serve(port: int) -> list:
+def mlflow_serve(port: int, model_uri: str = CHAMPION_URI) -> list:
     from serving.upstream import serve_command
 
-    return serve_command(CHAMPION_URI, port)
+    return serve_command(model_uri, port)
 
 
 def upstream_env(env: dict) -> dict:
@@ -253,23 +303,23 @@ def started(config: Config, env: dict, workdir: Path, probe_body: bytes):
         upstream_port = free_port()
         upstream = f"http://127.0.0.1:{upstream_port}"
         upstream_log = f"{key}-upstream"
+        model_uri = WIDE_URI if key == "wide" else CHAMPION_URI
         with server(
-            mlflow_serve(upstream_port), upstream_env(env), workdir, upstream_log, f"{upstream}/invocations", probe_body
+            mlflow_serve(upstream_port, model_uri),
+            upstream_env(env),
+            workdir,
+            upstream_log,
+            f"{upstream}/invocations",
+            probe_body,
         ) as up:
-            command = [
-                sys.executable,
-                "-m",
-                "serving",
-                "--upstream",
-                upstream,
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ]
+            module = "bench.hardcoded_iris" if key == "hardcoded" else "serving"
+            command = [sys.executable, "-m", module, "--upstream", upstream, "--host", "127.0.0.1", "--port", str(port)]
             if key == "proxy":
                 command.append("--no-batching")
-            with server(command, env, workdir, key, probe, probe_body) as proxy:
+            if key == "wide":
+                command += ["--model-uri", model_uri]  # its contract comes from the registry
+            proxy_env = {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))}
+            with server(command, proxy_env, workdir, key, probe, probe_body) as proxy:
                 yield base, {"proxy": proxy.pid, "upstream": up.pid}
 
 
@@ -286,19 +336,19 @@ def measure(configs, connections, duration, warmup, generator, workdir, env) -> 
         for config in configs:
             if config.server_key not in servers:
                 first = next(c for c in CONFIGS if c.key == config.server_key)
-                probe_body = bodies[first.path].read_text().splitlines()[0].encode()
+                probe_body = bodies[first.bodies].read_text().splitlines()[0].encode()
                 _logger.info("starting %s", first.label)
                 servers[config.server_key] = stack.enter_context(started(first, env, workdir, probe_body))
             base, roots = servers[config.server_key]
             url = f"{base}{config.path}"
             if warmup:
-                run_load(generator, url, bodies[config.path], max(connections), warmup)
+                run_load(generator, url, bodies[config.bodies], max(connections), warmup)
             running.append((config, url, roots))
         for count in connections:
             for config, url, roots in running:
                 cpu_before = cpu_seconds(roots["proxy"]) if "proxy" in roots else None
                 with PeakRss(roots) as rss:
-                    load = run_load(generator, url, bodies[config.path], count, duration)
+                    load = run_load(generator, url, bodies[config.bodies], count, duration)
                 cpu = None
                 if cpu_before is not None:
                     cpu = (cpu_seconds(roots["proxy"]) - cpu_before) * 1e6 / max(load.requests, 1)
@@ -380,6 +430,19 @@ def goals(rows: list, memory: list[StackMemory]) -> list[Goal]:
     if fast64 and batch64:
         times = batch64.load.throughput / fast64.load.throughput
         checks.append(Goal("64 conns: proxy throughput >= 5x FastAPI in-process", times >= 5, f"{times:.1f}x"))
+    hard64 = index.get(("hardcoded", 64))
+    if hard64 and batch64:
+        share = batch64.load.throughput / hard64.load.throughput
+        cpu = (
+            f", proxy CPU {batch64.proxy_cpu_us:.0f} vs {hard64.proxy_cpu_us:.0f} us/req" if hard64.proxy_cpu_us else ""
+        )
+        checks.append(
+            Goal(
+                "64 conns: contract checks' throughput within 10% of the pre-contract Iris checks",
+                share >= 0.9,
+                f"{share:.2f}{cpu}",
+            )
+        )
     v2_64 = index.get(("v2", 64))
     if v2_64 and batch64:
         share = v2_64.load.throughput / batch64.load.throughput
@@ -408,6 +471,37 @@ def goals(rows: list, memory: list[StackMemory]) -> list[Goal]:
                 )
             )
     return checks
+
+
+def validation_cost(repeats: int = 5, number: int = 20_000) -> dict[str, float]:
+    """Microseconds to check one single-row request: the contract's compiled checks against the pre-contract ones."""
+    import json
+    import timeit
+
+    from bench.hardcoded_iris import frozen
+    from iris_core.table.contract import Feature, TableContract
+    from serving.rows import Limits, RowReader
+    from serving.validation import parse_invocation
+
+    wide = TableContract(tuple(Feature(f"feature {i}") for i in range(30)))
+    cases = {
+        "Iris, the contract's checks": (RowReader(IRIS), [5.1, 3.5, 1.4, 0.2]),
+        "Iris, pre-contract checks": (frozen(RowReader(IRIS)), [5.1, 3.5, 1.4, 0.2]),
+        "30 features, the contract's checks": (RowReader(wide), [1.5] * 30),
+    }
+    figures = {}
+    for label, (reader, row) in cases.items():
+        body = json.dumps({"dataframe_split": {"columns": list(reader.names), "data": [row]}}).encode()
+        check = functools.partial(parse_invocation, "application/json", body, Limits(), reader)
+        figures[label] = min(timeit.repeat(check, repeat=repeats, number=number)) / number * 1e6
+    return figures
+
+
+def render_validation(figures: dict[str, float]) -> str:
+    reference = figures["Iris, pre-contract checks"]
+    lines = ["| checks | us per request | vs pre-contract |", "|---|---|---|"]
+    lines += [f"| {label} | {us:.2f} | {us / reference:.2f}x |" for label, us in figures.items()]
+    return "\n".join(lines)
 
 
 def load_average() -> str:
@@ -471,7 +565,7 @@ def main(duration, warmup, connections, only, memory_duration, loadgen, workdir)
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="serving-bench-")))
         workdir.mkdir(parents=True, exist_ok=True)
         with_memory = not only or "memory" in only
-        env = build_champion(workdir, versions=2 if with_memory else 1)
+        env = build_champion(workdir, versions=2 if with_memory else 1, wide=any(c.key == "wide" for c in configs))
         rows = measure(configs, connections, duration, warmup, generator, workdir, env)
         bodies = write_bodies(workdir)["/invocations"]
         memory = [
@@ -483,6 +577,8 @@ def main(duration, warmup, connections, only, memory_duration, loadgen, workdir)
     )
     if rows:
         click.echo("\n" + render_table(rows))
+    click.echo("\nthe request checks alone, in process (one single-row dataframe_split body, best of 5):\n")
+    click.echo(render_validation(validation_cost()))
     if memory:
         click.echo(
             "\nthe following proxy's process tree, resident MB by role (a model server counts its whole "

@@ -25,6 +25,7 @@ import requests
 
 from bench.loadgen import LoadResult, run_load
 from iris_core.processes import free_port, stop_process, wait_until
+from iris_core.table.iris import IRIS
 
 _logger = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ STORES = ("http", "sqlite")
 START_TIMEOUT = 300.0
 LOAD_CONNECTIONS = 64
 PHASES = ("idle", "rollout, 1 warm", f"load, {LOAD_CONNECTIONS} conns (peak)")
-ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
+ROW = dict(zip(IRIS.feature_names, IRIS.readiness.row))
 
 
 @dataclass

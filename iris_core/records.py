@@ -2,10 +2,9 @@
 
 A prediction record, one per scored row::
 
-    {"ts": "2026-01-31T12:00:00.123Z", "request_id": "4f1c...", "row": 0, "model_name": "iris",
-     "model_version": "2", "features": {"sepal_length": 5.1, "sepal_width": 3.5,
-     "petal_length": 1.4, "petal_width": 0.2}, "prediction": "setosa",
-     "confidence": 0.97, "latency_ms": 3.2}
+    {"ts": "2026-01-31T12:00:00.123Z", "request_id": "4f1c...", "row": 0, "model_name": "wine",
+     "model_version": "2", "features": {"alcohol": 13.2, "malic_acid": 1.78, ...},
+     "prediction": "0", "confidence": 0.97, "latency_ms": 3.2}
 
 ``features`` holds the row's values under the names of the version's table contract
 (``iris_core.table``), whatever the model; ``prediction`` is the class the model gave, as

@@ -37,6 +37,8 @@ import math
 from bisect import bisect_left
 from dataclasses import dataclass, field
 
+from iris_core.table.models import answer_class
+
 # Call latency buckets, 0.5 ms to ~73 s in steps of 25%: a p99 read from them is within 25%.
 LATENCY_BOUNDS_S = tuple(0.0005 * 1.25**i for i in range(54))
 LATENCY_FLOOR_S = 0.02  # latencies below this count as this for the ratio
@@ -71,8 +73,8 @@ class CallStats:
             self.failed_rows += rows
         elif self.count_classes:
             classes = self.classes
-            for record in predictions:
-                name = record.get("prediction") if isinstance(record, dict) else None
+            for answer in predictions:
+                name = answer_class(answer)
                 classes[name] = classes.get(name, 0) + 1
 
     def snapshot(self) -> "CallStats":

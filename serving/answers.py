@@ -18,26 +18,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from iris_core.schema import CLASSES
 from serving.feedback import Label
 from serving.validation import ValidationError
-
-UNKNOWN_CLASS = 255  # the model answered a class outside CLASSES: never equal to a label
-_CLASS_INDEX = {name: index for index, name in enumerate(CLASSES)}
-
-
-def class_indexes(predictions: Sequence[dict]) -> bytes:
-    """The predicted class of each row, one byte per row."""
-    return bytes(_CLASS_INDEX.get(record.get("prediction"), UNKNOWN_CLASS) for record in predictions)
 
 
 @dataclass(slots=True)
 class Answer:
-    """One remembered request: the version that answered and the class it gave each row."""
+    """One remembered request: the version that answered, the class it gave each row, and what that version is."""
 
     version: str
     classes: bytes
     labeled: bytearray  # 1 for each row whose label has counted
+    facts: object = None  # the version's serving.model_facts.ModelFacts: its classes judge the labels
 
 
 class AnswerMemory:
@@ -53,14 +45,14 @@ class AnswerMemory:
     def __len__(self) -> int:
         return len(self._answers)
 
-    def remember(self, request_id: str, version: str, classes: bytes) -> None:
+    def remember(self, request_id: str, version: str, classes: bytes, facts=None) -> None:
         """Keep one answer; a request id seen again (a client reusing its own) now names the new answer."""
         if len(classes) > self.max_rows:
             return
         previous = self._answers.pop(request_id, None)
         if previous is not None:
             self.rows -= len(previous.classes)
-        self._answers[request_id] = Answer(version, classes, bytearray(len(classes)))
+        self._answers[request_id] = Answer(version, classes, bytearray(len(classes)), facts)
         self.rows += len(classes)
         while self.rows > self.max_rows:
             _, forgotten = self._answers.popitem(last=False)
@@ -140,25 +132,28 @@ class LiveAccuracy:
 
 @dataclass(frozen=True, slots=True)
 class Judged:
-    """A label checked against the memory: the row it names, and the answer it belongs to if remembered."""
+    """A label checked against the memory: the row it names, its class, and the answer it belongs to if remembered.
+
+    ``label`` is the class's index in the answering version's ``ClassIndex`` (None when
+    the answer is not remembered); ``class_name`` what the feedback log records.
+    """
 
     request_id: str
     row: int
-    label: int
+    label: int | None
+    class_name: str
     answer: Answer | None
-
-    @property
-    def class_name(self) -> str:
-        return CLASSES[self.label]
 
 
 def judge(labels: Sequence[Label], memory: AnswerMemory) -> list[Judged]:
-    """Check every label against the memory before any counts: a row a remembered request lacks is a 400."""
+    """Check every label against the memory before any counts: a row a remembered request lacks, or a label that
+    names no class of the version that answered, is a 400."""
     judged = []
     for index, label in enumerate(labels):
         name = "the label" if len(labels) == 1 else f"item {index}"
         answer = memory.recall(label.request_id)
         row = label.row
+        class_name, number = label.label, None
         if answer is not None:
             rows = len(answer.classes)
             if row is None and rows > 1:
@@ -167,7 +162,14 @@ def judge(labels: Sequence[Label], memory: AnswerMemory) -> list[Judged]:
                 raise _invalid(
                     f"{name}: its request scored {rows} row{'s' if rows > 1 else ''}; row must be 0 to {rows - 1}"
                 )
-        judged.append(Judged(label.request_id, row or 0, label.label, answer))
+            facts = answer.facts
+            if facts is not None:
+                class_name = facts.contract.class_of(label.label)
+                if class_name is None:
+                    shown = ", ".join(facts.contract.classes[:10])
+                    raise _invalid(f"{name}: the label is not a class of version {answer.version} ({shown})")
+                number = facts.classes.index(class_name)
+        judged.append(Judged(label.request_id, row or 0, number, class_name, answer))
     return judged
 
 

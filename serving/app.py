@@ -34,11 +34,10 @@ from iris_core.records import REQUEST_ID
 from serving.batching import BatchingForwarder
 from serving.errors import HttpError
 from serving.feedback_service import feedback_off
-from serving.forwarding import DirectForwarder
+from serving.forwarding import DirectForwarder, target_of, unavailable
 from serving.http_server import Connections, ServerLimits
 from serving.monitoring import install as install_monitoring
 from serving.open_inference_routes import install as install_open_inference
-from serving.signatures import Signatures
 from serving.upstream import UpstreamStartError
 from serving.validation import Invocation, ValidationError, parse_invocation, predict_row
 
@@ -68,11 +67,12 @@ class Outcome:
     endpoint: str
     status: int
     latency_s: float
-    rows: list[list[float]] | None
-    predictions: list[dict] | None
+    rows: list[list] | None  # in the order of the answering version's contract (``facts``)
+    predictions: list | None
     version: str | None
     request_id: str
     ignored: frozenset = frozenset()  # what the request carried that the model does not use (serving.validation)
+    facts: object = None  # the answering version's serving.model_facts.ModelFacts, when it answered
 
 
 class Proxy:
@@ -85,7 +85,6 @@ class Proxy:
         self.forwarder = None
         self.recorders: list[Callable[[Outcome], None]] = [router.observe]  # copies for shadow and canary
         self.feedback = None  # a serving.feedback_service.FeedbackService with --feedback-log
-        self.signatures = Signatures()  # the served versions' MLflow signatures (serving.signatures)
         self.in_flight = 0  # scoring requests being answered, read by /metrics
         self.client_disconnects: dict[str, int] = collections.defaultdict(int)  # by endpoint, read by /metrics
         access_log = logging.getLogger("serving.access") if config.access_log else None
@@ -109,8 +108,9 @@ class Proxy:
         """One scoring request in any protocol: ``protocol`` chooses the upstream, parses, answers and refuses.
 
         It has ``endpoint`` (the metrics' label), ``upstream(request)`` (None for the live
-        one), ``parse(request, body, limits)`` (rows and what was ignored),
-        ``answer(request, parsed, scored)`` and ``refuse(http_error)``.
+        one), ``parse(request, body, limits, facts)`` (rows and what was ignored, checked
+        against the contract of the version that is to answer), ``answer(request, parsed,
+        scored)`` and ``refuse(http_error)``.
         """
         started = time.perf_counter()
         self.in_flight += 1
@@ -118,21 +118,23 @@ class Proxy:
         request_id = supplied if supplied and REQUEST_ID.fullmatch(supplied) else os.urandom(8).hex()
         live = self.router.live
         version = live.version if live is not None else "none"
-        rows = predictions = None
+        rows = predictions = facts = None
         ignored = frozenset()
         try:
             self._authorize(request)
             upstream = protocol.upstream(request)
             body = await self.read_body(request)
             deadline = asyncio.get_running_loop().time() + self._timeout  # the answer comes by then
-            parsed = protocol.parse(request, body, self._limits)
-            rows, ignored = parsed.rows, parsed.ignored
             if upstream is None:
                 upstream = self.router.choose()  # the canary route for its share of requests, else None: the live one
-                if upstream is not None:
-                    version = upstream.current().version  # an error from it says so too
-            scored = await self.forwarder.predict(rows, upstream, deadline=deadline)
-            predictions, version = scored.predictions, scored.version
+            checked = target_of(upstream, self.router.live)  # whose contract the rows must fit
+            if checked is None or checked.facts is None:
+                raise unavailable()
+            version = checked.version  # an error says which version refused it
+            parsed = protocol.parse(request, body, self._limits, checked.facts)
+            rows, ignored = parsed.rows, parsed.ignored
+            scored = await self.forwarder.predict(rows, upstream, deadline=deadline, checked=checked)
+            predictions, version, facts = scored.predictions, scored.version, scored.facts
             status, response = 200, protocol.answer(request, parsed, scored)
         except HttpError as exc:
             status, response = exc.status, protocol.refuse(exc)
@@ -148,7 +150,7 @@ class Proxy:
         response.headers["X-Model-Version"] = version
         response.headers["X-Request-Id"] = request_id
         latency = time.perf_counter() - started
-        self.record(protocol.endpoint, status, latency, rows, predictions, version, request_id, ignored)
+        self.record(protocol.endpoint, status, latency, rows, predictions, version, request_id, ignored, facts)
         return response
 
     async def read_body(self, request: web.Request) -> bytes:
@@ -222,6 +224,7 @@ class Proxy:
         version,
         request_id: str,
         ignored=frozenset(),
+        facts=None,
     ) -> None:
         """Every scoring request ends here, answered or refused: metrics and the prediction log hook in."""
         if not self.recorders:
@@ -235,6 +238,7 @@ class Proxy:
             version,
             request_id,
             ignored,
+            facts,
         )
         for recorder in self.recorders:
             try:
@@ -266,7 +270,7 @@ class Proxy:
         try:
             await live.check(self.session, min(self.config.timeout, 10.0))
         except UpstreamStartError as exc:
-            return error_response(503, "NOT_READY", f"the model server failed the canary row: {exc}")
+            return error_response(503, "NOT_READY", f"the model server failed its readiness check: {exc}")
         return json_response({"status": "ready", "version": live.version})
 
     async def ping(self, request: web.Request) -> web.Response:
@@ -305,11 +309,8 @@ class Proxy:
         await self.session.close()
 
 
-def create_app(config, router, signatures: Signatures | None = None) -> web.Application:
-    """``signatures``: the served versions' MLflow signatures, for the Open Inference Protocol's metadata."""
+def create_app(config, router) -> web.Application:
     proxy = Proxy(config, router)
-    if signatures is not None:
-        proxy.signatures = signatures
     app = web.Application(client_max_size=config.max_body_bytes)
     app[CONNECTIONS] = proxy.connections
     app.router.add_post("/invocations", proxy.invocations)
@@ -357,8 +358,8 @@ class _Invocations:
         return None
 
     @staticmethod
-    def parse(request: web.Request, body: bytes, limits) -> Invocation:
-        return parse_invocation(request.headers.get("Content-Type"), body, limits)
+    def parse(request: web.Request, body: bytes, limits, facts) -> Invocation:
+        return parse_invocation(request.headers.get("Content-Type"), body, limits, facts.reader)
 
     @staticmethod
     def answer(request: web.Request, parsed: Invocation, scored) -> web.Response:
@@ -368,17 +369,19 @@ class _Invocations:
 
 
 class _Predict(_Invocations):
-    """The classic single object in, one prediction out."""
+    """The classic single object in, one prediction out: this project's record, or ``{"prediction": ...}``
+    holding what MLflow answers for the row of any other model."""
 
     endpoint = "/predict"
 
     @staticmethod
-    def parse(request: web.Request, body: bytes, limits) -> Invocation:
-        return Invocation([predict_row(request.headers.get("Content-Type"), body)])
+    def parse(request: web.Request, body: bytes, limits, facts) -> Invocation:
+        return Invocation([predict_row(request.headers.get("Content-Type"), body, facts.reader)])
 
     @staticmethod
     def answer(request: web.Request, parsed: Invocation, scored) -> web.Response:
-        return json_response(scored.predictions[0])
+        answer = scored.predictions[0]
+        return json_response(answer if scored.facts.project_outputs else {"prediction": answer})
 
 
 _INVOCATIONS, _PREDICT = _Invocations(), _Predict()

@@ -47,6 +47,7 @@ class _Pending:
     queued_at: float
     deadline: float
     upstream: object = None  # None: the router's live upstream at dispatch
+    checked: object = None  # the upstream whose contract the rows were checked against (forwarding.target_of)
     queued: bool = True  # in the queue: its rows count in ``_queued_rows``
     expiry: asyncio.TimerHandle | None = field(default=None)
 
@@ -71,16 +72,17 @@ class BatchingForwarder:
         self.batches_sent = 0  # upstream calls, and the requests they carried (read by /metrics)
         self.requests_sent = 0
 
-    async def predict(self, rows: list[list[float]], upstream=None, deadline: float | None = None) -> Scored:
+    async def predict(self, rows: list[list], upstream=None, deadline: float | None = None, checked=None) -> Scored:
         """Score the rows with ``upstream``, or with whichever is live when their batch goes out (None).
 
         The answer comes by ``deadline`` (event-loop time; ``--timeout`` from now when not given), else 504.
+        ``checked``: the upstream whose contract the rows were checked against (``forwarding.target_of``).
         """
         loop = asyncio.get_running_loop()
         now = loop.time()
         if deadline is None:
             deadline = now + self._timeout
-        pending = _Pending(rows, loop.create_future(), now, deadline, upstream)
+        pending = _Pending(rows, loop.create_future(), now, deadline, upstream, checked)
         pending.expiry = loop.call_at(deadline, self._expire, pending)
         self._queue.append(pending)
         self._queued_rows += len(rows)
@@ -122,7 +124,7 @@ class BatchingForwarder:
         for pending in self._queue:
             if pending.future.done():
                 continue
-            target = target_of(pending.upstream, live)
+            target = target_of(pending.upstream, live, pending.checked)
             if self._inflight.get(id(target), 0) < self._max_inflight:
                 return target
             if not self._named:
@@ -174,7 +176,7 @@ class BatchingForwarder:
                 self._unqueue(head)
                 self._named -= head.upstream is not None
                 continue
-            wanted = target_of(head.upstream, live)
+            wanted = target_of(head.upstream, live, head.checked)
             if wanted is not target:
                 skipped.append(self._queue.popleft())
                 continue
@@ -229,7 +231,7 @@ class BatchingForwarder:
         for pending in batch:
             end = start + len(pending.rows)
             if not pending.future.done():
-                pending.future.set_result(Scored(predictions[start:end], upstream.version))
+                pending.future.set_result(Scored(predictions[start:end], upstream.version, upstream.facts))
             start = end
 
     @staticmethod

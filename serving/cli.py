@@ -14,9 +14,11 @@ from iris_core.command_line import run_command, setup_logging
 from iris_core.errors import RegistryUnavailable
 from iris_core.redaction import redact
 from iris_core.refs import RunModelRef
+from iris_core.table.contract import ContractError
 from serving.config import ServingConfig
 from serving.errors import ServingError
-from serving.registry import RegistryLookup, open_lookup
+from serving.model_facts import ModelFacts, VersionFacts, standing_in
+from serving.registry import open_lookup
 
 _logger = logging.getLogger(__name__)
 
@@ -150,7 +152,7 @@ ENV_MANAGERS = ("local", "uv", "virtualenv", "conda")
     type=click.FloatRange(min=0, min_open=True),
     default=C.start_timeout,
     show_default=True,
-    help="Seconds a model server may take to start and answer the canary row.",
+    help="Seconds a model server may take to start and pass its readiness check.",
 )
 @click.option("--log-dir", default=C.log_dir, show_default=True, help="Where model server logs go.")
 @click.option(
@@ -320,17 +322,20 @@ def serve(ctx: click.Context, log_level: str, **options) -> None:
     # model URI resolves (seconds: the registry helper imports MLflow) waits, not refused.
     listener = bind(config.host, config.port)
     metrics_listener = bind(config.host, config.metrics_port) if config.metrics_port else None
-    initial, lookup, signature = resolve_initial(config, explicit_model)
-    run(config, initial, lookup, listener, metrics_listener, signature)
+    initial, lookup, facts = resolve_initial(config, explicit_model)
+    run(config, initial, lookup, listener, metrics_listener, facts)
 
 
 def resolve_initial(config: ServingConfig, explicit_model: bool):
-    """The version to serve first, the lookup that follows it, and its signature.
+    """The version to serve first, the lookup that follows it, and what the registry says that version is.
 
-    With --upstream, only a --model-uri given on purpose is looked up.
+    With --upstream, only a --model-uri given on purpose is looked up; without one, requests
+    are checked against the Iris contract (``serving.model_facts.standing_in``). A version
+    that cannot be served (no signature, inputs that are not named numeric columns) stops
+    the start with the reason.
     """
     if config.upstream and not explicit_model:
-        return None, None, None
+        return None, None, standing_in()
     lookup = open_lookup(config.model)
     try:
         initial = lookup.resolve()
@@ -340,23 +345,15 @@ def resolve_initial(config: ServingConfig, explicit_model: bool):
     if initial is None:
         lookup.close(wait=True)
         raise ServingError(f"{config.model_uri}: the alias is not set; promote a version first")
-    signature = read_signature(lookup, initial.version)
+    try:
+        facts = ModelFacts.of(lookup.document(initial.version))
+    except (RegistryUnavailable, ContractError) as exc:
+        lookup.close(wait=True)
+        raise ServingError(f"{config.model_uri} (version {initial.version}): {exc}") from None
     if not config.follows_alias and not config.shadow:
         lookup.close(wait=True)  # its helper process is not needed any more
-        return initial, None, signature
-    return initial, lookup, signature
-
-
-def read_signature(lookup: RegistryLookup, version: str) -> dict | None:
-    """The version's MLflow signature, for the Open Inference Protocol's metadata; a failure is a warning.
-
-    The metadata then falls back to the project's schema.
-    """
-    try:
-        return lookup.signature(version)
-    except RegistryUnavailable as exc:
-        _logger.warning("cannot read the signature of version %s: %s", version, exc)
-        return None
+        return initial, None, facts
+    return initial, lookup, facts
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -373,16 +370,19 @@ def run(
     lookup,
     listener: socket.socket,
     metrics_listener: socket.socket | None = None,
-    signature: dict | None = None,
+    facts: ModelFacts | None = None,
 ) -> None:
     from serving.app import CONNECTIONS, create_app
     from serving.http_server import serve as serve_http
     from serving.monitoring import METRICS_SOCKET
     from serving.router import Router
-    from serving.signatures import Signatures
 
-    router = Router(config, initial, lookup)
-    app = create_app(config, router, Signatures(lookup, {initial.version: signature} if initial else {}))
+    if initial is None:
+        known = VersionFacts(default=facts)
+    else:
+        known = VersionFacts(lookup, {initial.version: facts})
+    router = Router(config, initial, lookup, facts=known)
+    app = create_app(config, router)
     if metrics_listener is not None:
         app[METRICS_SOCKET] = metrics_listener
     host, port = listener.getsockname()[:2]

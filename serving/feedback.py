@@ -6,41 +6,38 @@ for a request of several rows, the row's index, and gives its true class::
 
     {"request_id": "4f1c0a9e2b7d4c11", "row": 0, "label": "setosa"}
 
-``row`` may be left out for a request of one row; ``label`` is a class name or its index (``0`` is setosa). Errors
-name the item and the field, never echo a value, and a list with one bad item is refused
-whole.
+``row`` may be left out for a request of one row; ``label`` is a class as text or as a
+number (``2``, or ``"virginica"``); whether it names a class of the version that answered
+is checked against that version's contract (``serving.answers.judge``), where the classes
+are known. Errors name the item and the field, never echo a value, and a list with one bad
+item is refused whole.
 """
 
 from dataclasses import dataclass
 
 import orjson
 
-from iris_core.records import REQUEST_ID, REQUEST_ID_RULE
-from iris_core.schema import CLASSES
+from iris_core.records import MAX_LABEL, REQUEST_ID, REQUEST_ID_RULE
+from iris_core.table.contract import label_text
 from serving.errors import shorten
 from serving.validation import JSON_TYPE, ValidationError, media_type
 
 _FIELDS = frozenset({"request_id", "row", "label"})
-_CLASS_INDEX = {name: index for index, name in enumerate(CLASSES)}
-_LABEL_RULE = f"a class name ({', '.join(CLASSES)}) or its index (0 to {len(CLASSES) - 1})"
+_LABEL_RULE = f"a class, as text of 1 to {MAX_LABEL} characters or as an integer"
 MAX_ROW = 10**9  # far above any request's rows; keeps a row index a small integer
 
 
 @dataclass(frozen=True, slots=True)
 class Label:
-    """The true class (by index into ``CLASSES``) of one scored row; ``row`` is None when the item left it out."""
+    """The true class of one scored row, as the client wrote it (text); ``row`` is None when the item left it out."""
 
     request_id: str
     row: int | None
-    label: int
+    label: str
 
     @property
     def key(self) -> tuple[str, int]:
         return self.request_id, self.row or 0
-
-    @property
-    def class_name(self) -> str:
-        return CLASSES[self.label]
 
 
 def parse_feedback(content_type: str | None, body: bytes, max_items: int) -> list[Label]:
@@ -84,13 +81,12 @@ def _label(item, name: str) -> Label:
     if "label" not in item:
         raise _invalid(f"{name}: label is missing; give {_LABEL_RULE}")
     value = item["label"]
-    if isinstance(value, str) and value in _CLASS_INDEX:
-        index = _CLASS_INDEX[value]
-    elif _is_int(value) and 0 <= value < len(CLASSES):
-        index = value
-    else:
+    if not (isinstance(value, str) or _is_int(value)):
         raise _invalid(f"{name}: label must be {_LABEL_RULE}")
-    return Label(request_id, row, index)
+    text = label_text(value)
+    if not text or len(text) > MAX_LABEL:
+        raise _invalid(f"{name}: label must be {_LABEL_RULE}")
+    return Label(request_id, row, text)
 
 
 def _is_int(value) -> bool:

@@ -25,7 +25,7 @@ from collections import defaultdict
 from prometheus_client import Counter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from serving.answers import AnswerMemory, LiveAccuracy, Outcome, class_indexes, count, judge
+from serving.answers import AnswerMemory, LiveAccuracy, Outcome, count, judge
 from serving.errors import HttpError
 from serving.feedback import parse_feedback
 from serving.feedback_log import FeedbackLogWriter
@@ -74,7 +74,8 @@ class FeedbackService:
     def remember(self, outcome) -> None:
         """The proxy's recorder hook: keep each answered request's classes by request id."""
         if outcome.predictions is not None:
-            self.memory.remember(outcome.request_id, outcome.version, class_indexes(outcome.predictions))
+            classes = outcome.facts.classes.of_answers(outcome.predictions)
+            self.memory.remember(outcome.request_id, outcome.version, classes, outcome.facts)
 
     def receive(self, content_type: str | None, body: bytes) -> dict:
         """Accept a feedback body whole, or raise the ``HttpError`` that refuses it whole."""

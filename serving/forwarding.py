@@ -24,12 +24,10 @@ import aiohttp
 import orjson
 
 from iris_core.redaction import redact
-from iris_core.schema import FEATURES
 from serving.errors import HttpError
 
 _logger = logging.getLogger(__name__)
 
-_COLUMNS = list(FEATURES)
 _JSON_HEADERS = {"Content-Type": "application/json"}
 RETRY_AFTER_S = 2
 
@@ -65,25 +63,34 @@ class Route:
         raise NotImplementedError
 
 
-def target_of(upstream, live):
-    """Where a request goes now: its own upstream, where its route points now, or the live upstream (None)."""
-    if upstream is None:
-        return live
-    return upstream.current() if isinstance(upstream, Route) else upstream
+def target_of(upstream, live, checked=None):
+    """Where a request goes now: its own upstream, where its route points now, or the live upstream (None).
+
+    ``checked`` is the upstream whose version's contract the request's rows were checked
+    against. When the target now reads other features (the alias moved between the check
+    and the call, to a version of another feature set), the rows go to ``checked`` instead:
+    a request is scored by a version whose contract it fits, or, that version gone, fails
+    with 503 and is sent again.
+    """
+    target = live if upstream is None else (upstream.current() if isinstance(upstream, Route) else upstream)
+    if checked is not None and target is not checked and (target is None or target.layout != checked.layout):
+        return checked
+    return target
 
 
 @dataclass(frozen=True)
 class Scored:
-    """The model's answer for one request's rows, and the model version that gave it."""
+    """The model's answer for one request's rows, the model version that gave it, and what is known of that version."""
 
-    predictions: list[dict]
+    predictions: list
     version: str
+    facts: object = None  # the version's serving.model_facts.ModelFacts
 
 
 async def call_upstream(
     session: aiohttp.ClientSession, upstream, rows: list[list[float]], deadline: float
 ) -> list[dict]:
-    """The upstream's prediction records for the rows (in FEATURES order), in row order, by ``deadline``.
+    """The upstream's answers for the rows (in its contract's order), in row order, by ``deadline``.
 
     503 when there is no upstream, 504 when the deadline (event-loop time) has passed.
     """
@@ -95,12 +102,15 @@ async def call_upstream(
     return await upstream.score(session, rows, remaining)
 
 
-async def post_rows(session: aiohttp.ClientSession, url: str, rows: list[list[float]], timeout: float) -> list[dict]:
-    """One scoring call, answered within ``timeout`` seconds or failed with the status that says why."""
+async def post_rows(
+    session: aiohttp.ClientSession, url: str, names: tuple[str, ...], rows: list[list], timeout: float
+) -> list:
+    """One scoring call of rows of the features ``names``, answered within ``timeout`` seconds or failed with the
+    status that says why."""
     # BLAS scores one row with another kernel than several, which changes the last bit of the
     # probabilities: a lone row travels with a copy of itself, so no answer depends on batching.
     sent = rows * 2 if len(rows) == 1 else rows
-    payload = upstream_body(sent)
+    payload = upstream_body(names, sent)
     try:
         status, body = await _post(session, url, payload, asyncio.get_running_loop().time() + timeout)
     except TimeoutError:  # aiohttp's connect and read time-outs are TimeoutErrors too
@@ -129,7 +139,7 @@ async def post_rows(session: aiohttp.ClientSession, url: str, rows: list[list[fl
     return predictions[: len(rows)]
 
 
-def upstream_body(rows: list[list[float]]) -> bytes:
+def upstream_body(names: tuple[str, ...], rows: list[list]) -> bytes:
     """The rows as MLflow's columnar ``inputs``: a list per feature.
 
     `mlflow models serve` builds the same float64 frame from it as from
@@ -137,7 +147,7 @@ def upstream_body(rows: list[list[float]]) -> bytes:
     per call reading it (4.0 against 4.4 ms for 32 rows on this project's 2-core machine),
     and the model server's CPU is what bounds throughput under load.
     """
-    return orjson.dumps({"inputs": dict(zip(_COLUMNS, map(list, zip(*rows))))})
+    return orjson.dumps({"inputs": dict(zip(names, map(list, zip(*rows))))})
 
 
 async def _post(session, url: str, payload: bytes, deadline: float) -> tuple[int, bytes]:
@@ -168,9 +178,12 @@ class DirectForwarder:
         self.batches_sent = 0  # upstream calls, and the requests they carried (read by /metrics)
         self.requests_sent = 0
 
-    async def predict(self, rows: list[list[float]], upstream=None, deadline: float | None = None) -> Scored:
-        """Score the rows by ``deadline`` (event-loop time; ``--timeout`` from now when not given)."""
-        upstream = target_of(upstream, self._router.live)
+    async def predict(self, rows: list[list], upstream=None, deadline: float | None = None, checked=None) -> Scored:
+        """Score the rows by ``deadline`` (event-loop time; ``--timeout`` from now when not given).
+
+        ``checked``: the upstream whose contract the rows were checked against (``target_of``).
+        """
+        upstream = target_of(upstream, self._router.live, checked)
         if deadline is None:
             deadline = asyncio.get_running_loop().time() + self._timeout
         self.batches_sent += 1
@@ -180,7 +193,7 @@ class DirectForwarder:
                 predictions = await call_upstream(self._session, upstream, rows, deadline)
         except TimeoutError:
             raise timed_out() from None
-        return Scored(predictions, upstream.version)
+        return Scored(predictions, upstream.version, upstream.facts)
 
     async def close(self) -> None:
         """Nothing is queued here; the batching forwarder flushes its queue on close."""

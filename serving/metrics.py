@@ -31,6 +31,11 @@ All names start with ``proxy_``:
 - ``proxy_upstream_restarts_total``, ``proxy_rollouts_total{outcome}`` (done, failed,
   rolled_back, stopped), ``proxy_rollout_share`` (percent of requests a canary takes now),
   ``proxy_model_info{name,alias,version}`` (value 1);
+- ``proxy_registry_state{state}``: 1 for the state the last look at the registry left (``ok``,
+  ``unreachable``, ``alias_missing``, ``not_used``), 0 for the others;
+- ``proxy_model_monitor_status{version,tag,status}`` (value 1): the monitor's verdicts on the served
+  version, as its ``drift_status`` and ``performance_status`` tags hold them, read while the proxy
+  follows an alias (``serving.router``); none before the monitor has tagged it;
 - with ``--shadow``: ``proxy_shadow_rows_total{live_class,shadow_class}`` (rows both scored, by
   class pair), ``proxy_shadow_errors_total`` and ``proxy_shadow_dropped_total`` (rows the
   shadowed version failed to score, or that a full queue dropped), ``proxy_shadow_agreement``
@@ -52,14 +57,18 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.utils import floatToGoString
 
 from iris_core.shadow_evidence import LATENCY_BOUNDS_MS
+from iris_core.table.models import answer_class, answer_confidence
 from serving.log_writer import DROPPED_QUEUE_FULL, DROPPED_WRITE_ERROR
-from serving.validation import IGNORED_COLUMN, IGNORED_FIELD, IGNORED_PARAMS
+from serving.router import RegistryState
+from serving.rows import IGNORED_COLUMN, IGNORED_FIELD, IGNORED_PARAMS
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 ROWS_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384)
 CONFIDENCE_BUCKETS = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 UPSTREAM_ERROR_CODES = frozenset({502, 503, 504})
 PREFIX = "proxy"
+MAX_CLASS_LABELS = 64  # distinct values of proxy_predictions_total's class label, beyond a contract's classes
+OTHER_CLASS = "other"
 IGNORED_KINDS = (IGNORED_PARAMS, IGNORED_FIELD, IGNORED_COLUMN)
 
 
@@ -134,13 +143,22 @@ class ProxyMetrics:
         for kind in kinds:
             self._ignored[kind] += 1
 
-    def observe_predictions(self, predictions: list[dict]) -> None:
-        """The model's records for one request's rows (event loop only): count, classes, confidences."""
+    def observe_predictions(self, predictions: list, facts=None) -> None:
+        """The model's answers for one request's rows (event loop only): count, classes, confidences.
+
+        A class label is kept only for a class of the version's contract, or, for a version
+        that lists none, for the first ``MAX_CLASS_LABELS`` classes seen; the rest count as
+        ``other``, so a model that answers anything cannot grow the metrics without bound.
+        """
         self._request_rows.observe(len(predictions))
         classes, confidence = self._predictions, self._confidence
-        for record in predictions:
-            classes[record.get("prediction")] += 1
-            value = record.get("confidence")
+        known = facts.contract.classes if facts is not None else ()
+        for answer in predictions:
+            name = answer_class(answer)
+            if name not in classes and (name not in known if known else len(classes) >= MAX_CLASS_LABELS):
+                name = OTHER_CLASS
+            classes[name] += 1
+            value = answer_confidence(answer)
             if value is not None:
                 confidence.observe(value)
 
@@ -249,6 +267,7 @@ class ProxyMetrics:
         if live is not None:
             info.add_metric([router.model.name or "", router.model.alias or "", str(live.version)], 1)
         yield info
+        yield from _registry_families(router, live.version if live is not None else None)
         forwarder = proxy.forwarder
         if forwarder is not None:
             yield CounterMetricFamily(
@@ -306,6 +325,30 @@ def _shadow_families(shadowing, live_version: str | None):
     if upstream is not None and live_version is not None:
         info.add_metric([upstream.version, live_version], 1)
     yield info
+
+
+def _registry_families(router, live_version: str | None):
+    """What the router last learnt from the registry: whether it answered, and the monitor's verdicts."""
+    current = router.registry.get("state")
+    state = GaugeMetricFamily(
+        f"{PREFIX}_registry_state",
+        "Where the last look at the registry left the proxy: 1 for the current state, 0 for the others.",
+        labels=["state"],
+    )
+    for name in RegistryState:
+        state.add_metric([name.value], 1 if name == current else 0)
+    yield state
+    status = GaugeMetricFamily(
+        f"{PREFIX}_model_monitor_status",
+        "The monitor's verdicts on the served version, as its drift_status and performance_status tags hold them "
+        "(value 1).",
+        labels=["version", "tag", "status"],
+    )
+    verdicts = router.verdicts
+    if verdicts is not None and verdicts[0] == live_version:
+        for tag, value in sorted(verdicts[1].items()):
+            status.add_metric([live_version, tag, value], 1)
+    yield status
 
 
 def _counter(name: str, documentation: str, labels: list[str], values: dict) -> CounterMetricFamily:

@@ -65,12 +65,13 @@ def recorder(metrics: ProxyMetrics, writer: PredictionLogWriter | None, model_na
             metrics.observe_ignored(outcome.ignored)
         if outcome.predictions is None:
             return
-        metrics.observe_predictions(outcome.predictions)
+        metrics.observe_predictions(outcome.predictions, outcome.facts)
         if writer is not None:
             writer.submit(
                 request_id=outcome.request_id,
                 model_name=model_name,
                 model_version=outcome.version,
+                names=outcome.facts.names,
                 rows=outcome.rows,
                 predictions=outcome.predictions,
                 latency_ms=outcome.latency_s * 1000,

@@ -2,23 +2,25 @@
 
 Pure functions, no I/O, tested in process; ``serving.app`` routes the endpoints here and
 sends the rows through the same forwarder as ``/invocations``. What the protocol needs
-from this model:
+from a model version, all read from that version (its contract and MLflow signature: ``Signature``):
 
-- **Metadata** (``model_metadata``) comes from the model version's MLflow signature: one
-  input tensor per input column, one output tensor per output column, MLflow types as
+- **Metadata** (``model_metadata``): one input tensor per feature of the version's table
+  contract, one output tensor per output column of its MLflow signature, MLflow types as
   V2 datatypes (``double`` -> FP64, ``long`` -> INT64, ``string`` -> BYTES...); an
   ``object`` column of doubles (``confidence_scores``) is one FP64 tensor ``[-1, k]``
-  whose ``parameters.classes`` give the order of its columns.
-- **Inputs** (``parse_infer_request``): the four features as four tensors named after
-  them, each of shape ``[n]`` or ``[n, 1]``, or one tensor ``[n, 4]`` in feature order;
-  FP32, FP64 or any integer datatype; data as JSON (flat or nested) or as binary tensor
-  data after the JSON header (``Inference-Header-Content-Length``, Triton's default).
-  The values then meet the same rules and row limit as ``/invocations``
-  (``serving.validation``).
-- **Outputs** (``infer_response``): ``prediction`` (BYTES), ``prediction_index`` (INT64),
-  ``confidence`` (FP64), each ``[n, 1]``, and ``confidence_scores`` (FP64 ``[n, k]``);
-  ``outputs`` in the request selects among them and asks for binary data per output,
-  ``parameters.binary_data_output`` for all; the request ``id`` is echoed.
+  whose ``parameters.classes`` give the order of its columns. A model whose signature
+  declares a tensor output (any MLflow classifier logged with an inferred signature) has
+  one output, ``predictions``, of the tensor's datatype.
+- **Inputs** (``parse_infer_request``): the features as tensors named after them, each of
+  shape ``[n]`` or ``[n, 1]``, or one tensor ``[n, k]`` in feature order; FP32, FP64 or
+  any integer datatype; data as JSON (flat or nested) or as binary tensor data after the
+  JSON header (``Inference-Header-Content-Length``, Triton's default). The values then
+  meet the same rules and row limit as ``/invocations`` (``serving.rows``).
+- **Outputs** (``infer_response``): the signature's outputs, each ``[n, 1]`` (for this
+  project's model ``prediction`` (BYTES), ``prediction_index`` (INT64), ``confidence``
+  (FP64), and ``confidence_scores`` (FP64 ``[n, k]``)); ``outputs`` in the request selects
+  among them and asks for binary data per output, ``parameters.binary_data_output`` for
+  all; the request ``id`` is echoed.
 - **Errors** are the protocol's ``{"error": "..."}`` (``error_body``), from the same
   ``HttpError``s as the other endpoints, never with the request's content.
 """
@@ -31,9 +33,9 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from iris_core.schema import CLASSES, FEATURES, OUTPUT_COLUMNS
+from iris_core.table.contract import TableContract
 from serving.errors import HttpError, shorten
-from serving.validation import Limits, ValidationError, check_count, checked_row, finish
+from serving.rows import Limits, RowReader, ValidationError, check_count, finish
 
 INFERENCE_HEADER = "Inference-Header-Content-Length"
 SERVER_NAME = "iris-mlops"
@@ -65,44 +67,58 @@ _NUMERIC = {
     "UINT64": "Q",
 }
 _INTEGERS = frozenset(name for name in _NUMERIC if "INT" in name)
-_ONE_TENSOR_SHAPE = len(FEATURES)
+# numpy dtypes of an MLflow tensor spec, as V2 datatypes
+_TENSOR_DATATYPES = {
+    "float64": "FP64",
+    "float32": "FP32",
+    "int64": "INT64",
+    "int32": "INT32",
+    "int16": "INT16",
+    "int8": "INT8",
+    "uint8": "UINT8",
+    "bool": "BOOL",
+}
+PREDICTIONS = "predictions"  # the one output of a model that answers a bare value per row
 _MAX_INPUTS = 16
 
 
 @dataclass(frozen=True)
 class Signature:
-    """What the metadata and the responses need from a model version's MLflow signature."""
+    """What the metadata and the responses need from a model version: its contract's inputs, its signature's outputs."""
 
-    inputs: tuple[tuple[str, str], ...]  # (name, MLflow type)
-    outputs: tuple[tuple[str, str], ...]
+    inputs: tuple[tuple[str, str], ...]  # (name, MLflow type), the contract's features
+    outputs: tuple[tuple[str, str], ...]  # (name, V2 datatype)
     classes: tuple[str, ...]  # the columns of the class-probabilities output, in order
     scores_output: str | None  # the name of that output
 
     @classmethod
-    def from_mlflow(cls, signature: dict | None) -> "Signature":
-        """From ``ModelSignature.to_dict()`` (JSON strings of column specs); the project's schema when unknown."""
-        if not signature:
-            return DEFAULT_SIGNATURE
-        inputs = [(spec["name"], spec["type"]) for spec in json.loads(signature["inputs"])]
-        outputs, classes, scores = [], CLASSES, None
-        for spec in json.loads(signature.get("outputs") or "[]"):
-            outputs.append((spec["name"], spec["type"]))
-            if spec["type"] == "object" and spec.get("properties"):
-                classes, scores = tuple(spec["properties"]), spec["name"]
-        return cls(tuple(inputs), tuple(outputs), tuple(classes), scores)
+    def of(cls, contract: TableContract, signature: dict | None) -> "Signature":
+        """From the version's contract and its ``ModelSignature.to_dict()`` (JSON strings of column specs)."""
+        outputs, classes, scores = [], contract.classes, None
+        try:
+            specs = json.loads((signature or {}).get("outputs") or "[]")
+        except ValueError:
+            specs = []
+        for spec in specs if isinstance(specs, list) else []:
+            if not isinstance(spec, dict):
+                continue
+            if spec.get("type") == "tensor":
+                dtype = (spec.get("tensor-spec") or {}).get("dtype", "")
+                outputs.append((spec.get("name") or PREDICTIONS, _TENSOR_DATATYPES.get(str(dtype), "BYTES")))
+                continue
+            name = spec.get("name") or PREDICTIONS
+            if spec.get("type") == "object" and spec.get("properties"):
+                classes, scores = tuple(str(key) for key in spec["properties"]), name
+                outputs.append((name, "FP64"))
+            else:
+                outputs.append((name, _DATATYPES.get(spec.get("type"), "BYTES")))
+        if not outputs:
+            outputs = [(PREDICTIONS, "BYTES")]
+        return cls(contract.layout, tuple(outputs), tuple(classes), scores)
 
-
-DEFAULT_SIGNATURE = Signature(
-    inputs=tuple((name, "double") for name in FEATURES),
-    outputs=(
-        ("prediction", "string"),
-        ("prediction_index", "long"),
-        ("confidence", "double"),
-        ("confidence_scores", "object"),
-    ),
-    classes=CLASSES,
-    scores_output="confidence_scores",
-)
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.outputs)
 
 
 @dataclass(frozen=True)
@@ -131,12 +147,12 @@ def server_metadata(version: str) -> dict:
 def model_metadata(name: str, versions: list[str], signature: Signature) -> dict:
     """``GET /v2/models/{name}[/versions/{v}]``: the tensors, from the MLflow signature."""
     outputs = []
-    for column, kind in signature.outputs:
+    for column, datatype in signature.outputs:
         if column == signature.scores_output:
             tensor = {"name": column, "datatype": "FP64", "shape": [-1, len(signature.classes)]}
             outputs.append({**tensor, "parameters": {"classes": list(signature.classes)}})
         else:
-            outputs.append({"name": column, "datatype": _DATATYPES.get(kind, "BYTES"), "shape": [-1, 1]})
+            outputs.append({"name": column, "datatype": datatype, "shape": [-1, 1]})
     return {
         "name": name,
         "versions": versions,
@@ -151,8 +167,10 @@ def model_metadata(name: str, versions: list[str], signature: Signature) -> dict
 # -- requests -------------------------------------------------------------------------------
 
 
-def parse_infer_request(body: bytes, header_length: str | None, limits: Limits) -> InferRequest:
-    """The rows (FEATURES order) and requested outputs of a ``POST .../infer`` body, or a ValidationError."""
+def parse_infer_request(
+    body: bytes, header_length: str | None, limits: Limits, reader: RowReader, outputs: tuple[str, ...]
+) -> InferRequest:
+    """The rows (in the contract's order) and requested outputs (among ``outputs``) of a ``POST .../infer`` body."""
     document, binary = _split_body(body, header_length)
     if not isinstance(document, dict) or not isinstance(document.get("inputs"), list) or not document["inputs"]:
         raise _invalid('the request must be a JSON object with a non-empty "inputs" list')
@@ -164,13 +182,13 @@ def parse_infer_request(body: bytes, header_length: str | None, limits: Limits) 
     if len(document["inputs"]) > _MAX_INPUTS:
         raise _invalid(f"at most {_MAX_INPUTS} inputs, got {len(document['inputs'])}")
     for number, tensor in enumerate(document["inputs"]):
-        name, shape, values, offset = _input(tensor, number, binary, offset, limits)
+        name, shape, values, offset = _input(tensor, number, binary, offset, limits, reader.width)
         tensors.append((name, shape, values))
     if offset != len(binary):
         raise _invalid(f"{len(binary) - offset} bytes of binary data follow the inputs that no input claims")
-    rows = _rows(tensors, limits)
-    outputs = _requested(document, bool(parameters.get("binary_data_output")))
-    return InferRequest(rows, outputs, request_id)
+    rows = _rows(tensors, limits, reader)
+    requested = _requested(document, bool(parameters.get("binary_data_output")), outputs)
+    return InferRequest(rows, requested, request_id)
 
 
 def _split_body(body: bytes, header_length: str | None) -> tuple[object, bytes]:
@@ -197,7 +215,9 @@ def _parameters(holder: dict, where: str) -> dict:
     return parameters
 
 
-def _input(tensor, number: int, binary: bytes, offset: int, limits: Limits) -> tuple[str, list[int], list, int]:
+def _input(
+    tensor, number: int, binary: bytes, offset: int, limits: Limits, width: int
+) -> tuple[str, list[int], list, int]:
     """One input tensor: its name, shape and flat values (numbers, still to be checked), and the new offset."""
     if not isinstance(tensor, dict) or not isinstance(tensor.get("name"), str):
         raise _invalid(f"inputs[{number}] must be an object with a name, shape, datatype and data")
@@ -206,9 +226,9 @@ def _input(tensor, number: int, binary: bytes, offset: int, limits: Limits) -> t
     shape, datatype = tensor.get("shape"), tensor.get("datatype")
     if not isinstance(shape, list) or not shape or not all(type(d) is int and d >= 0 for d in shape):
         raise _invalid(f"{where}: shape must be a list of sizes")
-    if len(shape) > 2 or math.prod(shape) > limits.max_rows * len(FEATURES):
+    if len(shape) > 2 or math.prod(shape) > limits.max_rows * width:
         check_count(shape[0], limits)
-        raise _invalid(f"{where}: shape {shape[:4]} is neither [n], [n, 1] nor [n, {_ONE_TENSOR_SHAPE}]")
+        raise _invalid(f"{where}: shape {shape[:4]} is neither [n], [n, 1] nor [n, {width}]")
     if datatype not in _NUMERIC:
         raise _invalid(f"{where}: datatype {shorten(str(datatype), 20)!r} is not one of {', '.join(_NUMERIC)}")
     count = math.prod(shape)
@@ -263,48 +283,56 @@ def _from_binary(raw: bytes, datatype: str) -> list:
     return values.tolist()
 
 
-def _rows(tensors: list[tuple[str, list[int], list]], limits: Limits) -> list[list[float]]:
-    """The rows from four feature tensors or one ``[n, 4]`` tensor; the values meet the proxy's rules."""
-    if len(tensors) == 1 and len(tensors[0][1]) == 2 and tensors[0][1][1] == _ONE_TENSOR_SHAPE:
+def _rows(tensors: list[tuple[str, list[int], list]], limits: Limits, reader: RowReader) -> list[list]:
+    """The rows from a tensor per feature or one ``[n, k]`` tensor; the values meet the contract's rules."""
+    width = reader.width
+    shown = _shown(reader)
+    if len(tensors) == 1 and len(tensors[0][1]) == 2 and tensors[0][1][1] == width and width > 1:
         _name, shape, values = tensors[0]
         check_count(shape[0], limits)
-        columns = [values[i :: len(FEATURES)] for i in range(len(FEATURES))]
+        columns = [values[i::width] for i in range(width)]
     else:
         by_name = {}
         for name, shape, values in tensors:
-            if name not in FEATURES:
-                raise _invalid(
-                    f"unknown input {shorten(name, 40)!r}; the inputs are {', '.join(FEATURES)} (or one [n, 4])"
-                )
+            if name not in reader.name_set:
+                raise _invalid(f"unknown input {shorten(name, 40)!r}; the inputs are {shown}")
             if name in by_name:
-                raise _invalid(f"input {name!r} is given twice")
+                raise _invalid(f"input {shorten(name, 40)!r} is given twice")
             if len(shape) == 2 and shape[1] != 1:
-                raise _invalid(f"input {name!r}: shape must be [n] or [n, 1], got {shape}")
+                raise _invalid(f"input {shorten(name, 40)!r}: shape must be [n] or [n, 1], got {shape}")
             by_name[name] = (shape[0], values)
-        missing = [name for name in FEATURES if name not in by_name]
+        missing = [name for name in reader.names if name not in by_name]
         if missing:
-            raise _invalid(f"missing input {missing[0]}; the inputs are {', '.join(FEATURES)} (or one [n, 4])")
+            raise _invalid(f"missing input {shorten(missing[0], 40)}; the inputs are {shown}")
         counts = {count for count, _ in by_name.values()}
         if len(counts) != 1:
-            raise _invalid("the four inputs must have the same number of rows")
+            raise _invalid("the inputs must have the same number of rows")
         check_count(counts.pop(), limits)
-        columns = [by_name[name][1] for name in FEATURES]
+        columns = [by_name[name][1] for name in reader.names]
     errors: list[str] = []
-    rows = [checked_row(list(values), number, errors) for number, values in enumerate(zip(*columns))]
+    rows = [reader.checked_row(list(values), number, errors) for number, values in enumerate(zip(*columns))]
     return finish(rows, errors)
 
 
-def _requested(document: dict, binary_default: bool) -> tuple[Requested, ...]:
+def _shown(reader: RowReader) -> str:
+    names = ", ".join(shorten(name, 40) for name in reader.names[:8])
+    more = f" and {reader.width - 8} more" if reader.width > 8 else ""
+    one = f" (or one [n, {reader.width}])" if reader.width > 1 else ""
+    return f"{names}{more}{one}"
+
+
+def _requested(document: dict, binary_default: bool, names: tuple[str, ...]) -> tuple[Requested, ...]:
     outputs = document.get("outputs")
     if outputs is None:
-        return tuple(Requested(name, binary_default) for name in OUTPUT_COLUMNS)
-    if not isinstance(outputs, list) or len(outputs) > len(OUTPUT_COLUMNS) * 2:
+        return tuple(Requested(name, binary_default) for name in names)
+    if not isinstance(outputs, list) or len(outputs) > len(names) * 2:
         raise _invalid('"outputs" must be a list of the outputs wanted')
     chosen = []
     for number, output in enumerate(outputs):
-        if not isinstance(output, dict) or output.get("name") not in OUTPUT_COLUMNS:
-            raise _invalid(f"outputs[{number}] must name one of {', '.join(OUTPUT_COLUMNS)}")
-        binary = _parameters(output, f"output {output['name']!r}").get("binary_data", binary_default)
+        if not isinstance(output, dict) or output.get("name") not in names:
+            shown = ", ".join(shorten(name, 40) for name in names)
+            raise _invalid(f"outputs[{number}] must name one of {shown}")
+        binary = _parameters(output, f"output {shorten(output['name'], 40)!r}").get("binary_data", binary_default)
         chosen.append(Requested(output["name"], bool(binary)))
     return tuple(chosen)
 
@@ -313,13 +341,14 @@ def _requested(document: dict, binary_default: bool) -> tuple[Requested, ...]:
 
 
 def infer_response(
-    model_name: str, version: str, request: InferRequest, predictions: list[dict], classes: tuple[str, ...]
+    model_name: str, version: str, request: InferRequest, predictions: list, signature: Signature
 ) -> tuple[bytes, int | None]:
     """The response body and, when any output is binary, the length of its JSON header."""
     count = len(predictions)
     outputs, chunks = [], []
+    datatypes = dict(signature.outputs)
     for wanted in request.outputs:
-        datatype, shape, values = _output(wanted.name, predictions, classes, count)
+        datatype, shape, values = _output(wanted.name, predictions, signature, datatypes, count)
         tensor = {"name": wanted.name, "datatype": datatype, "shape": shape}
         if wanted.binary:
             raw = _to_binary(values, datatype)
@@ -338,19 +367,37 @@ def infer_response(
     return header + b"".join(chunks), len(header)
 
 
-def _output(name: str, predictions: list[dict], classes: tuple[str, ...], count: int) -> tuple[str, list[int], list]:
-    if name == "confidence_scores":
-        values = [record["confidence_scores"][cls] for record in predictions for cls in classes]
+def _output(
+    name: str, predictions: list, signature: Signature, datatypes: dict, count: int
+) -> tuple[str, list[int], list]:
+    """One output tensor: a column of the model's records, its class scores, or its bare answers."""
+    if name == signature.scores_output:
+        classes = signature.classes
+        values = [record[name][cls] for record in predictions for cls in classes]
         return "FP64", [count, len(classes)], values
-    values = [record[name] for record in predictions]
-    datatype = {"prediction": "BYTES", "prediction_index": "INT64", "confidence": "FP64"}[name]
+    if predictions and isinstance(predictions[0], dict):
+        values = [record.get(name) for record in predictions]
+    else:
+        values = [_scalar(value) for value in predictions]
+    datatype = datatypes.get(name, "BYTES")
+    if datatype not in _NUMERIC and datatype != "BOOL":
+        datatype, values = "BYTES", [str(value) for value in values]
     return datatype, [count, 1], values
+
+
+def _scalar(value):
+    """One row's bare answer: MLflow answers ``[0, 2]`` or ``[[0], [2]]`` for a column of classes."""
+    while isinstance(value, list) and len(value) == 1:
+        value = value[0]
+    return value
 
 
 def _to_binary(values: list, datatype: str) -> bytes:
     if datatype == "BYTES":  # each element: its length as a little-endian uint32, then its bytes
         encoded = [str(value).encode() for value in values]
         return b"".join(len(item).to_bytes(4, "little") + item for item in encoded)
+    if datatype == "BOOL":
+        return bytes(bool(value) for value in values)
     packed = array.array(_NUMERIC[datatype], values)
     if sys.byteorder != "little":
         packed.byteswap()

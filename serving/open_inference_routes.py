@@ -14,7 +14,6 @@ import importlib.metadata
 import orjson
 from aiohttp import web
 
-from iris_core.errors import RegistryUnavailable
 from serving.errors import HttpError
 from serving.open_inference import (
     BINARY_TYPE,
@@ -64,13 +63,13 @@ class OpenInference:
         version = request.match_info.get("version")
         return None if version is None else self._loaded(version)
 
-    def parse(self, request: web.Request, body: bytes, limits):
-        return parse_infer_request(body, request.headers.get(INFERENCE_HEADER), limits)
+    def parse(self, request: web.Request, body: bytes, limits, facts):
+        header_length = request.headers.get(INFERENCE_HEADER)
+        return parse_infer_request(body, header_length, limits, facts.reader, facts.signature.output_names)
 
     def answer(self, request: web.Request, parsed, scored) -> web.Response:
-        classes = self.proxy.signatures.known(scored.version).classes
         body, header_length = infer_response(
-            self.router.model.name, scored.version, parsed, scored.predictions, classes
+            self.router.model.name, scored.version, parsed, scored.predictions, scored.facts.signature
         )
         if header_length is None:
             return web.Response(body=body, headers={"Content-Type": "application/json"})
@@ -94,17 +93,12 @@ class OpenInference:
     async def metadata(self, request: web.Request) -> web.Response:
         try:
             upstream = self._named(request)
-            if upstream is None:
+            if upstream is None or upstream.facts is None:
                 raise HttpError(503, "UPSTREAM_UNAVAILABLE", "the model server is not serving yet")
-            signature = await self.proxy.signatures.get(upstream.version, self.proxy.config.timeout)
         except HttpError as exc:
             return _error(exc)
-        except RegistryUnavailable:
-            return _error(
-                HttpError(503, "REGISTRY_UNAVAILABLE", "the model's signature cannot be read from the registry")
-            )
         name = self.router.model.name
-        return _json(model_metadata(name, self.router.loaded_versions(), signature))
+        return _json(model_metadata(name, self.router.loaded_versions(), upstream.facts.signature))
 
     async def model_ready(self, request: web.Request) -> web.Response:
         try:

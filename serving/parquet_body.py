@@ -13,17 +13,8 @@ pandas metadata, are not columns, as ``pandas.read_parquet`` reads them.
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from iris_core.schema import FEATURES
-from serving.validation import (
-    IGNORED_COLUMN,
-    Invocation,
-    Limits,
-    ValidationError,
-    check_count,
-    checked_row,
-    feature_positions,
-    finish,
-)
+from serving.errors import shorten
+from serving.rows import IGNORED_COLUMN, Invocation, Limits, RowReader, ValidationError, check_count, finish
 
 # What decoding the feature columns may take, from the sizes the metadata declares: a
 # float64 is 8 bytes, so this leaves room for headers, statistics and dictionaries.
@@ -31,7 +22,7 @@ _BYTES_PER_VALUE = 32
 _BYTES_PER_COLUMN_CHUNK = 4096
 
 
-def parquet_rows(body: bytes, limits: Limits) -> Invocation:
+def parquet_rows(body: bytes, limits: Limits, reader: RowReader) -> Invocation:
     try:
         file = pq.ParquetFile(pa.BufferReader(body))
         schema, metadata = file.schema_arrow, file.metadata
@@ -43,29 +34,34 @@ def parquet_rows(body: bytes, limits: Limits) -> Invocation:
         if isinstance(column, str):
             index_columns.add(column)
     names = [name for name in schema.names if name not in index_columns]
-    feature_positions(names, "the Parquet columns", repeats="refused")
+    reader.positions(names, "the Parquet columns", repeats="refused")
+    features = reader.names
     check_count(metadata.num_rows, limits)
-    problems = [f"column {name}: {problem}" for name in FEATURES if (problem := _type_problem(schema.field(name).type))]
+    problems = [
+        f"column {shorten(name, 40)}: {problem}"
+        for name in features
+        if (problem := _type_problem(schema.field(name).type))
+    ]
     if problems:
         raise ValidationError(400, "INVALID_VALUE", f"invalid feature columns ({problems[0]})", problems)
-    _check_decoded_size(metadata, [schema.get_field_index(name) for name in FEATURES])
+    _check_decoded_size(metadata, [schema.get_field_index(name) for name in features])
     try:
-        table = file.read(columns=list(FEATURES), use_pandas_metadata=False)
+        table = file.read(columns=list(features), use_pandas_metadata=False)
     except (pa.ArrowException, OSError, ValueError):
         raise ValidationError(400, "MALFORMED_REQUEST", "the Parquet file cannot be read") from None
     if table.num_rows != metadata.num_rows:
         raise ValidationError(400, "MALFORMED_REQUEST", "the Parquet file holds another number of rows than it says")
     columns, problems = [], []
-    for name in FEATURES:
+    for name in features:
         values, problem = _values(table.column(name))
         columns.append(values)
         if problem:
-            problems.append(f"column {name}: {problem}")
+            problems.append(f"column {shorten(name, 40)}: {problem}")
     if problems:
         raise ValidationError(400, "INVALID_VALUE", f"invalid feature columns ({problems[0]})", problems)
     errors: list[str] = []
-    rows = [checked_row(list(values), number, errors) for number, values in enumerate(zip(*columns))]
-    extra = len(names) > len(FEATURES)
+    rows = [reader.checked_row(list(values), number, errors) for number, values in enumerate(zip(*columns))]
+    extra = len(names) > reader.width
     return Invocation(finish(rows, errors), frozenset({IGNORED_COLUMN}) if extra else frozenset())
 
 

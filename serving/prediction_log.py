@@ -8,11 +8,11 @@ random number, not one per row, and nothing is copied or encoded on it.
 
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from iris_core.records import encode, make_record, timestamp
-from iris_core.schema import FEATURES
+from iris_core.table.models import answer_class, answer_confidence
 from serving.log_writer import LogWriter
 
 
@@ -33,24 +33,26 @@ class PredictionLogWriter(LogWriter):
         request_id: str,
         model_name: str,
         model_version: str | None,
+        names: Sequence[str],
         rows: Sequence,
-        predictions: Sequence[Mapping],
+        predictions: Sequence,
         latency_ms: float,
     ) -> bool:
         """Queue one request; False if it is not logged.
 
-        ``rows`` are dicts or value sequences in FEATURES order; ``predictions`` are the
-        model's records for them (``prediction`` and ``confidence`` are read from each).
+        ``rows`` are dicts or value sequences in the order of ``names`` (the answering
+        version's contract); ``predictions`` are the model's answers for them (the class and
+        any confidence are read from each: ``iris_core.table.models``).
         """
         if self.sample_rate < 1.0 and random.random() >= self.sample_rate:
             return False
-        return self.put((time.time(), request_id, model_name, model_version, rows, predictions, latency_ms))
+        return self.put((time.time(), request_id, model_name, model_version, names, rows, predictions, latency_ms))
 
     def rows(self, item) -> int:
-        return len(item[4])
+        return len(item[5])
 
     def lines(self, item) -> list[bytes]:
-        epoch, request_id, model_name, model_version, rows, predictions, latency_ms = item
+        epoch, request_id, model_name, model_version, names, rows, predictions, latency_ms = item
         ts = timestamp(epoch)
         return [
             encode(
@@ -61,9 +63,9 @@ class PredictionLogWriter(LogWriter):
                     model_name=model_name,
                     model_version=model_version,
                     features=features,
-                    names=FEATURES,
-                    prediction=output["prediction"],
-                    confidence=output["confidence"],
+                    names=names,
+                    prediction=answer_class(output),
+                    confidence=answer_confidence(output),
                     latency_ms=latency_ms,
                 )
             )

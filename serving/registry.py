@@ -1,4 +1,4 @@
-"""The registry, as the proxy asks and writes it: where aliases point, signatures, version tags, alias moves.
+"""The registry, as the proxy asks and writes it: where aliases point, what a version is, version tags, alias moves.
 
 The proxy asks the same few things whatever the store, so the operations are written
 once, below, over any ``iris_core.registry_client.RegistryClient``, and run where that
@@ -36,6 +36,8 @@ from iris_core.refs import ModelRef, RunModelRef
 from iris_core.registry_client import RegistryClient
 from iris_core.resolver import Resolved
 
+MAX_EXAMPLE_BYTES = 2**20  # an input example larger than this is not read (readiness then uses /ping)
+EXAMPLE_ROWS = 5
 LOOKUP_TIMEOUT_S = 120.0  # one whole operation; each HTTP call of the REST client has its own deadline too
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # MLflow's, when MLFLOW_TRACKING_URI is not set
 # MLflow's authentication plugins: only MLflow's own client can speak them.
@@ -97,12 +99,56 @@ def write_version_tags(client: RegistryClient, name: str, version: str, tags: di
         client.set_model_version_tag(name, version, key, value)
 
 
-def signature_with_mlflow(client, model: ModelRef, version: str) -> dict | None:
-    """The version's signature (``ModelSignature.to_dict()``) as MLflow reads its MLmodel file; None when it has none."""
+def document_with_mlflow(client, model: ModelRef, version: str) -> dict:
+    """What the version's ``MLmodel`` file says of it, as MLflow reads it (``serving.model_facts`` builds on it).
+
+    ``signature`` (``ModelSignature.to_dict()``, None without one), ``metadata`` (where
+    training logs the table contract) and ``example``: the first rows of the input example
+    logged with the model, in pandas' split orient, or None.
+    """
     from mlflow.models import get_model_info
 
-    signature = get_model_info(model.version_uri(version)).signature
-    return signature.to_dict() if signature is not None else None
+    uri = model.version_uri(version)
+    info = get_model_info(uri)
+    example = None
+    saved = info.saved_input_example_info or {}
+    if saved.get("type") == "dataframe" and saved.get("artifact_path"):
+        example = _example_with_mlflow(f"{uri.rstrip('/')}/{saved['artifact_path']}")
+    signature = info.signature
+    return {
+        "signature": signature.to_dict() if signature is not None else None,
+        "metadata": info.metadata,
+        "example": example,
+    }
+
+
+def _example_with_mlflow(uri: str) -> dict | None:
+    import tempfile
+
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as directory:
+        try:
+            path = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=directory)
+            with open(path, "rb") as handle:
+                return example_rows(handle.read(MAX_EXAMPLE_BYTES + 1))
+        except (OSError, ValueError, mlflow.exceptions.MlflowException):
+            return None
+
+
+def example_rows(raw: bytes) -> dict | None:
+    """The first rows of an input example file (pandas' split orient), small enough to keep; None otherwise."""
+    import json
+
+    if len(raw) > MAX_EXAMPLE_BYTES:
+        return None
+    try:
+        document = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(document, dict) or not isinstance(document.get("data"), list):
+        return None
+    return {"columns": document.get("columns"), "data": document["data"][:EXAMPLE_ROWS]}
 
 
 def move_alias_back(client: RegistryClient, name, alias, expected, version, how, reason, by) -> bool:
@@ -148,12 +194,12 @@ class RegistryLookup:
         """The version now named (None when the alias is not set); blocks, for start-up."""
         return self._run_blocking(lookup_version, self.model)
 
-    def signature(self, version: str) -> dict | None:
-        """The version's MLflow signature (``ModelSignature.to_dict()``), None when it has none; blocks, for start-up."""
-        return self._run_blocking(self.read_signature, self.model, version)
+    def document(self, version: str) -> dict:
+        """What the version's MLmodel file says of it (``document_with_mlflow``); blocks, for start-up."""
+        return self._run_blocking(self.read_document, self.model, version)
 
-    async def signature_async(self, version: str) -> dict | None:
-        return await self._run(self.read_signature, self.model, version)
+    async def document_async(self, version: str) -> dict:
+        return await self._run(self.read_document, self.model, version)
 
     async def resolve_async(self, model: ModelRef | None = None) -> Resolved | None:
         """The version ``model`` (by default the served one) names now; None when its alias is not set."""
@@ -168,8 +214,8 @@ class RegistryLookup:
     async def move_alias_if(self, alias: str, expected: str, version: str, *, how: str, reason: str, by: str) -> bool:
         return await self._run(move_alias_back, self.model.name, alias, expected, version, how, reason, by)
 
-    # Reads a version's signature from its MLflow model: (client, model, version) -> dict | None.
-    read_signature = staticmethod(signature_with_mlflow)
+    # Reads what a version's MLflow model says of it: (client, model, version) -> dict.
+    read_document = staticmethod(document_with_mlflow)
 
     async def _run(self, function, *args):
         """``function(client, *args)`` with this lookup's client: its value, or RegistryUnavailable."""

@@ -33,7 +33,7 @@ import aiohttp
 from iris_core.errors import RegistryUnavailable
 from iris_core.refs import ModelRef, RunModelRef
 from iris_core.registry_client import RegistryApiError
-from serving.registry import LOOKUP_TIMEOUT_S, RegistryLookup, reported, unpacked
+from serving.registry import LOOKUP_TIMEOUT_S, RegistryLookup, example_rows, reported, unpacked
 
 API_PREFIX = "/api/2.0/mlflow/"
 ARTIFACTS_PREFIX = "/api/2.0/mlflow-artifacts/artifacts/"  # the server's artifact proxy (--serve-artifacts)
@@ -213,14 +213,14 @@ class RestRegistryClient:
             files += [FileInfo(f"{name}/{entry.path}", entry.is_dir) for entry in self._listing(location, inside)]
         return files
 
-    def model_signature(self, name: str, version: str) -> dict | None:
-        """The ``signature`` of the version's MLmodel file (as ``ModelSignature.to_dict()`` gives it), None without one."""
+    def model_document(self, name: str, version: str) -> dict:
+        """What the version's MLmodel file says of it: ``signature``, ``metadata``, ``example`` (``serving.registry``)."""
         answer = self._call("GET", "model-versions/get-download-uri", params={"name": name, "version": str(version)})
         with _reading("model-versions/get-download-uri"):
             location = answer["artifact_uri"]
-        return self._signature_at(location, f"version {version}")
+        return self._document_at(location, f"version {version}")
 
-    def run_model_signature(self, run_id: str, artifact_path: str) -> dict | None:
+    def run_model_document(self, run_id: str, artifact_path: str) -> dict:
         """The same for a model a run logged (``runs:/<run_id>/<artifact_path>``)."""
         name, _, inside = artifact_path.partition("/")
         model = self._logged_model_location(run_id, name)
@@ -228,7 +228,7 @@ class RestRegistryClient:
             location = model.rstrip("/") + (f"/{inside}" if inside else "")
         else:
             location = self.get_run(run_id).info.artifact_uri.rstrip("/") + "/" + artifact_path
-        return self._signature_at(location, f"run {run_id}'s model")
+        return self._document_at(location, f"run {run_id}'s model")
 
     def _logged_model_location(self, run_id: str, name: str) -> str | None:
         """Where the model the run logged as ``name`` keeps its files; None when it logged none by that name."""
@@ -263,29 +263,43 @@ class RestRegistryClient:
                 return []
         raise RegistryUnavailable(f"the model files at {parsed.scheme}:// are read only by MLflow's own client")
 
-    def _signature_at(self, location: str, what: str) -> dict | None:
+    def _document_at(self, location: str, what: str) -> dict:
         """Read the MLmodel file under ``location`` where it is: through the server's artifact proxy
         (``mlflow-artifacts:/``, what ``mlflow server --serve-artifacts`` hands out) or at a local
-        path. Other stores (``s3://``...) need their own clients, which only MLflow's side of the
-        stack carries."""
+        path, and the input example beside it when the model logged one. Other stores (``s3://``...)
+        need their own clients, which only MLflow's side of the stack carries."""
         import yaml  # MLflow's own dependency, for its MLmodel files
 
-        parsed = urlparse(location)
-        if parsed.scheme == "mlflow-artifacts":
-            text = self._call("GET", ARTIFACTS_PREFIX + quote(parsed.path.strip("/") + "/MLmodel"), raw=True)
-        elif parsed.scheme in ("", "file"):
-            text = _local_file(Path(unquote(parsed.path)) / "MLmodel")
-        else:
-            raise RegistryUnavailable(
-                f"{what}'s files are in {parsed.scheme}:// storage, which the proxy reads only through "
-                "the tracking server (mlflow server --serve-artifacts)"
-            )
         try:
-            document = yaml.safe_load(text)
+            document = yaml.safe_load(self._model_file(location, "MLmodel", what))
         except yaml.YAMLError:
             raise RegistryUnavailable(f"{what}'s MLmodel file is not YAML") from None
-        signature = document.get("signature") if isinstance(document, dict) else None
-        return dict(signature) if isinstance(signature, dict) else None
+        if not isinstance(document, dict):
+            document = {}
+        signature, metadata = document.get("signature"), document.get("metadata")
+        saved = document.get("saved_input_example_info")
+        example = None
+        if isinstance(saved, dict) and saved.get("type") == "dataframe" and isinstance(saved.get("artifact_path"), str):
+            try:
+                example = example_rows(self._model_file(location, saved["artifact_path"], what))
+            except (RegistryUnavailable, RegistryApiError):  # no example: readiness falls back to /ping
+                example = None
+        return {
+            "signature": dict(signature) if isinstance(signature, dict) else None,
+            "metadata": dict(metadata) if isinstance(metadata, dict) else None,
+            "example": example,
+        }
+
+    def _model_file(self, location: str, name: str, what: str) -> bytes:
+        parsed = urlparse(location)
+        if parsed.scheme == "mlflow-artifacts":
+            return self._call("GET", ARTIFACTS_PREFIX + quote(parsed.path.strip("/") + "/" + name), raw=True)
+        if parsed.scheme in ("", "file"):
+            return _local_file(Path(unquote(parsed.path)) / name)
+        raise RegistryUnavailable(
+            f"{what}'s files are in {parsed.scheme}:// storage, which the proxy reads only through "
+            "the tracking server (mlflow server --serve-artifacts)"
+        )
 
     def _call(self, method: str, endpoint: str, body: dict | None = None, params: dict | None = None, raw=False):
         future = asyncio.run_coroutine_threadsafe(self.request(method, endpoint, body, params, raw), self.loop)
@@ -386,10 +400,10 @@ def _tags(entity: dict) -> dict[str, str]:
     return {tag["key"]: tag.get("value", "") for tag in entity.get("tags", [])}
 
 
-def signature_over_rest(client: RestRegistryClient, model: ModelRef | RunModelRef, version: str) -> dict | None:
+def document_over_rest(client: RestRegistryClient, model: ModelRef | RunModelRef, version: str) -> dict:
     if isinstance(model, RunModelRef):
-        return client.run_model_signature(model.run_id, model.artifact_path)
-    return client.model_signature(model.name, version)
+        return client.run_model_document(model.run_id, model.artifact_path)
+    return client.model_document(model.name, version)
 
 
 class RestRegistryLookup(RegistryLookup):
@@ -401,7 +415,7 @@ class RestRegistryLookup(RegistryLookup):
         self._env = env
         self._connection: Connection | None = None
 
-    read_signature = staticmethod(signature_over_rest)
+    read_document = staticmethod(document_over_rest)
 
     def _run_blocking(self, function, *args):
         return asyncio.run(self._run(function, *args))

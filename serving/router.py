@@ -16,9 +16,16 @@ replicas move it once), recorded as an ``auto-rollback``, and the bad version is
 with the evidence. The router does not roll that version out again until the alias moves
 to it again. Moving the alias away during a delivery stops it at once.
 
+Before a version's model server starts, the router learns what the version is from the
+registry (``serving.model_facts``: its table contract, outputs and readiness check); a
+version it cannot learn, or cannot serve (no signature), fails its rollout as a start
+failure would, and the live version serves on. Two versions may read different feature
+sets: copies of one's requests go to the other (the delivery's comparison, the shadow)
+only when both read the same features.
+
 The router's only contact with processes and the registry is through the upstreams it
-makes (``make_upstream``) and the lookup it is given, so the state machine runs in process
-against fakes in the tests.
+makes (``make_upstream``), the lookup and the facts it is given, so the state machine runs
+in process against fakes in the tests.
 """
 
 import asyncio
@@ -32,10 +39,12 @@ from enum import StrEnum
 
 import aiohttp
 
-from iris_core.contract import MoveKind, RolloutOutcome, Tag
+from iris_core.contract import DriftStatus, MoveKind, PerformanceStatus, RolloutOutcome, Tag
 from iris_core.resolver import Resolved
+from iris_core.table.contract import ContractError
 from serving.analysis import CallStats, Comparison, Finding, Thresholds, analyse
 from serving.forwarding import Route
+from serving.model_facts import VersionFacts
 from serving.registry import RegistryLookup, RegistryUnavailable, RegistryWriter
 from serving.shadow import ShadowScorer
 from serving.shadowing import Shadowing
@@ -47,6 +56,9 @@ RESTART_BACKOFF_S = (1.0, 30.0)  # first wait and cap, doubling, before a dead l
 RESTART_STABLE_S = 60.0  # the wait goes back to the first only after a server stayed up this long
 ROLLOUT_BACKOFF_S = (5.0, 300.0)  # the same for another try at a version that failed to start
 ANALYSIS_INTERVAL_S = 0.5  # how often a delivery compares the new version with the previous one
+VERDICTS_REFRESH_S = 30.0  # how often a poll reads the served version's monitor verdicts again (they change hourly)
+# The monitor's verdicts on a version (its tags), with the values it writes; /metrics shows any other as "unknown".
+VERDICT_VALUES = {Tag.DRIFT_STATUS: frozenset(DriftStatus), Tag.PERFORMANCE_STATUS: frozenset(PerformanceStatus)}
 
 
 class RolloutState(StrEnum):
@@ -141,11 +153,13 @@ class Router:
         lookup: RegistryLookup | None = None,
         make_upstream: Callable[[Resolved], Upstream] | None = None,
         writer: RegistryWriter | None = None,
+        facts: VersionFacts | None = None,
     ):
         self.config = config
         self.model = config.model
         self.lookup = lookup
         self.writer = writer or lookup  # the helper process both reads and writes
+        self.facts = facts or VersionFacts(lookup)
         self.make_upstream = make_upstream or self._managed
         self.live: Upstream | None = None
         self.canary: Upstream | None = None  # during a canary step: the new version, taking ``share`` percent
@@ -155,7 +169,7 @@ class Router:
         self.analysis_interval_s = ANALYSIS_INTERVAL_S
         self.host = socket.gethostname()
         self.shadowing = (
-            Shadowing(config, self.make_upstream, lookup, self.writer, self._spawn)
+            Shadowing(config, self.make_upstream, self.prepare, lookup, self.writer, self._spawn)
             if config.shadow and lookup is not None
             else None
         )
@@ -166,6 +180,9 @@ class Router:
             "checked_at": time.time(),
         }
         self.events = Events()
+        self.verdicts: tuple[str, dict[str, str]] | None = None  # (version, the monitor's verdict tags on it)
+        self.verdicts_refresh_s = VERDICTS_REFRESH_S
+        self._verdicts_read_at = 0.0
         self.restart_backoff_s = RESTART_BACKOFF_S
         self.restart_stable_s = RESTART_STABLE_S
         self.restart_in_s: float | None = None  # the wait before the live upstream's next start, while it is down
@@ -182,7 +199,8 @@ class Router:
         self._recording = False
         if config.upstream:
             version = initial.version if initial else (self.model.version or "unknown")
-            self.live = ExternalUpstream(config.upstream, version, initial.run_id if initial else None)
+            run_id = initial.run_id if initial else None
+            self.live = ExternalUpstream(config.upstream, version, run_id, self.facts.known(version))
         else:
             self.live = self.make_upstream(initial)
 
@@ -233,10 +251,14 @@ class Router:
         if outcome.predictions is None:
             return
         delivery = self.delivery
-        if delivery is not None and outcome.version == delivery.candidate.version:
+        if (
+            delivery is not None
+            and outcome.version == delivery.candidate.version
+            and delivery.candidate.layout == delivery.baseline.layout
+        ):
             delivery.compare.offer(outcome.rows, outcome.predictions, outcome.version)
         if self.shadowing is not None:
-            self.shadowing.observe(outcome, self.live.version if self.live else None)
+            self.shadowing.observe(outcome, self.live)
 
     def upstream_for(self, version: str) -> Upstream | None:
         """The upstream serving ``version`` now: live, in a delivery, or warm and ready; None otherwise."""
@@ -256,6 +278,7 @@ class Router:
     async def health(self) -> tuple[bool, dict]:
         live = self.live
         healthy = live is not None and await live.is_up(self._session)
+        contract = live.facts.contract if live is not None and live.facts is not None else None
         body = {
             "status": "healthy" if healthy else "degraded",
             "model": {
@@ -263,6 +286,11 @@ class Router:
                 "alias": self.model.alias,
                 "version": live.version if live else None,
                 "run_id": live.run_id if live else None,
+                "contract": (
+                    {"name": contract.name, "origin": contract.origin, "features": len(contract.features)}
+                    if contract
+                    else None
+                ),
             },
             "upstream": live.describe() if live else None,
             "warm": [{"version": u.version, "state": u.state, "pid": u.describe()["pid"]} for u in self.warm],
@@ -277,7 +305,17 @@ class Router:
     # -- keeping the live upstream up ---------------------------------------------------------
 
     def _managed(self, target: Resolved) -> ManagedUpstream:
-        return ManagedUpstream(self.model.version_uri(target.version), target.version, target.run_id, self.config)
+        uri = self.model.version_uri(target.version)
+        return ManagedUpstream(uri, target.version, target.run_id, self.config, self.facts.known(target.version))
+
+    async def prepare(self, upstream: Upstream) -> None:
+        """Learn what the upstream's version is before it starts; UpstreamStartError when that cannot be done."""
+        if upstream.facts is not None:
+            return
+        try:
+            upstream.facts = await self.facts.get(upstream.version, self.config.timeout)
+        except (RegistryUnavailable, ContractError) as exc:
+            raise UpstreamStartError(f"version {upstream.version}: {exc}") from None
 
     async def _keep_running(self, upstream: Upstream, started: bool) -> None:
         """Run it until it is retired; when it dies (or hangs and is killed) while live, start it again.
@@ -370,6 +408,33 @@ class Router:
         self._rejected &= {target.version}  # the alias left a rolled-back version: it may be tried when it returns
         self._desired = target
         self.reconcile()
+        await self._read_verdicts()
+
+    async def _read_verdicts(self) -> None:
+        """The monitor's verdicts on the served version (its ``drift_status`` and ``performance_status`` tags),
+        for ``/metrics``: read again when the served version changes or ``verdicts_refresh_s`` have passed;
+        the last ones read stay while the registry does not answer."""
+        live = self.live
+        if live is None or (
+            self.verdicts is not None
+            and self.verdicts[0] == live.version
+            and time.monotonic() - self._verdicts_read_at < self.verdicts_refresh_s
+        ):
+            return
+        try:
+            tags = await self.lookup.version_tags(live.version)
+        except RegistryUnavailable as exc:
+            _logger.debug("could not read the tags of version %s: %s", live.version, exc)
+            return
+        self._verdicts_read_at = time.monotonic()
+        self.verdicts = (
+            live.version,
+            {
+                key: tags[key] if tags[key] in known else "unknown"
+                for key, known in VERDICT_VALUES.items()
+                if key in tags
+            },
+        )
 
     def _registry_state(self, state: RegistryState, message: str | None) -> None:
         if state != self.registry.get("state"):
@@ -415,6 +480,7 @@ class Router:
 
     async def _bring_up(self, upstream: Upstream, attempts: int, record: Rollout) -> None:
         try:
+            await self.prepare(upstream)
             await upstream.start(self._session)
         except UpstreamStartError as exc:
             first, cap = self.rollout_backoff_s

@@ -24,6 +24,7 @@ import logging
 import time
 
 from iris_core.shadow_evidence import ShadowCounts
+from iris_core.table.models import answer_class
 
 _logger = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ class ShadowScorer:
         self.counts: dict[str, ShadowCounts] = {}  # reference version -> what the target answered beside it
         self.offered_requests = 0
         self.dropped_rows = 0  # copies refused because the queue was full
+        self.incompatible_requests = 0  # requests not copied: the target reads other features
         self._session = session
         self._timeout = float(timeout)
         self._max_batch_rows = max_batch_rows
@@ -136,6 +138,5 @@ class ShadowScorer:
         counts.observe_call((time.perf_counter() - started) * 1000, pairs, len(rows))
 
 
-def _class(record) -> str:
-    value = record.get("prediction") if isinstance(record, dict) else None
-    return str(value)[:40]
+def _class(answer) -> str:
+    return str(answer_class(answer))[:40]

@@ -35,10 +35,11 @@ def proxy_id() -> str:
 class Shadowing:
     """The shadowed version's model server, its scorer, and the evidence written for it."""
 
-    def __init__(self, config, make_upstream, lookup, writer, spawn):
+    def __init__(self, config, make_upstream, prepare, lookup, writer, spawn):
         self.config = config
         self.model = config.shadow_model
         self.make_upstream = make_upstream
+        self.prepare = prepare  # learns the version's facts before its model server starts (Router.prepare)
         self.lookup = lookup
         self.writer = writer
         self.upstream = None  # the shadowed version's model server, once it answers
@@ -92,6 +93,7 @@ class Shadowing:
 
     async def _bring_up(self, upstream, attempts: int) -> None:
         try:
+            await self.prepare(upstream)
             await upstream.start(self._session)
         except UpstreamStartError as exc:
             first, cap = self.start_backoff_s
@@ -164,11 +166,19 @@ class Shadowing:
             return None
         return self._end(keep_upstream=True)
 
-    def observe(self, outcome, live_version: str | None) -> None:
-        """A client's answered request: a copy goes to the shadowed version if the live version gave it."""
+    def observe(self, outcome, live) -> None:
+        """A client's answered request: a copy goes to the shadowed version if the live version gave it.
+
+        A shadowed version that reads other features than the live one cannot score copies of
+        its requests: nothing is copied then (``/health`` says why).
+        """
         scorer = self.scorer
-        if scorer is not None and outcome.version == live_version:
-            scorer.offer(outcome.rows, outcome.predictions, outcome.version)
+        if scorer is None or live is None or outcome.version != live.version:
+            return
+        if self.upstream.layout != live.layout:
+            scorer.incompatible_requests += 1
+            return
+        scorer.offer(outcome.rows, outcome.predictions, outcome.version)
 
     # -- the evidence in the registry ---------------------------------------------------------
 
@@ -217,6 +227,11 @@ class Shadowing:
                 p99_ms=counts.p99_ms if counts else None,
                 dropped_rows=scorer.dropped_rows,
             )
+            if scorer.incompatible_requests:
+                body["error"] = (
+                    f"version {upstream.version} reads other features than the live version: nothing is copied "
+                    f"({scorer.incompatible_requests} requests not copied)"
+                )
         return body
 
     async def close(self) -> None:

@@ -33,7 +33,7 @@ import aiohttp
 
 from iris_core.processes import die_with_parent, free_port, is_running
 from iris_core.redaction import redact
-from iris_core.schema import CANARY_CLASS, CANARY_ROW
+from iris_core.table.models import answer_class
 from serving.analysis import CallStats
 from serving.errors import ServingError
 from serving.forwarding import UpstreamError, post_rows, unavailable
@@ -61,14 +61,20 @@ class UpstreamState(StrEnum):
 
 
 class Upstream:
-    """A scoring server the proxy can send rows to, serving one model version."""
+    """A scoring server the proxy can send rows to, serving one model version.
+
+    ``facts`` (``serving.model_facts.ModelFacts``) is what the registry says of that version:
+    the contract requests to it are checked against, the features it is sent, its readiness
+    check. The router sets them before the upstream starts.
+    """
 
     kind = "external"
     managed = False  # started, restarted and stopped by the router
 
-    def __init__(self, version: str, run_id: str | None = None):
+    def __init__(self, version: str, run_id: str | None = None, facts=None):
         self.version = version
         self.run_id = run_id
+        self.facts = facts
         self.base_url: str | None = None
         self.invocations_url: str | None = None  # set only while it takes requests
         self.state = UpstreamState.STARTING
@@ -80,7 +86,12 @@ class Upstream:
         self.base_url = base_url
         self.invocations_url = f"{base_url}/invocations" if base_url else None
 
-    async def score(self, session: aiohttp.ClientSession, rows: list[list[float]], timeout: float) -> list[dict]:
+    @property
+    def layout(self) -> tuple:
+        """The names and types of the features its version reads (two upstreams with one layout take the same rows)."""
+        return self.facts.layout if self.facts is not None else None
+
+    async def score(self, session: aiohttp.ClientSession, rows: list[list], timeout: float) -> list:
         """One ``/invocations`` call; ``inflight`` counts calls so that a retiring upstream is drained first."""
         url = self.invocations_url
         started = time.perf_counter()
@@ -89,7 +100,7 @@ class Upstream:
         try:
             if url is None:
                 raise unavailable()
-            predictions = await post_rows(session, url, rows, timeout)
+            predictions = await post_rows(session, url, self.facts.names, rows, timeout)
             return predictions
         finally:
             self.inflight -= 1
@@ -99,10 +110,10 @@ class Upstream:
         return self.state == UpstreamState.READY
 
     async def check(self, session: aiohttp.ClientSession, timeout: float) -> None:
-        """Raise UpstreamStartError unless it scores the canary row correctly now (``/ready``)."""
+        """Raise UpstreamStartError unless it passes its version's readiness check now (``/ready``)."""
         if self.invocations_url is None:
             raise UpstreamStartError("it is not serving")
-        await check_canary(session, self.invocations_url, timeout)
+        await check_ready(session, self.base_url, self.facts, timeout)
 
     def describe(self) -> dict:
         return {
@@ -118,8 +129,8 @@ class Upstream:
 class ExternalUpstream(Upstream):
     """An ``mlflow models serve`` that the user started (``--upstream URL``); we only talk to it."""
 
-    def __init__(self, base_url: str, version: str, run_id: str | None = None):
-        super().__init__(version, run_id)
+    def __init__(self, base_url: str, version: str, run_id: str | None = None, facts=None):
+        super().__init__(version, run_id, facts)
         self._serve_at(base_url.rstrip("/"))
         self.state = UpstreamState.UNKNOWN
 
@@ -140,8 +151,8 @@ class ManagedUpstream(Upstream):
     kind = "managed"
     managed = True
 
-    def __init__(self, model_uri: str, version: str, run_id: str | None, config):
-        super().__init__(version, run_id)
+    def __init__(self, model_uri: str, version: str, run_id: str | None, config, facts=None):
+        super().__init__(version, run_id, facts)
         self.model_uri = model_uri
         self._config = config
         self.process: asyncio.subprocess.Process | None = None
@@ -161,14 +172,14 @@ class ManagedUpstream(Upstream):
             "log": str(self.log_path) if self.log_path else None,
         }
 
-    async def score(self, session: aiohttp.ClientSession, rows: list[list[float]], timeout: float) -> list[dict]:
+    async def score(self, session: aiohttp.ClientSession, rows: list[list], timeout: float) -> list:
         return await super().score(self._client, rows, timeout)
 
     async def check(self, session: aiohttp.ClientSession, timeout: float) -> None:
         await super().check(self._client, timeout)
 
     async def start(self, session: aiohttp.ClientSession) -> None:
-        """Start it and return once it answers the canary row; raise UpstreamStartError otherwise."""
+        """Start it and return once it passes its readiness check; raise UpstreamStartError otherwise."""
         self.state, self.starts = UpstreamState.STARTING, self.starts + 1
         self._serve_at(None)
         port = free_port()  # uvicorn is given one, but listens on the socket instead
@@ -216,7 +227,7 @@ class ManagedUpstream(Upstream):
             if self.process.returncode is not None:
                 raise UpstreamStartError(f"exited with code {self.process.returncode}: {self.failure_reason()}")
             if await self._answers_ping(_PING_TIMEOUT):
-                return await check_canary(self._client, f"{_SOCKET_HOST}/invocations", self._config.timeout)
+                return await check_ready(self._client, _SOCKET_HOST, self.facts, self._config.timeout)
             await asyncio.sleep(0.25)
         raise UpstreamStartError(f"not ready within {self._config.start_timeout:g} s")
 
@@ -369,15 +380,25 @@ def prune_logs(directory: Path, keep: int) -> list[Path]:
     return deleted
 
 
-async def check_canary(session: aiohttp.ClientSession, invocations_url: str, timeout: float) -> None:
-    """A known setosa row must come back as setosa: the model loaded and predicts sensibly."""
+async def check_ready(session: aiohttp.ClientSession, base_url: str, facts, timeout: float) -> None:
+    """The version's readiness check: its readiness row scored (with the answer it must get, when it has one), else
+    its ``/ping`` answered; the model loaded and predicts sensibly."""
+    readiness = facts.readiness
+    if readiness is None:
+        try:
+            async with session.get(f"{base_url}/ping", timeout=aiohttp.ClientTimeout(total=timeout)) as response:
+                if response.status == 200:
+                    return
+                raise UpstreamStartError(f"/ping answered {response.status}")
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise UpstreamStartError(f"/ping failed: {type(exc).__name__}") from None
     try:
-        predictions = await post_rows(session, invocations_url, [list(CANARY_ROW)], timeout)
+        predictions = await post_rows(session, f"{base_url}/invocations", facts.names, [list(readiness.row)], timeout)
     except UpstreamError as exc:
-        raise UpstreamStartError(f"canary request failed: {exc.message}") from None
-    answer = predictions[0].get("prediction") if isinstance(predictions[0], dict) else None
-    if answer != CANARY_CLASS:
-        raise UpstreamStartError(f"canary row answered {str(answer)[:40]!r}, expected {CANARY_CLASS!r}")
+        raise UpstreamStartError(f"readiness request failed: {exc.message}") from None
+    answer = answer_class(predictions[0])
+    if readiness.answer is not None and answer != readiness.answer:
+        raise UpstreamStartError(f"readiness row answered {str(answer)[:40]!r}, expected {readiness.answer[:40]!r}")
 
 
 def serve_command(

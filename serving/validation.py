@@ -8,27 +8,49 @@ time linear in the body, whatever its shape (``tests/serving/test_validation_cos
 the largest ones the limits allow): one request must not hold the event loop.
 
 ``/invocations`` reads MLflow's scoring protocol as MLflow 3.17's scoring server reads it
-for this model (``tests/serving/test_mlflow_compat.py`` sends the same requests to both):
+for a model of named columns (``tests/serving/test_mlflow_compat.py`` sends the same requests to both):
 the same content types and Content-Type parameters, the same JSON shapes with pandas'
 rules for them, a UTF-8 byte order mark (or UTF-16/32, as Python's ``json`` detects them),
 and what the model does not use ignored: ``params`` (the model declares none), top-level
 keys beside the protocol key, and columns that are not features (pandas' index column
 included). What is ignored is never forwarded; ``Invocation.ignored`` names it so that it
 can be counted. The proxy's own rules are stricter than MLflow's on purpose: a feature
-value must be a JSON number (no strings or booleans coerced), finite, > 0 and <= 1e6.
+value must be a JSON number of the feature's type (no strings or booleans coerced), finite,
+and within the hard rules of the version's table contract (``serving.rows``, which every
+body format shares).
 """
 
 import csv
 import io
 import json
-from dataclasses import dataclass
 
 import orjson
 
-from iris_core.schema import FEATURES, MAX_VALUE, NOT_A_NUMBER_TEXT, NUMBER, RANGE_RULE, number_problem
-from serving.errors import MAX_DETAILS, HttpError, shorten
+from iris_core.table.rules import NUMBER
+from serving.errors import shorten
+from serving.rows import (
+    IGNORED_COLUMN,
+    IGNORED_FIELD,
+    IGNORED_PARAMS,
+    Invocation,
+    Limits,
+    RowReader,
+    ValidationError,
+    check_count,
+    finish,
+    format_error,
+)
 
-__all__ = ["MAX_VALUE", "NUMBER", "Invocation", "Limits", "ValidationError", "parse_invocation", "predict_row"]
+__all__ = [
+    "IGNORED_COLUMN",
+    "IGNORED_FIELD",
+    "IGNORED_PARAMS",
+    "Invocation",
+    "Limits",
+    "ValidationError",
+    "parse_invocation",
+    "predict_row",
+]
 
 PROTOCOL_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 # A top-level key of these makes MLflow read the whole object as columns ("unified LLM
@@ -38,32 +60,8 @@ JSON_TYPE = "application/json"
 CSV_TYPE = "text/csv"
 PARQUET_TYPE = "application/vnd.apache.parquet"
 CONTENT_TYPES = (JSON_TYPE, CSV_TYPE, PARQUET_TYPE)
-_FEATURE_SET = frozenset(FEATURES)
-_FEATURE_LIST = list(FEATURES)
 _SPLIT_KEYS = frozenset({"columns", "data", "index"})
-
-# What a request carried that the model does not use (counted by /metrics, never forwarded).
-IGNORED_PARAMS = "params"
-IGNORED_FIELD = "field"
-IGNORED_COLUMN = "column"
-
-
-@dataclass(frozen=True)
-class Limits:
-    max_rows: int = 10_000
-
-
-@dataclass(frozen=True, slots=True)
-class Invocation:
-    """The rows of one ``/invocations`` request, in FEATURES order, and what the request carried beside them."""
-
-    rows: list[list[float]]
-    ignored: frozenset = frozenset()  # IGNORED_PARAMS, IGNORED_FIELD, IGNORED_COLUMN
-    unwrapped: bool = False  # answer the bare list of predictions (MLflow's LLM input format)
-
-
-class ValidationError(HttpError):
-    """A client error: the request is refused before anything reaches the model server."""
+_format = format_error
 
 
 # -- content types ------------------------------------------------------------------------
@@ -94,20 +92,20 @@ def media_type(content_type: str | None) -> str:
 # -- /invocations -------------------------------------------------------------------------
 
 
-def parse_invocation(content_type: str | None, body: bytes, limits: Limits) -> Invocation:
-    """The rows of an MLflow scoring-protocol request (JSON, CSV or Parquet)."""
+def parse_invocation(content_type: str | None, body: bytes, limits: Limits, reader: RowReader) -> Invocation:
+    """The rows of an MLflow scoring-protocol request (JSON, CSV or Parquet), checked by ``reader``."""
     mime = media_type(content_type)
     if mime == CSV_TYPE:
-        return csv_rows(body, limits)
+        return csv_rows(body, limits, reader)
     if mime == PARQUET_TYPE:
         from serving.parquet_body import parquet_rows
 
-        return parquet_rows(body, limits)
+        return parquet_rows(body, limits, reader)
     document = load_json(body)
     if not isinstance(document, dict):
         raise _format("the body must be a JSON object with one of " + ", ".join(PROTOCOL_KEYS))
     if not document.keys().isdisjoint(LLM_KEYS):
-        rows, extra = column_rows(document, limits, "the body", llm_format=True)
+        rows, extra = column_rows(document, limits, reader, "the body", llm_format=True)
         return Invocation(rows, frozenset({IGNORED_COLUMN}) if extra else frozenset(), unwrapped=True)
     keys = [key for key in PROTOCOL_KEYS if key in document]
     if len(keys) != 1:
@@ -116,15 +114,15 @@ def parse_invocation(content_type: str | None, body: bytes, limits: Limits) -> I
     key = keys[0]
     payload = document[key]
     if key == "dataframe_split":
-        rows, extra = split_rows(payload, limits)
+        rows, extra = split_rows(payload, limits, reader)
     elif key == "dataframe_records":
-        rows, extra = record_rows(payload, limits, key)
+        rows, extra = record_rows(payload, limits, reader, key)
     elif isinstance(payload, dict):
-        rows, extra = column_rows(payload, limits, key)
+        rows, extra = column_rows(payload, limits, reader, key)
     elif key == "instances":
-        rows, extra = instance_rows(payload, limits)
+        rows, extra = instance_rows(payload, limits, reader)
     else:
-        rows, extra = record_rows(payload, limits, key)
+        rows, extra = record_rows(payload, limits, reader, key)
     ignored = set()
     if document.get("params") not in (None, {}):
         ignored.add(IGNORED_PARAMS)
@@ -135,7 +133,7 @@ def parse_invocation(content_type: str | None, body: bytes, limits: Limits) -> I
     return Invocation(rows, frozenset(ignored))
 
 
-def split_rows(payload, limits: Limits) -> tuple[list[list[float]], bool]:
+def split_rows(payload, limits: Limits, reader: RowReader) -> tuple[list[list], bool]:
     """pandas' "split" orient: ``data`` rows (lists, or objects) under optional ``columns`` and ``index``."""
     if not isinstance(payload, dict) or "data" not in payload or not payload.keys() <= _SPLIT_KEYS:
         raise _format('dataframe_split must be an object with "data" and optionally "columns" and "index"')
@@ -144,8 +142,14 @@ def split_rows(payload, limits: Limits) -> tuple[list[list[float]], bool]:
         raise _format("dataframe_split.data must be a list of rows")
     if columns is not None and not isinstance(columns, list):
         raise _format("dataframe_split.columns must be a list of column names")
-    if columns == _FEATURE_LIST and index is None and data and type(data[0]) is list and len(data) <= limits.max_rows:
-        return _listed_rows(data), False  # lists of the four features in order, as most clients send them
+    if (
+        columns == reader.name_list
+        and index is None
+        and data
+        and type(data[0]) is list
+        and len(data) <= limits.max_rows
+    ):
+        return reader.listed_rows(data), False  # lists of the features in order, as most clients send them
     if columns is not None and any(isinstance(name, (list, dict)) for name in columns):
         raise _format("dataframe_split.columns must hold column names, not lists or objects")
     if index is not None and (not isinstance(index, list) or len(index) != len(data)):
@@ -153,52 +157,43 @@ def split_rows(payload, limits: Limits) -> tuple[list[list[float]], bool]:
     check_count(len(data), limits)
     if data and all(isinstance(row, dict) for row in data):  # pandas takes each object as a record
         if columns is None:
-            return record_rows(data, limits, "dataframe_split.data")
+            return record_rows(data, limits, reader, "dataframe_split.data")
         named = {name for name in columns if type(name) is str}
-        wanted = [name for name in FEATURES if name in named]  # the rest of the columns are ignored
+        wanted = [name for name in reader.names if name in named]  # the rest of the columns are ignored
         chosen = [{name: record[name] for name in wanted if name in record} for record in data]
-        rows, _ = record_rows(chosen, limits, "dataframe_split.data")
-        return rows, len(columns) > len(FEATURES) or any(len(r) > len(FEATURES) for r in data)
+        rows, _ = record_rows(chosen, limits, reader, "dataframe_split.data")
+        return rows, len(columns) > reader.width or any(len(r) > reader.width for r in data)
     if columns is None:
-        raise _columns([f"missing column: {name}" for name in FEATURES], "dataframe_split")
-    order, extra = feature_positions(columns, "dataframe_split.columns", repeats="refused")
+        raise reader.columns_error(reader.missing(()), "dataframe_split")
+    order, extra = reader.positions(columns, "dataframe_split.columns", repeats="refused")
     rows, errors = [], []
     for number, row in enumerate(data):
         if not isinstance(row, list) or len(row) != len(columns):
             raise _format(f"row {number} must be a list of {len(columns)} values")
-        rows.append(checked_row([row[i] for i in order], number, errors))
+        rows.append(reader.checked_row([row[i] for i in order], number, errors))
     return finish(rows, errors), extra
 
 
-def _listed_rows(data: list) -> list[list[float]]:
-    """``split_rows`` when the columns are exactly FEATURES and the first row a list: the same rules, fewer steps."""
-    rows, errors = [], []
-    for number, row in enumerate(data):
-        if type(row) is not list or len(row) != len(FEATURES):
-            raise _format(f"row {number} must be a list of {len(FEATURES)} values")
-        rows.append(checked_row(row, number, errors))
-    return finish(rows, errors)
-
-
-def record_rows(payload, limits: Limits, key: str = "dataframe_records") -> tuple[list[list[float]], bool]:
+def record_rows(payload, limits: Limits, reader: RowReader, key: str = "dataframe_records") -> tuple[list[list], bool]:
     """A list of objects, one per row; keys that are not features are ignored."""
     if not isinstance(payload, list):
         raise _format(f"{key} must be a list of objects")
     check_count(len(payload), limits)
     rows, errors, extra = [], [], False
+    names, width = reader.names, reader.width
     for number, record in enumerate(payload):
         if not isinstance(record, dict):
             raise _format(f"{key}[{number}] must be an object")
         try:
-            values = [record[name] for name in FEATURES]
+            values = [record[name] for name in names]
         except KeyError:
-            raise _columns(_missing(record), f"{key}[{number}]") from None
-        extra = extra or len(record) > len(FEATURES)
-        rows.append(checked_row(values, number, errors))
+            raise reader.columns_error(reader.missing(record), f"{key}[{number}]") from None
+        extra = extra or len(record) > width
+        rows.append(reader.checked_row(values, number, errors))
     return finish(rows, errors), extra
 
 
-def instance_rows(payload, limits: Limits) -> tuple[list[list[float]], bool]:
+def instance_rows(payload, limits: Limits, reader: RowReader) -> tuple[list[list], bool]:
     """TF-serving ``instances`` as a list of objects: MLflow turns them into columns, so every object has the same keys."""
     if payload == []:
         check_count(0, limits)
@@ -210,13 +205,15 @@ def instance_rows(payload, limits: Limits) -> tuple[list[list[float]], bool]:
             raise _format(f"instances[{number}] must be an object")
         if record.keys() != keys:
             raise _format("every object of instances must have the same keys")
-    rows, extra = record_rows(payload, limits, "instances")
-    for name in keys - _FEATURE_SET:
+    rows, extra = record_rows(payload, limits, reader, "instances")
+    for name in keys - reader.name_set:
         _check_array([record[name] for record in payload], f"instances column {shorten(str(name), 40)}")
     return rows, extra
 
 
-def column_rows(payload: dict, limits: Limits, key: str, llm_format: bool = False) -> tuple[list[list[float]], bool]:
+def column_rows(
+    payload: dict, limits: Limits, reader: RowReader, key: str, llm_format: bool = False
+) -> tuple[list[list], bool]:
     """An object of columns (``inputs``, ``instances``), as pandas builds a frame from it.
 
     A column is a list of values, one per row, or a single value repeated on every row;
@@ -228,14 +225,14 @@ def column_rows(payload: dict, limits: Limits, key: str, llm_format: bool = Fals
     if not payload:
         raise _format(f"{key} has no columns")
     try:
-        columns = [payload[name] for name in FEATURES]
+        columns = [payload[name] for name in reader.names]
     except KeyError:
-        raise _columns(_missing(payload), key) from None
+        raise reader.columns_error(reader.missing(payload), key) from None
     lengths = set()
     for name, values in payload.items():
         if isinstance(values, list):
             lengths.add(len(values))
-            if not llm_format and name not in _FEATURE_SET:
+            if not llm_format and name not in reader.name_set:
                 _check_array(values, f"{key} column {shorten(str(name), 40)}")
     if llm_format and all(
         not isinstance(values, list) or all(isinstance(item, str) for item in values) for values in payload.values()
@@ -248,11 +245,11 @@ def column_rows(payload: dict, limits: Limits, key: str, llm_format: bool = Fals
     check_count(count, limits)
     columns = [values if isinstance(values, list) else [values] * count for values in columns]
     errors: list[str] = []
-    rows = [checked_row(list(values), number, errors) for number, values in enumerate(zip(*columns))]
-    return finish(rows, errors), len(payload) > len(FEATURES)
+    rows = [reader.checked_row(list(values), number, errors) for number, values in enumerate(zip(*columns))]
+    return finish(rows, errors), len(payload) > reader.width
 
 
-def csv_rows(body: bytes, limits: Limits) -> Invocation:
+def csv_rows(body: bytes, limits: Limits, reader: RowReader) -> Invocation:
     """Rows of a CSV body whose header row names the features, as ``pandas.read_csv`` reads it.
 
     Columns that are not features are ignored, pandas' unnamed index column included; a
@@ -270,7 +267,7 @@ def csv_rows(body: bytes, limits: Limits) -> Invocation:
     if not lines:
         raise _format("the CSV body is empty; it needs a header row and at least one row")
     header, data = lines[0], lines[1:]
-    order, extra = feature_positions(header, "the CSV header", repeats="first")
+    order, extra = reader.positions(header, "the CSV header", repeats="first")
     check_count(len(data), limits)
     width = len(header)
     if len(data[0]) == width + 1:  # the implicit index column
@@ -281,23 +278,23 @@ def csv_rows(body: bytes, limits: Limits) -> Invocation:
         if fields > width:
             raise _format(f"CSV row {number} has {fields} fields, more than the {width} expected")
         # pandas reads missing fields as missing values (not padded here: a wide header makes that quadratic)
-        rows.append(checked_row([_csv_number(line[i]) if i < fields else None for i in order], number, errors))
+        rows.append(reader.checked_row([_csv_number(line[i]) if i < fields else None for i in order], number, errors))
     return Invocation(finish(rows, errors), frozenset({IGNORED_COLUMN}) if extra else frozenset())
 
 
 # -- /predict -----------------------------------------------------------------------------
 
 
-def predict_row(content_type: str | None, body: bytes) -> list[float]:
-    """The one row of a classic ``/predict`` request: a JSON object holding exactly the four features."""
+def predict_row(content_type: str | None, body: bytes, reader: RowReader) -> list:
+    """The one row of a classic ``/predict`` request: a JSON object holding exactly the features."""
     if media_type(content_type) != JSON_TYPE:
         raise _unsupported("/predict takes application/json")
     document = load_json(body)
     if not isinstance(document, dict):
-        raise _format("the body must be a JSON object with the fields " + ", ".join(FEATURES))
-    _check_columns(document.keys())
+        raise _format("the body must be a JSON object with a field per feature")
+    reader.exact_columns(document.keys())
     errors: list[str] = []
-    return finish([checked_row([document[name] for name in FEATURES], None, errors)], errors)[0]
+    return finish([reader.checked_row([document[name] for name in reader.names], None, errors)], errors)[0]
 
 
 # -- the pieces ---------------------------------------------------------------------------
@@ -320,27 +317,6 @@ def load_json(body: bytes):
     except (ValueError, UnicodeDecodeError):  # JSONDecodeError is a ValueError
         detail = f"{first.msg} at line {first.lineno} column {first.colno}"
         raise ValidationError(400, "MALFORMED_REQUEST", "the body is not valid JSON", [detail]) from None
-
-
-def feature_positions(names: list, where: str, repeats: str) -> tuple[list[int], bool]:
-    """Where each feature is among ``names``, and whether there are other names (ignored).
-
-    ``repeats``: "refused" (a feature named twice is an error, as in a JSON frame) or
-    "first" (the first one counts, as pandas reads a CSV header).
-    """
-    positions: dict[str, int] = {}
-    repeated = []
-    for position, name in enumerate(names):
-        if type(name) is str and name in _FEATURE_SET:
-            if name not in positions:
-                positions[name] = position
-            elif name not in repeated:
-                repeated.append(name)
-    missing = [name for name in FEATURES if name not in positions]
-    if missing or (repeated and repeats == "refused"):
-        details = [f"missing column: {name}" for name in missing] + [f"repeated column: {name}" for name in repeated]
-        raise _columns(details, where)
-    return [positions[name] for name in FEATURES], len(names) > len(FEATURES)
 
 
 def _check_array(values: list, where: str) -> None:
@@ -368,72 +344,6 @@ def _csv_number(text: str | None):
     if text is None:
         return None
     return float(text) if NUMBER.fullmatch(text) else text
-
-
-def checked_row(values: list, index: int | None, errors: list[str]) -> list[float]:
-    """The row as floats; each bad value adds an error naming its row and column."""
-    row = []
-    for name, value in zip(FEATURES, values):
-        kind = type(value)
-        if (kind is float or kind is int) and 0 < value <= MAX_VALUE:
-            row.append(float(value))
-            continue
-        if len(errors) < MAX_DETAILS:
-            where = name if index is None else f"row {index}, column {name}"
-            errors.append(f"{where}: {_value_problem(value)}")
-        row.append(0.0)
-    return row
-
-
-def _value_problem(value) -> str:
-    if type(value) in (int, float):
-        try:
-            return number_problem(value, digits=6)
-        except OverflowError:  # an integer beyond float's range (Python's json reads any)
-            return f"{RANGE_RULE}, got an integer beyond 1e308"
-    if isinstance(value, str):
-        return NOT_A_NUMBER_TEXT
-    names = {bool: "a boolean", type(None): "null", list: "an array", dict: "an object"}
-    return f"must be a number, got {names.get(type(value), type(value).__name__)}"
-
-
-def finish(rows: list[list[float]], errors: list[str]) -> list[list[float]]:
-    if errors:
-        raise ValidationError(400, "INVALID_VALUE", f"invalid feature values ({errors[0]})", errors)
-    return rows
-
-
-def _missing(columns) -> list[str]:
-    return [f"missing column: {name}" for name in FEATURES if name not in columns]
-
-
-def _columns(details: list[str], where: str) -> ValidationError:
-    return ValidationError(400, "INVALID_COLUMNS", f"{where} must have the columns {', '.join(FEATURES)}", details)
-
-
-def _check_columns(columns, where: str = "the input") -> None:
-    """Exactly the four features, each once; the error names what is missing and what is extra."""
-    names = list(columns)
-    if len(names) == len(FEATURES) and set(names) == _FEATURE_SET:
-        return
-    missing = [name for name in FEATURES if name not in names]
-    extra = [name for name in dict.fromkeys(names) if name not in _FEATURE_SET]
-    details = [f"missing column: {name}" for name in missing]
-    details += [f"unexpected column: {shorten(str(name), 40)}" for name in extra]
-    raise ValidationError(
-        400, "INVALID_COLUMNS", f"{where} must have exactly the columns {', '.join(FEATURES)}", details
-    )
-
-
-def check_count(count: int, limits: Limits) -> None:
-    if count == 0:
-        raise _format("there are no rows to score")
-    if count > limits.max_rows:
-        raise ValidationError(413, "TOO_MANY_ROWS", f"{count} rows is more than the limit of {limits.max_rows}")
-
-
-def _format(message: str) -> ValidationError:
-    return ValidationError(400, "INVALID_FORMAT", message)
 
 
 def _unsupported(message: str) -> ValidationError:

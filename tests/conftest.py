@@ -107,12 +107,29 @@ def build_versions(specs: list[dict]) -> None:
         os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
 
 
-def built_once(tmp_path_factory, name: str, build) -> Path:
-    """A tracking store that ``build()`` fills, made once per test run, not once per pytest-xdist worker.
+@pytest.fixture(scope="session")
+def trained_registry(tmp_path_factory):
+    """v1 and v2 pass the gate (champion ends on v2); v3 fails it (min_accuracy 1.01)."""
+    return shared_store(
+        tmp_path_factory,
+        "session-registry",
+        lambda: build_versions([{"C": 1.0}, {"C": 0.5}, {"C": 0.3, "min_accuracy": 1.01}]),
+    )
 
-    The first worker to get here builds it (in a store and working directory of its own)
-    under a file lock in the run's shared temporary directory; the others wait and read it.
-    Tests copy its sqlite file before they write.
+
+@pytest.fixture(scope="session")
+def plain_registry(tmp_path_factory):
+    """Models registered the ordinary MLflow way, without this project's code (``tests.plain_models``)."""
+    from tests.plain_models import build_plain_registry
+
+    return shared_store(tmp_path_factory, "plain-registry", build_plain_registry)
+
+
+def shared_store(tmp_path_factory, name: str, build) -> Path:
+    """A tracking store ``build`` fills once per test run, not once per pytest-xdist worker.
+
+    The first worker to get here builds it under a file lock in the run's shared temporary
+    directory, the others wait and read it. Tests copy its sqlite file before they write.
     """
     base = tmp_path_factory.getbasetemp()
     shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
@@ -123,29 +140,17 @@ def built_once(tmp_path_factory, name: str, build) -> Path:
             shutil.rmtree(directory, ignore_errors=True)  # a worker that failed half way
             directory.mkdir()
             with pytest.MonkeyPatch.context() as patch:
-                for variable in _LEAKY_ENV:
-                    patch.delenv(variable, raising=False)
+                for leaky in _LEAKY_ENV:
+                    patch.delenv(leaky, raising=False)
                 patch.setenv("MLFLOW_TRACKING_URI", sqlite_uri(directory))
                 patch.chdir(directory)
                 try:
                     build()
                 finally:
-                    # set_experiment exports MLFLOW_EXPERIMENT_ID; left behind, it would send later
-                    # processes to an experiment of this store.
-                    os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
-                    _forget_active_experiment()
+                    for exported in _MLFLOW_EXPORTS:
+                        os.environ.pop(exported, None)
             (directory / "built").touch()
     return directory
-
-
-@pytest.fixture(scope="session")
-def trained_registry(tmp_path_factory):
-    """v1 and v2 pass the gate (champion ends on v2); v3 fails it (min_accuracy 1.01)."""
-    return built_once(
-        tmp_path_factory,
-        "session-registry",
-        lambda: build_versions([{"C": 1.0}, {"C": 0.5}, {"C": 0.3, "min_accuracy": 1.01}]),
-    )
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
-"""The README's command lines, read from README.md itself: what a new user types, section by section.
+"""The command lines of README.md and of the manual's pages (docs/), read from the files themselves.
 
-``bash`` blocks hold commands to type (their output is not shown); ``console`` blocks hold
+What a new user types, page by page and section by section. ``bash`` blocks hold commands to type (their output is not shown); ``console`` blocks hold
 ``$ command`` lines, each followed by the output the README promises. A line ending in
 ``\\`` goes on with the next. In a ``&&`` chain only the project's own commands count: the
 others set up an environment (``python3.11 -m venv``, ``. .venv/bin/activate``, ``pip
@@ -13,7 +13,11 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 REPO = Path(__file__).resolve().parents[1]
+README = REPO / "README.md"
+DOCS = REPO / "docs"
 
 # What the project's own command lines start with (after any VAR=value assignments).
 PROJECT_COMMANDS = re.compile(r"^(?:\w+=\S+\s+)*(mlflow run |python -m registry_tools|python -m steps\.)")
@@ -22,8 +26,9 @@ PROMPT_ANSWER = re.compile(r"\[y/N\]: (y|n)$")
 
 @dataclass(frozen=True)
 class Command:
-    """One command line as the README writes it, where it is, and what it shows after it."""
+    """One command line as a page writes it, where it is, and what it shows after it."""
 
+    page: str  # the file it appears in, from the repository's root: README.md or docs/<page>.md
     section: str  # the heading it appears under
     text: str
     shown: tuple[str, ...] | None  # the output a console block shows; None for a bash block
@@ -41,7 +46,7 @@ class Command:
         return any(line.startswith("error: ") for line in self.shown or ())
 
     def __str__(self) -> str:
-        return f"{self.section}: {self.text}"
+        return f"{self.page}, {self.section}: {self.text}"
 
 
 def _joined(lines: list[str]) -> list[str]:
@@ -61,12 +66,12 @@ def _project_parts(line: str) -> list[str]:
     return [part.strip() for part in line.split(" && ") if PROJECT_COMMANDS.match(part.strip())]
 
 
-def _block_commands(section: str, language: str, body: list[str]) -> list[Command]:
+def _block_commands(page: str, section: str, language: str, body: list[str]) -> list[Command]:
     commands = []
     if language == "bash":
         for line in _joined(body):
             if line.strip() and not line.lstrip().startswith("#"):
-                commands += [Command(section, part, None) for part in _project_parts(line)]
+                commands += [Command(page, section, part, None) for part in _project_parts(line)]
     elif language == "console":
         entries: list[tuple[str, list[str]]] = []
         for line in _joined(body):
@@ -75,25 +80,68 @@ def _block_commands(section: str, language: str, body: list[str]) -> list[Comman
             elif entries:
                 entries[-1][1].append(line)
         for text, shown in entries:
-            commands += [Command(section, part, tuple(shown)) for part in _project_parts(text)]
+            commands += [Command(page, section, part, tuple(shown)) for part in _project_parts(text)]
     return commands
 
 
-def commands(readme: Path) -> list[Command]:
-    """Every project command line of the README, in the order a reader meets them."""
+def commands(path: Path) -> list[Command]:
+    """Every project command line of a page (README.md or one of docs/), in the order a reader meets them."""
+    page = path.relative_to(REPO).as_posix()
     found, section, language, body = [], "", None, []
-    for line in readme.read_text().splitlines():
-        if language is None and (heading := re.match(r"^#{2,4} (.+)$", line)):
+    for line in path.read_text().splitlines():
+        if language is None and (heading := re.match(r"^#{1,4} (.+)$", line)):
             section = heading.group(1).strip()
         elif line.startswith("```"):
             if language is None:
                 language, body = line[3:].strip() or "text", []
             else:
-                found += _block_commands(section, language, body)
+                found += _block_commands(page, section, language, body)
                 language = None
         elif language is not None:
             body.append(line)
     return found
+
+
+def pages() -> list[Path]:
+    """README.md and every page of the manual."""
+    return [README, *sorted(DOCS.rglob("*.md"))]
+
+
+class _MkDocsLoader(yaml.SafeLoader):
+    """mkdocs.yml as data: its ``!!python/name:`` tags name functions for MkDocs to import, not values."""
+
+
+_MkDocsLoader.add_multi_constructor("tag:yaml.org,2002:python/name:", lambda loader, suffix, node: suffix)
+
+
+def navigation() -> list[str]:
+    """The pages mkdocs.yml's ``nav`` lists, in its order, as paths under docs/."""
+
+    def walk(entries) -> list[str]:
+        found = []
+        for entry in entries:
+            for value in entry.values() if isinstance(entry, dict) else [entry]:
+                found += walk(value) if isinstance(value, list) else [value]
+        return found
+
+    return walk(yaml.load((REPO / "mkdocs.yml").read_text(), Loader=_MkDocsLoader)["nav"])
+
+
+def section_text(path: Path, heading: str) -> str:
+    """The text under ``## heading`` of a page, up to the next heading of that level or above (outside code)."""
+    taken, inside, fenced = [], False, False
+    for line in path.read_text().splitlines(keepends=True):
+        if not fenced and re.match(r"^#{1,2} ", line):
+            if inside:
+                break
+            inside = line.rstrip("\n") == f"## {heading}"
+            continue
+        fenced ^= line.startswith("```")
+        if inside:
+            taken.append(line)
+    if not taken:
+        raise ValueError(f"{path.name} has no section {heading!r}")
+    return "".join(taken)
 
 
 def fresh_clone(target: Path) -> Path:
@@ -107,6 +155,6 @@ def fresh_clone(target: Path) -> Path:
     return target
 
 
-def readme_command(section: str, containing: str) -> str:
-    """The first command line of README.md's ``section`` that contains ``containing``, exactly as written."""
-    return next(c.text for c in commands(REPO / "README.md") if c.section == section and containing in c.text)
+def page_command(page: str, section: str, containing: str) -> str:
+    """The first command line of ``page``'s ``section`` that contains ``containing``, exactly as written."""
+    return next(c.text for c in commands(REPO / page) if c.section == section and containing in c.text)

@@ -11,6 +11,7 @@ import pytest
 
 from bench.goals import Goal, report
 from tests.conftest import REPO
+from tests.readme import pages
 
 SCRIPTS = sorted(p.stem for p in (REPO / "bench").glob("*.py") if 'if __name__ == "__main__":' in p.read_text())
 
@@ -27,11 +28,12 @@ def test_every_benchmark_script_runs_as_a_module_from_the_repository_root(name):
     assert result.returncode == 0 and "Usage:" in result.stdout, result.stderr[-1000:]
 
 
-def test_the_readme_starts_every_benchmark_as_a_module():
-    readme = (REPO / "README.md").read_text()
-    assert not re.search(r"python3? bench/", readme)
+def test_the_readme_and_the_manual_start_every_benchmark_as_a_module():
+    for page in pages():
+        assert not re.search(r"python3? bench/", page.read_text()), page
+    benchmarks = (REPO / "docs" / "benchmarks.md").read_text()
     assert {f"bench.{name}" for name in ("pipeline_overhead", "rollout_benchmark", "serving_benchmark")} <= set(
-        re.findall(r"python -m (bench\.\w+)", readme)
+        re.findall(r"python -m (bench\.\w+)", benchmarks)
     )
 
 

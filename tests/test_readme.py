@@ -1,12 +1,12 @@
-"""The README's command lines, run exactly as written, top to bottom, in a fresh clone layout and store.
+"""The command lines of the README's Quickstart and of the manual's pages, run exactly as written, in a fresh clone.
 
-The commands are read from README.md itself (``tests/readme.py``), so the next README slip
-fails here. They run once, in README order, in a copy of the project's files with no
-tracking URI set (MLflow's default ``./mlflow.db``, as on a new user's machine); every
-test then reads what that one walk-through did. A command shown in a ``console`` block
-must print what the README shows (times, run IDs and the user name aside; ``...`` skips
-lines), and exit non-zero exactly when the README shows an ``error:``; a ``bash`` block's
-command must exit 0.
+The commands are read from README.md and docs/ themselves (``tests/readme.py``), so the next
+slip on a page fails here. They run once, page after page in the order a new user follows
+them, in a copy of the project's files with no tracking URI set (MLflow's default
+``./mlflow.db``, as on a new user's machine); every test then reads what that one
+walk-through did. A command shown in a ``console`` block must print what its page shows
+(times, run IDs and the user name aside; ``...`` skips lines), and exit non-zero exactly
+when the page shows an ``error:``; a ``bash`` block's command must exit 0.
 """
 
 import getpass
@@ -27,38 +27,55 @@ from iris_core.records import encode, make_feedback_record
 from iris_core.table.iris import IRIS
 from tests.conftest import _LEAKY_ENV, BIN, REPO
 from tests.monitoring.traffic import write_log
-from tests.readme import PROJECT_COMMANDS, Command, commands, fresh_clone
+from tests.readme import (
+    DOCS,
+    PROJECT_COMMANDS,
+    README,
+    Command,
+    commands,
+    fresh_clone,
+    navigation,
+    pages,
+    section_text,
+)
 from tests.support import free_port, http_ok, stop_process, wait_until
 
 CLASSES, FEATURES, LABEL = IRIS.classes, IRIS.feature_names, IRIS.label
 
 pytestmark = pytest.mark.slow
 
-README = REPO / "README.md"
-# Sections whose commands a new user runs on a laptop, in this order, on one store.
+# Pages whose commands a new user runs on a laptop, in this order, on one store: the README's
+# Quickstart, then the manual's pages in the order of its navigation.
 WALKED = (
-    "Quickstart",
-    "Entry points",
-    "Versioning and rollback",
-    "Live rollout: the running service follows the alias",
-    "Monitoring",
-    "Feedback and retraining",
-    "Batch scoring",
+    "README.md",
+    "docs/pipeline.md",
+    "docs/registry.md",
+    "docs/rollout.md",
+    "docs/monitoring.md",
+    "docs/feedback.md",
+    "docs/batch.md",
 )
-# Sections whose project commands need something a laptop does not have, and where they are tested.
+# Sections whose project commands are not walked here, and why: most need something a laptop
+# does not have, and say where they are tested.
 NOT_WALKED = {
-    "Deployment": "the compose stack's tracking server (tests/deploy checks the files)",
-    "Team setup": "a team tracking server (tests/team runs these against one)",
-    "The loop, end to end": "a fresh clone of its own, a running proxy and a client's traffic (tests/loop runs it)",
-    "Canary steps, a bake window, and a rollback by itself": (
-        "a running proxy, a version on live traffic and clients: tests/serving/test_delivery.py runs these lines as"
-        " written, its version 3 being the pipeline's C=0.3 rather than the README's failing one"
+    ("README.md", "A short tour"): (
+        "each is a command of the page the tour links to, walked there"
+        " (test_every_command_of_the_readme_tour_is_one_the_walkthrough_runs)"
     ),
-    "Shadow: evidence before promotion": (
+    ("docs/deployment.md", "Compose"): "the compose stack's tracking server (tests/deploy checks the files)",
+    ("docs/team.md", "On each client"): "a team tracking server (tests/team runs these against one)",
+    ("docs/feedback.md", "The loop, end to end"): (
+        "a fresh clone of its own, a running proxy and a client's traffic (tests/loop runs it)"
+    ),
+    ("docs/rollout.md", "Canary steps, a bake window, and a rollback by itself"): (
+        "a running proxy, a version on live traffic and clients: tests/serving/test_delivery.py runs these lines as"
+        " written, its version 3 being the pipeline's C=0.3 rather than the page's failing one"
+    ),
+    ("docs/rollout.md", "Shadow: evidence before promotion"): (
         "a running proxy shadowing a challenger: tests/serving/test_shadowing.py runs these lines as written"
     ),
 }
-COMMANDS = [c for c in commands(README) if c.section in WALKED]
+COMMANDS = [c for page in WALKED for c in commands(REPO / page) if (c.page, c.section) not in NOT_WALKED]
 COMMAND_TIMEOUT_S = 600
 
 
@@ -127,7 +144,8 @@ def labels_sent_back(clone: Path) -> None:
             )
 
 
-BEFORE_SECTION = {"Monitoring": served_traffic, "Feedback and retraining": labels_sent_back}
+# What a page's commands need that a running proxy would have written, made before its first command.
+BEFORE_PAGE = {"docs/monitoring.md": served_traffic, "docs/feedback.md": labels_sent_back}
 
 
 @pytest.fixture(scope="session")
@@ -136,9 +154,9 @@ def walkthrough(tmp_path_factory) -> Walkthrough:
     env = new_user_env()
     ran, prepared = [], set()
     for command in COMMANDS:
-        if command.section in BEFORE_SECTION and command.section not in prepared:
-            BEFORE_SECTION[command.section](clone)
-            prepared.add(command.section)
+        if command.page in BEFORE_PAGE and command.page not in prepared:
+            BEFORE_PAGE[command.page](clone)
+            prepared.add(command.page)
         ran.append(type_in(command, clone, env))
     return Walkthrough(clone, ran)
 
@@ -156,7 +174,7 @@ def comparable(text: str) -> list[str]:
 
 
 def promised(command: Command) -> list[str]:
-    """The output the README shows, as the test sees it: the prompt's answer is typed, not printed."""
+    """The output a page shows, as the test sees it: the prompt's answer is typed, not printed."""
     text = "\n".join(command.shown).replace("[y/N]: y\n", "[y/N]: ").replace("[y/N]: n\n", "[y/N]: ")
     return comparable(re.sub(r"\broot\b", getpass.getuser(), text))
 
@@ -169,18 +187,44 @@ def printed_in_order(expected: list[str], actual: list[str]) -> bool:
     return all(any(line == seen for seen in remaining) for line in expected if line != "...")
 
 
-def test_the_readme_has_commands_in_every_section_a_new_user_walks_through():
-    sections = {c.section for c in COMMANDS}
-    assert sections == set(WALKED)
+def test_every_page_a_new_user_walks_through_has_commands_walked():
+    assert [page for page in WALKED if any(c.page == page for c in COMMANDS)] == list(WALKED)
+    assert [c.section for c in COMMANDS if c.page == "README.md"] == ["Quickstart"]
 
 
-def test_every_project_command_of_the_readme_is_walked_or_tested_elsewhere():
-    unaccounted = [str(c) for c in commands(README) if c.section not in WALKED and c.section not in NOT_WALKED]
+def test_the_walkthrough_follows_the_pages_in_the_order_of_the_manual():
+    order = navigation()
+    walked = [page.removeprefix("docs/") for page in WALKED[1:]]
+    assert walked == sorted(walked, key=order.index)
+
+
+def test_every_project_command_of_the_readme_and_the_manual_is_walked_or_tested_elsewhere():
+    unaccounted = [
+        str(c)
+        for page in pages()
+        for c in commands(page)
+        if (c.page, c.section) not in NOT_WALKED and c.page not in WALKED
+    ]
     assert unaccounted == []
 
 
-@pytest.mark.parametrize("index", range(len(COMMANDS)), ids=[f"{i:02d} {c.text[:70]}" for i, c in enumerate(COMMANDS)])
-def test_readme_command_works_as_written(walkthrough, index):
+def test_every_section_said_not_to_be_walked_has_commands():
+    """A heading renamed or moved leaves its reason behind here: the reason must still name commands."""
+    named = {(c.page, c.section) for page in pages() for c in commands(page)}
+    assert set(NOT_WALKED) - named == set()
+
+
+def test_every_command_of_the_readme_tour_is_one_the_walkthrough_runs():
+    """The tour shows commands of the pages it links to, as written there, where they are walked."""
+    tour = [c.text for c in commands(README) if c.section == "A short tour"]
+    walked = {c.text for c in COMMANDS if c.page != "README.md"}
+    assert tour and [text for text in tour if text not in walked] == []
+
+
+@pytest.mark.parametrize(
+    "index", range(len(COMMANDS)), ids=[f"{i:02d} {c.page} {c.text[:60]}" for i, c in enumerate(COMMANDS)]
+)
+def test_command_works_as_written(walkthrough, index):
     ran = walkthrough.ran[index]
     command = ran.command
     assert PROJECT_COMMANDS.match(command.text)
@@ -192,7 +236,7 @@ def test_readme_command_works_as_written(walkthrough, index):
     if command.shown is not None:
         expected = promised(command)
         actual = comparable(ran.stdout + "\n" + ran.stderr)
-        assert printed_in_order(expected, actual), "\n".join(["README shows:", *expected, "printed:", *actual])
+        assert printed_in_order(expected, actual), "\n".join([f"{command.page} shows:", *expected, "printed:", *actual])
 
 
 # -- what the walk-through left behind ------------------------------------------------------------
@@ -203,7 +247,7 @@ def runs_of(client, experiment: str) -> list:
     return client.search_runs([found.experiment_id]) if found else []
 
 
-def test_every_run_is_in_the_experiment_the_readme_names_and_named_for_what_it_is(walkthrough):
+def test_every_run_is_in_the_experiment_its_page_names_and_named_for_what_it_is(walkthrough):
     client = walkthrough.client()
     assert client.search_runs(["0"]) == []  # nothing in MLflow's Default experiment
     training = runs_of(client, TRAINING_EXPERIMENT)
@@ -293,34 +337,33 @@ def test_the_monitor_commands_log_their_paths_as_typed_and_tag_the_version_they_
     assert checked.tags["drift_run_id"] == with_labels.info.run_id
 
 
-def test_batch_scoring_writes_the_files_the_readme_names_with_every_row(walkthrough):
+def test_batch_scoring_writes_the_files_its_page_names_with_every_row(walkthrough):
     scored = pd.read_csv(walkthrough.clone / "scores" / "iris-scores.csv")
     assert len(scored) == 150 and set(scored["prediction"]) == set(CLASSES)
     assert (walkthrough.clone / "scores" / "iris-scores.rejects.csv").exists()
     assert len(pd.read_parquet(walkthrough.clone / "scores" / "iris-scores-spark.parquet")) == 150
 
 
-def batch_section(start: str, end: str) -> str:
-    text = README.read_text()
-    return text[text.index(start) : text.index(end)]
+BATCH = DOCS / "batch.md"
 
 
-def test_the_readme_rejects_example_run_as_written_writes_the_rejects_file_it_shows(walkthrough):
+def test_the_rejects_example_run_as_written_writes_the_rejects_file_it_shows(walkthrough):
     """The example input, the inline command and the rejects file under "Finding a reject in the input"."""
-    section = batch_section("**Finding a reject in the input.**", "**Nothing is replaced unasked.**")
+    section = section_text(BATCH, "Finding a reject in the input")
     source, shown = re.findall(r"```\n(.*?)```", section, re.S)
     command = re.search(r"`(python -m steps\.batch_predict --input [^`]+)`", section).group(1)
     (walkthrough.clone / "scores" / "new-flowers.csv").write_text(source)
-    ran = type_in(Command("Batch scoring", command, None), walkthrough.clone, new_user_env())
+    ran = type_in(
+        Command("docs/batch.md", "Finding a reject in the input", command, None), walkthrough.clone, new_user_env()
+    )
     assert ran.returncode == 0, ran.stderr[-2000:]
     assert "scored 1 of " in ran.stdout, ran.stdout  # "scores one row"
     assert (walkthrough.clone / "scores" / "new-flowers-scored.rejects.csv").read_text() == shown
 
 
-def test_the_readme_batch_command_run_again_refuses_with_the_line_the_readme_shows(walkthrough):
-    section = batch_section("**Nothing is replaced unasked.**", "**Progress.**")
-    [shown] = re.findall(r"```\n(error: .*?)\n```", section)
-    [first] = [c for c in COMMANDS if c.section == "Batch scoring" and "-P output=scores/iris-scores.csv" in c.text]
+def test_the_batch_command_run_again_refuses_with_the_line_its_page_shows(walkthrough):
+    [shown] = re.findall(r"```\n(error: .*?)\n```", section_text(BATCH, "Nothing is replaced unasked"))
+    [first] = [c for c in COMMANDS if c.page == "docs/batch.md" and "-P output=scores/iris-scores.csv" in c.text]
     ran = type_in(first, walkthrough.clone, new_user_env())
     assert ran.returncode == 1
     assert shown in ran.stderr.splitlines(), ran.stderr[-2000:]

@@ -12,6 +12,9 @@ import pytest
 from tests.conftest import REPO
 from tests.deploy.specs import (
     DEPLOY,
+    DOCKERFILE,
+    PIPELINE_DOCKERFILE,
+    Instruction,
     arguments,
     compose,
     copies,
@@ -55,10 +58,31 @@ def proxy_routes() -> dict[str, str]:
 # -- Dockerfile ------------------------------------------------------------------------------
 
 
-def test_the_image_builds_from_slim_python_3_11_and_installs_requirements_txt():
-    assert arguments("FROM") == ["python:3.11-slim"]
-    assert ("requirements.txt", "./") in copies()
-    assert any(re.fullmatch(r"pip install -r requirements\.txt", run) for run in arguments("RUN"))
+@pytest.mark.parametrize("path", [DOCKERFILE, PIPELINE_DOCKERFILE], ids=lambda p: p.name)
+def test_the_image_builds_from_slim_python_3_11_unless_given_a_base_image_and_installs_requirements_txt(path):
+    instructions = dockerfile(path)
+    assert instructions[0] == Instruction("ARG", "BASE_IMAGE=python:3.11-slim")
+    assert arguments("FROM", path) == ["${BASE_IMAGE}"]
+    assert ("requirements.txt", "./") in copies(path)
+    runs = arguments("RUN", path)
+    assert any(re.fullmatch(r"python3 -m venv /opt/venv && pip install -r requirements\.txt", run) for run in runs)
+    # python3 wherever the base has it (/usr/local/bin or /usr/bin); python and pip from the venv.
+    assert image_env(path)["PATH"].split(":")[0] == "/opt/venv/bin"
+    assert {"/usr/local/bin", "/usr/bin"} <= set(image_env(path)["PATH"].split(":"))
+
+
+def test_the_two_images_share_every_step_up_to_the_pip_install_so_a_build_cache_serves_both():
+    serving, pipeline = dockerfile(DOCKERFILE), dockerfile(PIPELINE_DOCKERFILE)
+    shared = next(i for i, step in enumerate(serving) if step.keyword == "RUN") + 1
+    assert serving[:shared] == pipeline[:shared]
+    assert "pip install" in serving[shared - 1].arguments
+
+
+@pytest.mark.parametrize("path", [DOCKERFILE, PIPELINE_DOCKERFILE], ids=lambda p: p.name)
+def test_the_ca_bundle_for_pip_is_only_a_build_argument_never_copied_or_kept(path):
+    assert "PIP_CERT" in arguments("ARG", path)
+    assert "PIP_CERT" not in image_env(path)
+    assert not [source for source, _ in copies(path) if "cert" in source or source.endswith((".crt", ".pem"))]
 
 
 def test_every_path_the_image_copies_exists_and_the_service_needs_no_other_package():
@@ -90,7 +114,7 @@ def test_the_image_command_is_python_m_serving_and_that_module_exists():
 
 def test_the_image_environment_names_only_variables_the_code_reads():
     options = serving_envvars()
-    image_variables = {k for k in image_env() if not k.startswith(("PYTHON", "PIP_"))}
+    image_variables = {k for k in image_env() if not k.startswith(("PYTHON", "PIP_")) and k != "PATH"}
     assert image_variables <= set(options), image_variables - set(options)
     assert {options["SERVING_HOST"], options["SERVING_PORT"], options["SERVING_MODEL_URI"]} == {
         "host",
@@ -316,7 +340,7 @@ def test_one_image_name_everywhere_the_serving_image_is_built_run_or_deployed():
     named["deployment"] = serving_container()["image"]
     named["kustomization"] = kustomized_images()[serving_container()["image"]]["newName"]
     for where, text in (
-        ("README", (REPO / "README.md").read_text()),
+        ("docs/deployment.md", (REPO / "docs" / "deployment.md").read_text()),
         ("Dockerfile", (DEPLOY / "Dockerfile").read_text()),
     ):
         for i, tag in enumerate(re.findall(r"docker build -f deploy/Dockerfile -t (\S+)", text)):
@@ -329,7 +353,8 @@ def test_kustomize_sets_every_image_of_the_manifests_so_nobody_edits_them():
     assert manifest_images() == set(images) and IMAGE in images
     assert all({"newName", "newTag"} <= set(entry) for entry in images.values())
     assert all(":" not in image for image in manifest_images())  # the tag is the kustomization's
-    assert "deployment.yaml" not in re.search(r"kubectl apply -k deploy/k8s.*", (REPO / "README.md").read_text())[0]
+    deployment_page = (REPO / "docs" / "deployment.md").read_text()
+    assert "deployment.yaml" not in re.search(r"kubectl apply -k deploy/k8s.*", deployment_page)[0]
 
 
 def mebibytes(quantity: str) -> float:
@@ -353,3 +378,16 @@ def test_the_memory_request_and_limit_cover_what_the_measured_process_tree_held(
     assert mebibytes(resources["limits"]["memory"]) >= max(rss for (_, m), (rss, _) in rows.items() if m == "peak")
     assert mebibytes(resources["requests"]["memory"]) >= max(rss for (_, m), (rss, _) in rows.items() if m != "peak")
     assert "MEMORY.md" in (DEPLOY / "k8s" / "deployment.yaml").read_text()
+
+
+def test_every_way_to_stop_the_proxy_waits_for_its_drain():
+    """SIGTERM lets requests in flight finish for --timeout + 5 s; a stop that kills sooner cuts them off."""
+    from serving.config import ServingConfig
+
+    drain_s = ServingConfig().timeout + 5
+    (deployment,) = k8s("Deployment")
+    assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] >= drain_s
+    grace = compose()["services"]["serving"]["stop_grace_period"]
+    assert re.fullmatch(r"\d+s", grace) and int(grace[:-1]) >= drain_s
+    (seconds,) = re.findall(r"stop --time (\d+)", (DEPLOY / "podman" / "build_and_run.sh").read_text())
+    assert int(seconds) >= drain_s

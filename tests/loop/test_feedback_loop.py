@@ -4,8 +4,8 @@ Version 1 is trained on the Iris data and served by a real ``python -m serving``
 follows ``iris@champion``, with the prediction and feedback logs on. Traffic from a new
 cultivar (wide sepals, versicolor-sized petals, truly setosa) arrives and its true labels
 are sent back: version 1's live accuracy falls in ``/metrics``. Two schedulers then fire
-``cycle`` at the same moment, one with the README's ``mlflow run`` command exactly as
-written (in a clone of the project, where the proxy keeps its logs) and one as ``python -m
+``cycle`` at the same moment, one with the ``mlflow run`` command of docs/feedback.md exactly
+as written (in a clone of the project, where the proxy keeps its logs) and one as ``python -m
 steps.cycle``: one retrains on the base data plus the labeled production rows, the gate
 promotes version 2 because it beats version 1 on the held-out rows (production rows
 among them), the other stands down. The proxy follows the alias, and live accuracy on the
@@ -19,10 +19,10 @@ import pytest
 
 from iris_core.contract import CYCLE_EXPERIMENT
 from iris_core.table.iris import IRIS
-from tests.conftest import REPO, Registry, build_versions, clean_env
+from tests.conftest import Registry, build_versions, clean_env
 from tests.loop.test_cycle import holdout_of, runs
 from tests.monitoring.traffic import new_cultivar
-from tests.readme import commands, fresh_clone
+from tests.readme import fresh_clone, page_command
 from tests.serving.conftest import running_proxy
 from tests.serving.test_monitoring import sample, scrape
 from tests.support import wait_until
@@ -32,9 +32,7 @@ FEATURES, LABEL = IRIS.feature_names, IRIS.label
 pytestmark = pytest.mark.slow
 
 TOKEN = "l00p-token"
-README_CYCLE = next(
-    c.text for c in commands(REPO / "README.md") if c.section == "The loop, end to end" and "-e cycle" in c.text
-)
+PAGE_CYCLE = page_command("docs/feedback.md", "The loop, end to end", "-e cycle")
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
@@ -85,7 +83,7 @@ def test_labels_fed_back_drop_live_accuracy_one_of_two_cycles_retrains_the_proxy
     registry = Registry(uri=tracking_store).client()
     base = holdout_of(Registry(uri=tracking_store), "1").head(20)
     monkeypatch.setenv("SERVING_API_TOKEN", TOKEN)
-    clone = fresh_clone(tmp_path / "proxy")  # the proxy's logs/ are the README command's logs/
+    clone = fresh_clone(tmp_path / "proxy")  # the proxy's logs/ are the page's command's logs/
     logs = clone / "logs"
     with running_proxy(
         tmp_path,
@@ -117,7 +115,7 @@ def test_labels_fed_back_drop_live_accuracy_one_of_two_cycles_retrains_the_proxy
             what="80 labels in the feedback log",
         )
         launched = [
-            ["bash", "-c", README_CYCLE],
+            ["bash", "-c", PAGE_CYCLE],
             [sys.executable, "-m", "steps.cycle", "--predictions", "logs/predictions.jsonl"]
             + ["--feedback", "logs/feedback.jsonl"],
         ]

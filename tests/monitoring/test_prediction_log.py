@@ -36,6 +36,7 @@ def submit(writer, request_id="r1", rows=(ROW,), version="2"):
         request_id=request_id,
         model_name="iris",
         model_version=version,
+        names=FEATURES,
         rows=list(rows),
         predictions=[{"prediction": "setosa", "confidence": 0.97}] * len(rows),
         latency_ms=3.25,

@@ -14,7 +14,10 @@ from iris_core.errors import RegistryUnavailable
 from iris_core.resolver import Resolved
 from serving.analysis import CallStats
 from serving.forwarding import UpstreamError
+from serving.model_facts import standing_in
 from serving.upstream import UpstreamStartError, UpstreamState
+
+IRIS_FACTS = standing_in()  # what the registry says of every fake version: this project's Iris model
 
 
 @dataclass
@@ -38,11 +41,16 @@ class FakeScorer:
 
     managed = False
 
-    def __init__(self, version: str = "1"):
+    def __init__(self, version: str = "1", facts=IRIS_FACTS):
         self.version = version
+        self.facts = facts
         self.calls: list[Call] = []
         self.in_flight = 0
         self.most_in_flight = 0
+
+    @property
+    def layout(self):
+        return self.facts.layout
 
     async def score(self, session, rows, timeout):
         call = Call(list(rows), timeout)
@@ -66,9 +74,10 @@ class FakeServer:
     managed = True
     kind = "managed"
 
-    def __init__(self, target: Resolved):
+    def __init__(self, target: Resolved, facts=IRIS_FACTS):
         self.version = target.version
         self.run_id = target.run_id
+        self.facts = facts
         self.state = UpstreamState.STARTING
         self.retired = False
         self.inflight = 0
@@ -93,6 +102,11 @@ class FakeServer:
             self.stats.observe(time.perf_counter() - started, len(rows), predictions)
 
     # the test's controls
+
+    @property
+    def layout(self):
+        return self.facts.layout
+
     def come_up(self) -> None:
         self._started.set_result(None)
 

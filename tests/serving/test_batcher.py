@@ -378,3 +378,46 @@ def test_a_request_queued_for_the_canary_when_its_canary_ends_goes_to_the_versio
         assert (await queued).version == "1" and (await in_flight).version == "2"
 
     run(body)
+
+
+def petal_facts():
+    """What the registry says of a version that reads only the two petal measurements."""
+    from iris_core.table.contract import Feature, TableContract
+    from serving.model_facts import ModelFacts
+
+    contract = TableContract((Feature("petal_length"), Feature("petal_width")), label="species", classes=("a", "b"))
+    signature = {"inputs": '[{"type": "double", "name": "petal_length"}, {"type": "double", "name": "petal_width"}]'}
+    return ModelFacts.of({"signature": signature, "metadata": {"table_contract": contract.as_dict()}})
+
+
+@pytest.mark.parametrize("make", [BatchingForwarder, DirectForwarder])
+def test_rows_checked_against_one_feature_set_are_scored_by_that_version_after_a_switch_to_another(make):
+    async def body():
+        old, new = FakeScorer("1"), FakeScorer("2", facts=petal_facts())
+        router = SimpleNamespace(live=old)
+        forward = make(router, None, ServingConfig(upstream="http://127.0.0.1:1"))
+        router.live = new  # the alias moved after the rows were checked against version 1's four features
+        request = asyncio.ensure_future(forward.predict(rows(5.1), checked=old))
+        fitting = asyncio.ensure_future(forward.predict([[1.4, 0.2]], checked=new))
+        await settle()
+        assert [call.rows for call in old.calls] == [rows(5.1)] and [call.rows for call in new.calls] == [[[1.4, 0.2]]]
+        old.calls[0].answer()
+        new.calls[0].answer()
+        assert ((await request).version, (await fitting).version) == ("1", "2")
+
+    run(body)
+
+
+def test_rows_of_one_feature_set_follow_a_switch_to_another_version_of_the_same_features():
+    async def body():
+        old, new = FakeScorer("1"), FakeScorer("2")
+        router = SimpleNamespace(live=old)
+        batcher = BatchingForwarder(router, None, ServingConfig(upstream="http://127.0.0.1:1"))
+        router.live = new
+        request = asyncio.ensure_future(batcher.predict(rows(5.1), checked=old))
+        await settle()
+        assert old.calls == [] and len(new.calls) == 1
+        new.calls[0].answer()
+        assert (await request).version == "2"
+
+    run(body)

@@ -20,7 +20,7 @@ from bench.misbehaving import KINDS, register_misbehaving
 from iris_core.alias_history import alias_history, move_alias
 from iris_core.contract import MoveKind, RolloutOutcome, Tag
 from tests.conftest import Registry, clean_env, sqlite_uri
-from tests.readme import readme_command
+from tests.readme import page_command
 from tests.serving.conftest import START_TIMEOUT, running_proxy
 from tests.serving.delivery import Traffic
 from tests.serving.test_monitoring import sample, scrape
@@ -46,14 +46,14 @@ PROXY_ARGS = (
 )
 
 
-CANARY_SECTION = "Canary steps, a bake window, and a rollback by itself"
-README_PROMOTE = readme_command(CANARY_SECTION, "registry_tools promote 3")
-README_HISTORY = readme_command(CANARY_SECTION, "registry_tools history")
-README_SHOW = readme_command(CANARY_SECTION, "registry_tools show 3")
+ROLLOUT_PAGE, CANARY_SECTION = "docs/rollout.md", "Canary steps, a bake window, and a rollback by itself"
+PAGE_PROMOTE = page_command(ROLLOUT_PAGE, CANARY_SECTION, "registry_tools promote 3")
+PAGE_HISTORY = page_command(ROLLOUT_PAGE, CANARY_SECTION, "registry_tools history")
+PAGE_SHOW = page_command(ROLLOUT_PAGE, CANARY_SECTION, "registry_tools show 3")
 
 
 def as_written(registry_dir, command: str) -> subprocess.CompletedProcess:
-    """A README command line, typed as is, against this module's registry."""
+    """A command line of the manual (docs/rollout.md), typed as is, against this module's registry."""
     env = {**clean_env(), "MLFLOW_TRACKING_URI": sqlite_uri(registry_dir)}
     return subprocess.run(
         ["bash", "-c", command],
@@ -184,10 +184,10 @@ def test_a_good_version_goes_to_all_traffic_and_is_never_rolled_back_over_repeat
 
 
 def test_a_person_moving_the_alias_back_during_a_canary_stops_it_at_once(proxies, client, delivery_registry):
-    """The README's promote command, as written, starts a canary of version 3; the alias moves back during it."""
+    """The page's promote command, as written, starts a canary of version 3; the alias moves back during it."""
     directory = delivery_registry[0]
     with Traffic([proxy.url for proxy in proxies], threads=CLIENTS) as traffic:
-        promoted = as_written(directory, README_PROMOTE)  # version 3: C=0.3, failed the gate, hence --force
+        promoted = as_written(directory, PAGE_PROMOTE)  # version 3: C=0.3, failed the gate, hence --force
         assert promoted.returncode == 0, promoted.stderr
         in_canary = wait_until(
             lambda: [p for p in proxies if rollout(p).get("version") == "3" and rollout(p)["state"] == "canary"],
@@ -214,7 +214,7 @@ def test_a_person_moving_the_alias_back_during_a_canary_stops_it_at_once(proxies
     assert {a.version for a in traffic.since(time.time() - 0.8)} == {"1"}
     assert Tag.ROLLOUT_OUTCOME not in client.get_model_version("iris", "3").tags
     assert alias_history(client, "iris", "champion")[0].how == "rollback"
-    for command in (README_HISTORY, README_SHOW):  # the README's next two commands, as written
+    for command in (PAGE_HISTORY, PAGE_SHOW):  # the page's next two commands, as written
         shown = as_written(directory, command)
         assert shown.returncode == 0 and "version 3" in shown.stdout, shown.stderr
 

@@ -21,6 +21,7 @@ from serving.feedback import parse_feedback
 from serving.router import Router
 from serving.upstream import Upstream, UpstreamState
 from serving.validation import ValidationError
+from tests.serving.fakes import IRIS_FACTS
 from tests.support import wait_until
 
 SETOSA, VERSICOLOR, VIRGINICA = [5.1, 3.5, 1.4, 0.2], [5.9, 3.0, 4.2, 1.5], [6.7, 3.0, 5.2, 2.3]
@@ -31,7 +32,7 @@ class RuleModel(Upstream):
     """A model server that answers at once, by petal size, as version ``version``."""
 
     def __init__(self, version: str):
-        super().__init__(version)
+        super().__init__(version, facts=IRIS_FACTS)
         self.state = UpstreamState.READY
 
     async def score(self, session, rows, timeout):
@@ -55,19 +56,34 @@ def parse(body, max_items: int = 100):
 # -- parsing ---------------------------------------------------------------------------------
 
 
-def test_a_label_is_a_class_name_or_its_index_and_row_may_be_left_out():
-    labels = parse([{"request_id": "a", "row": 2, "label": "virginica"}, {"request_id": "b", "label": 0}])
-    assert [(x.request_id, x.row, x.class_name) for x in labels] == [("a", 2, "virginica"), ("b", None, "setosa")]
-    assert parse({"request_id": "c", "label": 1})[0].class_name == "versicolor"
+def test_a_label_is_a_class_name_or_its_index_of_the_answering_version_and_row_may_be_left_out():
+    memory = AnswerMemory(100)
+    for request_id in "abc":
+        memory.remember(request_id, "1", bytes([0, 0, 0]), IRIS_FACTS)
+    labels = parse([{"request_id": "a", "row": 2, "label": "virginica"}, {"request_id": "b", "row": 0, "label": 0}])
+    assert [(x.request_id, x.row, x.label) for x in labels] == [("a", 2, "virginica"), ("b", 0, "0")]
+    judged = judge(labels + parse({"request_id": "c", "row": 1, "label": 1}), memory)
+    assert [item.class_name for item in judged] == ["virginica", "setosa", "versicolor"]
+
+
+@pytest.mark.parametrize("label", ["rose", 3, "4"])
+def test_a_label_that_names_no_class_of_the_version_that_answered_is_refused_without_echoing_it(label):
+    memory = AnswerMemory(100)
+    memory.remember("a", "1", bytes([0]), IRIS_FACTS)
+    with pytest.raises(ValidationError) as caught:
+        judge(parse({"request_id": "a", "label": label}), memory)
+    assert (caught.value.status, caught.value.error_code) == (400, "INVALID_FEEDBACK")
+    assert caught.value.message.startswith("the label: the label is not a class of version 1")
+    assert "rose" not in caught.value.message
 
 
 @pytest.mark.parametrize(
     "body, message",
     [
-        ({"request_id": "a", "label": "rose"}, "the label: label must be a class name"),
-        ({"request_id": "a", "label": 3}, "the label: label must be a class name"),
-        ({"request_id": "a", "label": True}, "the label: label must be a class name"),
-        ({"request_id": "a", "label": "1"}, "the label: label must be a class name"),
+        ({"request_id": "a", "label": True}, "the label: label must be a class"),
+        ({"request_id": "a", "label": 1.5}, "the label: label must be a class"),
+        ({"request_id": "a", "label": ""}, "the label: label must be a class"),
+        ({"request_id": "a", "label": "r" * 256}, "the label: label must be a class"),
         ({"request_id": "a"}, "the label: label is missing"),
         ({"request_id": "has space", "label": 0}, "the label: request_id must be the X-Request-Id"),
         ({"request_id": "x" * 129, "label": 0}, "the label: request_id must be the X-Request-Id"),
@@ -120,8 +136,8 @@ def test_the_memory_forgets_the_oldest_requests_past_its_row_bound():
 
 def test_labels_count_per_version_first_label_wins_and_forgotten_requests_are_counted_apart():
     memory, accuracy = AnswerMemory(100), LiveAccuracy(window=3)
-    memory.remember("r1", "1", bytes([0, 1, 2]))
-    memory.remember("r2", "2", bytes([2]))
+    memory.remember("r1", "1", bytes([0, 1, 2]), IRIS_FACTS)
+    memory.remember("r2", "2", bytes([2]), IRIS_FACTS)
     labels = parse(
         [
             {"request_id": "r1", "row": 0, "label": "setosa"},
@@ -153,8 +169,8 @@ def test_live_accuracy_covers_the_latest_window_rows_while_the_counts_cover_ever
 
 def test_a_row_the_remembered_request_lacks_refuses_the_whole_list_and_counts_nothing():
     memory, accuracy = AnswerMemory(100), LiveAccuracy(window=10)
-    memory.remember("multi", "1", bytes([0, 1]))
-    memory.remember("one", "1", bytes([0]))
+    memory.remember("multi", "1", bytes([0, 1]), IRIS_FACTS)
+    memory.remember("one", "1", bytes([0]), IRIS_FACTS)
     for body, message in [
         (
             [{"request_id": "one", "label": 0}, {"request_id": "multi", "row": 2, "label": 0}],

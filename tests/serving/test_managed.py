@@ -27,7 +27,7 @@ from tests.support import wait_until
 
 pytestmark = pytest.mark.slow
 
-KEEP_LOGS = 3  # fewer than the model servers the module starts, so that pruning shows
+KEEP_LOGS = 2  # fewer than the model servers the module starts (3), so that pruning shows
 
 
 def registry_tools(registry_dir, *args: str) -> str:
@@ -72,12 +72,26 @@ def live_version(stack) -> str:
 
 
 class SteadyLoad:
-    """A few threads posting /predict on keep-alive connections, bounded in count and time."""
+    """A few threads posting /predict (or ``body`` to ``path``) on keep-alive connections, bounded in count and time.
+
+    With ``keep``, each answer's version and JSON body are kept too (``bodies``).
+    """
 
     def __init__(
-        self, stack, threads: int = 4, max_seconds: float = 300, max_requests: int = 20_000, pause: float = 0.02
+        self,
+        stack,
+        threads: int = 4,
+        max_seconds: float = 300,
+        max_requests: int = 20_000,
+        pause: float = 0.02,
+        path: str = "/predict",
+        body: dict | None = None,
+        keep: bool = False,
     ):
         self.stack, self.pause = stack, pause
+        self.path, self.keep = path, keep
+        self.body = body or {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
+        self.bodies: list[tuple[str | None, object]] = []
         self.deadline = time.monotonic() + max_seconds
         self.max_requests = max_requests
         self.results: list[tuple[int, str | None]] = []  # (status, X-Model-Version) in completion order
@@ -107,15 +121,14 @@ class SteadyLoad:
                 started = time.monotonic()
                 headers = {}
                 try:
-                    response = session.post(
-                        f"{self.stack.url}/predict",
-                        json={"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2},
-                        timeout=60,
-                    )
+                    response = session.post(f"{self.stack.url}{self.path}", json=self.body, timeout=60)
                     outcome = (response.status_code, response.headers.get("X-Model-Version"))
                     headers = dict(response.headers)
                     if response.status_code != 200:
                         self.failures.append(f"{response.status_code}: {response.text[:200]}")
+                    elif self.keep:
+                        with self._lock:
+                            self.bodies.append((outcome[1], response.json()))
                 except Exception as exc:  # a reset or timeout is a failed request too
                     outcome = (0, None)
                     self.failures.append(repr(exc))
@@ -136,7 +149,13 @@ class SteadyLoad:
 def test_the_proxy_starts_its_own_model_server_for_the_version_the_alias_names(stack):
     health = stack.health()
     assert health["status"] == "healthy" and health["following"] is True
-    assert health["model"] == {"name": "iris", "alias": "champion", "version": "1", "run_id": health["model"]["run_id"]}
+    assert health["model"] == {
+        "name": "iris",
+        "alias": "champion",
+        "version": "1",
+        "run_id": health["model"]["run_id"],
+        "contract": {"name": "iris", "origin": "curated", "features": 4},
+    }
     assert health["upstream"]["kind"] == "managed" and health["upstream"]["version"] == "1"
     assert is_running(health["upstream"]["pid"])
     response = stack.predict()

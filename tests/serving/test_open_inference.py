@@ -2,6 +2,7 @@
 
 import json
 import struct
+from dataclasses import replace
 
 import orjson
 import pytest
@@ -9,9 +10,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from iris_core.schema import CLASSES, FEATURES
+from iris_core.table.contract import from_signature
+from iris_core.table.iris import IRIS
 from serving.errors import HttpError
+from serving.model_facts import standing_in
 from serving.open_inference import (
-    DEFAULT_SIGNATURE,
     InferRequest,
     Requested,
     Signature,
@@ -20,6 +23,7 @@ from serving.open_inference import (
     model_metadata,
     parse_infer_request,
 )
+from serving.rows import RowReader
 from serving.validation import Limits, ValidationError
 
 LIMITS = Limits(max_rows=10)
@@ -42,6 +46,9 @@ MLFLOW_SIGNATURE = {
     ),
     "params": None,
 }
+SIGNATURE = Signature.of(IRIS, MLFLOW_SIGNATURE)
+READER = RowReader(IRIS)
+OUTPUTS = SIGNATURE.output_names
 PREDICTIONS = [
     {
         "prediction": "setosa",
@@ -66,13 +73,13 @@ def feature_inputs(rows=ROWS, datatype="FP64", shape_of=lambda n: [n, 1]) -> lis
 
 
 def parse(document: dict, limits=LIMITS) -> InferRequest:
-    return parse_infer_request(orjson.dumps(document), None, limits)
+    return parse_infer_request(orjson.dumps(document), None, limits, READER, OUTPUTS)
 
 
 def refusal(document, header_length=None, limits=LIMITS) -> ValidationError:
     body = document if isinstance(document, bytes) else orjson.dumps(document)
     with pytest.raises(ValidationError) as caught:
-        parse_infer_request(body, header_length, limits)
+        parse_infer_request(body, header_length, limits, READER, OUTPUTS)
     return caught.value
 
 
@@ -94,7 +101,7 @@ def binary_request(rows=ROWS, outputs=None, parameters=None) -> tuple[bytes, str
 
 
 def test_metadata_names_each_input_and_output_with_its_datatype_and_shape_from_the_signature():
-    metadata = model_metadata("iris", ["2", "1"], Signature.from_mlflow(MLFLOW_SIGNATURE))
+    metadata = model_metadata("iris", ["2", "1"], SIGNATURE)
     assert metadata["name"] == "iris" and metadata["versions"] == ["2", "1"]
     assert metadata["inputs"] == [{"name": name, "datatype": "FP64", "shape": [-1, 1]} for name in FEATURES]
     assert metadata["outputs"] == [
@@ -112,7 +119,7 @@ def test_the_metadata_follows_the_signature_it_is_given():
             [{"type": "object", "name": "scores", "properties": {"b": {"type": "double"}, "a": {"type": "double"}}}]
         ),
     }
-    metadata = model_metadata("m", ["7"], Signature.from_mlflow(other))
+    metadata = model_metadata("m", ["7"], Signature.of(from_signature(other), other))
     assert [(t["name"], t["datatype"]) for t in metadata["inputs"]] == [("width", "FP32"), ("count", "INT64")]
     assert metadata["outputs"][0]["parameters"] == {"classes": ["b", "a"]} and metadata["outputs"][0]["shape"] == [
         -1,
@@ -120,11 +127,34 @@ def test_the_metadata_follows_the_signature_it_is_given():
     ]
 
 
-def test_without_a_signature_the_projects_schema_gives_the_same_metadata():
-    assert Signature.from_mlflow(None) == DEFAULT_SIGNATURE
-    assert model_metadata("iris", ["1"], DEFAULT_SIGNATURE) == model_metadata(
-        "iris", ["1"], Signature.from_mlflow(MLFLOW_SIGNATURE)
+def test_without_a_registry_the_stand_in_iris_model_gives_the_same_metadata():
+    assert model_metadata("iris", ["1"], standing_in().signature) == model_metadata("iris", ["1"], SIGNATURE)
+
+
+def test_a_plain_models_tensor_output_is_one_predictions_output_of_its_datatype():
+    plain = {
+        "inputs": json.dumps([{"type": "double", "name": "sepal length (cm)"}, {"type": "double", "name": "x/y"}]),
+        "outputs": json.dumps([{"type": "tensor", "tensor-spec": {"dtype": "int64", "shape": [-1]}}]),
+    }
+    signature = Signature.of(from_signature(plain), plain)
+    metadata = model_metadata("plain", ["1"], signature)
+    assert metadata["inputs"] == [
+        {"name": "sepal length (cm)", "datatype": "FP64", "shape": [-1, 1]},
+        {"name": "x/y", "datatype": "FP64", "shape": [-1, 1]},
+    ]
+    assert metadata["outputs"] == [{"name": "predictions", "datatype": "INT64", "shape": [-1, 1]}]
+    request = parse_infer_request(
+        orjson.dumps({"inputs": [{"name": "in", "shape": [2, 2], "datatype": "FP64", "data": [1, 2, 3, 4]}]}),
+        None,
+        LIMITS,
+        RowReader(from_signature(plain)),
+        signature.output_names,
     )
+    assert request.rows == [[1.0, 2.0], [3.0, 4.0]]
+    body, _ = infer_response("plain", "1", request, [0, 2], signature)
+    assert orjson.loads(body)["outputs"] == [
+        {"name": "predictions", "datatype": "INT64", "shape": [2, 1], "data": [0, 2]}
+    ]
 
 
 # -- inputs ----------------------------------------------------------------------------------
@@ -155,7 +185,7 @@ def test_integer_datatypes_are_read_as_numbers(datatype):
 
 def test_binary_tensor_data_after_the_json_header_is_read_as_triton_sends_it():
     body, header_length = binary_request()
-    parsed = parse_infer_request(body, header_length, LIMITS)
+    parsed = parse_infer_request(body, header_length, LIMITS, READER, OUTPUTS)
     assert parsed.rows == [[pytest.approx(v, rel=1e-7) for v in row] for row in ROWS]
 
 
@@ -166,7 +196,10 @@ def test_binary_data_of_every_numeric_datatype_is_little_endian():
         for name in FEATURES
     ]
     header = orjson.dumps({"inputs": inputs})
-    assert parse_infer_request(header + blob * 4, str(len(header)), LIMITS).rows == [[5.0] * 4, [6.0] * 4]
+    assert parse_infer_request(header + blob * 4, str(len(header)), LIMITS, READER, OUTPUTS).rows == [
+        [5.0] * 4,
+        [6.0] * 4,
+    ]
 
 
 def test_the_request_id_is_kept_and_outputs_default_to_all_as_json_or_binary_when_asked():
@@ -272,7 +305,7 @@ def test_the_response_has_every_output_as_json_with_the_request_id_and_the_versi
         tuple(Requested(n, False) for n in ("prediction", "prediction_index", "confidence", "confidence_scores")),
         "r-1",
     )
-    body, header_length = infer_response("iris", "2", request, PREDICTIONS, CLASSES)
+    body, header_length = infer_response("iris", "2", request, PREDICTIONS, SIGNATURE)
     assert header_length is None
     assert orjson.loads(body) == {
         "model_name": "iris",
@@ -296,7 +329,7 @@ def test_binary_outputs_follow_the_json_header_in_the_extensions_encoding():
     request = InferRequest(
         ROWS, (Requested("prediction", True), Requested("confidence_scores", True), Requested("confidence", False))
     )
-    body, header_length = infer_response("iris", "2", request, PREDICTIONS, CLASSES)
+    body, header_length = infer_response("iris", "2", request, PREDICTIONS, SIGNATURE)
     header = orjson.loads(body[:header_length])
     assert "id" not in header
     names = [b"setosa", b"virginica"]
@@ -309,7 +342,9 @@ def test_binary_outputs_follow_the_json_header_in_the_extensions_encoding():
 
 def test_the_class_probabilities_follow_the_class_order_of_the_metadata():
     request = InferRequest(ROWS, (Requested("confidence_scores", False),))
-    body, _ = infer_response("iris", "2", request, PREDICTIONS, ("virginica", "setosa", "versicolor"))
+    body, _ = infer_response(
+        "iris", "2", request, PREDICTIONS, replace(SIGNATURE, classes=("virginica", "setosa", "versicolor"))
+    )
     assert orjson.loads(body)["outputs"][0]["data"] == [0.03, 0.9, 0.07, 0.8, 0.01, 0.19]
 
 
@@ -353,7 +388,7 @@ json_values = st.recursive(
 def test_any_body_gives_rows_or_a_client_error(document, tail, header_length):
     body = json.dumps(document).encode() + tail
     try:
-        parsed = parse_infer_request(body, header_length, LIMITS)
+        parsed = parse_infer_request(body, header_length, LIMITS, READER, OUTPUTS)
     except ValidationError as error:
         assert 400 <= error.status < 500 and error.message
     else:

@@ -16,10 +16,10 @@ from iris_core.schema import CLASSES, FEATURES
 from serving.app import create_app
 from serving.config import ServingConfig
 from serving.router import Router
-from serving.signatures import Signatures
 from serving.upstream import Upstream, UpstreamState
+from tests.serving.fakes import IRIS_FACTS
 from tests.serving.test_feedback import scrape
-from tests.serving.test_open_inference import MLFLOW_SIGNATURE, feature_inputs
+from tests.serving.test_open_inference import feature_inputs
 
 TOKEN = {"Authorization": "Bearer t0ken"}
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]
@@ -30,7 +30,7 @@ class Scorer(Upstream):
     """A model server answering every row with full records as ``version``; ``hold()`` keeps calls waiting."""
 
     def __init__(self, version: str):
-        super().__init__(version)
+        super().__init__(version, facts=IRIS_FACTS)
         self.state = UpstreamState.READY
         self.calls: list[list[list[float]]] = []
         self._gate: asyncio.Event | None = None
@@ -54,19 +54,8 @@ def _record(row):
     return {"prediction": CLASSES[index], "prediction_index": index, "confidence": 0.8, "confidence_scores": scores}
 
 
-class SignatureLookup:
-    """The registry helper's signature call: every version has the pipeline's signature; asked versions recorded."""
-
-    def __init__(self):
-        self.asked: list[str] = []
-
-    async def signature_async(self, version):
-        self.asked.append(version)
-        return MLFLOW_SIGNATURE
-
-
 def serve(tmp_path, body, **settings):
-    """Run ``body(client, live, warm, lookup)``: version 2 live, version 1 warm."""
+    """Run ``body(client, live, warm)``: version 2 live, version 1 warm."""
     defaults = {
         "upstream": "http://127.0.0.1:1",
         "model_uri": "models:/iris/2",
@@ -79,10 +68,9 @@ def serve(tmp_path, body, **settings):
         router = Router(config, None)
         live, warm = Scorer("2"), Scorer("1")
         router.live, router.warm = live, [warm]
-        lookup = SignatureLookup()
-        app = create_app(config, router, Signatures(lookup, {"2": MLFLOW_SIGNATURE}))
+        app = create_app(config, router)
         async with TestClient(TestServer(app)) as client:
-            await body(client, live, warm, lookup)
+            await body(client, live, warm)
 
     asyncio.run(asyncio.wait_for(main(), timeout=60))
 
@@ -98,7 +86,7 @@ def infer_body(rows=ROWS, **extra) -> bytes:
 
 
 def test_v2_infer_and_invocations_requests_join_the_same_micro_batch(tmp_path):
-    async def body(client, live, warm, lookup):
+    async def body(client, live, warm):
         live.hold()
         first = asyncio.ensure_future(
             client.post("/invocations", json={"dataframe_records": [dict(zip(FEATURES, ROWS[0]))]}, headers=TOKEN)
@@ -126,7 +114,7 @@ def test_v2_infer_and_invocations_requests_join_the_same_micro_batch(tmp_path):
 
 
 def test_a_versioned_infer_is_answered_by_that_version_live_or_warm_and_404_names_the_loaded_ones(tmp_path):
-    async def body(client, live, warm, lookup):
+    async def body(client, live, warm):
         for version, scorer in (("1", warm), ("2", live)):
             response = await client.post(f"/v2/models/iris/versions/{version}/infer", data=infer_body(), headers=TOKEN)
             assert response.status == 200 and response.headers["X-Model-Version"] == version
@@ -142,7 +130,7 @@ def test_a_versioned_infer_is_answered_by_that_version_live_or_warm_and_404_name
 
 
 def test_v2_requests_are_counted_logged_and_labelled_like_the_other_scoring_requests(tmp_path):
-    async def body(client, live, warm, lookup):
+    async def body(client, live, warm):
         response = await client.post(INFER, data=infer_body(id="mine"), headers={**TOKEN, "X-Request-Id": "req-7"})
         assert response.status == 200 and response.headers["X-Request-Id"] == "req-7"
         assert (await response.json())["id"] == "mine"
@@ -162,7 +150,7 @@ def test_v2_requests_are_counted_logged_and_labelled_like_the_other_scoring_requ
 
 
 def test_infer_needs_the_token_and_health_and_metadata_do_not(tmp_path):
-    async def body(client, live, warm, lookup):
+    async def body(client, live, warm):
         for headers in ({}, {"Authorization": "Bearer wrong"}):
             response = await client.post(INFER, data=infer_body(), headers=headers)
             assert response.status == 401 and response.headers["WWW-Authenticate"] == "Bearer"
@@ -174,15 +162,12 @@ def test_infer_needs_the_token_and_health_and_metadata_do_not(tmp_path):
     serve(tmp_path, body)
 
 
-def test_metadata_comes_from_each_versions_signature_asked_of_the_registry_once(tmp_path):
-    async def body(client, live, warm, lookup):
+def test_metadata_comes_from_what_each_loaded_version_is(tmp_path):
+    async def body(client, live, warm):
         current = await (await client.get("/v2/models/iris")).json()
         assert current["versions"] == ["2", "1"] and [t["name"] for t in current["inputs"]] == list(FEATURES)
-        assert lookup.asked == [], "the start-up version's signature was read before the proxy started"
-        for _ in range(2):
-            older = await client.get("/v2/models/iris/versions/1")
-            assert older.status == 200 and (await older.json())["outputs"][3]["parameters"]["classes"] == list(CLASSES)
-        assert lookup.asked == ["1"]
+        older = await client.get("/v2/models/iris/versions/1")
+        assert older.status == 200 and (await older.json())["outputs"][3]["parameters"]["classes"] == list(CLASSES)
         gone = await client.get("/v2/models/iris/versions/5")
         assert gone.status == 404 and "loaded versions: 2, 1" in (await gone.json())["error"]
 
@@ -192,7 +177,7 @@ def test_metadata_comes_from_each_versions_signature_asked_of_the_registry_once(
 def test_every_refusal_is_the_protocols_short_json_error_without_the_request(tmp_path):
     secret = "s3cr3t-" + "x" * 64
 
-    async def body(client, live, warm, lookup):
+    async def body(client, live, warm):
         cases = [
             (INFER, b"{not json " + secret.encode(), 400),
             (INFER, orjson.dumps({"inputs": [{"name": secret, "shape": [1], "datatype": "FP64", "data": [1]}]}), 400),
@@ -214,7 +199,7 @@ def test_every_refusal_is_the_protocols_short_json_error_without_the_request(tmp
 
 
 def test_readiness_follows_the_model_server(tmp_path):
-    async def body(client, live, warm, lookup):
+    async def body(client, live, warm):
         live.state = UpstreamState.DOWN
         server = await client.get("/v2/health/ready")
         model = await client.get("/v2/models/iris/ready")
@@ -229,7 +214,7 @@ def test_readiness_follows_the_model_server(tmp_path):
 def test_server_metadata_names_the_project_and_needs_no_installed_package(tmp_path, monkeypatch):
     import importlib.metadata
 
-    async def body(client, live, warm, lookup):
+    async def body(client, live, warm):
         installed = await (await client.get("/v2")).json()
         version = importlib.metadata.version("iris-mlops")
         assert installed == {"name": "iris-mlops", "version": version, "extensions": ["binary_tensor_data"]}

@@ -12,7 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from iris_core.schema import FEATURES
+from iris_core.table.iris import IRIS
 from serving import parquet_body
+from serving.rows import RowReader
 from serving.validation import IGNORED_COLUMN, Invocation, Limits, ValidationError, parse_invocation
 
 PARQUET = "application/vnd.apache.parquet"
@@ -22,7 +24,7 @@ LIMITS = Limits()
 
 
 def parse(body: bytes, limits: Limits = LIMITS) -> Invocation:
-    return parse_invocation(PARQUET, body, limits)
+    return parse_invocation(PARQUET, body, limits, RowReader(IRIS))
 
 
 def refusal(body: bytes, limits: Limits = LIMITS) -> ValidationError:

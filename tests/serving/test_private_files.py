@@ -8,6 +8,7 @@ import tempfile
 
 import pytest
 
+from iris_core.schema import FEATURES
 from serving import upstream
 from serving.feedback_log import FeedbackLogWriter
 from serving.prediction_log import PredictionLogWriter
@@ -38,6 +39,7 @@ def test_the_prediction_log_and_its_rotated_files_are_created_0600(tmp_path, ope
                 request_id=f"r{number}",
                 model_name="iris",
                 model_version="2",
+                names=FEATURES,
                 rows=[ROW],
                 predictions=[{"prediction": "setosa", "confidence": 0.97}],
                 latency_ms=1.0,

@@ -27,7 +27,7 @@ from iris_core.errors import NotFound, RegistryUnavailable
 from iris_core.refs import ModelRef, parse_model_uri
 from iris_core.resolver import Resolved, get_model
 from serving.config import parse_model_uri as parse_any_uri
-from serving.registry import HelperRegistryLookup, open_lookup, signature_with_mlflow
+from serving.registry import HelperRegistryLookup, document_with_mlflow, open_lookup
 from serving.registry_rest import Connection, RestRegistryClient, RestRegistryLookup
 from tests.conftest import _LEAKY_ENV, BIN, REPO, clean_env
 from tests.serving.conftest import ROW, START_TIMEOUT
@@ -135,13 +135,17 @@ def test_resolve_names_the_version_and_run_mlflows_client_names(server, mlflow_c
     assert asyncio.run(fixed.resolve_async()) == Resolved("1", mlflow_client.get_model_version("iris", "1").run_id)
 
 
-def test_the_signature_is_the_one_mlflow_reads_from_the_versions_model_file(server, monkeypatch):
+def signature_of(document: dict) -> dict:
+    return {k: json.loads(v) for k, v in document["signature"].items() if v}
+
+
+def test_what_a_version_is_reads_over_rest_as_mlflow_reads_it_from_its_model_file(server, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", server)
-    over_mlflow = signature_with_mlflow(None, ModelRef("iris"), "2")
-    over_rest = rest(server).signature("2")
-    assert {k: json.loads(v) for k, v in over_rest.items() if v} == {
-        k: json.loads(v) for k, v in over_mlflow.items() if v
-    }
+    over_mlflow = document_with_mlflow(None, ModelRef("iris"), "2")
+    over_rest = rest(server).document("2")
+    assert signature_of(over_rest) == signature_of(over_mlflow)
+    assert over_rest["metadata"] == over_mlflow["metadata"]
+    assert over_rest["example"] == over_mlflow["example"] and over_rest["example"]["data"]
 
 
 def test_a_runs_uri_resolves_to_its_run_and_signature_over_rest_as_over_mlflow(server, mlflow_client, monkeypatch):
@@ -150,8 +154,8 @@ def test_a_runs_uri_resolves_to_its_run_and_signature_over_rest_as_over_mlflow(s
     model = parse_any_uri(f"runs:/{run_id}/model")
     lookup = RestRegistryLookup(model, server, {"MLFLOW_HTTP_REQUEST_TIMEOUT": "10"})
     assert lookup.resolve() == Resolved(f"run-{run_id}", run_id)
-    over_mlflow = signature_with_mlflow(None, model, "ignored")
-    assert json.loads(lookup.signature("ignored")["inputs"]) == json.loads(over_mlflow["inputs"])
+    over_mlflow = document_with_mlflow(None, model, "ignored")
+    assert signature_of(lookup.document("ignored")) == signature_of(over_mlflow)
     with pytest.raises(RegistryUnavailable, match="no run with ID 0123456789abcdef"):
         RestRegistryLookup(parse_any_uri("runs:/0123456789abcdef/model"), server).resolve()
     with pytest.raises(RegistryUnavailable, match="logged no model at 'elsewhere'"):

@@ -21,7 +21,7 @@ from iris_core.alias_history import move_alias
 from iris_core.contract import MoveKind, Tag
 from iris_core.errors import EXIT_OK, EXIT_WAITING
 from tests.conftest import REPO, Registry, sqlite_uri
-from tests.readme import readme_command
+from tests.readme import page_command
 from tests.serving.conftest import START_TIMEOUT, running_proxy, serving_env
 from tests.serving.delivery import ROWS
 from tests.serving.test_monitoring import sample, scrape
@@ -134,14 +134,14 @@ def test_a_failing_shadow_version_counts_errors_and_no_client_sees_one(proxy, cl
     assert sample(scrape(proxy.url + "/metrics"), "proxy_shadow_errors_total") > 0
 
 
-SHADOW_SECTION = "Shadow: evidence before promotion"
-README_EVALUATE = readme_command(SHADOW_SECTION, "python -m steps.evaluate")
-README_SHOW = readme_command(SHADOW_SECTION, "python -m registry_tools show")
-README_MIN_ROWS = int(re.search(r"--min-shadow-rows (\d+)", README_EVALUATE).group(1))
+ROLLOUT_PAGE, SHADOW_SECTION = "docs/rollout.md", "Shadow: evidence before promotion"
+PAGE_EVALUATE = page_command(ROLLOUT_PAGE, SHADOW_SECTION, "python -m steps.evaluate")
+PAGE_SHOW = page_command(ROLLOUT_PAGE, SHADOW_SECTION, "python -m registry_tools show")
+PAGE_MIN_ROWS = int(re.search(r"--min-shadow-rows (\d+)", PAGE_EVALUATE).group(1))
 
 
 def as_written(registry_dir, command: str) -> subprocess.CompletedProcess:
-    """A README command line, typed as is in the repository, against this test's registry."""
+    """A command line of the manual (docs/rollout.md), typed as is in the repository, against this test's registry."""
     return subprocess.run(
         ["bash", "-c", command],
         cwd=REPO,
@@ -156,18 +156,18 @@ def as_written(registry_dir, command: str) -> subprocess.CompletedProcess:
 def test_the_gate_waits_for_shadow_evidence_then_promotes_and_the_proxy_serves_the_shadowed_server(
     proxy, client, shadow_registry
 ):
-    """The README's own gate command, run as written: waiting first, promoting once the proxy shadowed enough rows."""
+    """The page's own gate command, run as written: waiting first, promoting once the proxy shadowed enough rows."""
     directory = shadow_registry[0]
     move_alias(client, "iris", "challenger", "3", how=MoveKind.PROMOTE, reason="shadow version 3 before the gate")
-    waiting = as_written(directory, README_EVALUATE)
+    waiting = as_written(directory, PAGE_EVALUATE)
     assert waiting.returncode == EXIT_WAITING, waiting.stderr
     assert client.get_model_version("iris", "3").tags[Tag.GATE_DECISION] == "waiting_for_shadow"
     shadowing(proxy, "3")
-    per_class = -(-README_MIN_ROWS // len(ROWS))
+    per_class = -(-PAGE_MIN_ROWS // len(ROWS))
     send(proxy, per_class=per_class)
     rows = str(per_class * len(ROWS))
     wait_until(lambda: client.get_model_version("iris", "3").tags.get(Tag.SHADOW_ROWS) == rows, 60, what="tags")
-    passed = as_written(directory, README_EVALUATE)
+    passed = as_written(directory, PAGE_EVALUATE)
     assert passed.returncode == EXIT_OK, passed.stderr
     expected = f"shadow agreement 1.0000 >= min_shadow_agreement 0.95 over {rows} rows against champion version 1"
     assert expected in passed.stdout
@@ -176,5 +176,5 @@ def test_the_gate_waits_for_shadow_evidence_then_promotes_and_the_proxy_serves_t
     starts = [line for line in proxy.output().splitlines() if "starting the model server for models:/iris/3" in line]
     assert len(starts) == 1, "the shadow's model server took over: nothing was started again"
     assert proxy.predict().headers["X-Model-Version"] == "3"
-    shown = as_written(directory, README_SHOW)
-    assert shown.returncode == 0, shown.stderr  # the README's challenger was version 2; here, a champion before
+    shown = as_written(directory, PAGE_SHOW)
+    assert shown.returncode == 0, shown.stderr  # the page's challenger was version 2; here, a champion before

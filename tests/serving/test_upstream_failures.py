@@ -14,6 +14,7 @@ import time
 import aiohttp
 import pytest
 
+from iris_core.schema import FEATURES
 from serving.forwarding import UpstreamError, post_rows
 from tests.support import free_port
 
@@ -110,7 +111,7 @@ def outcome(conduct, timeout: float = 5.0) -> tuple[UpstreamError, float]:
             async with aiohttp.ClientSession() as session:
                 started = time.monotonic()
                 with pytest.raises(UpstreamError) as caught:
-                    await post_rows(session, url, ROWS, timeout)
+                    await post_rows(session, url, FEATURES, ROWS, timeout)
                 return caught.value, time.monotonic() - started
         finally:
             server.close()
@@ -133,7 +134,7 @@ def test_a_model_server_that_refuses_connections_gives_503_with_retry_after():
     async def body():
         async with aiohttp.ClientSession() as session:
             with pytest.raises(UpstreamError) as caught:
-                await post_rows(session, f"http://127.0.0.1:{free_port()}/invocations", ROWS, 5)
+                await post_rows(session, f"http://127.0.0.1:{free_port()}/invocations", FEATURES, ROWS, 5)
             return caught.value
 
     error = asyncio.run(body())

@@ -7,8 +7,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from iris_core.schema import FEATURES
+from iris_core.table.iris import IRIS
 from serving.config import ServingConfig, parse_model_uri
 from serving.errors import ConfigError
+from serving.rows import RowReader
 from serving.validation import (
     IGNORED_COLUMN,
     IGNORED_FIELD,
@@ -24,11 +26,12 @@ JSON = "application/json"
 LIMITS = Limits(max_rows=10)
 ROWS = [[5.1, 3.5, 1.4, 0.2], [7.7, 2.6, 6.9, 2.3]]
 RECORDS = [dict(zip(FEATURES, row)) for row in ROWS]
+READER = RowReader(IRIS)
 
 
 def invocation(document, content_type=JSON, limits=LIMITS) -> Invocation:
     body = document if isinstance(document, bytes) else json.dumps(document).encode()
-    return parse_invocation(content_type, body, limits)
+    return parse_invocation(content_type, body, limits, READER)
 
 
 def rows_of(document, content_type=JSON, limits=LIMITS):
@@ -69,13 +72,13 @@ def test_integers_are_accepted_as_numbers():
 
 
 def test_predict_takes_one_object_with_the_four_features():
-    assert predict_row(JSON, json.dumps(RECORDS[0]).encode()) == ROWS[0]
+    assert predict_row(JSON, json.dumps(RECORDS[0]).encode(), READER) == ROWS[0]
 
 
 def test_predict_names_every_bad_field():
     body = json.dumps({**RECORDS[0], "sepal_width": "3.5", "petal_length": -1.4}).encode()
     with pytest.raises(ValidationError) as caught:
-        predict_row(JSON, body)
+        predict_row(JSON, body, READER)
     assert caught.value.details == [
         "sepal_width: must be a number, got a string",
         "petal_length: must be > 0 and <= 1e+06, got -1.4",

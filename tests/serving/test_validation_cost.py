@@ -23,7 +23,9 @@ import time
 import pytest
 
 from iris_core.schema import FEATURES, NUMBER
+from iris_core.table.iris import IRIS
 from serving.config import ServingConfig
+from serving.rows import RowReader
 from serving.validation import Limits, ValidationError, parse_invocation, predict_row
 
 MAX_BODY = ServingConfig.max_body_bytes
@@ -33,6 +35,7 @@ MAX_READINGS = 25  # validation may cost this many linear readings of the body, 
 JSON = "application/json"
 CSV = "text/csv"
 FEATURE_VALUES = dict.fromkeys(FEATURES, 1.0)
+READER = RowReader(IRIS)
 
 
 def names(n: int) -> list[str]:
@@ -107,9 +110,9 @@ SHAPES = {
 def validate(endpoint: str, content_type: str, body: bytes) -> None:
     try:
         if endpoint == "/predict":
-            predict_row(content_type, body)
+            predict_row(content_type, body, READER)
         else:
-            parse_invocation(content_type, body, LIMITS)
+            parse_invocation(content_type, body, LIMITS, READER)
     except ValidationError:
         pass  # most of these are refused; the time to say so is what counts
 

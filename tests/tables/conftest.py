@@ -1,6 +1,6 @@
 """Fixtures of the tests on other tables: a store with a wine version the pipeline trained and a plain model.
 
-Built once per test run (``tests.conftest.built_once``) and copied into each test that
+Built once per test run (``tests.conftest.shared_store``) and copied into each test that
 needs it, as the Iris session registry is.
 """
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import built_once
+from tests.conftest import shared_store
 from tests.tables.tables import WINE_LABEL, register_plain_model, wine_frame, write_wine
 
 WINE_CSV = "wine.csv"
@@ -34,7 +34,7 @@ def build_wine_store() -> None:
 
 @pytest.fixture(scope="session")
 def wine_store(tmp_path_factory) -> Path:
-    return built_once(tmp_path_factory, "wine-registry", build_wine_store)
+    return shared_store(tmp_path_factory, "wine-registry", build_wine_store)
 
 
 @dataclass(frozen=True)
