@@ -183,3 +183,37 @@ def test_the_gate_compares_with_a_champion_on_the_same_rows_when_it_reads_the_sa
     assert any(reason.startswith("accuracy") and "vs champion" in reason for reason in result.decision.reasons)
     assert not any("not compared" in reason for reason in result.decision.reasons)
     assert np.isfinite(result.metrics["f1_score"])
+
+
+@pytest.fixture
+def counts_store(plain_registry, tmp_path, tracking_store):
+    """This test's copy of the plain models' store (``tests.plain_models``)."""
+    import shutil
+
+    shutil.copyfile(plain_registry / "mlflow.db", tmp_path / "mlflow.db")
+    return tmp_path
+
+
+def test_a_plain_model_whose_signature_says_long_is_evaluated_and_batch_scored_with_integers(counts_store):
+    """``counts`` reads iris in whole millimetres: its signature's inputs are long, so fractions are refused."""
+    import mlflow
+
+    from tests.plain_models import COUNTS, iris_frame
+
+    features, target = iris_frame()
+    table = (features * 10).round().astype("int64").set_axis(["sl", "sw", "pl", "pw"], axis=1)
+    table.assign(target=target).to_csv("counts.csv", index=False)
+    result = CliRunner().invoke(
+        evaluate.main, ["--model-uri", f"models:/{COUNTS}/1", "--data-path", "counts.csv", "--label", "target"]
+    )
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith(f"{COUNTS} version 1: gate passed")
+    batch = table.head(4).astype({"pl": float})
+    batch.loc[1, "pl"] = 14.5
+    batch.to_csv("in.csv", index=False)
+    with mlflow.start_run():
+        tally = run_job(BatchJob("in.csv", "out.csv", model_uri=f"models:/{COUNTS}@champion").validated())
+    assert (tally.rows_scored, tally.rows_rejected) == (3, 1)
+    assert pd.read_csv("out.rejects.csv")["reject_reason"].tolist() == ["pl: must be an integer, got 14.5"]
+    expected = mlflow.pyfunc.load_model(f"models:/{COUNTS}/1").predict(table.head(4).drop(index=1))
+    assert pd.read_csv("out.csv", dtype={"prediction": str})["prediction"].tolist() == [str(v) for v in expected]
