@@ -24,7 +24,7 @@ import requests
 from iris_core.alias_history import alias_history
 from iris_core.contract import BATCH_EXPERIMENT, MONITORING_EXPERIMENT, TRAINING_EXPERIMENT
 from iris_core.records import encode, make_feedback_record
-from iris_core.schema import CLASSES, FEATURES, LABEL
+from iris_core.table.iris import IRIS
 from tests.conftest import _LEAKY_ENV, BIN, REPO
 from tests.monitoring.traffic import write_log
 from tests.readme import (
@@ -39,6 +39,8 @@ from tests.readme import (
     section_text,
 )
 from tests.support import free_port, http_ok, stop_process, wait_until
+
+CLASSES, FEATURES, LABEL = IRIS.classes, IRIS.feature_names, IRIS.label
 
 pytestmark = pytest.mark.slow
 
@@ -276,11 +278,12 @@ def test_the_quickstart_pipeline_logs_params_metrics_artifacts_and_makes_version
         "solver": "lbfgs",
         "random_state": "42",
         "test_size": "0.2",
+        "scaled": "False",  # Iris's features are on comparable scales: no scaler inside the model
     }
     for metric in ("accuracy", "precision", "recall", "f1_score", *(f"f1_{c}" for c in CLASSES)):
         assert 0.9 <= run.data.metrics[metric] <= 1.0, metric
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"confusion_matrix.png", "classification_report.txt", "data"} <= artifacts
+    assert {"confusion_matrix.png", "classification_report.txt", "data", "table_contract.yaml"} <= artifacts
     assert run.data.tags["data_source"] == "csv"
     oldest = list(reversed(alias_history(client, "iris", "champion")))[:2]
     assert [(m.from_version, m.to_version, m.how) for m in oldest] == [(None, "1", "gate"), ("1", "2", "gate")]
