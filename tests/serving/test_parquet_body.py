@@ -11,11 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from iris_core.schema import FEATURES
 from iris_core.table.iris import IRIS
 from serving import parquet_body
 from serving.rows import RowReader
 from serving.validation import IGNORED_COLUMN, Invocation, Limits, ValidationError, parse_invocation
+from tests.iris import FEATURES
 
 PARQUET = "application/vnd.apache.parquet"
 ROWS = [[5.1, 3.5, 1.4, 0.2], [7.7, 2.6, 6.9, 2.3]]
