@@ -62,6 +62,25 @@ NOT_WALKED = {
         "each is a command of the page the tour links to, walked there"
         " (test_every_command_of_the_readme_tour_is_one_the_walkthrough_runs)"
     ),
+    ("README.md", "Your own data and models"): (
+        "it writes wine.csv first with a python -c line, which the walk-through does not run: "
+        "tests/tables/test_own_data_readme.py runs the section's lines as written"
+    ),
+    ("docs/own-data.md", "Train, gate and serve another table"): (
+        "wine.csv, written by the page's python -c line: tests/tables/test_wine_project.py runs these entry points "
+        "with these parameters, tests/tables/test_wine_served.py serves and monitors such a version"
+    ),
+    ("docs/own-data.md", "The table's contract"): "a wine version: tests/tables/test_training.py reads its contract",
+    ("docs/own-data.md", "Writing a contract down to pin and tighten it"): (
+        "a written wine contract: tests/tables/test_wine_project.py and tests/tables/test_table_checks.py train with one"
+    ),
+    ("docs/own-data.md", "Batch scoring, monitoring and the loop"): (
+        "a proxy's logs of wine traffic: tests/tables/test_wine_project.py runs batch_predict, monitor and cycle on wine"
+    ),
+    ("docs/own-data.md", "A model you trained yourself"): (
+        "a plain MLflow model: tests/tables/test_any_version.py evaluates, batch-scores and monitors one, "
+        "tests/serving/test_any_model.py serves them"
+    ),
     ("docs/deployment.md", "Compose"): "the compose stack's tracking server (tests/deploy checks the files)",
     ("docs/team.md", "On each client"): "a team tracking server (tests/team runs these against one)",
     ("docs/feedback.md", "The loop, end to end"): (
