@@ -40,7 +40,7 @@ import pyarrow.parquet as pq
 from bench.goals import Goal, report
 from bench.serving_benchmark import PeakRss
 from bench.store import REPO, store_env, train
-from iris_core.schema import FEATURES
+from iris_core.table.iris import IRIS
 
 SMALL = 1_000
 MODEL_URI = "models:/iris@champion"
@@ -65,7 +65,7 @@ class Measurement:
 
 
 def write_input(path: Path, rows: int, seed: int = 0) -> Path:
-    """Iris-like rows with an id; every 1,000th row has a negative petal width (a reject)."""
+    """Iris-like rows with an id; every 1,000th row has a negative fourth feature (a reject)."""
     rng = np.random.default_rng(seed)
     writer = None
     for start in range(0, rows, 500_000):
@@ -73,7 +73,7 @@ def write_input(path: Path, rows: int, seed: int = 0) -> Path:
         values = np.round(rng.uniform([4.3, 2.0, 1.0, 0.1], [7.9, 4.4, 6.9, 2.5], size=(count, 4)), 2)
         ids = np.arange(start, start + count)
         values[ids % 1000 == 999, 3] = -1.0
-        table = pa.table({"id": ids, **{name: values[:, i] for i, name in enumerate(FEATURES)}})
+        table = pa.table({"id": ids, **{name: values[:, i] for i, name in enumerate(IRIS.feature_names)}})
         if path.suffix == ".parquet":
             writer = writer or pq.ParquetWriter(path, table.schema)
         else:

@@ -24,8 +24,6 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from threadpoolctl import threadpool_limits
 
-from iris_core.schema import FEATURES
-
 BLOCK_ROWS = 100_000
 
 
@@ -40,7 +38,8 @@ def read_blocks(path: str):
 
 
 def scored_block(block: pa.RecordBatch, estimator, classes: pa.Array, as_json: bool) -> pa.Table:
-    probabilities = estimator.predict_proba(pd.DataFrame({f: block.column(f).to_numpy() for f in FEATURES}))
+    features = estimator.feature_names_in_  # the model's own: the floor reads what it was trained on
+    probabilities = estimator.predict_proba(pd.DataFrame({f: block.column(f).to_numpy() for f in features}))
     best = probabilities.argmax(axis=1)
     names = classes.to_pylist()
     if as_json:

@@ -54,7 +54,7 @@ _DATATYPES = {
     "datetime": "BYTES",
 }
 # Input datatypes that carry numbers: the array typecode of each, as binary data.
-_NUMERIC = {
+NUMERIC = {
     "FP32": "f",
     "FP64": "d",
     "INT8": "b",
@@ -66,7 +66,7 @@ _NUMERIC = {
     "UINT32": "I",
     "UINT64": "Q",
 }
-_INTEGERS = frozenset(name for name in _NUMERIC if "INT" in name)
+INTEGERS = frozenset(name for name in NUMERIC if "INT" in name)
 # numpy dtypes of an MLflow tensor spec, as V2 datatypes
 _TENSOR_DATATYPES = {
     "float64": "FP64",
@@ -186,7 +186,7 @@ def parse_infer_request(
         tensors.append((name, shape, values))
     if offset != len(binary):
         raise _invalid(f"{len(binary) - offset} bytes of binary data follow the inputs that no input claims")
-    rows = _rows(tensors, limits, reader)
+    rows = tensor_rows(tensors, limits, reader)
     requested = _requested(document, bool(parameters.get("binary_data_output")), outputs)
     return InferRequest(rows, requested, request_id)
 
@@ -229,25 +229,25 @@ def _input(
     if len(shape) > 2 or math.prod(shape) > limits.max_rows * width:
         check_count(shape[0], limits)
         raise _invalid(f"{where}: shape {shape[:4]} is neither [n], [n, 1] nor [n, {width}]")
-    if datatype not in _NUMERIC:
-        raise _invalid(f"{where}: datatype {shorten(str(datatype), 20)!r} is not one of {', '.join(_NUMERIC)}")
+    if datatype not in NUMERIC:
+        raise _invalid(f"{where}: datatype {shorten(str(datatype), 20)!r} is not one of {', '.join(NUMERIC)}")
     count = math.prod(shape)
     size = _parameters(tensor, where).get("binary_data_size")
     if size is not None:
         if "data" in tensor:
             raise _invalid(f"{where} has both data and binary_data_size")
-        if type(size) is not int or size != count * array.array(_NUMERIC[datatype]).itemsize:
+        if type(size) is not int or size != count * array.array(NUMERIC[datatype]).itemsize:
             raise _invalid(f"{where}: binary_data_size must be {count} x the size of {datatype}")
         if offset + size > len(binary):
             raise _invalid(f"{where}: the binary data ends before its {size} bytes")
-        values = _from_binary(binary[offset : offset + size], datatype)
+        values = from_binary(binary[offset : offset + size], datatype)
         return name, shape, values, offset + size
     if "data" not in tensor:
         raise _invalid(f"{where} has neither data nor binary_data_size")
     values = _flatten(tensor["data"], where, count)
     if len(values) != count:
         raise _invalid(f"{where}: {len(values)} values for shape {shape}")
-    if datatype in _INTEGERS and any(type(v) is float and not v.is_integer() for v in values):
+    if datatype in INTEGERS and any(type(v) is float and not v.is_integer() for v in values):
         raise _invalid(f"{where}: an integer datatype holds a number with a fraction")
     return name, shape, values, offset
 
@@ -275,15 +275,15 @@ def _flatten(data, where: str, limit: int) -> list:
     return flat
 
 
-def _from_binary(raw: bytes, datatype: str) -> list:
-    values = array.array(_NUMERIC[datatype])
+def from_binary(raw: bytes, datatype: str) -> list:
+    values = array.array(NUMERIC[datatype])
     values.frombytes(raw)
     if sys.byteorder != "little":  # the extension's data is little-endian
         values.byteswap()
     return values.tolist()
 
 
-def _rows(tensors: list[tuple[str, list[int], list]], limits: Limits, reader: RowReader) -> list[list]:
+def tensor_rows(tensors: list[tuple[str, list[int], list]], limits: Limits, reader: RowReader) -> list[list]:
     """The rows from a tensor per feature or one ``[n, k]`` tensor; the values meet the contract's rules."""
     width = reader.width
     shown = _shown(reader)
@@ -348,10 +348,10 @@ def infer_response(
     outputs, chunks = [], []
     datatypes = dict(signature.outputs)
     for wanted in request.outputs:
-        datatype, shape, values = _output(wanted.name, predictions, signature, datatypes, count)
+        datatype, shape, values = output_tensor(wanted.name, predictions, signature, datatypes, count)
         tensor = {"name": wanted.name, "datatype": datatype, "shape": shape}
         if wanted.binary:
-            raw = _to_binary(values, datatype)
+            raw = to_binary(values, datatype)
             tensor["parameters"] = {"binary_data_size": len(raw)}
             chunks.append(raw)
         else:
@@ -367,7 +367,7 @@ def infer_response(
     return header + b"".join(chunks), len(header)
 
 
-def _output(
+def output_tensor(
     name: str, predictions: list, signature: Signature, datatypes: dict, count: int
 ) -> tuple[str, list[int], list]:
     """One output tensor: a column of the model's records, its class scores, or its bare answers."""
@@ -380,9 +380,22 @@ def _output(
     else:
         values = [_scalar(value) for value in predictions]
     datatype = datatypes.get(name, "BYTES")
-    if datatype not in _NUMERIC and datatype != "BOOL":
-        datatype, values = "BYTES", [str(value) for value in values]
+    if not _fits(values, datatype):  # what the signature declared is not what the model answered
+        datatype = "INT64" if _fits(values, "INT64") else "FP64" if _fits(values, "FP64") else "BYTES"
+    if datatype == "BYTES":
+        values = [str(value) for value in values]
     return datatype, [count, 1], values
+
+
+def _fits(values: list, datatype: str) -> bool:
+    """Whether every value can be sent as ``datatype`` without changing it."""
+    if datatype == "BYTES":
+        return True
+    if datatype == "BOOL":
+        return all(type(value) is bool for value in values)
+    if datatype in INTEGERS:
+        return all(type(value) is int for value in values)
+    return datatype in NUMERIC and all(type(value) in (int, float) for value in values)
 
 
 def _scalar(value):
@@ -392,13 +405,13 @@ def _scalar(value):
     return value
 
 
-def _to_binary(values: list, datatype: str) -> bytes:
+def to_binary(values: list, datatype: str) -> bytes:
     if datatype == "BYTES":  # each element: its length as a little-endian uint32, then its bytes
         encoded = [str(value).encode() for value in values]
         return b"".join(len(item).to_bytes(4, "little") + item for item in encoded)
     if datatype == "BOOL":
         return bytes(bool(value) for value in values)
-    packed = array.array(_NUMERIC[datatype], values)
+    packed = array.array(NUMERIC[datatype], values)
     if sys.byteorder != "little":
         packed.byteswap()
     return packed.tobytes()

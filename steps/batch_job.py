@@ -13,7 +13,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
 from iris_core.refs import CHAMPION, DEFAULT_MODEL_NAME, alias_uri, is_registry_uri
-from iris_core.schema import CLASSES
 from steps.errors import InvalidParameter, StepError
 
 ENGINES = ("pandas", "spark")
@@ -116,6 +115,8 @@ class Tally:
     rows_rejected: int = 0
     classes: Counter = field(default_factory=Counter)
     seconds: float = field(default=0.0, compare=False)  # checking, scoring, writing; not model load or Spark start
+    known_classes: tuple[str, ...] = field(default=(), compare=False)  # the version's, listed even when unpredicted
 
     def class_mix(self) -> dict[str, int]:
-        return {name: int(self.classes.get(name, 0)) for name in sorted({*CLASSES, *self.classes})}
+        """The count of each class: the version's (0 when none was predicted) and any other predicted."""
+        return {name: int(self.classes.get(name, 0)) for name in sorted({*self.known_classes, *self.classes})}

@@ -1,14 +1,17 @@
-"""The model's four outputs as Arrow columns, the same whichever way the model handed them over.
+"""The model's outputs as Arrow columns, the same whichever way the model handed them over.
 
-A model of this project (``steps/iris_model.py``) offers ``predict_columns``: its output as
-arrays, which become Arrow columns without a Python object per row. Versions registered
-before it existed, and any other pyfunc model, give ``predict``'s DataFrame with a dict per
-row; it is converted as it always was. Both ways write the same bytes: CSV gets
-``confidence_scores`` as the JSON text orjson writes for the dict, Parquet a struct.
+A model of this project (``steps/iris_model.py``) answers four columns per row
+(``PROJECT_OUTPUTS``) and offers ``predict_columns``: its output as arrays, which become
+Arrow columns without a Python object per row. Versions registered before it existed give
+``predict``'s DataFrame with a dict per row; it is converted as it always was. Both ways
+write the same bytes: CSV gets ``confidence_scores`` as the JSON text orjson writes for the
+dict, Parquet a struct with a field per class of the version. Any other model answers what
+MLflow answers for it, which goes to one ``prediction`` column: the class of each row's
+answer, as text (``iris_core.table.models.answer_class``).
 """
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import orjson
@@ -16,10 +19,15 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from iris_core.schema import CLASSES
+from iris_core.table.models import PROJECT_OUTPUTS
 
-# What the model hands over: predict's DataFrame, or predict_columns' dict of arrays.
+# What the model hands over: predict's DataFrame, or predict_columns' dict of arrays; any other model's answer.
 Predict = Callable[[pd.DataFrame], pd.DataFrame | dict]
+PLAIN_OUTPUTS = ("prediction",)  # what a model this project did not train gets in the output
+
+
+def output_columns(project: bool) -> tuple[str, ...]:
+    return PROJECT_OUTPUTS if project else PLAIN_OUTPUTS
 
 
 def model_predict(model) -> Predict:
@@ -31,23 +39,34 @@ def model_predict(model) -> Predict:
     return getattr(python_model, "predict_columns", model.predict)
 
 
-def scores_struct() -> pa.DataType:
-    return pa.struct([(name, pa.float64()) for name in CLASSES])
+def scores_struct(classes: Sequence[str]) -> pa.DataType:
+    return pa.struct([(name, pa.float64()) for name in classes])
 
 
-def output_arrays(result: pd.DataFrame | dict, scores_as_json: bool) -> tuple[list[pa.Array], Counter]:
+def output_arrays(
+    result: pd.DataFrame | dict, scores_as_json: bool, classes: Sequence[str]
+) -> tuple[list[pa.Array], Counter]:
     """(prediction, prediction_index, confidence, confidence_scores) and the count of each predicted class."""
     if isinstance(result, dict):
-        return _from_columns(result, scores_as_json)
-    return _from_frame(result, scores_as_json)
+        return _from_columns(result, scores_as_json, classes)
+    return _from_frame(result, scores_as_json, classes)
 
 
-def _from_frame(result: pd.DataFrame, scores_as_json: bool) -> tuple[list[pa.Array], Counter]:
+def plain_arrays(result) -> tuple[list[pa.Array], Counter]:
+    """Any other model's answers: one ``prediction`` column of classes as text, and the count of each."""
+    from steps.versions import answer_classes
+
+    predictions = pa.array(answer_classes(result), pa.string())
+    counts = pc.value_counts(predictions.drop_null()).to_pylist()
+    return [predictions], Counter({item["values"]: item["counts"] for item in counts})
+
+
+def _from_frame(result: pd.DataFrame, scores_as_json: bool, classes: Sequence[str]) -> tuple[list[pa.Array], Counter]:
     scores = result["confidence_scores"].tolist()
     if scores_as_json:
         scores_array = pa.array([orjson.dumps(s).decode() for s in scores], pa.string())
     else:
-        scores_array = pa.array(scores, scores_struct())
+        scores_array = pa.array(scores, scores_struct(classes))
     predictions = pa.array(result["prediction"].astype(object).tolist(), pa.string())
     arrays = [
         predictions,
@@ -59,15 +78,15 @@ def _from_frame(result: pd.DataFrame, scores_as_json: bool) -> tuple[list[pa.Arr
     return arrays, Counter({item["values"]: item["counts"] for item in counts})
 
 
-def _from_columns(result: dict, scores_as_json: bool) -> tuple[list[pa.Array], Counter]:
+def _from_columns(result: dict, scores_as_json: bool, struct_classes: Sequence[str]) -> tuple[list[pa.Array], Counter]:
     classes, probabilities = result["classes"], result["probabilities"]
     best = np.asarray(result["prediction_index"], dtype="int64")
     columns = {name: probabilities[:, i] for i, name in enumerate(classes)}
     if scores_as_json:
         scores = json_objects(columns)
     else:
-        fields = [columns[name] if name in columns else pa.nulls(len(best), pa.float64()) for name in CLASSES]
-        scores = pa.StructArray.from_arrays(fields, fields=list(scores_struct()))
+        fields = [columns[name] if name in columns else pa.nulls(len(best), pa.float64()) for name in struct_classes]
+        scores = pa.StructArray.from_arrays(fields, fields=list(scores_struct(struct_classes)))
     arrays = [
         pc.take(pa.array(classes, pa.string()), pa.array(best)),
         pa.array(best, pa.int64()),

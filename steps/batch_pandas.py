@@ -24,28 +24,31 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from threadpoolctl import threadpool_limits
 
-from iris_core.schema import FEATURES
 from steps.batch_job import Tally, file_format, position_column
 from steps.batch_lines import LineNumbers, LineScanner
-from steps.batch_outputs import Predict, output_arrays, scores_struct
+from steps.batch_outputs import Predict, output_arrays, output_columns, plain_arrays, scores_struct
 from steps.batch_progress import progress
 from steps.batch_rows import REASON, check_batch, check_input_columns, malformed_reason
 from steps.batch_threads import read_ahead, write_behind
 from steps.errors import StepError
+from steps.versions import Version, model_input
 
 _logger = logging.getLogger(__name__)
 
 
-def output_schema(input_schema: pa.Schema, scores_as_json: bool) -> pa.Schema:
-    """Input columns (features as float64), then the model's four outputs."""
-    fields = [pa.field(f.name, pa.float64()) if f.name in FEATURES else f for f in input_schema]
-    scores = pa.string() if scores_as_json else scores_struct()
+def output_schema(input_schema: pa.Schema, scores_as_json: bool, version: Version) -> pa.Schema:
+    """Input columns (the version's features as float64), then the model's outputs: this project's four, or
+    any other model's ``prediction``."""
+    features = set(version.contract.feature_names)
+    fields = [pa.field(f.name, pa.float64()) if f.name in features else f for f in input_schema]
+    if not version.project_outputs:
+        return pa.schema([*fields, ("prediction", pa.string())])
+    scores = pa.string() if scores_as_json else scores_struct(version.contract.classes)
     return pa.schema(
         [
             *fields,
@@ -71,13 +74,16 @@ class Rejected:
     rows: pa.RecordBatch
 
 
-def score_file(input_path: str, output_path: str, rejects_path: str, predict: Predict, chunk_size: int) -> Tally:
-    """Score every valid row of the input into the output; invalid rows go to the rejects file."""
-    tally, started = Tally(), time.perf_counter()
+def score_file(
+    input_path: str, output_path: str, rejects_path: str, predict: Predict, chunk_size: int, version: Version
+) -> Tally:
+    """Score every valid row of the input into the output; rows that break the version's contract go to the
+    rejects file."""
+    tally, started = Tally(known_classes=version.contract.classes), time.perf_counter()
     with _source(input_path, chunk_size) as source:
-        check_input_columns(source.schema.names)
+        check_input_columns(source.schema.names, version.contract, output_columns(version.project_outputs))
         scores_as_json = file_format(output_path, "output") == "csv"
-        out_schema = output_schema(source.schema, scores_as_json)
+        out_schema = output_schema(source.schema, scores_as_json, version)
         bad_schema = rejects_schema(source.schema, position_column(input_path))
         meter = progress("scoring")
         with (
@@ -88,7 +94,7 @@ def score_file(input_path: str, output_path: str, rejects_path: str, predict: Pr
         ):
             records = 0
             for batch in source.batches:
-                scored, rejected, classes = score_batch(batch, predict, out_schema)
+                scored, rejected, classes = score_batch(batch, predict, out_schema, version)
                 bad = source.rejects(records, batch.num_rows, rejected, bad_schema)
                 put(write_out, scored)
                 put(write_bad, bad)
@@ -108,9 +114,10 @@ def score_file(input_path: str, output_path: str, rejects_path: str, predict: Pr
     return tally
 
 
-def score_batch(batch: pa.RecordBatch, predict: Predict, out_schema: pa.Schema):
+def score_batch(batch: pa.RecordBatch, predict: Predict, out_schema: pa.Schema, version: Version):
     """One chunk: (scored rows, the rows that fail the checks, the count of each predicted class)."""
-    features, reasons = check_batch(batch)
+    contract = version.contract
+    features, reasons = check_batch(batch, contract)
     if reasons is None:
         rejected = Rejected(np.zeros(0, np.int64), pa.array([], pa.string()), batch.slice(0, 0))
         good = batch
@@ -122,9 +129,13 @@ def score_batch(batch: pa.RecordBatch, predict: Predict, out_schema: pa.Schema):
         features = {name: values[~bad] for name, values in features.items()}
     if good.num_rows == 0:
         return out_schema.empty_table(), rejected, {}
-    result = predict(pd.DataFrame(features, columns=list(FEATURES)))
-    outputs, classes = output_arrays(result, pa.types.is_string(out_schema.field("confidence_scores").type))
-    columns = [pa.array(features[name]) if name in FEATURES else good.column(name) for name in good.schema.names]
+    result = predict(model_input(features, contract))
+    if version.project_outputs:
+        as_json = pa.types.is_string(out_schema.field("confidence_scores").type)
+        outputs, classes = output_arrays(result, as_json, contract.classes)
+    else:
+        outputs, classes = plain_arrays(result)
+    columns = [pa.array(features[name]) if name in features else good.column(name) for name in good.schema.names]
     return pa.Table.from_arrays([*columns, *outputs], schema=out_schema), rejected, classes
 
 

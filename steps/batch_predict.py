@@ -1,9 +1,11 @@
 """Entry point ``batch_predict``: score a CSV or Parquet file with a registered model version.
 
-Writes the input's rows with the model's full output (``prediction``, ``prediction_index``,
-``confidence``, ``confidence_scores``) to the output, rows that fail the checks to the
-rejects file with a ``reject_reason``, and logs the row counts and the class mix to the
-run. An alias is resolved to its version once, at the start, so a promotion during a long
+The input is checked against the version's contract (``steps.versions``): its features,
+their hard rules, finite numbers otherwise. Writes the input's rows with the model's full
+output to the output (this project's ``prediction``, ``prediction_index``, ``confidence``,
+``confidence_scores``; for any other MLflow model, its answer's class as ``prediction``),
+rows that fail the checks to the rejects file with a ``reject_reason``, and logs the row
+counts and the class mix to the run. An alias is resolved to its version once, at the start, so a promotion during a long
 job cannot mix two models in one file. ``--engine pandas`` streams the file in chunks on
 this machine; ``--engine spark`` runs ``mlflow.pyfunc.spark_udf`` on any Spark master.
 
@@ -13,6 +15,7 @@ before MLflow is imported: a missing input, or an output that exists and no
 """
 
 import logging
+from typing import TYPE_CHECKING
 
 import click
 
@@ -21,7 +24,11 @@ from iris_core.refs import is_registry_uri, version_uri
 from steps import cli
 from steps.batch_job import ENGINES, BatchJob, Tally
 from steps.batch_job import default_rejects_path as default_rejects_path  # where callers have always found it
+from steps.metric_names import metric_keys
 from steps.registry import check_model_uri, resolve_model_uri
+
+if TYPE_CHECKING:
+    from steps.versions import Version
 
 _logger = logging.getLogger(__name__)
 
@@ -60,35 +67,38 @@ def run_job(job: BatchJob, spark=None) -> Tally:
             **({Tag.SPARK_MASTER: job.spark_master} if job.engine == "spark" else {}),
         }
     )
+    from steps.versions import read_version
+
+    version = read_version(pinned_uri)
     _logger.info("Scoring %s with %s (%s engine)", job.input, pinned_uri, job.engine)
     if job.engine == "pandas":
-        tally = _score_with_pandas(job, pinned_uri)
+        tally = _score_with_pandas(job, pinned_uri, version)
     elif spark is not None:
-        tally = _score_with_spark(spark, job, pinned_uri)
+        tally = _score_with_spark(spark, job, pinned_uri, version)
     else:
         from steps.batch_spark import spark_session
 
         with spark_session(job.spark_master, job.chunk_size) as session:
-            tally = _score_with_spark(session, job, pinned_uri)
+            tally = _score_with_spark(session, job, pinned_uri, version)
     log_tally(tally)
     return tally
 
 
-def _score_with_pandas(job: BatchJob, pinned_uri: str) -> Tally:
+def _score_with_pandas(job: BatchJob, pinned_uri: str, version: "Version") -> Tally:
     import mlflow
 
     from steps.batch_outputs import model_predict
     from steps.batch_pandas import score_file
 
     model = mlflow.pyfunc.load_model(pinned_uri)
-    return score_file(job.input, job.output, job.rejects, model_predict(model), job.chunk_size)
+    return score_file(job.input, job.output, job.rejects, model_predict(model), job.chunk_size, version)
 
 
-def _score_with_spark(spark, job: BatchJob, pinned_uri: str) -> Tally:
+def _score_with_spark(spark, job: BatchJob, pinned_uri: str, version: "Version") -> Tally:
     from steps.batch_spark import score_with_spark
 
     return score_with_spark(
-        spark, job.input, job.output, job.rejects, pinned_uri, job.chunk_size, overwrite=job.overwrite
+        spark, job.input, job.output, job.rejects, pinned_uri, job.chunk_size, version, overwrite=job.overwrite
     )
 
 
@@ -102,9 +112,11 @@ def log_tally(tally: Tally) -> None:
         "rows_rejected": tally.rows_rejected,
         "scoring_seconds": tally.seconds,
     }
-    for name, count in tally.class_mix().items():
-        metrics[f"predicted_{name}"] = count
-        metrics[f"predicted_share_{name}"] = count / tally.rows_scored if tally.rows_scored else 0.0
+    mix = tally.class_mix()
+    counts, shares = metric_keys("predicted_", mix), metric_keys("predicted_share_", mix)
+    for name, count in mix.items():
+        metrics[counts[name]] = count
+        metrics[shares[name]] = count / tally.rows_scored if tally.rows_scored else 0.0
     mlflow.log_metrics(metrics)
 
 

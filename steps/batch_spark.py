@@ -26,11 +26,13 @@ import zipfile
 from pathlib import Path
 
 import iris_core
-from iris_core.schema import FEATURES
+from iris_core.table.contract import TableContract
 from steps.batch_job import INPUT_FILE, Tally, file_format, is_uri, position_column
+from steps.batch_outputs import output_columns
 from steps.batch_progress import progress
 from steps.batch_rows import CORRUPT_RECORD, REASON, check_chunk, check_input_columns
 from steps.errors import StepError
+from steps.versions import Version
 
 _logger = logging.getLogger(__name__)
 
@@ -40,6 +42,13 @@ _WHERE = "_where"  # the input line or row, while the job runs
 _FILE = "_file"
 # What the workers import: the row checks live in steps, the rules they apply in iris_core.
 SHIPPED_PACKAGES = (Path(__file__).resolve().parent, Path(iris_core.__file__).resolve().parent)
+
+
+def _col(name: str):
+    """The column ``name`` as written: Spark would read a dot in a plain name as a struct's field."""
+    from pyspark.sql import functions as F
+
+    return F.col("`" + name.replace("`", "``") + "`")
 
 
 def require_pyspark() -> None:
@@ -105,8 +114,8 @@ def shipped_project_code(spark):
         archive = Path(tmp, f"project-{uuid.uuid4().hex[:8]}.zip")
         with zipfile.ZipFile(archive, "w") as bundle:
             for package in SHIPPED_PACKAGES:
-                for source in package.glob("*.py"):
-                    bundle.write(source, f"{package.name}/{source.name}")
+                for source in package.rglob("*.py"):
+                    bundle.write(source, f"{package.name}/{source.relative_to(package).as_posix()}")
         spark.sparkContext.addPyFile(str(archive))
         yield
 
@@ -118,6 +127,7 @@ def score_with_spark(
     rejects_path: str,
     model_uri: str,
     chunk_size: int,
+    version: Version,
     overwrite: bool = False,
 ) -> Tally:
     """Check, score and write with Spark; returns the same counts the pandas engine returns."""
@@ -125,9 +135,10 @@ def score_with_spark(
     from pyspark.errors import PySparkException
 
     paths = [_absolute(path) for path in (input_path, output_path, rejects_path)]
+    mode = "overwrite" if overwrite else "errorifexists"
     try:
         with _progress(spark):
-            return _score(spark, *paths, model_uri, chunk_size, "overwrite" if overwrite else "errorifexists")
+            return _score(spark, *paths, model_uri, chunk_size, version, mode)
     except (PySparkException, Py4JError) as exc:
         raise StepError(f"Spark job failed: {_first_line(exc)}") from None
 
@@ -167,34 +178,46 @@ def _first_line(exc: BaseException) -> str:
     return (lines[0] if lines else type(exc).__name__)[:300]
 
 
-def _score(spark, input_path, output_path, rejects_path, model_uri, chunk_size, mode: str) -> Tally:
+def _score(spark, input_path, output_path, rejects_path, model_uri, chunk_size, version: Version, mode: str) -> Tally:
     import mlflow
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
+    contract = version.contract
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(chunk_size))
     with shipped_project_code(spark):
         raw, names = _read(spark, input_path)
-        check_input_columns(names)
+        check_input_columns(names, contract, output_columns(version.project_outputs))
         predict = mlflow.pyfunc.spark_udf(spark, model_uri, env_manager="local")
         started = time.perf_counter()
-        checked = _checked(raw, names).persist(StorageLevel.MEMORY_AND_DISK)
+        checked = _checked(raw, names, contract).persist(StorageLevel.MEMORY_AND_DISK)
         try:
             where = [F.col(_FILE).alias(INPUT_FILE)] if _is_many_files(input_path) else []
             where.append(F.col(_WHERE).alias(position_column(input_path)))
-            rejects = checked.where(F.col(REASON).isNotNull()).select(REASON, *where, *names)
+            rejects = checked.where(F.col(REASON).isNotNull()).select(REASON, *where, *map(_col, names))
             _write(rejects, rejects_path, mode)
-            features = F.struct(*[F.col(_VALUE + name).alias(name) for name in FEATURES])
+            features = set(contract.feature_names)
+            inputs = F.struct(*[_typed(_col(_VALUE + f.name), f.type).alias(f.name) for f in contract.features])
             valid = checked.where(F.col(REASON).isNull())
             scored = valid.select(
-                *[F.col(_VALUE + n).alias(n) if n in FEATURES else F.col(n) for n in names],
-                predict(features).alias("_out"),
-            ).select(*names, "_out.prediction", "_out.prediction_index", "_out.confidence", "_out.confidence_scores")
-            if file_format(output_path, "output") == "csv":
-                scored = scored.withColumn("confidence_scores", F.to_json("confidence_scores"))
+                *[_col(_VALUE + n).alias(n) if n in features else _col(n) for n in names],
+                predict(inputs).alias("_out"),
+            )
+            if version.project_outputs:
+                outputs = [F.col(f"_out.{name}") for name in output_columns(True)]
+                scored = scored.select(*map(_col, names), *outputs)
+                if file_format(output_path, "output") == "csv":
+                    scored = scored.withColumn("confidence_scores", F.to_json("confidence_scores"))
+            else:
+                scored = scored.select(*map(_col, names), _answer_classes()("_out").alias("prediction"))
             scored = scored.persist(StorageLevel.MEMORY_AND_DISK)
             _write(scored, output_path, mode)
-            tally = Tally(rows_read=checked.count(), rows_scored=scored.count(), rows_rejected=rejects.count())
+            tally = Tally(
+                rows_read=checked.count(),
+                rows_scored=scored.count(),
+                rows_rejected=rejects.count(),
+                known_classes=contract.classes,
+            )
             tally.classes.update(
                 {row["prediction"]: row["count"] for row in scored.groupBy("prediction").count().collect()}
             )
@@ -260,30 +283,54 @@ def _csv_records(spark, path: str, names: list[str]):
     )
 
 
-def _checked(raw, names: list[str]):
+def _typed(column, kind: str):
+    """A checked (float64) feature as the type the model declares for it."""
+    from pyspark.sql.types import DoubleType, FloatType, IntegerType, LongType
+
+    spark_type = {"double": DoubleType(), "float": FloatType(), "long": LongType(), "integer": IntegerType()}[kind]
+    return column if kind == "double" else column.cast(spark_type)
+
+
+def _answer_classes():
+    """Any other model's answer per row, as the class it names in text (as the pandas engine writes it)."""
+    import pandas as pd
+    from pyspark.sql.functions import pandas_udf
+    from pyspark.sql.types import StringType
+
+    @pandas_udf(StringType())
+    def classes(answers: pd.Series) -> pd.Series:
+        from steps.versions import answer_classes
+
+        return pd.Series(answer_classes(answers), dtype=object)
+
+    return classes
+
+
+def _checked(raw, names: list[str], contract: TableContract):
     """The input plus the reason a row fails (null when it passes) and its checked features."""
     import pandas as pd
     from pyspark.sql import functions as F
     from pyspark.sql.functions import pandas_udf
     from pyspark.sql.types import DoubleType, StringType, StructField, StructType
 
+    features = list(contract.feature_names)
     has_corrupt = CORRUPT_RECORD in raw.columns
     result_type = StructType(
-        [StructField(REASON, StringType())] + [StructField(_VALUE + f, DoubleType()) for f in FEATURES]
+        [StructField(REASON, StringType())] + [StructField(_VALUE + f, DoubleType()) for f in features]
     )
 
     @pandas_udf(result_type)
     def check(rows: pd.DataFrame) -> pd.DataFrame:
-        features, reasons = check_chunk(rows, len(names))
-        return pd.concat([reasons.rename(REASON), features.add_prefix(_VALUE)], axis=1)
+        checked, reasons = check_chunk(rows, contract, len(names))
+        return pd.concat([reasons.rename(REASON), checked.add_prefix(_VALUE)], axis=1)
 
-    inputs = [*FEATURES, CORRUPT_RECORD] if has_corrupt else list(FEATURES)
-    checked = raw.withColumn(_CHECK, check(F.struct(*inputs)))
+    inputs = [*features, CORRUPT_RECORD] if has_corrupt else features
+    checked = raw.withColumn(_CHECK, check(F.struct(*map(_col, inputs))))
     if has_corrupt:  # Spark fills a malformed line's fields from its first tokens: drop them, as pandas does
         checked = checked.select(
-            *[F.when(F.col(CORRUPT_RECORD).isNull(), F.col(n)).alias(n) for n in names], _FILE, _WHERE, F.col(_CHECK)
+            *[F.when(F.col(CORRUPT_RECORD).isNull(), _col(n)).alias(n) for n in names], _FILE, _WHERE, F.col(_CHECK)
         )
-    return checked.select(*names, _FILE, _WHERE, f"{_CHECK}.*")
+    return checked.select(*map(_col, names), _FILE, _WHERE, f"{_CHECK}.*")
 
 
 def _write(frame, path: str, mode: str) -> None:

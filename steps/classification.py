@@ -1,9 +1,15 @@
-"""Classification metrics and the confusion-matrix plot, the same for training, the gate and live traffic."""
+"""Classification metrics and the confusion-matrix plot, the same for training, the gate and live traffic.
 
-from iris_core.schema import CLASSES
+The classes are those of the version concerned (its contract's); per-class metric keys are
+built from class names, so they go through ``steps.metric_names``.
+"""
+
+from collections.abc import Sequence
+
+from steps.metric_names import metric_keys
 
 
-def classification_metrics(y_true, y_pred) -> dict[str, float]:
+def classification_metrics(y_true, y_pred, classes: Sequence[str]) -> dict[str, float]:
     """Weighted averages plus per-class f1, the numbers the gate and the registry list show."""
     from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
 
@@ -14,19 +20,20 @@ def classification_metrics(y_true, y_pred) -> dict[str, float]:
         "recall": float(recall),
         "f1_score": float(f1),
     }
-    per_class = f1_score(y_true, y_pred, labels=list(CLASSES), average=None, zero_division=0)
-    metrics.update({f"f1_{name}": float(v) for name, v in zip(CLASSES, per_class)})
+    per_class = f1_score(y_true, y_pred, labels=list(classes), average=None, zero_division=0)
+    keys = metric_keys("f1_", classes)
+    metrics.update({keys[name]: float(v) for name, v in zip(classes, per_class)})
     return metrics
 
 
-def confusion_matrix_figure(y_true, y_pred, title: str = "Iris classifier: held-out confusion matrix"):
+def confusion_matrix_figure(y_true, y_pred, classes: Sequence[str], title: str = "Held-out confusion matrix"):
     import matplotlib
 
     matplotlib.use("Agg")
     from sklearn.metrics import ConfusionMatrixDisplay
 
     display = ConfusionMatrixDisplay.from_predictions(
-        y_true, y_pred, labels=list(CLASSES), display_labels=list(CLASSES), colorbar=False
+        y_true, y_pred, labels=list(classes), display_labels=list(classes), colorbar=False
     )
     display.ax_.set_title(title)
     display.figure_.tight_layout()

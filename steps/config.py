@@ -8,11 +8,42 @@ so each settings class has ``validated()``, which refuses a bad value with
 import math
 from dataclasses import dataclass
 
+from iris_core.refs import DEFAULT_MODEL_NAME
+from iris_core.table.iris import IRIS
 from steps.errors import InvalidParameter
 
 DEFAULT_DATA_PATH = "data/iris.csv"
-DEFAULT_STRICT = False  # a bad CSV falls back to scikit-learn's copy unless --strict
+DEFAULT_LABEL = IRIS.label
+DEFAULT_STRICT = False  # a bad Iris CSV falls back to scikit-learn's copy unless --strict
 SOLVERS = ("lbfgs", "liblinear", "newton-cg", "newton-cholesky", "sag", "saga")
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """Which table a step reads, and what decides the contract it is checked against (``steps.tables``).
+
+    A written ``contract`` (a file path) wins; otherwise the curated Iris contract, with the
+    fallback to scikit-learn's copy, when the label is Iris's and the model is ``iris`` (the
+    defaults); otherwise the contract is inferred from the table.
+    """
+
+    data_path: str = DEFAULT_DATA_PATH
+    label: str = DEFAULT_LABEL
+    model_name: str = DEFAULT_MODEL_NAME
+    contract: str = ""  # the path of a contract a person wrote; empty: none
+    strict: bool = DEFAULT_STRICT
+
+    def validated(self) -> "TableSpec":
+        if not self.data_path or not self.data_path.strip():
+            raise InvalidParameter("data_path must name a CSV file")
+        if not self.label or not self.label.strip():
+            raise InvalidParameter("label must name the label column")
+        return TableSpec(self.data_path, self.label, self.model_name, self.contract.strip(), self.strict)
+
+    @property
+    def curated_iris(self) -> bool:
+        """The worked example: the curated contract, and scikit-learn's copy when the CSV fails a check."""
+        return not self.contract and self.label == IRIS.label and self.model_name == DEFAULT_MODEL_NAME
 
 
 @dataclass(frozen=True)

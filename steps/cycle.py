@@ -20,11 +20,18 @@ import click
 from iris_core.contract import CYCLE_EXPERIMENT, CycleDecision, Tag
 from iris_core.refs import CHAMPION
 from steps import cli, options
-from steps.config import CycleSettings, DriftThresholds, GateThresholds, PerformanceThresholds, TrainConfig
+from steps.config import (
+    CycleSettings,
+    DriftThresholds,
+    GateThresholds,
+    PerformanceThresholds,
+    TableSpec,
+    TrainConfig,
+)
 from steps.evaluate import raise_unless_passed
 from steps.labels import feedback_path
 from steps.monitor import MonitorResult, gather, monitor_version
-from steps.retrain import retrain, summary
+from steps.retrain import load_base, retrain, summary
 from steps.retrain_claim import claim_retrain, record_version
 
 _logger = logging.getLogger(__name__)
@@ -74,7 +81,7 @@ def record(decision: CycleDecision, reason: str, **tags) -> None:
     show_default=True,
     help="No retrain within this many hours of the last one (recorded in the registry); 0: no cooldown.",
 )
-@options.data_path
+@options.table
 @options.training
 @options.gate
 def main(
@@ -90,6 +97,8 @@ def main(
     min_labeled_rows,
     cooldown_hours,
     data_path,
+    label,
+    contract,
     max_iter,
     C,
     solver,
@@ -102,11 +111,13 @@ def main(
     settings = CycleSettings(cooldown_hours).validated()
     config = TrainConfig(max_iter, C, solver, random_state, test_size).validated()
     gate_thresholds = GateThresholds(**gate).validated()
+    spec = TableSpec(data_path, label, model_name, contract).validated()
     feedback = feedback_path(feedback)
+    base = load_base(spec, model_name, config)  # a table that fails a check stops the cycle before its run starts
     import mlflow
 
     client = mlflow.MlflowClient()
-    inputs = gather(client, model_name, alias, None, predictions, feedback)
+    inputs = gather(client, model_name, alias, None, predictions, feedback, data_path, label)
     evaluation = None
     with cli.step_run("cycle", default_experiment=CYCLE_EXPERIMENT) as run:
         mlflow.set_tags({Tag.MODEL_NAME: model_name, Tag.MODEL_VERSION: inputs.version})
@@ -123,7 +134,7 @@ def main(
             if not claim.won:
                 record(CycleDecision.SKIPPED, f"{reason}; not retrained: {claim.reason}")
             else:
-                result = retrain(client, data_path, predictions, feedback, config, model_name, gate_thresholds)
+                result = retrain(client, base, predictions, feedback, config, model_name, gate_thresholds)
                 record_version(client, model_name, claim.claim, result.trained.version)
                 for line in summary(result):
                     click.echo(line)

@@ -1,37 +1,57 @@
-"""Loading and validating the Iris data, with scikit-learn's bundled copy as the fallback.
+"""Loading a table and checking it against its contract, with scikit-learn's bundled Iris as Iris's fallback.
 
-A bad CSV must never crash the pipeline and never be trained on, so every check raises
-``DataValidationError`` with a reason that ends up in the run's tags. Where a bad CSV must
-stop the line instead, ``strict`` turns the fallback into that error (exit 1).
+Which contract a table is checked against (``TableSpec``): a contract a person wrote
+(``--contract``), else the curated Iris contract when the label is Iris's and the model is
+``iris`` (the defaults), else one inferred from the table (``steps.table_checks``). A bad
+table must never crash the pipeline and never be trained on, so every check raises
+``DataValidationError`` naming it. The Iris table falls back to scikit-learn's copy with the
+reason in the run's tags, unless ``strict`` makes that an error; any other table that is
+missing or fails a check stops the step (exit 1) before a run exists.
 """
 
 import logging
-import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
 
 from iris_core.contract import DataSource, Tag
-from iris_core.schema import CLASSES, FEATURES, LABEL
-from steps.errors import DataValidationError
+from iris_core.table.contract import TableContract, load_contract
+from iris_core.table.iris import IRIS
+from steps.config import DEFAULT_LABEL, TableSpec
+from steps.errors import DataValidationError, InvalidParameter
+from steps.table_checks import MIN_ROWS, check_table, infer_contract, with_classes_of
 
 _logger = logging.getLogger(__name__)
 
-MIN_ROWS = 10
+__all__ = ["MIN_ROWS", "LoadedData", "load_dataset", "log_dataset", "read_csv", "validate_frame"]
+
 SKLEARN_SOURCE = "sklearn.datasets.load_iris"
-_LABEL_ALIASES = (LABEL, "target")
 
 
 @dataclass(frozen=True)
 class LoadedData:
-    """A validated frame and where it came from."""
+    """A checked frame (the contract's features, then its label), the contract it passed, and where it came from."""
 
     frame: pd.DataFrame
     source: DataSource
     uri: str  # the file path, or SKLEARN_SOURCE
     fallback_reason: str | None = None
+    contract: TableContract = IRIS
+
+    @property
+    def label(self) -> str:
+        return self.contract.label
+
+    @property
+    def features(self) -> list[str]:
+        return list(self.contract.feature_names)
+
+    @property
+    def name(self) -> str:
+        """What the table is called: the dataset input's name."""
+        return self.contract.name or Path(self.uri).stem
 
 
 def read_csv(path: str | Path) -> pd.DataFrame:
@@ -54,49 +74,9 @@ def read_csv(path: str | Path) -> pd.DataFrame:
         raise DataValidationError(f"not parseable as CSV: {str(exc).splitlines()[0]}") from None
 
 
-def validate_frame(frame: pd.DataFrame) -> pd.DataFrame:
-    """Return the frame in canonical form (float features, species names) or raise."""
-    columns = [str(c).strip() for c in frame.columns]
-    if len(columns) != len(FEATURES) + 1:
-        raise DataValidationError(f"expected {len(FEATURES) + 1} columns, found {len(columns)}")
-    label = next((c for c in _LABEL_ALIASES if c in columns), None)
-    expected = set(FEATURES) | {label or LABEL}
-    if label is None or set(columns) != expected:
-        missing = sorted(expected - set(columns))
-        unexpected = sorted(set(columns) - expected)
-        raise DataValidationError(f"wrong column names: missing {missing}, unexpected {unexpected}")
-    frame = frame.set_axis(columns, axis=1)
-    for column in FEATURES:
-        if not pd.api.types.is_numeric_dtype(frame[column]) or pd.api.types.is_bool_dtype(frame[column]):
-            raise DataValidationError(f"feature column {column!r} is not numeric")
-    nulls = [c for c in columns if frame[c].isna().any()]
-    if nulls:
-        raise DataValidationError(f"null values in columns {nulls}")
-    if not all(math.isfinite(v) for v in frame[list(FEATURES)].to_numpy(dtype=float).ravel()):
-        raise DataValidationError("non-finite feature values")
-    if len(frame) < MIN_ROWS:
-        raise DataValidationError(f"only {len(frame)} rows, need at least {MIN_ROWS}")
-    species = _canonical_labels(frame[label])
-    result = frame[list(FEATURES)].astype("float64")
-    result[LABEL] = species
-    return result.reset_index(drop=True)
-
-
-def _canonical_labels(labels: pd.Series) -> list[str]:
-    as_text = [_label_text(v) for v in labels]
-    if set(as_text) <= set(CLASSES):
-        return as_text
-    by_index = {str(i): name for i, name in enumerate(CLASSES)}
-    if set(as_text) <= set(by_index):
-        return [by_index[v] for v in as_text]
-    unknown = sorted(set(as_text) - set(CLASSES) - set(by_index))[:5]
-    raise DataValidationError(f"unknown labels {unknown}")
-
-
-def _label_text(value) -> str:
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value).strip()
+def validate_frame(frame: pd.DataFrame, contract: TableContract = IRIS) -> pd.DataFrame:
+    """Return the frame in canonical form (float features, class names) or raise; Iris's contract unless told."""
+    return check_table(frame, contract)
 
 
 def load_sklearn_iris() -> pd.DataFrame:
@@ -104,13 +84,47 @@ def load_sklearn_iris() -> pd.DataFrame:
     from sklearn.datasets import load_iris
 
     bunch = load_iris(as_frame=True)
-    frame = bunch.data.set_axis(list(FEATURES), axis=1).astype("float64")
-    frame[LABEL] = [CLASSES[i] for i in bunch.target]
+    frame = bunch.data.set_axis(list(IRIS.feature_names), axis=1).astype("float64")
+    frame[IRIS.label] = [IRIS.classes[i] for i in bunch.target]
     return frame
 
 
-def load_dataset(path: str | Path, strict: bool = False) -> LoadedData:
-    """Load and validate the CSV, or fall back to the bundled copy and say why; ``strict`` fails instead."""
+def load_dataset(spec: TableSpec | str | Path, strict: bool = False) -> LoadedData:
+    """Load the table and check it against its contract; Iris falls back to the bundled copy and says why."""
+    if not isinstance(spec, TableSpec):
+        spec = TableSpec(str(spec), strict=strict)
+    if spec.curated_iris:
+        return _load_iris(spec.data_path, spec.strict)
+    written = written_contract(spec) if spec.contract else None
+    path = spec.data_path
+    try:
+        raw = read_csv(path)
+        if written is not None:
+            frame = check_table(raw, written)
+            contract = with_classes_of(written, frame[written.label])
+        else:
+            contract, frame = infer_contract(raw, spec.label, name=Path(path).stem)
+    except DataValidationError as exc:
+        raise DataValidationError(f"data check failed for {path}: {exc}") from None
+    return LoadedData(frame, DataSource.CSV, str(Path(path).resolve()), None, contract)
+
+
+def written_contract(spec: TableSpec) -> TableContract:
+    """The contract a person wrote, with its label: the one it names, or ``--label``.
+
+    A ``--label`` other than the default must name the contract's label column.
+    """
+    contract = load_contract(spec.contract)
+    if contract.label is None:
+        return replace(contract, label=spec.label)
+    if spec.label not in (DEFAULT_LABEL, contract.label):
+        raise InvalidParameter(
+            f"the contract {spec.contract} names the label column {contract.label!r}, --label says {spec.label!r}"
+        )
+    return contract
+
+
+def _load_iris(path: str, strict: bool) -> LoadedData:
     try:
         frame = validate_frame(read_csv(path))
     except DataValidationError as exc:
@@ -131,7 +145,7 @@ def data_tags(data: LoadedData) -> dict[str, str]:
 
 
 def log_dataset(data: LoadedData, context: str = "training") -> None:
-    """Log the frame as an MLflow dataset input of the active run, with source and digest."""
+    """Log the frame as an MLflow dataset input of the active run, named after the table, with source and digest."""
     import mlflow
     from mlflow.data.code_dataset_source import CodeDatasetSource
 
@@ -139,6 +153,6 @@ def log_dataset(data: LoadedData, context: str = "training") -> None:
     with warnings.catch_warnings():
         # A local path matches both of MLflow's local sources; either is right.
         warnings.filterwarnings("ignore", message=".*interpreted in multiple ways.*")
-        dataset = mlflow.data.from_pandas(data.frame, source=source, targets=LABEL, name="iris")
+        dataset = mlflow.data.from_pandas(data.frame, source=source, targets=data.label, name=data.name)
     mlflow.log_input(dataset, context=context)
     mlflow.set_tags(data_tags(data))

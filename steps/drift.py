@@ -1,7 +1,8 @@
 """The drift statistics: does live traffic still look like the data a version was trained on?
 
-Pure functions of two frames (the reference: FEATURES + LABEL; live: FEATURES +
-prediction, confidence). The verdict needs significance and size together, so that
+Pure functions of two frames (the reference: the version's features and its label column;
+live: the features, prediction and confidence) and the version's contract, which names the
+features, the label and the classes. The verdict needs significance and size together, so that
 neither a tiny but certain shift in heavy traffic nor sampling noise in light traffic
 raises an alarm:
 
@@ -10,18 +11,23 @@ raises an alarm:
 - the predicted-class mix shifts when a chi-square test against the training class mix
   has a p-value below ``alpha`` and the total variation distance reaches ``class_shift``.
 
-With fewer than ``min_rows`` rows there is no verdict (``insufficient_data``).
+With fewer than ``min_rows`` rows there is no verdict (``insufficient_data``). Beside the
+verdict, the share of live rows outside each feature's observed range in training (the
+contract's soft bounds) is reported: a figure to read, not a reason for drift.
 """
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from iris_core.contract import DriftStatus
-from iris_core.schema import CLASSES, FEATURES, LABEL
+from iris_core.table.contract import TableContract
 from steps.config import DriftThresholds
+
+LIVE_COLUMNS = ("prediction", "confidence", "ts")  # what a live frame holds beside the features
 
 # Quantile bins of the reference for PSI. Ten is the custom, but the reference is a
 # ~120-row training split and live windows may hold only dozens of rows: PSI's sampling
@@ -55,6 +61,7 @@ class LiveRows:
     frame: pd.DataFrame
     skipped: int = 0
     others: dict[str, int] = field(default_factory=dict)  # "name/version" -> rows left out
+    incomplete: int = 0  # rows of the version that lack one of its features, left out
 
 
 @dataclass(frozen=True)
@@ -63,7 +70,8 @@ class DriftAssessment:
     rows: int
     features: dict[str, FeatureDrift] = field(default_factory=dict)
     class_mix: ClassMix | None = None
-    mean_confidence: float | None = None
+    mean_confidence: float | None = None  # None when no row has a confidence
+    outside_observed: dict[str, float] = field(default_factory=dict)  # feature -> share of rows outside its range
 
     @property
     def drifted_features(self) -> list[str]:
@@ -83,30 +91,33 @@ class DriftAssessment:
         return reasons
 
 
-def live_rows(records: list[dict], model_name: str, version: str, skipped: int = 0) -> LiveRows:
-    """The logged rows served by ``model_name`` version ``version``.
+def live_rows(
+    records: list[dict], model_name: str, version: str, features: Sequence[str], skipped: int = 0
+) -> LiveRows:
+    """The logged rows served by ``model_name`` version ``version``, with the version's ``features``.
 
     Rows that name no registry version (none, or a proxy's placeholder such as "unknown"
     when it fronts a server it was not told the version of) count as the checked version.
+    Rows of the version that lack one of its features cannot be compared and are counted.
     """
-    keep, others = [], Counter()
+    keep, others, incomplete = [], Counter(), 0
+    features = list(features)
     for record in records:
         name = record.get("model_name") or model_name
         logged = record.get("model_version")
         served_by = logged if logged and logged.isdigit() else version
-        if name == model_name and served_by == version:
-            keep.append(
-                {
-                    **record["features"],
-                    "prediction": record["prediction"],
-                    "confidence": record["confidence"],
-                    "ts": record.get("ts"),
-                }
-            )
-        else:
+        if name != model_name or served_by != version:
             others[f"{name}/{served_by}"] += 1
-    frame = pd.DataFrame(keep, columns=[*FEATURES, "prediction", "confidence", "ts"])
-    return LiveRows(frame, skipped, dict(sorted(others.items())))
+            continue
+        values = record["features"]
+        if any(feature not in values for feature in features):
+            incomplete += 1
+            continue
+        keep.append([*(values[f] for f in features), record["prediction"], record.get("confidence"), record.get("ts")])
+    frame = pd.DataFrame(keep, columns=[*features, *LIVE_COLUMNS])
+    frame = frame.astype({feature: "float64" for feature in features})
+    frame["confidence"] = pd.to_numeric(frame["confidence"], errors="coerce").astype("float64")
+    return LiveRows(frame, skipped, dict(sorted(others.items())), incomplete)
 
 
 def psi(reference, live, bins: int = PSI_BINS) -> float:
@@ -143,11 +154,14 @@ def feature_drift(reference: pd.Series, live: pd.Series, thresholds: DriftThresh
     )
 
 
-def class_mix(reference_labels: pd.Series, predictions: pd.Series, thresholds: DriftThresholds) -> ClassMix:
-    """Predicted classes of live rows against the class mix the version was trained on."""
+def class_mix(
+    reference_labels: pd.Series, predictions: pd.Series, thresholds: DriftThresholds, classes: Sequence[str] = ()
+) -> ClassMix:
+    """Predicted classes of live rows against the class mix the version was trained on (``classes``: the version's)."""
     from scipy.stats import chisquare
 
-    classes = sorted(set(CLASSES) | set(reference_labels) | set(predictions))
+    reference_labels, predictions = reference_labels.astype(str), predictions.astype(str)
+    classes = sorted(set(classes) | set(reference_labels) | set(predictions))
     reference_counts = reference_labels.value_counts().reindex(classes, fill_value=0).to_numpy()
     live_counts = predictions.value_counts().reindex(classes, fill_value=0).to_numpy()
     expected, actual = _smoothed_shares(reference_counts), live_counts / live_counts.sum()
@@ -164,17 +178,45 @@ def class_mix(reference_labels: pd.Series, predictions: pd.Series, thresholds: D
     )
 
 
-def assess(reference: pd.DataFrame, live: pd.DataFrame, thresholds: DriftThresholds) -> DriftAssessment:
-    """The verdict as a pure function of the two frames (reference: FEATURES + LABEL; live: FEATURES + prediction, confidence)."""
+def outside_observed(live: pd.DataFrame, contract: TableContract) -> dict[str, float]:
+    """For each feature with an observed range, the share of live rows outside it (the soft bounds)."""
+    if not len(live):
+        return {}
+    shares = {}
+    for feature in contract.features:
+        if feature.observed is not None:
+            low, high = feature.observed
+            values = live[feature.name].to_numpy(dtype=float)
+            shares[feature.name] = float(((values < low) | (values > high)).mean())
+    return shares
+
+
+def assess(
+    reference: pd.DataFrame,
+    live: pd.DataFrame,
+    thresholds: DriftThresholds,
+    contract: TableContract,
+    label: str | None = None,
+) -> DriftAssessment:
+    """The verdict as a pure function of the two frames and the version's contract.
+
+    ``reference`` holds the contract's features and the label column ``label`` (the
+    contract's label unless told); ``live`` the features, prediction and confidence.
+    """
+    label = label or contract.label
     if len(live) < thresholds.min_rows:
-        return DriftAssessment(DriftStatus.INSUFFICIENT_DATA, len(live))
-    features = {name: feature_drift(reference[name], live[name], thresholds) for name in FEATURES}
-    mix = class_mix(reference[LABEL], live["prediction"], thresholds)
+        return DriftAssessment(
+            DriftStatus.INSUFFICIENT_DATA, len(live), outside_observed=outside_observed(live, contract)
+        )
+    features = {name: feature_drift(reference[name], live[name], thresholds) for name in contract.feature_names}
+    mix = class_mix(reference[label], live["prediction"], thresholds, contract.classes)
     drifted = any(r.drifted for r in features.values()) or mix.shifted
+    confidence = pd.to_numeric(live["confidence"], errors="coerce").dropna()
     return DriftAssessment(
         DriftStatus.DRIFT if drifted else DriftStatus.NO_DRIFT,
         len(live),
         features,
         mix,
-        float(live["confidence"].mean()),
+        float(confidence.mean()) if len(confidence) else None,
+        outside_observed(live, contract),
     )

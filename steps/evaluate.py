@@ -1,5 +1,13 @@
 """Entry point ``evaluate``: score a model version on its held-out split and apply the promotion gate.
 
+Every version is read through its own contract (``steps.versions``): its features, label
+and classes. A version the pipeline trained is scored on the held-out split its training
+run logged; any other (a model registered the plain MLflow way) on the table given with
+``--data-path`` and ``--label``, checked against its contract. The champion is scored on
+the same rows only when it reads the same features; otherwise the gate says why it did
+not compare. Both are scored as served and their answers read as classes
+(``iris_core.table.models.answer_class``).
+
 The challenger becomes ``champion`` only if it is accurate enough and not worse than the
 current champion on the same rows (``steps.gate``), and, with ``min_shadow_rows``, only
 once serving proxies have shadowed it against the champion on live traffic long enough
@@ -9,7 +17,6 @@ logged to the evaluation run and set as model-version tags; the alias moves thro
 ``iris_core.alias_history`` so the move lands in the alias history.
 """
 
-import io
 import logging
 from dataclasses import dataclass, field
 
@@ -19,15 +26,17 @@ import pandas as pd
 from iris_core.contract import HOLDOUT_SPLIT_ARTIFACT, MoveKind, Tag, join_reasons
 from iris_core.refs import CHALLENGER, CHAMPION, DEFAULT_MODEL_NAME, alias_uri, version_uri
 from iris_core.resolver import alias_version
-from iris_core.schema import FEATURES, LABEL
 from iris_core.shadow_evidence import evidence
+from iris_core.table.contract import TableContract
 from steps import cli, options
 from steps.classification import classification_metrics
 from steps.config import GateThresholds
-from steps.errors import GateFailed, GateWaiting, StepError
+from steps.errors import GateFailed, GateWaiting
 from steps.gate import GateDecision, ShadowCheck, check_shadow, decide
 from steps.production_data import production_comparison
 from steps.registry import check_model_uri, resolve_model_uri
+from steps.splits import load_split, table_rows
+from steps.versions import predict_classes, version_contract
 
 _logger = logging.getLogger(__name__)
 
@@ -43,73 +52,93 @@ class EvaluationResult:
     production: dict = field(default_factory=dict)  # how both did on the held-out production rows, if any
 
 
-def load_holdout(run_id: str) -> pd.DataFrame:
-    """The held-out split that the version's training run logged."""
-    import mlflow
-
-    try:
-        text = mlflow.artifacts.load_text(f"runs:/{run_id}/{HOLDOUT_SPLIT_ARTIFACT}")
-    except Exception:
-        raise StepError(f"run {run_id} has no {HOLDOUT_SPLIT_ARTIFACT}: was it trained by this pipeline?") from None
-    return pd.read_csv(io.StringIO(text))
+def load_holdout(run_id: str | None, label: str) -> pd.DataFrame | None:
+    """The held-out split the version's training run logged, labels as text; None when the run logged none."""
+    return load_split(run_id, HOLDOUT_SPLIT_ARTIFACT, label)
 
 
-def predict(model_uri: str, holdout: pd.DataFrame) -> pd.Series:
-    """Class names the registered pyfunc model predicts for the rows, as served."""
-    import mlflow
+def evaluation_rows(
+    run_id: str | None, contract: TableContract, data_path: str, label: str
+) -> tuple[pd.DataFrame, str]:
+    """(rows, their label column): the version's held-out split, else the table given."""
+    if contract.label:
+        holdout = load_holdout(run_id, contract.label)
+        if holdout is not None:
+            return holdout, contract.label
+    _logger.info("No held-out split for this version; evaluating it on %s", data_path)
+    rows = table_rows(data_path, label, contract)
+    return rows, str(rows.columns[-1])
 
-    return mlflow.pyfunc.load_model(model_uri).predict(holdout[list(FEATURES)])["prediction"]
 
-
-def evaluate_with_mlflow(holdout: pd.DataFrame, predicted: pd.Series) -> dict:
-    """Run MLflow's default classifier evaluator on the predictions in the active run.
+def evaluate_with_mlflow(rows: pd.DataFrame, label: str, features: list[str], predicted: list[str]) -> None:
+    """Run MLflow's default classifier evaluator on the predictions in the active run, for its metrics and plots.
 
     The evaluator expects a single-column model output, while our model returns four
     columns per row, so it gets the predictions as a static dataset instead of the model.
+    The gate's own figures are ``steps.classification``'s (weighted averages for two
+    classes too, where MLflow reports the positive class's), so that challenger and
+    champion are measured alike.
     """
     import mlflow
 
-    result = mlflow.models.evaluate(
-        data=holdout[[*FEATURES, LABEL]].assign(prediction=predicted.to_numpy()),
-        targets=LABEL,
-        predictions="prediction",
+    if len(set(rows[label].astype(str)) | set(predicted)) < 2:
+        _logger.warning("MLflow's evaluator needs two classes among the labels and answers; it is skipped")
+        return
+    column = next(name for name in ("prediction", "_prediction", "__prediction") if name not in rows.columns)
+    mlflow.models.evaluate(
+        data=rows[[*features, label]].assign(**{column: predicted}),
+        targets=label,
+        predictions=column,
         model_type="classifier",
         evaluators=["default"],
     )
-    names = {
-        "accuracy": "accuracy_score",
-        "precision": "precision_score",
-        "recall": "recall_score",
-        "f1_score": "f1_score",
-    }
-    return {ours: float(result.metrics[theirs]) for ours, theirs in names.items()}
 
 
 def evaluate_version(
-    client, model_name: str, version: str, holdout: pd.DataFrame, thresholds: GateThresholds
+    client,
+    model_name: str,
+    version: str,
+    holdout: pd.DataFrame,
+    thresholds: GateThresholds,
+    label: str | None = None,
 ) -> EvaluationResult:
-    """Evaluate inside the active run, tag the version with the decision, and promote on a pass."""
+    """Evaluate inside the active run, tag the version with the decision, and promote on a pass.
+
+    ``holdout`` holds the version's features and the label column ``label`` (its
+    contract's label unless told).
+    """
     import mlflow
 
     from iris_core.alias_history import move_alias
 
     model_uri = version_uri(model_name, version)
+    contract = version_contract(model_uri)
+    label = label or contract.label
     run_id = mlflow.active_run().info.run_id
     mlflow.set_tags({Tag.MODEL_NAME: model_name, Tag.MODEL_VERSION: version, Tag.MODEL_URI: model_uri})
     cli.log_params({"model_uri": model_uri, **thresholds.__dict__})
-    predicted = predict(model_uri, holdout)
-    metrics = evaluate_with_mlflow(holdout, predicted)
+    truth = [str(value) for value in holdout[label]]
+    predicted = _classes(predict_classes(model_uri, holdout, contract))
+    classes = contract.classes or tuple(sorted(set(truth) | set(predicted)))
+    evaluate_with_mlflow(holdout, label, list(contract.feature_names), predicted)
+    metrics = classification_metrics(truth, predicted, classes)
     champion_version = alias_version(client, model_name, CHAMPION)
-    champion_metrics = champion_predicted = None
+    champion_metrics = champion_predicted = uncompared = None
     if champion_version not in (None, version):
-        champion_predicted = predict(version_uri(model_name, champion_version), holdout)
-        champion_metrics = classification_metrics(holdout[LABEL], champion_predicted)
-        mlflow.log_metrics({f"champion_{k}": champion_metrics[k] for k in ("accuracy", "f1_score")})
-    production = production_comparison(holdout, predicted, champion_predicted)
+        champion_uri = version_uri(model_name, champion_version)
+        champion = version_contract(champion_uri)
+        uncompared = not_comparable(contract, champion, champion_version)
+        if uncompared is None:
+            champion_predicted = _classes(predict_classes(champion_uri, holdout, champion))
+            champion_metrics = classification_metrics(truth, champion_predicted, classes)
+            mlflow.log_metrics({f"champion_{k}": champion_metrics[k] for k in ("accuracy", "f1_score")})
+    production = production_comparison(holdout, label, predicted, champion_predicted)
     if production:
         mlflow.log_metrics(production)
     shadow = shadow_rule(client, model_name, version, champion_version, thresholds)
-    decision = decide(metrics, champion_metrics, thresholds.min_accuracy, thresholds.max_regression, shadow)
+    decision = decide(
+        metrics, champion_metrics, thresholds.min_accuracy, thresholds.max_regression, shadow, uncompared=uncompared
+    )
     reasons = join_reasons(decision.reasons)
     mlflow.set_tags({Tag.GATE_DECISION: decision.verdict, Tag.GATE_REASONS: reasons})
     version_tags = {
@@ -125,6 +154,31 @@ def evaluate_version(
     if promoted:
         move_alias(client, model_name, CHAMPION, version, how=MoveKind.GATE, reason=reasons)
     return EvaluationResult(model_name, version, metrics, champion_version, decision, promoted, production)
+
+
+def _classes(answers: list[str | None]) -> list[str]:
+    """An answer that names no class counts as wrong: the empty text is never a class."""
+    return ["" if answer is None else answer for answer in answers]
+
+
+def not_comparable(contract: TableContract, champion: TableContract, champion_version: str) -> str | None:
+    """Why the champion cannot be scored on the challenger's rows (it reads other features); None when it can."""
+    ours, theirs = set(contract.feature_names), set(champion.feature_names)
+    if ours == theirs:
+        return None
+    missing = sorted(theirs - ours)
+    extra = sorted(ours - theirs)
+    parts = []
+    if missing:
+        parts.append(f"it reads {_names(missing)} that this version does not")
+    if extra:
+        parts.append(f"this version reads {_names(extra)} that it does not")
+    return f"not compared with champion version {champion_version}: " + "; ".join(parts)
+
+
+def _names(names: list[str]) -> str:
+    shown = ", ".join(repr(name) for name in names[:3])
+    return shown + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
 
 def shadow_rule(
@@ -158,19 +212,26 @@ def report(result: EvaluationResult) -> str:
     return "\n".join(lines)
 
 
-@click.command(help="Evaluate a model version on its held-out split; promote it to 'champion' if it passes the gate.")
-@click.option("--model-uri", default=alias_uri(DEFAULT_MODEL_NAME, CHALLENGER), show_default=True)
+@click.command(
+    help="Evaluate a model version on its held-out split (or, for a version the pipeline did not train, on the "
+    "table --data-path with --label); promote it to 'champion' if it passes the gate."
+)
+@click.option("--model-uri", default="", help="The version to evaluate.  [default: models:/<model-name>@challenger]")
+@options.model_name
+@options.data_path
+@options.label
 @options.gate
-def main(model_uri, min_accuracy, max_regression, min_shadow_rows, min_shadow_agreement):
+def main(model_uri, model_name, data_path, label, min_accuracy, max_regression, min_shadow_rows, min_shadow_agreement):
     thresholds = GateThresholds(min_accuracy, max_regression, min_shadow_rows, min_shadow_agreement).validated()
-    ref = check_model_uri(model_uri)
+    ref = check_model_uri(model_uri.strip() or alias_uri(model_name or DEFAULT_MODEL_NAME, CHALLENGER))
     import mlflow  # after the checks: a bad argument should not wait for MLflow's import
 
     client = mlflow.MlflowClient()
     target = resolve_model_uri(client, ref)
-    holdout = load_holdout(target.run_id)
+    contract = version_contract(ref.version_uri(target.version))
+    rows, row_label = evaluation_rows(target.run_id, contract, data_path, label)
     with cli.step_run("evaluate"):
-        result = evaluate_version(client, ref.name, target.version, holdout, thresholds)
+        result = evaluate_version(client, ref.name, target.version, rows, thresholds, label=row_label)
     click.echo(report(result))
     raise_unless_passed(result)
 

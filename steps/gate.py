@@ -50,9 +50,14 @@ def decide(
     min_accuracy: float,
     max_regression: float,
     shadow: ShadowCheck | None = None,
+    uncompared: str | None = None,
 ) -> GateDecision:
     """Pass when accuracy reaches ``min_accuracy``, neither accuracy nor f1 drops more than ``max_regression``,
-    and the shadow rule (when given) passes; wait, rather than fail, when only the shadow rows are missing."""
+    and the shadow rule (when given) passes; wait, rather than fail, when only the shadow rows are missing.
+
+    ``uncompared`` says why there is a champion but no comparison with it (it reads other
+    features); it joins the reasons, and the floor alone decides.
+    """
     reasons, passed = [], True
     accuracy = challenger["accuracy"]
     if accuracy >= min_accuracy:
@@ -68,6 +73,8 @@ def decide(
             f"{metric} {challenger[metric]:.4f} vs champion {champion[metric]:.4f}: "
             f"drop {max(drop, 0):.4f} {verdict} max_regression {max_regression}"
         )
+    if uncompared:
+        reasons.append(uncompared)
     if shadow is None:
         return GateDecision(passed, reasons)
     reasons.append(shadow.reason)

@@ -13,21 +13,25 @@ rotated file (the caller streams all of them, oldest first). The join never gues
 Rows of a prediction log written before records had ``row`` take their place among the
 consecutive lines of their request. Without labels, ``estimated_accuracy`` gives the
 accuracy a calibrated classifier expects from its own confidences (NannyML's CBPE idea:
-the mean probability of the predicted class), an estimate and an early warning only.
+the mean probability of the predicted class), an estimate and an early warning only; a
+model that gives no confidence (one logged without this project's outputs) gives none.
+
+A frame of labeled rows holds each feature the records name under its own name, then the
+``RECORD_COLUMNS``; the scores are per class of the version checked (its contract's).
 """
 
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
 
 import pandas as pd
 
 from iris_core.contract import PerformanceStatus
-from iris_core.schema import CLASSES, FEATURES
+from iris_core.table.contract import TableContract
 from steps.config import PerformanceThresholds
+from steps.metric_names import metric_keys
 
 LABEL_COLUMN = "label"
-COLUMNS = (
-    *FEATURES,
+RECORD_COLUMNS = (
     "prediction",
     "confidence",
     LABEL_COLUMN,
@@ -43,11 +47,12 @@ COLUMNS = (
 class LabeledRows:
     """Logged predictions with their true labels, and what became of the labels that found none."""
 
-    frame: pd.DataFrame  # COLUMNS, one row per labeled prediction
+    frame: pd.DataFrame  # the features, then RECORD_COLUMNS; one row per labeled prediction
     labels: int = 0  # readable label records
     duplicates: int = 0  # labels for a row labeled before
     unmatched: int = 0  # labels that match no logged prediction
     skipped: int = 0  # unreadable feedback lines
+    unknown: int = 0  # labels that name no class of the version checked, left out
 
     def of_version(self, model_name: str, version: str) -> "LabeledRows":
         """The rows ``model_name`` version ``version`` answered; rows naming no registry version count as it."""
@@ -55,9 +60,14 @@ class LabeledRows:
         names = frame["model_name"].fillna(model_name)
         versions = frame["model_version"].where(frame["model_version"].fillna("").str.isdigit(), version)
         keep = (names == model_name) & (versions == version)
-        return LabeledRows(
-            frame[keep].reset_index(drop=True), self.labels, self.duplicates, self.unmatched, self.skipped
-        )
+        return replace(self, frame=frame[keep].reset_index(drop=True))
+
+    def of_classes(self, contract: TableContract) -> "LabeledRows":
+        """The rows whose label names a class of ``contract`` (as its class's name); the others are counted."""
+        classes = [contract.class_of(label) for label in self.frame[LABEL_COLUMN]]
+        known = pd.Series([cls is not None for cls in classes], index=self.frame.index, dtype=bool)
+        frame = self.frame.assign(**{LABEL_COLUMN: classes})[known].reset_index(drop=True)
+        return replace(self, frame=frame, unknown=self.unknown + int((~known).sum()))
 
     def by_version(self) -> dict[str, int]:
         """Labeled rows per ``name/version``, as the report lists the versions not checked."""
@@ -93,9 +103,10 @@ def join(labels: Iterable[dict], predictions: Iterable[dict], skipped_labels: in
             continue
         if key not in chosen or _closer(record, chosen[key], label):
             chosen[key] = record
-    rows = []
+    rows, names = [], {}
     for key, record in chosen.items():
         label = wanted[key]
+        names.update(dict.fromkeys(record["features"]))
         rows.append(
             {
                 **record["features"],
@@ -109,7 +120,8 @@ def join(labels: Iterable[dict], predictions: Iterable[dict], skipped_labels: in
                 "ts": label.get("ts"),
             }
         )
-    frame = pd.DataFrame(rows, columns=list(COLUMNS))
+    features = [name for name in names if name not in RECORD_COLUMNS]
+    frame = pd.DataFrame(rows, columns=[*features, *RECORD_COLUMNS])
     return LabeledRows(frame, read, duplicates, len(wanted) - len(chosen), skipped_labels)
 
 
@@ -143,8 +155,8 @@ class LivePerformance:
     status: PerformanceStatus
     rows: int
     accuracy: float | None = None
-    classes: dict[str, ClassScores] = field(default_factory=dict)
-    confusion: list[list[int]] = field(default_factory=list)  # rows: true class, columns: predicted, CLASSES order
+    classes: dict[str, ClassScores] = field(default_factory=dict)  # in the version's class order
+    confusion: list[list[int]] = field(default_factory=list)  # rows: true class, columns: predicted, classes' order
 
     def reasons(self, thresholds: PerformanceThresholds) -> list[str]:
         if self.status != PerformanceStatus.PERFORMANCE_DROP:
@@ -155,35 +167,45 @@ class LivePerformance:
         ]
 
 
-def assess_performance(labeled: pd.DataFrame, thresholds: PerformanceThresholds) -> LivePerformance:
-    """Accuracy, per-class scores and the confusion matrix of labeled rows; the verdict needs enough labels."""
+def assess_performance(
+    labeled: pd.DataFrame, thresholds: PerformanceThresholds, classes: Sequence[str] = ()
+) -> LivePerformance:
+    """Accuracy, per-class scores and the confusion matrix of labeled rows; the verdict needs enough labels.
+
+    ``classes`` are the version's; a version that names none is scored on the classes its rows hold.
+    """
     from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
     rows = len(labeled)
     if rows == 0:
         return LivePerformance(PerformanceStatus.INSUFFICIENT_LABELS, 0)
-    truth, predicted = labeled[LABEL_COLUMN], labeled["prediction"]
+    truth, predicted = labeled[LABEL_COLUMN].astype(str), labeled["prediction"].astype(str)
+    names = list(classes) or sorted(set(truth) | set(predicted))
     accuracy = float(accuracy_score(truth, predicted))
     precision, recall, f1, support = precision_recall_fscore_support(
-        truth, predicted, labels=list(CLASSES), average=None, zero_division=0
+        truth, predicted, labels=names, average=None, zero_division=0
     )
-    classes = {
+    scores = {
         name: ClassScores(float(p), float(r), float(f), int(s))
-        for name, p, r, f, s in zip(CLASSES, precision, recall, f1, support)
+        for name, p, r, f, s in zip(names, precision, recall, f1, support)
     }
-    confusion = confusion_matrix(truth, predicted, labels=list(CLASSES)).tolist()
+    confusion = confusion_matrix(truth, predicted, labels=names).tolist()
     if rows < thresholds.min_labeled_rows:
         status = PerformanceStatus.INSUFFICIENT_LABELS
     elif accuracy < thresholds.min_live_accuracy:
         status = PerformanceStatus.PERFORMANCE_DROP
     else:
         status = PerformanceStatus.NO_PERFORMANCE_DROP
-    return LivePerformance(status, rows, accuracy, classes, confusion)
+    return LivePerformance(status, rows, accuracy, scores, confusion)
 
 
 def estimated_accuracy(confidences: pd.Series) -> float | None:
-    """The accuracy a calibrated classifier expects on these rows: the mean probability of its predicted class."""
-    return float(confidences.mean()) if len(confidences) else None
+    """The accuracy a calibrated classifier expects on these rows: the mean probability of its predicted class.
+
+    Rows without a confidence (null) are left out; None when no row has one.
+    """
+    known = pd.to_numeric(confidences, errors="coerce").dropna()
+    return float(known.mean()) if len(known) else None
 
 
 def performance_metrics(performance: LivePerformance, labeled: LabeledRows) -> dict[str, float]:
@@ -193,18 +215,21 @@ def performance_metrics(performance: LivePerformance, labeled: LabeledRows) -> d
         "duplicate_labels": labeled.duplicates,
         "unmatched_labels": labeled.unmatched,
         "skipped_feedback_lines": labeled.skipped,
+        "unknown_class_labels": labeled.unknown,
     }
     if performance.accuracy is None:
         return metrics
     metrics["live_accuracy"] = performance.accuracy
     metrics["performance_drop"] = float(performance.status == PerformanceStatus.PERFORMANCE_DROP)
+    names = list(performance.classes)
+    keys = {kind: metric_keys(f"live_{kind}_", names) for kind in ("precision", "recall", "f1", "support")}
     for name, scores in performance.classes.items():
         metrics.update(
             {
-                f"live_precision_{name}": scores.precision,
-                f"live_recall_{name}": scores.recall,
-                f"live_f1_{name}": scores.f1,
-                f"live_support_{name}": scores.support,
+                keys["precision"][name]: scores.precision,
+                keys["recall"][name]: scores.recall,
+                keys["f1"][name]: scores.f1,
+                keys["support"][name]: scores.support,
             }
         )
     return metrics
@@ -225,6 +250,7 @@ def performance_lines(
         f"- feedback log: `{source}`: {labeled.labels} labels, {performance.rows} of them for rows version "
         f"{version} answered; {labeled.duplicates} duplicates, {labeled.unmatched} matching no logged prediction "
         f"(not guessed), {labeled.skipped} unreadable lines skipped"
+        + (f", {labeled.unknown} naming no class of the version left out" if labeled.unknown else "")
     )
     if other_versions:
         others = ", ".join(f"{key}: {n}" for key, n in other_versions.items())
@@ -242,8 +268,9 @@ def performance_lines(
     lines += ["", "| class | precision | recall | f1 | labeled rows |", "|---|---|---|---|---|"]
     for name, s in performance.classes.items():
         lines.append(f"| {name} | {s.precision:.3f} | {s.recall:.3f} | {s.f1:.3f} | {s.support} |")
-    lines += ["", "| true \\ predicted | " + " | ".join(CLASSES) + " |", "|---" * (len(CLASSES) + 1) + "|"]
-    for name, counts in zip(CLASSES, performance.confusion):
+    names = list(performance.classes)
+    lines += ["", "| true \\ predicted | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for name, counts in zip(names, performance.confusion):
         lines.append(f"| {name} | " + " | ".join(str(n) for n in counts) + " |")
     return lines
 

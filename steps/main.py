@@ -2,32 +2,43 @@
 
 The steps run in this one process and hand each other run IDs, model URIs and the
 in-memory held-out split: MLflow's ~2 s import and the data loading are paid once,
-not once per step.
+not once per step. The table is loaded, checked and split before the parent run starts,
+so a table that fails a check leaves no run behind.
 """
 
 import click
 
 from iris_core.contract import Tag
 from steps import cli, options
-from steps.config import GateThresholds, TrainConfig
-from steps.data import load_dataset, log_dataset
+from steps.config import GateThresholds, TableSpec, TrainConfig
+from steps.data import LoadedData, log_dataset
 from steps.evaluate import EvaluationResult, evaluate_version, raise_unless_passed, report
-from steps.train import train_and_register
+from steps.train import Splits, prepare, train_and_register
 
 PIPELINE_RUN_NAME = "pipeline"  # the parent run; its nested runs are named for their steps
 
 
 def run_pipeline(
-    data_path: str, config: TrainConfig, model_name: str, thresholds: GateThresholds, strict: bool = False
+    data: TableSpec | str | tuple[LoadedData, Splits],
+    config: TrainConfig,
+    model_name: str,
+    thresholds: GateThresholds,
+    strict: bool = False,
 ) -> EvaluationResult:
-    """Run the three steps under the active run; returns the evaluation result."""
+    """Run the three steps under the active run; returns the evaluation result.
+
+    ``data`` is a table to load (a path: the Iris contract), or what ``steps.train.prepare`` made of one.
+    """
     import mlflow
 
+    if not isinstance(data, tuple):
+        spec = data if isinstance(data, TableSpec) else TableSpec(str(data), model_name=model_name, strict=strict)
+        data = prepare(spec, config)
+    loaded, splits = data
     with mlflow.start_run(run_name="validate_data", nested=True):
-        data = load_dataset(data_path, strict)
-        log_dataset(data, context="validation")
+        log_dataset(loaded, context="validation")
     with mlflow.start_run(run_name="train", nested=True):
-        trained = train_and_register(data, config, model_name)
+        trained = train_and_register(loaded, config, model_name, splits)
     with mlflow.start_run(run_name="evaluate", nested=True):
         result = evaluate_version(mlflow.MlflowClient(), model_name, trained.version, trained.holdout, thresholds)
     mlflow.set_tags(
@@ -41,16 +52,17 @@ def run_pipeline(
 
 
 @click.command(help="Run the whole pipeline: validate the data, train and register a challenger, evaluate and gate it.")
-@options.data_path
+@options.table
 @options.strict
 @options.training
 @options.model_name
 @options.gate
-def main(data_path, strict, max_iter, C, solver, test_size, random_state, model_name, **gate):
+def main(data_path, label, contract, strict, max_iter, C, solver, test_size, random_state, model_name, **gate):
     config = TrainConfig(max_iter, C, solver, random_state, test_size).validated()
     thresholds = GateThresholds(**gate).validated()
+    prepared = prepare(TableSpec(data_path, label, model_name, contract, strict).validated(), config)
     with cli.step_run(PIPELINE_RUN_NAME):
-        result = run_pipeline(data_path, config, model_name, thresholds, strict)
+        result = run_pipeline(prepared, config, model_name, thresholds)
     click.echo(report(result))
     raise_unless_passed(result)
 

@@ -2,10 +2,14 @@
 
 Reads the proxy's prediction log (format in ``iris_core.records``) and compares the
 rows served by one model version with that version's training split (the
-``data/train.csv`` artifact of its training run). One run checks one version: by default
-the one holding ``alias``, the version serving now. Rows of other versions are left out
-and counted (check them with ``--version N``); rows that name no registry version are
-taken as served by the checked one.
+``data/train.csv`` artifact of its training run), feature by feature of the version's
+contract (``steps.versions``). A version the pipeline did not train has no training split:
+the table given with ``--data-path`` and ``--label``, checked against its contract, is its
+reference instead. One run checks one version: by default the one holding ``alias``, the
+version serving now. Rows of other versions are left out and counted (check them with
+``--version N``), as are rows of the version that lack one of its features; rows that name
+no registry version are taken as served by the checked one. The share of live rows outside
+each feature's observed range in training (the contract's soft bounds) is reported too.
 
 The statistics and the verdict are ``steps.drift``; the report ``steps.drift_report``. Drift
 makes the status ``drift`` (exit 1, so a scheduler can trigger retraining);
@@ -19,11 +23,11 @@ belong to (in the prediction log and its rotated files: labels come late) and th
 version's live accuracy, per-class scores and confusion matrix join the report
 (``steps.live_performance``). Live accuracy below ``min_live_accuracy`` on at least
 ``min_labeled_rows`` labels is a ``performance_drop`` (exit 1), set as the
-``performance_status`` tag. Beside the drift checks, the accuracy the logged confidences
-promise is reported as an estimate, labels or not.
+``performance_status`` tag; labels that name no class of the version are left out and
+counted. Beside the drift checks, the accuracy the logged confidences promise is reported
+as an estimate, labels or not (a model that logs no confidences gives none).
 """
 
-import io
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,17 +37,20 @@ import pandas as pd
 
 from iris_core.contract import MONITORING_EXPERIMENT, TRAIN_SPLIT_ARTIFACT, DriftStatus, PerformanceStatus, Tag
 from iris_core.records import PREDICTION_LOG_NAME, current_logs, read_log
-from iris_core.refs import CHAMPION, ModelRef
+from iris_core.refs import CHAMPION, ModelRef, version_uri
 from iris_core.resolver import Resolved, resolve
+from iris_core.table.contract import TableContract
 from steps import cli, options
 from steps.classification import confusion_matrix_figure
-from steps.config import DriftThresholds, PerformanceThresholds
-from steps.drift import DriftAssessment, LiveRows, assess, live_rows
-from steps.drift_report import PLOTS_DIR, REPORT_ARTIFACT, feature_figure, report, run_metrics
+from steps.config import DEFAULT_DATA_PATH, DEFAULT_LABEL, DriftThresholds, PerformanceThresholds
+from steps.drift import LIVE_COLUMNS, DriftAssessment, LiveRows, assess, live_rows
+from steps.drift_report import PLOTS_DIR as PLOTS_DIR  # where callers have always found it
+from steps.drift_report import REPORT_ARTIFACT, feature_figure, plot_paths, report, run_metrics
 from steps.errors import DriftDetected, InvalidParameter, PerformanceDropped, StepError
 from steps.labels import feedback_path, read_labels
 from steps.live_performance import (
     LABEL_COLUMN,
+    RECORD_COLUMNS,
     LabeledRows,
     LivePerformance,
     assess_performance,
@@ -52,6 +59,8 @@ from steps.live_performance import (
     performance_lines,
     performance_metrics,
 )
+from steps.splits import load_split, table_rows
+from steps.versions import version_contract
 
 _logger = logging.getLogger(__name__)
 
@@ -68,18 +77,43 @@ def resolve_version(client, model_name: str, alias: str, version: str | None) ->
     return resolve(client, ModelRef(model_name, version=version) if version else ModelRef(model_name, alias=alias))
 
 
-def load_reference(run_id: str) -> pd.DataFrame:
-    """The training split the version's training run logged."""
-    import mlflow
-
-    try:
-        text = mlflow.artifacts.load_text(f"runs:/{run_id}/{TRAIN_SPLIT_ARTIFACT}")
-    except Exception:
-        raise StepError(f"run {run_id} has no {TRAIN_SPLIT_ARTIFACT}: was it trained by this pipeline?") from None
-    return pd.read_csv(io.StringIO(text))
+def load_reference(run_id: str | None, label: str) -> pd.DataFrame | None:
+    """The training split the version's training run logged; None when it logged none."""
+    return load_split(run_id, TRAIN_SPLIT_ARTIFACT, label)
 
 
-def read_predictions(path: str | Path, model_name: str, version: str) -> LiveRows:
+@dataclass(frozen=True)
+class Reference:
+    """What live traffic is compared with: the rows, their label column, and where they came from."""
+
+    frame: pd.DataFrame
+    label: str
+    source: str  # for the report
+
+
+def reference_rows(run_id: str | None, contract: TableContract, data_path: str, label: str) -> Reference:
+    """The version's training split, else the table given, checked against the version's contract."""
+    if contract.label:
+        train = load_reference(run_id, contract.label)
+        if train is not None:
+            return Reference(train, contract.label, f"`{TRAIN_SPLIT_ARTIFACT}` of training run `{run_id}`")
+    if not data_path:
+        raise StepError("the version has no training split: give its reference table with --data-path and --label")
+    frame = table_rows(data_path, label, contract)
+    return Reference(frame, str(frame.columns[-1]), f"the table `{data_path}`")
+
+
+def check_names(contract: TableContract) -> None:
+    """A feature named like a field of the logs could not be told apart from it."""
+    clashes = [name for name in contract.feature_names if name in {*LIVE_COLUMNS, *RECORD_COLUMNS}]
+    if clashes:
+        raise StepError(
+            f"the version's feature {clashes[0]!r} has the name of a prediction-log field; monitoring cannot tell "
+            "them apart"
+        )
+
+
+def read_predictions(path: str | Path, model_name: str, version: str, features: tuple[str, ...]) -> LiveRows:
     """The rows of the prediction log ``path`` names (every one beneath it, for a directory) served by the version."""
     if Path(path).is_dir() and not current_logs(path, PREDICTION_LOG_NAME):
         raise InvalidParameter(f"no {PREDICTION_LOG_NAME} in the directory {str(path)!r}")
@@ -95,7 +129,7 @@ def read_predictions(path: str | Path, model_name: str, version: str) -> LiveRow
             )
         records += contents.records
         skipped += contents.skipped
-    return live_rows(records, model_name, version, skipped)
+    return live_rows(records, model_name, version, features, skipped)
 
 
 @dataclass(frozen=True)
@@ -151,12 +185,12 @@ class MonitorInputs:
     """Everything a check needs, read before its run starts: a version or log that is not there leaves no failed run."""
 
     version: str
-    reference_run: str
-    reference: pd.DataFrame
+    reference: Reference
     live: LiveRows
     labeled: LabeledRows | None
     predictions: str
     feedback: str | None
+    contract: TableContract
 
 
 def monitor_version(
@@ -170,9 +204,9 @@ def monitor_version(
     import mlflow
 
     version, reference, live, labeled = inputs.version, inputs.reference, inputs.live, inputs.labeled
-    source, feedback_source = inputs.predictions, inputs.feedback
+    source, feedback_source, contract = inputs.predictions, inputs.feedback, inputs.contract
 
-    assessment = assess(reference, live.frame, thresholds)
+    assessment = assess(reference.frame, live.frame, thresholds, contract, reference.label)
     params = {"predictions": source, "model_name": model_name, "model_version": version, **thresholds.__dict__}
     if labeled is not None:
         params.update({"feedback": feedback_source, **performance_thresholds.__dict__})
@@ -181,8 +215,9 @@ def monitor_version(
     metrics = run_metrics(assessment, live)
     if estimate is not None:
         metrics["estimated_accuracy"] = estimate
+    paths = plot_paths(assessment.features)
     for name, result in assessment.features.items():
-        mlflow.log_figure(feature_figure(reference[name], live.frame[name], result), f"{PLOTS_DIR}/{name}.png")
+        mlflow.log_figure(feature_figure(reference.frame[name], live.frame[name], result), paths[name])
     text = report(
         assessment,
         live,
@@ -190,16 +225,17 @@ def monitor_version(
         model_name=model_name,
         version=version,
         source=source,
-        reference_run=inputs.reference_run,
-        reference_rows=len(reference),
+        reference=reference.source,
+        reference_rows=len(reference.frame),
+        contract=contract,
     )
     held_out = (client.get_model_version(model_name, version).tags or {}).get(Tag.EVAL_ACCURACY)
     extra = estimate_lines(estimate, assessment.rows, float(held_out) if held_out else None)
     tags = {Tag.DRIFT_STATUS: assessment.status}
     performance = None
     if labeled is not None:
-        checked = labeled.of_version(model_name, version)
-        performance = assess_performance(checked.frame, performance_thresholds)
+        checked = labeled.of_version(model_name, version).of_classes(contract)
+        performance = assess_performance(checked.frame, performance_thresholds, contract.classes)
         metrics.update(performance_metrics(performance, checked))
         metrics["other_version_labeled_rows"] = len(labeled.frame) - len(checked.frame)
         others = {k: n for k, n in labeled.by_version().items() if k != f"{model_name}/{version}"}
@@ -208,7 +244,9 @@ def monitor_version(
         )
         if performance.rows:
             title = f"Live traffic of version {version}: confusion matrix ({performance.rows} labeled rows)"
-            figure = confusion_matrix_figure(checked.frame[LABEL_COLUMN], checked.frame["prediction"], title=title)
+            figure = confusion_matrix_figure(
+                checked.frame[LABEL_COLUMN], checked.frame["prediction"], list(performance.classes), title=title
+            )
             mlflow.log_figure(figure, LIVE_CONFUSION_ARTIFACT)
         tags[Tag.PERFORMANCE_STATUS] = performance.status
     mlflow.log_metrics(metrics)
@@ -226,19 +264,29 @@ def monitor_version(
 
 
 def gather(
-    client, model_name: str, alias: str, version: str | None, predictions: str | Path, feedback: Path | None
+    client,
+    model_name: str,
+    alias: str,
+    version: str | None,
+    predictions: str | Path,
+    feedback: Path | None,
+    data_path: str = DEFAULT_DATA_PATH,
+    label: str = DEFAULT_LABEL,
 ) -> MonitorInputs:
     target = resolve_version(client, model_name, alias, version)
-    live = read_predictions(predictions, model_name, target.version)
+    contract = version_contract(version_uri(model_name, target.version))
+    check_names(contract)
+    live = read_predictions(predictions, model_name, target.version, contract.feature_names)
     labeled = read_labels(feedback, predictions) if feedback is not None else None
-    reference = load_reference(target.run_id)
+    reference = reference_rows(target.run_id, contract, data_path, label)
     return MonitorInputs(
-        target.version, target.run_id, reference, live, labeled, str(predictions), str(feedback) if feedback else None
+        target.version, reference, live, labeled, str(predictions), str(feedback) if feedback else None, contract
     )
 
 
 @click.command(
-    help=f"Check the prediction log for drift against the serving version's training data, and, with --feedback, "
+    help=f"Check the prediction log for drift against the serving version's training data (a version the pipeline "
+    "did not train: the table --data-path with --label), and, with --feedback, "
     f"live accuracy from labels; logs {REPORT_ARTIFACT} and plots, tags the version with drift_status and "
     "performance_status, exits 1 on drift or a performance drop."
 )
@@ -247,6 +295,8 @@ def gather(
 @options.model_name
 @click.option("--alias", default=CHAMPION, show_default=True, help="Check the version holding this alias ...")
 @click.option("--version", "version", default="", help="... or this version (wins over --alias).")
+@options.data_path
+@options.label
 @options.drift
 @options.live_performance
 def main(
@@ -255,6 +305,8 @@ def main(
     model_name,
     alias,
     version,
+    data_path,
+    label,
     alpha,
     psi_threshold,
     class_shift,
@@ -268,7 +320,7 @@ def main(
     import mlflow  # after the checks: a bad argument should not wait for MLflow's import
 
     client = mlflow.MlflowClient()
-    inputs = gather(client, model_name, alias, version.strip() or None, predictions, feedback)
+    inputs = gather(client, model_name, alias, version.strip() or None, predictions, feedback, data_path, label)
     with cli.step_run("monitor", default_experiment=MONITORING_EXPERIMENT):
         result = monitor_version(client, model_name, inputs, thresholds, performance_thresholds)
     for line in result.summary(thresholds, performance_thresholds):

@@ -9,6 +9,7 @@ import click
 from iris_core.refs import DEFAULT_MODEL_NAME
 from steps.config import (
     DEFAULT_DATA_PATH,
+    DEFAULT_LABEL,
     DEFAULT_STRICT,
     SOLVERS,
     DriftThresholds,
@@ -28,7 +29,24 @@ def _stack(*options):
 
 
 data_path = click.option(
-    "--data-path", default=DEFAULT_DATA_PATH, show_default=True, help="CSV to use (falls back to scikit-learn's copy)."
+    "--data-path",
+    default=DEFAULT_DATA_PATH,
+    show_default=True,
+    help="The table (CSV): a header row, one column per feature and the label column. The Iris table falls back "
+    "to scikit-learn's copy.",
+)
+label = click.option(
+    "--label",
+    default=DEFAULT_LABEL,
+    show_default=True,
+    help="The table's label column; every other column is a feature. A written --contract that names its label "
+    "needs none.",
+)
+contract = click.option(
+    "--contract",
+    default="",
+    help="A table contract a person wrote (YAML or JSON): it pins the features, their types and hard rules, the "
+    "label and classes, which training would otherwise infer from the table.",
 )
 # `--strict` alone, or `--strict true|false` as an MLproject command passes it.
 strict = click.option(
@@ -38,9 +56,13 @@ strict = click.option(
     flag_value=True,
     default=DEFAULT_STRICT,
     show_default=True,
-    help="Fail (exit 1) on a CSV that is missing or fails a check, instead of falling back to scikit-learn's copy.",
+    help="Fail (exit 1) on an Iris CSV that is missing or fails a check, instead of falling back to scikit-learn's "
+    "copy (any other table always fails).",
 )
 model_name = click.option("--model-name", default=DEFAULT_MODEL_NAME, show_default=True, help="Registered model.")
+
+# The table a step trains on: where it is, its label, and the contract it is checked against.
+table = _stack(data_path, label, contract)
 
 training = _stack(
     click.option("--max-iter", type=int, default=TrainConfig.max_iter, show_default=True),

@@ -1,10 +1,11 @@
 """Entry point ``retrain``: train on the base data plus the labeled production rows, then through the gate.
 
-The base data is what ``train`` uses (the CSV, or scikit-learn's copy when it fails a
-check). The production rows are the logged predictions' features with the labels the
-feedback log holds for them (the feedback log and its rotated files, joined with the
-prediction log and its rotated files), checked by the data rules; rows that fail are
-counted and left out (``steps.production_data``). The combined set is logged as the
+The base data is what ``train`` uses (the table checked against its contract; the Iris
+table falls back to scikit-learn's copy when it fails a check). The production rows are
+the logged predictions' features with the labels the feedback log holds for them (the
+feedback log and its rotated files, joined with the prediction log and its rotated files),
+checked against the same contract: rows that lack a feature, break a hard rule or carry a
+label that names no class are counted by reason and left out (``steps.production_data``). The combined set is logged as the
 training run's dataset input, whose source names the logs it came from, so a version's
 lineage shows which production traffic trained it.
 
@@ -24,19 +25,18 @@ import pandas as pd
 
 from iris_core.contract import Tag
 from iris_core.records import FEEDBACK_LOG_NAME, PREDICTION_LOG_NAME, all_logs
-from iris_core.schema import FEATURES, LABEL
 from steps import cli, options
-from steps.config import GateThresholds, TrainConfig
-from steps.data import LoadedData, data_tags, load_dataset, validate_frame
+from steps.config import GateThresholds, TableSpec, TrainConfig
+from steps.data import LoadedData, data_tags, load_dataset
 from steps.evaluate import EvaluationResult, evaluate_version, raise_unless_passed, report
 from steps.labels import feedback_path, read_labels
 from steps.live_performance import LabeledRows, join
 from steps.production_data import ORIGIN, ProductionRows, production_rows, split_with_production
+from steps.table_checks import check_table
 from steps.train import TrainResult, fit_and_register
+from steps.training import split
 
 _logger = logging.getLogger(__name__)
-
-DATASET_NAME = "iris+production"
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,9 @@ def log_combined_dataset(base: LoadedData, combined: pd.DataFrame, predictions, 
     sources["feedback"] = [str(p.resolve()) for p in all_logs(feedback, FEEDBACK_LOG_NAME)] if feedback else []
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*interpreted in multiple ways.*")
-        dataset = mlflow.data.from_pandas(combined, source=CodeDatasetSource(sources), targets=LABEL, name=DATASET_NAME)
+        dataset = mlflow.data.from_pandas(
+            combined, source=CodeDatasetSource(sources), targets=base.label, name=f"{base.name}+production"
+        )
     mlflow.log_input(dataset, context="training")
     mlflow.set_tags(data_tags(base))
 
@@ -79,13 +81,13 @@ def train_with_production(
     """Inside the active run: split, log the combined set and what was left out, fit and register."""
     import mlflow
 
-    train, holdout = split_with_production(base.frame, production.frame, config)
+    train, holdout = split_with_production(base.frame, production.frame, config, base.label)
     combined = pd.concat([train, holdout], ignore_index=True)
-    validate_frame(combined.drop(columns=[ORIGIN]))  # the rows checked one by one also pass as a whole
+    check_table(combined.drop(columns=[ORIGIN]), base.contract)  # the rows checked one by one also pass as a whole
     mlflow.log_params(
         {**config.params(), "predictions": str(predictions), "feedback": str(feedback) if feedback else ""}
     )
-    log_combined_dataset(base, combined[[*FEATURES, LABEL, ORIGIN]], predictions, feedback)
+    log_combined_dataset(base, combined[[*base.features, base.label, ORIGIN]], predictions, feedback)
     mlflow.log_metrics(
         {
             "base_rows": len(base.frame),
@@ -100,12 +102,23 @@ def train_with_production(
         mlflow.set_tag("production_rejected", reasons)
         _logger.warning("Left out %d labeled production rows (%s)", production.rejected_rows, reasons)
     tags = {Tag.DATA_SOURCE: base.source, Tag.PRODUCTION_ROWS: len(production.frame)}
-    return fit_and_register(train, holdout, config, model_name, tags)
+    return fit_and_register(train, holdout, config, model_name, tags, base.contract)
+
+
+def load_base(data: str | TableSpec | LoadedData, model_name: str, config: TrainConfig) -> LoadedData:
+    """The base table, checked against its contract and its split checked too, before any run starts.
+
+    ``data`` may be a path (the Iris contract for the model ``iris``), a ``TableSpec``, or a table loaded already.
+    """
+    if not isinstance(data, LoadedData):
+        data = load_dataset(data if isinstance(data, TableSpec) else TableSpec(str(data), model_name=model_name))
+    split(data.frame, config, data.label)
+    return data
 
 
 def retrain(
     client,
-    data_path: str,
+    data: str | TableSpec | LoadedData,
     predictions: str | Path,
     feedback: Path | None,
     config: TrainConfig,
@@ -115,8 +128,8 @@ def retrain(
     """Under the active run: a nested ``train`` on base plus production rows, then a nested ``evaluate``."""
     import mlflow
 
-    base = load_dataset(data_path)
-    production = production_rows(labeled_production(predictions, feedback))
+    base = load_base(data, model_name, config)
+    production = production_rows(labeled_production(predictions, feedback), base.contract)
     _logger.info(
         "Production data: %d labeled rows to train on, %d left out, %d labels matching no logged prediction",
         len(production.frame),
@@ -151,20 +164,24 @@ def summary(result: RetrainResult) -> list[str]:
     help="Retrain on the base data plus the labeled production rows (prediction log + feedback log), register "
     "the version as 'challenger' and promote it to 'champion' only through the gate."
 )
-@options.data_path
+@options.table
 @options.predictions
 @options.feedback
 @options.training
 @options.model_name
 @options.gate
-def main(data_path, predictions, feedback, max_iter, C, solver, test_size, random_state, model_name, **gate):
+def main(
+    data_path, label, contract, predictions, feedback, max_iter, C, solver, test_size, random_state, model_name, **gate
+):
     config = TrainConfig(max_iter, C, solver, random_state, test_size).validated()
     thresholds = GateThresholds(**gate).validated()
+    spec = TableSpec(data_path, label, model_name, contract).validated()
     feedback = feedback_path(feedback)
+    base = load_base(spec, model_name, config)  # a table that fails a check stops the step before its run starts
     import mlflow
 
     with cli.step_run("retrain"):
-        result = retrain(mlflow.MlflowClient(), data_path, predictions, feedback, config, model_name, thresholds)
+        result = retrain(mlflow.MlflowClient(), base, predictions, feedback, config, model_name, thresholds)
     for line in summary(result):
         click.echo(line)
     raise_unless_passed(result.evaluation)

@@ -1,18 +1,23 @@
-"""Entry point ``validate_data``: check the CSV, fall back to scikit-learn's copy, log the dataset.
+"""Entry point ``validate_data``: check the table against its contract, log it as the run's dataset input.
 
-Does not fail on bad data: the fallback is the designed behaviour, and its reason is logged
-as the run tag ``data_fallback_reason``. With ``--strict`` a bad CSV fails the step (exit
-1) before a run is created.
+The contract is the one ``steps.data`` chooses: a written ``--contract``, Iris's for the
+Iris defaults, else one inferred from the table; the check includes the stratified split
+``train`` will make (at the default ``test_size``). The Iris table does not fail on bad
+data: the fallback to scikit-learn's copy is the designed behaviour, and its reason is
+logged as the run tag ``data_fallback_reason``; with ``--strict``, and for any other table,
+a table that fails a check fails the step (exit 1) before a run is created.
 """
 
 import click
 
 from steps import cli, options
+from steps.config import TableSpec, TrainConfig
 from steps.data import LoadedData, load_dataset, log_dataset
+from steps.training import split
 
 
 def summary(data: LoadedData) -> str:
-    counts = data.frame["species"].value_counts().sort_index()
+    counts = data.frame[data.label].value_counts().sort_index()
     line = f"{len(data.frame)} rows from {data.source} ({data.uri}); " + ", ".join(
         f"{k}={v}" for k, v in counts.items()
     )
@@ -21,11 +26,16 @@ def summary(data: LoadedData) -> str:
     return line
 
 
-@click.command(help="Validate the Iris CSV (or fall back to scikit-learn's copy) and log it as a dataset input.")
-@options.data_path
+@click.command(
+    help="Check the table against its contract (Iris's, a written one, or one inferred from the table) and log it "
+    "as a dataset input; the Iris table falls back to scikit-learn's copy."
+)
+@options.table
+@options.model_name
 @options.strict
-def main(data_path, strict):
-    data = load_dataset(data_path, strict)
+def main(data_path, label, contract, model_name, strict):
+    data = load_dataset(TableSpec(data_path, label, model_name, contract, strict).validated())
+    split(data.frame, TrainConfig(), data.label)  # the split train will make: a table that cannot be split fails here
     with cli.step_run("validate_data"):
         log_dataset(data, context="validation")
     click.echo(summary(data))

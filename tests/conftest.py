@@ -153,6 +153,15 @@ def shared_store(tmp_path_factory, name: str, build) -> Path:
     return directory
 
 
+@pytest.fixture(scope="module")
+def spark():
+    """A local Spark session on two cores, bound to loopback; started once per module, since a JVM start is slow."""
+    from steps.batch_spark import spark_session
+
+    with spark_session("local[2]", chunk_size=1000) as session:
+        yield session
+
+
 @pytest.fixture
 def registry(trained_registry, tmp_path, tracking_store) -> Registry:
     """This test's own copy of the session registry, at this test's tracking URI."""

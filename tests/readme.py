@@ -102,6 +102,24 @@ def commands(path: Path) -> list[Command]:
     return found
 
 
+def section_blocks(path: Path, section: str) -> list[tuple[str, list[str]]]:
+    """The code blocks under one heading of a page, as (language, lines), every line of them."""
+    found, current, language, body = [], "", None, []
+    for line in path.read_text().splitlines():
+        if language is None and (heading := re.match(r"^#{1,4} (.+)$", line)):
+            current = heading.group(1).strip()
+        elif line.startswith("```"):
+            if language is None:
+                language, body = line[3:].strip() or "text", []
+            else:
+                if current == section:
+                    found.append((language, body))
+                language = None
+        elif language is not None:
+            body.append(line)
+    return found
+
+
 def pages() -> list[Path]:
     """README.md and every page of the manual."""
     return [README, *sorted(DOCS.rglob("*.md"))]

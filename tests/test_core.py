@@ -6,7 +6,6 @@ import time
 import click
 import pytest
 
-from iris_core import schema
 from iris_core.command_line import run_command
 from iris_core.contract import join_reasons, split_reasons
 from iris_core.errors import NotFound, RegistryUnavailable
@@ -18,10 +17,11 @@ from steps.errors import InvalidParameter, StepError
 from tests.support import free_port
 
 
-def test_the_model_file_returns_exactly_the_output_columns_of_the_schema():
+def test_the_model_file_returns_exactly_the_project_outputs_the_core_reads():
+    from iris_core.table.models import PROJECT_OUTPUTS
     from steps import iris_model  # MLflow copies this file into the model, so it keeps its own copy
 
-    assert tuple(iris_model.OUTPUT_COLUMNS) == schema.OUTPUT_COLUMNS
+    assert tuple(iris_model.OUTPUT_COLUMNS) == PROJECT_OUTPUTS
 
 
 def test_gate_reasons_read_back_as_they_were_written():

@@ -8,10 +8,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from iris_core.schema import CLASSES, FEATURES, LABEL
+from iris_core.table.iris import IRIS
 from steps.data import MIN_ROWS, load_dataset, validate_frame
 from steps.errors import DataValidationError
 from tests.conftest import REPO
+
+CLASSES, FEATURES, LABEL = IRIS.classes, IRIS.feature_names, IRIS.label
 
 GOOD_CSV = (REPO / "data" / "iris.csv").read_text()
 

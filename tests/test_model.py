@@ -4,7 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from iris_core.schema import CLASSES, FEATURES
+from iris_core.table.iris import IRIS
+
+CLASSES, FEATURES = IRIS.classes, IRIS.feature_names
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ import requests
 from iris_core.alias_history import alias_history
 from iris_core.contract import BATCH_EXPERIMENT, MONITORING_EXPERIMENT, TRAINING_EXPERIMENT
 from iris_core.records import encode, make_feedback_record
-from iris_core.schema import CLASSES, FEATURES, LABEL
+from iris_core.table.iris import IRIS
 from tests.conftest import _LEAKY_ENV, BIN, REPO
 from tests.monitoring.traffic import write_log
 from tests.readme import (
@@ -39,6 +39,8 @@ from tests.readme import (
     section_text,
 )
 from tests.support import free_port, http_ok, stop_process, wait_until
+
+CLASSES, FEATURES, LABEL = IRIS.classes, IRIS.feature_names, IRIS.label
 
 pytestmark = pytest.mark.slow
 
@@ -59,6 +61,25 @@ NOT_WALKED = {
     ("README.md", "A short tour"): (
         "each is a command of the page the tour links to, walked there"
         " (test_every_command_of_the_readme_tour_is_one_the_walkthrough_runs)"
+    ),
+    ("README.md", "Your own data and models"): (
+        "it writes wine.csv first with a python -c line, which the walk-through does not run: "
+        "tests/tables/test_own_data_readme.py runs the section's lines as written"
+    ),
+    ("docs/own-data.md", "Train, gate and serve another table"): (
+        "wine.csv, written by the page's python -c line: tests/tables/test_wine_project.py runs these entry points "
+        "with these parameters, tests/tables/test_wine_served.py serves and monitors such a version"
+    ),
+    ("docs/own-data.md", "The table's contract"): "a wine version: tests/tables/test_training.py reads its contract",
+    ("docs/own-data.md", "Writing a contract down to pin and tighten it"): (
+        "a written wine contract: tests/tables/test_wine_project.py and tests/tables/test_table_checks.py train with one"
+    ),
+    ("docs/own-data.md", "Batch scoring, monitoring and the loop"): (
+        "a proxy's logs of wine traffic: tests/tables/test_wine_project.py runs batch_predict, monitor and cycle on wine"
+    ),
+    ("docs/own-data.md", "A model you trained yourself"): (
+        "a plain MLflow model: tests/tables/test_any_version.py evaluates, batch-scores and monitors one, "
+        "tests/serving/test_any_model.py serves them"
     ),
     ("docs/deployment.md", "Compose"): "the compose stack's tracking server (tests/deploy checks the files)",
     ("docs/team.md", "On each client"): "a team tracking server (tests/team runs these against one)",
@@ -276,11 +297,12 @@ def test_the_quickstart_pipeline_logs_params_metrics_artifacts_and_makes_version
         "solver": "lbfgs",
         "random_state": "42",
         "test_size": "0.2",
+        "scaled": "False",  # Iris's features are on comparable scales: no scaler inside the model
     }
     for metric in ("accuracy", "precision", "recall", "f1_score", *(f"f1_{c}" for c in CLASSES)):
         assert 0.9 <= run.data.metrics[metric] <= 1.0, metric
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"confusion_matrix.png", "classification_report.txt", "data"} <= artifacts
+    assert {"confusion_matrix.png", "classification_report.txt", "data", "table_contract.yaml"} <= artifacts
     assert run.data.tags["data_source"] == "csv"
     oldest = list(reversed(alias_history(client, "iris", "champion")))[:2]
     assert [(m.from_version, m.to_version, m.how) for m in oldest] == [(None, "1", "gate"), ("1", "2", "gate")]

@@ -190,3 +190,18 @@ def test_only_records_with_a_confidence_give_one():
     assert answer_confidence({"prediction": "a", "confidence": 0.75}) == 0.75
     assert answer_confidence(1) is None and answer_confidence({"prediction": "a"}) is None
     assert PROJECT_OUTPUTS == ("prediction", "prediction_index", "confidence", "confidence_scores")
+
+
+def test_outside_the_iris_contract_no_code_names_an_iris_feature():
+    """Every part reads a version's contract; Iris is the worked example, not a schema written into the code."""
+    from tests.conftest import REPO
+
+    names = IRIS.feature_names
+    found = []
+    for package in ("iris_core", "steps", "serving", "registry_tools", "bench", "deploy"):
+        for path in sorted((REPO / package).rglob("*.py")):
+            if path == REPO / "iris_core" / "table" / "iris.py":
+                continue
+            text = path.read_text()
+            found += [f"{path.relative_to(REPO)}: {name}" for name in names if name in text]
+    assert found == []

@@ -1,4 +1,4 @@
-"""Fixtures of the batch scoring tests: the champion loaded once, and one Spark session per module."""
+"""Fixtures of the batch scoring tests: the champion loaded once (the Spark session is ``tests.conftest``'s)."""
 
 import pytest
 
@@ -9,12 +9,3 @@ def champion(registry):
     import mlflow
 
     return mlflow.pyfunc.load_model("models:/iris/2")
-
-
-@pytest.fixture(scope="module")
-def spark():
-    """A local Spark session on two cores, bound to loopback; started once, since a JVM start is slow."""
-    from steps.batch_spark import spark_session
-
-    with spark_session("local[2]", chunk_size=1000) as session:
-        yield session

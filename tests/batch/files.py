@@ -9,7 +9,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from iris_core.schema import FEATURES
+from iris_core.table.iris import IRIS
+from steps.versions import Version
+
+FEATURES = IRIS.feature_names
+IRIS_MODEL = Version(IRIS, project_outputs=True)  # what batch scoring reads of an Iris version of this project
 
 LOW, HIGH = [4.3, 2.0, 1.0, 0.1], [7.9, 4.4, 6.9, 2.5]
 FLOAT_COLUMNS = (*FEATURES, "confidence")

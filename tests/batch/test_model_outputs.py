@@ -16,12 +16,14 @@ import pyarrow.parquet as pq
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from iris_core.schema import FEATURES
+from iris_core.table.iris import IRIS
 from steps import iris_model
 from steps.batch_outputs import json_numbers, model_predict
 from steps.batch_pandas import score_file
 from steps.batch_predict import BatchJob, run_job
-from tests.batch.files import valid_features, write_csv, write_parquet
+from tests.batch.files import IRIS_MODEL, valid_features, write_csv, write_parquet
+
+FEATURES = IRIS.feature_names
 
 LEGACY_MODEL_CODE = Path(__file__).with_name("legacy_iris_model.py")
 
@@ -75,16 +77,27 @@ def test_batch_scoring_uses_the_columns_when_the_model_has_them(champion):
 
 def test_the_columnar_path_writes_the_same_csv_bytes_as_predict(champion, tmp_path):
     data = write_csv(tmp_path / "in.csv", 3000, seed=7)
-    score_file(str(data.path), "fast.csv", "fast.rejects.csv", model_predict(champion), chunk_size=700)
-    score_file(str(data.path), "rows.csv", "rows.rejects.csv", champion.predict, chunk_size=700)
+    score_file(
+        str(data.path), "fast.csv", "fast.rejects.csv", model_predict(champion), version=IRIS_MODEL, chunk_size=700
+    )
+    score_file(str(data.path), "rows.csv", "rows.rejects.csv", champion.predict, version=IRIS_MODEL, chunk_size=700)
     assert Path("fast.csv").read_bytes() == Path("rows.csv").read_bytes()
     assert Path("fast.rejects.csv").read_bytes() == Path("rows.rejects.csv").read_bytes()
 
 
 def test_the_columnar_path_writes_the_same_parquet_values_as_predict(champion, tmp_path):
     data = write_parquet(tmp_path / "in.parquet", 3000, seed=8)
-    score_file(str(data.path), "fast.parquet", "fast.rejects.parquet", model_predict(champion), chunk_size=700)
-    score_file(str(data.path), "rows.parquet", "rows.rejects.parquet", champion.predict, chunk_size=700)
+    score_file(
+        str(data.path),
+        "fast.parquet",
+        "fast.rejects.parquet",
+        model_predict(champion),
+        version=IRIS_MODEL,
+        chunk_size=700,
+    )
+    score_file(
+        str(data.path), "rows.parquet", "rows.rejects.parquet", champion.predict, version=IRIS_MODEL, chunk_size=700
+    )
     assert pq.read_table("fast.parquet").equals(pq.read_table("rows.parquet"), check_metadata=True)
     fast, rows = pq.read_table("fast.rejects.parquet"), pq.read_table("rows.rejects.parquet")  # NaN among them
     assert fast.schema == rows.schema
@@ -98,7 +111,7 @@ def test_scores_in_csv_are_written_as_orjson_writes_them(values):
     assert json_numbers(np.array(values, dtype="float64")).to_pylist() == expected
 
 
-def test_a_version_registered_with_the_earlier_model_code_scores_the_same_rows(
+def test_a_version_registered_with_the_earlier_model_code_and_no_contract_scores_the_same_rows(
     registry, champion, tmp_path, monkeypatch
 ):
     import mlflow
@@ -109,7 +122,7 @@ def test_a_version_registered_with_the_earlier_model_code_scores_the_same_rows(
     monkeypatch.setattr(train, "MODEL_CODE", LEGACY_MODEL_CODE)
     with mlflow.start_run():
         frame = pd.DataFrame(valid_features(20, 0), columns=list(FEATURES))
-        info = train.log_pyfunc_model(champion.unwrap_python_model().estimator, frame, "iris")
+        info = train.log_pyfunc_model(champion.unwrap_python_model().estimator, frame, "iris", None)
     legacy_uri = f"models:/iris/{info.registered_model_version}"
     assert not hasattr(mlflow.pyfunc.load_model(legacy_uri).unwrap_python_model(), "predict_columns")
     for uri, output in ((legacy_uri, "legacy.csv"), ("models:/iris/2", "current.csv")):

@@ -4,11 +4,13 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from iris_core.schema import CLASSES, FEATURES
+from iris_core.table.iris import IRIS
 from steps.batch_pandas import score_file
 from steps.batch_predict import BatchJob, run_job
 from steps.errors import StepError
-from tests.batch.files import BAD_CSV, MALFORMED_CSV, read_any, scored, write_csv, write_parquet
+from tests.batch.files import BAD_CSV, IRIS_MODEL, MALFORMED_CSV, read_any, scored, write_csv, write_parquet
+
+CLASSES, FEATURES = IRIS.classes, IRIS.feature_names
 
 
 def expected_scores(champion, frame: pd.DataFrame) -> pd.DataFrame:
@@ -17,7 +19,7 @@ def expected_scores(champion, frame: pd.DataFrame) -> pd.DataFrame:
 
 def test_every_valid_csv_row_is_scored_with_the_models_full_output(champion, tmp_path):
     data = write_csv(tmp_path / "in.csv", 1200)
-    tally = score_file(str(data.path), "out.csv", "rejects.csv", champion.predict, chunk_size=250)
+    tally = score_file(str(data.path), "out.csv", "rejects.csv", champion.predict, version=IRIS_MODEL, chunk_size=250)
     out = read_any("out.csv")
     assert out["id"].tolist() == data.valid_ids  # input order kept
     assert list(out.columns) == [
@@ -41,7 +43,7 @@ def test_every_valid_csv_row_is_scored_with_the_models_full_output(champion, tmp
 
 def test_bad_rows_go_to_the_rejects_file_with_their_reason_and_original_values(champion, tmp_path):
     data = write_csv(tmp_path / "in.csv", 1200)
-    score_file(str(data.path), "out.csv", "rejects.csv", champion.predict, chunk_size=100)
+    score_file(str(data.path), "out.csv", "rejects.csv", champion.predict, version=IRIS_MODEL, chunk_size=100)
     rejects = read_any("rejects.csv")
     assert list(rejects.columns) == ["reject_reason", "input_line", "id", *FEATURES, "note"]
     by_id = dict(zip(rejects["id"], rejects["reject_reason"]))
@@ -52,7 +54,7 @@ def test_bad_rows_go_to_the_rejects_file_with_their_reason_and_original_values(c
 
 def test_lines_with_the_wrong_number_of_fields_are_rejected_not_fatal(champion, tmp_path):
     data = write_csv(tmp_path / "in.csv", 1200)
-    score_file(str(data.path), "out.csv", "rejects.csv", champion.predict, chunk_size=100)
+    score_file(str(data.path), "out.csv", "rejects.csv", champion.predict, version=IRIS_MODEL, chunk_size=100)
     rejects = read_any("rejects.csv")
     malformed = rejects[rejects["reject_reason"].str.startswith("malformed")]
     assert sorted(malformed["reject_reason"]) == sorted(reason for _, reason in MALFORMED_CSV.values())
@@ -61,7 +63,9 @@ def test_lines_with_the_wrong_number_of_fields_are_rejected_not_fatal(champion, 
 
 def test_parquet_keeps_column_types_and_writes_scores_as_a_struct(champion, tmp_path):
     data = write_parquet(tmp_path / "in.parquet", 900)
-    tally = score_file(str(data.path), "out.parquet", "rejects.parquet", champion.predict, chunk_size=128)
+    tally = score_file(
+        str(data.path), "out.parquet", "rejects.parquet", champion.predict, version=IRIS_MODEL, chunk_size=128
+    )
     schema = pq.read_schema("out.parquet")
     assert str(schema.field("batch").type) == "int32"
     assert (
@@ -77,8 +81,8 @@ def test_parquet_keeps_column_types_and_writes_scores_as_a_struct(champion, tmp_
 
 def test_csv_in_parquet_out_and_back_give_the_same_scores(champion, tmp_path):
     data = write_csv(tmp_path / "in.csv", 1200)
-    score_file(str(data.path), "out.parquet", "rejects.parquet", champion.predict, chunk_size=500)
-    score_file(str(data.path), "out.csv", "rejects.csv", champion.predict, chunk_size=500)
+    score_file(str(data.path), "out.parquet", "rejects.parquet", champion.predict, version=IRIS_MODEL, chunk_size=500)
+    score_file(str(data.path), "out.csv", "rejects.csv", champion.predict, version=IRIS_MODEL, chunk_size=500)
     as_parquet, as_csv = scored("out.parquet"), scored("out.csv")
     assert as_parquet["confidence_scores"].tolist() == as_csv["confidence_scores"].tolist()
     assert as_parquet["confidence"].tolist() == as_csv["confidence"].tolist()
@@ -92,7 +96,7 @@ def test_the_model_never_gets_more_than_chunk_size_rows_at_a_time(champion, tmp_
         sizes.append(len(frame))
         return champion.predict(frame)
 
-    score_file(str(data.path), "out.csv", "rejects.csv", recording_predict, chunk_size=64)
+    score_file(str(data.path), "out.csv", "rejects.csv", recording_predict, version=IRIS_MODEL, chunk_size=64)
     assert max(sizes) <= 64
     assert sum(sizes) == 1200
     assert len(sizes) >= 1200 // 64
@@ -101,13 +105,17 @@ def test_the_model_never_gets_more_than_chunk_size_rows_at_a_time(champion, tmp_
 def test_a_file_missing_a_feature_column_fails_and_leaves_no_output(champion, tmp_path):
     (tmp_path / "in.csv").write_text("id,sepal_length,sepal_width,petal_length\n1,5.1,3.5,1.4\n")
     with pytest.raises(StepError, match="input has no column petal_width"):
-        score_file(str(tmp_path / "in.csv"), "out.csv", "rejects.csv", champion.predict, chunk_size=10)
+        score_file(
+            str(tmp_path / "in.csv"), "out.csv", "rejects.csv", champion.predict, version=IRIS_MODEL, chunk_size=10
+        )
     assert sorted(p.name for p in tmp_path.iterdir() if "out" in p.name or "rejects" in p.name) == []
 
 
 def test_a_file_with_only_a_header_gives_empty_outputs(champion, tmp_path):
     (tmp_path / "in.csv").write_text("sepal_length,sepal_width,petal_length,petal_width\n")
-    tally = score_file(str(tmp_path / "in.csv"), "out.csv", "rejects.csv", champion.predict, chunk_size=10)
+    tally = score_file(
+        str(tmp_path / "in.csv"), "out.csv", "rejects.csv", champion.predict, version=IRIS_MODEL, chunk_size=10
+    )
     assert (tally.rows_read, tally.rows_scored) == (0, 0)
     assert read_any("out.csv").columns[-1] == "confidence_scores"
 
@@ -144,7 +152,7 @@ def test_a_failure_in_the_middle_of_a_file_leaves_no_output_and_no_thread_behind
 
     before = threading.active_count()
     with pytest.raises(RuntimeError, match="the model broke"):
-        score_file(str(data.path), "out.csv", "rejects.csv", failing_predict, chunk_size=100)
+        score_file(str(data.path), "out.csv", "rejects.csv", failing_predict, version=IRIS_MODEL, chunk_size=100)
     assert threading.active_count() == before
     assert sorted(p.name for p in tmp_path.iterdir() if "out" in p.name or "rejects" in p.name) == []
 
@@ -154,7 +162,7 @@ def test_an_unreadable_line_deep_in_a_csv_file_fails_the_job_in_one_line(champio
     with open(data.path, "ab") as handle:
         handle.write(b"row-x,5.1,3.5,1.4,0.2,\xff\xfe\n")
     with pytest.raises(StepError, match=r"^cannot read .*in\.csv: "):
-        score_file(str(data.path), "out.csv", "rejects.csv", champion.predict, chunk_size=1000)
+        score_file(str(data.path), "out.csv", "rejects.csv", champion.predict, version=IRIS_MODEL, chunk_size=1000)
     assert sorted(p.name for p in tmp_path.iterdir() if "out" in p.name or "rejects" in p.name) == []
 
 
@@ -173,5 +181,5 @@ def test_a_write_that_fails_part_way_fails_the_job_in_one_line_and_leaves_no_out
 
     monkeypatch.setattr(pacsv, "CSVWriter", DiskFillsUp)
     with pytest.raises(StepError, match=r"^cannot write (out|rejects)\.csv: \[Errno 28\] No space left on device$"):
-        score_file(str(data.path), "out.csv", "rejects.csv", champion.predict, chunk_size=100)
+        score_file(str(data.path), "out.csv", "rejects.csv", champion.predict, version=IRIS_MODEL, chunk_size=100)
     assert sorted(p.name for p in tmp_path.iterdir() if "out" in p.name or "rejects" in p.name) == []

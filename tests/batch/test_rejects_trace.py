@@ -8,7 +8,7 @@ import pytest
 
 from steps.batch_lines import LineNumbers, empty_lines_in
 from steps.batch_pandas import score_file
-from tests.batch.files import read_any, write_lines_csv, write_parquet
+from tests.batch.files import IRIS_MODEL, read_any, write_lines_csv, write_parquet
 
 
 def file_lines(data: bytes) -> list[str]:
@@ -20,7 +20,7 @@ def file_lines(data: bytes) -> list[str]:
 @pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"])
 def test_each_csv_reject_names_its_line_in_the_file(champion, tmp_path, newline):
     data = write_lines_csv(tmp_path / "in.csv", 3000, seed=1, newline=newline)
-    score_file(str(data.path), "out.csv", "rejects.csv", champion.predict, chunk_size=250)
+    score_file(str(data.path), "out.csv", "rejects.csv", champion.predict, version=IRIS_MODEL, chunk_size=250)
     rejects = read_any("rejects.csv")
     lines = rejects["input_line"].astype(int).tolist()
     assert dict(zip(lines, rejects["reject_reason"])) == data.rejects
@@ -32,7 +32,7 @@ def test_each_csv_reject_names_its_line_in_the_file(champion, tmp_path, newline)
 
 def test_malformed_lines_come_in_input_order_among_the_other_rejects(champion, tmp_path):
     data = write_lines_csv(tmp_path / "in.csv", 30_000, seed=2)  # several of Arrow's blocks
-    score_file(str(data.path), "out.csv", "rejects.csv", champion.predict, chunk_size=1000)
+    score_file(str(data.path), "out.csv", "rejects.csv", champion.predict, version=IRIS_MODEL, chunk_size=1000)
     rejects = read_any("rejects.csv")
     lines = rejects["input_line"].astype(int).tolist()
     assert lines == sorted(data.rejects)
@@ -42,7 +42,7 @@ def test_malformed_lines_come_in_input_order_among_the_other_rejects(champion, t
 
 def test_each_parquet_reject_names_its_row_in_the_file(champion, tmp_path):
     data = write_parquet(tmp_path / "in.parquet", 2000, seed=3)
-    score_file(str(data.path), "out.parquet", "rejects.parquet", champion.predict, chunk_size=128)
+    score_file(str(data.path), "out.parquet", "rejects.parquet", champion.predict, version=IRIS_MODEL, chunk_size=128)
     rejects = pq.read_table("rejects.parquet")
     assert rejects.column_names[:2] == ["reject_reason", "input_row"]
     ids = pq.read_table(data.path).column("id")
@@ -54,7 +54,9 @@ def test_each_parquet_reject_names_its_row_in_the_file(champion, tmp_path):
 def test_a_file_that_ends_with_malformed_lines_keeps_them_last_and_numbered(champion, tmp_path):
     header = "id,sepal_length,sepal_width,petal_length,petal_width"
     (tmp_path / "in.csv").write_text(f"{header}\na,5.1,3.5,1.4,0.2\nb,5.1,x,1.4,0.2\n\nc,1\nd,2,3\n")
-    tally = score_file(str(tmp_path / "in.csv"), "out.csv", "rejects.csv", champion.predict, chunk_size=1)
+    tally = score_file(
+        str(tmp_path / "in.csv"), "out.csv", "rejects.csv", champion.predict, version=IRIS_MODEL, chunk_size=1
+    )
     rejects = read_any("rejects.csv")
     assert rejects["input_line"].astype(int).tolist() == [3, 5, 6]
     assert rejects["reject_reason"].tolist()[1:] == [

@@ -3,12 +3,18 @@
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from iris_core.schema import FEATURES
-from steps import batch_rows
+from iris_core.table.contract import Feature, TableContract
+from iris_core.table.iris import IRIS
+from iris_core.table.models import PROJECT_OUTPUTS
+from iris_core.table.rules import Bounds
 from steps.batch_predict import BatchJob, default_rejects_path
 from steps.batch_rows import check_chunk, check_input_columns, file_format
 from steps.errors import InvalidParameter, StepError
+
+FEATURES = IRIS.feature_names
 
 
 def frame(**columns) -> pd.DataFrame:
@@ -18,11 +24,11 @@ def frame(**columns) -> pd.DataFrame:
 
 def reasons_for(values, dtype=None) -> list:
     chunk = frame(sepal_length=pd.Series(values, dtype=dtype))
-    return check_chunk(chunk)[1].tolist()
+    return check_chunk(chunk, IRIS)[1].tolist()
 
 
 def test_numbers_written_as_text_pass_and_are_parsed():
-    features, reasons = check_chunk(frame(sepal_length=["5.1", " 2 ", "+3", "1e2", ".5", "6."]))
+    features, reasons = check_chunk(frame(sepal_length=["5.1", " 2 ", "+3", "1e2", ".5", "6."]), IRIS)
     assert reasons.isna().all()
     assert features["sepal_length"].tolist() == [5.1, 2.0, 3.0, 100.0, 0.5, 6.0]
 
@@ -64,31 +70,47 @@ def test_booleans_and_timestamps_are_not_numbers(values, dtype):
 
 def test_every_failing_column_is_named_in_one_reason():
     chunk = frame(sepal_length=["x"], petal_width=["-1"])
-    assert check_chunk(chunk)[1].tolist() == [
+    assert check_chunk(chunk, IRIS)[1].tolist() == [
         "sepal_length: must be a number, got a string; petal_width: must be > 0 and <= 1e+06, got -1"
     ]
 
 
 def test_failing_values_never_reach_the_model_as_numbers():
-    features, _ = check_chunk(frame(sepal_length=["-1", "2e6", "5.0"]))
+    features, _ = check_chunk(frame(sepal_length=["-1", "2e6", "5.0"]), IRIS)
     assert np.isnan(features["sepal_length"][:2]).all() and features["sepal_length"][2] == 5.0
 
 
-def test_the_limits_are_the_serving_proxys():
-    from serving import validation
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(allow_nan=False, allow_infinity=True), min_size=1, max_size=20))
+def test_the_rules_are_the_contracts_own(values):
+    """A value batch scoring refuses is one the contract (which the proxy compiles too) refuses, in its words."""
+    reasons = check_chunk(frame(sepal_length=pd.Series(values, dtype="float64")), IRIS)[1].tolist()
+    for value, reason in zip(values, reasons):
+        problem = IRIS.rules[0].problem(value, digits=10)
+        assert reason == (None if problem is None else f"sepal_length: {problem}")
 
-    assert batch_rows.MAX_VALUE == validation.MAX_VALUE
-    assert batch_rows.NUMBER.pattern == validation.NUMBER.pattern
+
+def test_a_contract_with_other_rules_is_checked_by_its_own():
+    contract = TableContract((Feature("count of things", "long", Bounds(ge=0)), Feature("x/y")))
+    chunk = pd.DataFrame({"count of things": ["3", "-1", "2.5", "7"], "x/y": ["-5", "1", "1", "inf"]})
+    features, reasons = check_chunk(chunk, contract)
+    assert reasons.tolist() == [
+        None,
+        "count of things: must be >= 0, got -1",
+        "count of things: must be an integer, got 2.5",
+        "x/y: must be a number, got a string",
+    ]
+    assert features["x/y"].tolist()[:3] == [-5.0, 1.0, 1.0]
 
 
 def test_a_file_without_a_feature_column_cannot_be_scored():
     with pytest.raises(StepError, match="input has no column petal_width"):
-        check_input_columns(["id", "sepal_length", "sepal_width", "petal_length"])
+        check_input_columns(["id", "sepal_length", "sepal_width", "petal_length"], IRIS, PROJECT_OUTPUTS)
 
 
 def test_a_file_with_an_output_column_already_in_it_is_refused():
     with pytest.raises(StepError, match="already has column prediction"):
-        check_input_columns([*FEATURES, "prediction"])
+        check_input_columns([*FEATURES, "prediction"], IRIS, PROJECT_OUTPUTS)
 
 
 @pytest.mark.parametrize(

@@ -10,12 +10,22 @@ from pathlib import Path
 
 import pytest
 
-from iris_core.schema import FEATURES
+from iris_core.table.iris import IRIS
 from steps.batch_pandas import score_file
 from steps.batch_spark import score_with_spark
 from steps.errors import StepError
-from tests.batch.files import assert_same_scores, read_any, scored, write_csv, write_lines_csv, write_parquet
+from tests.batch.files import (
+    IRIS_MODEL,
+    assert_same_scores,
+    read_any,
+    scored,
+    write_csv,
+    write_lines_csv,
+    write_parquet,
+)
 from tests.conftest import REPO, mlflow_cli
+
+FEATURES = IRIS.feature_names
 
 pytestmark = pytest.mark.slow
 
@@ -23,8 +33,12 @@ VERSION = "models:/iris/2"
 
 
 def both_engines(spark, champion, source: str, output: str, rejects: str):
-    pandas_tally = score_file(source, f"pandas-{output}", f"pandas-{rejects}", champion.predict, chunk_size=300)
-    spark_tally = score_with_spark(spark, source, f"spark-{output}", f"spark-{rejects}", VERSION, chunk_size=300)
+    pandas_tally = score_file(
+        source, f"pandas-{output}", f"pandas-{rejects}", champion.predict, version=IRIS_MODEL, chunk_size=300
+    )
+    spark_tally = score_with_spark(
+        spark, source, f"spark-{output}", f"spark-{rejects}", VERSION, version=IRIS_MODEL, chunk_size=300
+    )
     return pandas_tally, spark_tally
 
 
@@ -122,7 +136,7 @@ def test_spark_rejects_from_a_directory_name_their_part_file_and_line(spark, reg
     header = "id,sepal_length,sepal_width,petal_length,petal_width"
     (parts / "part-0.csv").write_text(f"{header}\na,5.1,3.5,1.4,0.2\nb,5.1,x,1.4,0.2\n")
     (parts / "part-1.csv").write_text(f"{header}\n\nc,-1,3.5,1.4,0.2\nd,5.1,3.5,1.4,0.2\n")
-    score_with_spark(spark, str(parts), "out.csv", "rejects.csv", VERSION, chunk_size=300)
+    score_with_spark(spark, str(parts), "out.csv", "rejects.csv", VERSION, version=IRIS_MODEL, chunk_size=300)
     rejects = read_any("rejects.csv").sort_values("id", ignore_index=True)
     assert list(rejects.columns)[:3] == ["reject_reason", "input_file", "input_line"]
     assert [
@@ -135,10 +149,12 @@ def test_spark_rejects_from_a_directory_name_their_part_file_and_line(spark, reg
 
 def test_spark_leaves_an_existing_output_alone_unless_told_to_overwrite(spark, registry, tmp_path):
     data = write_csv(tmp_path / "in.csv", 200)
-    score_with_spark(spark, str(data.path), "out.csv", "rejects.csv", VERSION, chunk_size=300)
+    score_with_spark(spark, str(data.path), "out.csv", "rejects.csv", VERSION, version=IRIS_MODEL, chunk_size=300)
     with pytest.raises(StepError, match="already exists"):
-        score_with_spark(spark, str(data.path), "out.csv", "rejects2.csv", VERSION, chunk_size=300)
-    tally = score_with_spark(spark, str(data.path), "out.csv", "rejects.csv", VERSION, chunk_size=300, overwrite=True)
+        score_with_spark(spark, str(data.path), "out.csv", "rejects2.csv", VERSION, version=IRIS_MODEL, chunk_size=300)
+    tally = score_with_spark(
+        spark, str(data.path), "out.csv", "rejects.csv", VERSION, version=IRIS_MODEL, chunk_size=300, overwrite=True
+    )
     assert tally.rows_scored == len(read_any("out.csv")) == 200
 
 

@@ -18,7 +18,7 @@ import sys
 import pytest
 
 from iris_core.contract import CYCLE_EXPERIMENT
-from iris_core.schema import FEATURES, LABEL
+from iris_core.table.iris import IRIS
 from tests.conftest import Registry, build_versions, clean_env
 from tests.loop.test_cycle import holdout_of, runs
 from tests.monitoring.traffic import new_cultivar
@@ -26,6 +26,8 @@ from tests.readme import fresh_clone, page_command
 from tests.serving.conftest import running_proxy
 from tests.serving.test_monitoring import sample, scrape
 from tests.support import wait_until
+
+FEATURES, LABEL = IRIS.feature_names, IRIS.label
 
 pytestmark = pytest.mark.slow
 

@@ -12,12 +12,14 @@ from iris_core.records import (
     read_log,
     rotated_files,
 )
-from iris_core.schema import FEATURES
+from iris_core.table.iris import IRIS
 from serving.feedback_log import FeedbackLogWriter
 from serving.log_writer import DROPPED_QUEUE_FULL, DROPPED_WRITE_ERROR
 from serving.prediction_log import PredictionLogWriter
 from tests.monitoring.test_prediction_log import Tally, submit
 from tests.support import wait_until
+
+FEATURES = IRIS.feature_names
 
 LABELS = [("req-1", 0, "setosa"), ("req-1", 1, "virginica")]
 

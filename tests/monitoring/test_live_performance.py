@@ -4,9 +4,11 @@ import pandas as pd
 import pytest
 
 from iris_core.contract import PerformanceStatus
-from iris_core.schema import FEATURES
+from iris_core.table.iris import IRIS
 from steps.config import PerformanceThresholds
 from steps.live_performance import assess_performance, estimated_accuracy, join, performance_lines
+
+FEATURES = IRIS.feature_names
 
 ROW = dict(zip(FEATURES, [5.1, 3.5, 1.4, 0.2]))
 
@@ -100,7 +102,7 @@ THRESHOLDS = PerformanceThresholds(min_live_accuracy=0.85, min_labeled_rows=10)
 
 def test_accuracy_below_the_floor_with_enough_labels_is_a_performance_drop_with_its_reason():
     pairs = [("setosa", "setosa")] * 6 + [("setosa", "versicolor")] * 4 + [("virginica", "virginica")] * 2
-    performance = assess_performance(frame(pairs), THRESHOLDS)
+    performance = assess_performance(frame(pairs), THRESHOLDS, IRIS.classes)
     assert performance.status == PerformanceStatus.PERFORMANCE_DROP
     assert performance.accuracy == pytest.approx(8 / 12)
     assert performance.reasons(THRESHOLDS) == ["live accuracy 0.6667 < min_live_accuracy 0.85 on 12 labeled rows"]
@@ -130,7 +132,7 @@ def test_the_estimate_is_the_mean_confidence_and_the_report_calls_it_an_estimate
 
 def test_the_report_section_counts_every_kind_of_label_and_shows_the_matrix():
     joined = join([label("a", 0, "versicolor"), label("a", 0), label("zz")], [prediction("a", 0, "setosa")])
-    performance = assess_performance(joined.frame, THRESHOLDS)
+    performance = assess_performance(joined.frame, THRESHOLDS, IRIS.classes)
     text = "\n".join(
         performance_lines(performance, joined, THRESHOLDS, version="1", source="feedback.jsonl", other_versions={})
     )

@@ -8,10 +8,12 @@ import pytest
 from click.testing import CliRunner
 
 from iris_core.contract import HOLDOUT_SPLIT_ARTIFACT, MONITORING_EXPERIMENT
-from iris_core.schema import FEATURES
+from iris_core.table.iris import IRIS
 from steps.monitor import PLOTS_DIR, REPORT_ARTIFACT, DriftDetected, main
 from tests.conftest import REPO, mlflow_cli
 from tests.monitoring.traffic import write_log
+
+FEATURES = IRIS.feature_names
 
 
 def served_traffic(registry, version: str, shift: str | None = None, rows: int | None = None) -> pd.DataFrame:

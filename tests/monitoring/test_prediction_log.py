@@ -7,10 +7,12 @@ import orjson
 import pytest
 
 from iris_core.records import FIELDS, encode, make_record, read_log
-from iris_core.schema import FEATURES
+from iris_core.table.iris import IRIS
 from serving.log_writer import DROPPED_QUEUE_FULL, DROPPED_WRITE_ERROR, RotatingFile
 from serving.prediction_log import PredictionLogWriter
 from tests.support import wait_until
+
+FEATURES = IRIS.feature_names
 
 ROW = [5.1, 3.5, 1.4, 0.2]
 

@@ -1,12 +1,15 @@
 """Traffic for the monitoring tests, made with the pipeline's own split, estimator and model output."""
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from iris_core.records import encode, make_feedback_record, make_record
-from iris_core.schema import FEATURES
+from iris_core.table.iris import IRIS
+
+FEATURES = IRIS.feature_names
 
 
 @dataclass(frozen=True)
@@ -42,25 +45,36 @@ def make_split(seed: int) -> Split:
     from steps.training import fit, split
 
     config = TrainConfig(random_state=seed)
-    train, holdout = split(load_sklearn_iris(), config)
-    return Split(train.reset_index(drop=True), holdout.reset_index(drop=True), fit(train, config))
+    train, holdout = split(load_sklearn_iris(), config, IRIS.label)
+    estimator = fit(train, config, list(FEATURES), IRIS.label)
+    return Split(train.reset_index(drop=True), holdout.reset_index(drop=True), estimator)
 
 
 def write_log(
-    path: Path, scored: pd.DataFrame, model_version: str | None = "2", model_name: str = "iris", prefix: str = "req"
+    path: Path,
+    scored: pd.DataFrame,
+    model_version: str | None = "2",
+    model_name: str = "iris",
+    prefix: str = "req",
+    features: Sequence[str] = FEATURES,
 ) -> Path:
-    """Write scored rows in the proxy's prediction-log format, one request per row (``<prefix>-<i>``)."""
+    """Write scored rows in the proxy's prediction-log format, one request per row (``<prefix>-<i>``).
+
+    ``scored`` holds ``features``, ``prediction`` and ``confidence`` (None: a model that gives none).
+    """
+    values = scored[list(features)].to_numpy(dtype=float).tolist()
+    confidences = [None if pd.isna(c) else float(c) for c in scored["confidence"]]
     with open(path, "ab") as log:
-        for i, row in enumerate(scored.itertuples(index=False)):
+        for i, (row, prediction, confidence) in enumerate(zip(values, scored["prediction"], confidences)):
             record = make_record(
                 ts=f"2026-01-01T00:{i // 60 % 60:02d}:{i % 60:02d}.000Z",
                 request_id=f"{prefix}-{i}",
                 model_name=model_name,
                 model_version=model_version,
-                features=[getattr(row, f) for f in FEATURES],
-                names=FEATURES,
-                prediction=row.prediction,
-                confidence=row.confidence,
+                features=row,
+                names=features,
+                prediction=prediction,
+                confidence=confidence,
                 latency_ms=2.0,
             )
             log.write(encode(record))

@@ -12,7 +12,7 @@ the test no memory to make.
 import struct
 from dataclasses import dataclass
 
-from iris_core.schema import FEATURES
+from tests.iris import FEATURES
 
 # Thrift compact protocol types, Parquet's enums
 I32, I64, BINARY, LIST, STRUCT = 5, 6, 8, 9, 12

@@ -15,11 +15,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from iris_core.schema import FEATURES
 from serving.batching import BatchingForwarder
 from serving.config import ServingConfig
 from serving.forwarding import DirectForwarder, UpstreamError
 from serving.upstream import ExternalUpstream
+from tests.iris import FEATURES
 from tests.support import free_port
 
 pytestmark = pytest.mark.slow

@@ -14,10 +14,10 @@ import orjson
 from aiohttp.test_utils import TestClient, TestServer
 
 from iris_core.resolver import Resolved
-from iris_core.schema import CLASSES, FEATURES
 from serving.app import create_app
 from serving.config import ServingConfig
 from serving.router import RolloutState, Router
+from tests.iris import CLASSES, FEATURES
 from tests.serving.fakes import FakeLookup, FakeServer, FakeServers, settle
 from tests.serving.test_open_inference import feature_inputs
 

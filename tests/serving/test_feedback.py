@@ -12,7 +12,6 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from iris_core.records import read_feedback_log
-from iris_core.schema import CLASSES, FEATURES
 from serving.answers import AnswerMemory, LiveAccuracy, Outcome, count, judge
 from serving.app import create_app
 from serving.config import ServingConfig
@@ -21,6 +20,7 @@ from serving.feedback import parse_feedback
 from serving.router import Router
 from serving.upstream import Upstream, UpstreamState
 from serving.validation import ValidationError
+from tests.iris import CLASSES, FEATURES
 from tests.serving.fakes import IRIS_FACTS
 from tests.support import wait_until
 

@@ -7,7 +7,7 @@ import pytest
 import requests
 
 from iris_core.records import read_feedback_log, read_log
-from iris_core.schema import FEATURES
+from tests.iris import FEATURES
 from tests.serving.conftest import running_proxy, serving_env
 from tests.serving.test_monitoring import scrape
 from tests.support import free_port, small_tmpfs, wait_until

@@ -18,8 +18,8 @@ import time
 import pytest
 
 from iris_core.processes import is_running
-from iris_core.schema import FEATURES
 from tests.conftest import Registry, sqlite_uri
+from tests.iris import FEATURES
 from tests.serving.conftest import START_TIMEOUT, running_proxy, serving_env
 from tests.serving.test_monitoring import sample, scrape
 from tests.serving.test_proxy import assert_error

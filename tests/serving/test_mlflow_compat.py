@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 import pytest
 import requests
 
-from iris_core.schema import FEATURES
+from tests.iris import FEATURES
 from tests.serving.test_proxy import ERROR_KEYS, LEAKS
 
 pytestmark = pytest.mark.slow

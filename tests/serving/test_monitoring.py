@@ -10,7 +10,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from iris_core.records import read_log
-from iris_core.schema import FEATURES
+from tests.iris import FEATURES
 from tests.serving.conftest import running_proxy
 from tests.support import free_port, wait_until
 

@@ -9,7 +9,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from iris_core.schema import CLASSES, FEATURES
 from iris_core.table.contract import from_signature
 from iris_core.table.iris import IRIS
 from serving.errors import HttpError
@@ -25,6 +24,7 @@ from serving.open_inference import (
 )
 from serving.rows import RowReader
 from serving.validation import Limits, ValidationError
+from tests.iris import CLASSES, FEATURES
 
 LIMITS = Limits(max_rows=10)
 ROWS = [[5.1, 3.5, 1.4, 0.2], [7.7, 2.6, 6.9, 2.3]]

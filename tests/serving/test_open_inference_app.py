@@ -12,11 +12,11 @@ import json
 import orjson
 from aiohttp.test_utils import TestClient, TestServer
 
-from iris_core.schema import CLASSES, FEATURES
 from serving.app import create_app
 from serving.config import ServingConfig
 from serving.router import Router
 from serving.upstream import Upstream, UpstreamState
+from tests.iris import CLASSES, FEATURES
 from tests.serving.fakes import IRIS_FACTS
 from tests.serving.test_feedback import scrape
 from tests.serving.test_open_inference import feature_inputs

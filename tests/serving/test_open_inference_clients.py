@@ -16,8 +16,8 @@ import requests
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
-from iris_core.schema import CLASSES, FEATURES
 from tests.conftest import BIN
+from tests.iris import CLASSES, FEATURES
 from tests.serving.conftest import running_proxy
 
 pytestmark = pytest.mark.slow

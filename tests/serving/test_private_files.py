@@ -8,11 +8,11 @@ import tempfile
 
 import pytest
 
-from iris_core.schema import FEATURES
 from serving import upstream
 from serving.feedback_log import FeedbackLogWriter
 from serving.prediction_log import PredictionLogWriter
 from serving.private_files import open_private
+from tests.iris import FEATURES
 from tests.support import wait_until
 
 ROW = [5.1, 3.5, 1.4, 0.2]

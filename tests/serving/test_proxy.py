@@ -17,7 +17,7 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from iris_core.schema import CLASSES, FEATURES
+from tests.iris import CLASSES, FEATURES
 from tests.serving.conftest import ROW, running_proxy, start_proxy
 from tests.support import free_port, http_ok, stop_process, wait_until
 

@@ -14,8 +14,8 @@ import time
 import aiohttp
 import pytest
 
-from iris_core.schema import FEATURES
 from serving.forwarding import UpstreamError, post_rows
+from tests.iris import FEATURES
 from tests.support import free_port
 
 ROWS = [[5.1, 3.5, 1.4, 0.2]]

@@ -6,7 +6,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from iris_core.schema import FEATURES
 from iris_core.table.iris import IRIS
 from serving.config import ServingConfig, parse_model_uri
 from serving.errors import ConfigError
@@ -21,6 +20,7 @@ from serving.validation import (
     parse_invocation,
     predict_row,
 )
+from tests.iris import FEATURES
 
 JSON = "application/json"
 LIMITS = Limits(max_rows=10)
