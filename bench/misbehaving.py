@@ -3,7 +3,8 @@
 The rollout benchmark and the delivery tests promote them to see a canary rollout roll
 them back. Each kind is named for what a rollout must notice: ``fails`` (every call
 holding a virginica row fails), ``slow`` (half a second per call), ``disagrees`` (versicolor
-and virginica swapped, no error).
+and virginica swapped, no error). ``bench/misbehaving_model.py`` also answers ``large``
+(200 KB a row), for the shadow's tests.
 """
 
 from pathlib import Path

@@ -9,7 +9,9 @@ version; the misbehaviour shows only on live traffic.
 - ``fail``: raises for every call holding a row with petal length above ``fail_above``;
 - ``slow``: answers as the wrapped version, ``delay_s`` later;
 - ``disagree``: swaps versicolor and virginica (same class mix on balanced traffic, every
-  such row disagreeing), and answers without an error.
+  such row disagreeing), and answers without an error;
+- ``large``: answers as the wrapped version, each row with ``answer_bytes`` (200,000) bytes
+  of padding beside its prediction.
 
 ``delay_s`` slows any kind down.
 """
@@ -36,6 +38,8 @@ class Misbehaving(mlflow.pyfunc.PythonModel):
         answer = self.inner.predict(model_input)
         if kind == "disagree":
             answer["prediction"] = answer["prediction"].map(lambda name: SWAPPED.get(name, name))
+        if kind == "large":
+            answer["padding"] = "x" * int(self.config.get("answer_bytes", 200_000))
         return answer
 
 

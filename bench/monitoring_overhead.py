@@ -106,7 +106,7 @@ def recorder_costs(workdir: Path, calls: int = 20_000) -> dict:
     )
     costs = {}
     metrics_only = recorder(ProxyMetrics(), None, "iris")
-    writer = PredictionLogWriter(workdir / "micro.jsonl", queue_size=calls + 1)
+    writer = PredictionLogWriter(workdir / "micro.jsonl", max_queued_rows=calls + 1)
     with_log = recorder(ProxyMetrics(), writer, "iris")  # the writer is not started: submit() only queues
     for name, hook in (("metrics", metrics_only), ("metrics+log", with_log)):
         started = time.perf_counter()

@@ -12,12 +12,15 @@ one (the baseline), which stays warm, on four figures:
   p99 is the machine's noise, which hides a version that is slower on every call;
 - **predicted-class mix**: the total variation distance between the classes the two
   answered (the baseline's answers come from the traffic it served in the window and from
-  the copies it scored in the background), counted only when a chi-square test of the two
-  mixes says they differ (p < ``CLASS_SHIFT_ALPHA``): the analysis looks again every
+  the copies it scored in the background), in requests: a request of n rows adds 1/n to
+  the class of each of its rows, so that a client's large requests weigh no more than
+  anyone's (``serving.router.Delivery`` counts them). It counts only when a chi-square
+  test of the two mixes says they differ (p < ``CLASS_SHIFT_ALPHA``): the analysis looks again every
   second, and a few dozen rows of one version drift 0.2 apart by chance sooner or later, as
   the monitor step's class-mix rule also knows;
 - **disagreement**: on a sample of the candidate's requests that the baseline also scored
-  in the background, the share of rows where their classes differ.
+  in the background, the share of rows where their classes differ, averaged over the
+  requests (each weighs one, whatever its rows).
 
 Each check fires only once both sides have ``min_requests`` rows in the window (the error
 rate: the candidate alone), and the latency checks only with enough calls to read a
@@ -230,8 +233,8 @@ def analyse(candidate: CallStats, baseline: CallStats, compared: Comparison, lim
         figures["class_shift"] = {
             "tvd": round(shift, 4),
             "p_value": float(f"{p_value:.3g}"),
-            "new": candidate.classes,
-            "previous": baseline.classes,
+            "new": {name: round(n, 2) for name, n in candidate.classes.items()},
+            "previous": {name: round(n, 2) for name, n in baseline.classes.items()},
         }
         if shift > limits.max_class_shift and p_value < CLASS_SHIFT_ALPHA:
             breaches.append(

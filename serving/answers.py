@@ -46,13 +46,21 @@ class AnswerMemory:
         return len(self._answers)
 
     def remember(self, request_id: str, version: str, classes: bytes, facts=None) -> None:
-        """Keep one answer; a request id seen again (a client reusing its own) now names the new answer."""
+        """Keep one answer; a request id seen again (a client reusing its own) now names the new answer.
+
+        A label names a row by request id and index, so the rows of the earlier answer that
+        were labeled stay labeled: a reused id never makes one row count twice, here as in
+        the ``monitor`` step, where a row's first label counts.
+        """
         if len(classes) > self.max_rows:
             return
+        labeled = bytearray(len(classes))
         previous = self._answers.pop(request_id, None)
         if previous is not None:
             self.rows -= len(previous.classes)
-        self._answers[request_id] = Answer(version, classes, bytearray(len(classes)), facts)
+            kept = min(len(classes), len(previous.labeled))
+            labeled[:kept] = previous.labeled[:kept]
+        self._answers[request_id] = Answer(version, classes, labeled, facts)
         self.rows += len(classes)
         while self.rows > self.max_rows:
             _, forgotten = self._answers.popitem(last=False)

@@ -73,6 +73,7 @@ class Outcome:
     request_id: str
     ignored: frozenset = frozenset()  # what the request carried that the model does not use (serving.validation)
     facts: object = None  # the answering version's serving.model_facts.ModelFacts, when it answered
+    pinned: bool = False  # the client named the version (a versioned V2 infer): never a canary statistic
 
 
 class Proxy:
@@ -85,6 +86,7 @@ class Proxy:
         self.forwarder = None
         self.recorders: list[Callable[[Outcome], None]] = [router.observe]  # copies for shadow and canary
         self.feedback = None  # a serving.feedback_service.FeedbackService with --feedback-log
+        self.prediction_log = None  # its serving.prediction_log.PredictionLogWriter with --prediction-log
         self.in_flight = 0  # scoring requests being answered, read by /metrics
         self.client_disconnects: dict[str, int] = collections.defaultdict(int)  # by endpoint, read by /metrics
         access_log = logging.getLogger("serving.access") if config.access_log else None
@@ -119,10 +121,11 @@ class Proxy:
         live = self.router.live
         version = live.version if live is not None else "none"
         rows = predictions = facts = None
-        ignored = frozenset()
+        ignored, pinned = frozenset(), False
         try:
             self._authorize(request)
             upstream = protocol.upstream(request)
+            pinned = upstream is not None
             body = await self.read_body(request)
             deadline = asyncio.get_running_loop().time() + self._timeout  # the answer comes by then
             if upstream is None:
@@ -150,7 +153,7 @@ class Proxy:
         response.headers["X-Model-Version"] = version
         response.headers["X-Request-Id"] = request_id
         latency = time.perf_counter() - started
-        self.record(protocol.endpoint, status, latency, rows, predictions, version, request_id, ignored, facts)
+        self.record(protocol.endpoint, status, latency, rows, predictions, version, request_id, ignored, facts, pinned)
         return response
 
     async def read_body(self, request: web.Request) -> bytes:
@@ -186,7 +189,8 @@ class Proxy:
             if self.feedback is None:
                 raise feedback_off()
             body = await self.read_body(request)
-            status, response = 200, json_response(self.feedback.receive(request.headers.get("Content-Type"), body))
+            accepted = await self.feedback.receive(request.headers.get("Content-Type"), body)
+            status, response = 200, json_response(accepted)
         except HttpError as exc:
             status, response = exc.status, http_error_response(exc)
         except ConnectionError:
@@ -225,6 +229,7 @@ class Proxy:
         request_id: str,
         ignored=frozenset(),
         facts=None,
+        pinned: bool = False,
     ) -> None:
         """Every scoring request ends here, answered or refused: metrics and the prediction log hook in."""
         if not self.recorders:
@@ -239,6 +244,7 @@ class Proxy:
             request_id,
             ignored,
             facts,
+            pinned,
         )
         for recorder in self.recorders:
             try:
@@ -258,6 +264,8 @@ class Proxy:
             "ready": healthy and live.invocations_url is not None,  # the live model server takes requests
         }
         if self._authorized(request):
+            if self.prediction_log is not None:
+                details["prediction_log"] = self.prediction_log.health()
             if self.feedback is not None:
                 details["feedback"] = self.feedback.health()
             body.update(details)

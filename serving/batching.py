@@ -20,7 +20,9 @@ split across batches; one larger than ``max_batch_rows`` goes alone. Every batch
 one upstream: a request may name its own (``predict(rows, upstream)``, e.g. a versioned
 V2 infer or a canary's share), and the others take the router's live upstream, read once
 at dispatch, so all its rows are scored by one model version, which every request in it
-reports. Requests for other upstreams keep their place in the queue for a later batch.
+reports. Requests for other upstreams keep their place in the queue for a later batch, and
+so do requests that named their version when the batch's did not, or the other way round:
+the calls of named ones are kept out of the upstream's canary statistics.
 The limit on batches in flight holds per upstream: a slow canary holds its own worker's
 slot, never the live version's. An upstream failure fails exactly the requests of that batch.
 
@@ -35,7 +37,15 @@ import collections
 import logging
 from dataclasses import dataclass, field
 
-from serving.forwarding import Scored, UpstreamError, bad_answer, call_upstream, target_of, timed_out
+from serving.forwarding import (
+    Scored,
+    UpstreamError,
+    bad_answer,
+    call_upstream,
+    counts_in_statistics,
+    target_of,
+    timed_out,
+)
 
 _logger = logging.getLogger(__name__)
 
@@ -48,6 +58,7 @@ class _Pending:
     deadline: float
     upstream: object = None  # None: the router's live upstream at dispatch
     checked: object = None  # the upstream whose contract the rows were checked against (forwarding.target_of)
+    counted: bool = True  # its call counts in the upstream's statistics (the client did not name the version)
     queued: bool = True  # in the queue: its rows count in ``_queued_rows``
     expiry: asyncio.TimerHandle | None = field(default=None)
 
@@ -82,7 +93,7 @@ class BatchingForwarder:
         now = loop.time()
         if deadline is None:
             deadline = now + self._timeout
-        pending = _Pending(rows, loop.create_future(), now, deadline, upstream, checked)
+        pending = _Pending(rows, loop.create_future(), now, deadline, upstream, checked, counts_in_statistics(upstream))
         pending.expiry = loop.call_at(deadline, self._expire, pending)
         self._queue.append(pending)
         self._queued_rows += len(rows)
@@ -169,6 +180,7 @@ class BatchingForwarder:
         batch: list[_Pending] = []
         skipped: list[_Pending] = []
         rows = 0
+        counted = None  # the first request's; the batch takes only requests alike
         while self._queue:
             head = self._queue[0]
             if head.future.done():  # its client went away or its deadline passed: nothing to score
@@ -177,7 +189,7 @@ class BatchingForwarder:
                 self._named -= head.upstream is not None
                 continue
             wanted = target_of(head.upstream, live, head.checked)
-            if wanted is not target:
+            if wanted is not target or (counted is not None and head.counted != counted):
                 skipped.append(self._queue.popleft())
                 continue
             if batch and rows + len(head.rows) > self._max_rows:
@@ -187,6 +199,7 @@ class BatchingForwarder:
             self._named -= head.upstream is not None
             batch.append(head)
             rows += len(head.rows)
+            counted = head.counted
         self._queue.extendleft(reversed(skipped))
         return batch, target
 
@@ -205,7 +218,7 @@ class BatchingForwarder:
         rows = [row for pending in batch for row in pending.rows]
         deadline = max(pending.deadline for pending in batch)  # after it, nobody waits for the answer
         try:
-            predictions = await call_upstream(self._session, upstream, rows, deadline)
+            predictions = await call_upstream(self._session, upstream, rows, deadline, batch[0].counted)
         except UpstreamError as exc:
             self._settle_failed(batch, exc)
             return

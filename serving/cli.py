@@ -15,7 +15,7 @@ from iris_core.errors import RegistryUnavailable
 from iris_core.redaction import redact
 from iris_core.refs import RunModelRef
 from iris_core.table.contract import ContractError
-from serving.config import ServingConfig
+from serving.config import API_TOKEN_ENV, ServingConfig
 from serving.errors import ServingError
 from serving.model_facts import ModelFacts, VersionFacts, standing_in
 from serving.registry import open_lookup
@@ -114,9 +114,17 @@ ENV_MANAGERS = ("local", "uv", "virtualenv", "conda")
 )
 @click.option(
     "--api-token",
-    envvar="SERVING_API_TOKEN",
+    envvar=API_TOKEN_ENV,
     show_envvar=True,
-    help="Require 'Authorization: Bearer <token>' on /invocations, /predict, /feedback and V2 infer.",
+    help="Require 'Authorization: Bearer <token>' on /invocations, /predict, /feedback and V2 infer. Set it in the "
+    "environment or use --api-token-file: on the command line, every local user can read it (ps).",
+)
+@click.option(
+    "--api-token-file",
+    metavar="PATH",
+    envvar="SERVING_API_TOKEN_FILE",
+    show_envvar=True,
+    help="Read the token from this file (alone on its line), e.g. a mounted secret.",
 )
 @click.option(
     "--poll-interval",
@@ -314,6 +322,7 @@ ENV_MANAGERS = ("local", "uv", "virtualenv", "conda")
 def serve(ctx: click.Context, log_level: str, **options) -> None:
     setup_logging(log_level)
     config = ServingConfig(**options)
+    token_on_command_line = ctx.get_parameter_source("api_token") == click.core.ParameterSource.COMMANDLINE
     explicit_model = ctx.get_parameter_source("model_uri") != click.core.ParameterSource.DEFAULT
     from serving.http_server import ensure_open_files
 
@@ -323,7 +332,7 @@ def serve(ctx: click.Context, log_level: str, **options) -> None:
     listener = bind(config.host, config.port)
     metrics_listener = bind(config.host, config.metrics_port) if config.metrics_port else None
     initial, lookup, facts = resolve_initial(config, explicit_model)
-    run(config, initial, lookup, listener, metrics_listener, facts)
+    run(config, initial, lookup, listener, metrics_listener, facts, token_on_command_line)
 
 
 def resolve_initial(config: ServingConfig, explicit_model: bool):
@@ -371,6 +380,7 @@ def run(
     listener: socket.socket,
     metrics_listener: socket.socket | None = None,
     facts: ModelFacts | None = None,
+    token_on_command_line: bool = False,
 ) -> None:
     from serving.app import CONNECTIONS, create_app
     from serving.http_server import serve as serve_http
@@ -395,6 +405,11 @@ def run(
     upstream = redact(config.upstream) if config.upstream else "its own `mlflow models serve`"
     following = "following the alias" if config.follows_alias else "pinned"
     click.echo(f"serving {config.model_uri} ({served}, {following}) via {upstream} on http://{host}:{port}", err=True)
+    if token_on_command_line:
+        _logger.warning(
+            "--api-token on the command line is visible to every local user (ps): set %s or use --api-token-file",
+            API_TOKEN_ENV,
+        )
     serve_http(app, listener, app[CONNECTIONS], shutdown_timeout=config.timeout + 5)
     click.echo("stopped", err=True)
 

@@ -26,6 +26,18 @@ from serving.log_writer import DEFAULT_BACKUP_COUNT, DEFAULT_MAX_BYTES
 from serving.validation import Limits
 
 DEFAULT_MODEL_URI = alias_uri(DEFAULT_MODEL_NAME, CHAMPION)
+API_TOKEN_ENV = "SERVING_API_TOKEN"  # where the token is read from; never passed on to a model server
+
+
+def read_token_file(path: str | Path) -> str:
+    """The API token from a file (a mounted secret): its one line, without the newline."""
+    try:
+        token = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read --api-token-file {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    if not token or "\n" in token:
+        raise ConfigError(f"--api-token-file {path} must hold the token alone, on one line")
+    return token
 
 
 def parse_model_uri(uri: str) -> ModelRef | RunModelRef:
@@ -74,6 +86,7 @@ class ServingConfig:
     header_timeout: float = 10.0
     body_timeout: float = 10.0
     api_token: str | None = None
+    api_token_file: str | None = None  # where the token is read from instead (a mounted secret)
     poll_interval: float = 2.0
     keep_warm: int = 1
     pin: bool = False
@@ -115,6 +128,10 @@ class ServingConfig:
 
     def __post_init__(self):
         parse_model_uri(self.model_uri)
+        if self.api_token_file is not None:
+            if self.api_token:
+                raise ConfigError(f"give the token once: --api-token-file or {API_TOKEN_ENV} (--api-token), not both")
+            object.__setattr__(self, "api_token", read_token_file(self.api_token_file))
         if not self.allow_remote and not is_loopback(self.host):
             raise ConfigError(
                 f"--host {self.host} accepts connections from other machines; add --allow-remote to mean it"

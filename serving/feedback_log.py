@@ -2,11 +2,12 @@
 
 The line format is ``iris_core.records`` (``make_feedback_record``); the thread, queue,
 rotation and drop counting are ``serving.log_writer``'s. One ``POST /feedback`` is one
-item, so a list of labels is queued, or dropped, whole.
+item, so a list of labels is queued, written, or dropped, whole; each write is on the disk
+(``fsync``) before the labels count as written, since a client is told they are kept.
 """
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from iris_core.records import encode, make_feedback_record, timestamp
 from serving.log_writer import LogWriter
@@ -16,10 +17,14 @@ class FeedbackLogWriter(LogWriter):
     """Logs accepted labels from a background thread; ``submit`` never blocks."""
 
     kind = "feedback log"
+    sync = True
 
-    def submit(self, labels: Sequence[tuple[str, int, str]]) -> bool:
-        """Queue ``(request_id, row, class name)`` labels received together; False if they are dropped."""
-        return self.put((time.time(), labels))
+    def submit(self, labels: Sequence[tuple[str, int, str]], done: Callable[[bool], None] | None = None) -> bool:
+        """Queue ``(request_id, row, class name)`` labels received together; False if they are dropped.
+
+        ``done(written)`` is called from the writer thread once they are in the file, or will never be.
+        """
+        return self.put((time.time(), labels), done)
 
     def rows(self, item) -> int:
         return len(item[1])

@@ -88,31 +88,55 @@ class Scored:
 
 
 async def call_upstream(
-    session: aiohttp.ClientSession, upstream, rows: list[list[float]], deadline: float
+    session: aiohttp.ClientSession, upstream, rows: list[list[float]], deadline: float, counted: bool = True
 ) -> list[dict]:
     """The upstream's answers for the rows (in its contract's order), in row order, by ``deadline``.
 
     503 when there is no upstream, 504 when the deadline (event-loop time) has passed.
+    ``counted=False``: the rows are of requests that named their version, kept out of the
+    upstream's statistics (``Upstream.stats``, what a canary is judged on).
     """
     if upstream is None:
         raise unavailable()
     remaining = deadline - asyncio.get_running_loop().time()
     if remaining <= 0:
         raise timed_out()
+    if not counted:
+        return await upstream.score(session, rows, remaining, counted=False)
     return await upstream.score(session, rows, remaining)
 
 
+def counts_in_statistics(upstream) -> bool:
+    """Whether a request's call counts in its upstream's statistics: not when the request named the version itself.
+
+    ``upstream`` is what the request was sent with: None (the live one) or a ``Route`` (a
+    canary's share) were chosen by the router; an upstream itself was named by the client.
+    """
+    return upstream is None or isinstance(upstream, Route)
+
+
 async def post_rows(
-    session: aiohttp.ClientSession, url: str, names: tuple[str, ...], rows: list[list], timeout: float
+    session: aiohttp.ClientSession,
+    url: str,
+    names: tuple[str, ...],
+    rows: list[list],
+    timeout: float,
+    max_bytes: int | None = None,
 ) -> list:
     """One scoring call of rows of the features ``names``, answered within ``timeout`` seconds or failed with the
-    status that says why."""
+    status that says why.
+
+    With ``max_bytes``, an answer longer than that is read no further and fails the call (502).
+    """
     # BLAS scores one row with another kernel than several, which changes the last bit of the
     # probabilities: a lone row travels with a copy of itself, so no answer depends on batching.
     sent = rows * 2 if len(rows) == 1 else rows
     payload = upstream_body(names, sent)
     try:
-        status, body = await _post(session, url, payload, asyncio.get_running_loop().time() + timeout)
+        status, body = await _post(session, url, payload, asyncio.get_running_loop().time() + timeout, max_bytes)
+    except AnswerTooLarge:
+        _logger.debug("upstream %s answered more than %d bytes for %d rows", redact(url), max_bytes, len(rows))
+        raise bad_answer(f"the model server's answer is longer than {max_bytes} bytes") from None
     except TimeoutError:  # aiohttp's connect and read time-outs are TimeoutErrors too
         raise timed_out() from None
     except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, ConnectionError) as exc:
@@ -150,22 +174,35 @@ def upstream_body(names: tuple[str, ...], rows: list[list]) -> bytes:
     return orjson.dumps({"inputs": dict(zip(names, map(list, zip(*rows))))})
 
 
-async def _post(session, url: str, payload: bytes, deadline: float) -> tuple[int, bytes]:
+class AnswerTooLarge(Exception):
+    """The model server's answer ran past the bytes the caller allows."""
+
+
+async def _post(session, url: str, payload: bytes, deadline: float, max_bytes: int | None) -> tuple[int, bytes]:
     """POST once more when a kept-alive connection turns out closed (scoring is idempotent), by ``deadline``."""
     loop = asyncio.get_running_loop()
     try:
-        return await _post_once(session, url, payload, deadline - loop.time())
+        return await _post_once(session, url, payload, deadline - loop.time(), max_bytes)
     except aiohttp.ServerDisconnectedError:
         remaining = deadline - loop.time()
         if remaining <= 0:
             raise TimeoutError from None
-        return await _post_once(session, url, payload, remaining)
+        return await _post_once(session, url, payload, remaining, max_bytes)
 
 
-async def _post_once(session, url: str, payload: bytes, timeout: float) -> tuple[int, bytes]:
+async def _post_once(session, url: str, payload: bytes, timeout: float, max_bytes: int | None) -> tuple[int, bytes]:
     client_timeout = aiohttp.ClientTimeout(total=timeout)
     async with session.post(url, data=payload, headers=_JSON_HEADERS, timeout=client_timeout) as response:
-        return response.status, await response.read()
+        if max_bytes is None:
+            return response.status, await response.read()
+        if (response.content_length or 0) > max_bytes:
+            raise AnswerTooLarge  # leaving unread closes the connection: nothing more of it is received
+        body = bytearray()
+        async for chunk in response.content.iter_chunked(64 * 1024):
+            body += chunk
+            if len(body) > max_bytes:
+                raise AnswerTooLarge
+        return response.status, bytes(body)
 
 
 class DirectForwarder:
@@ -183,6 +220,7 @@ class DirectForwarder:
 
         ``checked``: the upstream whose contract the rows were checked against (``target_of``).
         """
+        counted = counts_in_statistics(upstream)
         upstream = target_of(upstream, self._router.live, checked)
         if deadline is None:
             deadline = asyncio.get_running_loop().time() + self._timeout
@@ -190,7 +228,7 @@ class DirectForwarder:
         self.requests_sent += 1
         try:
             async with asyncio.timeout_at(deadline):  # exact: aiohttp rounds long time-outs up to a second
-                predictions = await call_upstream(self._session, upstream, rows, deadline)
+                predictions = await call_upstream(self._session, upstream, rows, deadline, counted)
         except TimeoutError:
             raise timed_out() from None
         return Scored(predictions, upstream.version, upstream.facts)

@@ -30,7 +30,8 @@ All names start with ``proxy_``:
   model server failed, was unavailable or timed out;
 - ``proxy_upstream_restarts_total``, ``proxy_rollouts_total{outcome}`` (done, failed,
   rolled_back, stopped), ``proxy_rollout_share`` (percent of requests a canary takes now),
-  ``proxy_model_info{name,alias,version}`` (value 1);
+  ``proxy_model_info{name,alias,version}`` (value 1), ``proxy_canary_copies_dropped_rows_total``
+  (rows of a delivered version's requests not copied to the previous version: its queue was full);
 - ``proxy_registry_state{state}``: 1 for the state the last look at the registry left (``ok``,
   ``unreachable``, ``alias_missing``, ``not_used``), 0 for the others;
 - ``proxy_model_monitor_status{version,tag,status}`` (value 1): the monitor's verdicts on the served
@@ -41,7 +42,9 @@ All names start with ``proxy_``:
   shadowed version failed to score, or that a full queue dropped), ``proxy_shadow_agreement``
   and ``proxy_shadow_duration_seconds`` (its calls), ``proxy_shadow_info{version,against}``;
 - ``proxy_prediction_log_written_rows_total``, ``proxy_prediction_log_dropped_rows_total{reason}``
-  (only with the prediction log on);
+  (``queue_full``: past the queue's bound in rows; ``write_error``), and the gauges
+  ``proxy_prediction_log_queued_rows`` and ``proxy_prediction_log_stalled`` (1 while a write
+  has not returned for ``serving.log_writer.STALL_AFTER_S``), only with the prediction log on;
 - ``process_*``: CPU, memory and open files of the proxy process.
 
 With ``--feedback-log``, ``serving.feedback_service`` adds its own collector to the same registry:
@@ -61,6 +64,7 @@ from iris_core.table.models import answer_class, answer_confidence
 from serving.log_writer import DROPPED_QUEUE_FULL, DROPPED_WRITE_ERROR
 from serving.router import RegistryState
 from serving.rows import IGNORED_COLUMN, IGNORED_FIELD, IGNORED_PARAMS
+from serving.shadow import MAX_QUEUED_ROWS
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 ROWS_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384)
@@ -105,6 +109,7 @@ class ProxyMetrics:
     def __init__(self, proxy=None, prediction_log: bool = False):
         self.registry = CollectorRegistry()
         self._proxy = proxy
+        self.log_writer = None  # the prediction log's writer, whose queue and stall are read at scrape time
         self._requests: dict[tuple[str, int], int] = defaultdict(int)
         self._latency: dict[str, _Histogram] = {}
         self._request_rows = _Histogram(ROWS_BUCKETS)
@@ -216,6 +221,9 @@ class ProxyMetrics:
             ["kind"],
             {(kind,): n for kind, n in self._ignored.items()},
         )
+        writer = self.log_writer
+        if writer is not None:
+            yield from log_queue_families("prediction_log", "prediction log", writer)
         proxy = self._proxy
         if proxy is None:
             return
@@ -253,6 +261,12 @@ class ProxyMetrics:
             ["outcome"],
             outcomes,
         )
+        yield CounterMetricFamily(
+            f"{PREFIX}_canary_copies_dropped_rows",
+            "Rows of a delivered version's requests not copied to the previous version for comparison: "
+            f"its queue ({MAX_QUEUED_ROWS} rows) was full.",
+            value=events.compare_dropped_rows,
+        )
         yield GaugeMetricFamily(
             f"{PREFIX}_rollout_share",
             "Percent of scoring requests the version being delivered takes now (0 outside a canary step).",
@@ -278,6 +292,20 @@ class ProxyMetrics:
             yield CounterMetricFamily(
                 f"{PREFIX}_upstream_batched_requests", "Requests those calls carried.", value=forwarder.requests_sent
             )
+
+
+def log_queue_families(name: str, title: str, writer):
+    """A log writer's queue (rows) and whether its disk stopped answering: the two gauges of ``name``."""
+    yield GaugeMetricFamily(
+        f"{PREFIX}_{name}_queued_rows",
+        f"Rows waiting for the {title}'s writer (at most {writer.max_queued_rows}; past it rows are dropped).",
+        value=writer.queued_rows,
+    )
+    yield GaugeMetricFamily(
+        f"{PREFIX}_{name}_stalled",
+        f"1 while an open or a write of the {title} has not returned for a while (a disk that stopped), else 0.",
+        value=1 if writer.stalled else 0,
+    )
 
 
 def _shadow_families(shadowing, live_version: str | None):

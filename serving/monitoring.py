@@ -42,6 +42,7 @@ def install(app: web.Application, proxy, config) -> ProxyMetrics:
         )
         app.on_startup.append(lambda _app: _start_writer(writer))
         app.on_cleanup.append(lambda _app: _close_writer(writer))
+        metrics.log_writer = proxy.prediction_log = writer
     proxy.recorders.append(recorder(metrics, writer, proxy.router.model.name))
     if config.feedback_log:
         feedback = FeedbackService(config, metrics.registry)

@@ -2,8 +2,9 @@
 
 Imported only when such a request arrives, so the proxy does not load pyarrow until
 someone sends Parquet. Only the feature columns are read, after their types are checked
-in the file's schema and the row count and decoded size in its metadata, so neither an
-extra column nor a small file that decompresses to gigabytes costs memory. Column types
+in the file's schema, the row count and decoded size in its metadata, and every page
+header of theirs against the row limit (``serving.parquet_pages``), so neither an extra
+column nor a small file that declares or decompresses to gigabytes costs memory. Column types
 follow MLflow's conversion to its ``double`` inputs: floats of any width, integers up to
 32 bits, decimals and dictionary-encoded numbers; ``int64`` only when every value is 0
 or 1 (MLflow refuses to convert any other). pandas' index columns, named in the file's
@@ -14,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from serving.errors import shorten
+from serving.parquet_pages import check_pages, leaf_columns
 from serving.rows import IGNORED_COLUMN, Invocation, Limits, RowReader, ValidationError, check_count, finish
 
 # What decoding the feature columns may take, from the sizes the metadata declares: a
@@ -44,7 +46,9 @@ def parquet_rows(body: bytes, limits: Limits, reader: RowReader) -> Invocation:
     ]
     if problems:
         raise ValidationError(400, "INVALID_VALUE", f"invalid feature columns ({problems[0]})", problems)
-    _check_decoded_size(metadata, [schema.get_field_index(name) for name in features])
+    leaves = leaf_columns(metadata, features)
+    _check_decoded_size(metadata, leaves)
+    check_pages(body, metadata, features, leaves, limits)  # what the pages declare: pyarrow sizes its buffers from it
     try:
         table = file.read(columns=list(features), use_pandas_metadata=False)
     except (pa.ArrowException, OSError, ValueError):

@@ -7,7 +7,7 @@ ones warm (``--keep-warm``) so a rollback is a pointer swap, not a 6 s start. Wh
 fails, the live upstream keeps serving; ``/health`` says what went wrong.
 
 With ``--canary`` steps or a ``--bake`` window, the switch is a delivery: the new version
-takes a deterministic share of the requests step by step (``choose``), then all of them
+takes an exact share of the requests step by step (``choose``), then all of them
 for the bake window, while the previous version stays warm and the analysis
 (``serving.analysis``) compares the two every ``analysis_interval_s``. On a breach, all
 traffic goes back to the previous version at once; then the alias is moved back in the
@@ -15,6 +15,17 @@ registry only if it still points at the bad version (a compare-and-set, so that 
 replicas move it once), recorded as an ``auto-rollback``, and the bad version is tagged
 with the evidence. The router does not roll that version out again until the alias moves
 to it again. Moving the alias away during a delivery stops it at once.
+
+What counts in the comparison is what the router chose, never what a client chose. Only
+requests that name no version (``/invocations``, ``/predict``, an unversioned V2 infer)
+count: a V2 infer that names a version is answered by it and counts nowhere (its calls
+are kept out of the model servers' statistics, and it is not copied). Which of them go to
+the new version is drawn at random within each block of 100, so no client can aim a
+request at either side. And each request weighs the same whatever its size: the class mix
+and the disagreement are shares of requests (a request of n rows adds 1/n for each of its
+rows), and a copy carries at most ``serving.shadow.COPY_ROWS`` of a request's rows, so a
+large request is compared, not dropped. The error rate and the latency are per call to
+the model servers, of routed requests only.
 
 Before a version's model server starts, the router learns what the version is from the
 registry (``serving.model_facts``: its table contract, outputs and readiness check); a
@@ -31,10 +42,11 @@ in process against fakes in the tests.
 import asyncio
 import json
 import logging
+import random
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 
 import aiohttp
@@ -46,7 +58,7 @@ from serving.analysis import CallStats, Comparison, Finding, Thresholds, analyse
 from serving.forwarding import Route
 from serving.model_facts import VersionFacts
 from serving.registry import RegistryLookup, RegistryUnavailable, RegistryWriter
-from serving.shadow import ShadowScorer
+from serving.shadow import ShadowScorer, class_of
 from serving.shadowing import Shadowing
 from serving.upstream import ExternalUpstream, ManagedUpstream, Upstream, UpstreamStartError, UpstreamState
 
@@ -113,6 +125,7 @@ class Events:
     rollouts_failed: int = 0
     rollouts_rolled_back: int = 0
     rollouts_stopped: int = 0
+    compare_dropped_rows: int = 0  # copies of a delivered version's requests its baseline's queue could not take
 
 
 class CanaryRoute(Route):
@@ -141,6 +154,27 @@ class Delivery:
     record: Rollout
     task: asyncio.Task | None = None
     finding: Finding | None = None
+    # Answered requests by predicted class, each request weighing one (its rows 1/n each):
+    # the candidate's own, and the baseline's own and on the copies it scored.
+    classes: tuple[dict, dict] = field(default_factory=lambda: ({}, {}))
+    compared: int = 0  # copies of the candidate's requests the baseline answered
+    disagreed: float = 0.0  # the sum over them of the share of rows answered with another class
+
+    def observe(self, outcome) -> None:
+        """A routed request's answer: into its version's class mix; the candidate's also copied to the baseline."""
+        if outcome.version == self.candidate.version:
+            _add_mix(self.classes[0], [class_of(record) for record in outcome.predictions])
+            if self.candidate.layout == self.baseline.layout:  # the baseline reads the same features
+                self.compare.offer(outcome.rows, outcome.predictions, outcome.version)
+        elif outcome.version == self.baseline.version:
+            _add_mix(self.classes[1], [class_of(record) for record in outcome.predictions])
+
+    def compared_copy(self, reference: str, pairs: list[tuple[str, str]]) -> None:
+        """The baseline's answers to one copied request: its disagreement, and its classes into the baseline's mix."""
+        if pairs:
+            self.compared += 1
+            self.disagreed += sum(mine != theirs for mine, theirs in pairs) / len(pairs)
+            _add_mix(self.classes[1], [theirs for _, theirs in pairs])
 
 
 class Router:
@@ -193,7 +227,7 @@ class Router:
         self._desired = initial
         self._starting: Upstream | None = None
         self._failures: dict[str, tuple[int, float]] = {}
-        self._served = 0  # requests counted for the canary's deterministic share
+        self._block: list[bool] = []  # the rest of this block of 100 requests: True for each that goes to the canary
         self._rejected: set[str] = set()  # versions rolled back, not tried again until the alias moves to them again
         self._unrecorded: tuple | None = None  # an automatic rollback the registry has not taken yet
         self._recording = False
@@ -238,25 +272,30 @@ class Router:
     def choose(self) -> CanaryRoute | None:
         """Where one scoring request goes: the canary route for exactly its share of them, else None (the live one).
 
-        The share is deterministic, not random: of any 100 requests in a row, ``share``
-        go to the canary, so the requests it can fail are bounded by its share.
+        Of each block of 100 requests from the start of a step, exactly ``share`` go to the
+        canary, so the requests it can fail are bounded by its share; which ones is drawn
+        at random (from the system's random source) for each block, so that no client can
+        aim a request at either version, as it could at a fixed pattern that every
+        answer's ``X-Model-Version`` shows.
         """
         if self.canary is None:
             return None
-        served = self._served = self._served + 1
-        return self.canary_route if served * self.share // 100 != (served - 1) * self.share // 100 else None
+        if not self._block:
+            self._block = [True] * self.share + [False] * (100 - self.share)
+            _RANDOM.shuffle(self._block)
+        return self.canary_route if self._block.pop() else None
 
     def observe(self, outcome) -> None:
-        """Every scoring request's outcome (a ``serving.app`` recorder): the background copies start here."""
+        """Every scoring request's outcome (a ``serving.app`` recorder): the delivery's counts and copies start here.
+
+        A request that named its version (``pinned``) is not the router's choice: it counts
+        for no delivery.
+        """
         if outcome.predictions is None:
             return
         delivery = self.delivery
-        if (
-            delivery is not None
-            and outcome.version == delivery.candidate.version
-            and delivery.candidate.layout == delivery.baseline.layout
-        ):
-            delivery.compare.offer(outcome.rows, outcome.predictions, outcome.version)
+        if delivery is not None and not outcome.pinned:
+            delivery.observe(outcome)
         if self.shadowing is not None:
             self.shadowing.observe(outcome, self.live)
 
@@ -548,7 +587,6 @@ class Router:
         baseline = self.live
         if upstream in self.warm:
             self.warm.remove(upstream)
-        upstream.stats.count_classes = baseline.stats.count_classes = True
         compare = ShadowScorer(
             baseline,
             self._session,
@@ -556,9 +594,11 @@ class Router:
             timeout=self.config.timeout,
             max_batch_rows=self.config.max_batch_rows,
         )
-        compare.start()
         record = Rollout(upstream.version, baseline.version, RolloutState.CANARY, cold=cold, started_at=time.time())
         delivery = Delivery(upstream, baseline, compare, upstream.stats.snapshot(), baseline.stats.snapshot(), record)
+        compare.on_compared = delivery.compared_copy
+        compare.on_dropped = self._compare_dropped
+        compare.start()
         self.delivery, self.rollout = delivery, record
         _logger.info(
             "delivering version %s in steps %s (then %g s of bake), compared with version %s",
@@ -574,7 +614,7 @@ class Router:
         steps = self.config.canary
         for number, share in enumerate(steps, 1):
             if share < 100:
-                self.canary, self.share = delivery.candidate, share
+                self.canary, self.share, self._block = delivery.candidate, share, []
                 state, seconds = RolloutState.CANARY, self.config.canary_step
             else:
                 self._take_over(delivery)
@@ -598,18 +638,17 @@ class Router:
             await asyncio.sleep(min(self.analysis_interval_s, remaining))
 
     def _analyse(self, delivery: Delivery) -> Finding:
-        counts = delivery.compare.counts.get(delivery.candidate.version)
-        answered = counts.rows - counts.errors if counts else 0
-        compared = Comparison(answered, answered - counts.agreed if counts else 0)
-        finding = analyse(
-            delivery.candidate.stats.since(delivery.candidate_start),
-            delivery.baseline.stats.since(delivery.baseline_start),
-            compared,
-            Thresholds.of(self.config),
-        )
+        candidate = delivery.candidate.stats.since(delivery.candidate_start)
+        baseline = delivery.baseline.stats.since(delivery.baseline_start)
+        candidate.classes, baseline.classes = (dict(mix) for mix in delivery.classes)
+        compared = Comparison(delivery.compared, delivery.disagreed)
+        finding = analyse(candidate, baseline, compared, Thresholds.of(self.config))
         delivery.finding = finding
         self._update_delivery(delivery, checks=finding.figures)
         return finding
+
+    def _compare_dropped(self, rows: int) -> None:
+        self.events.compare_dropped_rows += rows
 
     def _update_delivery(self, delivery: Delivery, **changes) -> None:
         delivery.record = replace(delivery.record, **changes)
@@ -710,7 +749,6 @@ class Router:
 
     def _end_delivery(self, delivery: Delivery) -> None:
         self.delivery = None
-        delivery.candidate.stats.count_classes = delivery.baseline.stats.count_classes = False
         self._spawn(delivery.compare.close())
         self._reconcile_shadow()
 
@@ -742,6 +780,17 @@ class Router:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             _logger.error("background task failed", exc_info=task.exception())
+
+
+_RANDOM = random.SystemRandom()
+
+
+def _add_mix(mix: dict, classes: list) -> None:
+    """One request's classes into a mix of requests: each of its n rows adds 1/n to its class."""
+    if classes:
+        weight = 1 / len(classes)
+        for name in classes:
+            mix[name] = mix.get(name, 0.0) + weight
 
 
 def _utc() -> str:

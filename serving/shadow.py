@@ -11,6 +11,13 @@ one worker task sends what is queued, up to ``max_batch_rows`` rows per call and
 at a time, each with its own timeout. Whatever the other server does (hang, fail, answer
 rubbish) ends as counted errors here.
 
+A copy carries at most ``COPY_ROWS`` of a request's rows, drawn at random (a larger request
+is sampled, not dropped, and weighs no more than that in the comparison), and the other
+server's answer may weigh at most ``ANSWER_BYTES_PER_ROW`` a row: it is read only that far,
+and a longer one is a counted error, never parsed. So an answer of any size costs the
+event loop at most the parsing of ~1 KB a row (a model server's record for one row is
+~150 bytes), and the proxy's memory that much.
+
 Nobody waits for a copy's answer, so a call goes out only once ``max_batch_rows`` rows are
 queued or ``fill_s`` after the worker found copies waiting. The other model server's cost
 is per call, not per row: sent as soon as the previous call returned, the copies of 64 busy
@@ -21,7 +28,9 @@ import asyncio
 import collections
 import contextlib
 import logging
+import random
 import time
+from collections.abc import Callable
 
 from iris_core.shadow_evidence import ShadowCounts
 from iris_core.table.models import answer_class
@@ -30,6 +39,9 @@ _logger = logging.getLogger(__name__)
 
 MAX_QUEUED_ROWS = 4096
 FILL_S = 0.1  # the longest a copy waits for company before its call goes out
+COPY_ROWS = 64  # the most rows of one request a copy carries
+ANSWER_BYTES_PER_ROW = 1024  # the most a copy's answer may weigh a row (plus ANSWER_BYTES_SLACK)
+ANSWER_BYTES_SLACK = 4096
 
 
 class ShadowScorer:
@@ -63,6 +75,9 @@ class ShadowScorer:
         self._wake = asyncio.Event()
         self._full = asyncio.Event()  # max_batch_rows rows are queued
         self._task: asyncio.Task | None = None
+        # called with (reference version, [(given class, target's class) per copied row]) for each answered copy
+        self.on_compared: Callable[[str, list[tuple[str, str]]], None] | None = None
+        self.on_dropped: Callable[[int], None] | None = None  # called with the rows of each dropped copy
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -73,7 +88,7 @@ class ShadowScorer:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
-        self.dropped_rows += self._queued_rows
+        self._dropped(self._queued_rows)
         self._queue.clear()
         self._queued_rows = 0
 
@@ -84,14 +99,22 @@ class ShadowScorer:
             return
         self._credit -= 1.0
         self.offered_requests += 1
+        if len(rows) > COPY_ROWS:
+            chosen = sorted(_RANDOM.sample(range(len(rows)), COPY_ROWS))
+            rows, predictions = [rows[i] for i in chosen], [predictions[i] for i in chosen]
         if self._queued_rows + len(rows) > self._max_queued_rows:
-            self.dropped_rows += len(rows)
+            self._dropped(len(rows))
             return
         self._queue.append((rows, predictions, reference))
         self._queued_rows += len(rows)
         self._wake.set()
         if self._queued_rows >= self._max_batch_rows:
             self._full.set()
+
+    def _dropped(self, rows: int) -> None:
+        self.dropped_rows += rows
+        if rows and self.on_dropped is not None:
+            self.on_dropped(rows)
 
     def counts_for(self, reference: str) -> ShadowCounts:
         counts = self.counts.get(reference)
@@ -125,18 +148,28 @@ class ShadowScorer:
         given = [record for _, records, _ in batch for record in records]
         counts = self.counts_for(batch[0][2])
         started = time.perf_counter()
+        limit = len(rows) * ANSWER_BYTES_PER_ROW + ANSWER_BYTES_SLACK
         try:
             answers = await asyncio.wait_for(
-                self.target.score(self._session, rows, self._timeout), timeout=self._timeout
+                self.target.score(self._session, rows, self._timeout, max_answer_bytes=limit), timeout=self._timeout
             )
-            pairs = [(_class(mine), _class(theirs)) for mine, theirs in zip(given, answers, strict=True)]
+            pairs = [(class_of(mine), class_of(theirs)) for mine, theirs in zip(given, answers, strict=True)]
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a failure of the other server is a counted error, never more
             _logger.debug("copy of %d rows to version %s failed: %s", len(rows), self.target.version, exc)
             pairs = None
         counts.observe_call((time.perf_counter() - started) * 1000, pairs, len(rows))
+        if pairs is not None and self.on_compared is not None:
+            start = 0
+            for request_rows, _, reference in batch:
+                self.on_compared(reference, pairs[start : start + len(request_rows)])
+                start += len(request_rows)
 
 
-def _class(answer) -> str:
+_RANDOM = random.Random()
+
+
+def class_of(answer) -> str:
+    """The class an answer names, as compared and counted (at most 40 characters of it)."""
     return str(answer_class(answer))[:40]

@@ -35,6 +35,7 @@ from iris_core.processes import die_with_parent, free_port, is_running
 from iris_core.redaction import redact
 from iris_core.table.models import answer_class
 from serving.analysis import CallStats
+from serving.config import API_TOKEN_ENV
 from serving.errors import ServingError
 from serving.forwarding import UpstreamError, post_rows, unavailable
 from serving.private_files import open_private
@@ -91,8 +92,19 @@ class Upstream:
         """The names and types of the features its version reads (two upstreams with one layout take the same rows)."""
         return self.facts.layout if self.facts is not None else None
 
-    async def score(self, session: aiohttp.ClientSession, rows: list[list], timeout: float) -> list:
-        """One ``/invocations`` call; ``inflight`` counts calls so that a retiring upstream is drained first."""
+    async def score(
+        self,
+        session: aiohttp.ClientSession,
+        rows: list[list],
+        timeout: float,
+        counted: bool = True,
+        max_answer_bytes: int | None = None,
+    ) -> list:
+        """One ``/invocations`` call; ``inflight`` counts calls so that a retiring upstream is drained first.
+
+        ``counted=False`` keeps the call out of ``stats`` (rows of requests that named this
+        version); an answer longer than ``max_answer_bytes`` fails the call unread (502).
+        """
         url = self.invocations_url
         started = time.perf_counter()
         predictions = None
@@ -100,11 +112,12 @@ class Upstream:
         try:
             if url is None:
                 raise unavailable()
-            predictions = await post_rows(session, url, self.facts.names, rows, timeout)
+            predictions = await post_rows(session, url, self.facts.names, rows, timeout, max_answer_bytes)
             return predictions
         finally:
             self.inflight -= 1
-            self.stats.observe(time.perf_counter() - started, len(rows), predictions)
+            if counted:
+                self.stats.observe(time.perf_counter() - started, len(rows), predictions)
 
     async def is_up(self, session: aiohttp.ClientSession) -> bool:
         return self.state == UpstreamState.READY
@@ -172,8 +185,15 @@ class ManagedUpstream(Upstream):
             "log": str(self.log_path) if self.log_path else None,
         }
 
-    async def score(self, session: aiohttp.ClientSession, rows: list[list], timeout: float) -> list:
-        return await super().score(self._client, rows, timeout)
+    async def score(
+        self,
+        session: aiohttp.ClientSession,
+        rows: list[list],
+        timeout: float,
+        counted: bool = True,
+        max_answer_bytes: int | None = None,
+    ) -> list:
+        return await super().score(self._client, rows, timeout, counted, max_answer_bytes)
 
     async def check(self, session: aiohttp.ClientSession, timeout: float) -> None:
         await super().check(self._client, timeout)
@@ -421,13 +441,14 @@ def upstream_env() -> dict:
     connections after 5 s, racing the proxy's pooled ones, and logs every request, which
     costs the upstream CPU per call; the proxy's own record of each request is enough.
     One BLAS thread (unless the user set one): a model server scores small batches, and
-    OpenBLAS's idle threads busy-wait on the cores the proxy needs.
+    OpenBLAS's idle threads busy-wait on the cores the proxy needs. The proxy's API token
+    is not passed on: a model server (whose model is code) has no use for it.
     """
     return {
         "OPENBLAS_NUM_THREADS": "1",
         "OMP_NUM_THREADS": "1",
         "MKL_NUM_THREADS": "1",
-        **os.environ,
+        **{name: value for name, value in os.environ.items() if name != API_TOKEN_ENV},
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         "UVICORN_TIMEOUT_KEEP_ALIVE": "75",
         "UVICORN_ACCESS_LOG": "false",

@@ -10,9 +10,34 @@ import requests
 
 from iris_core.processes import free_port, stop_process, wait_until
 
-__all__ = ["free_port", "http_ok", "mlflow_server", "stop_process", "wait_until"]
+__all__ = ["free_port", "http_ok", "mlflow_server", "small_tmpfs", "stop_process", "wait_until"]
 
 BIN = Path(sys.executable).parent
+
+
+@contextlib.contextmanager
+def small_tmpfs(directory: Path, size: str = "64k"):
+    """A tmpfs of ``size`` mounted at ``directory`` (made here), unmounted afterwards: a disk a test can fill.
+
+    Mounting needs root; where it is impossible the test is skipped, saying why.
+    """
+    import pytest
+
+    directory.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs to fill needs root")
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(directory)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield directory
+    finally:
+        subprocess.run(["umount", "--lazy", str(directory)], capture_output=True, timeout=30)
 
 
 def http_ok(url: str, timeout: float = 2.0, **kwargs) -> bool:

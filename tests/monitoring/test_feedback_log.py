@@ -115,7 +115,7 @@ def test_a_feedback_log_that_cannot_be_opened_is_failing_from_the_start_and_reco
 
 def test_a_full_feedback_queue_refuses_the_whole_list(tmp_path):
     tally = Tally()
-    writer = FeedbackLogWriter(tmp_path / "f.jsonl", queue_size=1, on_dropped=tally.on_dropped)  # not started
+    writer = FeedbackLogWriter(tmp_path / "f.jsonl", max_queued_rows=1, on_dropped=tally.on_dropped)  # not started
     assert writer.submit(LABELS[:1]) is True
     assert writer.submit(LABELS) is False
     assert tally.dropped == {DROPPED_QUEUE_FULL: 2}

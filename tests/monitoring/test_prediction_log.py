@@ -168,7 +168,7 @@ def test_the_writer_recovers_when_the_log_path_becomes_writable(tmp_path):
 def test_a_full_queue_drops_the_request_without_blocking(tmp_path):
     tally = Tally()
     writer = PredictionLogWriter(
-        tmp_path / "p.jsonl", queue_size=1, on_dropped=tally.on_dropped
+        tmp_path / "p.jsonl", max_queued_rows=1, on_dropped=tally.on_dropped
     )  # not started: nothing drains
     assert submit(writer, request_id="queued") is True
     assert submit(writer, request_id="dropped", rows=[ROW, ROW]) is False

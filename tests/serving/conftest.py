@@ -49,6 +49,14 @@ class RunningProxy:
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
+    def memory(self) -> tuple[int, int]:
+        """The proxy process's resident memory now and its peak since ``reset_peak_memory``, in bytes (Linux)."""
+        status = dict(line.split(":", 1) for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines())
+        return int(status["VmRSS"].split()[0]) * 1024, int(status["VmHWM"].split()[0]) * 1024
+
+    def reset_peak_memory(self) -> None:
+        Path(f"/proc/{self.proc.pid}/clear_refs").write_text("5")  # the kernel's peak RSS starts again from now
+
 
 def serving_env(registry_dir: Path) -> dict:
     return clean_env(

@@ -52,7 +52,7 @@ class FakeScorer:
     def layout(self):
         return self.facts.layout
 
-    async def score(self, session, rows, timeout):
+    async def score(self, session, rows, timeout, counted=True, max_answer_bytes=None):
         call = Call(list(rows), timeout)
         self.calls.append(call)
         self.in_flight += 1
@@ -90,7 +90,7 @@ class FakeServer:
         self._started: asyncio.Future | None = None
         self._exit: asyncio.Future | None = None
 
-    async def score(self, session, rows, timeout):
+    async def score(self, session, rows, timeout, counted=True, max_answer_bytes=None):
         started, predictions = time.perf_counter(), None
         self.scored.append(list(rows))
         try:
@@ -99,7 +99,8 @@ class FakeServer:
             predictions = [{"prediction": name} for name in self.answer(rows)]
             return predictions
         finally:
-            self.stats.observe(time.perf_counter() - started, len(rows), predictions)
+            if counted:
+                self.stats.observe(time.perf_counter() - started, len(rows), predictions)
 
     # the test's controls
 

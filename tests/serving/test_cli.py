@@ -4,10 +4,12 @@ import resource
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from tests.serving.conftest import running_proxy, serving_env
+from tests.serving.test_faults import descendants
 from tests.support import free_port, stop_process, wait_until
 
 pytestmark = pytest.mark.slow
@@ -141,3 +143,81 @@ def test_more_connections_than_the_open_file_limit_allows_is_a_one_line_error(tm
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.startswith("error: --max-connections 10000 needs about") and "(ulimit -n)" in result.stderr
     assert result.stderr.strip().count("\n") == 0
+
+
+# -- the API token: from the environment or a file, never needed on a command line -----------------
+
+FILE_TOKEN = "token-from-a-file-5f2c9e"
+
+
+def test_the_token_read_from_a_file_guards_scoring_and_is_on_no_command_line_or_log(
+    trained_registry, upstream_url, tmp_path
+):
+    token_file = tmp_path / "api-token"
+    token_file.write_text(FILE_TOKEN + "\n")
+    token_file.chmod(0o600)
+    with running_proxy(
+        trained_registry,
+        tmp_path,
+        *("--upstream", upstream_url, "--model-uri", "models:/iris/2", "--api-token-file", str(token_file)),
+    ) as proxy:
+        assert proxy.predict().status_code == 401
+        assert proxy.predict(headers={"Authorization": f"Bearer {FILE_TOKEN}"}).status_code == 200
+        assert FILE_TOKEN.encode() not in Path(f"/proc/{proxy.proc.pid}/cmdline").read_bytes()
+    assert FILE_TOKEN not in proxy.output() and "visible to every local user" not in proxy.output()
+
+
+@pytest.mark.parametrize(
+    ("contents", "env", "message"),
+    [
+        ("\n", {}, "error: --api-token-file {path} must hold the token alone, on one line"),
+        ("one\ntwo\n", {}, "error: --api-token-file {path} must hold the token alone, on one line"),
+        (
+            "t0ken\n",
+            {"SERVING_API_TOKEN": "another"},
+            "error: give the token once: --api-token-file or SERVING_API_TOKEN (--api-token), not both",
+        ),
+    ],
+    ids=["empty", "two lines", "given twice"],
+)
+def test_a_token_file_that_holds_no_single_token_or_comes_beside_one_is_a_one_line_usage_error(
+    tmp_path, contents, env, message
+):
+    path = tmp_path / "api-token"
+    path.write_text(contents)
+    result = subprocess.run(
+        [sys.executable, "-m", "serving", "--upstream", "http://127.0.0.1:1", "--port", str(free_port())]
+        + ["--api-token-file", str(path)],
+        cwd=tmp_path,
+        env={**serving_env(tmp_path), **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2 and result.stderr.strip() == message.format(path=path)
+    assert "another" not in result.stderr and "t0ken" not in result.stderr
+
+
+def test_a_token_given_on_the_command_line_works_and_is_warned_about_once_without_being_shown(
+    trained_registry, upstream_url, tmp_path
+):
+    with running_proxy(
+        trained_registry,
+        tmp_path,
+        *("--upstream", upstream_url, "--model-uri", "models:/iris/2", "--api-token", FILE_TOKEN),
+    ) as proxy:
+        assert proxy.predict(headers={"Authorization": f"Bearer {FILE_TOKEN}"}).status_code == 200
+    warnings = [line for line in proxy.output().splitlines() if "visible to every local user" in line]
+    assert len(warnings) == 1 and "SERVING_API_TOKEN" in warnings[0] and FILE_TOKEN not in proxy.output()
+
+
+def test_the_model_servers_environment_never_holds_the_api_token(trained_registry, tmp_path, monkeypatch):
+    monkeypatch.setenv("SERVING_API_TOKEN", FILE_TOKEN)
+    with running_proxy(trained_registry, tmp_path, "--model-uri", "models:/iris/2") as proxy:
+        assert proxy.predict(headers={"Authorization": f"Bearer {FILE_TOKEN}"}).status_code == 200
+        model_server = proxy.health()["upstream"]["pid"]
+        tree = [model_server, *descendants(model_server)]
+        environments = {pid: Path(f"/proc/{pid}/environ").read_bytes() for pid in tree}
+    assert len(environments) >= 2, "mlflow models serve and its uvicorn"
+    for pid, environment in environments.items():
+        assert b"SERVING_API_TOKEN" not in environment and FILE_TOKEN.encode() not in environment, pid

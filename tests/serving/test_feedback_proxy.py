@@ -10,7 +10,7 @@ from iris_core.records import read_feedback_log, read_log
 from tests.iris import FEATURES
 from tests.serving.conftest import running_proxy, serving_env
 from tests.serving.test_monitoring import scrape
-from tests.support import free_port, wait_until
+from tests.support import free_port, small_tmpfs, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -143,6 +143,62 @@ def test_a_feedback_log_that_cannot_be_written_refuses_labels_and_every_scoring_
         assert proxy.health()["status"] == "healthy"
         assert value(scrape(proxy.url + "/metrics"), "proxy_feedback_requests_total", code="503") == 1
         assert "Cannot write the feedback log" in proxy.output()
+
+
+def test_on_a_full_disk_every_label_answered_200_is_in_the_file_whole_and_the_counters_equal_the_files(
+    trained_registry, upstream_url, tmp_path
+):
+    """Both logs on a 64 KiB tmpfs, whose last 16 KiB a file holds until the test frees them."""
+    with small_tmpfs(tmp_path / "disk") as disk:
+        (disk / "filler").write_bytes(b"x" * 16 * 1024)
+        predictions, labels = disk / "predictions.jsonl", disk / "feedback.jsonl"
+        with running_proxy(
+            trained_registry,
+            tmp_path / "work",
+            "--upstream",
+            upstream_url,
+            "--prediction-log",
+            str(predictions),
+            "--feedback-log",
+            str(labels),
+        ) as proxy:
+            kept, refused = [], 0
+            for i in range(1000):
+                score(proxy, [SETOSA, VIRGINICA], f"full-{i}")  # scoring goes on whatever the logs do
+                answer = feedback(proxy, {"request_id": f"full-{i}", "row": 1, "label": "virginica"}, headers={})
+                assert answer.status_code in (200, 503), answer.text
+                if answer.status_code == 200:
+                    kept.append(f"full-{i}")
+                else:
+                    assert answer.json()["error_code"] == "FEEDBACK_LOG_UNAVAILABLE" and answer.headers["Retry-After"]
+                    refused += 1
+                if refused == 5:
+                    break
+            assert refused == 5, "the disk never filled up"
+
+            def files_and_counters_agree() -> bool:
+                samples = scrape(proxy.url + "/metrics")
+                return value(samples, "proxy_feedback_log_written_rows_total") == len(
+                    read_feedback_log(labels).records
+                ) and value(samples, "proxy_prediction_log_written_rows_total") == len(read_log(predictions).records)
+
+            wait_until(files_and_counters_agree, timeout=30, what="the written counters to equal the files")
+            for path in (predictions, labels):
+                assert path.read_bytes().endswith(b"\n"), f"{path.name} ends in a partial line"
+            assert read_log(predictions).skipped == 0 and read_feedback_log(labels).skipped == 0
+            assert [r["request_id"] for r in read_feedback_log(labels).records] == kept, "a label answered 200 is lost"
+            (disk / "filler").unlink()  # space again
+            wait_until(
+                lambda: proxy.health()["feedback"]["log"]["state"] == "ok",
+                timeout=30,
+                what="the feedback log to recover",
+            )
+            score(proxy, [SETOSA], "after-the-disk-was-freed")
+            answer = feedback(proxy, {"request_id": "after-the-disk-was-freed", "label": "setosa"}, headers={})
+            assert answer.status_code == 200
+            wait_until(files_and_counters_agree, timeout=30, what="the written counters to equal the files")
+        assert read_feedback_log(labels).skipped == 0 and read_log(predictions).skipped == 0
+        assert read_feedback_log(labels).records[-1]["request_id"] == "after-the-disk-was-freed"
 
 
 def test_a_feedback_log_without_the_prediction_log_is_refused_at_start_in_one_line(trained_registry, tmp_path):

@@ -16,6 +16,7 @@ import pytest
 import requests
 
 from tests.serving.conftest import ROW, running_proxy
+from tests.serving.parquet_craft import Lies, crafted
 from tests.serving.test_monitoring import sample, scrape
 from tests.serving.test_proxy import ERROR_KEYS
 from tests.support import wait_until
@@ -188,6 +189,34 @@ def test_expect_100_continue_within_the_limit_gets_100_then_its_answer(proxy):
         sock.sendall(body)
         status, _, answer = parse(read_until_closed(sock, 10))
     assert status == 200 and json.loads(answer)["prediction"] == "setosa"
+
+
+# -- bodies that decode to far more than they weigh -----------------------------------------------
+
+DECODING_BOMBS = {
+    "a row group of 30 million rows in a file of 2": Lies(rows=30_000_000, file_rows=2, chunk_uncompressed=100),
+    "a dictionary of 30 million entries behind 10 honest rows": Lies(
+        rows=10, dictionary=30_000_000, chunk_uncompressed=100
+    ),
+}
+
+
+@pytest.mark.parametrize("lies", DECODING_BOMBS.values(), ids=DECODING_BOMBS.keys())
+def test_a_parquet_body_that_decodes_to_gigabytes_gets_its_4xx_in_well_under_a_second_with_memory_flat(proxy, lies):
+    body = crafted(lies)
+    assert len(body) < 64 * 1024, "a gigabyte of float64 values, in kilobytes"
+    parquet = {"Content-Type": "application/vnd.apache.parquet"}
+    assert proxy.post("/invocations", data=crafted(), headers=parquet).status_code == 200  # pyarrow imported
+    rss_before, _ = proxy.memory()
+    proxy.reset_peak_memory()
+    started = time.monotonic()
+    answer = proxy.post("/invocations", data=body, headers=parquet)
+    seconds = time.monotonic() - started
+    _, peak = proxy.memory()
+    assert 400 <= answer.status_code < 500 and set(answer.json()) == ERROR_KEYS, answer.text[:300]
+    assert seconds < 0.5, f"answered after {seconds:.2f} s"
+    assert peak - rss_before < 20 * 1024 * 1024, f"the proxy's peak memory rose by {(peak - rss_before) >> 20} MB"
+    assert proxy.get("/ping", timeout=5).status_code == 200
 
 
 # -- headers -------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """``GET /metrics`` and the prediction log of a real ``python -m serving`` in front of a real upstream."""
 
 import json
+import os
 import socket
 from urllib.parse import urlsplit
 
@@ -194,6 +195,42 @@ def test_a_log_path_that_cannot_be_written_fails_no_request_and_counts_the_dropp
             what="10 dropped rows counted",
         )
         assert proxy.health()["status"] == "healthy"
+
+
+def test_a_prediction_log_whose_writes_block_is_stalled_in_health_drops_counted_rows_and_holds_memory_flat(
+    trained_registry, upstream_url, tmp_path
+):
+    """The log is a pipe whose reader never reads: its writes block without failing, as on a disk that stopped."""
+    log = tmp_path / "predictions.jsonl"
+    os.mkfifo(log)
+    reader = os.open(log, os.O_RDONLY | os.O_NONBLOCK)
+    big = {"dataframe_split": {"columns": list(FEATURES), "data": [SETOSA, VIRGINICA] * 5000}}  # the row limit
+    try:
+        with (
+            running_proxy(
+                trained_registry, tmp_path, "--upstream", upstream_url, "--prediction-log", str(log)
+            ) as proxy,
+            requests.Session() as session,
+        ):
+            for sent in range(1, 31):
+                assert session.post(proxy.url + "/invocations", json=big, timeout=60).status_code == 200
+                if sent == 5:  # the queue is full by now: whatever it holds is held from here on
+                    rss_full, _ = proxy.memory()
+            rss_after, _ = proxy.memory()
+            wait_until(lambda: proxy.health()["prediction_log"]["state"] == "stalled", 30, what="the stall shown")
+            health, samples = proxy.health()["prediction_log"], scrape(proxy.url + "/metrics")
+            dropped = sample(samples, "proxy_prediction_log_dropped_rows_total", reason="queue_full")
+            written = sample(samples, "proxy_prediction_log_written_rows_total")
+            queued = sample(samples, "proxy_prediction_log_queued_rows")
+            assert sample(samples, "proxy_prediction_log_stalled") == 1 and proxy.health()["status"] == "healthy"
+            assert queued == health["queued_rows"] <= health["max_queued_rows"] and dropped >= 200_000
+            assert written + dropped + queued == 300_000
+            assert rss_after - rss_full < 40 * 1024 * 1024, f"{(rss_after - rss_full) >> 20} MB more for 25 requests"
+            os.close(reader)  # the blocked write fails (a broken pipe) and the proxy can stop
+            reader = None
+    finally:
+        if reader is not None:
+            os.close(reader)
 
 
 def test_sample_rate_zero_logs_no_row(trained_registry, upstream_url, tmp_path):

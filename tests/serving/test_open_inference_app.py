@@ -41,7 +41,7 @@ class Scorer(Upstream):
     def release(self) -> None:
         self._gate.set()
 
-    async def score(self, session, rows, timeout):
+    async def score(self, session, rows, timeout, counted=True):
         self.calls.append(list(rows))
         if self._gate is not None:
             await self._gate.wait()

@@ -2,7 +2,9 @@
 
 import decimal
 import io
+import json
 import time
+import timeit
 
 import pandas as pd
 import pyarrow as pa
@@ -12,10 +14,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from iris_core.table.iris import IRIS
-from serving import parquet_body
+from serving import parquet_body, parquet_pages
 from serving.rows import RowReader
 from serving.validation import IGNORED_COLUMN, Invocation, Limits, ValidationError, parse_invocation
 from tests.iris import FEATURES
+from tests.serving.parquet_craft import VALUE, Lies, crafted
 
 PARQUET = "application/vnd.apache.parquet"
 ROWS = [[5.1, 3.5, 1.4, 0.2], [7.7, 2.6, 6.9, 2.3]]
@@ -140,3 +143,78 @@ def test_a_damaged_parquet_file_is_refused_as_a_client_error(start, length, nois
         parse(bytes(body))
     except ValidationError as error:
         assert 400 <= error.status < 500
+
+
+# -- files that lie about themselves (tests/serving/parquet_craft.py) ---------------------------
+
+
+def test_a_hand_written_file_that_tells_the_truth_is_read():
+    assert parse(crafted(Lies(rows=3, groups=2, dictionary=2))).rows == [[VALUE] * 4] * 6
+
+
+def decoded_while(body: bytes) -> tuple[ValidationError, int, float]:
+    """The refusal of ``body``, the most memory pyarrow held meanwhile (bytes), and the seconds it took."""
+    pool = pa.default_memory_pool()
+    before, started = pool.max_memory(), time.perf_counter()
+    error = refusal(body)
+    return error, pool.max_memory() - before, time.perf_counter() - started
+
+
+def test_a_row_group_declaring_thirty_million_rows_in_a_file_of_two_is_refused_before_anything_is_decoded():
+    body = crafted(Lies(rows=30_000_000, file_rows=2, chunk_uncompressed=100))
+    assert len(body) < 1024
+    error, held, seconds = decoded_while(body)
+    assert (error.status, error.error_code) == (400, "MALFORMED_REQUEST")
+    assert "row groups hold another number of rows" in error.message
+    assert held < 1024 * 1024 and seconds < 0.1
+
+
+def test_a_dictionary_page_of_thirty_million_entries_behind_an_honest_row_count_is_refused_before_it_is_decoded():
+    body = crafted(Lies(rows=10, dictionary=30_000_000, chunk_uncompressed=100))
+    assert len(body) < 64 * 1024, "240 MB a column, compressed to kilobytes"
+    error, held, seconds = decoded_while(body)
+    assert (error.status, error.error_code) == (413, "REQUEST_TOO_LARGE")
+    assert error.message.endswith("has a dictionary of 30000000 entries; the limit is 10000")
+    assert held < 1024 * 1024 and seconds < 0.1
+
+
+@pytest.mark.parametrize(
+    "lies",
+    [
+        Lies(rows=2, group_rows=3),  # the row group says more rows than the file
+        Lies(rows=2, chunk_values=3),  # the column chunk says more values than its row group's rows
+        Lies(rows=2, page_values=30_000_000),  # the data page says more values than its column chunk
+        Lies(rows=30_000_000, file_rows=2, group_rows=2, chunk_values=2),  # the page's run holds more
+    ],
+    ids=["row group", "column chunk", "data page", "run"],
+)
+def test_counts_that_disagree_with_each_other_are_refused_as_malformed_before_anything_is_decoded(lies):
+    error, held, _ = decoded_while(crafted(lies))
+    assert (error.status, error.error_code) == (400, "MALFORMED_REQUEST") and held < 1024 * 1024
+
+
+def test_a_page_that_inflates_to_more_than_its_values_need_is_refused():
+    body = crafted(Lies(rows=2, dictionary=2, dictionary_bytes=100_000_000, chunk_uncompressed=100))
+    error, held, _ = decoded_while(body)
+    assert (error.status, error.error_code) == (413, "REQUEST_TOO_LARGE")
+    assert "decodes to 100000000 bytes" in error.message and held < 1024 * 1024
+
+
+def test_more_row_groups_than_the_limit_are_refused_and_as_many_as_the_limit_are_read():
+    assert len(parse(crafted(Lies(rows=1, groups=parquet_pages.MAX_ROW_GROUPS))).rows) == parquet_pages.MAX_ROW_GROUPS
+    error = refusal(crafted(Lies(rows=1, groups=parquet_pages.MAX_ROW_GROUPS + 1)))
+    assert (error.status, error.error_code) == (413, "REQUEST_TOO_LARGE") and "row groups" in error.message
+
+
+def test_checking_and_reading_a_file_at_the_limits_holds_the_event_loop_no_longer_than_its_rows_as_json():
+    """The row limit in as many row groups as allowed: the worst an honest file costs; JSON of the same rows for scale."""
+    frame = pd.DataFrame([[5.1, 3.5, 1.4, 0.2]] * LIMITS.max_rows, columns=list(FEATURES))
+    body = written(pa.Table.from_pandas(frame), row_group_size=-(-LIMITS.max_rows // parquet_pages.MAX_ROW_GROUPS))
+    as_json = json.dumps({"dataframe_split": frame.to_dict(orient="split", index=False)}).encode()
+    parquet_s = min(timeit.repeat(lambda: parse(body), number=1, repeat=3))
+    json_s = min(
+        timeit.repeat(
+            lambda: parse_invocation("application/json", as_json, LIMITS, RowReader(IRIS)), number=1, repeat=3
+        )
+    )
+    assert parquet_s < max(2 * json_s, 0.1), f"{parquet_s * 1000:.0f} ms against {json_s * 1000:.0f} ms for JSON"

@@ -1,15 +1,22 @@
 """The background copies (``serving.shadow``) in process, against a fake model server: fast and deterministic."""
 
 import asyncio
+import contextlib
+import http.server
+import threading
+
+import aiohttp
+import orjson
 
 from iris_core.resolver import Resolved
 from serving.forwarding import UpstreamError
-from serving.shadow import ShadowScorer
+from serving.shadow import COPY_ROWS, ShadowScorer
+from serving.upstream import ExternalUpstream
 from tests.serving.fakes import FakeServer, settle
 
 
 def run(body):
-    asyncio.run(asyncio.wait_for(body(), timeout=10))
+    asyncio.run(asyncio.wait_for(body(), timeout=30))
 
 
 def server(answer=None, delay: float = 0.0) -> FakeServer:
@@ -161,3 +168,79 @@ def test_copies_wait_for_a_full_call_or_for_fill_s_then_go_together():
         await scorer.close()
 
     run(body)
+
+
+def test_a_request_larger_than_a_copy_is_copied_as_a_random_sample_of_its_rows_not_dropped():
+    async def body():
+        challenger = server()
+        scorer = ShadowScorer(challenger, None, rate=1.0, timeout=1.0, fill_s=0)
+        scorer.start()
+        big = rows(5000)
+        scorer.offer(big, answers(*["setosa"] * 5000), "2")
+        await settle()
+        assert [len(call) for call in challenger.scored] == [COPY_ROWS] and scorer.dropped_rows == 0
+        assert all(row in big for row in challenger.scored[0]) and challenger.scored[0] != big[:COPY_ROWS]
+        assert scorer.counts["2"].rows == COPY_ROWS
+        await scorer.close()
+
+    run(body)
+
+
+class LargeAnswers(http.server.BaseHTTPRequestHandler):
+    """A model server whose answer gives each of 64 rows 200 KB of padding beside its prediction.
+
+    The answer is made once, before the test's event loop runs: made in this thread, it
+    would hold the interpreter (and with it the loop) while it is encoded.
+    """
+
+    body = orjson.dumps({"predictions": [{"prediction": "setosa", "padding": "x" * 200_000}] * COPY_ROWS})
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        body = self.body
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        with contextlib.suppress(OSError):  # the proxy may stop reading and close
+            self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_shadow_answer_past_a_kilobyte_a_row_is_a_counted_error_never_read_whole_and_never_holds_the_loop():
+    """64 rows answered with 12.8 MB: read no further than 68 KB, not parsed, a counted error for each row."""
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), LargeAnswers)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+
+    async def body():
+        target = ExternalUpstream(f"http://127.0.0.1:{httpd.server_address[1]}", "3")
+        gaps = []
+
+        async def ticker():
+            loop = asyncio.get_running_loop()
+            while True:
+                before = loop.time()
+                await asyncio.sleep(0.001)
+                gaps.append(loop.time() - before)
+
+        async with aiohttp.ClientSession() as session:
+            scorer = ShadowScorer(target, session, rate=1.0, timeout=10.0, fill_s=0)
+            scorer.start()
+            watching = asyncio.ensure_future(ticker())
+            for _ in range(3):
+                scorer.offer(rows(COPY_ROWS), answers(*["setosa"] * COPY_ROWS), "2")
+            while scorer.counts.get("2") is None or scorer.counts["2"].rows < 3 * COPY_ROWS:
+                await asyncio.sleep(0.01)
+            watching.cancel()
+            await scorer.close()
+        counts = scorer.counts["2"]
+        assert (counts.rows, counts.errors) == (3 * COPY_ROWS, 3 * COPY_ROWS)
+        assert max(gaps) < 0.05, f"the event loop was held {max(gaps) * 1000:.0f} ms"
+
+    try:
+        run(body)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

@@ -8,10 +8,12 @@ enough rows. The tests run in order.
 """
 
 import contextlib
+import os
 import re
 import shutil
 import statistics
 import subprocess
+import time
 
 import pytest
 import requests
@@ -23,7 +25,7 @@ from iris_core.errors import EXIT_OK, EXIT_WAITING
 from tests.conftest import REPO, Registry, sqlite_uri
 from tests.readme import page_command
 from tests.serving.conftest import START_TIMEOUT, running_proxy, serving_env
-from tests.serving.delivery import ROWS
+from tests.serving.delivery import ROWS, Traffic
 from tests.serving.test_monitoring import sample, scrape
 from tests.support import wait_until
 
@@ -40,6 +42,7 @@ def shadow_registry(trained_registry, tmp_path_factory):
     bad = {
         "disagrees": register_misbehaving(uri, directory, "1", kind="disagree", delay_s=SHADOW_DELAY_S),
         "fails": register_misbehaving(uri, directory, "1", kind="fail"),
+        "large": register_misbehaving(uri, directory, "1", kind="large", answer_bytes=200_000),
     }
     client = Registry(uri=uri).client()
     move_alias(client, "iris", "champion", "1", how=MoveKind.ROLLBACK, reason="start the shadow tests on version 1")
@@ -132,6 +135,40 @@ def test_a_failing_shadow_version_counts_errors_and_no_client_sees_one(proxy, cl
     assert every_copy_scored(), f"not every copy was scored within 60 s: {shadow(proxy)}"
     assert shadow(proxy)["error_rate"] > 0
     assert sample(scrape(proxy.url + "/metrics"), "proxy_shadow_errors_total") > 0
+
+
+def cpu_per_request(proxy, seconds: float) -> float:
+    """Four clients posting /predict for ``seconds``: the proxy's CPU seconds per answer (all 200s from version 1)."""
+    before = cpu_seconds(proxy.proc.pid)
+    with Traffic([proxy.url], threads=4, pause=0.005, max_seconds=seconds + 30) as traffic:
+        time.sleep(seconds)
+    spent = cpu_seconds(proxy.proc.pid) - before
+    assert {(a.status, a.version) for a in traffic.answers} == {(200, "1")}
+    return spent / len(traffic.answers)
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def test_a_shadow_version_answering_200_kb_a_row_has_every_copy_counted_an_error_and_costs_the_proxy_no_parsing(
+    proxy, client, shadow_registry
+):
+    """Measured before the cap: 55% more proxy CPU per client request (the copies' answers read and parsed on the
+    event loop), and every copy taken as agreeing; with it, ~10% (a copy's call, its answer cut at 1 KB a row)."""
+    reference = cpu_per_request(proxy, 5)  # shadowing the version before: its copies' answers are small
+    challenger = shadow_registry[1]["large"]
+    move_alias(client, "iris", "challenger", challenger, how=MoveKind.PROMOTE, reason="shadow one that answers large")
+    shadowing(proxy, challenger)
+    under_large = cpu_per_request(proxy, 5)
+    wait_until(lambda: shadow(proxy)["rows"] > 100, 30, what="copies scored")
+    seen = shadow(proxy)
+    assert seen["error_rate"] == 1.0, f"answers of 200 KB a row were taken: {seen}"
+    assert under_large < 1.3 * reference, (
+        f"{under_large * 1000:.2f} ms of proxy CPU per request, {reference * 1000:.2f} ms before"
+    )
 
 
 ROLLOUT_PAGE, SHADOW_SECTION = "docs/rollout.md", "Shadow: evidence before promotion"
