@@ -153,15 +153,25 @@ class Judged:
     answer: Answer | None
 
 
-def judge(labels: Sequence[Label], memory: AnswerMemory) -> list[Judged]:
+def judge(labels: Sequence[Label], memory: AnswerMemory, live=None) -> list[Judged]:
     """Check every label against the memory before any counts: a row a remembered request lacks, or a label that
-    names no class of the version that answered, is a 400."""
+    names no class of the version that answered, is a 400.
+
+    A label of a request no longer (or never) remembered is checked against the classes
+    of ``live`` (the live version's facts), where it lists them: it is logged, and the
+    steps join it with its prediction later.
+    """
     judged = []
     for index, label in enumerate(labels):
         name = "the label" if len(labels) == 1 else f"item {index}"
         answer = memory.recall(label.request_id)
         row = label.row
         class_name, number = label.label, None
+        if answer is None and live is not None and live.contract.classes:
+            class_name = live.contract.class_of(label.label)
+            if class_name is None:
+                shown = ", ".join(live.contract.classes[:10])
+                raise _invalid(f"{name}: the label is not a class of the model ({shown})")
         if answer is not None:
             rows = len(answer.classes)
             if row is None and rows > 1:

@@ -66,7 +66,8 @@ def feedback_off() -> HttpError:
 class FeedbackService:
     """The labels of one proxy: its answer memory, live accuracy and feedback log."""
 
-    def __init__(self, config, registry):
+    def __init__(self, config, registry, live=lambda: None):
+        self.live = live  # the live version's serving.model_facts.ModelFacts now, or None
         self.memory = AnswerMemory(config.answer_memory_rows)
         self.accuracy = LiveAccuracy(config.accuracy_window)
         self.max_items = config.max_rows
@@ -103,7 +104,7 @@ class FeedbackService:
         labels = parse_feedback(content_type, body, self.max_items)
         if self.writer.failing or self.writer.stalled:
             raise _unavailable("the feedback log cannot be written now; nothing was recorded")
-        judged = judge(labels, self.memory)
+        judged = judge(labels, self.memory, self.live())
         cost = sum(label_bytes(item.request_id, item.row, item.class_name) for item in judged)
         if self.budget is not None and (wait := self.budget.take(cost)):
             raise HttpError(

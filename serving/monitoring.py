@@ -45,7 +45,8 @@ def install(app: web.Application, proxy, config) -> ProxyMetrics:
         metrics.log_writer = proxy.prediction_log = writer
     proxy.recorders.append(recorder(metrics, writer, proxy.router.model.name))
     if config.feedback_log:
-        feedback = FeedbackService(config, metrics.registry)
+        router = proxy.router
+        feedback = FeedbackService(config, metrics.registry, lambda: router.live.facts if router.live else None)
         proxy.recorders.append(feedback.remember)
         proxy.feedback = feedback
         app.on_startup.append(lambda _app: _start_writer(feedback.writer))

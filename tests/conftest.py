@@ -59,6 +59,7 @@ def tracking_store(tmp_path, monkeypatch):
     while mlflow.active_run():
         mlflow.end_run()
     _forget_active_experiment()
+    mlflow.set_tracking_uri(None)  # a test that set one in process leaves the next test its own store
     # What MLflow exported during the test (set_experiment, start_run) was absent before it, so
     # monkeypatch has nothing to restore; left behind, it would point the next module's
     # fixtures at an experiment of this test's store.

@@ -33,7 +33,10 @@ def mlflow_predict(registry_dir, uri: str, frame: pd.DataFrame) -> list:
     import mlflow
 
     mlflow.set_tracking_uri(sqlite_uri(registry_dir))
-    predictions = mlflow.pyfunc.load_model(uri).predict(frame)
+    try:
+        predictions = mlflow.pyfunc.load_model(uri).predict(frame)
+    finally:
+        mlflow.set_tracking_uri(None)  # later tests on this worker read their own store
     return orjson.loads(orjson.dumps(pd.Series(predictions).tolist()))
 
 

@@ -20,6 +20,7 @@ from serving.config import ServingConfig
 from serving.forwarding import DirectForwarder, UpstreamError
 from serving.upstream import ExternalUpstream
 from tests.iris import FEATURES
+from tests.serving.fakes import IRIS_FACTS
 from tests.support import free_port
 
 pytestmark = pytest.mark.slow
@@ -36,7 +37,7 @@ def config(**overrides) -> ServingConfig:
 
 def router_for(url: str, version: str = "2") -> SimpleNamespace:
     """The forwarders read only ``router.live``; a real ``ExternalUpstream`` stands behind it."""
-    return SimpleNamespace(live=ExternalUpstream(url, version))
+    return SimpleNamespace(live=ExternalUpstream(url, version, facts=IRIS_FACTS))
 
 
 def dead_url() -> str:
@@ -153,7 +154,7 @@ def test_an_upstream_failure_fails_only_the_requests_of_that_batch(upstream_url)
         doomed = [asyncio.ensure_future(batching.predict([setosa])) for i in range(4)]
         await asyncio.sleep(0)
         assert batching.batches_sent == 2
-        router.live = ExternalUpstream(upstream_url, "2")
+        router.live = ExternalUpstream(upstream_url, "2", facts=IRIS_FACTS)
         spared = [asyncio.ensure_future(batching.predict([virginica])) for i in range(3)]
         return await asyncio.gather(*doomed, return_exceptions=True), await asyncio.gather(
             *spared, return_exceptions=True
@@ -166,7 +167,7 @@ def test_an_upstream_failure_fails_only_the_requests_of_that_batch(upstream_url)
 
 def test_an_upstream_error_answer_gives_each_request_of_the_batch_its_own_502(upstream_url):
     async def body(session):
-        upstream = ExternalUpstream(upstream_url, "2")
+        upstream = ExternalUpstream(upstream_url, "2", facts=IRIS_FACTS)
         upstream.invocations_url = f"{upstream_url}/no-such-endpoint"  # the real server answers 404
         batching = BatchingForwarder(SimpleNamespace(live=upstream), session, config())
         return await score_concurrently(batching, [[[5.1, 3.5, 1.4, 0.2]]] * 5)

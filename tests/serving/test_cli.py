@@ -111,7 +111,13 @@ def test_a_runs_uri_is_served_before_any_version_is_registered_and_labels_its_an
     assert answer.status_code == 200 and answer.json()["prediction"] == "setosa"
     assert answer.headers["X-Model-Version"] == f"run-{run.info.run_id}"
     label = f"run-{run.info.run_id}"
-    assert health["model"] == {"name": label, "alias": None, "version": label, "run_id": run.info.run_id}
+    assert health["model"] == {
+        "name": label,
+        "alias": None,
+        "version": label,
+        "run_id": run.info.run_id,
+        "contract": {"name": "iris", "origin": "curated", "features": 4},
+    }
 
 
 def test_a_runs_uri_without_a_model_is_a_one_line_error(trained_registry, tmp_path):

@@ -57,7 +57,10 @@ def test_answers_are_mlflows_and_a_bad_value_is_named_by_its_row_and_column(serv
     frame = pd.read_csv(wine_store / WINE_CSV).head(5)
     features = frame[wine_features()]
     mlflow.set_tracking_uri(f"sqlite:///{store / 'mlflow.db'}")
-    expected = mlflow.pyfunc.load_model("models:/wine@champion").predict(features)["prediction"].tolist()
+    try:
+        expected = mlflow.pyfunc.load_model("models:/wine@champion").predict(features)["prediction"].tolist()
+    finally:
+        mlflow.set_tracking_uri(None)
     split = {"dataframe_split": orjson.loads(features.to_json(orient="split", index=False))}
     answer = proxy.post("/invocations", json=split, headers=TOKEN)
     assert answer.status_code == 200 and [p["prediction"] for p in answer.json()["predictions"]] == expected
