@@ -31,6 +31,9 @@ class Tag:
     EVALUATION_RUN_ID = "evaluation_run_id"
     EVAL_ACCURACY = "eval_accuracy"
     EVAL_F1_SCORE = "eval_f1_score"
+    # model version, from the gate, when the champion itself was below ``min_accuracy`` on the gate's rows
+    GATE_CHAMPION_ACCURACY = "gate_champion_accuracy"  # the champion's accuracy on those rows
+    BELOW_FLOOR_P_VALUE = "below_floor_p_value"  # McNemar's exact test of the challenger against it
     # model version, from monitoring
     DRIFT_STATUS = "drift_status"
     DRIFT_RUN_ID = "drift_run_id"
@@ -102,6 +105,14 @@ class GateVerdict(StrEnum):
     PASSED = "passed"
     FAILED = "failed"
     WAITING = "waiting_for_shadow"  # not enough shadow evidence yet: run the gate again later
+    # The champion itself was below min_accuracy on the gate's rows, and the challenger, below it too,
+    # was significantly better on the same rows: promoted, and a person should look.
+    PROMOTED_BELOW_FLOOR = "promoted_below_floor"
+
+    @property
+    def promotes(self) -> bool:
+        """Whether the version may hold the champion alias by this verdict."""
+        return self in (GateVerdict.PASSED, GateVerdict.PROMOTED_BELOW_FLOOR)
 
 
 class MoveKind(StrEnum):
