@@ -19,8 +19,9 @@ can at worst cause an extra poll, and only a signed one gets even that far:
   whose answer it lost): 200, not acted on again.
 
 Nothing of a delivery (its body, the model or alias it names) is logged or echoed; the
-log says only why one was refused. The route is behind this signature, not the scoring
-token, which MLflow cannot send; without a secret there is no route at all (404).
+log says only why one was refused, once a minute at most, with a count. The route is behind
+this signature, not the scoring token, which MLflow cannot send; without a secret there is
+no route at all (404).
 """
 
 import asyncio
@@ -52,6 +53,7 @@ SIGNATURE_VERSION = "v1"
 TOLERANCE_S = 300  # a delivery stamped further than this from now (either way) is refused
 MAX_BODY_BYTES = 16 * 1024
 REMEMBERED_DELIVERIES = 4096  # delivery ids kept to answer a replay without acting on it
+REFUSALS_LOG_INTERVAL_S = 60.0  # refused deliveries are logged once per interval, with a count
 _DELIVERY_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _TIMESTAMP = re.compile(r"[0-9]{1,12}")
 
@@ -147,17 +149,27 @@ class WebhookReceiver:
         self._body_timeout = body_timeout
         self._clock = clock
         self._taken: collections.OrderedDict[str, float] = collections.OrderedDict()  # delivery id -> its stamp
+        self._refused, self._refusal_logged_at = 0, -REFUSALS_LOG_INTERVAL_S
 
     async def receive(self, request: web.Request) -> web.Response:
         try:
             outcome = await self._receive(request)
         except HttpError as exc:
-            _logger.warning("webhook delivery refused (%s): %s", exc.status, exc.message)
+            self._log_refusal(exc)
             response = web.json_response(exc.body(), status=exc.status)
             if exc.status == 413:
                 response.force_close()  # the rest of the body is not read
             return response
         return web.json_response({"status": outcome})
+
+    def _log_refusal(self, exc: HttpError) -> None:
+        """One line per ``REFUSALS_LOG_INTERVAL_S`` at most: anyone can send refused deliveries, as many as they like."""
+        self._refused += 1
+        now = time.monotonic()
+        if now - self._refusal_logged_at >= REFUSALS_LOG_INTERVAL_S:
+            more = f" ({self._refused - 1} more refused since the last such line)" if self._refused > 1 else ""
+            _logger.warning("webhook delivery refused (%s): %s%s", exc.status, exc.message, more)
+            self._refused, self._refusal_logged_at = 0, now
 
     async def _receive(self, request: web.Request) -> str:
         headers = request.headers

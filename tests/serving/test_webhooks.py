@@ -285,3 +285,11 @@ def test_a_secret_sets_a_slower_poll_unless_one_is_given():
     assert ServingConfig(webhook_secret=SECRET).poll_interval == 30.0
     assert ServingConfig(webhook_secret=SECRET, poll_interval=5).poll_interval == 5
     assert SECRET not in repr(ServingConfig(webhook_secret=SECRET))
+
+
+def test_a_flood_of_refused_deliveries_is_logged_once_with_its_count_not_once_each(caplog):
+    body = delivery()
+    with caplog.at_level(logging.WARNING, logger="serving.webhooks"):
+        answers = post_all([PromptedRouter()], [(body, {})] * 50)
+    assert [status for status, _ in answers] == [401] * 50
+    assert len(caplog.records) == 1 and "refused (401)" in caplog.records[0].getMessage()
