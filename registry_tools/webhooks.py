@@ -74,7 +74,8 @@ def default_name(url: str) -> str:
     """``serving-<host>-<port>``: one webhook per proxy, named for it within MLflow's rules for names."""
     parsed = urlparse(url)
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    return _NAME_CHARACTERS.sub("-", f"serving-{parsed.hostname}-{port}").strip("-._")[:62]
+    host = _NAME_CHARACTERS.sub("-", parsed.hostname or "").strip("-._") or "proxy"
+    return f"serving-{host[:40].rstrip('-._')}-{port}"
 
 
 def check_url(url: str) -> str:
