@@ -203,3 +203,14 @@ def alias_claim_key(alias: str, version: str) -> str:
 # Registered-model tag holding the latest retrain's claim (JSON: when, by which cycle run): the
 # cooldown reads it, and cycles that find a problem at the same moment elect one retrainer with it.
 RETRAIN_CLAIM_TAG = "retrain_claim"
+
+
+# MLflow's registry webhooks (``MlflowClient.create_webhook``) that prompt a serving proxy to
+# ask the registry at once where its aliases point: ``registry_tools webhook create`` subscribes
+# to these events for the proxy's path, and the proxy checks their signature with the secret
+# both ends read from this environment variable.
+ALIAS_WEBHOOK_ENTITY = "model_version_alias"
+ALIAS_WEBHOOK_ACTIONS = ("created", "deleted")
+ALIAS_WEBHOOK_EVENTS = tuple(f"{ALIAS_WEBHOOK_ENTITY}.{action}" for action in ALIAS_WEBHOOK_ACTIONS)
+WEBHOOK_PATH = "/webhooks/mlflow"
+WEBHOOK_SECRET_ENV = "SERVING_WEBHOOK_SECRET"

@@ -10,6 +10,9 @@ What the server does about connections, slow or malformed requests and ``Expect`
 the answer comes within ``--timeout`` of the body. A client that goes away before its
 answer is counted apart (``client_disconnects``), not as a request that failed.
 
+``POST /webhooks/mlflow`` (with ``--webhook-secret``) takes MLflow's registry webhooks, signed
+instead of behind the token: ``serving.webhooks``.
+
 ``/health`` is in two parts: what a probe needs (``status``, the live ``version``,
 ``ready``) for anyone, and the details (model servers, pids, sockets, paths, errors) only
 with the token when ``--api-token`` is set.
@@ -40,6 +43,7 @@ from serving.monitoring import install as install_monitoring
 from serving.open_inference_routes import install as install_open_inference
 from serving.upstream import UpstreamStartError
 from serving.validation import Invocation, ValidationError, parse_invocation, predict_row
+from serving.webhooks import install as install_webhooks
 
 _logger = logging.getLogger(__name__)
 
@@ -329,6 +333,7 @@ def create_app(config, router) -> web.Application:
     app.router.add_get("/ping", proxy.ping)
     app.router.add_get("/version", proxy.version)
     install_open_inference(app, proxy)  # /v2/...
+    install_webhooks(app, config, [router])  # POST /webhooks/mlflow, with a webhook secret
     catch_all = app.router.add_route("*", "/{tail:.*}", proxy.fallback).resource
     app.on_startup.append(proxy.on_startup)
     app.on_cleanup.append(proxy.on_cleanup)

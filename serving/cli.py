@@ -11,11 +11,12 @@ import socket
 import click
 
 from iris_core.command_line import run_command, setup_logging
+from iris_core.contract import WEBHOOK_PATH, WEBHOOK_SECRET_ENV
 from iris_core.errors import RegistryUnavailable
 from iris_core.redaction import redact
 from iris_core.refs import RunModelRef
 from iris_core.table.contract import ContractError
-from serving.config import API_TOKEN_ENV, ServingConfig
+from serving.config import API_TOKEN_ENV, POLL_INTERVAL_S, POLL_INTERVAL_WITH_WEBHOOKS_S, ServingConfig
 from serving.errors import ServingError
 from serving.model_facts import ModelFacts, VersionFacts, standing_in
 from serving.registry import open_lookup
@@ -29,8 +30,8 @@ ENV_MANAGERS = ("local", "uv", "virtualenv", "conda")
 
 @click.command(
     help="Serve the model behind the validation proxy: POST /invocations, /predict and /feedback; GET /health, "
-    "/ready, /ping, /version, /metrics (Prometheus; on --metrics-port when given); and the Open Inference "
-    "Protocol (KServe V2) under /v2."
+    "/ready, /ping, /version, /metrics (Prometheus; on --metrics-port when given); the Open Inference "
+    "Protocol (KServe V2) under /v2; and POST /webhooks/mlflow (MLflow's registry webhooks, with --webhook-secret)."
 )
 @click.option(
     "--model-uri",
@@ -127,11 +128,18 @@ ENV_MANAGERS = ("local", "uv", "virtualenv", "conda")
     help="Read the token from this file (alone on its line), e.g. a mounted secret.",
 )
 @click.option(
+    "--webhook-secret",
+    envvar=WEBHOOK_SECRET_ENV,
+    show_envvar=True,
+    help="Take MLflow's registry webhooks at POST /webhooks/mlflow, signed with this secret (the one given to "
+    "`registry_tools webhook create`): an alias move is acted on at once, not at the next poll. Set it in the "
+    "environment: on the command line, every local user can read it (ps).",
+)
+@click.option(
     "--poll-interval",
     type=click.FloatRange(min=0, min_open=True),
-    default=C.poll_interval,
-    show_default=True,
-    help="Seconds between registry checks of the alias.",
+    help=f"Seconds between registry checks of the alias.  [default: {POLL_INTERVAL_S:g}; "
+    f"{POLL_INTERVAL_WITH_WEBHOOKS_S:g} with --webhook-secret, the checks then only catching a delivery MLflow lost]",
 )
 @click.option(
     "--keep-warm",
@@ -323,6 +331,10 @@ def serve(ctx: click.Context, log_level: str, **options) -> None:
     setup_logging(log_level)
     config = ServingConfig(**options)
     token_on_command_line = ctx.get_parameter_source("api_token") == click.core.ParameterSource.COMMANDLINE
+    if ctx.get_parameter_source("webhook_secret") == click.core.ParameterSource.COMMANDLINE:
+        _logger.warning(
+            "--webhook-secret on the command line is visible to every local user (ps): set %s", WEBHOOK_SECRET_ENV
+        )
     explicit_model = ctx.get_parameter_source("model_uri") != click.core.ParameterSource.DEFAULT
     from serving.http_server import ensure_open_files
 
@@ -405,6 +417,9 @@ def run(
     upstream = redact(config.upstream) if config.upstream else "its own `mlflow models serve`"
     following = "following the alias" if config.follows_alias else "pinned"
     click.echo(f"serving {config.model_uri} ({served}, {following}) via {upstream} on http://{host}:{port}", err=True)
+    if config.webhook_secret:
+        polls = f", and polling every {config.poll_interval:g} s" if config.follows_alias or config.shadow else ""
+        click.echo(f"taking MLflow's registry webhooks at http://{host}:{port}{WEBHOOK_PATH}{polls}", err=True)
     if token_on_command_line:
         _logger.warning(
             "--api-token on the command line is visible to every local user (ps): set %s or use --api-token-file",

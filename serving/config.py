@@ -6,9 +6,10 @@ read them from the class (``ServingConfig.port``...).
 
 import ipaddress
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from iris_core.contract import WEBHOOK_SECRET_ENV
 from iris_core.refs import (
     CHAMPION,
     DEFAULT_MODEL_NAME,
@@ -27,6 +28,13 @@ from serving.validation import Limits
 
 DEFAULT_MODEL_URI = alias_uri(DEFAULT_MODEL_NAME, CHAMPION)
 API_TOKEN_ENV = "SERVING_API_TOKEN"  # where the token is read from; never passed on to a model server
+SECRET_ENVS = (API_TOKEN_ENV, WEBHOOK_SECRET_ENV)  # what a model server's environment never holds
+# Seconds between registry polls. With a webhook secret, MLflow's webhooks prompt a poll the
+# moment an alias moves, and the timed poll is only the net under them: MLflow sends each
+# delivery once (a few retries within about two minutes, never stored), so one lost while the
+# proxy restarts, or sent before a new webhook left MLflow's 60 s cache, is caught by it.
+POLL_INTERVAL_S = 2.0
+POLL_INTERVAL_WITH_WEBHOOKS_S = 30.0
 
 
 def read_token_file(path: str | Path) -> str:
@@ -87,7 +95,8 @@ class ServingConfig:
     body_timeout: float = 10.0
     api_token: str | None = None
     api_token_file: str | None = None  # where the token is read from instead (a mounted secret)
-    poll_interval: float = 2.0
+    poll_interval: float | None = None  # POLL_INTERVAL_S, or POLL_INTERVAL_WITH_WEBHOOKS_S with a webhook secret
+    webhook_secret: str | None = field(default=None, repr=False)  # checks MLflow's webhooks (serving.webhooks)
     keep_warm: int = 1
     pin: bool = False
     batching: bool = True
@@ -132,6 +141,9 @@ class ServingConfig:
             if self.api_token:
                 raise ConfigError(f"give the token once: --api-token-file or {API_TOKEN_ENV} (--api-token), not both")
             object.__setattr__(self, "api_token", read_token_file(self.api_token_file))
+        if self.poll_interval is None:
+            default = POLL_INTERVAL_WITH_WEBHOOKS_S if self.webhook_secret else POLL_INTERVAL_S
+            object.__setattr__(self, "poll_interval", default)
         if not self.allow_remote and not is_loopback(self.host):
             raise ConfigError(
                 f"--host {self.host} accepts connections from other machines; add --allow-remote to mean it"
