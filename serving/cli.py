@@ -25,22 +25,40 @@ _logger = logging.getLogger(__name__)
 
 
 C = ServingConfig  # every default below is declared once, on the settings class
+
+
+class ModelUris(click.ParamType):
+    """A model URI; in the environment variable, several separated by commas."""
+
+    name = "URI"
+    envvar_list_splitter = ","
+
+    def convert(self, value, param, ctx):
+        return value.strip() if isinstance(value, str) else value
+
+
 ENV_MANAGERS = ("local", "uv", "virtualenv", "conda")
 
 
 @click.command(
-    help="Serve the model behind the validation proxy: POST /invocations, /predict and /feedback; GET /health, "
-    "/ready, /ping, /version, /metrics (Prometheus; on --metrics-port when given); the Open Inference "
-    "Protocol (KServe V2) under /v2; and POST /webhooks/mlflow (MLflow's registry webhooks, with --webhook-secret)."
+    help="Serve one or more models behind the validation proxy: POST /invocations, /predict (the first model's) and "
+    "/models/<name>/invocations, /models/<name>/predict (any model's), /feedback; GET /health, /ready, /ping, "
+    "/version, /metrics (Prometheus; on --metrics-port when given); and the Open Inference Protocol (KServe V2) "
+    "under /v2, and over gRPC with --grpc-port; and POST /webhooks/mlflow (MLflow's registry webhooks, with --webhook-secret)."
 )
 @click.option(
     "--model-uri",
-    default=C.model_uri,
+    "model_uris",
+    type=ModelUris(),
+    multiple=True,
+    default=C.model_uris,
     show_default=True,
     envvar="SERVING_MODEL_URI",
     show_envvar=True,
     help="models:/<name>@<alias> (followed: the service switches when the alias moves), models:/<name>/<version>, "
-    "or runs:/<run_id>/<path> (a run's model, registered or not).",
+    "or runs:/<run_id>/<path> (a run's model, registered or not). Repeat it (or list them in the environment "
+    "variable, comma-separated) to serve several models: the first answers /invocations and /predict, each "
+    "answers /models/<name>/invocations, /models/<name>/predict and /v2/models/<name>/...",
 )
 @click.option(
     "--upstream",
@@ -324,6 +342,13 @@ ENV_MANAGERS = ("local", "uv", "virtualenv", "conda")
     help="Calls (or rows) each version needs in the window before a threshold may roll back.",
 )
 @click.option(
+    "--grpc-port",
+    type=click.IntRange(0, 65535),
+    envvar="SERVING_GRPC_PORT",
+    show_envvar=True,
+    help="Serve the Open Inference Protocol over gRPC (inference.GRPCInferenceService) on this port (same --host).",
+)
+@click.option(
     "--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]), default="INFO", show_default=True
 )
 @click.pass_context
@@ -335,7 +360,7 @@ def serve(ctx: click.Context, log_level: str, **options) -> None:
         _logger.warning(
             "--webhook-secret on the command line is visible to every local user (ps): set %s", WEBHOOK_SECRET_ENV
         )
-    explicit_model = ctx.get_parameter_source("model_uri") != click.core.ParameterSource.DEFAULT
+    explicit_model = ctx.get_parameter_source("model_uris") != click.core.ParameterSource.DEFAULT
     from serving.http_server import ensure_open_files
 
     ensure_open_files(config.max_connections)
@@ -343,8 +368,18 @@ def serve(ctx: click.Context, log_level: str, **options) -> None:
     # model URI resolves (seconds: the registry helper imports MLflow) waits, not refused.
     listener = bind(config.host, config.port)
     metrics_listener = bind(config.host, config.metrics_port) if config.metrics_port else None
-    initial, lookup, facts = resolve_initial(config, explicit_model)
-    run(config, initial, lookup, listener, metrics_listener, facts, token_on_command_line)
+    if config.grpc_port:
+        bind(config.host, config.grpc_port).close()  # a busy port fails now; the gRPC server binds it as it starts
+    models = []
+    try:
+        for uri in config.model_uris:
+            models.append(resolve_initial(config.for_model(uri), explicit_model))
+    except ServingError:
+        for _, lookup, _ in models:  # the models resolved before the one that failed
+            if lookup is not None:
+                lookup.close(wait=True)
+        raise
+    run(config, models, listener, metrics_listener, token_on_command_line)
 
 
 def resolve_initial(config: ServingConfig, explicit_model: bool):
@@ -387,38 +422,41 @@ def bind(host: str, port: int) -> socket.socket:
 
 def run(
     config: ServingConfig,
-    initial,
-    lookup,
+    models: list,
     listener: socket.socket,
     metrics_listener: socket.socket | None = None,
-    facts: ModelFacts | None = None,
     token_on_command_line: bool = False,
 ) -> None:
+    """Serve ``models``: for each ``--model-uri``, its first version, the lookup that follows it and its facts."""
     from serving.app import CONNECTIONS, create_app
     from serving.http_server import serve as serve_http
     from serving.monitoring import METRICS_SOCKET
     from serving.router import Router
 
-    if initial is None:
-        known = VersionFacts(default=facts)
-    else:
-        known = VersionFacts(lookup, {initial.version: facts})
-    router = Router(config, initial, lookup, facts=known)
-    app = create_app(config, router)
+    routers = []
+    for uri, (initial, lookup, facts) in zip(config.model_uris, models):
+        known = VersionFacts(default=facts) if initial is None else VersionFacts(lookup, {initial.version: facts})
+        routers.append(Router(config.for_model(uri), initial, lookup, facts=known))
+    app = create_app(config, routers)
     if metrics_listener is not None:
         app[METRICS_SOCKET] = metrics_listener
     host, port = listener.getsockname()[:2]
-    if initial is None:
-        served = "an unknown version"
-    elif isinstance(config.model, RunModelRef):
-        served = f"run {initial.run_id}, answers labelled {initial.version}"
-    else:
-        served = f"version {initial.version}"
     upstream = redact(config.upstream) if config.upstream else "its own `mlflow models serve`"
-    following = "following the alias" if config.follows_alias else "pinned"
-    click.echo(f"serving {config.model_uri} ({served}, {following}) via {upstream} on http://{host}:{port}", err=True)
+    for uri, (initial, _, _) in zip(config.model_uris, models):
+        model = config.for_model(uri)
+        if initial is None:
+            served = "an unknown version"
+        elif isinstance(model.model, RunModelRef):
+            served = f"run {initial.run_id}, answers labelled {initial.version}"
+        else:
+            served = f"version {initial.version}"
+        following = "following the alias" if model.follows_alias else "pinned"
+        click.echo(f"serving {uri} ({served}, {following}) via {upstream} on http://{host}:{port}", err=True)
+    if config.grpc_port is not None:
+        click.echo(f"and the Open Inference Protocol over gRPC on {config.host}:{config.grpc_port}", err=True)
     if config.webhook_secret:
-        polls = f", and polling every {config.poll_interval:g} s" if config.follows_alias or config.shadow else ""
+        polling = config.shadow or any(config.for_model(uri).follows_alias for uri in config.model_uris)
+        polls = f", and polling every {config.poll_interval:g} s" if polling else ""
         click.echo(f"taking MLflow's registry webhooks at http://{host}:{port}{WEBHOOK_PATH}{polls}", err=True)
     if token_on_command_line:
         _logger.warning(

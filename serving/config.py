@@ -6,7 +6,7 @@ read them from the class (``ServingConfig.port``...).
 
 import ipaddress
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from iris_core.contract import WEBHOOK_SECRET_ENV
@@ -78,7 +78,10 @@ def is_loopback(host: str) -> bool:
 
 @dataclass(frozen=True)
 class ServingConfig:
-    model_uri: str = DEFAULT_MODEL_URI
+    # The models served: each follows its own alias with its own contract, rollouts and shadow; the
+    # first also answers the routes that name no model (/invocations, /predict).
+    model_uris: tuple[str, ...] = (DEFAULT_MODEL_URI,)
+    grpc_port: int | None = None  # the Open Inference Protocol over gRPC on this port (same --host); off unless given
     upstream: str | None = None  # an `mlflow models serve` someone else runs; no process management
     host: str = "127.0.0.1"
     port: int = 8000
@@ -136,7 +139,7 @@ class ServingConfig:
     min_requests: int = 100  # calls or rows each side needs before a check may fire
 
     def __post_init__(self):
-        parse_model_uri(self.model_uri)
+        self._check_models()
         if self.api_token_file is not None:
             if self.api_token:
                 raise ConfigError(f"give the token once: --api-token-file or {API_TOKEN_ENV} (--api-token), not both")
@@ -213,9 +216,36 @@ class ServingConfig:
         if not self.bake >= 0:
             raise ConfigError(f"--bake must be >= 0, got {self.bake}")
 
+    def _check_models(self) -> None:
+        if isinstance(self.model_uris, str):
+            object.__setattr__(self, "model_uris", tuple(u.strip() for u in self.model_uris.split(",") if u.strip()))
+        if not self.model_uris:
+            raise ConfigError("--model-uri names the model to serve; give at least one")
+        names = [parse_model_uri(uri).name for uri in self.model_uris]
+        if len(set(names)) != len(names):
+            twice = next(name for name in names if names.count(name) > 1)
+            raise ConfigError(f"--model-uri names model {twice!r} twice; each model is served once")
+        if self.upstream is not None and len(self.model_uris) > 1:
+            raise ConfigError("--upstream fronts one model server: give it at most one --model-uri")
+        if self.grpc_port and self.grpc_port in (self.port, self.metrics_port):
+            raise ConfigError("--grpc-port must differ from --port and --metrics-port")
+
+    @property
+    def model_uri(self) -> str:
+        """The first model's URI: the one the routes without a model name answer for."""
+        return self.model_uris[0]
+
     @property
     def model(self) -> ModelRef | RunModelRef:
         return parse_model_uri(self.model_uri)
+
+    @property
+    def models(self) -> list[ModelRef | RunModelRef]:
+        return [parse_model_uri(uri) for uri in self.model_uris]
+
+    def for_model(self, uri: str) -> "ServingConfig":
+        """These settings for one of the models: what its router, rollouts and shadow read."""
+        return replace(self, model_uris=(uri,))
 
     @property
     def follows_alias(self) -> bool:
