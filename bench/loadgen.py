@@ -1,4 +1,4 @@
-"""Closed-loop HTTP load for the serving benchmark: `wrk` when installed, else an asyncio fallback.
+"""Closed-loop HTTP and gRPC load for the serving benchmark: `wrk` when installed, else an asyncio fallback.
 
 Closed loop: each of N connections sends its next request as soon as the previous answer
 arrives, for a fixed time, so throughput and latency are those of the server under a
@@ -6,9 +6,15 @@ fixed concurrency. `wrk` is written in C and needs a fraction of a core; the Pyt
 fallback needs far more CPU on a 2-core machine, which lowers every figure, so results
 say which generator made them. Bodies are JSON documents, one per line of a file, sent
 round-robin. Both generators report the same JSON shape (see ``LoadResult``).
+
+A ``grpc://host:port/<package.Service>/<Method>`` URL drives a unary gRPC method instead,
+with the Python generator only (``grpc.aio``, one channel); its bodies are serialized
+request messages, one per line, base64-encoded. Comparing gRPC with REST, drive both with
+the Python generator: the same client overhead on both sides.
 """
 
 import asyncio
+import base64
 import json
 import shutil
 import subprocess
@@ -63,6 +69,8 @@ def run_load(
 ) -> LoadResult:
     """Drive ``url`` (scheme://host:port/path) with ``connections`` closed loops for ``duration`` seconds."""
     base, _, path = url.partition("://")[2].partition("/")
+    if generator == "wrk" and url.startswith("grpc://"):
+        raise click.UsageError("wrk speaks HTTP only; drive a grpc:// URL with --loadgen python")
     if generator == "wrk":
         command = [
             "wrk",
@@ -134,6 +142,41 @@ async def closed_loop(url: str, bodies: list[bytes], connections: int, duration:
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=timeout)) as session:
         await asyncio.gather(*(loop(k) for k in range(connections)))
     elapsed = time.perf_counter() - started
+    return _result(latencies, errors, elapsed)
+
+
+async def grpc_closed_loop(
+    url: str, bodies: list[bytes], connections: int, duration: float, timeout: float
+) -> LoadResult:
+    """``connections`` concurrent loops calling one unary method with serialized requests, over one channel."""
+    import grpc
+
+    address, _, method = url.partition("://")[2].partition("/")
+    latencies: list[float] = []
+    errors: Counter = Counter()
+    started = time.perf_counter()
+    deadline = started + duration
+    async with grpc.aio.insecure_channel(address) as channel:
+        call = channel.unary_unary(f"/{method}")  # bytes in, bytes out: no (de)serialization in the client
+
+        async def loop(offset: int) -> None:
+            index = offset
+            while time.perf_counter() < deadline:
+                body = bodies[index % len(bodies)]
+                index += 1
+                sent = time.perf_counter()
+                try:
+                    await call(body, timeout=timeout)
+                except grpc.aio.AioRpcError as exc:
+                    errors["timeout" if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED else "status"] += 1
+                latencies.append(time.perf_counter() - sent)
+
+        await asyncio.gather(*(loop(k) for k in range(connections)))
+    elapsed = time.perf_counter() - started
+    return _result(latencies, errors, elapsed)
+
+
+def _result(latencies: list[float], errors: Counter, elapsed: float) -> LoadResult:
     ordered = sorted(latencies) or [0.0]
 
     def percentile(p: float) -> int:
@@ -161,16 +204,19 @@ async def closed_loop(url: str, bodies: list[bytes], connections: int, duration:
 @click.option("--duration", type=click.FloatRange(min=0.1), default=10.0, show_default=True, help="Seconds.")
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True, help="Seconds per request.")
 def main(url, bodies, connections, duration, timeout):
-    payloads = [line.encode() for line in bodies.read_text().splitlines() if line.strip()]
-    if not payloads:
+    lines = [line for line in bodies.read_text().splitlines() if line.strip()]
+    if not lines:
         raise click.UsageError(f"{bodies} holds no bodies")
+    grpc_url = url.startswith("grpc://")
+    payloads = [base64.b64decode(line) if grpc_url else line.encode() for line in lines]
     try:
         import uvloop
 
         run = uvloop.run
     except ImportError:
         run = asyncio.run
-    result = run(closed_loop(url, payloads, connections, duration, timeout))
+    loop = grpc_closed_loop if grpc_url else closed_loop
+    result = run(loop(url, payloads, connections, duration, timeout))
     click.echo(json.dumps(result.__dict__))
 
 

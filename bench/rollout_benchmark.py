@@ -20,16 +20,24 @@ share of rows, one is several times slower, one disagrees without errors), puts
   challenger`` (version 2) under a light load; promote version 2 and measure the time
   from the alias move to its first answer. Its model server is the shadow's, already up,
   so the goal is a warm rollback's: poll interval + 0.5 s.
+- **webhooks**: the one-step switch again, the moves made through an `mlflow server` (over
+  the same store) that sends its registry webhooks to a proxy with a webhook secret (its
+  timed poll every 30 s), then to a proxy that only polls (every ``--poll-interval``): a
+  cold promotion and warm moves, alias move to first answer by the new version, one proxy
+  at a time. Goal: a warm switch with webhooks under 0.5 s.
 
 It measures and prints, with each goal and ``[met]`` or ``[missed]``; it asserts nothing.
 From the repository root:
 
-    python -m bench.rollout_benchmark [--only switch,rollback,shadow,shadowed-promotion] [--poll-interval 2] [--rounds 3]
+    python -m bench.rollout_benchmark [--only switch,rollback,shadow,shadowed-promotion,webhooks] [--poll-interval 2]
+        [--rounds 3]
 """
 
 import contextlib
 import logging
 import os
+import random
+import secrets
 import statistics
 import subprocess
 import sys
@@ -384,15 +392,104 @@ def measure_shadowed_promotion(env: dict, workdir: Path, poll_interval: float) -
     return [*lines, report(goals, "shadowed promotion goals")]
 
 
-PARTS = ("switch", "rollback", "shadow", "shadowed-promotion")
+# -- webhooks against polling ------------------------------------------------------------------------
 
 
-@click.command(help="Print the times of live switches and automatic rollbacks, and the cost of shadowing.")
+WEBHOOK_WARM_GOAL_S = 0.5  # alias move -> first answer by a warm version, with webhooks
+
+
+def measure_webhooks(env: dict, workdir: Path, poll_interval: float, rounds: int) -> list[str]:
+    """The same moves through an `mlflow server`, to a proxy its webhooks prompt and then to one that only polls.
+
+    One proxy at a time, each started on version 1 with nothing else running, so both pay
+    the same cold start for version 2 on the same idle cores. The webhook proxy keeps its
+    default poll interval (30 s with a webhook secret); the other polls every ``poll_interval``.
+    """
+    from cryptography.fernet import Fernet
+
+    from bench.stack_memory import tracking_server
+    from registry_tools.webhooks import create_webhook
+
+    move(registry_client(env), "1", "rollback")  # straight into the database: no webhook event yet
+    server_env = {
+        **env,
+        "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
+        "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",
+        "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": Fernet.generate_key().decode(),
+    }
+    secret = secrets.token_urlsafe(32)
+    with tracking_server(workdir, server_env) as uri:
+        client = registry_client({"MLFLOW_TRACKING_URI": uri})
+        webhook_env = {**env, "MLFLOW_TRACKING_URI": uri, "SERVING_WEBHOOK_SECRET": secret}
+        with proxy(webhook_env, workdir, "webhooks") as url:
+            made = create_webhook(client, f"{url}/webhooks/mlflow", secret, "rollout-benchmark", "rollout benchmark")
+            try:
+                prompted, failed_prompted = _timed_moves(client, url, rounds, poll_interval)
+            finally:
+                client.delete_webhook(made.id)
+        deliveries = (workdir / "proxy-webhooks.log").read_text().count("polling the registry now")
+        polling_env = {**env, "MLFLOW_TRACKING_URI": uri}
+        with proxy(polling_env, workdir, "polling", "--poll-interval", str(poll_interval)) as url:
+            polled, failed_polled = _timed_moves(client, url, rounds, poll_interval)
+    failed = {"webhooks": failed_prompted, "polling": failed_polled}
+    return webhook_report(prompted, polled, failed, deliveries, poll_interval)
+
+
+def _timed_moves(client, url: str, rounds: int, poll_interval: float) -> tuple[list[tuple[str, float]], int]:
+    """A cold promotion 1 -> 2, then warm moves back and forth, ending on 1; (label, seconds) each, failed requests."""
+    moves = [("promote to a cold version (1 -> 2)", "2", "promote", 300)]
+    moves.append(("rollback to the warm version (2 -> 1)", "1", "rollback", 60))
+    for _ in range(rounds - 1):
+        moves.append(("promote to the warm version (1 -> 2)", "2", "promote", 60))
+        moves.append(("rollback to the warm version (2 -> 1)", "1", "rollback", 60))
+    rows = []
+    with Clients(url) as clients:
+        clients.first_answer_after("1", 0.0, 60)
+        for label, version, how, timeout in moves:
+            rows.append((label, clients.first_answer_after(version, move(client, version, how), timeout)))
+            # The switch settles before the next move, which lands at a random point of the polling proxy's
+            # interval: a fixed pause close to the interval would move at the same phase of it every time.
+            time.sleep(random.uniform(1.0, 1.0 + poll_interval))
+        failed = sum(1 for _, status, _ in clients.answers if status != 200)
+    return rows, failed
+
+
+def webhook_report(prompted, polled, failed: dict, deliveries: int, poll_interval: float) -> list[str]:
+    lines = [
+        "webhooks: moves through an `mlflow server`; alias move -> first answer by the new version",
+        f"  {'move':<40} {'webhooks (poll 30 s)':>20} {f'polling (poll {poll_interval:g} s)':>20}",
+    ]
+    for (label, with_webhooks), (_, with_polling) in zip(prompted, polled):
+        lines.append(f"  {label:<40} {with_webhooks:18.2f} s {with_polling:18.2f} s")
+    warm = {name: [s for label, s in rows if "warm" in label] for name, rows in (("w", prompted), ("p", polled))}
+    figures = {name: f"{statistics.median(s):.2f} / {max(s):.2f} s" for name, s in warm.items()}
+    lines.append(f"  {'warm moves: median / worst':<40} {figures['w']:>20} {figures['p']:>20}")
+    lines.append(f"  deliveries that prompted a poll: {deliveries} of {len(prompted)} moves")
+    lines.append(f"  failed requests: {failed['webhooks']} with webhooks, {failed['polling']} polling")
+    worst = max(warm["w"])
+    goals = [
+        Goal(
+            f"warm switch with webhooks < {WEBHOOK_WARM_GOAL_S:g} s",
+            worst < WEBHOOK_WARM_GOAL_S,
+            f"worst {worst:.2f} s",
+        ),
+        Goal("no failed request during the moves", not any(failed.values()), str(sum(failed.values()))),
+    ]
+    return [*lines, report(goals, "webhook goals")]
+
+
+PARTS = ("switch", "rollback", "shadow", "shadowed-promotion", "webhooks")
+
+
+@click.command(
+    help="Print the times of live switches and automatic rollbacks, the cost of shadowing, and switches prompted "
+    "by MLflow's webhooks against polling."
+)
 @click.option(
     "--only",
     default=",".join(PARTS),
     show_default=True,
-    help="Comma-separated parts to run: switch, rollback, shadow, shadowed-promotion.",
+    help="Comma-separated parts to run: switch, rollback, shadow, shadowed-promotion, webhooks.",
 )
 @click.option("--poll-interval", type=click.FloatRange(min=0.1), default=2.0, show_default=True)
 @click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True, help="Warm moves; shadow rounds.")
@@ -424,6 +521,8 @@ def main(only, poll_interval, rounds, clients, duration, loadgen, workdir) -> No
             report += measure_shadow(env, workdir, rounds, duration, generator)
         if "shadowed-promotion" in parts:
             report += measure_shadowed_promotion(env, workdir, poll_interval)
+        if "webhooks" in parts:
+            report += measure_webhooks(env, workdir, poll_interval, rounds)
     click.echo("\n" + "\n".join(report))
 
 

@@ -1,7 +1,8 @@
 """Side-by-side serving benchmark: bare `mlflow models serve`, the proxy without and with batching,
-the same batching proxy driven with the Open Inference Protocol's infer (V2), the batching proxy
-with its request checks as they were before table contracts (``bench.hardcoded_iris``), the classic
-in-process FastAPI app, all serving the same champion on loopback; and the batching proxy in
+the same batching proxy driven with the Open Inference Protocol's infer (V2) over REST and over
+gRPC, the batching proxy with its request checks as they were before table contracts
+(``bench.hardcoded_iris``), and the in-process design at its fastest (``bench.reference_app``:
+aiohttp, NumPy), all serving the same champion on loopback; and the batching proxy in
 front of a 30-feature model (a plain scikit-learn model registered beside it), for what the
 contract's checks cost on a wider table.
 
@@ -32,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +58,8 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 V2_INFER = "/v2/models/iris/infer"
+GRPC_INFER = "grpc"  # the proxy's --grpc-port, method inference.GRPCInferenceService/ModelInfer
+GRPC_METHOD = "inference.GRPCInferenceService/ModelInfer"
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,7 @@ class Config:
     path: str
     server: str = ""
     body: str = ""  # which bodies drive it (``write_bodies``); its path's by default
+    generator: str = ""  # the load generator it needs ("python" for gRPC, and REST beside it); the run's by default
 
     @property
     def server_key(self) -> str:
@@ -88,8 +93,12 @@ CONFIGS = (
     Config("batching", "proxy, batching on", "/invocations"),
     Config("hardcoded", "proxy, batching on, pre-contract Iris checks", "/invocations"),
     Config("v2", "proxy, batching on, V2 infer", V2_INFER, server="batching"),
+    Config(
+        "v2-python", "proxy, batching on, V2 infer (Python client)", V2_INFER, server="batching", generator="python"
+    ),
+    Config("grpc", "proxy, batching on, V2 gRPC (Python client)", GRPC_INFER, server="batching", generator="python"),
     Config("wide", "proxy, batching on, 30 features", "/invocations", body="wide"),
-    Config("fastapi", "FastAPI in-process", "/predict"),
+    Config("reference", "in-process reference (aiohttp, NumPy)", "/predict"),
 )
 
 
@@ -105,7 +114,8 @@ class Row:
 def build_champion(workdir: Path, versions: int = 1, wide: bool = False) -> dict:
     """Run the real pipeline into a store in ``workdir`` until ``iris`` has ``versions``; the environment for it.
 
-    With ``wide``, the store also gets ``wide``: a 30-feature model logged the plain MLflow way.
+    With ``wide``, the store also gets the plain models of ``PLAIN_MODELS`` (``wide``: 30
+    features; ``wine``: 13), logged the ordinary MLflow way.
     """
     env = store_env(workdir)
     have = registered_versions(env) if (workdir / "mlflow.db").exists() else 0
@@ -113,30 +123,34 @@ def build_champion(workdir: Path, versions: int = 1, wide: bool = False) -> dict
         _logger.info("reusing the store in %s (%d versions)", workdir, have)
     for extra in range(have, versions):
         train(workdir, env, "-P", f"C={1.0 - 0.5 * extra}")
-    if wide and registered_versions(env, "wide") == 0:
-        register_wide(env)
+    for name in PLAIN_MODELS if wide else ():
+        if registered_versions(env, name) == 0:
+            register_plain(env, name)
     return env
 
 
-def register_wide(env: dict) -> None:
-    """scikit-learn's breast cancer table (30 features), scaled and fitted, logged with an inferred signature."""
+PLAIN_MODELS = {"wide": "load_breast_cancer", "wine": "load_wine"}  # registered name -> scikit-learn's table
+
+
+def register_plain(env: dict, name: str) -> None:
+    """One of scikit-learn's tables, scaled and fitted, logged with an inferred signature as ``name`` @champion."""
     import mlflow
+    import sklearn.datasets
     from mlflow.models import infer_signature
-    from sklearn.datasets import load_breast_cancer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    data = load_breast_cancer(as_frame=True)
+    data = getattr(sklearn.datasets, PLAIN_MODELS[name])(as_frame=True)
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(data.data, data.target)
     mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
-    mlflow.set_experiment("wide-table")
+    mlflow.set_experiment("plain-models")
     with mlflow.start_run():
         signature = infer_signature(data.data, model.predict(data.data))
         mlflow.sklearn.log_model(
-            model, name="model", signature=signature, input_example=data.data.head(2), registered_model_name="wide"
+            model, name="model", signature=signature, input_example=data.data.head(2), registered_model_name=name
         )
-    mlflow.MlflowClient().set_registered_model_alias("wide", "champion", "1")
+    mlflow.MlflowClient().set_registered_model_alias(name, "champion", "1")
     os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
 
 
@@ -174,17 +188,35 @@ def write_bodies(workdir: Path) -> dict:
             for row in rows
         )
     )
-    from sklearn.datasets import load_breast_cancer
+    import sklearn.datasets
 
-    wide_frame = load_breast_cancer(as_frame=True).data
-    wide = workdir / "wide-invocations.jsonl"
-    wide.write_text(
-        "".join(
-            json.dumps({"dataframe_split": {"columns": list(wide_frame.columns), "data": [row]}}) + "\n"
-            for row in wide_frame.to_numpy().tolist()
+    tables = {}
+    for name, loader in PLAIN_MODELS.items():
+        frame = getattr(sklearn.datasets, loader)(as_frame=True).data
+        tables[name] = workdir / f"{name}-invocations.jsonl"
+        tables[name].write_text(
+            "".join(
+                json.dumps({"dataframe_split": {"columns": list(frame.columns), "data": [row]}}) + "\n"
+                for row in frame.to_numpy().tolist()
+            )
         )
-    )
-    return {"/invocations": invocations, "/predict": predict, V2_INFER: v2, "wide": wide}
+    grpc = workdir / "grpc-infer.b64"
+    grpc.write_text("".join(grpc_body(row) + "\n" for row in rows))
+    return {"/invocations": invocations, "/predict": predict, V2_INFER: v2, GRPC_INFER: grpc, **tables}
+
+
+def grpc_body(row: list[float]) -> str:
+    """One ModelInferRequest of a row, four FP64 tensors in raw contents as Triton's client sends them, in base64."""
+    import base64
+    import struct
+
+    from serving.grpc import messages
+
+    request = messages.ModelInferRequest(model_name="iris")
+    for name, value in zip(FEATURES, row):
+        request.inputs.add(name=name, datatype="FP64", shape=[1, 1])
+        request.raw_input_contents.append(struct.pack("<d", value))
+    return base64.b64encode(request.SerializeToString()).decode()
 
 
 def tree_rss(root: int) -> int:
@@ -293,11 +325,11 @@ def started(config: Config, env: dict, workdir: Path, probe_body: bytes):
         serve_env = env if key == "bare" else upstream_env(env)
         with server(mlflow_serve(port), serve_env, workdir, key, probe, probe_body) as proc:
             yield base, {"server": proc.pid}
-    elif key == "fastapi":
+    elif key == "reference":
         command = [sys.executable, "-m", "bench.reference_app", "--model-uri", CHAMPION_URI, "--port", str(port)]
         # bench is not an installed package and the app runs in the store's directory
         app_env = {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))}
-        with server(command, app_env, workdir, "fastapi", probe, probe_body) as proc:
+        with server(command, app_env, workdir, "reference", probe, probe_body) as proc:
             yield base, {"server": proc.pid}
     else:
         upstream_port = free_port()
@@ -316,6 +348,8 @@ def started(config: Config, env: dict, workdir: Path, probe_body: bytes):
             command = [sys.executable, "-m", module, "--upstream", upstream, "--host", "127.0.0.1", "--port", str(port)]
             if key == "proxy":
                 command.append("--no-batching")
+            if key == "batching":
+                command += ["--grpc-port", str(port + 1 if port < 65535 else port - 1)]
             if key == "wide":
                 command += ["--model-uri", model_uri]  # its contract comes from the registry
             proxy_env = {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))}
@@ -341,14 +375,18 @@ def measure(configs, connections, duration, warmup, generator, workdir, env) -> 
                 servers[config.server_key] = stack.enter_context(started(first, env, workdir, probe_body))
             base, roots = servers[config.server_key]
             url = f"{base}{config.path}"
+            if config.path == GRPC_INFER:  # the batching proxy listens for gRPC on the port after its own
+                host, port = base.rpartition(":")[0].removeprefix("http://"), int(base.rpartition(":")[2])
+                url = f"grpc://{host}:{port + 1 if port < 65535 else port - 1}/{GRPC_METHOD}"
+            config_generator = config.generator or generator
             if warmup:
-                run_load(generator, url, bodies[config.bodies], max(connections), warmup)
+                run_load(config_generator, url, bodies[config.bodies], max(connections), warmup)
             running.append((config, url, roots))
         for count in connections:
             for config, url, roots in running:
                 cpu_before = cpu_seconds(roots["proxy"]) if "proxy" in roots else None
                 with PeakRss(roots) as rss:
-                    load = run_load(generator, url, bodies[config.bodies], count, duration)
+                    load = run_load(config.generator or generator, url, bodies[config.bodies], count, duration)
                 cpu = None
                 if cpu_before is not None:
                     cpu = (cpu_seconds(roots["proxy"]) - cpu_before) * 1e6 / max(load.requests, 1)
@@ -418,7 +456,7 @@ def goals(rows: list, memory: list[StackMemory]) -> list[Goal]:
     """The performance issue's goals (the proxy is the batching one), where the run has the figures for them."""
     index = {(row.config.key, row.connections): row for row in rows}
     checks = []
-    bare64, batch64, fast64 = index.get(("bare", 64)), index.get(("batching", 64)), index.get(("fastapi", 64))
+    bare64, batch64, fast64 = index.get(("bare", 64)), index.get(("batching", 64)), index.get(("reference", 64))
     if batch64 and batch64.proxy_cpu_us is not None:
         cpu = batch64.proxy_cpu_us
         checks.append(Goal("64 conns: proxy CPU per request <= 100 us", cpu <= 100, f"{cpu:.0f} us"))
@@ -429,7 +467,7 @@ def goals(rows: list, memory: list[StackMemory]) -> list[Goal]:
         checks.append(Goal("64 conns: proxy p99 <= 0.05x bare", p99 <= 0.05, f"{p99:.3f}x"))
     if fast64 and batch64:
         times = batch64.load.throughput / fast64.load.throughput
-        checks.append(Goal("64 conns: proxy throughput >= 5x FastAPI in-process", times >= 5, f"{times:.1f}x"))
+        checks.append(Goal("64 conns: proxy throughput >= 5x the in-process reference", times >= 5, f"{times:.1f}x"))
     hard64 = index.get(("hardcoded", 64))
     if hard64 and batch64:
         share = batch64.load.throughput / hard64.load.throughput
@@ -443,6 +481,17 @@ def goals(rows: list, memory: list[StackMemory]) -> list[Goal]:
                 f"{share:.2f}{cpu}",
             )
         )
+    for count in (1, 64):
+        rest, grpc = index.get(("v2-python", count)), index.get(("grpc", count))
+        if rest and grpc:
+            share = grpc.load.throughput / rest.load.throughput
+            checks.append(
+                Goal(
+                    f"{count} conn{'s' if count > 1 else ''}: V2 gRPC throughput >= V2 REST's (same Python client)",
+                    share >= 1.0,
+                    f"{share:.2f}x ({grpc.load.throughput:.0f} vs {rest.load.throughput:.0f} req/s)",
+                )
+            )
     v2_64 = index.get(("v2", 64))
     if v2_64 and batch64:
         share = v2_64.load.throughput / batch64.load.throughput
@@ -504,6 +553,79 @@ def render_validation(figures: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
+@dataclass
+class ModelsRow:
+    """One proxy serving ``names`` (managed model servers), at idle and under load on every model at once."""
+
+    names: tuple[str, ...]
+    idle_rss: int
+    load_rss: int
+    loads: dict  # model -> LoadResult
+
+
+def measure_models(env: dict, workdir: Path, generator: str, duration: float, connections: int = 64) -> list:
+    """The proxy serving 1, 2 and 3 models (its own model servers): the process tree's RSS at idle, and under
+    ``connections`` closed loops shared out over the models' routes, with each model's throughput."""
+    bodies = write_bodies(workdir)
+    rows = []
+    for names in (("iris",), ("iris", "wide"), ("iris", "wide", "wine")):
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        command = [sys.executable, "-m", "serving", "--host", "127.0.0.1", "--port", str(port)]
+        for name in names:
+            command += ["--model-uri", f"models:/{name}@champion"]
+        probe_body = bodies["/invocations"].read_text().splitlines()[0].encode()
+        key = f"models-{len(names)}"
+        with server(command, env, workdir, key, f"{base}/invocations", probe_body) as proxy:
+            wait_until(functools.partial(is_ready, base), START_TIMEOUT, what=key)
+            time.sleep(2)  # settle after the readiness checks
+            idle = tree_rss(proxy.pid)
+            with PeakRss({"tree": proxy.pid}) as rss:
+                loads = drive_models(base, names, bodies, generator, max(1, connections // len(names)), duration)
+            rows.append(ModelsRow(names, idle, rss.peaks["tree"], loads))
+            _logger.info(
+                "%d models: idle %d MB, under load %d MB", len(names), idle // 2**20, rss.peaks["tree"] // 2**20
+            )
+    return rows
+
+
+def is_ready(base: str) -> bool:
+    return requests.get(f"{base}/ready", timeout=5).status_code == 200
+
+
+def drive_models(base: str, names: tuple, bodies: dict, generator: str, connections: int, duration: float) -> dict:
+    """Every model's route driven at once, ``connections`` closed loops each; each model's result."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def drive(name: str):
+        return run_load(
+            generator,
+            f"{base}/models/{name}/invocations",
+            bodies["/invocations" if name == "iris" else name],
+            connections,
+            duration,
+        )
+
+    with ThreadPoolExecutor(len(names)) as pool:
+        return dict(zip(names, pool.map(drive, names)))
+
+
+def render_models(rows: list) -> str:
+    lines = [
+        "| models | idle tree RSS MB | under load, peak MB | req/s, all models | req/s by model | errors |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        total = sum(load.throughput for load in row.loads.values())
+        by_model = ", ".join(f"{name} {load.throughput:.0f}" for name, load in row.loads.items())
+        errors = sum(load.error_count for load in row.loads.values())
+        lines.append(
+            f"| {len(row.names)} | {row.idle_rss / 2**20:.0f} | {row.load_rss / 2**20:.0f} | {total:.0f} | "
+            f"{by_model} | {errors} |"
+        )
+    return "\n".join(lines)
+
+
 def load_average() -> str:
     """The 1-minute load average: other work on the machine lowers every figure."""
     return f"{os.getloadavg()[0]:.2f}"
@@ -520,7 +642,8 @@ def parse_connections(ctx, param, value: str) -> tuple:
 
 
 @click.command(
-    help="Benchmark bare `mlflow models serve`, the proxy (batching off/on, and V2 infer) and an in-process FastAPI app."
+    help="Benchmark bare `mlflow models serve`, the proxy (batching off/on, V2 infer over REST and gRPC, several "
+    "models) and the in-process reference."
 )
 @click.option(
     "--duration", type=click.FloatRange(min=1), default=10.0, show_default=True, help="Seconds per measurement."
@@ -539,8 +662,8 @@ def parse_connections(ctx, param, value: str) -> tuple:
     "--only",
     "only",
     multiple=True,
-    type=click.Choice([c.key for c in CONFIGS] + ["memory"]),
-    help="Measure only these servers, or the stack's memory (repeatable).",
+    type=click.Choice([c.key for c in CONFIGS] + ["memory", "models"]),
+    help="Measure only these servers, or the stack's memory, or one proxy serving 1, 2 and 3 models (repeatable).",
 )
 @click.option(
     "--memory-duration",
@@ -565,8 +688,11 @@ def main(duration, warmup, connections, only, memory_duration, loadgen, workdir)
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="serving-bench-")))
         workdir.mkdir(parents=True, exist_ok=True)
         with_memory = not only or "memory" in only
-        env = build_champion(workdir, versions=2 if with_memory else 1, wide=any(c.key == "wide" for c in configs))
+        with_models = not only or "models" in only
+        plain = with_models or any(c.key == "wide" for c in configs)
+        env = build_champion(workdir, versions=2 if with_memory else 1, wide=plain)
         rows = measure(configs, connections, duration, warmup, generator, workdir, env)
+        models = measure_models(env, workdir, generator, memory_duration) if with_models else []
         bodies = write_bodies(workdir)["/invocations"]
         memory = [
             measure_store(store, env, workdir, bodies, generator, memory_duration) for store in STORES if with_memory
@@ -585,6 +711,16 @@ def main(duration, warmup, connections, only, memory_duration, loadgen, workdir)
             "`mlflow models serve` tree):\n"
         )
         click.echo(render_memory(memory))
+    if models:
+        click.echo(
+            "\none proxy serving 1, 2 and 3 models, each with its own model server; "
+            f"{64} connections shared out over the models' routes:\n"
+        )
+        click.echo(render_models(models))
+        one, two = models[0], models[1] if len(models) > 1 else None
+        if two is not None:
+            ratio_two = sum(load.throughput for load in two.loads.values()) / one.loads["iris"].throughput
+            click.echo(f"\ntwo models at once against one: {ratio_two:.2f}x the requests answered")
     checks = goals(rows, memory)
     if checks:
         click.echo("\n" + report(checks, "goals (proxy = proxy, batching on)"))

@@ -31,6 +31,9 @@ class Tag:
     EVALUATION_RUN_ID = "evaluation_run_id"
     EVAL_ACCURACY = "eval_accuracy"
     EVAL_F1_SCORE = "eval_f1_score"
+    # model version, from the gate, when the champion itself was below ``min_accuracy`` on the gate's rows
+    GATE_CHAMPION_ACCURACY = "gate_champion_accuracy"  # the champion's accuracy on those rows
+    BELOW_FLOOR_P_VALUE = "below_floor_p_value"  # McNemar's exact test of the challenger against it
     # model version, from monitoring
     DRIFT_STATUS = "drift_status"
     DRIFT_RUN_ID = "drift_run_id"
@@ -102,6 +105,14 @@ class GateVerdict(StrEnum):
     PASSED = "passed"
     FAILED = "failed"
     WAITING = "waiting_for_shadow"  # not enough shadow evidence yet: run the gate again later
+    # The champion itself was below min_accuracy on the gate's rows, and the challenger, below it too,
+    # was significantly better on the same rows: promoted, and a person should look.
+    PROMOTED_BELOW_FLOOR = "promoted_below_floor"
+
+    @property
+    def promotes(self) -> bool:
+        """Whether the version may hold the champion alias by this verdict."""
+        return self in (GateVerdict.PASSED, GateVerdict.PROMOTED_BELOW_FLOOR)
 
 
 class MoveKind(StrEnum):
@@ -192,3 +203,14 @@ def alias_claim_key(alias: str, version: str) -> str:
 # Registered-model tag holding the latest retrain's claim (JSON: when, by which cycle run): the
 # cooldown reads it, and cycles that find a problem at the same moment elect one retrainer with it.
 RETRAIN_CLAIM_TAG = "retrain_claim"
+
+
+# MLflow's registry webhooks (``MlflowClient.create_webhook``) that prompt a serving proxy to
+# ask the registry at once where its aliases point: ``registry_tools webhook create`` subscribes
+# to these events for the proxy's path, and the proxy checks their signature with the secret
+# both ends read from this environment variable.
+ALIAS_WEBHOOK_ENTITY = "model_version_alias"
+ALIAS_WEBHOOK_ACTIONS = ("created", "deleted")
+ALIAS_WEBHOOK_EVENTS = tuple(f"{ALIAS_WEBHOOK_ENTITY}.{action}" for action in ALIAS_WEBHOOK_ACTIONS)
+WEBHOOK_PATH = "/webhooks/mlflow"
+WEBHOOK_SECRET_ENV = "SERVING_WEBHOOK_SECRET"

@@ -8,6 +8,7 @@ EXIT_OK = 0
 EXIT_FAILURE = 1  # the operation failed: a refused promotion, a missing version, drift
 EXIT_USAGE = 2  # the command line cannot work as written
 EXIT_WAITING = 3  # nothing failed, the evidence asked for is not there yet: run it again later
+EXIT_REVIEW = 4  # done, and a person should look: the gate promoted a version below its floor
 EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports SIGINT
 
 

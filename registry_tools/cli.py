@@ -1,6 +1,6 @@
-"""The ``registry_tools`` command line: list, show, promote, roll back and audit model versions.
+"""The ``registry_tools`` command line: list, show, promote, roll back and audit model versions; manage webhooks.
 
-Thin click commands over ``versions``, ``promotion`` and ``aliases``. The MLflow client
+Thin click commands over ``versions``, ``promotion``, ``aliases`` and ``webhooks``. The MLflow client
 lives in ``ctx.obj`` and is made on first use, so ``--help`` and usage errors never touch
 the network; each command asks for it before importing anything that imports MLflow, so
 a store that is not there fails in well under a second. Every expected failure ends as
@@ -13,14 +13,15 @@ import logging
 import os
 import sys
 import warnings
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 import click
 
 from iris_core.command_line import run_command, setup_logging
+from iris_core.contract import ALIAS_WEBHOOK_EVENTS, WEBHOOK_PATH, WEBHOOK_SECRET_ENV
 from iris_core.refs import CHAMPION, DEFAULT_MODEL_NAME, check_alias, parse_ref
 from iris_core.tracking import check_store
-from registry_tools.errors import Refused
+from registry_tools.errors import Refused, RegistryError
 
 _logger = logging.getLogger(__name__)
 
@@ -36,10 +37,14 @@ class RegistryContext:
         self.verbose = verbose
 
     @functools.cached_property
+    def registry_uri(self) -> str:
+        return os.environ.get("MLFLOW_REGISTRY_URI") or self.tracking_uri or _default_tracking_uri()
+
+    @functools.cached_property
     def client(self):
         """Checked before MLflow is even imported, so a dead server fails in about a second."""
         uri = self.tracking_uri or _default_tracking_uri()
-        registry_uri = os.environ.get("MLFLOW_REGISTRY_URI") or uri
+        registry_uri = self.registry_uri
         for store in dict.fromkeys((uri, registry_uri)):
             check_store(store)
         import mlflow
@@ -90,19 +95,20 @@ def _set_store_option(ctx, param, value):
         setattr(ctx.find_object(RegistryContext), param.name, value)
 
 
-def store_options(*, on_group: bool):
-    """--tracking-uri and --model-name, accepted before the command name and after it."""
+def store_options(*, on_group: bool, model: bool = True):
+    """--tracking-uri and (unless ``model`` is False) --model-name, accepted before the command name and after it."""
 
     def decorate(function):
         common = {"expose_value": on_group, "callback": None if on_group else _set_store_option}
-        function = click.option(
-            "--model-name",
-            metavar="NAME",
-            default=DEFAULT_MODEL_NAME if on_group else None,
-            show_default=on_group,
-            help="Registered model to work on.",
-            **common,
-        )(function)
+        if model:
+            function = click.option(
+                "--model-name",
+                metavar="NAME",
+                default=DEFAULT_MODEL_NAME if on_group else None,
+                show_default=on_group,
+                help="Registered model to work on.",
+                **common,
+            )(function)
         return click.option(
             "--tracking-uri",
             metavar="URI",
@@ -234,12 +240,18 @@ def rollback(obj: RegistryContext, alias, to, reason, force, yes, dry_run):
     from registry_tools.promotion import plan_rollback
 
     plan = plan_rollback(client, obj.model_name, alias, to=to, reason=reason, force=force)
-    if not (yes or dry_run or plan.changes_nothing):
-        if not click.get_text_stream("stdin").isatty():
-            raise click.UsageError(f"no terminal to confirm on: pass --yes to roll back {plan.describe()}")
-        if not click.confirm(f"Roll back {plan.describe()}?", default=False):
-            raise Refused("rollback not confirmed; nothing changed")
+    _confirm(f"roll back {plan.describe()}", "rollback", yes or dry_run or plan.changes_nothing)
     _carry_out(obj, plan, dry_run)
+
+
+def _confirm(action: str, what: str, skip: bool) -> None:
+    """Ask on the terminal before ``action`` unless ``skip`` (--yes, --dry-run); without a terminal, a usage error."""
+    if skip:
+        return
+    if not click.get_text_stream("stdin").isatty():
+        raise click.UsageError(f"no terminal to confirm on: pass --yes to {action}")
+    if not click.confirm(f"{action[0].upper()}{action[1:]}?", default=False):
+        raise Refused(f"{what} not confirmed; nothing changed")
 
 
 def _carry_out(obj: RegistryContext, plan, dry_run: bool) -> None:
@@ -273,3 +285,119 @@ def history(obj: RegistryContext, alias, as_json):
         click.echo(render.history_table(moves))
     else:
         click.echo(f"no recorded moves of {obj.model_name}@{alias}")
+
+
+# -- webhooks ---------------------------------------------------------------------------------------
+
+
+@cli.group()
+def webhook():
+    """MLflow registry webhooks that tell serving proxies at once when an alias moves.
+
+    A tracking server (`mlflow server` with a database) sends them; --tracking-uri must be its
+    http(s) URI. The proxy takes them at POST /webhooks/mlflow when it has a webhook secret.
+    """
+
+
+@webhook.command("create")
+@click.option(
+    "--url",
+    required=True,
+    help=f"Where the proxy takes the webhooks, e.g. http://proxy:8000{WEBHOOK_PATH}.",
+)
+@click.option(
+    "--secret-env",
+    metavar="VAR",
+    default=WEBHOOK_SECRET_ENV,
+    show_default=True,
+    help="Environment variable holding the secret the deliveries are signed with: the proxy's own.",
+)
+@click.option("--name", help="The webhook's name.  [default: serving-<host>-<port>]")
+@click.option(
+    "--description", default="alias moves, for a serving proxy", show_default=True, help="The webhook's description."
+)
+@store_options(on_group=False, model=False)
+@dry_run_option
+@click.pass_obj
+def webhook_create(obj: RegistryContext, url, secret_env, name, description, dry_run):
+    """Send the alias events (set and deleted, of every model) to a proxy, signed with its secret.
+
+    Refused when a webhook already sends to that URL.
+    """
+    from registry_tools.webhooks import check_server, check_url, create_webhook, default_name
+
+    check_url(url)
+    secret = os.environ.get(secret_env, "")
+    if not secret.strip():
+        its = "" if secret_env == WEBHOOK_SECRET_ENV else f" (its {WEBHOOK_SECRET_ENV})"
+        raise click.UsageError(f"set {secret_env} to the proxy's webhook secret{its}")
+    check_server(obj.registry_uri)
+    name = name or default_name(url)
+    events = ", ".join(ALIAS_WEBHOOK_EVENTS)
+    if dry_run:
+        click.echo(
+            f"dry run: would create webhook {name}: {events} -> {url}, signed with ${secret_env}; nothing changed"
+        )
+        return
+    made = create_webhook(obj.client, url, secret, name, description)
+    click.echo(f"created webhook {made.id} ({made.name}): {events} -> {made.url}, signed with ${secret_env}")
+
+
+@webhook.command("list")
+@store_options(on_group=False, model=False)
+@json_option
+@click.pass_obj
+def webhook_list(obj: RegistryContext, as_json):
+    """Every webhook of the tracking server, oldest first: id, name, status, events and URL (never its secret)."""
+    from registry_tools.webhooks import check_server, list_webhooks
+
+    check_server(obj.registry_uri)
+    from registry_tools import render
+
+    webhooks = list_webhooks(obj.client)
+    if as_json:
+        click.echo(render.as_json([asdict(w) for w in webhooks]))
+    elif webhooks:
+        click.echo(render.webhooks_table(webhooks))
+    else:
+        click.echo("no webhooks")
+
+
+@webhook.command("delete")
+@click.argument("webhook_id", metavar="ID")
+@store_options(on_group=False, model=False)
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation (required without a terminal).")
+@dry_run_option
+@click.pass_obj
+def webhook_delete(obj: RegistryContext, webhook_id, yes, dry_run):
+    """Stop sending to a proxy; it then learns of alias moves by polling alone."""
+    from registry_tools.webhooks import check_server, find_webhook
+
+    check_server(obj.registry_uri)
+    found = find_webhook(obj.client, webhook_id)
+    _confirm(f"delete webhook {found.id} ({found.name}) sending to {found.url}", "deletion", yes or dry_run)
+    if dry_run:
+        click.echo(f"dry run: would delete webhook {found.id} ({found.name}) sending to {found.url}; nothing changed")
+        return
+    obj.client.delete_webhook(found.id)
+    click.echo(f"deleted webhook {found.id} ({found.name}) sending to {found.url}")
+
+
+@webhook.command("test")
+@click.argument("webhook_id", metavar="ID")
+@store_options(on_group=False, model=False)
+@click.pass_obj
+def webhook_test(obj: RegistryContext, webhook_id):
+    """Have the tracking server send an example alias event, signed, to the webhook's URL; print the answer.
+
+    The example names a model no proxy serves, so it changes nothing; it fails (exit 1)
+    when the proxy cannot be reached or refuses the signature.
+    """
+    from registry_tools.webhooks import check_server, try_webhook
+
+    check_server(obj.registry_uri)
+    tried = try_webhook(obj.client, webhook_id)
+    if not tried.delivered:
+        answer = f"HTTP {tried.status} {tried.body}" if tried.status else tried.error
+        raise RegistryError(f"the test delivery failed: {answer}")
+    click.echo(f"delivered: HTTP {tried.status} {tried.body}")

@@ -18,6 +18,8 @@ from iris_core.resolver import find_version, get_model
 from registry_tools.aliases import rollback_target
 from registry_tools.errors import Refused
 
+PROMOTABLE = frozenset(verdict.value for verdict in GateVerdict if verdict.promotes)
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -51,7 +53,7 @@ def check_promotable(version: ModelVersion, force: bool) -> None:
         reasons = split_reasons(tags.get(Tag.GATE_REASONS))
         detail = f" ({reasons[0]})" if reasons else ""
         raise Refused(f"version {version.version} failed its gate{detail}; pass --force to move the alias anyway")
-    if decision != GateVerdict.PASSED:
+    if decision not in PROMOTABLE:
         raise Refused(
             f"version {version.version} was never evaluated (no gate decision): run the evaluate step on "
             f"{version_uri(version.name, str(version.version))} first, or pass --force to move the alias anyway"

@@ -118,3 +118,8 @@ def history_table(moves: list[AliasMove]) -> str:
 
 def as_json(value) -> str:
     return json.dumps(value, indent=2, sort_keys=True)
+
+
+def webhooks_table(webhooks) -> str:
+    rows = [[w.id, w.name, w.status, ",".join(w.events), w.url, w.created] for w in webhooks]
+    return table(["ID", "NAME", "STATUS", "EVENTS", "URL", "CREATED (UTC)"], rows)

@@ -30,6 +30,7 @@ class Answer:
     classes: bytes
     labeled: bytearray  # 1 for each row whose label has counted
     facts: object = None  # the version's serving.model_facts.ModelFacts: its classes judge the labels
+    model: str = ""  # the served model the version is of
 
 
 class AnswerMemory:
@@ -45,7 +46,7 @@ class AnswerMemory:
     def __len__(self) -> int:
         return len(self._answers)
 
-    def remember(self, request_id: str, version: str, classes: bytes, facts=None) -> None:
+    def remember(self, request_id: str, version: str, classes: bytes, facts=None, model: str = "") -> None:
         """Keep one answer; a request id seen again (a client reusing its own) now names the new answer.
 
         A label names a row by request id and index, so the rows of the earlier answer that
@@ -60,7 +61,7 @@ class AnswerMemory:
             self.rows -= len(previous.classes)
             kept = min(len(classes), len(previous.labeled))
             labeled[:kept] = previous.labeled[:kept]
-        self._answers[request_id] = Answer(version, classes, labeled, facts)
+        self._answers[request_id] = Answer(version, classes, labeled, facts, model)
         self.rows += len(classes)
         while self.rows > self.max_rows:
             _, forgotten = self._answers.popitem(last=False)
@@ -115,27 +116,41 @@ class Outcome(StrEnum):
 
 
 class LiveAccuracy:
-    """Live accuracy per model version, from labels of remembered answers."""
+    """Live accuracy per model and version, from labels of remembered answers."""
 
-    def __init__(self, window: int):
+    def __init__(self, window: int, models: tuple[str, ...] = ()):
         if window < 1:
             raise ValueError(f"window must be >= 1, got {window}")
         self.window = window
-        self.versions: dict[str, VersionAccuracy] = {}
+        self.models = models  # the models served: /health shows each one's versions apart when there are several
+        self.tallies: dict[tuple[str, str], VersionAccuracy] = {}  # (model, version) -> its tally
         self.outcomes: dict[Outcome, int] = dict.fromkeys(Outcome, 0)
 
-    def count(self, version: str, correct: bool) -> None:
-        tally = self.versions.get(version)
+    @property
+    def versions(self) -> dict[str, VersionAccuracy]:
+        """The tallies by version, of the first model (of the only one, usually)."""
+        first = self.models[0] if self.models else ""
+        return {version: tally for (model, version), tally in self.tallies.items() if model == first}
+
+    def count(self, version: str, correct: bool, model: str = "") -> None:
+        tally = self.tallies.get((model, version))
         if tally is None:
-            tally = self.versions[version] = VersionAccuracy(self.window)
+            tally = self.tallies[(model, version)] = VersionAccuracy(self.window)
         tally.count(correct)
 
     def as_dict(self) -> dict:
-        return {
-            "window": self.window,
-            "versions": {version: tally.as_dict() for version, tally in sorted(self.versions.items())},
-            "labels": {outcome.value: n for outcome, n in self.outcomes.items()},
-        }
+        body: dict = {"window": self.window}
+        if len(self.models) > 1:
+            body["models"] = {
+                model: {
+                    version: tally.as_dict() for (name, version), tally in sorted(self.tallies.items()) if name == model
+                }
+                for model in self.models
+            }
+        else:
+            body["versions"] = {version: tally.as_dict() for version, tally in sorted(self.versions.items())}
+        body["labels"] = {outcome.value: n for outcome, n in self.outcomes.items()}
+        return body
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,24 +168,26 @@ class Judged:
     answer: Answer | None
 
 
-def judge(labels: Sequence[Label], memory: AnswerMemory, live=None) -> list[Judged]:
+def judge(labels: Sequence[Label], memory: AnswerMemory, live: Sequence = ()) -> list[Judged]:
     """Check every label against the memory before any counts: a row a remembered request lacks, or a label that
     names no class of the version that answered, is a 400.
 
-    A label of a request no longer (or never) remembered is checked against the classes
-    of ``live`` (the live version's facts), where it lists them: it is logged, and the
-    steps join it with its prediction later.
+    A label of a request no longer (or never) remembered must name a class of a live
+    version (``live``: their facts, one per model served) when every one lists its
+    classes: it is logged, and the steps join it with its prediction later.
     """
+    listed = [facts for facts in live if facts is not None]
+    closed = bool(listed) and all(facts.contract.classes for facts in listed)
     judged = []
     for index, label in enumerate(labels):
         name = "the label" if len(labels) == 1 else f"item {index}"
         answer = memory.recall(label.request_id)
         row = label.row
         class_name, number = label.label, None
-        if answer is None and live is not None and live.contract.classes:
-            class_name = live.contract.class_of(label.label)
+        if answer is None and closed:
+            class_name = next((c for facts in listed if (c := facts.contract.class_of(label.label))), None)
             if class_name is None:
-                shown = ", ".join(live.contract.classes[:10])
+                shown = ", ".join(dict.fromkeys(c for facts in listed for c in facts.contract.classes[:10]))
                 raise _invalid(f"{name}: the label is not a class of the model ({shown})")
         if answer is not None:
             rows = len(answer.classes)
@@ -202,7 +219,7 @@ def count(judged: Sequence[Judged], accuracy: LiveAccuracy) -> dict[Outcome, int
             outcome = Outcome.DUPLICATE
         else:
             answer.labeled[item.row] = 1
-            accuracy.count(answer.version, answer.classes[item.row] == item.label)
+            accuracy.count(answer.version, answer.classes[item.row] == item.label, answer.model)
             outcome = Outcome.COUNTED
         outcomes[outcome] += 1
         accuracy.outcomes[outcome] += 1

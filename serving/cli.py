@@ -11,12 +11,13 @@ import socket
 import click
 
 from iris_core.command_line import run_command, setup_logging
+from iris_core.contract import WEBHOOK_PATH, WEBHOOK_SECRET_ENV
 from iris_core.errors import RegistryUnavailable
 from iris_core.redaction import redact
 from iris_core.refs import RunModelRef
 from iris_core.table.contract import ContractError
 from serving.capture.options import capture_options
-from serving.config import API_TOKEN_ENV, ServingConfig
+from serving.config import API_TOKEN_ENV, POLL_INTERVAL_S, POLL_INTERVAL_WITH_WEBHOOKS_S, ServingConfig
 from serving.errors import ServingError
 from serving.model_facts import ModelFacts, VersionFacts, standing_in
 from serving.registry import open_lookup
@@ -25,22 +26,40 @@ _logger = logging.getLogger(__name__)
 
 
 C = ServingConfig  # every default below is declared once, on the settings class
+
+
+class ModelUris(click.ParamType):
+    """A model URI; in the environment variable, several separated by commas."""
+
+    name = "URI"
+    envvar_list_splitter = ","
+
+    def convert(self, value, param, ctx):
+        return value.strip() if isinstance(value, str) else value
+
+
 ENV_MANAGERS = ("local", "uv", "virtualenv", "conda")
 
 
 @click.command(
-    help="Serve the model behind the validation proxy: POST /invocations, /predict and /feedback; GET /health, "
-    "/ready, /ping, /version, /metrics (Prometheus; on --metrics-port when given); and the Open Inference "
-    "Protocol (KServe V2) under /v2."
+    help="Serve one or more models behind the validation proxy: POST /invocations, /predict (the first model's) and "
+    "/models/<name>/invocations, /models/<name>/predict (any model's), /feedback; GET /health, /ready, /ping, "
+    "/version, /metrics (Prometheus; on --metrics-port when given); and the Open Inference Protocol (KServe V2) "
+    "under /v2, and over gRPC with --grpc-port; and POST /webhooks/mlflow (MLflow's registry webhooks, with --webhook-secret)."
 )
 @click.option(
     "--model-uri",
-    default=C.model_uri,
+    "model_uris",
+    type=ModelUris(),
+    multiple=True,
+    default=C.model_uris,
     show_default=True,
     envvar="SERVING_MODEL_URI",
     show_envvar=True,
     help="models:/<name>@<alias> (followed: the service switches when the alias moves), models:/<name>/<version>, "
-    "or runs:/<run_id>/<path> (a run's model, registered or not).",
+    "or runs:/<run_id>/<path> (a run's model, registered or not). Repeat it (or list them in the environment "
+    "variable, comma-separated) to serve several models: the first answers /invocations and /predict, each "
+    "answers /models/<name>/invocations, /models/<name>/predict and /v2/models/<name>/...",
 )
 @click.option(
     "--upstream",
@@ -128,11 +147,18 @@ ENV_MANAGERS = ("local", "uv", "virtualenv", "conda")
     help="Read the token from this file (alone on its line), e.g. a mounted secret.",
 )
 @click.option(
+    "--webhook-secret",
+    envvar=WEBHOOK_SECRET_ENV,
+    show_envvar=True,
+    help="Take MLflow's registry webhooks at POST /webhooks/mlflow, signed with this secret (the one given to "
+    "`registry_tools webhook create`): an alias move is acted on at once, not at the next poll. Set it in the "
+    "environment: on the command line, every local user can read it (ps).",
+)
+@click.option(
     "--poll-interval",
     type=click.FloatRange(min=0, min_open=True),
-    default=C.poll_interval,
-    show_default=True,
-    help="Seconds between registry checks of the alias.",
+    help=f"Seconds between registry checks of the alias.  [default: {POLL_INTERVAL_S:g}; "
+    f"{POLL_INTERVAL_WITH_WEBHOOKS_S:g} with --webhook-secret, the checks then only catching a delivery MLflow lost]",
 )
 @click.option(
     "--keep-warm",
@@ -318,6 +344,13 @@ ENV_MANAGERS = ("local", "uv", "virtualenv", "conda")
     help="Calls (or rows) each version needs in the window before a threshold may roll back.",
 )
 @click.option(
+    "--grpc-port",
+    type=click.IntRange(0, 65535),
+    envvar="SERVING_GRPC_PORT",
+    show_envvar=True,
+    help="Serve the Open Inference Protocol over gRPC (inference.GRPCInferenceService) on this port (same --host).",
+)
+@click.option(
     "--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]), default="INFO", show_default=True
 )
 @click.pass_context
@@ -325,7 +358,11 @@ def serve(ctx: click.Context, log_level: str, **options) -> None:
     setup_logging(log_level)
     config = ServingConfig(**options)
     token_on_command_line = ctx.get_parameter_source("api_token") == click.core.ParameterSource.COMMANDLINE
-    explicit_model = ctx.get_parameter_source("model_uri") != click.core.ParameterSource.DEFAULT
+    if ctx.get_parameter_source("webhook_secret") == click.core.ParameterSource.COMMANDLINE:
+        _logger.warning(
+            "--webhook-secret on the command line is visible to every local user (ps): set %s", WEBHOOK_SECRET_ENV
+        )
+    explicit_model = ctx.get_parameter_source("model_uris") != click.core.ParameterSource.DEFAULT
     from serving.http_server import ensure_open_files
 
     ensure_open_files(config.max_connections)
@@ -333,8 +370,18 @@ def serve(ctx: click.Context, log_level: str, **options) -> None:
     # model URI resolves (seconds: the registry helper imports MLflow) waits, not refused.
     listener = bind(config.host, config.port)
     metrics_listener = bind(config.host, config.metrics_port) if config.metrics_port else None
-    initial, lookup, facts = resolve_initial(config, explicit_model)
-    run(config, initial, lookup, listener, metrics_listener, facts, token_on_command_line)
+    if config.grpc_port:
+        bind(config.host, config.grpc_port).close()  # a busy port fails now; the gRPC server binds it as it starts
+    models = []
+    try:
+        for uri in config.model_uris:
+            models.append(resolve_initial(config.for_model(uri), explicit_model))
+    except ServingError:
+        for _, lookup, _ in models:  # the models resolved before the one that failed
+            if lookup is not None:
+                lookup.close(wait=True)
+        raise
+    run(config, models, listener, metrics_listener, token_on_command_line)
 
 
 def resolve_initial(config: ServingConfig, explicit_model: bool):
@@ -377,36 +424,42 @@ def bind(host: str, port: int) -> socket.socket:
 
 def run(
     config: ServingConfig,
-    initial,
-    lookup,
+    models: list,
     listener: socket.socket,
     metrics_listener: socket.socket | None = None,
-    facts: ModelFacts | None = None,
     token_on_command_line: bool = False,
 ) -> None:
+    """Serve ``models``: for each ``--model-uri``, its first version, the lookup that follows it and its facts."""
     from serving.app import CONNECTIONS, create_app
     from serving.http_server import serve as serve_http
     from serving.monitoring import METRICS_SOCKET
     from serving.router import Router
 
-    if initial is None:
-        known = VersionFacts(default=facts)
-    else:
-        known = VersionFacts(lookup, {initial.version: facts})
-    router = Router(config, initial, lookup, facts=known)
-    app = create_app(config, router)
+    routers = []
+    for uri, (initial, lookup, facts) in zip(config.model_uris, models):
+        known = VersionFacts(default=facts) if initial is None else VersionFacts(lookup, {initial.version: facts})
+        routers.append(Router(config.for_model(uri), initial, lookup, facts=known))
+    app = create_app(config, routers)
     if metrics_listener is not None:
         app[METRICS_SOCKET] = metrics_listener
     host, port = listener.getsockname()[:2]
-    if initial is None:
-        served = "an unknown version"
-    elif isinstance(config.model, RunModelRef):
-        served = f"run {initial.run_id}, answers labelled {initial.version}"
-    else:
-        served = f"version {initial.version}"
     upstream = redact(config.upstream) if config.upstream else "its own `mlflow models serve`"
-    following = "following the alias" if config.follows_alias else "pinned"
-    click.echo(f"serving {config.model_uri} ({served}, {following}) via {upstream} on http://{host}:{port}", err=True)
+    for uri, (initial, _, _) in zip(config.model_uris, models):
+        model = config.for_model(uri)
+        if initial is None:
+            served = "an unknown version"
+        elif isinstance(model.model, RunModelRef):
+            served = f"run {initial.run_id}, answers labelled {initial.version}"
+        else:
+            served = f"version {initial.version}"
+        following = "following the alias" if model.follows_alias else "pinned"
+        click.echo(f"serving {uri} ({served}, {following}) via {upstream} on http://{host}:{port}", err=True)
+    if config.grpc_port is not None:
+        click.echo(f"and the Open Inference Protocol over gRPC on {config.host}:{config.grpc_port}", err=True)
+    if config.webhook_secret:
+        polling = config.shadow or any(config.for_model(uri).follows_alias for uri in config.model_uris)
+        polls = f", and polling every {config.poll_interval:g} s" if polling else ""
+        click.echo(f"taking MLflow's registry webhooks at http://{host}:{port}{WEBHOOK_PATH}{polls}", err=True)
     if token_on_command_line:
         _logger.warning(
             "--api-token on the command line is visible to every local user (ps): set %s or use --api-token-file",

@@ -7,10 +7,11 @@ read them from the class (``ServingConfig.port``...).
 import ipaddress
 import re
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from iris_core.capture import check_replica
+from iris_core.contract import WEBHOOK_SECRET_ENV
 from iris_core.refs import (
     CHAMPION,
     DEFAULT_MODEL_NAME,
@@ -29,6 +30,13 @@ from serving.validation import Limits
 
 DEFAULT_MODEL_URI = alias_uri(DEFAULT_MODEL_NAME, CHAMPION)
 API_TOKEN_ENV = "SERVING_API_TOKEN"  # where the token is read from; never passed on to a model server
+SECRET_ENVS = (API_TOKEN_ENV, WEBHOOK_SECRET_ENV)  # what a model server's environment never holds
+# Seconds between registry polls. With a webhook secret, MLflow's webhooks prompt a poll the
+# moment an alias moves, and the timed poll is only the net under them: MLflow sends each
+# delivery once (a few retries within about two minutes, never stored), so one lost while the
+# proxy restarts, or sent before a new webhook left MLflow's 60 s cache, is caught by it.
+POLL_INTERVAL_S = 2.0
+POLL_INTERVAL_WITH_WEBHOOKS_S = 30.0
 
 
 def read_token_file(path: str | Path) -> str:
@@ -72,7 +80,10 @@ def is_loopback(host: str) -> bool:
 
 @dataclass(frozen=True)
 class ServingConfig:
-    model_uri: str = DEFAULT_MODEL_URI
+    # The models served: each follows its own alias with its own contract, rollouts and shadow; the
+    # first also answers the routes that name no model (/invocations, /predict).
+    model_uris: tuple[str, ...] = (DEFAULT_MODEL_URI,)
+    grpc_port: int | None = None  # the Open Inference Protocol over gRPC on this port (same --host); off unless given
     upstream: str | None = None  # an `mlflow models serve` someone else runs; no process management
     host: str = "127.0.0.1"
     port: int = 8000
@@ -89,7 +100,8 @@ class ServingConfig:
     body_timeout: float = 10.0
     api_token: str | None = None
     api_token_file: str | None = None  # where the token is read from instead (a mounted secret)
-    poll_interval: float = 2.0
+    poll_interval: float | None = None  # POLL_INTERVAL_S, or POLL_INTERVAL_WITH_WEBHOOKS_S with a webhook secret
+    webhook_secret: str | None = field(default=None, repr=False)  # checks MLflow's webhooks (serving.webhooks)
     keep_warm: int = 1
     pin: bool = False
     batching: bool = True
@@ -136,11 +148,14 @@ class ServingConfig:
     capture_file_seconds: float = 300.0  # ... or this long after its first row
 
     def __post_init__(self):
-        parse_model_uri(self.model_uri)
+        self._check_models()
         if self.api_token_file is not None:
             if self.api_token:
                 raise ConfigError(f"give the token once: --api-token-file or {API_TOKEN_ENV} (--api-token), not both")
             object.__setattr__(self, "api_token", read_token_file(self.api_token_file))
+        if self.poll_interval is None:
+            default = POLL_INTERVAL_WITH_WEBHOOKS_S if self.webhook_secret else POLL_INTERVAL_S
+            object.__setattr__(self, "poll_interval", default)
         if not self.allow_remote and not is_loopback(self.host):
             raise ConfigError(
                 f"--host {self.host} accepts connections from other machines; add --allow-remote to mean it"
@@ -233,9 +248,36 @@ class ServingConfig:
         if not self.bake >= 0:
             raise ConfigError(f"--bake must be >= 0, got {self.bake}")
 
+    def _check_models(self) -> None:
+        if isinstance(self.model_uris, str):
+            object.__setattr__(self, "model_uris", tuple(u.strip() for u in self.model_uris.split(",") if u.strip()))
+        if not self.model_uris:
+            raise ConfigError("--model-uri names the model to serve; give at least one")
+        names = [parse_model_uri(uri).name for uri in self.model_uris]
+        if len(set(names)) != len(names):
+            twice = next(name for name in names if names.count(name) > 1)
+            raise ConfigError(f"--model-uri names model {twice!r} twice; each model is served once")
+        if self.upstream is not None and len(self.model_uris) > 1:
+            raise ConfigError("--upstream fronts one model server: give it at most one --model-uri")
+        if self.grpc_port and self.grpc_port in (self.port, self.metrics_port):
+            raise ConfigError("--grpc-port must differ from --port and --metrics-port")
+
+    @property
+    def model_uri(self) -> str:
+        """The first model's URI: the one the routes without a model name answer for."""
+        return self.model_uris[0]
+
     @property
     def model(self) -> ModelRef | RunModelRef:
         return parse_model_uri(self.model_uri)
+
+    @property
+    def models(self) -> list[ModelRef | RunModelRef]:
+        return [parse_model_uri(uri) for uri in self.model_uris]
+
+    def for_model(self, uri: str) -> "ServingConfig":
+        """These settings for one of the models: what its router, rollouts and shadow read."""
+        return replace(self, model_uris=(uri,))
 
     @property
     def follows_alias(self) -> bool:

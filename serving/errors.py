@@ -6,6 +6,9 @@ a stable ``error_code``, one sentence, a few specifics and any headers, and the 
 it into the short JSON body ``{"error_code", "message", "details"}``.
 """
 
+import logging
+import traceback
+
 from iris_core.errors import EXIT_USAGE, IrisError
 
 MAX_DETAILS = 10
@@ -39,3 +42,9 @@ class HttpError(ServingError):
 def shorten(text: str, limit: int) -> str:
     """Client-supplied names can be long; an error shows at most ``limit`` characters of one."""
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def log_failure(logger: logging.Logger, what: str, exc: Exception) -> None:
+    """A bug of ours, with its traceback's frames but not its message, which may quote the request."""
+    frames = "".join(traceback.format_tb(exc.__traceback__)).rstrip()
+    logger.error("%s failed: %s (message withheld)\n%s", what, type(exc).__name__, frames)

@@ -21,9 +21,9 @@ delays other clients' labels (refused, to be sent again) but cannot make them lo
 
 Metrics (collected at scrape time from the state kept here):
 
-- ``proxy_live_labeled_rows_total{version}``, ``proxy_live_correct_rows_total{version}``:
+- ``proxy_live_labeled_rows_total{model,version}``, ``proxy_live_correct_rows_total{model,version}``:
   labeled rows of remembered answers since start, and how many the model got right;
-- ``proxy_live_accuracy{version}`` and ``proxy_live_accuracy_window_rows{version}``: the
+- ``proxy_live_accuracy{model,version}`` and ``proxy_live_accuracy_window_rows{model,version}``: the
   share right among the latest ``--accuracy-window`` labeled rows, and how many rows that is;
 - ``proxy_feedback_labels_total{outcome}``: accepted labels (``counted``, ``duplicate``,
   ``not_remembered``); ``proxy_feedback_requests_total{code}``: ``POST /feedback`` answers;
@@ -73,10 +73,10 @@ class FeedbackService:
     ``serving.capture.recorder.CapturedLabels``, which shows its own metrics.
     """
 
-    def __init__(self, config, registry, live=lambda: None, writer=None):
-        self.live = live  # the live version's serving.model_facts.ModelFacts now, or None
+    def __init__(self, config, registry, live=list, models: tuple[str, ...] = (), writer=None):
+        self.live = live  # the live versions' serving.model_facts.ModelFacts now, one per model served
         self.memory = AnswerMemory(config.answer_memory_rows)
-        self.accuracy = LiveAccuracy(config.accuracy_window)
+        self.accuracy = LiveAccuracy(config.accuracy_window, models)
         self.max_items = config.max_rows
         self.requests: dict[int, int] = defaultdict(int)
         registry.register(self)
@@ -108,7 +108,7 @@ class FeedbackService:
         """The proxy's recorder hook: keep each answered request's classes by request id."""
         if outcome.predictions is not None:
             classes = outcome.facts.classes.of_answers(outcome.predictions)
-            self.memory.remember(outcome.request_id, outcome.version, classes, outcome.facts)
+            self.memory.remember(outcome.request_id, outcome.version, classes, outcome.facts, outcome.model)
 
     async def receive(self, content_type: str | None, body: bytes) -> dict:
         """Accept a feedback body whole once it is in the log, or raise the ``HttpError`` that refuses it whole."""
@@ -141,7 +141,7 @@ class FeedbackService:
             with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits any more
                 loop.call_soon_threadsafe(_settle, written, ok)
 
-        labels = [(item.request_id, item.row, item.class_name, _version(item)) for item in judged]
+        labels = [(item.request_id, item.row, item.class_name, _version(item), _model(item)) for item in judged]
         if not self.writer.submit(labels, done):
             raise _unavailable(f"the {self.writer.kind} is behind; nothing was recorded")
         try:
@@ -172,34 +172,34 @@ class FeedbackService:
         return []
 
     def collect(self):
-        versions = list(self.accuracy.versions.items())
+        tallies = sorted(self.accuracy.tallies.items())
         families = {
             "labeled": CounterMetricFamily(
                 f"{PREFIX}_live_labeled_rows",
-                "Labeled rows of remembered answers, by the model version that answered.",
-                labels=["version"],
+                "Labeled rows of remembered answers, by the model and version that answered.",
+                labels=["model", "version"],
             ),
             "correct": CounterMetricFamily(
                 f"{PREFIX}_live_correct_rows",
                 "Labeled rows the model version got right.",
-                labels=["version"],
+                labels=["model", "version"],
             ),
             "accuracy": GaugeMetricFamily(
                 f"{PREFIX}_live_accuracy",
                 "Share of correct rows among the version's latest labeled rows (see _window_rows).",
-                labels=["version"],
+                labels=["model", "version"],
             ),
             "window": GaugeMetricFamily(
                 f"{PREFIX}_live_accuracy_window_rows",
                 f"Labeled rows proxy_live_accuracy covers (at most {self.accuracy.window}).",
-                labels=["version"],
+                labels=["model", "version"],
             ),
         }
-        for version, tally in versions:
-            families["labeled"].add_metric([version], tally.labeled)
-            families["correct"].add_metric([version], tally.correct)
-            families["accuracy"].add_metric([version], tally.window_accuracy)
-            families["window"].add_metric([version], tally.window_rows)
+        for (model, version), tally in tallies:
+            families["labeled"].add_metric([model, version], tally.labeled)
+            families["correct"].add_metric([model, version], tally.correct)
+            families["accuracy"].add_metric([model, version], tally.window_accuracy)
+            families["window"].add_metric([model, version], tally.window_rows)
         yield from families.values()
         outcomes = CounterMetricFamily(
             f"{PREFIX}_feedback_labels", "Accepted labels, by what became of them.", labels=["outcome"]
@@ -226,6 +226,11 @@ class FeedbackService:
 def _version(item) -> str | None:
     """The version whose answer a label names, when the memory still holds it."""
     return item.answer.version if item.answer is not None else None
+
+
+def _model(item) -> str | None:
+    """The served model whose answer a label names, when the memory still holds it."""
+    return item.answer.model or None if item.answer is not None else None
 
 
 def label_bytes(request_id: str, row: int, class_name: str) -> int:

@@ -11,9 +11,10 @@ served, rollouts and restarts counted by the router, the batching forwarder's co
 read at scrape time. Only the prediction log's counts, which its writer thread reports,
 use prometheus_client's thread-safe ``Counter``.
 
-All names start with ``proxy_``:
+All names start with ``proxy_``. Everything about a model carries its ``model`` label (the
+registered model's name), so one proxy serving several models is read model by model:
 
-- ``proxy_requests_total{endpoint,code}``, ``proxy_request_duration_seconds{endpoint}``,
+- ``proxy_requests_total{model,endpoint,code}``, ``proxy_request_duration_seconds{model,endpoint}``,
   ``proxy_requests_in_flight`` (scoring requests: ``/invocations`` and ``/predict``);
 - ``proxy_client_disconnects_total{endpoint}``: requests whose client went away before
   their answer (not counted in ``proxy_requests_total``, so not as 5xx);
@@ -23,14 +24,14 @@ All names start with ``proxy_``:
 - ``proxy_upstream_batches_total`` and ``proxy_upstream_batched_requests_total``: upstream
   calls and the requests they carried (their ratio is the micro-batching factor, 1 with
   ``--no-batching``);
-- ``proxy_predictions_total{class}``, ``proxy_prediction_confidence``;
-- ``proxy_ignored_inputs_total{kind}``: requests that carried ``params``, other top-level
+- ``proxy_predictions_total{model,class}``, ``proxy_prediction_confidence{model}``;
+- ``proxy_ignored_inputs_total{model,kind}``: requests that carried ``params``, other top-level
   fields or columns that are not features, which the proxy ignores as MLflow does;
-- ``proxy_upstream_errors_total{code}``: requests answered 502, 503 or 504 because the
+- ``proxy_upstream_errors_total{model,code}``: requests answered 502, 503 or 504 because the
   model server failed, was unavailable or timed out;
-- ``proxy_upstream_restarts_total``, ``proxy_rollouts_total{outcome}`` (done, failed,
+- ``proxy_upstream_restarts_total{model}``, ``proxy_rollouts_total{model,outcome}`` (done, failed,
   rolled_back, stopped), ``proxy_rollout_share`` (percent of requests a canary takes now),
-  ``proxy_model_info{name,alias,version}`` (value 1), ``proxy_canary_copies_dropped_rows_total``
+  ``proxy_model_info{model,name,alias,version}`` (value 1), ``proxy_canary_copies_dropped_rows_total``
   (rows of a delivered version's requests not copied to the previous version: its queue was full);
 - ``proxy_registry_state{state}``: 1 for the state the last look at the registry left (``ok``,
   ``unreachable``, ``alias_missing``, ``not_used``), 0 for the others;
@@ -106,17 +107,19 @@ class ProxyMetrics:
     that sees them at 0 would read "logging, nothing dropped" for a log that is off.
     """
 
-    def __init__(self, proxy=None, prediction_log: bool = False):
+    def __init__(self, proxy=None, prediction_log: bool = False, models: tuple[str, ...] = ()):
         self.registry = CollectorRegistry()
         self._proxy = proxy
         self.log_writer = None  # the prediction log's writer, whose queue and stall are read at scrape time
-        self._requests: dict[tuple[str, int], int] = defaultdict(int)
-        self._latency: dict[str, _Histogram] = {}
-        self._request_rows = _Histogram(ROWS_BUCKETS)
-        self._predictions: dict = defaultdict(int)  # predicted class -> rows
-        self._confidence = _Histogram(CONFIDENCE_BUCKETS)
-        self._upstream_errors: dict[int, int] = {code: 0 for code in sorted(UPSTREAM_ERROR_CODES)}
-        self._ignored: dict[str, int] = {kind: 0 for kind in IGNORED_KINDS}
+        self._requests: dict[tuple[str, str, int], int] = defaultdict(int)  # (model, endpoint, code)
+        self._latency: dict[tuple[str, str], _Histogram] = {}  # (model, endpoint)
+        self._request_rows: dict[str, _Histogram] = {}
+        self._predictions: dict[str, dict] = {}  # model -> predicted class -> rows
+        self._confidence: dict[str, _Histogram] = {}
+        self._upstream_errors: dict[tuple[str, int], int] = {}
+        self._ignored: dict[tuple[str, str], int] = {}
+        for model in models:  # present from the start, so rate() and alerts see a 0
+            self._model(model)
         self.registry.register(self)
         ProcessCollector(registry=self.registry)
         if not prediction_log:
@@ -133,30 +136,45 @@ class ProxyMetrics:
         for reason in (DROPPED_QUEUE_FULL, DROPPED_WRITE_ERROR):
             self._log_dropped.labels(reason)  # present from the start, so rate() and alerts see a 0
 
-    def observe_request(self, endpoint: str, code: int, seconds: float) -> None:
-        """One answered request (event loop only); ``endpoint`` must come from a fixed set, never the raw path."""
-        self._requests[(endpoint, code)] += 1
-        histogram = self._latency.get(endpoint)
-        if histogram is None:
-            histogram = self._latency[endpoint] = _Histogram(LATENCY_BUCKETS)
-        histogram.observe(seconds)
-        if code in self._upstream_errors:
-            self._upstream_errors[code] += 1
+    def _model(self, model: str) -> None:
+        """The counters of one model, at 0."""
+        if model in self._predictions:
+            return
+        self._request_rows[model] = _Histogram(ROWS_BUCKETS)
+        self._predictions[model] = defaultdict(int)
+        self._confidence[model] = _Histogram(CONFIDENCE_BUCKETS)
+        for code in sorted(UPSTREAM_ERROR_CODES):
+            self._upstream_errors[(model, code)] = 0
+        for kind in IGNORED_KINDS:
+            self._ignored[(model, kind)] = 0
 
-    def observe_ignored(self, kinds) -> None:
+    def observe_request(self, model: str, endpoint: str, code: int, seconds: float) -> None:
+        """One answered request (event loop only); ``endpoint`` must come from a fixed set, never the raw path,
+        and ``model`` be a served model's name."""
+        self._requests[(model, endpoint, code)] += 1
+        histogram = self._latency.get((model, endpoint))
+        if histogram is None:
+            histogram = self._latency[(model, endpoint)] = _Histogram(LATENCY_BUCKETS)
+            self._model(model)
+        histogram.observe(seconds)
+        if code in UPSTREAM_ERROR_CODES:
+            self._upstream_errors[(model, code)] += 1
+
+    def observe_ignored(self, model: str, kinds) -> None:
         """What one request carried that the model does not use (``serving.validation.IGNORED_*``)."""
         for kind in kinds:
-            self._ignored[kind] += 1
+            self._ignored[(model, kind)] += 1
 
-    def observe_predictions(self, predictions: list, facts=None) -> None:
+    def observe_predictions(self, model: str, predictions: list, facts=None) -> None:
         """The model's answers for one request's rows (event loop only): count, classes, confidences.
 
         A class label is kept only for a class of the version's contract, or, for a version
         that lists none, for the first ``MAX_CLASS_LABELS`` classes seen; the rest count as
         ``other``, so a model that answers anything cannot grow the metrics without bound.
         """
-        self._request_rows.observe(len(predictions))
-        classes, confidence = self._predictions, self._confidence
+        self._model(model)
+        self._request_rows[model].observe(len(predictions))
+        classes, confidence = self._predictions[model], self._confidence[model]
         known = facts.contract.classes if facts is not None else ()
         for answer in predictions:
             name = answer_class(answer)
@@ -188,38 +206,44 @@ class ProxyMetrics:
         """The metric families, built from the integers above and the proxy's own public state."""
         yield _counter(
             f"{PREFIX}_requests",
-            "Scoring requests answered, by endpoint and status code.",
-            ["endpoint", "code"],
+            "Scoring requests answered, by model, endpoint and status code.",
+            ["model", "endpoint", "code"],
             self._requests,
         )
         latency = HistogramMetricFamily(
-            f"{PREFIX}_request_duration_seconds", "Time to answer a scoring request, by endpoint.", labels=["endpoint"]
+            f"{PREFIX}_request_duration_seconds",
+            "Time to answer a scoring request, by model and endpoint.",
+            labels=["model", "endpoint"],
         )
-        for endpoint, histogram in list(self._latency.items()):
-            latency.add_metric([endpoint], histogram.buckets(), histogram.total)
+        for (model, endpoint), histogram in list(self._latency.items()):
+            latency.add_metric([model, endpoint], histogram.buckets(), histogram.total)
         yield latency
-        yield _histogram(f"{PREFIX}_request_rows", "Rows per scored request.", self._request_rows)
+        yield _histograms(f"{PREFIX}_request_rows", "Rows per scored request.", self._request_rows)
         yield _counter(
             f"{PREFIX}_predictions",
-            "Scored rows, by predicted class.",
-            ["class"],
-            {(name,): n for name, n in self._predictions.items()},
+            "Scored rows, by model and predicted class.",
+            ["model", "class"],
+            {
+                (model, name): n
+                for model, classes in list(self._predictions.items())
+                for name, n in list(classes.items())
+            },
         )
-        yield _histogram(
+        yield _histograms(
             f"{PREFIX}_prediction_confidence", "Probability of the predicted class, per scored row.", self._confidence
         )
         yield _counter(
             f"{PREFIX}_upstream_errors",
             "Requests failed by the model server (502), its absence (503) or its timeout (504).",
-            ["code"],
-            {(code,): n for code, n in self._upstream_errors.items()},
+            ["model", "code"],
+            self._upstream_errors,
         )
         yield _counter(
             f"{PREFIX}_ignored_inputs",
             "Scoring requests that carried what the model does not use, ignored as MLflow ignores it:"
             " params, other top-level fields, columns that are not features.",
-            ["kind"],
-            {(kind,): n for kind, n in self._ignored.items()},
+            ["model", "kind"],
+            self._ignored,
         )
         writer = self.log_writer
         if writer is not None:
@@ -243,55 +267,64 @@ class ProxyMetrics:
             "Client connections refused (503) over --max-connections.",
             value=connections.refused,
         )
-        router = proxy.router
+        yield from _model_families(list(proxy.services.values()))
+
+
+def _model_families(services: list):
+    """What each model's router and forwarder keep, read now, labelled with the model."""
+    restarts = CounterMetricFamily(
+        f"{PREFIX}_upstream_restarts", "Times a model server that died was started again.", labels=["model"]
+    )
+    rollouts = CounterMetricFamily(
+        f"{PREFIX}_rollouts",
+        "Switches of the served version (done), versions that failed to start (failed), deliveries rolled back "
+        "by the canary analysis (rolled_back) or stopped by an alias move (stopped).",
+        labels=["model", "outcome"],
+    )
+    dropped = CounterMetricFamily(
+        f"{PREFIX}_canary_copies_dropped_rows",
+        "Rows of a delivered version's requests not copied to the previous version for comparison: "
+        f"its queue ({MAX_QUEUED_ROWS} rows) was full.",
+        labels=["model"],
+    )
+    share = GaugeMetricFamily(
+        f"{PREFIX}_rollout_share",
+        "Percent of scoring requests the version being delivered takes now (0 outside a canary step).",
+        labels=["model"],
+    )
+    info = GaugeMetricFamily(
+        f"{PREFIX}_model_info",
+        "The model version served now (value 1).",
+        labels=["model", "name", "alias", "version"],
+    )
+    batches = CounterMetricFamily(
+        f"{PREFIX}_upstream_batches", "Upstream /invocations calls for scoring requests.", labels=["model"]
+    )
+    batched = CounterMetricFamily(
+        f"{PREFIX}_upstream_batched_requests", "Requests those calls carried.", labels=["model"]
+    )
+    for service in services:
+        router, model = service.router, [service.name]
         events = router.events
-        yield CounterMetricFamily(
-            f"{PREFIX}_upstream_restarts", "Times a model server that died was started again.", value=events.restarts
-        )
-        outcomes = {
-            ("done",): events.rollouts_done,
-            ("failed",): events.rollouts_failed,
-            ("rolled_back",): events.rollouts_rolled_back,
-            ("stopped",): events.rollouts_stopped,
-        }
-        yield _counter(
-            f"{PREFIX}_rollouts",
-            "Switches of the served version (done), versions that failed to start (failed), deliveries rolled back "
-            "by the canary analysis (rolled_back) or stopped by an alias move (stopped).",
-            ["outcome"],
-            outcomes,
-        )
-        yield CounterMetricFamily(
-            f"{PREFIX}_canary_copies_dropped_rows",
-            "Rows of a delivered version's requests not copied to the previous version for comparison: "
-            f"its queue ({MAX_QUEUED_ROWS} rows) was full.",
-            value=events.compare_dropped_rows,
-        )
-        yield GaugeMetricFamily(
-            f"{PREFIX}_rollout_share",
-            "Percent of scoring requests the version being delivered takes now (0 outside a canary step).",
-            value=router.share if router.canary is not None else 0,
-        )
-        if router.shadowing is not None:
-            yield from _shadow_families(router.shadowing, router.live.version if router.live else None)
-        info = GaugeMetricFamily(
-            f"{PREFIX}_model_info", "The model version served now (value 1).", labels=["name", "alias", "version"]
-        )
+        restarts.add_metric(model, events.restarts)
+        for outcome, count in (
+            ("done", events.rollouts_done),
+            ("failed", events.rollouts_failed),
+            ("rolled_back", events.rollouts_rolled_back),
+            ("stopped", events.rollouts_stopped),
+        ):
+            rollouts.add_metric([*model, outcome], count)
+        dropped.add_metric(model, events.compare_dropped_rows)
+        share.add_metric(model, router.share if router.canary is not None else 0)
         live = router.live
         if live is not None:
-            info.add_metric([router.model.name or "", router.model.alias or "", str(live.version)], 1)
-        yield info
-        yield from _registry_families(router, live.version if live is not None else None)
-        forwarder = proxy.forwarder
-        if forwarder is not None:
-            yield CounterMetricFamily(
-                f"{PREFIX}_upstream_batches",
-                "Upstream /invocations calls for scoring requests.",
-                value=forwarder.batches_sent,
-            )
-            yield CounterMetricFamily(
-                f"{PREFIX}_upstream_batched_requests", "Requests those calls carried.", value=forwarder.requests_sent
-            )
+            info.add_metric([*model, router.model.name or "", router.model.alias or "", str(live.version)], 1)
+        if service.forwarder is not None:
+            batches.add_metric(model, service.forwarder.batches_sent)
+            batched.add_metric(model, service.forwarder.requests_sent)
+    yield from (restarts, rollouts, dropped, share, info, batches, batched)
+    yield from _shadow_families(services)
+    yield from _registry_families(services)
 
 
 def log_queue_families(name: str, title: str, writer):
@@ -308,74 +341,84 @@ def log_queue_families(name: str, title: str, writer):
     )
 
 
-def _shadow_families(shadowing, live_version: str | None):
-    """The shadowed version's copies, compared with the live version's answers (current pair only)."""
-    scorer, upstream = shadowing.scorer, shadowing.upstream
-    counts = scorer.counts.get(live_version) if scorer is not None and live_version else None
+def _shadow_families(services: list):
+    """Each model's shadowed version's copies, compared with its live version's answers (current pair only)."""
     pairs = CounterMetricFamily(
         f"{PREFIX}_shadow_rows",
         "Rows the shadowed version scored beside the live one, by the live and the shadowed class.",
-        labels=["live_class", "shadow_class"],
+        labels=["model", "live_class", "shadow_class"],
     )
-    for pair, rows in sorted((counts.pairs if counts else {}).items()):
-        live_class, _, shadow_class = pair.partition(">")
-        pairs.add_metric([live_class, shadow_class], rows)
-    yield pairs
-    yield CounterMetricFamily(
-        f"{PREFIX}_shadow_errors",
-        "Rows the shadowed version failed to score (error or timeout).",
-        value=counts.errors if counts else 0,
+    errors = CounterMetricFamily(
+        f"{PREFIX}_shadow_errors", "Rows the shadowed version failed to score (error or timeout).", labels=["model"]
     )
-    yield CounterMetricFamily(
+    dropped = CounterMetricFamily(
         f"{PREFIX}_shadow_dropped",
         "Rows not copied to the shadowed version because its queue was full.",
-        value=scorer.dropped_rows if scorer else 0,
+        labels=["model"],
     )
-    agreement = counts.agreement if counts else None
-    yield GaugeMetricFamily(
+    agreement = GaugeMetricFamily(
         f"{PREFIX}_shadow_agreement",
         "Share of shadowed rows where the shadowed version gave the live version's class.",
-        value=agreement if agreement is not None else float("nan"),
+        labels=["model"],
     )
-    latency = HistogramMetricFamily(f"{PREFIX}_shadow_duration_seconds", "Calls to the shadowed model server.")
-    if counts is not None:
-        cumulative, buckets = 0, []
-        for bound, n in zip((*LATENCY_BOUNDS_MS, float("inf")), counts.latency):
-            cumulative += n
-            buckets.append((floatToGoString(bound / 1000), cumulative))
-        latency.add_metric([], buckets, counts.latency_sum_ms / 1000)
-    yield latency
+    latency = HistogramMetricFamily(
+        f"{PREFIX}_shadow_duration_seconds", "Calls to the shadowed model server.", labels=["model"]
+    )
     info = GaugeMetricFamily(
         f"{PREFIX}_shadow_info",
         "The version shadowed now, and the live one it is compared with.",
-        labels=["version", "against"],
+        labels=["model", "version", "against"],
     )
-    if upstream is not None and live_version is not None:
-        info.add_metric([upstream.version, live_version], 1)
-    yield info
+    shadowed = [service for service in services if service.router.shadowing is not None]
+    for service in shadowed:
+        router, model = service.router, service.name
+        shadowing = router.shadowing
+        live_version = router.live.version if router.live else None
+        scorer, upstream = shadowing.scorer, shadowing.upstream
+        counts = scorer.counts.get(live_version) if scorer is not None and live_version else None
+        for pair, rows in sorted((counts.pairs if counts else {}).items()):
+            live_class, _, shadow_class = pair.partition(">")
+            pairs.add_metric([model, live_class, shadow_class], rows)
+        errors.add_metric([model], counts.errors if counts else 0)
+        dropped.add_metric([model], scorer.dropped_rows if scorer else 0)
+        value = counts.agreement if counts else None
+        agreement.add_metric([model], value if value is not None else float("nan"))
+        if counts is not None:
+            cumulative, buckets = 0, []
+            for bound, n in zip((*LATENCY_BOUNDS_MS, float("inf")), counts.latency):
+                cumulative += n
+                buckets.append((floatToGoString(bound / 1000), cumulative))
+            latency.add_metric([model], buckets, counts.latency_sum_ms / 1000)
+        if upstream is not None and live_version is not None:
+            info.add_metric([model, upstream.version, live_version], 1)
+    if shadowed:
+        yield from (pairs, errors, dropped, agreement, latency, info)
 
 
-def _registry_families(router, live_version: str | None):
-    """What the router last learnt from the registry: whether it answered, and the monitor's verdicts."""
-    current = router.registry.get("state")
+def _registry_families(services: list):
+    """What each model's router last learnt from the registry: whether it answered, and the monitor's verdicts."""
     state = GaugeMetricFamily(
         f"{PREFIX}_registry_state",
         "Where the last look at the registry left the proxy: 1 for the current state, 0 for the others.",
-        labels=["state"],
+        labels=["model", "state"],
     )
-    for name in RegistryState:
-        state.add_metric([name.value], 1 if name == current else 0)
-    yield state
     status = GaugeMetricFamily(
         f"{PREFIX}_model_monitor_status",
         "The monitor's verdicts on the served version, as its drift_status and performance_status tags hold them "
         "(value 1).",
-        labels=["version", "tag", "status"],
+        labels=["model", "version", "tag", "status"],
     )
-    verdicts = router.verdicts
-    if verdicts is not None and verdicts[0] == live_version:
-        for tag, value in sorted(verdicts[1].items()):
-            status.add_metric([live_version, tag, value], 1)
+    for service in services:
+        router = service.router
+        current = router.registry.get("state")
+        for name in RegistryState:
+            state.add_metric([service.name, name.value], 1 if name == current else 0)
+        live_version = router.live.version if router.live is not None else None
+        verdicts = router.verdicts
+        if verdicts is not None and verdicts[0] == live_version:
+            for tag, value in sorted(verdicts[1].items()):
+                status.add_metric([service.name, live_version, tag, value], 1)
+    yield state
     yield status
 
 
@@ -386,5 +429,8 @@ def _counter(name: str, documentation: str, labels: list[str], values: dict) -> 
     return family
 
 
-def _histogram(name: str, documentation: str, histogram: _Histogram) -> HistogramMetricFamily:
-    return HistogramMetricFamily(name, documentation, buckets=histogram.buckets(), sum_value=histogram.total)
+def _histograms(name: str, documentation: str, histograms: dict[str, _Histogram]) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(name, documentation, labels=["model"])
+    for model, histogram in list(histograms.items()):
+        family.add_metric([model], histogram.buckets(), histogram.total)
+    return family

@@ -32,7 +32,7 @@ METRICS_SOCKET = web.AppKey("metrics_socket", socket.socket)
 
 def install(app: web.Application, proxy, config) -> ProxyMetrics:
     """Add the recorder and the metrics route (call before the catch-all route is added)."""
-    metrics = ProxyMetrics(proxy, prediction_log=bool(config.prediction_log))
+    metrics = ProxyMetrics(proxy, prediction_log=bool(config.prediction_log), models=tuple(proxy.services))
     writer = None
     if config.prediction_log:
         writer = PredictionLogWriter(
@@ -46,16 +46,21 @@ def install(app: web.Application, proxy, config) -> ProxyMetrics:
         app.on_startup.append(lambda _app: _start_writer(writer))
         app.on_cleanup.append(lambda _app: _close_writer(writer))
         metrics.log_writer = proxy.prediction_log = writer
-    proxy.recorders.append(recorder(metrics, writer, proxy.router.model.name))
+    proxy.recorders.append(recorder(metrics, writer))
     capture = None
     if config.capture_uri:
         from serving.capture.recorder import install as install_capture
 
         capture = install_capture(app, proxy, config, metrics.registry)
     if config.feedback_log or capture is not None:
-        router = proxy.router
-        live = lambda: router.live.facts if router.live else None  # noqa: E731
-        feedback = FeedbackService(config, metrics.registry, live, capture.labels if capture else None)
+        routers = [service.router for service in proxy.services.values()]
+        feedback = FeedbackService(
+            config,
+            metrics.registry,
+            lambda: [router.live.facts for router in routers if router.live is not None],
+            models=tuple(proxy.services),
+            writer=capture.labels if capture else None,
+        )
         proxy.recorders.append(feedback.remember)
         proxy.feedback = feedback
         if capture is None:  # the capture starts and stops its own writer
@@ -68,20 +73,20 @@ def install(app: web.Application, proxy, config) -> ProxyMetrics:
     return metrics
 
 
-def recorder(metrics: ProxyMetrics, writer: PredictionLogWriter | None, model_name: str):
+def recorder(metrics: ProxyMetrics, writer: PredictionLogWriter | None):
     """The per-request hook: metrics always, the prediction log for answered requests when it is on."""
 
     def record(outcome) -> None:
-        metrics.observe_request(outcome.endpoint, outcome.status, outcome.latency_s)
+        metrics.observe_request(outcome.model, outcome.endpoint, outcome.status, outcome.latency_s)
         if outcome.ignored:
-            metrics.observe_ignored(outcome.ignored)
+            metrics.observe_ignored(outcome.model, outcome.ignored)
         if outcome.predictions is None:
             return
-        metrics.observe_predictions(outcome.predictions, outcome.facts)
+        metrics.observe_predictions(outcome.model, outcome.predictions, outcome.facts)
         if writer is not None:
             writer.submit(
                 request_id=outcome.request_id,
-                model_name=model_name,
+                model_name=outcome.model,
                 model_version=outcome.version,
                 names=outcome.facts.names,
                 rows=outcome.rows,

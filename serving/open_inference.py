@@ -222,7 +222,7 @@ def _input(
     if not isinstance(tensor, dict) or not isinstance(tensor.get("name"), str):
         raise _invalid(f"inputs[{number}] must be an object with a name, shape, datatype and data")
     name = tensor["name"]
-    where = f"input {shorten(name, 40)!r}"
+    where = f"inputs[{number}]"  # never the client's name: nothing from a request is echoed
     shape, datatype = tensor.get("shape"), tensor.get("datatype")
     if not isinstance(shape, list) or not shape or not all(type(d) is int and d >= 0 for d in shape):
         raise _invalid(f"{where}: shape must be a list of sizes")
@@ -293,13 +293,13 @@ def tensor_rows(tensors: list[tuple[str, list[int], list]], limits: Limits, read
         columns = [values[i::width] for i in range(width)]
     else:
         by_name = {}
-        for name, shape, values in tensors:
+        for number, (name, shape, values) in enumerate(tensors):
             if name not in reader.name_set:
-                raise _invalid(f"unknown input {shorten(name, 40)!r}; the inputs are {shown}")
+                raise _invalid(f"inputs[{number}] names no feature; the inputs are {shown}")
             if name in by_name:
-                raise _invalid(f"input {shorten(name, 40)!r} is given twice")
+                raise _invalid(f"input {shorten(name, 40)} is given twice")
             if len(shape) == 2 and shape[1] != 1:
-                raise _invalid(f"input {shorten(name, 40)!r}: shape must be [n] or [n, 1], got {shape}")
+                raise _invalid(f"input {shorten(name, 40)}: shape must be [n] or [n, 1], got {shape}")
             by_name[name] = (shape[0], values)
         missing = [name for name in reader.names if name not in by_name]
         if missing:
@@ -370,7 +370,21 @@ def infer_response(
 def output_tensor(
     name: str, predictions: list, signature: Signature, datatypes: dict, count: int
 ) -> tuple[str, list[int], list]:
-    """One output tensor: a column of the model's records, its class scores, or its bare answers."""
+    """One output tensor: a column of the model's records, its class scores, or its bare answers.
+
+    An answer without the output its signature declares is the model server's failure: 502.
+    """
+    try:
+        return _output_tensor(name, predictions, signature, datatypes, count)
+    except (KeyError, TypeError, AttributeError):
+        raise HttpError(
+            502, "UPSTREAM_ERROR", f"the model's answers do not hold its output {shorten(name, 40)}"
+        ) from None
+
+
+def _output_tensor(
+    name: str, predictions: list, signature: Signature, datatypes: dict, count: int
+) -> tuple[str, list[int], list]:
     if name == signature.scores_output:
         classes = signature.classes
         values = [record[name][cls] for record in predictions for cls in classes]

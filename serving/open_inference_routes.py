@@ -50,26 +50,27 @@ class OpenInference:
 
     def __init__(self, proxy):
         self.proxy = proxy
-        self.router = proxy.router
 
-    # -- scoring: the three steps Proxy.score calls ------------------------------------------
+    # -- scoring: the steps Proxy.score calls ------------------------------------------------
 
     async def infer(self, request: web.Request) -> web.Response:
         return await self.proxy.score(request, self)
 
-    def upstream(self, request: web.Request):
+    def service(self, request: web.Request, proxy):
+        return proxy.service(request.match_info["name"])
+
+    def upstream(self, request: web.Request, service):
         """The upstream that must answer: None (the live one) unless a version is named."""
-        self._check_model(request)
         version = request.match_info.get("version")
-        return None if version is None else self._loaded(version)
+        return None if version is None else loaded(service.router, version)
 
     def parse(self, request: web.Request, body: bytes, limits, facts):
         header_length = request.headers.get(INFERENCE_HEADER)
         return parse_infer_request(body, header_length, limits, facts.reader, facts.signature.output_names)
 
-    def answer(self, request: web.Request, parsed, scored) -> web.Response:
+    def answer(self, request: web.Request, parsed, scored, service) -> web.Response:
         body, header_length = infer_response(
-            self.router.model.name, scored.version, parsed, scored.predictions, scored.facts.signature
+            service.name, scored.version, parsed, scored.predictions, scored.facts.signature
         )
         if header_length is None:
             return web.Response(body=body, headers={"Content-Type": "application/json"})
@@ -87,54 +88,51 @@ class OpenInference:
         return _json({"live": True})
 
     async def server_ready(self, request: web.Request) -> web.Response:
-        ready = await self._up(self.router.live)
+        """Ready when every served model's live version is."""
+        ready = all([await self._up(service.router.live) for service in self.proxy.services.values()])
         return _json({"ready": ready}, 200 if ready else 503)
 
     async def metadata(self, request: web.Request) -> web.Response:
         try:
-            upstream = self._named(request)
+            service, upstream = self._named(request)
             if upstream is None or upstream.facts is None:
                 raise HttpError(503, "UPSTREAM_UNAVAILABLE", "the model server is not serving yet")
         except HttpError as exc:
             return _error(exc)
-        name = self.router.model.name
-        return _json(model_metadata(name, self.router.loaded_versions(), upstream.facts.signature))
+        return _json(model_metadata(service.name, service.router.loaded_versions(), upstream.facts.signature))
 
     async def model_ready(self, request: web.Request) -> web.Response:
         try:
-            upstream = self._named(request)
+            service, upstream = self._named(request)
         except HttpError as exc:
             return _error(exc)
         ready = await self._up(upstream)
-        return _json({"name": self.router.model.name, "ready": ready}, 200 if ready else 503)
+        return _json({"name": service.name, "ready": ready}, 200 if ready else 503)
 
     async def fallback(self, request: web.Request) -> web.Response:
         return _error(HttpError(404, "NOT_FOUND", f"no such endpoint of the Open Inference Protocol: {request.method}"))
 
     # -- the pieces ---------------------------------------------------------------------------
 
-    def _check_model(self, request: web.Request) -> None:
-        name = self.router.model.name
-        if request.match_info.get("name") != name:
-            raise HttpError(404, "NOT_FOUND", f"unknown model; this server serves {name!r}")
-
     def _named(self, request: web.Request):
-        """The upstream the path names: the live one, or a loaded version's (else a 404)."""
-        self._check_model(request)
+        """The model the path names and its upstream: the live one, or a loaded version's (else a 404)."""
+        service = self.proxy.service(request.match_info["name"])
         version = request.match_info.get("version")
-        return self.router.live if version is None else self._loaded(version)
-
-    def _loaded(self, version: str):
-        upstream = self.router.upstream_for(version)
-        if upstream is None:
-            loaded = ", ".join(self.router.loaded_versions()) or "none"
-            raise HttpError(
-                404, "VERSION_NOT_LOADED", f"version {version[:20]!r} is not loaded; loaded versions: {loaded}"
-            )
-        return upstream
+        return service, service.router.live if version is None else loaded(service.router, version)
 
     async def _up(self, upstream) -> bool:
         return upstream is not None and await upstream.is_up(self.proxy.session)
+
+
+def loaded(router, version: str):
+    """The upstream serving ``version`` of the router's model now: live, delivered or warm (else a 404)."""
+    upstream = router.upstream_for(version)
+    if upstream is None:
+        versions = ", ".join(router.loaded_versions()) or "none"
+        raise HttpError(
+            404, "VERSION_NOT_LOADED", f"version {version[:20]!r} is not loaded; loaded versions: {versions}"
+        )
+    return upstream
 
 
 def server_version() -> str:

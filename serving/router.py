@@ -1,10 +1,11 @@
 """Which upstream answers: the live one, switched when the alias moves, in steps when asked, and back when worse.
 
 The router owns the managed upstreams. It keeps the live one running (restarting it with
-backoff when it dies or hangs), follows the alias by polling the registry, brings a new version up
-beside the live one and switches only once it answers the canary row, and keeps the previous
-ones warm (``--keep-warm``) so a rollback is a pointer swap, not a 6 s start. Whatever
-fails, the live upstream keeps serving; ``/health`` says what went wrong.
+backoff when it dies or hangs), follows the alias by polling the registry (at once when a
+registry webhook prompts it: ``serving.webhooks``), brings a new version up beside the live
+one and switches only once it answers the canary row, and keeps the previous ones warm
+(``--keep-warm``) so a rollback is a pointer swap, not a 6 s start. Whatever fails, the
+live upstream keeps serving; ``/health`` says what went wrong.
 
 With ``--canary`` steps or a ``--bake`` window, the switch is a delivery: the new version
 takes an exact share of the requests step by step (``choose``), then all of them
@@ -40,6 +41,7 @@ in process against fakes in the tests.
 """
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
@@ -231,6 +233,7 @@ class Router:
         self._rejected: set[str] = set()  # versions rolled back, not tried again until the alias moves to them again
         self._unrecorded: tuple | None = None  # an automatic rollback the registry has not taken yet
         self._recording = False
+        self._prompted = asyncio.Event()  # poll_now: ask the registry before the poll interval is up
         if config.upstream:
             version = initial.version if initial else (self.model.version or "unknown")
             run_id = initial.run_id if initial else None
@@ -414,9 +417,27 @@ class Router:
 
     # -- following the alias ----------------------------------------------------------------
 
+    def follows(self, alias: str) -> bool:
+        """Whether a move of this alias of the served model concerns this router: the alias it serves, or shadows."""
+        if self.lookup is None:
+            return False
+        return (self.config.follows_alias and alias == self.model.alias) or (
+            self.shadowing is not None and alias == self.config.shadow
+        )
+
+    def poll_now(self) -> None:
+        """Poll the registry now instead of at the end of the poll interval (a registry webhook's prompt).
+
+        Only a prompt: the poll reads the registry as every poll does. Prompts that come
+        while a poll runs make one more poll after it, never two polls at once.
+        """
+        self._prompted.set()
+
     async def _follow(self) -> None:
         while True:
-            await asyncio.sleep(self.config.poll_interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._prompted.wait(), self.config.poll_interval)
+            self._prompted.clear()
             if self.config.follows_alias:
                 await self.poll()
             if self.shadowing is not None:

@@ -35,7 +35,7 @@ from iris_core.processes import die_with_parent, free_port, is_running
 from iris_core.redaction import redact
 from iris_core.table.models import answer_class
 from serving.analysis import CallStats
-from serving.config import API_TOKEN_ENV
+from serving.config import SECRET_ENVS
 from serving.errors import ServingError
 from serving.forwarding import UpstreamError, post_rows, unavailable
 from serving.private_files import open_private
@@ -442,13 +442,13 @@ def upstream_env() -> dict:
     costs the upstream CPU per call; the proxy's own record of each request is enough.
     One BLAS thread (unless the user set one): a model server scores small batches, and
     OpenBLAS's idle threads busy-wait on the cores the proxy needs. The proxy's API token
-    is not passed on: a model server (whose model is code) has no use for it.
+    and the webhook secret are not passed on: a model server (whose model is code) has no use for them.
     """
     return {
         "OPENBLAS_NUM_THREADS": "1",
         "OMP_NUM_THREADS": "1",
         "MKL_NUM_THREADS": "1",
-        **{name: value for name, value in os.environ.items() if name != API_TOKEN_ENV},
+        **{name: value for name, value in os.environ.items() if name not in SECRET_ENVS},
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         "UVICORN_TIMEOUT_KEEP_ALIVE": "75",
         "UVICORN_ACCESS_LOG": "false",

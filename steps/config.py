@@ -73,12 +73,15 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class GateThresholds:
-    """The promotion gate of ``evaluate``: an absolute floor, and how much worse than the champion is tolerated."""
+    """The promotion gate of ``evaluate``: an absolute floor, how much worse than the champion is tolerated, the
+    shadow rule, and the level at which a challenger may pass below the floor when the champion is below it too."""
 
     min_accuracy: float = 0.9
     max_regression: float = 0.01  # largest allowed drop in accuracy or f1 against the champion
     min_shadow_rows: int = 0  # rows shadowed against the champion on live traffic before a promotion (0: off)
     min_shadow_agreement: float = 0.95  # share of them where the challenger gave the champion's class
+    # when the champion is below min_accuracy too: the level of the paired test a challenger below it must pass (0: off)
+    below_floor_alpha: float = 0.05
 
     def validated(self) -> "GateThresholds":
         if not 0 <= self.min_accuracy < float("inf"):
@@ -89,6 +92,8 @@ class GateThresholds:
             raise InvalidParameter(f"min_shadow_rows must be a non-negative integer, got {self.min_shadow_rows}")
         if not 0 <= self.min_shadow_agreement <= 1:
             raise InvalidParameter(f"min_shadow_agreement must be between 0 and 1, got {self.min_shadow_agreement}")
+        if not 0 <= self.below_floor_alpha < 1:
+            raise InvalidParameter(f"below_floor_alpha must be at least 0 and below 1, got {self.below_floor_alpha}")
         return self
 
 

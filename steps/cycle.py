@@ -8,16 +8,23 @@ check as a nested run and, when it retrains, nested ``train`` and ``evaluate`` r
 ``steps.retrain_claim``: none within ``cooldown_hours`` of the last one, and one retrainer
 among cycles that run at once.
 
+The metric ``needs_review`` is 1 on a cycle whose outcome a person should look at (the
+retrained version failed the gate, or was promoted below it), else 0, so that a search of
+the cycle runs finds them even where the exit code is lost (``mlflow run`` turns every
+non-zero code into 1).
+
 Exit codes: 0 when nothing was wrong, when a retrain was skipped, and when the retrained
 version passed the gate; 1 when it failed the gate (the live version keeps serving and
-someone should look); 3 while the gate waits for shadow evidence.
+someone should look); 3 while the gate waits for shadow evidence; 4 when the gate promoted
+it below ``min_accuracy`` because the champion was below it too and the new version is
+significantly better (``promoted_below_floor``): it serves now, and someone should look.
 """
 
 import logging
 
 import click
 
-from iris_core.contract import CYCLE_EXPERIMENT, CycleDecision, Tag
+from iris_core.contract import CYCLE_EXPERIMENT, CycleDecision, GateVerdict, Tag
 from iris_core.refs import CHAMPION
 from steps import cli, options
 from steps.config import (
@@ -36,6 +43,15 @@ from steps.retrain_claim import claim_retrain, record_version
 from steps.window import window_of
 
 _logger = logging.getLogger(__name__)
+
+NEEDS_REVIEW_METRIC = "needs_review"
+# What a retrain's gate verdict means for the cycle: what its reason says, and whether a person should look.
+OUTCOMES = {
+    GateVerdict.PASSED: ("promoted", False),
+    GateVerdict.PROMOTED_BELOW_FLOOR: ("promoted below the gate's floor, a person should look", True),
+    GateVerdict.FAILED: ("gate failed", True),
+    GateVerdict.WAITING: (f"gate {GateVerdict.WAITING}", False),
+}
 
 
 def problems(result: MonitorResult, thresholds: DriftThresholds, performance: PerformanceThresholds) -> list[str]:
@@ -146,12 +162,15 @@ def main(
                 for line in summary(result):
                     click.echo(line)
                 evaluation = result.evaluation
-                outcome = "promoted" if evaluation.promoted else f"gate {evaluation.decision.verdict}"
+                outcome, review = OUTCOMES[evaluation.decision.verdict]
+                mlflow.log_metric(NEEDS_REVIEW_METRIC, int(review))
                 record(
                     CycleDecision.RETRAINED,
                     f"{reason}; retrained into version {result.trained.version}, {outcome}",
                     **{Tag.RETRAINED_VERSION: result.trained.version, Tag.GATE_DECISION: evaluation.decision.verdict},
                 )
+        if evaluation is None:
+            mlflow.log_metric(NEEDS_REVIEW_METRIC, 0)
     if evaluation is not None:
         raise_unless_passed(evaluation)
 

@@ -12,9 +12,13 @@ The challenger becomes ``champion`` only if it is accurate enough and not worse 
 current champion on the same rows (``steps.gate``), and, with ``min_shadow_rows``, only
 once serving proxies have shadowed it against the champion on live traffic long enough
 (``iris_core.shadow_evidence``); before that the gate says "waiting for shadow evidence"
-and exits 3, so a scheduler can run it again later. The decision and its reasons are
-logged to the evaluation run and set as model-version tags; the alias moves through
-``iris_core.alias_history`` so the move lands in the alias history.
+and exits 3, so a scheduler can run it again later. When the champion itself is below
+``min_accuracy`` on these rows (the world changed under it), a challenger below it too is
+promoted if it is significantly better on the same rows (``steps.gate``): the verdict
+``promoted_below_floor``, a warning, the p-value and the champion's accuracy as tags, and
+exit 4, for a person to look. The decision and its reasons are logged to the evaluation
+run and set as model-version tags; the alias moves through ``iris_core.alias_history`` so
+the move lands in the alias history.
 """
 
 import logging
@@ -23,7 +27,8 @@ from dataclasses import dataclass, field
 import click
 import pandas as pd
 
-from iris_core.contract import HOLDOUT_SPLIT_ARTIFACT, MoveKind, Tag, join_reasons
+from iris_core.contract import HOLDOUT_SPLIT_ARTIFACT, GateVerdict, MoveKind, Tag, join_reasons
+from iris_core.errors import EXIT_REVIEW
 from iris_core.refs import CHALLENGER, CHAMPION, DEFAULT_MODEL_NAME, alias_uri, version_uri
 from iris_core.resolver import alias_version
 from iris_core.shadow_evidence import evidence
@@ -32,7 +37,7 @@ from steps import cli, options
 from steps.classification import classification_metrics
 from steps.config import GateThresholds
 from steps.errors import GateFailed, GateWaiting
-from steps.gate import GateDecision, ShadowCheck, check_shadow, decide
+from steps.gate import GateDecision, ShadowCheck, check_shadow, decide, paired_counts
 from steps.production_data import production_comparison
 from steps.registry import check_model_uri, resolve_model_uri
 from steps.splits import load_split, table_rows
@@ -123,7 +128,7 @@ def evaluate_version(
     evaluate_with_mlflow(holdout, label, list(contract.feature_names), predicted)
     metrics = classification_metrics(truth, predicted, classes)
     champion_version = alias_version(client, model_name, CHAMPION)
-    champion_metrics = champion_predicted = uncompared = None
+    champion_metrics = champion_predicted = uncompared = paired = None
     if champion_version not in (None, version):
         champion_uri = version_uri(model_name, champion_version)
         champion = version_contract(champion_uri)
@@ -132,12 +137,20 @@ def evaluate_version(
             champion_predicted = _classes(predict_classes(champion_uri, holdout, champion))
             champion_metrics = classification_metrics(truth, champion_predicted, classes)
             mlflow.log_metrics({f"champion_{k}": champion_metrics[k] for k in ("accuracy", "f1_score")})
+            paired = paired_counts(truth, predicted, champion_predicted)
     production = production_comparison(holdout, label, predicted, champion_predicted)
     if production:
         mlflow.log_metrics(production)
     shadow = shadow_rule(client, model_name, version, champion_version, thresholds)
     decision = decide(
-        metrics, champion_metrics, thresholds.min_accuracy, thresholds.max_regression, shadow, uncompared=uncompared
+        metrics,
+        champion_metrics,
+        thresholds.min_accuracy,
+        thresholds.max_regression,
+        shadow,
+        uncompared=uncompared,
+        paired=paired,
+        below_floor_alpha=thresholds.below_floor_alpha,
     )
     reasons = join_reasons(decision.reasons)
     mlflow.set_tags({Tag.GATE_DECISION: decision.verdict, Tag.GATE_REASONS: reasons})
@@ -148,11 +161,27 @@ def evaluate_version(
         Tag.EVAL_ACCURACY: f"{metrics['accuracy']:.6f}",
         Tag.EVAL_F1_SCORE: f"{metrics['f1_score']:.6f}",
     }
+    if decision.below_floor is not None:  # the champion was below the floor too: the paired test decided
+        mlflow.log_metric(Tag.BELOW_FLOOR_P_VALUE, decision.below_floor.p_value)
+        version_tags[Tag.GATE_CHAMPION_ACCURACY] = f"{decision.below_floor.champion_accuracy:.6f}"
+        version_tags[Tag.BELOW_FLOOR_P_VALUE] = f"{decision.below_floor.p_value:.3g}"
     for key, value in version_tags.items():
         client.set_model_version_tag(model_name, version, key, value)
     promoted = decision.passed and champion_version != version
     if promoted:
         move_alias(client, model_name, CHAMPION, version, how=MoveKind.GATE, reason=reasons)
+    if promoted and decision.verdict == GateVerdict.PROMOTED_BELOW_FLOOR:
+        _logger.warning(
+            "%s version %s was promoted below min_accuracy %s: champion version %s scored %.4f on the same rows, "
+            "and this version, %.4f, is significantly better (p-value %.2g); a person should look",
+            model_name,
+            version,
+            thresholds.min_accuracy,
+            champion_version,
+            decision.below_floor.champion_accuracy,
+            metrics["accuracy"],
+            decision.below_floor.p_value,
+        )
     return EvaluationResult(model_name, version, metrics, champion_version, decision, promoted, production)
 
 
@@ -221,8 +250,8 @@ def report(result: EvaluationResult) -> str:
 @options.data_path
 @options.label
 @options.gate
-def main(model_uri, model_name, data_path, label, min_accuracy, max_regression, min_shadow_rows, min_shadow_agreement):
-    thresholds = GateThresholds(min_accuracy, max_regression, min_shadow_rows, min_shadow_agreement).validated()
+def main(model_uri, model_name, data_path, label, **gate):
+    thresholds = GateThresholds(**gate).validated()
     ref = check_model_uri(model_uri.strip() or alias_uri(model_name or DEFAULT_MODEL_NAME, CHALLENGER))
     import mlflow  # after the checks: a bad argument should not wait for MLflow's import
 
@@ -237,13 +266,16 @@ def main(model_uri, model_name, data_path, label, min_accuracy, max_regression, 
 
 
 def raise_unless_passed(result: EvaluationResult) -> None:
-    """Exit 3 while the gate waits for shadow evidence, 1 when it failed."""
+    """Exit 3 while the gate waits for shadow evidence, 1 when it failed, 4 when it promoted the version below
+    the floor (done, and a person should look: the warning said why)."""
     if result.decision.waiting:
         raise GateWaiting(
             f"gate waiting for shadow evidence for {result.model_name} version {result.version}; run it again later"
         )
     if not result.decision.passed:
         raise GateFailed(f"gate failed for {result.model_name} version {result.version}")
+    if result.decision.verdict == GateVerdict.PROMOTED_BELOW_FLOOR:
+        raise click.exceptions.Exit(EXIT_REVIEW)
 
 
 if __name__ == "__main__":

@@ -97,6 +97,14 @@ gate = _stack(
         show_default=True,
         help="Share of the shadowed rows where the challenger must have given the champion's class.",
     ),
+    click.option(
+        "--below-floor-alpha",
+        type=float,
+        default=GateThresholds.below_floor_alpha,
+        show_default=True,
+        help="When the champion is below --min-accuracy too: a challenger below it passes if significantly better "
+        "on the same rows by McNemar's exact test at this level (verdict promoted_below_floor, exit 4; 0: off).",
+    ),
 )
 
 predictions = click.option(

@@ -52,3 +52,16 @@ def test_the_rollout_benchmark_marks_a_missed_goal_as_missed():
         ("rollback to warm", True),
         ("no failed request during the moves", True),
     ]
+
+
+def test_the_webhook_part_marks_a_warm_switch_at_or_over_half_a_second_as_missed():
+    from bench.rollout_benchmark import webhook_report
+
+    def rows(warm: float):
+        return [("promote to a cold version (1 -> 2)", 5.0), ("rollback to the warm version (2 -> 1)", warm)]
+
+    failed = {"webhooks": 0, "polling": 0}
+    met = webhook_report(rows(0.12), rows(1.9), failed, deliveries=2, poll_interval=2.0)[-1]
+    missed = webhook_report(rows(0.5), rows(1.9), failed, deliveries=2, poll_interval=2.0)[-1]
+    assert "[met]    warm switch with webhooks < 0.5 s: worst 0.12 s" in met
+    assert "[missed] warm switch with webhooks < 0.5 s: worst 0.50 s" in missed

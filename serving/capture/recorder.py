@@ -92,7 +92,7 @@ class Capture:
             return
         self.writer.submit_predictions(
             request_id=outcome.request_id,
-            model_name=self.model_name,
+            model_name=outcome.model or self.model_name,
             model_version=outcome.version,
             names=outcome.facts.names,
             rows=outcome.rows,
@@ -210,7 +210,11 @@ class CapturedLabels:
         self._writer = capture.writer
 
     def submit(self, labels, done=None) -> bool:
-        """``(request_id, row, class name, version or None)`` labels; False when the buffer is full."""
+        """``(request_id, row, class name, version or None, model or None)`` labels; False when the buffer is full.
+
+        A label goes under the model whose answer it names; one whose answer the proxy no
+        longer remembers, under the first model served (the steps join it by request id).
+        """
         return self._writer.submit_labels(self._capture.model_name, labels, done)
 
     @property
@@ -227,7 +231,7 @@ class CapturedLabels:
 
 def install(app, proxy, config, registry) -> Capture:
     """Plug the capture into the app (the spool is taken now, before the proxy listens)."""
-    capture = Capture(config, proxy.router.model.name)
+    capture = Capture(config, proxy.default.name)  # the first model: labels of a forgotten answer go there
     capture.open()
     registry.register(capture)
     proxy.recorders.append(capture.record)

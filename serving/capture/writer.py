@@ -237,12 +237,12 @@ class CaptureWriter(QueuedWriter):
                         "request_id": request_id,
                         "row": row,
                         "label": label,
-                        "model_name": model,
+                        "model_name": answered_by or model,
                         "model_version": version,
                     }
                 )
                 + b"\n"
-                for request_id, row, label, version in labels
+                for request_id, row, label, version, answered_by in (_five(label) for label in labels)
             )
         except (TypeError, ValueError):
             self._settle_labels(entry, kept=False)
@@ -310,3 +310,8 @@ class CaptureWriter(QueuedWriter):
             self.spool.publish(f"{partition.path}/{file_name(self.replica, seq)}", feedback_table(labels))
             self.files_closed += 1
         self.spool.drop_journal(path)
+
+
+def _five(label: tuple) -> tuple:
+    """A label as ``(request_id, row, class name, version, model)``: the model is None when not given."""
+    return (*label, None)[:5] if len(label) < 5 else label

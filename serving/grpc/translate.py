@@ -79,7 +79,7 @@ def infer_request(message, limits: Limits, reader: RowReader, outputs: tuple[str
     if raw and len(raw) != len(message.inputs):
         raise _invalid(f"{len(raw)} raw_input_contents for {len(message.inputs)} inputs; give one per input or none")
     tensors = [
-        _tensor(tensor, raw[number] if raw else None, limits, reader.width)
+        _tensor(tensor, number, raw[number] if raw else None, limits, reader.width)
         for number, tensor in enumerate(message.inputs)
     ]
     rows = tensor_rows(tensors, limits, reader)
@@ -93,8 +93,8 @@ def infer_request(message, limits: Limits, reader: RowReader, outputs: tuple[str
     return InferRequest(rows, wanted, message.id or None)
 
 
-def _tensor(tensor, raw: bytes | None, limits: Limits, width: int) -> tuple[str, list[int], list]:
-    where = f"input {shorten(tensor.name, 40)!r}"
+def _tensor(tensor, number: int, raw: bytes | None, limits: Limits, width: int) -> tuple[str, list[int], list]:
+    where = f"inputs[{number}]"  # never the client's name: nothing from a request is echoed
     shape = list(tensor.shape)
     if not shape or any(size < 0 for size in shape):
         raise _invalid(f"{where}: shape must be a list of sizes")

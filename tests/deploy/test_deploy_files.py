@@ -119,7 +119,7 @@ def test_the_image_environment_names_only_variables_the_code_reads():
     assert {options["SERVING_HOST"], options["SERVING_PORT"], options["SERVING_MODEL_URI"]} == {
         "host",
         "port",
-        "model_uri",
+        "model_uris",
     }
     assert options["SERVING_API_TOKEN"] == "api_token"
 

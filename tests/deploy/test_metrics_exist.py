@@ -129,6 +129,8 @@ def prometheus(proxy, tmp_path_factory):
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until(lambda: proc.poll() is None and http_ok(f"{url}/-/ready"), 60, what=f"prometheus (log: {log})")
+        # The load starts after the first scrape, so the counters grow between samples and rate() is above 0.
+        wait_until(lambda: query(url, "up == 1"), 60, what=f"prometheus's first scrape (log: {log})")
         drive(proxy)
         # A few scrapes and rule evaluations: rate() needs two samples, and the rules a run after them.
         wait_until(lambda: query(url, "model:proxy_requests:rate5m"), 60, what=f"the rules' first results (log: {log})")

@@ -83,6 +83,7 @@ def test_a_performance_drop_retrains_on_production_rows_the_gate_promotes_and_th
     assert client.get_registered_model("iris").aliases["champion"] == 4
     [run] = runs(client, CYCLE_EXPERIMENT, cycle_decision="retrained")
     assert (run.data.tags["retrained_version"], run.data.tags["gate_decision"]) == ("4", "passed")
+    assert run.data.metrics["needs_review"] == 0
     version = client.get_model_version("iris", "4")
     assert version.tags["production_rows"] == "80"
     training = client.get_run(version.tags["training_run_id"])
@@ -117,13 +118,15 @@ def test_a_performance_drop_retrains_on_production_rows_the_gate_promotes_and_th
 def test_a_retrain_whose_version_fails_the_gate_exits_1_and_keeps_the_champion(registry, tmp_path):
     traffic = pd.concat([holdout_of(registry, "2").head(20), new_cultivar(60, seed=3)], ignore_index=True)
     predictions, feedback = served(tmp_path, "2", traffic, "strict")
-    result = CliRunner().invoke(cycle.main, cycle_args(predictions, feedback, "--min-accuracy", "1.01"))
+    # a floor no version meets, the champion included, and no promotion below it (below_floor_alpha 0)
+    forced = ("--min-accuracy", "1.01", "--below-floor-alpha", "0")
+    result = CliRunner().invoke(cycle.main, cycle_args(predictions, feedback, *forced))
     assert isinstance(result.exception, GateFailed)
     assert "gate failed" in result.stdout and "cycle: retrained:" in result.stdout
     client = registry.client()
     assert client.get_registered_model("iris").aliases["champion"] == 2
     [run] = runs(client, CYCLE_EXPERIMENT, cycle_decision="retrained")
-    assert run.data.tags["gate_decision"] == "failed"
+    assert run.data.tags["gate_decision"] == "failed" and run.data.metrics["needs_review"] == 1
 
 
 def test_retrain_counts_and_leaves_out_labeled_rows_that_break_the_data_rules(registry, tmp_path):

@@ -21,11 +21,10 @@ DRIFTED = {"drift_status": "drift", "performance_status": "no_performance_drop"}
 def scraped(router: Router) -> dict[tuple[str, tuple], float]:
     """The samples of a ProxyMetrics reading this router, as a scrape would see them now."""
     proxy = SimpleNamespace(
-        router=router,
+        services={"iris": SimpleNamespace(name="iris", router=router, forwarder=None)},
         in_flight=0,
         client_disconnects={},
         connections=SimpleNamespace(open=0, refused=0),
-        forwarder=None,
     )
     return samples(ProxyMetrics(proxy))
 

@@ -99,6 +99,26 @@ def new_cultivar(rows: int, seed: int) -> pd.DataFrame:
     return frame.assign(species="setosa")
 
 
+# A setosa cultivar that looks like versicolor: (mean, sd) of each feature, as docs/feedback.md's client draws it.
+LOOK_ALIKE_SHAPE = {
+    "sepal_length": (5.7, 0.3),
+    "sepal_width": (3.0, 0.25),
+    "petal_length": (4.3, 0.3),
+    "petal_width": (1.3, 0.15),
+}
+
+
+def look_alike_cultivar(rows: int, seed: int) -> pd.DataFrame:
+    """A setosa cultivar with versicolor's size and shape, only its sepals a little wider: called versicolor by
+    the pipeline, and told apart from versicolor only in part by a version trained on its labels, which then
+    calls some true versicolor setosa. Rounded to a millimetre; ``species`` is the truth."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame({name: rng.normal(mean, sd, rows).round(1) for name, (mean, sd) in LOOK_ALIKE_SHAPE.items()})
+    return frame.assign(species="setosa")
+
+
 def write_labels(path: Path, labels: list[tuple[str, int, str]], ts: str = "2026-01-02T00:00:00.000Z") -> Path:
     """Append ``(request_id, row, label)`` labels in the proxy's feedback-log format."""
     with open(path, "ab") as log:

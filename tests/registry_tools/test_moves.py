@@ -40,6 +40,14 @@ def test_promote_refuses_a_version_whose_gate_failed(registry, run):
         assert_one_line_error(result, 1, "version 3 failed its gate", "accuracy", "--force")
 
 
+def test_promote_takes_a_version_the_gate_promoted_below_its_floor(registry, run):
+    client = registry.client()
+    client.set_model_version_tag("iris", "1", "gate_decision", "promoted_below_floor")
+    result = run("promote", "1")
+    assert result.exit_code == 0, result.output
+    assert champion(client) == "1"
+
+
 def never_evaluated(client, version: str) -> None:
     """What a version registered by the train step alone looks like: no gate decision."""
     for key in ("gate_decision", "gate_reasons", "evaluation_run_id", "eval_accuracy", "eval_f1_score"):

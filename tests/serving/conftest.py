@@ -67,12 +67,14 @@ def serving_env(registry_dir: Path) -> dict:
     )
 
 
-def start_proxy(registry_dir: Path, workdir: Path, *args: str, wait_healthy: bool = True) -> RunningProxy:
-    """``python -m serving ARGS`` on a free port, cwd ``workdir``; waits for /ping (and /health)."""
+def start_proxy(
+    registry_dir: Path, workdir: Path, *args: str, wait_healthy: bool = True, env: dict | None = None
+) -> RunningProxy:
+    """``python -m serving ARGS`` on a free port, cwd ``workdir``, ``env`` over the registry's; waits for /ping (and /health)."""
     port = free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     log = workdir / f"proxy-{port}.log"
-    env = serving_env(registry_dir)
+    env = {**serving_env(registry_dir), **(env or {})}
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "serving", "--port", str(port), *args],
@@ -97,8 +99,8 @@ def start_proxy(registry_dir: Path, workdir: Path, *args: str, wait_healthy: boo
 
 
 @contextlib.contextmanager
-def running_proxy(registry_dir: Path, workdir: Path, *args: str, wait_healthy: bool = True):
-    proxy = start_proxy(registry_dir, workdir, *args, wait_healthy=wait_healthy)
+def running_proxy(registry_dir: Path, workdir: Path, *args: str, wait_healthy: bool = True, env: dict | None = None):
+    proxy = start_proxy(registry_dir, workdir, *args, wait_healthy=wait_healthy, env=env)
     try:
         yield proxy
     finally:

@@ -179,6 +179,6 @@ def test_copies_the_previous_version_cannot_take_in_time_are_dropped_and_counted
         dropped = router.delivery.compare.dropped_rows
         assert dropped > 0 and router.events.compare_dropped_rows == dropped
         text = await (await client.get("/metrics")).text()
-        assert f"proxy_canary_copies_dropped_rows_total {float(dropped)}" in text
+        assert f'proxy_canary_copies_dropped_rows_total{{model="iris"}} {float(dropped)}' in text
 
     deliver(body, canary=(100,), bake=3600)

@@ -154,6 +154,7 @@ def test_more_connections_than_the_open_file_limit_allows_is_a_one_line_error(tm
 # -- the API token: from the environment or a file, never needed on a command line -----------------
 
 FILE_TOKEN = "token-from-a-file-5f2c9e"
+WEBHOOK_SECRET = "webhook-secret-8d41a7"
 
 
 def test_the_token_read_from_a_file_guards_scoring_and_is_on_no_command_line_or_log(
@@ -217,8 +218,11 @@ def test_a_token_given_on_the_command_line_works_and_is_warned_about_once_withou
     assert len(warnings) == 1 and "SERVING_API_TOKEN" in warnings[0] and FILE_TOKEN not in proxy.output()
 
 
-def test_the_model_servers_environment_never_holds_the_api_token(trained_registry, tmp_path, monkeypatch):
+def test_the_model_servers_environment_never_holds_the_api_token_or_the_webhook_secret(
+    trained_registry, tmp_path, monkeypatch
+):
     monkeypatch.setenv("SERVING_API_TOKEN", FILE_TOKEN)
+    monkeypatch.setenv("SERVING_WEBHOOK_SECRET", WEBHOOK_SECRET)
     with running_proxy(trained_registry, tmp_path, "--model-uri", "models:/iris/2") as proxy:
         assert proxy.predict(headers={"Authorization": f"Bearer {FILE_TOKEN}"}).status_code == 200
         model_server = proxy.health()["upstream"]["pid"]
@@ -227,3 +231,4 @@ def test_the_model_servers_environment_never_holds_the_api_token(trained_registr
     assert len(environments) >= 2, "mlflow models serve and its uvicorn"
     for pid, environment in environments.items():
         assert b"SERVING_API_TOKEN" not in environment and FILE_TOKEN.encode() not in environment, pid
+        assert b"SERVING_WEBHOOK_SECRET" not in environment and WEBHOOK_SECRET.encode() not in environment, pid

@@ -198,7 +198,7 @@ def serve(tmp_path, body, **settings):
     """Run ``body(client, router)`` against the real app, a RuleModel as version 1 behind it."""
     defaults = {
         "upstream": "http://127.0.0.1:1",
-        "model_uri": "models:/iris/1",
+        "model_uris": ("models:/iris/1",),
         "api_token": "t0ken",
         "prediction_log": str(tmp_path / "predictions.jsonl"),
         "feedback_log": str(tmp_path / "feedback.jsonl"),
@@ -258,11 +258,11 @@ def test_labels_of_answered_rows_make_live_accuracy_per_version_in_metrics_and_h
         assert second == "client-chosen-id"
         assert (await send(client, {"request_id": second, "label": "setosa"}))[0] == 200
         samples = await scrape(client)
-        assert samples[("proxy_live_labeled_rows_total", (("version", "1"),))] == 3
-        assert samples[("proxy_live_correct_rows_total", (("version", "1"),))] == 2
-        assert samples[("proxy_live_accuracy", (("version", "1"),))] == pytest.approx(2 / 3)
-        assert samples[("proxy_live_accuracy_window_rows", (("version", "1"),))] == 3
-        assert samples[("proxy_live_accuracy", (("version", "2"),))] == 1.0
+        assert samples[("proxy_live_labeled_rows_total", (("model", "iris"), ("version", "1")))] == 3
+        assert samples[("proxy_live_correct_rows_total", (("model", "iris"), ("version", "1")))] == 2
+        assert samples[("proxy_live_accuracy", (("model", "iris"), ("version", "1")))] == pytest.approx(2 / 3)
+        assert samples[("proxy_live_accuracy_window_rows", (("model", "iris"), ("version", "1")))] == 3
+        assert samples[("proxy_live_accuracy", (("model", "iris"), ("version", "2")))] == 1.0
         assert samples[("proxy_feedback_labels_total", (("outcome", "counted"),))] == 4
         assert samples[("proxy_feedback_requests_total", (("code", "200"),))] == 2
         assert samples[("proxy_answer_memory_requests", ())] == 2
@@ -388,6 +388,6 @@ def test_an_open_inference_answer_takes_labels_like_any_other(tmp_path):
         )
         assert (status, answer["counted"]) == (200, 2)
         samples = await scrape(client)
-        assert samples[("proxy_live_correct_rows_total", (("version", "1"),))] == 1
+        assert samples[("proxy_live_correct_rows_total", (("model", "iris"), ("version", "1")))] == 1
 
     serve(tmp_path, body)

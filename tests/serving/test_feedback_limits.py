@@ -16,7 +16,7 @@ def test_a_reused_request_id_does_not_make_a_labeled_row_count_twice_in_live_acc
         status, answer = await send(client, {"request_id": "reused-id", "label": "setosa"})
         assert (status, answer["counted"], answer["duplicate"]) == (200, 0, 1)
         samples = await scrape(client)
-        assert samples[("proxy_live_labeled_rows_total", (("version", "1"),))] == 1
+        assert samples[("proxy_live_labeled_rows_total", (("model", "iris"), ("version", "1")))] == 1
 
     serve(tmp_path, body)
 

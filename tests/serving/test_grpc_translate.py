@@ -59,7 +59,7 @@ def test_one_n_by_k_tensor_in_feature_order_is_read_as_rows():
         (lambda m: m.inputs[0].ClearField("shape"), "shape must be"),
         (lambda m: setattr(m.inputs[0], "datatype", "BYTES"), "datatype 'BYTES'"),
         (lambda m: m.inputs[1].contents.fp64_contents.append(1.0), "3 values for shape [2, 1]"),
-        (lambda m: setattr(m.inputs[0], "name", "colour"), "unknown input 'colour'"),
+        (lambda m: setattr(m.inputs[0], "name", "colour"), "inputs[0] names no feature"),
         (lambda m: m.raw_input_contents.append(b"x"), "raw_input_contents for 4 inputs"),
         (lambda m: m.outputs.add(name="colour"), "outputs[0] must name one of"),
         (lambda m: m.inputs[3].contents.fp64_contents.__setitem__(0, -1.0), "must be > 0 and <= 1e+06, got -1"),

@@ -87,9 +87,10 @@ class SteadyLoad:
         path: str = "/predict",
         body: dict | None = None,
         keep: bool = False,
+        headers: dict | None = None,
     ):
         self.stack, self.pause = stack, pause
-        self.path, self.keep = path, keep
+        self.path, self.keep, self.headers = path, keep, headers or {}
         self.body = body or {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
         self.bodies: list[tuple[str | None, object]] = []
         self.deadline = time.monotonic() + max_seconds
@@ -121,7 +122,9 @@ class SteadyLoad:
                 started = time.monotonic()
                 headers = {}
                 try:
-                    response = session.post(f"{self.stack.url}{self.path}", json=self.body, timeout=60)
+                    response = session.post(
+                        f"{self.stack.url}{self.path}", json=self.body, headers=self.headers, timeout=60
+                    )
                     outcome = (response.status_code, response.headers.get("X-Model-Version"))
                     headers = dict(response.headers)
                     if response.status_code != 200:

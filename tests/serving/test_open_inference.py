@@ -224,7 +224,7 @@ def test_the_request_id_is_kept_and_outputs_default_to_all_as_json_or_binary_whe
         ({"inputs": []}, "non-empty"),
         ([1, 2], "JSON object"),
         ({"inputs": feature_inputs()[:3]}, "missing input petal_width"),
-        ({"inputs": [*feature_inputs(), {**feature_inputs()[0], "name": "colour"}]}, "unknown input"),
+        ({"inputs": [*feature_inputs(), {**feature_inputs()[0], "name": "colour"}]}, "inputs[4] names no feature"),
         ({"inputs": [*feature_inputs(), feature_inputs()[0]]}, "given twice"),
         ({"inputs": feature_inputs(datatype="BYTES")}, "datatype 'BYTES'"),
         ({"inputs": feature_inputs(datatype="BOOL")}, "datatype 'BOOL'"),

@@ -58,7 +58,7 @@ def serve(tmp_path, body, **settings):
     """Run ``body(client, live, warm)``: version 2 live, version 1 warm."""
     defaults = {
         "upstream": "http://127.0.0.1:1",
-        "model_uri": "models:/iris/2",
+        "model_uris": ("models:/iris/2",),
         "api_token": "t0ken",
         "prediction_log": str(tmp_path / "predictions.jsonl"),
     }
@@ -99,7 +99,7 @@ def test_v2_infer_and_invocations_requests_join_the_same_micro_batch(tmp_path):
                 "/invocations", json={"dataframe_split": {"columns": list(FEATURES), "data": ROWS}}, headers=TOKEN
             )
         )
-        forwarder = _proxy_of(client).forwarder
+        forwarder = _proxy_of(client).default.forwarder
         while forwarder.requests_sent + len(forwarder._queue) < 3:  # both are queued behind the first
             await asyncio.sleep(0.01)
         assert len(live.calls) == 1, "the upstream is busy: both wait for the next batch"
@@ -137,9 +137,15 @@ def test_v2_requests_are_counted_logged_and_labelled_like_the_other_scoring_requ
         refused = await client.post(INFER, data=infer_body([[5.1, 3.5, 1.4, -1]]), headers=TOKEN)
         assert refused.status == 400 and refused.headers["X-Model-Version"] == "2"
         samples = await scrape(client)
-        assert samples[("proxy_requests_total", (("code", "200"), ("endpoint", "/v2/models/infer")))] == 1
-        assert samples[("proxy_requests_total", (("code", "400"), ("endpoint", "/v2/models/infer")))] == 1
-        assert samples[("proxy_predictions_total", (("class", "setosa"),))] == 1
+        assert (
+            samples[("proxy_requests_total", (("code", "200"), ("endpoint", "/v2/models/infer"), ("model", "iris")))]
+            == 1
+        )
+        assert (
+            samples[("proxy_requests_total", (("code", "400"), ("endpoint", "/v2/models/infer"), ("model", "iris")))]
+            == 1
+        )
+        assert samples[("proxy_predictions_total", (("class", "setosa"), ("model", "iris")))] == 1
 
     serve(tmp_path, body)
     records = [json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text().splitlines()]

@@ -180,7 +180,7 @@ def test_kserves_rest_client_checks_health_and_infers_with_json_and_binary_data(
         assert [row[0] for row in outputs["prediction"]] == [p["prediction"] for p in invocations]
         assert [row[0] for row in outputs["prediction_index"]] == [p["prediction_index"] for p in invocations]
         assert outputs["confidence_scores"] == [[p["confidence_scores"][c] for c in CLASSES] for p in invocations]
-    assert "unknown input 'x'" in seen["refused"] and "400" in seen["refused"]
+    assert "names no feature" in seen["refused"] and "400" in seen["refused"]
 
 
 def test_a_refused_infer_carries_no_trace_and_no_echo_of_the_request(proxy):

@@ -256,3 +256,48 @@ def test_close_stops_every_server_the_router_started():
         assert all(server.stopped for server in servers.made) and lookup.closed
 
     asyncio.run(asyncio.wait_for(body(), timeout=10))
+
+
+def test_poll_now_reads_the_registry_at_once_instead_of_at_the_end_of_the_poll_interval():
+    async def body(router, servers, lookup):
+        lookup.points_to("2")
+        await settle()
+        assert len(servers.made) == 1, "the poll interval is an hour: nothing polled yet"
+        router.poll_now()
+        await settle()
+        assert servers.latest("2").starting and router.rollout.state == RolloutState.STARTING
+
+    run(body)
+
+
+def test_prompts_during_a_poll_make_one_more_poll_after_it_never_two_at_once():
+    async def body(router, servers, lookup):
+        polls, running, most = [], 0, 0
+        resolve = lookup.resolve_async
+
+        async def slow_resolve(model=None):
+            nonlocal running, most
+            running += 1
+            most = max(most, running)
+            await asyncio.sleep(0.05)
+            polls.append(model)
+            running -= 1
+            return await resolve(model)
+
+        lookup.resolve_async = slow_resolve
+        router.poll_now()
+        await asyncio.sleep(0.01)
+        for _ in range(5):  # while the first poll runs
+            router.poll_now()
+        await asyncio.sleep(0.3)
+        assert len(polls) == 2 and most == 1
+
+    run(body)
+
+
+def test_a_router_follows_the_alias_it_serves_and_the_one_it_shadows_and_none_when_pinned():
+    lookup = FakeLookup("1")
+    following = Router(ServingConfig(shadow="challenger"), Resolved("1", "run-1"), lookup, make_upstream=FakeServers())
+    pinned = Router(ServingConfig(pin=True), Resolved("1", "run-1"), lookup, make_upstream=FakeServers())
+    assert following.follows("champion") and following.follows("challenger") and not following.follows("staging")
+    assert not pinned.follows("champion")

@@ -387,7 +387,7 @@ def test_a_non_loopback_host_needs_allow_remote():
 def test_only_an_alias_served_without_pin_or_upstream_is_followed():
     assert ServingConfig().follows_alias
     assert not ServingConfig(pin=True).follows_alias
-    assert not ServingConfig(model_uri="models:/iris/3").follows_alias
+    assert not ServingConfig(model_uris=("models:/iris/3",)).follows_alias
     assert not ServingConfig(upstream="http://127.0.0.1:5001").follows_alias
 
 

@@ -201,11 +201,11 @@ def test_the_proxys_rest_client_signs_in_resolves_and_moves_the_champion_back_re
     assert lookup.resolve().version == "2"
     # The MLmodel file comes through the server's artifact proxy, as MLflow's client gets it.
     inputs = get_model_info(f"models:/{MODEL_NAME}/2").signature.to_dict()["inputs"]
-    assert lookup.signature("2")["inputs"] == inputs
+    assert lookup.document("2")["signature"]["inputs"] == inputs
     run_id = client.get_model_version(MODEL_NAME, "2").run_id
     env = {**team_server.env(team_users["trainer"]), "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
     run_model = RestRegistryLookup(parse_model_uri(f"runs:/{run_id}/model"), team_server.uri, env)
-    assert run_model.resolve().run_id == run_id and run_model.signature("ignored")["inputs"] == inputs
+    assert run_model.resolve().run_id == run_id and run_model.document("ignored")["signature"]["inputs"] == inputs
     try:
         moved = asyncio.run(lookup.move_alias_if("champion", "2", "1", how="auto-rollback", reason="p99", by="pod-a"))
         assert moved is True and champion(client) == "1"
