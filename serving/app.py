@@ -116,6 +116,7 @@ class Proxy:
         self.recorders: list[Callable[[Outcome], None]] = [self._observe]  # copies for shadow and canary
         self.feedback = None  # a serving.feedback_service.FeedbackService with --feedback-log
         self.prediction_log = None  # its serving.prediction_log.PredictionLogWriter with --prediction-log
+        self.capture = None  # a serving.capture.recorder.Capture with --capture-uri
         self.in_flight = 0  # scoring requests being answered, read by /metrics
         self.client_disconnects: dict[str, int] = collections.defaultdict(int)  # by endpoint, read by /metrics
         access_log = logging.getLogger("serving.access") if config.access_log else None
@@ -326,6 +327,8 @@ class Proxy:
                 body["prediction_log"] = self.prediction_log.health()
             if self.feedback is not None:
                 body["feedback"] = self.feedback.health()
+            if self.capture is not None:
+                body["capture"] = self.capture.health()
         return json_response(body, 200 if healthy else 503)
 
     async def ready(self, request: web.Request) -> web.Response:

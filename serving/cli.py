@@ -16,6 +16,7 @@ from iris_core.errors import RegistryUnavailable
 from iris_core.redaction import redact
 from iris_core.refs import RunModelRef
 from iris_core.table.contract import ContractError
+from serving.capture.options import capture_options
 from serving.config import API_TOKEN_ENV, POLL_INTERVAL_S, POLL_INTERVAL_WITH_WEBHOOKS_S, ServingConfig
 from serving.errors import ServingError
 from serving.model_facts import ModelFacts, VersionFacts, standing_in
@@ -251,6 +252,7 @@ ENV_MANAGERS = ("local", "uv", "virtualenv", "conda")
     show_default=True,
     help="Live accuracy per version covers its latest this many labeled rows.",
 )
+@capture_options
 @click.option(
     "--shadow",
     metavar="ALIAS",

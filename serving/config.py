@@ -6,9 +6,11 @@ read them from the class (``ServingConfig.port``...).
 
 import ipaddress
 import re
+import socket
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from iris_core.capture import check_replica
 from iris_core.contract import WEBHOOK_SECRET_ENV
 from iris_core.refs import (
     CHAMPION,
@@ -137,6 +139,13 @@ class ServingConfig:
     max_disagreement: float = 0.1
     max_class_shift: float = 0.2
     min_requests: int = 100  # calls or rows each side needs before a check may fire
+    # capture into an artifact store (serving.capture); off unless given
+    capture_uri: str | None = None  # mlflow-artifacts:/..., s3://..., gs://..., a local directory
+    capture_replica: str | None = None  # in the name of every file this proxy writes; the host name unless given
+    capture_spool: str = "logs/capture-spool"  # where closed files wait for the store: <spool>/<replica>/
+    capture_spool_bytes: int = 1024**3
+    capture_file_rows: int = 50_000  # a file closes at this many rows ...
+    capture_file_seconds: float = 300.0  # ... or this long after its first row
 
     def __post_init__(self):
         self._check_models()
@@ -184,6 +193,29 @@ class ServingConfig:
         if self.metrics_port is not None and self.metrics_port == self.port != 0:
             raise ConfigError("--metrics-port must differ from --port (leave it out to serve /metrics on --port)")
         self._check_delivery()
+        self._check_capture()
+
+    def _check_capture(self) -> None:
+        positive = {
+            "--capture-spool-bytes": self.capture_spool_bytes,
+            "--capture-file-rows": self.capture_file_rows,
+            "--capture-file-seconds": self.capture_file_seconds,
+        }
+        for option, value in positive.items():
+            if not value > 0:
+                raise ConfigError(f"{option} must be > 0, got {value}")
+        if self.capture_uri is None:
+            return
+        if not self.capture_uri.strip():
+            raise ConfigError("--capture-uri must name a location, e.g. mlflow-artifacts:/capture")
+        if self.feedback_log:
+            raise ConfigError("--capture-uri keeps the labels itself: leave out --feedback-log")
+        replica = self.capture_replica or socket.gethostname()
+        try:
+            check_replica(replica)
+        except ValueError as exc:
+            raise ConfigError(f"--capture-replica: {exc}") from None
+        object.__setattr__(self, "capture_replica", replica)
 
     def _check_delivery(self) -> None:
         if isinstance(self.canary, str):

@@ -19,8 +19,8 @@ class FeedbackLogWriter(LogWriter):
     kind = "feedback log"
     sync = True
 
-    def submit(self, labels: Sequence[tuple[str, int, str]], done: Callable[[bool], None] | None = None) -> bool:
-        """Queue ``(request_id, row, class name)`` labels received together; False if they are dropped.
+    def submit(self, labels: Sequence[tuple], done: Callable[[bool], None] | None = None) -> bool:
+        """Queue ``(request_id, row, class name, ...)`` labels received together; False if they are dropped.
 
         ``done(written)`` is called from the writer thread once they are in the file, or will never be.
         """
@@ -34,5 +34,5 @@ class FeedbackLogWriter(LogWriter):
         ts = timestamp(epoch)
         return [
             encode(make_feedback_record(ts=ts, request_id=request_id, row=row, label=label))
-            for request_id, row, label in labels
+            for request_id, row, label, *_ in labels
         ]

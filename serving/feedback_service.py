@@ -1,7 +1,9 @@
 """``POST /feedback`` end to end: parse, check against the answer memory, log, count; and what it shows.
 
 ``serving.feedback`` parses, ``serving.answers`` remembers and counts, and the feedback
-log (``serving.feedback_log``) is the record. A request's labels are all accepted or all
+log (``serving.feedback_log``) is the record, or, with ``--capture-uri``, the capture
+(``serving.capture``), which keeps labels as the log does: synced to a journal on disk
+before they count as written, and in the capture's store once their file closes. A request's labels are all accepted or all
 refused: every item is checked before anything is logged or counted, and the answer waits
 until the log's writer thread has them in the file (on the disk: it syncs), so a 200
 means they are kept. A log that cannot take them (a full queue, a file that cannot be
@@ -59,19 +61,29 @@ def feedback_off() -> HttpError:
     return HttpError(
         404,
         "FEEDBACK_DISABLED",
-        "feedback is off on this proxy: start it with --prediction-log PATH and --feedback-log PATH",
+        "feedback is off on this proxy: start it with --capture-uri URI, or with --prediction-log PATH and "
+        "--feedback-log PATH",
     )
 
 
 class FeedbackService:
-    """The labels of one proxy: its answer memory, live accuracy and feedback log."""
+    """The labels of one proxy: its answer memory, live accuracy and feedback log (or the capture's sink for them).
 
-    def __init__(self, config, registry, live=list, models: tuple[str, ...] = ()):
+    ``writer`` is what keeps the labels when it is not the feedback log: the capture's
+    ``serving.capture.recorder.CapturedLabels``, which shows its own metrics.
+    """
+
+    def __init__(self, config, registry, live=list, models: tuple[str, ...] = (), writer=None):
         self.live = live  # the live versions' serving.model_facts.ModelFacts now, one per model served
         self.memory = AnswerMemory(config.answer_memory_rows)
         self.accuracy = LiveAccuracy(config.accuracy_window, models)
         self.max_items = config.max_rows
         self.requests: dict[int, int] = defaultdict(int)
+        registry.register(self)
+        self.writer = writer
+        if writer is not None:  # the capture: no rotation pushes labels out, so no budget
+            self.budget = None
+            return
         self.budget = LabelBudget.of(config)
         self._written = Counter(
             f"{PREFIX}_feedback_log_written_rows", "Labels appended to the feedback log.", registry=registry
@@ -91,7 +103,6 @@ class FeedbackService:
             on_written=self._written.inc,
             on_dropped=lambda reason, rows: self._dropped.labels(reason).inc(rows),
         )
-        registry.register(self)
 
     def remember(self, outcome) -> None:
         """The proxy's recorder hook: keep each answered request's classes by request id."""
@@ -103,7 +114,7 @@ class FeedbackService:
         """Accept a feedback body whole once it is in the log, or raise the ``HttpError`` that refuses it whole."""
         labels = parse_feedback(content_type, body, self.max_items)
         if self.writer.failing or self.writer.stalled:
-            raise _unavailable("the feedback log cannot be written now; nothing was recorded")
+            raise _unavailable(f"the {self.writer.kind} cannot be written now; nothing was recorded")
         judged = judge(labels, self.memory, self.live())
         cost = sum(label_bytes(item.request_id, item.row, item.class_name) for item in judged)
         if self.budget is not None and (wait := self.budget.take(cost)):
@@ -130,17 +141,18 @@ class FeedbackService:
             with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits any more
                 loop.call_soon_threadsafe(_settle, written, ok)
 
-        if not self.writer.submit([(item.request_id, item.row, item.class_name) for item in judged], done):
-            raise _unavailable("the feedback log is behind; nothing was recorded")
+        labels = [(item.request_id, item.row, item.class_name, _version(item), _model(item)) for item in judged]
+        if not self.writer.submit(labels, done):
+            raise _unavailable(f"the {self.writer.kind} is behind; nothing was recorded")
         try:
             kept = await asyncio.wait_for(written, WRITE_TIMEOUT_S)
         except TimeoutError:
             raise _unavailable(
-                f"the feedback log did not confirm the write within {WRITE_TIMEOUT_S:g} s, so the labels may or may "
-                "not be kept (a row's first label counts, so sending them again is safe)"
+                f"the {self.writer.kind} did not confirm the write within {WRITE_TIMEOUT_S:g} s, so the labels may or "
+                "may not be kept (a row's first label counts, so sending them again is safe)"
             ) from None
         if not kept:
-            raise _unavailable("the feedback log cannot be written now; nothing was recorded")
+            raise _unavailable(f"the {self.writer.kind} cannot be written now; nothing was recorded")
         outcomes = count(judged, self.accuracy)
         return {"accepted": len(judged), **{outcome.value: n for outcome, n in outcomes.items()}}
 
@@ -207,7 +219,18 @@ class FeedbackService:
         yield GaugeMetricFamily(
             f"{PREFIX}_answer_memory_rows", "Rows of the remembered requests.", value=self.memory.rows
         )
-        yield from log_queue_families("feedback_log", "feedback log", self.writer)
+        if isinstance(self.writer, FeedbackLogWriter):
+            yield from log_queue_families("feedback_log", "feedback log", self.writer)
+
+
+def _version(item) -> str | None:
+    """The version whose answer a label names, when the memory still holds it."""
+    return item.answer.version if item.answer is not None else None
+
+
+def _model(item) -> str | None:
+    """The served model whose answer a label names, when the memory still holds it."""
+    return item.answer.model or None if item.answer is not None else None
 
 
 def label_bytes(request_id: str, row: int, class_name: str) -> int:

@@ -1,7 +1,8 @@
 """The proxy's log writer: records appended off the request path, in a file rotated by size.
 
 The prediction log and the feedback log are both this writer with their own record
-format (``iris_core.records``). Logging never blocks or fails a request: ``put`` adds one
+format (``iris_core.records``); its queue and thread (``QueuedWriter``) serve the capture
+(``serving.capture``) too. Logging never blocks or fails a request: ``put`` adds one
 item to a queue bounded in rows (``max_queued_rows``, so its memory is bounded whatever
 the requests' sizes) and returns; a background thread turns items into lines and
 appends them to the file, rotating it by size (``path.1`` ... ``path.N``, like
@@ -195,16 +196,164 @@ def _ignore(*_args) -> None:
     pass
 
 
-class LogWriter:
-    """Writes queued items from a background thread; ``put`` never blocks.
+class QueuedWriter:
+    """Items queued by the proxy's event loop and handled by a background thread; ``put`` never blocks.
 
-    A subclass says how an item becomes lines (``lines``) and how many rows it holds
-    (``rows``, for the queue's bound and the counts). Items wait in a deque, whose
-    ``append`` needs no lock, for a thread that wakes every ``_POLL_INTERVAL_S`` while idle.
-    The rows queued are what ``put`` added (the event loop's count) less what the thread
-    settled (its own count), so neither side takes a lock. ``on_written(n)`` and
-    ``on_dropped(reason, n)`` report rows, for the metrics; both may be called from the
-    writer thread.
+    A subclass says how many rows an item holds (``rows``, for the queue's bound and the
+    counts) and what the thread does with a batch of items (``_handle``), between batches
+    when the queue is empty (``_idle``) and once it is stopped and drained (``_finish``).
+    Items wait in a deque, whose ``append`` needs no lock, for a thread that wakes every
+    ``_POLL_INTERVAL_S`` while idle. The rows queued are what ``put`` added (the event loop's
+    count) less what the thread settled (its own count), so neither side takes a lock.
+    ``on_written(n)`` and ``on_dropped(reason, n)`` report rows, for the metrics; both may be
+    called from the writer thread.
+    """
+
+    kind = "writer"  # names the thread and the warnings: "prediction log", "capture"
+
+    def __init__(
+        self,
+        *,
+        max_queued_rows: int = DEFAULT_QUEUE_ROWS,
+        on_written: Callable[[int], None] = _ignore,
+        on_dropped: Callable[[str, int], None] = _ignore,
+    ):
+        self._pending: collections.deque = collections.deque()
+        self.max_queued_rows = max_queued_rows
+        self._rows_in = 0  # rows ``put`` queued (event loop)
+        self._rows_out = 0  # rows the thread settled (writer thread)
+        self._on_written = on_written
+        self._on_dropped = on_dropped
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_warning = -math.inf
+        self._busy_since: float | None = None  # when the blocking call now under way began (writer thread)
+
+    # -- what a subclass defines -------------------------------------------------------------
+
+    def rows(self, item) -> int:
+        raise NotImplementedError
+
+    def _handle(self, batch: list) -> None:
+        """Handle ``(item, rows, done)`` entries in the thread, settling each (``_settle``)."""
+        raise NotImplementedError
+
+    def _idle(self) -> None:
+        """Called in the thread about every ``_POLL_INTERVAL_S`` while the queue is empty."""
+
+    def _finish(self) -> None:
+        """Called in the thread once it is told to stop and the queue is drained."""
+
+    # -- the caller's side -------------------------------------------------------------------
+
+    def start(self):
+        self._thread = threading.Thread(target=self._drain, name=self.kind.replace(" ", "-"), daemon=True)
+        self._thread.start()
+        return self
+
+    def put(self, item, done: Callable[[bool], None] | None = None) -> bool:
+        """Queue one item; False (and its rows counted as dropped) when its rows would pass the bound.
+
+        ``done(written)`` is called from the writer thread once the item is kept (True) or
+        will never be (False). Call ``put`` from one thread (the proxy's event loop) so the
+        bound holds exactly.
+        """
+        rows = self.rows(item)
+        if self.buffered_rows + rows > self.max_queued_rows:
+            self._on_dropped(DROPPED_QUEUE_FULL, rows)
+            return False
+        self._rows_in += rows
+        self._pending.append((item, rows, done))
+        return True
+
+    @property
+    def queued_rows(self) -> int:
+        """Rows queued or being handled: what the queue holds in memory."""
+        return self._rows_in - self._rows_out
+
+    @property
+    def buffered_rows(self) -> int:
+        """The rows the bound counts: those queued, and any a subclass holds beyond the queue."""
+        return self.queued_rows
+
+    @property
+    def stalled(self) -> bool:
+        """A blocking call of the thread has not returned for ``STALL_AFTER_S``: the disk (or store) stopped."""
+        since = self._busy_since
+        return since is not None and time.monotonic() - since >= STALL_AFTER_S
+
+    def close(self, timeout: float = 5.0) -> bool:
+        """Handle what is queued (bounded by ``timeout``), then stop the thread; False if it did not stop in time."""
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                _logger.warning(
+                    "%s not flushed within %.1f s; %d rows not written",
+                    self.kind.capitalize(),
+                    timeout,
+                    self.buffered_rows,
+                )
+                return False
+            self._thread = None
+        return True
+
+    # -- the writer thread -------------------------------------------------------------------
+
+    def _drain(self) -> None:
+        pending = self._pending
+        while True:
+            stopping = self._stop.is_set()
+            batch = []
+            while pending and len(batch) < _BATCH_ITEMS:
+                batch.append(pending.popleft())
+            if batch:
+                try:
+                    self._handle(batch)
+                except Exception:  # a bad item must not end the thread and with it all writing
+                    _logger.exception("%s writer failed on a batch; dropping it", self.kind.capitalize())
+                    self._settle(batch, written=0)
+            elif stopping:
+                self._finish()
+                return
+            else:
+                self._idle()
+                self._stop.wait(_POLL_INTERVAL_S)
+
+    @contextlib.contextmanager
+    def _blocking(self):
+        """Around a call that may not return (a write, an open, an upload): ``stalled`` watches it."""
+        self._busy_since = time.monotonic()
+        try:
+            yield
+        finally:
+            self._busy_since = None
+
+    def _settle(self, batch: list, written: int, reason: str = DROPPED_WRITE_ERROR) -> None:
+        """The first ``written`` entries are kept, the others dropped for ``reason``: count them, tell whoever waits."""
+        rows_written = sum(rows for _, rows, _ in batch[:written])
+        rows_dropped = sum(rows for _, rows, _ in batch[written:])
+        self._rows_out += rows_written + rows_dropped
+        if rows_written:
+            self._on_written(rows_written)
+        if rows_dropped:
+            self._on_dropped(reason, rows_dropped)
+        for index, (_, _, done) in enumerate(batch):
+            if done is not None:
+                done(index < written)
+
+    def _warn(self, message: str) -> None:
+        """One warning a minute at most: a broken disk must not flood the proxy's own log."""
+        now = time.monotonic()
+        if now - self._last_warning >= _WARN_INTERVAL_S:
+            self._last_warning = now
+            _logger.warning(message)
+
+
+class LogWriter(QueuedWriter):
+    """Writes queued items to a rotating file from a background thread; ``put`` never blocks.
+
+    A subclass says how an item becomes lines (``lines``) and how many rows it holds (``rows``).
     """
 
     kind = "log"  # names the thread and the warnings: "prediction log", "feedback log"
@@ -220,60 +369,14 @@ class LogWriter:
         on_written: Callable[[int], None] = _ignore,
         on_dropped: Callable[[str, int], None] = _ignore,
     ):
+        super().__init__(max_queued_rows=max_queued_rows, on_written=on_written, on_dropped=on_dropped)
         self.path = Path(path)
         self._file = RotatingFile(path, max_bytes, backup_count, sync=self.sync)
-        self._pending: collections.deque = collections.deque()
-        self.max_queued_rows = max_queued_rows
-        self._rows_in = 0  # rows ``put`` queued (event loop)
-        self._rows_out = 0  # rows the thread wrote or dropped (writer thread)
-        self._on_written = on_written
-        self._on_dropped = on_dropped
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._last_warning = -math.inf
-        self._busy_since: float | None = None  # when the open or write now under way began (writer thread)
+        self._last_try = -math.inf
         self.failing = False  # the last attempt to open or write the file failed (read from the event loop)
-
-    # -- what a subclass defines -------------------------------------------------------------
 
     def lines(self, item) -> list[bytes]:
         raise NotImplementedError
-
-    def rows(self, item) -> int:
-        raise NotImplementedError
-
-    # -- the caller's side -------------------------------------------------------------------
-
-    def start(self):
-        self._thread = threading.Thread(target=self._drain, name=self.kind.replace(" ", "-"), daemon=True)
-        self._thread.start()
-        return self
-
-    def put(self, item, done: Callable[[bool], None] | None = None) -> bool:
-        """Queue one item; False (and its rows counted as dropped) when its rows would pass ``max_queued_rows``.
-
-        ``done(written)`` is called from the writer thread once the item is in the file
-        (True) or will never be (False). Call ``put`` from one thread (the proxy's event
-        loop) so the bound holds exactly.
-        """
-        rows = self.rows(item)
-        if self.queued_rows + rows > self.max_queued_rows:
-            self._on_dropped(DROPPED_QUEUE_FULL, rows)
-            return False
-        self._rows_in += rows
-        self._pending.append((item, rows, done))
-        return True
-
-    @property
-    def queued_rows(self) -> int:
-        """Rows queued or being written: what the queue holds in memory."""
-        return self._rows_in - self._rows_out
-
-    @property
-    def stalled(self) -> bool:
-        """An open or a write has not returned for ``STALL_AFTER_S``: the disk (or the pipe's reader) stopped."""
-        since = self._busy_since
-        return since is not None and time.monotonic() - since >= STALL_AFTER_S
 
     def health(self) -> dict:
         state = "stalled" if self.stalled else "failing" if self.failing else "ok"
@@ -284,59 +387,34 @@ class LogWriter:
             "max_queued_rows": self.max_queued_rows,
         }
 
-    def close(self, timeout: float = 5.0) -> None:
+    def close(self, timeout: float = 5.0) -> bool:
         """Write what is queued (bounded by ``timeout``), then stop the thread and close the file."""
-        if self._thread is not None:
-            self._stop.set()
-            self._thread.join(timeout)
-            if self._thread.is_alive():
-                _logger.warning(
-                    "%s not flushed within %.1f s; %d rows not written",
-                    self.kind.capitalize(),
-                    timeout,
-                    self.queued_rows,
-                )
-                return  # the thread still owns the file
-            self._thread = None
+        if not super().close(timeout):
+            return False  # the thread still owns the file
         self._file.close()
+        return True
 
     # -- the writer thread -------------------------------------------------------------------
 
     def _drain(self) -> None:
-        pending = self._pending
         self._try_open()
-        last_try = time.monotonic()
-        while True:
-            stopping = self._stop.is_set()
-            batch = []
-            while pending and len(batch) < _BATCH_ITEMS:
-                batch.append(pending.popleft())
-            if batch:
-                try:
-                    self._write(batch)
-                except Exception:  # a bad item must not end the thread and with it all logging
-                    _logger.exception("%s writer failed on a batch; dropping it", self.kind.capitalize())
-                    self._settle(batch, written=0)
-            elif stopping:
-                return
-            else:
-                if self.failing and time.monotonic() - last_try >= _REOPEN_INTERVAL_S:
-                    self._try_open()
-                    last_try = time.monotonic()
-                self._stop.wait(_POLL_INTERVAL_S)
+        super()._drain()
+
+    def _idle(self) -> None:
+        if self.failing and time.monotonic() - self._last_try >= _REOPEN_INTERVAL_S:
+            self._try_open()
 
     def _try_open(self) -> None:
-        self._busy_since = time.monotonic()
+        self._last_try = time.monotonic()
         try:
-            self._file.open()
+            with self._blocking():
+                self._file.open()
         except OSError as exc:
             self._failed(exc)
         else:
             self.failing = False
-        finally:
-            self._busy_since = None
 
-    def _write(self, batch: list) -> None:
+    def _handle(self, batch: list) -> None:
         encoded, blobs = [], []
         for entry in batch:
             try:
@@ -348,37 +426,14 @@ class LogWriter:
                 encoded.append(entry)
         if not encoded:
             return
-        self._busy_since = time.monotonic()
-        try:
+        with self._blocking():
             written, error = self._file.write_items(blobs)
-        finally:
-            self._busy_since = None
         self._settle(encoded, written)
         if error is not None:
             self._failed(error)
         else:
             self.failing = False
 
-    def _settle(self, batch: list, written: int) -> None:
-        """The first ``written`` entries are in the file, the others dropped: count them and tell whoever waits."""
-        rows_written = sum(rows for _, rows, _ in batch[:written])
-        rows_dropped = sum(rows for _, rows, _ in batch[written:])
-        self._rows_out += rows_written + rows_dropped
-        if rows_written:
-            self._on_written(rows_written)
-        if rows_dropped:
-            self._on_dropped(DROPPED_WRITE_ERROR, rows_dropped)
-        for index, (_, _, done) in enumerate(batch):
-            if done is not None:
-                done(index < written)
-
     def _failed(self, exc: OSError) -> None:
         self.failing = True
         self._warn(f"Cannot write the {self.kind} {self.path} ({exc.strerror or exc}); dropping rows")
-
-    def _warn(self, message: str) -> None:
-        """One warning a minute at most: a broken disk must not flood the proxy's own log."""
-        now = time.monotonic()
-        if now - self._last_warning >= _WARN_INTERVAL_S:
-            self._last_warning = now
-            _logger.warning(message)

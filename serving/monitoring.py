@@ -1,11 +1,14 @@
-"""Plugs the metrics, the prediction log and feedback into the proxy: recorders, ``GET /metrics``, their life cycle.
+"""Plugs the metrics, the prediction log, the capture and feedback into the proxy: recorders, ``GET /metrics``,
+their life cycle.
 
 ``/metrics`` is never behind the API token: it is a route of its own (or, with
 ``--metrics-port``, a listener of its own), not one of the scoring handlers that check it.
 The recorder runs once per scoring request, on the event loop, after the answer is
 built: it adds to integers and, when the prediction log is on, queues the request's rows
-for the writer thread. With ``--feedback-log``, a second recorder remembers each answer
-for the labels of ``POST /feedback`` (``serving.feedback_service``).
+for the writer thread. With ``--capture-uri``, the capture's recorder queues them for the
+capture's own writer (``serving.capture``). With ``--feedback-log`` or ``--capture-uri``, a
+recorder remembers each answer for the labels of ``POST /feedback``
+(``serving.feedback_service``), which the feedback log or the capture keeps.
 """
 
 import logging
@@ -44,18 +47,25 @@ def install(app: web.Application, proxy, config) -> ProxyMetrics:
         app.on_cleanup.append(lambda _app: _close_writer(writer))
         metrics.log_writer = proxy.prediction_log = writer
     proxy.recorders.append(recorder(metrics, writer))
-    if config.feedback_log:
+    capture = None
+    if config.capture_uri:
+        from serving.capture.recorder import install as install_capture
+
+        capture = install_capture(app, proxy, config, metrics.registry)
+    if config.feedback_log or capture is not None:
         routers = [service.router for service in proxy.services.values()]
         feedback = FeedbackService(
             config,
             metrics.registry,
             lambda: [router.live.facts for router in routers if router.live is not None],
             models=tuple(proxy.services),
+            writer=capture.labels if capture else None,
         )
         proxy.recorders.append(feedback.remember)
         proxy.feedback = feedback
-        app.on_startup.append(lambda _app: _start_writer(feedback.writer))
-        app.on_cleanup.append(lambda _app: _close_writer(feedback.writer))
+        if capture is None:  # the capture starts and stops its own writer
+            app.on_startup.append(lambda _app: _start_writer(feedback.writer))
+            app.on_cleanup.append(lambda _app: _close_writer(feedback.writer))
     if config.metrics_port is None:
         app.router.add_get(METRICS_PATH, metrics.aiohttp_handler())
     else:

@@ -264,16 +264,21 @@ class HelperRegistryLookup(RegistryLookup):
 
     def _pool(self) -> ProcessPoolExecutor:
         if self._executor is None:
-            self._executor = ProcessPoolExecutor(
-                max_workers=1,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_prepare_helper,
-                initargs=(os.getpid(),),
-            )
+            self._executor = helper_pool()
         return self._executor
 
 
-def _prepare_helper(proxy_pid: int) -> None:
+def helper_pool() -> ProcessPoolExecutor:
+    """One spawned helper process that dies with the proxy: where MLflow's own client runs for the proxy."""
+    return ProcessPoolExecutor(
+        max_workers=1,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=prepare_helper,
+        initargs=(os.getpid(),),
+    )
+
+
+def prepare_helper(proxy_pid: int) -> None:
     """In the helper: die with the proxy, and leave Ctrl-C (sent to the whole process group) to it."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     die_with_parent(signal.SIGKILL)

@@ -36,10 +36,11 @@ from steps.config import (
     TrainConfig,
 )
 from steps.evaluate import raise_unless_passed
-from steps.labels import feedback_path
+from steps.labels import feedback_path, predictions_path
 from steps.monitor import MonitorResult, gather, monitor_version
 from steps.retrain import load_base, retrain, summary
 from steps.retrain_claim import claim_retrain, record_version
+from steps.window import window_of
 
 _logger = logging.getLogger(__name__)
 
@@ -86,6 +87,7 @@ def record(decision: CycleDecision, reason: str, **tags) -> None:
 )
 @options.predictions
 @options.feedback
+@options.window
 @options.model_name
 @click.option("--alias", default=CHAMPION, show_default=True, help="Check the version holding this alias.")
 @options.drift
@@ -103,6 +105,9 @@ def record(decision: CycleDecision, reason: str, **tags) -> None:
 def main(
     predictions,
     feedback,
+    since,
+    until,
+    hours,
     model_name,
     alias,
     alpha,
@@ -128,12 +133,14 @@ def main(
     config = TrainConfig(max_iter, C, solver, random_state, test_size).validated()
     gate_thresholds = GateThresholds(**gate).validated()
     spec = TableSpec(data_path, label, model_name, contract).validated()
-    feedback = feedback_path(feedback)
+    window = window_of(since, until, hours)
+    predictions = predictions_path(predictions, window)
+    feedback = feedback_path(feedback, predictions)
     base = load_base(spec, model_name, config)  # a table that fails a check stops the cycle before its run starts
     import mlflow
 
     client = mlflow.MlflowClient()
-    inputs = gather(client, model_name, alias, None, predictions, feedback, data_path, label)
+    inputs = gather(client, model_name, alias, None, predictions, feedback, data_path, label, window)
     evaluation = None
     with cli.step_run("cycle", default_experiment=CYCLE_EXPERIMENT) as run:
         mlflow.set_tags({Tag.MODEL_NAME: model_name, Tag.MODEL_VERSION: inputs.version})
@@ -150,7 +157,7 @@ def main(
             if not claim.won:
                 record(CycleDecision.SKIPPED, f"{reason}; not retrained: {claim.reason}")
             else:
-                result = retrain(client, base, predictions, feedback, config, model_name, gate_thresholds)
+                result = retrain(client, base, predictions, feedback, config, model_name, gate_thresholds, window)
                 record_version(client, model_name, claim.claim, result.trained.version)
                 for line in summary(result):
                     click.echo(line)

@@ -5,12 +5,17 @@ one line, unreadable lines are skipped and counted with one warning. The predict
 read from the prediction log and every rotated file beside it (``PATH.N`` ... ``PATH.1``,
 ``PATH``), streamed once, since a label may come after its prediction was rotated away.
 A directory stands for every log of its kind beneath it: one per serving replica.
+
+What a step's ``--predictions`` and ``--feedback`` name is either such a log or a capture
+(``iris_core.capture``), which ``steps.capture_reading`` reads; ``predictions_path`` and
+``feedback_path`` tell them apart and check what can be checked before a run starts.
 """
 
 import logging
 from collections.abc import Iterator
 from pathlib import Path
 
+from iris_core.capture import is_capture
 from iris_core.records import (
     FEEDBACK_LOG_NAME,
     PREDICTION_LOG_NAME,
@@ -23,14 +28,38 @@ from iris_core.records import (
 )
 from steps.errors import InvalidParameter, StepError
 from steps.live_performance import LabeledRows, join
+from steps.window import WHOLE, Window
 
 _logger = logging.getLogger(__name__)
 
 
-def feedback_path(feedback: str | None) -> Path | None:
-    """The feedback log (or directory of them) a parameter names; empty means none (MLflow passes "")."""
+def predictions_path(predictions: str, window: Window = WHOLE) -> Path | str:
+    """The prediction log (or directory of them) a parameter names, or the capture's location as given; a window
+    is for a capture only (a log is read whole)."""
+    text = (predictions or "").strip()
+    if not text:
+        raise InvalidParameter("--predictions must name a capture or a prediction log")
+    if is_capture(text):
+        return text
+    if not window.whole:
+        raise InvalidParameter("--since, --until and --hours choose a window of a capture; a log is read whole")
+    path = Path(text)
+    if not path.exists():
+        raise InvalidParameter(f"prediction log {text!r} does not exist")
+    return path
+
+
+def feedback_path(feedback: str | None, predictions: Path | str | None = None) -> Path | str | None:
+    """The feedback log (or directory of them) a parameter names, or a capture's location; empty means none (MLflow
+    passes ""). Labels of a capture are joined with a capture's predictions, a log's with a log's."""
     if not feedback or not feedback.strip():
         return None
+    if is_capture(feedback.strip()):
+        if predictions is not None and not isinstance(predictions, str):
+            raise InvalidParameter("--feedback names a capture: give --predictions a capture too")
+        return feedback.strip()
+    if isinstance(predictions, str):
+        raise InvalidParameter("--predictions names a capture: give --feedback the capture too (or nothing)")
     path = Path(feedback.strip())
     if not path.exists():
         raise InvalidParameter(f"feedback log {feedback!r} does not exist")

@@ -90,7 +90,18 @@ def first_labels(labels: Iterable[dict]) -> tuple[dict[tuple[str, int], dict], i
 
 def join(labels: Iterable[dict], predictions: Iterable[dict], skipped_labels: int = 0) -> LabeledRows:
     """Each first label with the prediction it names; ``predictions`` are streamed once, in log order."""
-    wanted, read, duplicates = first_labels(labels)
+    return join_first(*first_labels(labels), predictions, skipped_labels)
+
+
+def join_first(
+    wanted: dict[tuple[str, int], dict],
+    read: int,
+    duplicates: int,
+    predictions: Iterable[dict],
+    skipped_labels: int = 0,
+) -> LabeledRows:
+    """``join`` with the first labels already picked (``first_labels``): a reader that streams predictions can
+    skip every one whose request no label names."""
     chosen: dict[tuple[str, int], dict] = {}
     previous_request, position = None, 0
     for record in predictions:

@@ -18,7 +18,11 @@ status ``insufficient_data``, exit 0, since too little traffic is not a failure.
 status is set as the ``drift_status`` tag of the model version and of the run, which
 also holds the statistics as metrics, one PNG per feature and ``drift_report.md``.
 
-With ``--feedback``, the labels of the feedback log are joined with the predictions they
+``--predictions`` may name the proxy's capture instead (``--capture-uri``: Parquet files in
+an artifact store, ``steps.capture_reading``), of which it reads a window (``--since``,
+``--until``, ``--hours``; ``steps.window``): only the partitions the window meets.
+
+With ``--feedback``, the labels of the feedback log (or of the capture) are joined with the predictions they
 belong to (in the prediction log and its rotated files: labels come late) and the
 version's live accuracy, per-class scores and confusion matrix join the report
 (``steps.live_performance``). Live accuracy below ``min_live_accuracy`` on at least
@@ -41,13 +45,15 @@ from iris_core.refs import CHAMPION, ModelRef, version_uri
 from iris_core.resolver import Resolved, resolve
 from iris_core.table.contract import TableContract
 from steps import cli, options
+from steps.capture_reading import read_capture
+from steps.capture_source import CaptureSource
 from steps.classification import confusion_matrix_figure
 from steps.config import DEFAULT_DATA_PATH, DEFAULT_LABEL, DriftThresholds, PerformanceThresholds
 from steps.drift import LIVE_COLUMNS, DriftAssessment, LiveRows, assess, live_rows
 from steps.drift_report import PLOTS_DIR as PLOTS_DIR  # where callers have always found it
 from steps.drift_report import REPORT_ARTIFACT, feature_figure, plot_paths, report, run_metrics
 from steps.errors import DriftDetected, InvalidParameter, PerformanceDropped, StepError
-from steps.labels import feedback_path, read_labels
+from steps.labels import feedback_path, predictions_path, read_labels
 from steps.live_performance import (
     LABEL_COLUMN,
     RECORD_COLUMNS,
@@ -61,6 +67,7 @@ from steps.live_performance import (
 )
 from steps.splits import load_split, table_rows
 from steps.versions import version_contract
+from steps.window import WHOLE, Window, window_of
 
 _logger = logging.getLogger(__name__)
 
@@ -191,6 +198,7 @@ class MonitorInputs:
     predictions: str
     feedback: str | None
     contract: TableContract
+    window: Window = WHOLE  # the part of a capture read (a log is read whole)
 
 
 def monitor_version(
@@ -208,6 +216,8 @@ def monitor_version(
 
     assessment = assess(reference.frame, live.frame, thresholds, contract, reference.label)
     params = {"predictions": source, "model_name": model_name, "model_version": version, **thresholds.__dict__}
+    if not inputs.window.whole:
+        params.update(inputs.window.params())
     if labeled is not None:
         params.update({"feedback": feedback_source, **performance_thresholds.__dict__})
     cli.log_params(params)
@@ -269,18 +279,31 @@ def gather(
     alias: str,
     version: str | None,
     predictions: str | Path,
-    feedback: Path | None,
+    feedback: str | Path | None,
     data_path: str = DEFAULT_DATA_PATH,
     label: str = DEFAULT_LABEL,
+    window: Window = WHOLE,
 ) -> MonitorInputs:
+    """The version, its reference and the live rows (with their labels), before any run starts.
+
+    ``predictions`` and ``feedback`` as ``steps.labels.predictions_path`` and ``feedback_path``
+    give them: paths of JSON-lines logs, or a capture's location (a string).
+    """
     target = resolve_version(client, model_name, alias, version)
     contract = version_contract(version_uri(model_name, target.version))
     check_names(contract)
-    live = read_predictions(predictions, model_name, target.version, contract.feature_names)
-    labeled = read_labels(feedback, predictions) if feedback is not None else None
+    if isinstance(predictions, str):
+        sources = CaptureSource(predictions), CaptureSource(str(feedback)) if feedback is not None else None
+        read = read_capture(sources[0], model_name, window, target.version, contract.feature_names, sources[1])
+        live, labeled = read.live, read.labeled
+        _logger.info("Read %d files of the capture %s (%s)", read.files, predictions, window.describe())
+    else:
+        live = read_predictions(predictions, model_name, target.version, contract.feature_names)
+        labeled = read_labels(feedback, predictions) if feedback is not None else None
     reference = reference_rows(target.run_id, contract, data_path, label)
+    source = str(predictions)
     return MonitorInputs(
-        target.version, reference, live, labeled, str(predictions), str(feedback) if feedback else None, contract
+        target.version, reference, live, labeled, source, str(feedback) if feedback else None, contract, window
     )
 
 
@@ -292,6 +315,7 @@ def gather(
 )
 @options.predictions
 @options.feedback
+@options.window
 @options.model_name
 @click.option("--alias", default=CHAMPION, show_default=True, help="Check the version holding this alias ...")
 @click.option("--version", "version", default="", help="... or this version (wins over --alias).")
@@ -302,6 +326,9 @@ def gather(
 def main(
     predictions,
     feedback,
+    since,
+    until,
+    hours,
     model_name,
     alias,
     version,
@@ -316,11 +343,13 @@ def main(
 ):
     thresholds = DriftThresholds(alpha, psi_threshold, class_shift, min_rows).validated()
     performance_thresholds = PerformanceThresholds(min_live_accuracy, min_labeled_rows).validated()
-    feedback = feedback_path(feedback)
+    window = window_of(since, until, hours)
+    predictions = predictions_path(predictions, window)
+    feedback = feedback_path(feedback, predictions)
     import mlflow  # after the checks: a bad argument should not wait for MLflow's import
 
     client = mlflow.MlflowClient()
-    inputs = gather(client, model_name, alias, version.strip() or None, predictions, feedback, data_path, label)
+    inputs = gather(client, model_name, alias, version.strip() or None, predictions, feedback, data_path, label, window)
     with cli.step_run("monitor", default_experiment=MONITORING_EXPERIMENT):
         result = monitor_version(client, model_name, inputs, thresholds, performance_thresholds)
     for line in result.summary(thresholds, performance_thresholds):

@@ -110,14 +110,25 @@ gate = _stack(
 predictions = click.option(
     "--predictions",
     required=True,
-    type=click.Path(exists=True),
-    help="The proxy's JSON-lines prediction log, or a directory: every predictions.jsonl beneath it (one per replica).",
+    help="The proxy's capture (its --capture-uri: mlflow-artifacts:/..., s3://..., gs://..., a directory), or its "
+    "JSON-lines prediction log, or a directory: every predictions.jsonl beneath it (one per replica).",
 )
 feedback = click.option(
     "--feedback",
     default="",
-    help="The proxy's JSON-lines feedback log (true labels), or a directory of them; joined with the predictions. "
-    "Optional.",
+    help="The capture again (for its labels), or the proxy's JSON-lines feedback log (true labels), or a directory "
+    "of them; joined with the predictions. Optional.",
+)
+# The part of a capture a step reads; strings, since MLflow passes every parameter as one.
+window = _stack(
+    click.option(
+        "--since",
+        default="",
+        help="Read the capture's predictions from this time on (ISO 8601, UTC unless it says otherwise, e.g. "
+        "2026-12-06T21:00); only the partitions of the window are read.",
+    ),
+    click.option("--until", default="", help="... and before this time (now by default)."),
+    click.option("--hours", default="", help="... or the last N hours (before --until, or now)."),
 )
 
 drift = _stack(

@@ -7,7 +7,9 @@ feedback log and its rotated files, joined with the prediction log and its rotat
 checked against the same contract: rows that lack a feature, break a hard rule or carry a
 label that names no class are counted by reason and left out (``steps.production_data``). The combined set is logged as the
 training run's dataset input, whose source names the logs it came from, so a version's
-lineage shows which production traffic trained it.
+lineage shows which production traffic trained it. Given the proxy's capture instead of
+logs, the production rows are the labeled predictions of a window of it
+(``steps.capture_reading``), and the source names the capture and the window.
 
 The new version is registered as challenger and evaluated by the existing gate
 (``steps.evaluate``) on a held-out split that now holds labeled production rows too; the
@@ -26,15 +28,18 @@ import pandas as pd
 from iris_core.contract import Tag
 from iris_core.records import FEEDBACK_LOG_NAME, PREDICTION_LOG_NAME, all_logs
 from steps import cli, options
+from steps.capture_reading import read_capture
+from steps.capture_source import CaptureSource
 from steps.config import GateThresholds, TableSpec, TrainConfig
 from steps.data import LoadedData, data_tags, load_dataset
 from steps.evaluate import EvaluationResult, evaluate_version, raise_unless_passed, report
-from steps.labels import feedback_path, read_labels
+from steps.labels import feedback_path, predictions_path, read_labels
 from steps.live_performance import LabeledRows, join
 from steps.production_data import ORIGIN, ProductionRows, production_rows, split_with_production
 from steps.table_checks import check_table
 from steps.train import TrainResult, fit_and_register
 from steps.training import split
+from steps.window import WHOLE, Window, window_of
 
 _logger = logging.getLogger(__name__)
 
@@ -46,21 +51,32 @@ class RetrainResult:
     evaluation: EvaluationResult
 
 
-def labeled_production(predictions: str | Path, feedback: Path | None) -> LabeledRows:
-    """Every label the feedback log and its rotated files hold, joined with the logged predictions."""
+def labeled_production(
+    predictions: str | Path, feedback: str | Path | None, model_name: str = "", window: Window = WHOLE
+) -> LabeledRows:
+    """Every label the feedback log and its rotated files hold, joined with the logged predictions; or, for a
+    capture, the labels of the window's predictions of ``model_name``."""
     if feedback is None:
         return join([], [])
+    if isinstance(predictions, str):
+        sources = CaptureSource(predictions), CaptureSource(str(feedback))
+        return read_capture(sources[0], model_name, window, feedback=sources[1]).labeled
     return read_labels(feedback, predictions, rotated=True)
 
 
-def log_combined_dataset(base: LoadedData, combined: pd.DataFrame, predictions, feedback) -> None:
-    """The training set as the run's dataset input; its source names the base data and the logs."""
+def log_combined_dataset(
+    base: LoadedData, combined: pd.DataFrame, predictions, feedback, window: Window = WHOLE
+) -> None:
+    """The training set as the run's dataset input; its source names the base data and the logs (or the capture)."""
     import mlflow
     from mlflow.data.code_dataset_source import CodeDatasetSource
 
     sources = {"base": base.uri, "base_source": str(base.source)}
-    sources["predictions"] = [str(p.resolve()) for p in all_logs(predictions, PREDICTION_LOG_NAME)]
-    sources["feedback"] = [str(p.resolve()) for p in all_logs(feedback, FEEDBACK_LOG_NAME)] if feedback else []
+    if isinstance(predictions, str):  # a capture: where it is, and the window read
+        sources.update({"capture": predictions, "feedback": str(feedback or ""), **window.params()})
+    else:
+        sources["predictions"] = [str(p.resolve()) for p in all_logs(predictions, PREDICTION_LOG_NAME)]
+        sources["feedback"] = [str(p.resolve()) for p in all_logs(feedback, FEEDBACK_LOG_NAME)] if feedback else []
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*interpreted in multiple ways.*")
         dataset = mlflow.data.from_pandas(
@@ -76,7 +92,8 @@ def train_with_production(
     config: TrainConfig,
     model_name: str,
     predictions,
-    feedback: Path | None,
+    feedback: str | Path | None,
+    window: Window = WHOLE,
 ) -> TrainResult:
     """Inside the active run: split, log the combined set and what was left out, fit and register."""
     import mlflow
@@ -87,7 +104,9 @@ def train_with_production(
     mlflow.log_params(
         {**config.params(), "predictions": str(predictions), "feedback": str(feedback) if feedback else ""}
     )
-    log_combined_dataset(base, combined[[*base.features, base.label, ORIGIN]], predictions, feedback)
+    if not window.whole:
+        mlflow.log_params(window.params())
+    log_combined_dataset(base, combined[[*base.features, base.label, ORIGIN]], predictions, feedback, window)
     mlflow.log_metrics(
         {
             "base_rows": len(base.frame),
@@ -120,16 +139,17 @@ def retrain(
     client,
     data: str | TableSpec | LoadedData,
     predictions: str | Path,
-    feedback: Path | None,
+    feedback: str | Path | None,
     config: TrainConfig,
     model_name: str,
     thresholds: GateThresholds,
+    window: Window = WHOLE,
 ) -> RetrainResult:
     """Under the active run: a nested ``train`` on base plus production rows, then a nested ``evaluate``."""
     import mlflow
 
     base = load_base(data, model_name, config)
-    production = production_rows(labeled_production(predictions, feedback), base.contract)
+    production = production_rows(labeled_production(predictions, feedback, model_name, window), base.contract)
     _logger.info(
         "Production data: %d labeled rows to train on, %d left out, %d labels matching no logged prediction",
         len(production.frame),
@@ -137,7 +157,7 @@ def retrain(
         production.unmatched,
     )
     with mlflow.start_run(run_name="train", nested=True):
-        trained = train_with_production(base, production, config, model_name, predictions, feedback)
+        trained = train_with_production(base, production, config, model_name, predictions, feedback, window)
     with mlflow.start_run(run_name="evaluate", nested=True):
         evaluation = evaluate_version(client, model_name, trained.version, trained.holdout, thresholds)
     mlflow.set_tags(
@@ -167,21 +187,38 @@ def summary(result: RetrainResult) -> list[str]:
 @options.table
 @options.predictions
 @options.feedback
+@options.window
 @options.training
 @options.model_name
 @options.gate
 def main(
-    data_path, label, contract, predictions, feedback, max_iter, C, solver, test_size, random_state, model_name, **gate
+    data_path,
+    label,
+    contract,
+    predictions,
+    feedback,
+    since,
+    until,
+    hours,
+    max_iter,
+    C,
+    solver,
+    test_size,
+    random_state,
+    model_name,
+    **gate,
 ):
     config = TrainConfig(max_iter, C, solver, random_state, test_size).validated()
     thresholds = GateThresholds(**gate).validated()
     spec = TableSpec(data_path, label, model_name, contract).validated()
-    feedback = feedback_path(feedback)
+    window = window_of(since, until, hours)
+    predictions = predictions_path(predictions, window)
+    feedback = feedback_path(feedback, predictions)
     base = load_base(spec, model_name, config)  # a table that fails a check stops the step before its run starts
     import mlflow
 
     with cli.step_run("retrain"):
-        result = retrain(mlflow.MlflowClient(), base, predictions, feedback, config, model_name, thresholds)
+        result = retrain(mlflow.MlflowClient(), base, predictions, feedback, config, model_name, thresholds, window)
     for line in summary(result):
         click.echo(line)
     raise_unless_passed(result.evaluation)

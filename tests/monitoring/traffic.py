@@ -135,3 +135,42 @@ def scored_by(version_uri: str, rows: pd.DataFrame) -> pd.DataFrame:
     return rows.reset_index(drop=True).assign(
         prediction=out["prediction"].to_numpy(), confidence=out["confidence"].to_numpy()
     )
+
+
+CAPTURE_START = 1_796_590_800.0  # 2026-12-06T09:00:00Z, the start of an hour
+
+
+def write_capture(
+    location: str | Path,
+    scored: pd.DataFrame,
+    *,
+    replica: str = "web-1",
+    model_version: str | None = "2",
+    model_name: str = "iris",
+    prefix: str = "req",
+    first: int = 0,
+    start: float = CAPTURE_START,
+    spacing: float = 1.0,
+    labels: list[tuple[str, int, str]] = (),
+    labels_at: float | None = None,
+    file_rows: int = 50_000,
+    features: Sequence[str] = FEATURES,
+) -> Path:
+    """Scored rows captured as a proxy (replica ``replica``) captures them, one request per row
+    (``<prefix>-<first + i>``, ``spacing`` seconds apart from ``start``), and labels it took at ``labels_at``."""
+    import tempfile
+
+    from serving.capture.offline import offline_capture
+
+    values = scored[list(features)].to_numpy(dtype=float).tolist()
+    confidences = [None if pd.isna(c) else float(c) for c in scored["confidence"]]
+    with tempfile.TemporaryDirectory() as spool, offline_capture(str(location), spool, replica, file_rows) as capture:
+        for i, (row, prediction, confidence) in enumerate(zip(values, scored["prediction"], confidences)):
+            answer = {"prediction": prediction, "confidence": confidence}
+            capture.predictions(
+                start + i * spacing, f"{prefix}-{first + i}", features, [row], [answer], model_name, model_version
+            )
+        if labels:
+            at = labels_at if labels_at is not None else start + len(values) * spacing
+            capture.labels(at, [(request_id, row, label, None) for request_id, row, label in labels], model_name)
+    return Path(location)
