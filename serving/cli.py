@@ -469,6 +469,20 @@ def run(
     click.echo("stopped", err=True)
 
 
+def _every_option_from_the_environment(command: click.Command) -> None:
+    """Every option without a variable of its own reads ``SERVING_<NAME>``, and the help shows it.
+
+    A container or a Deployment sets a setting the way it sets the others, with no command
+    line to edit; a variable named above keeps its name.
+    """
+    for param in command.params:
+        if isinstance(param, click.Option) and not param.envvar and param.name != "help":
+            param.envvar, param.show_envvar = f"SERVING_{param.name.upper()}", True
+
+
+_every_option_from_the_environment(serve)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Usage errors exit 2, expected failures exit 1, each as one line; a clean stop exits 0."""
     run_command(serve, args=argv, prog_name="python -m serving")

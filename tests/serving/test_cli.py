@@ -232,3 +232,17 @@ def test_the_model_servers_environment_never_holds_the_api_token_or_the_webhook_
     for pid, environment in environments.items():
         assert b"SERVING_API_TOKEN" not in environment and FILE_TOKEN.encode() not in environment, pid
         assert b"SERVING_WEBHOOK_SECRET" not in environment and WEBHOOK_SECRET.encode() not in environment, pid
+
+
+def test_every_option_reads_an_environment_variable_that_sets_it(monkeypatch):
+    import click
+
+    from serving.cli import serve
+
+    options = [p for p in serve.params if isinstance(p, click.Option) and p.name != "help"]
+    assert all(p.envvar and p.show_envvar for p in options), [p.name for p in options if not p.envvar]
+    assert len({p.envvar for p in options}) == len(options)
+    monkeypatch.setenv("SERVING_MAX_ROWS", "5")
+    monkeypatch.setenv("SERVING_BATCHING", "false")
+    params = serve.make_context("serve", []).params
+    assert params["max_rows"] == 5 and params["batching"] is False
