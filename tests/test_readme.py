@@ -86,6 +86,10 @@ NOT_WALKED = {
     ("docs/feedback.md", "The loop, end to end"): (
         "a fresh clone of its own, a running proxy and a client's traffic (tests/loop runs it)"
     ),
+    ("docs/feedback.md", "Capture into MLflow's artifact store"): (
+        "a tracking server with --serve-artifacts and a proxy capturing into it: tests/loop/test_capture_page.py runs"
+        " these lines as written, with the page's traffic, and compares what they print with the page"
+    ),
     ("docs/rollout.md", "Canary steps, a bake window, and a rollback by itself"): (
         "a running proxy, a version on live traffic and clients: tests/serving/test_delivery.py runs these lines as"
         " written, its version 3 being the pipeline's C=0.3 rather than the page's failing one"

@@ -96,44 +96,43 @@ def kube_secret(directory: Path, values: dict[str, str]) -> Path:
 
 
 def deployment_for_podman(suffix: str, image: str, host_port: int) -> tuple[list[dict], dict]:
-    """deploy/k8s's Deployment and its volume claim, changed only where one podman host needs it.
+    """deploy/k8s's Deployment and its capture ConfigMap, changed only where one podman host needs it.
 
-    - the names of the Deployment, its Secret and its claim get ``suffix``, so that runs never meet;
+    - the names of the Deployment, its Secret and its ConfigMap get ``suffix``, so that runs never meet;
     - one replica: podman makes a pod per replica, and two cannot publish the same host port;
     - the image is the one just built;
     - the container port is published on 127.0.0.1:``host_port`` (podman publishes a
       containerPort on 0.0.0.0 of the host otherwise).
 
-    Probes, security contexts, resources, environment and volume mounts stay as written.
+    Probes, security contexts, resources, environment, the capture location and volumes stay as written.
     Returns the documents and the names used.
     """
     documents = {}
-    for name in ("deployment.yaml", "logs-volume.yaml"):
+    for name in ("deployment.yaml", "capture.yaml"):
         (document,) = [d for d in yaml.safe_load_all((DEPLOY / "k8s" / name).read_text()) if d]
         documents[document["kind"]] = copy.deepcopy(document)
-    deployment, claim = documents["Deployment"], documents["PersistentVolumeClaim"]
+    deployment, config = documents["Deployment"], documents["ConfigMap"]
     names = {
         "deployment": f"{deployment['metadata']['name']}-{suffix}",
-        "claim": f"{claim['metadata']['name']}-{suffix}",
+        "config": f"{config['metadata']['name']}-{suffix}",
         "secret": f"iris-serving-{suffix}",
     }
     deployment["metadata"]["name"] = names["deployment"]
     deployment["spec"]["replicas"] = 1
-    claim["metadata"]["name"] = names["claim"]
+    config["metadata"]["name"] = names["config"]
     pod = deployment["spec"]["template"]["spec"]
-    (volume,) = pod["volumes"]
-    volume["persistentVolumeClaim"]["claimName"] = names["claim"]
     (container,) = pod["containers"]
     container["image"] = image
     (port,) = container["ports"]
     port.update(hostIP="127.0.0.1", hostPort=host_port)
     for variable in container["env"]:
-        reference = variable.get("valueFrom", {}).get("secretKeyRef")
-        if reference:
-            reference["name"] = names["secret"]
+        for kind, new_name in (("secretKeyRef", names["secret"]), ("configMapKeyRef", names["config"])):
+            reference = variable.get("valueFrom", {}).get(kind)
+            if reference:
+                reference["name"] = new_name
     names["pod"] = f"{names['deployment']}-pod-0"
     names["container"] = f"{names['pod']}-{container['name']}"
-    return [claim, deployment], names
+    return [config, deployment], names
 
 
 def model_server_group(container: str) -> int:

@@ -1,4 +1,4 @@
-"""The cycle's CronJob, its pipeline image and the log volume it shares with serving, checked against the code."""
+"""The cycle's CronJob, its pipeline image and the capture it shares with serving, checked against the code."""
 
 import re
 from pathlib import Path
@@ -8,7 +8,7 @@ import pytest
 
 from tests.conftest import REPO
 from tests.deploy.specs import DEPLOY, PIPELINE_DOCKERFILE, arguments, copies, image_cmd, k8s, workdir
-from tests.deploy.test_deploy_files import expanded_only, mlflow_envvars, serving_container
+from tests.deploy.test_deploy_files import mlflow_envvars, serving_container
 
 CRON_FIELD = re.compile(r"(\*|\d+(-\d+)?)(/\d+)?(,(\*|\d+(-\d+)?)(/\d+)?)*")
 
@@ -23,9 +23,27 @@ def cycle_container() -> dict:
     return container
 
 
+def capture_uri() -> str:
+    """The location capture.yaml's ConfigMap gives the replicas and the job."""
+    (config,) = [c for c in k8s("ConfigMap") if c["metadata"]["name"] == "iris-capture"]
+    return config["data"]["SERVING_CAPTURE_URI"]
+
+
+def from_capture_config(env: list[dict], variable: str) -> bool:
+    """Whether ``variable`` of a container's env is read from the capture ConfigMap's key of the same name."""
+    (entry,) = [e for e in env if e["name"] == variable]
+    reference = entry.get("valueFrom", {}).get("configMapKeyRef", {})
+    return reference == {"name": "iris-capture", "key": variable}
+
+
+def expand(argv: list[str], env: dict[str, str]) -> list[str]:
+    """Kubernetes' ``$(VAR)`` references in a container's args, replaced from its env."""
+    return [re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], arg) for arg in argv]
+
+
 def cycle_params(argv: list[str], logs_dir: str, here: Path) -> dict:
     """What ``python -m steps.cycle ARGV`` would run with, as its own click command reads it; the logs
-    directory (the volume, which exists only in the pod) is read as ``here``, holding one replica's logs."""
+    directory (a mount, which exists only in the container) is read as ``here``, holding one replica's logs."""
     from steps.cycle import main
 
     assert argv[:3] == ["python", "-m", "steps.cycle"], argv
@@ -45,49 +63,52 @@ def test_the_cronjob_runs_the_cycle_hourly_never_two_at_once_and_never_retries_a
     assert job["backoffLimit"] == 0 and job["template"]["spec"]["restartPolicy"] == "Never"
 
 
-def test_the_cronjob_command_is_a_valid_cycle_over_every_replicas_logs(tmp_path):
-    (mount,) = cycle_container()["volumeMounts"]
-    params = cycle_params(cycle_container()["args"], mount["mountPath"], tmp_path)
-    assert mount["readOnly"] is True
-    assert params["predictions"] == params["feedback"] == mount["mountPath"]
+def test_the_cronjob_command_is_a_valid_cycle_over_a_window_of_every_replicas_capture():
+    from iris_core.capture import is_capture
+    from steps.cycle import main
+    from steps.window import window_of
+
+    container = cycle_container()
+    assert "volumeMounts" not in container and "volumes" not in cronjob()["spec"]["jobTemplate"]["spec"]["template"]
+    assert from_capture_config(container["env"], "SERVING_CAPTURE_URI")
+    argv = expand(container["args"], {"SERVING_CAPTURE_URI": capture_uri()})
+    assert argv[:3] == ["python", "-m", "steps.cycle"], argv
+    params = main.make_context("cycle", argv[3:]).params
+    assert params["predictions"] == params["feedback"] == capture_uri() and is_capture(capture_uri())
+    window = window_of(params["since"], params["until"], params["hours"], now=lambda: 10**9)
+    assert window.until is None and 10**9 - window.since >= 3600, "at least the hour since the last run"
     assert float(params["cooldown_hours"]) > 0
     assert (REPO / params["data_path"]).is_file(), "the image's default base data"
 
 
-def test_the_replicas_write_their_logs_beneath_the_directory_the_cycle_reads_on_the_same_volume():
-    from iris_core.records import FEEDBACK_LOG_NAME, PREDICTION_LOG_NAME
-
-    env = {e["name"]: e.get("value") for e in serving_container()["env"]}
-    (serving_mount,) = serving_container()["volumeMounts"]
-    (cycle_mount,) = cycle_container()["volumeMounts"]
-    assert serving_mount["mountPath"] == cycle_mount["mountPath"]
-    for variable, name in (
-        ("SERVING_PREDICTION_LOG", PREDICTION_LOG_NAME),
-        ("SERVING_FEEDBACK_LOG", FEEDBACK_LOG_NAME),
-    ):
-        assert env[variable] == f"{cycle_mount['mountPath']}/$(POD_NAME)/{name}"
-    assert "POD_NAME" in expanded_only(serving_container()["env"])
+def test_the_replicas_capture_into_the_tracking_servers_artifact_store_the_cycle_reads_each_under_its_pod_name():
+    env = {e["name"]: e for e in serving_container()["env"]}
+    assert from_capture_config(serving_container()["env"], "SERVING_CAPTURE_URI")
+    assert capture_uri().startswith("mlflow-artifacts:/"), "the tracking server's proxied artifact store"
+    assert env["SERVING_CAPTURE_REPLICA"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert not {"SERVING_PREDICTION_LOG", "SERVING_FEEDBACK_LOG"} & set(env), "the capture keeps the labels itself"
+    assert not k8s("PersistentVolumeClaim"), "no volume shared between pods"
     (deployment,) = k8s("Deployment")
-    serving_claims = {
-        v["name"]: v["persistentVolumeClaim"]["claimName"] for v in deployment["spec"]["template"]["spec"]["volumes"]
-    }
-    cycle_volumes = cronjob()["spec"]["jobTemplate"]["spec"]["template"]["spec"]["volumes"]
-    cycle_claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in cycle_volumes}
-    (claim,) = k8s("PersistentVolumeClaim")
-    assert serving_claims[serving_mount["name"]] == cycle_claims[cycle_mount["name"]] == claim["metadata"]["name"]
-    assert claim["spec"]["accessModes"] == ["ReadWriteMany"], "replicas and the job mount it from several nodes"
+    (volume,) = deployment["spec"]["template"]["spec"]["volumes"]
+    (mount,) = serving_container()["volumeMounts"]
+    assert volume["name"] == mount["name"] and "emptyDir" in volume, "the spool is the pod's own"
+    assert env["SERVING_CAPTURE_SPOOL"]["value"] == mount["mountPath"]
 
 
-def test_the_serving_options_the_deployment_sets_are_the_log_options():
+def test_the_capture_variables_the_deployment_sets_are_the_capture_options(monkeypatch):
     from serving.cli import serve
+    from serving.config import ServingConfig
 
     options = {p.envvar: p.name for p in serve.params if isinstance(p, click.Option) and p.envvar}
-    assert (options["SERVING_PREDICTION_LOG"], options["SERVING_FEEDBACK_LOG"]) == ("prediction_log", "feedback_log")
+    names = ("SERVING_CAPTURE_URI", "SERVING_CAPTURE_REPLICA", "SERVING_CAPTURE_SPOOL")
+    assert [options[n] for n in names] == ["capture_uri", "capture_replica", "capture_spool"]
+    config = ServingConfig(capture_uri=capture_uri(), capture_replica="iris-serving-7c9f8d6b5-x2k4q")
+    assert config.capture_replica == "iris-serving-7c9f8d6b5-x2k4q", "a pod name is a valid replica id"
 
 
 def test_the_cronjob_reads_its_registry_credentials_from_the_pipeline_secret_the_example_defines():
     (secret,) = [s for s in k8s("Secret") if s["metadata"]["name"] == "iris-pipeline"]
-    env = {e["name"]: e for e in cycle_container()["env"]}
+    env = {e["name"]: e for e in cycle_container()["env"] if e["name"] != "SERVING_CAPTURE_URI"}  # for its args
     assert set(env) <= mlflow_envvars() | {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"}
     for variable in env.values():
         reference = variable["valueFrom"]["secretKeyRef"]
@@ -120,15 +141,15 @@ def test_the_pipeline_image_copies_every_package_the_steps_import_and_the_base_d
     assert copied <= {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
 
 
-def test_the_pipeline_image_command_is_the_same_valid_cycle(tmp_path):
-    (mount,) = cycle_container()["volumeMounts"]
-    params = cycle_params(image_cmd(PIPELINE_DOCKERFILE), mount["mountPath"], tmp_path)
-    assert params["predictions"] == params["feedback"] == mount["mountPath"]
+def test_the_pipeline_image_command_is_a_valid_cycle_over_the_logs_the_podman_script_mounts(tmp_path):
+    (mount,) = re.findall(r"^LOGS_MOUNT=(\S+)", (DEPLOY / "podman" / "build_and_run.sh").read_text(), re.MULTILINE)
+    params = cycle_params(image_cmd(PIPELINE_DOCKERFILE), mount, tmp_path)
+    assert params["predictions"] == params["feedback"] == mount
     keywords = [i.split()[0] for i in arguments("USER", PIPELINE_DOCKERFILE)]
     assert keywords == ["app"]
 
 
-@pytest.mark.parametrize("name", ["cycle-cronjob.yaml", "logs-volume.yaml"])
+@pytest.mark.parametrize("name", ["cycle-cronjob.yaml", "capture.yaml"])
 def test_the_new_manifests_are_in_the_kustomization(name):
     import yaml
 

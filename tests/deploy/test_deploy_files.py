@@ -175,8 +175,70 @@ def test_the_build_context_ignore_file_lets_every_copied_path_through():
 # -- compose ---------------------------------------------------------------------------------
 
 
-def test_compose_runs_postgres_the_tracking_server_and_serving():
-    assert set(compose()["services"]) == {"postgres", "tracking", "serving"}
+def test_compose_runs_postgres_the_tracking_server_and_serving_and_the_cycle_only_when_asked():
+    services = compose()["services"]
+    assert set(services) == {"postgres", "tracking", "serving", "cycle"}
+    assert [name for name, service in services.items() if service.get("profiles")] == ["cycle"]
+
+
+def interpolated(value: str, env: dict[str, str]) -> str:
+    """Compose's ``${NAME:-default}`` in ``value``, with ``env`` for the .env file (nested defaults included)."""
+    pattern = re.compile(r"\$\{(\w+):-([^${}]*)\}")
+    while match := pattern.search(value):
+        name, default = match.groups()
+        value = value[: match.start()] + env.get(name, default) + value[match.end() :]
+    return value
+
+
+def test_compose_serving_captures_into_the_tracking_servers_artifact_store_where_the_cycle_reads_a_window():
+    from iris_core.capture import is_capture
+    from steps.cycle import main
+    from steps.window import window_of
+
+    services = compose()["services"]
+    serving, cycle = services["serving"], services["cycle"]
+    uri = interpolated(serving["environment"]["SERVING_CAPTURE_URI"], {})
+    assert uri.startswith("mlflow-artifacts:/") and is_capture(uri)
+    assert "--serve-artifacts" in TEAM_SCRIPT.read_text(), "mlflow-artifacts:/ needs a server that serves artifacts"
+    assert re.search(r"^# CAPTURE_URI=mlflow-artifacts:/", (DEPLOY / "compose.env.example").read_text(), re.MULTILINE)
+    elsewhere = {"CAPTURE_URI": "mlflow-artifacts:/7/capture"}
+    assert interpolated(serving["environment"]["SERVING_CAPTURE_URI"], elsewhere) == elsewhere["CAPTURE_URI"]
+    for env in ({}, elsewhere):
+        argv = [interpolated(arg, env) for arg in cycle["command"]]
+        assert argv[:3] == ["python", "-m", "steps.cycle"], argv
+        params = main.make_context("cycle", argv[3:]).params
+        assert (
+            params["predictions"]
+            == params["feedback"]
+            == interpolated(serving["environment"]["SERVING_CAPTURE_URI"], env)
+        )
+    window = window_of(params["since"], params["until"], params["hours"], now=lambda: 10**9)
+    assert window.until is None and 10**9 - window.since >= 3600
+    assert (
+        "SERVING_PREDICTION_LOG" not in serving["environment"] and "SERVING_FEEDBACK_LOG" not in serving["environment"]
+    )
+
+
+def test_compose_serving_keeps_its_capture_spool_and_replica_name_across_a_recreated_container():
+    from serving.config import ServingConfig
+
+    serving = compose()["services"]["serving"]
+    (volume,) = serving["volumes"]
+    name, mount = volume.split(":")[:2]
+    assert name in compose()["volumes"]
+    assert f"{workdir()}/{ServingConfig.capture_spool}".startswith(mount + "/"), "the default spool is on the volume"
+    assert serving["environment"]["SERVING_CAPTURE_REPLICA"] == "serving"
+
+
+def test_compose_cycle_runs_the_pipeline_image_against_the_tracking_service():
+    cycle, tracking = compose()["services"]["cycle"], compose()["services"]["tracking"]
+    assert (DEPLOY / cycle["build"]["context"]).resolve() == REPO
+    assert (REPO / cycle["build"]["dockerfile"]).resolve() == PIPELINE_DOCKERFILE
+    assert image_name(cycle["image"]) == image_name(kustomized_images()["iris-pipeline"]["newName"])
+    env = cycle["environment"]
+    assert set(env) <= mlflow_envvars() | {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"}
+    assert env["MLFLOW_TRACKING_URI"] == f"http://tracking:{tracking['environment']['MLFLOW_TEAM_PORT']}"
+    assert cycle["depends_on"]["tracking"]["condition"] == "service_healthy"
 
 
 def test_compose_builds_the_image_from_deploy_dockerfile_in_the_repository():
@@ -335,7 +397,9 @@ def manifest_images() -> set[str]:
 
 def test_one_image_name_everywhere_the_serving_image_is_built_run_or_deployed():
     named = {
-        f"compose {name}": service["image"] for name, service in compose()["services"].items() if name != "postgres"
+        f"compose {name}": service["image"]
+        for name, service in compose()["services"].items()
+        if name not in ("postgres", "cycle")  # cycle: the pipeline image
     }
     named["deployment"] = serving_container()["image"]
     named["kustomization"] = kustomized_images()[serving_container()["image"]]["newName"]

@@ -8,7 +8,7 @@ there. The serving container runs
 as uid 10001 on the host's network, listening on 127.0.0.1, started by the same script.
 Its tests run in this file's order, the one that stops it last; then the pipeline image
 runs one cycle over the logs the serving container wrote, and ``podman kube play`` runs
-the Kubernetes Deployment with its probes.
+the Kubernetes Deployment with its probes, capturing into the tracking server's artifact store.
 """
 
 import contextlib
@@ -303,15 +303,14 @@ def kube(images, tracking, tmp_path_factory):
         wait_until(
             lambda: requests.get(f"{url}/ready", timeout=5).status_code == 200, START_TIMEOUT, what="the pod's /ready"
         )
-        yield url, names, documents[1]
+        yield url, names, documents[1], documents[0]["data"]["SERVING_CAPTURE_URI"]
     finally:
         pm.podman("kube", "down", str(manifest), env=conf, check=False, timeout=120)
         pm.podman("secret", "rm", names["secret"], check=False)
-        pm.podman("volume", "rm", "--force", names["claim"], check=False)
 
 
 def test_kube_play_runs_the_deployment_whose_probes_pass_as_kubelet_would_run_them(kube):
-    url, names, deployment = kube
+    url, names, deployment, _ = kube
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     ports = {p["name"]: p["hostPort"] for p in container["ports"]}
     for kind in ("startupProbe", "livenessProbe", "readinessProbe"):
@@ -333,7 +332,7 @@ def champion(tracking: str) -> str:
 
 
 def test_kube_play_applies_the_deployments_security_context_resources_and_secret(kube, tracking):
-    url, names, deployment = kube
+    url, names, deployment, capture = kube
     name = names["container"]
     security = deployment["spec"]["template"]["spec"]["securityContext"]
     assert pm.inspect(name, "{{.Config.User}}") == f"{security['runAsUser']}:{security['runAsGroup']}"
@@ -342,13 +341,15 @@ def test_kube_play_applies_the_deployments_security_context_resources_and_secret
     assert int(pm.inspect(name, "{{.HostConfig.Memory}}")) == 2560 * 2**20
     assert int(pm.inspect(name, "{{.HostConfig.NanoCpus}}")) == 2 * 10**9
     env = dict(v.split("=", 1) for v in json.loads(pm.inspect(name, "{{json .Config.Env}}")))
-    assert env["POD_NAME"] == names["pod"] and env["SERVING_MODEL_URI"] == "models:/iris@champion"
+    assert env["SERVING_MODEL_URI"] == "models:/iris@champion"
     scored = requests.post(f"{url}/predict", json=ROWS["setosa"], headers=AUTH, timeout=30)
     assert scored.status_code == 200 and scored.headers["X-Model-Version"] == champion(tracking)
+    health = requests.get(f"{url}/health", headers=AUTH, timeout=30).json()["capture"]  # its details need the token
+    assert (health["location"], health["replica"], health["state"]) == (capture, names["pod"], "ok")
     assert requests.post(f"{url}/predict", json=ROWS["setosa"], timeout=30).status_code == 401
 
 
 def test_stopping_the_pod_ends_the_proxy_with_exit_code_0(kube):
-    url, names, _ = kube
+    url, names, _, _ = kube
     pm.podman("pod", "stop", names["pod"], timeout=120)
     assert pm.inspect(names["container"], "{{.State.ExitCode}}") == "0"
