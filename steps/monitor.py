@@ -296,7 +296,7 @@ def gather(
         sources = CaptureSource(predictions), CaptureSource(str(feedback)) if feedback is not None else None
         read = read_capture(sources[0], model_name, window, target.version, contract.feature_names, sources[1])
         live, labeled = read.live, read.labeled
-        _logger.info("Read %d files of the capture %s (%s)", read.files, predictions, window.describe())
+        _logger.info("Read %d predictions file(s) of the capture %s (%s)", read.files, predictions, window.describe())
     else:
         live = read_predictions(predictions, model_name, target.version, contract.feature_names)
         labeled = read_labels(feedback, predictions) if feedback is not None else None
