@@ -42,7 +42,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,15 +54,11 @@ from bench.loadgen import LoadResult, available_generator, run_load
 from bench.misbehaving import KINDS, register_misbehaving
 from bench.serving_benchmark import write_bodies
 from bench.store import store_env, train
+from bench.traffic import Traffic
 from iris_core.processes import free_port, stop_process, wait_until
-from iris_core.table.iris import IRIS
 
 _logger = logging.getLogger(__name__)
 
-ROWS = [  # one clear row of each class, sent in turn
-    dict(zip(IRIS.feature_names, values))
-    for values in ((5.1, 3.5, 1.4, 0.2), (5.9, 3.0, 4.2, 1.5), (6.7, 3.0, 5.2, 2.3))
-]
 CANARY = (20, 100)
 CANARY_STEP_S, BAKE_S, MIN_REQUESTS = 30.0, 10.0, 30
 SHADOW_CONNECTIONS = 64
@@ -138,56 +133,6 @@ def proxy(env: dict, workdir: Path, name: str, *args: str):
         stop_process(process, timeout=60)
 
 
-class Clients:
-    """Client threads asking /predict in a loop, rows of each class in turn; every answer kept with its time."""
-
-    def __init__(self, url: str, threads: int = 1, pause: float = 0.005):
-        self.url, self.pause = url, pause
-        self.answers: list[tuple[float, int, str | None]] = []  # (time.time(), status, X-Model-Version)
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._run, args=(n,), daemon=True) for n in range(threads)]
-
-    def __enter__(self) -> "Clients":
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=60)
-
-    def _run(self, number: int) -> None:
-        with requests.Session() as session:
-            index = number
-            while not self._stop.is_set():
-                index += 1
-                try:
-                    response = session.post(f"{self.url}/predict", json=ROWS[index % 3], timeout=30)
-                    answer = (time.time(), response.status_code, response.headers.get("X-Model-Version"))
-                except requests.RequestException:
-                    answer = (time.time(), 0, None)
-                with self._lock:
-                    self.answers.append(answer)
-                time.sleep(self.pause)
-
-    def between(self, start: float, end: float) -> list[tuple[float, int, str | None]]:
-        with self._lock:
-            return [a for a in self.answers if start <= a[0] <= end]
-
-    def first_answer_after(self, version: str, since: float, timeout: float) -> float:
-        """Seconds from ``since`` to the first successful answer by ``version`` after it."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self._lock:
-                later = [at for at, status, v in self.answers if at >= since and status == 200 and v == version]
-            if later:
-                return later[0] - since
-            time.sleep(0.005)
-        raise click.ClickException(f"version {version} did not answer within {timeout:g} s")
-
-
 # -- switch -------------------------------------------------------------------------------------
 
 
@@ -195,7 +140,10 @@ def measure_switches(env: dict, workdir: Path, poll_interval: float, rounds: int
     client = registry_client(env)
     start_up = bare_start_up(workdir, env, "models:/iris/2")  # the cold goal's yardstick, measured here
     rows = []
-    with proxy(env, workdir, "switch", "--poll-interval", str(poll_interval)) as url, Clients(url) as clients:
+    with (
+        proxy(env, workdir, "switch", "--poll-interval", str(poll_interval)) as url,
+        Traffic([url], threads=1, pause=0.005) as clients,
+    ):
         clients.first_answer_after("1", 0.0, 60)
         moves = [("promote to a cold version (1 -> 2)", "2", "promote", 300)]
         moves.append(("rollback to the warm version (2 -> 1)", "1", "rollback", 60))
@@ -204,7 +152,7 @@ def measure_switches(env: dict, workdir: Path, poll_interval: float, rounds: int
             moves.append(("rollback to the warm version (2 -> 1)", "1", "rollback", 60))
         for label, version, how, timeout in moves:
             rows.append((label, clients.first_answer_after(version, move(client, version, how), timeout)))
-        failed = sum(1 for _, status, _ in clients.answers if status != 200)
+        failed = clients.failed()
     lines = [
         f"switch: one-step switch, poll interval {poll_interval:g} s; alias move -> first answer by the new version"
     ]
@@ -250,13 +198,13 @@ def measure_rollbacks(env: dict, bad: dict, workdir: Path, poll_interval: float,
     args = ["--poll-interval", str(poll_interval), "--canary", ",".join(map(str, CANARY))]
     args += ["--canary-step", str(CANARY_STEP_S), "--bake", str(BAKE_S), "--min-requests", str(MIN_REQUESTS)]
     results = []
-    with proxy(env, workdir, "canary", *args) as url, Clients(url, threads=threads) as clients:
+    with proxy(env, workdir, "canary", *args) as url, Traffic([url], threads=threads, pause=0.005) as clients:
         for kind, version in bad.items():
             clients.first_answer_after("1", time.time(), 60)
             moved_at = move(client, version, "promote")
             health = wait_until(lambda v=version: _ended(url, v), 300 + CANARY_STEP_S + BAKE_S, interval=0.1)
             record = health["rollout"]
-            window = clients.between(record["started_at"], record["at"] + 1.0)
+            window = clients.since(record["started_at"], until=record["at"] + 1.0)
             results.append(
                 Rollback(
                     kind,
@@ -264,7 +212,7 @@ def measure_rollbacks(env: dict, bad: dict, workdir: Path, poll_interval: float,
                     record.get("share"),
                     record["at"] - moved_at,
                     record["at"] - record["started_at"],
-                    sum(1 for _, status, _ in window if status != 200),
+                    sum(1 for answer in window if answer.status != 200),
                     len(window),
                     record.get("reason", ""),
                 )
@@ -365,7 +313,7 @@ def measure_shadowed_promotion(env: dict, workdir: Path, poll_interval: float) -
     move(client, "1", "rollback")
     move(client, "2", "promote", alias="challenger")
     args = ("--poll-interval", str(poll_interval), "--shadow", "challenger")
-    with proxy(env, workdir, "shadowed-promotion", *args) as url, Clients(url) as clients:
+    with proxy(env, workdir, "shadowed-promotion", *args) as url, Traffic([url], threads=1, pause=0.005) as clients:
         wait_until(
             lambda: (requests.get(f"{url}/health", timeout=5).json()["shadow"] or {}).get("state") == "shadowing",
             300,
@@ -373,7 +321,7 @@ def measure_shadowed_promotion(env: dict, workdir: Path, poll_interval: float) -
         )
         clients.first_answer_after("1", 0.0, 60)
         seconds = clients.first_answer_after("2", move(client, "2", "promote"), 60)
-        failed = sum(1 for _, status, _ in clients.answers if status != 200)
+        failed = clients.failed()
     move(client, "1", "rollback")
     goal = poll_interval + 0.5
     lines = [
@@ -443,14 +391,14 @@ def _timed_moves(client, url: str, rounds: int, poll_interval: float) -> tuple[l
         moves.append(("promote to the warm version (1 -> 2)", "2", "promote", 60))
         moves.append(("rollback to the warm version (2 -> 1)", "1", "rollback", 60))
     rows = []
-    with Clients(url) as clients:
+    with Traffic([url], threads=1, pause=0.005) as clients:
         clients.first_answer_after("1", 0.0, 60)
         for label, version, how, timeout in moves:
             rows.append((label, clients.first_answer_after(version, move(client, version, how), timeout)))
             # The switch settles before the next move, which lands at a random point of the polling proxy's
             # interval: a fixed pause close to the interval would move at the same phase of it every time.
             time.sleep(random.uniform(1.0, 1.0 + poll_interval))
-        failed = sum(1 for _, status, _ in clients.answers if status != 200)
+        failed = clients.failed()
     return rows, failed
 
 
@@ -512,17 +460,20 @@ def main(only, poll_interval, rounds, clients, duration, loadgen, workdir) -> No
         workdir.mkdir(parents=True, exist_ok=True)
         env, bad = prepared_store(workdir)
         report = [f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at the start"]
-        if "switch" in parts:
-            report += measure_switches(env, workdir, poll_interval, rounds)
-            move(registry_client(env), "1", "rollback")
-        if "rollback" in parts:
-            report += measure_rollbacks(env, bad, workdir, poll_interval, clients)
-        if "shadow" in parts:
-            report += measure_shadow(env, workdir, rounds, duration, generator)
-        if "shadowed-promotion" in parts:
-            report += measure_shadowed_promotion(env, workdir, poll_interval)
-        if "webhooks" in parts:
-            report += measure_webhooks(env, workdir, poll_interval, rounds)
+        try:
+            if "switch" in parts:
+                report += measure_switches(env, workdir, poll_interval, rounds)
+                move(registry_client(env), "1", "rollback")
+            if "rollback" in parts:
+                report += measure_rollbacks(env, bad, workdir, poll_interval, clients)
+            if "shadow" in parts:
+                report += measure_shadow(env, workdir, rounds, duration, generator)
+            if "shadowed-promotion" in parts:
+                report += measure_shadowed_promotion(env, workdir, poll_interval)
+            if "webhooks" in parts:
+                report += measure_webhooks(env, workdir, poll_interval, rounds)
+        except TimeoutError as exc:  # a version that never answered: one line, not a traceback
+            raise click.ClickException(str(exc)) from None
     click.echo("\n" + "\n".join(report))
 
 

@@ -20,12 +20,12 @@ import pytest
 import requests
 import yaml
 
+from bench.traffic import ROWS
 from iris_core.contract import DriftStatus, PerformanceStatus, Tag
 from tests.conftest import sqlite_uri
 from tests.deploy.promql import RULES, dashboard_queries, grafana_instant, recorded_names, scraped_selectors
 from tests.deploy.tools import require
 from tests.serving.conftest import running_proxy
-from tests.serving.delivery import ROWS
 from tests.support import free_port, http_ok, stop_process, wait_until
 
 pytestmark = pytest.mark.slow

@@ -29,12 +29,12 @@ import pytest
 import requests
 import yaml
 
+from bench.traffic import ROWS
 from iris_core.contract import CYCLE_EXPERIMENT, CycleDecision, Tag
 from tests.conftest import REPO, clean_env
 from tests.deploy import podman as pm
 from tests.deploy.specs import healthcheck_cmd
 from tests.deploy.tools import require
-from tests.serving.delivery import ROWS
 from tests.support import free_port, mlflow_server, stop_process, wait_until
 
 pytestmark = pytest.mark.slow

@@ -17,12 +17,12 @@ import time
 import pytest
 
 from bench.misbehaving import KINDS, register_misbehaving
+from bench.traffic import Traffic
 from iris_core.alias_history import alias_history, move_alias
 from iris_core.contract import MoveKind, RolloutOutcome, Tag
 from tests.conftest import Registry, clean_env, sqlite_uri
 from tests.readme import page_command
 from tests.serving.conftest import START_TIMEOUT, running_proxy
-from tests.serving.delivery import Traffic
 from tests.serving.test_monitoring import sample, scrape
 from tests.support import wait_until
 

@@ -19,13 +19,13 @@ import pytest
 import requests
 
 from bench.misbehaving import register_misbehaving
+from bench.traffic import ROWS, Traffic
 from iris_core.alias_history import move_alias
 from iris_core.contract import MoveKind, Tag
 from iris_core.errors import EXIT_OK, EXIT_WAITING
 from tests.conftest import REPO, Registry, sqlite_uri
 from tests.readme import page_command
 from tests.serving.conftest import START_TIMEOUT, running_proxy, serving_env
-from tests.serving.delivery import ROWS, Traffic
 from tests.serving.test_monitoring import sample, scrape
 from tests.support import wait_until
 

@@ -1,8 +1,10 @@
-"""The steady load of the real delivery and shadow tests (their bad versions come from ``bench.misbehaving``).
+"""Steady client traffic against one or more proxies: what the rollout benchmark measures and the delivery tests check.
 
-``Traffic`` is a few client threads asking ``/predict`` of one or more proxies with one
-row of each class in turn, bounded in count and time, remembering when each answer came,
-its status and its ``X-Model-Version``.
+``Traffic`` is a few client threads asking ``/predict`` with one clear row of each class in
+turn, bounded in count and time, remembering when each answer came, its status, its
+``X-Model-Version`` and the class it named. The benchmark reads switch times from it
+(``first_answer_after``); the real-process tests of rollouts and shadowing read which
+version answered what (``since``, ``latest_version``).
 """
 
 import itertools
@@ -12,11 +14,17 @@ from dataclasses import dataclass
 
 import requests
 
+from iris_core.table.iris import IRIS
+
 ROWS = {  # one clear row of each class; a balanced stream of them keeps the class mix even
-    "setosa": {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2},
-    "versicolor": {"sepal_length": 5.9, "sepal_width": 3.0, "petal_length": 4.2, "petal_width": 1.5},
-    "virginica": {"sepal_length": 6.7, "sepal_width": 3.0, "petal_length": 5.2, "petal_width": 2.3},
+    name: dict(zip(IRIS.feature_names, values))
+    for name, values in (
+        ("setosa", (5.1, 3.5, 1.4, 0.2)),
+        ("versicolor", (5.9, 3.0, 4.2, 1.5)),
+        ("virginica", (6.7, 3.0, 5.2, 2.3)),
+    )
 }
+MAX_REQUESTS_PER_THREAD = 100_000
 
 
 @dataclass(frozen=True)
@@ -55,7 +63,7 @@ class Traffic:
         urls = itertools.cycle(self.urls[number % len(self.urls) :] + self.urls[: number % len(self.urls)])
         classes = itertools.cycle(list(ROWS)[number % 3 :] + list(ROWS)[: number % 3])
         with requests.Session() as session:
-            for _ in range(100_000):
+            for _ in range(MAX_REQUESTS_PER_THREAD):
                 if self._stop.is_set() or time.monotonic() > self.deadline:
                     return
                 url, sent = next(urls), next(classes)
@@ -64,7 +72,7 @@ class Traffic:
                     response = session.post(f"{url}/predict", json=ROWS[sent], timeout=60)
                     answered = response.json().get("prediction") if response.status_code == 200 else None
                     status, version = response.status_code, response.headers.get("X-Model-Version")
-                except requests.RequestException:
+                except (requests.RequestException, ValueError):
                     status, version, answered = 0, None, None
                 with self._lock:
                     self.answers.append(
@@ -81,3 +89,18 @@ class Traffic:
         with self._lock:
             mine = [a for a in self.answers if a.url == url and a.status == 200]
         return mine[-1].version if mine else None
+
+    def failed(self) -> int:
+        """Answers that were not a 200, connection failures included."""
+        with self._lock:
+            return sum(1 for a in self.answers if a.status != 200)
+
+    def first_answer_after(self, version: str, since: float, timeout: float) -> float:
+        """Seconds from ``since`` (a time.time()) to the first successful answer by ``version`` after it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            later = [a.at for a in self.since(since) if a.status == 200 and a.version == version]
+            if later:
+                return later[0] - since
+            time.sleep(0.005)
+        raise TimeoutError(f"version {version} did not answer within {timeout:g} s")
