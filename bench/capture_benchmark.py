@@ -7,7 +7,9 @@ and with ``--capture-uri`` to a local directory. Then:
 
 1. both proxies are driven with single-row ``/invocations`` at 64 connections by the serving
    benchmark's load generator, in interleaved rounds (off, on, on, off, ...) so that other
-   work on the machine hits both alike; medians, and the goal: capture on within 5% of off;
+   work on the machine hits both alike; medians, and the goal: capture on within 5% of off.
+   Two more capturing proxies, each with one part taken out in its process (the capture's
+   recorder; the answer memory that ``POST /feedback`` needs), show what each part costs;
 2. a third proxy, capturing, answers ``--rows`` rows (10 million by default) sent as
    10,000-row requests by the same generator, and a share of them sent one by one and
    labeled through ``POST /feedback``; the bytes its Parquet files take per row. Its
@@ -67,6 +69,20 @@ LABELED_SHARE = 0.02  # of the captured rows, sent one request at a time and the
 MONITOR_TIMEOUT_S = 1800.0
 HTTP_TIMEOUT_S = 60.0
 THROUGHPUT_CAPTURE, CAPTURE = "throughput-capture", "capture"  # under the work directory
+# The throughput's set-ups: the proxy's command as it is, or with one part of the capture taken out in its
+# process, to show what each part costs ("on" turns POST /feedback on, whose answer memory is the other part).
+SETUPS = {
+    "off": None,
+    "on": None,
+    "on, without the capture's recorder": (
+        "import sys, serving.capture.recorder as r, serving.cli; r.Capture.record = lambda self, outcome: None; "
+        "serving.cli.main(sys.argv[1:])"
+    ),
+    "on, without the answer memory": (
+        "import sys, serving.feedback_service as f, serving.cli; f.FeedbackService.remember = lambda self, o: None; "
+        "serving.cli.main(sys.argv[1:])"
+    ),
+}
 SUMMARY = re.compile(r"^\S+ version \S+: (\w+) \((?:live accuracy [\d.]+, )?(\d+) (labeled )?rows\)$", re.M)
 
 
@@ -109,8 +125,9 @@ def iso(epoch: float) -> str:
 # -- the proxies ---------------------------------------------------------------------------------
 
 
-def proxy_command(upstream: str, port: int, capture: Path | None = None, clock: bool = False) -> list:
-    command = [sys.executable, "-c", PROXY_WITH_ROW_CLOCK] if clock else [sys.executable, "-m", "serving"]
+def proxy_command(upstream: str, port: int, capture: Path | None = None, patch: str | None = None) -> list:
+    """The proxy's command; ``patch``, Python that changes one thing in the proxy's process and starts it."""
+    command = [sys.executable, "-c", patch] if patch else [sys.executable, "-m", "serving"]
     command += ["--upstream", upstream, "--model-uri", "models:/iris@champion", "--host", "127.0.0.1"]
     command += ["--port", str(port)]
     if capture is not None:
@@ -155,12 +172,18 @@ def throughput(urls: dict, pids: dict, bodies: Path, generator: str, duration: f
 
 
 def render_throughput(results: dict) -> str:
-    lines = ["| capture | req/s | p50 ms | p99 ms | proxy CPU us/req | errors |", "|---|---|---|---|---|---|"]
+    """Medians, and the ratios of throughput and of the proxy's CPU per request to "off"."""
+    lines = [
+        "| capture | req/s | vs off | p50 ms | p99 ms | proxy CPU us/req | vs off | errors |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    off_rate, off_cpu = median_throughput(results["off"]), statistics.median(m.cpu_us for m in results["off"])
     for setup, runs in results.items():
         median = lambda get, runs=runs: statistics.median(get(run) for run in runs)  # noqa: E731
+        rate, cpu = median(lambda m: m.load.throughput), median(lambda m: m.cpu_us)
         lines.append(
-            f"| {setup} | {median(lambda m: m.load.throughput):.0f} | {median(lambda m: m.load.p50_us) / 1000:.2f} "
-            f"| {median(lambda m: m.load.p99_us) / 1000:.2f} | {median(lambda m: m.cpu_us):.0f} "
+            f"| {setup} | {rate:.0f} | {rate / off_rate:.2f}x | {median(lambda m: m.load.p50_us) / 1000:.2f} "
+            f"| {median(lambda m: m.load.p99_us) / 1000:.2f} | {cpu:.0f} | {cpu / off_cpu:.2f}x "
             f"| {sum(m.load.error_count for m in runs)} |"
         )
     return "\n".join(lines)
@@ -182,8 +205,10 @@ def writer_costs(workdir: Path, calls: int = 20_000) -> dict:
 def writer_cost(workdir: Path, calls: int) -> dict:
     import tempfile as scratch
 
+    from serving.answers import AnswerMemory
     from serving.capture.spool import Spool
     from serving.capture.writer import CaptureWriter
+    from serving.model_facts import standing_in
 
     answer = {"prediction": "setosa", "prediction_index": 0, "confidence": 0.97}
     costs = {}
@@ -203,6 +228,13 @@ def writer_cost(workdir: Path, calls: int) -> dict:
                 latency_ms=2.0,
             )
         costs["submit, on the event loop"] = (time.perf_counter() - started) / calls * 1e6
+        facts, memory = standing_in(), AnswerMemory(100_000)  # --capture-uri turns POST /feedback on
+        started = time.perf_counter()
+        for k in range(calls):
+            memory.remember(f"{k:016x}", "1", facts.classes.of_answers([answer]), facts, "iris")
+        costs["the answer remembered for POST /feedback, on the event loop"] = (
+            (time.perf_counter() - started) / calls * 1e6
+        )
         started = time.perf_counter()
         writer.start()
         deadline = started + 120
@@ -294,8 +326,10 @@ def fill(
             sent.answered += count
             continue
         labeled = round(LABELED_SHARE * min(chunk, left))
-        duration = 3.0 if rate is None else (min(left, chunk) - labeled) / rate - (1.0 if left <= chunk else 0.0)
-        duration = min(60.0, max(1.0, duration))  # the last run stops short: one by one after it
+        duration = 2.0 if rate is None else (min(left, chunk) - labeled) / rate
+        if rate is not None and left <= chunk:
+            duration /= 2  # the last runs aim at half of what is left, since the rate swings on a busy machine
+        duration = min(60.0, max(1.0, duration))
         duration = min(duration, max(1.0, limit_s - (time.monotonic() - started)))
         before = sent.answered
         chunk_started = time.monotonic()
@@ -473,8 +507,8 @@ def main(rows, hours, request_rows, capture_connections, duration, rounds, time_
         if workdir is None:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="capture-bench-")))
         workdir.mkdir(parents=True, exist_ok=True)
-        for name in (THROUGHPUT_CAPTURE, CAPTURE):  # a kept --workdir: its store is reused, its captures never
-            for path in (workdir / name, workdir / f"{name}-spool"):
+        for name in (*(f"{THROUGHPUT_CAPTURE}-{k}" for k in range(len(SETUPS))), CAPTURE):
+            for path in (workdir / name, workdir / f"{name}-spool"):  # a kept --workdir: its store is reused
                 shutil.rmtree(path, ignore_errors=True)
         env = build_champion(workdir)
         single = write_bodies(workdir)["/invocations"]
@@ -490,18 +524,19 @@ def main(rows, hours, request_rows, capture_connections, duration, rounds, time_
         # 1. throughput
         urls, pids, bases = {}, {}, {}
         with contextlib.ExitStack() as proxies:
-            for setup, capture in (("off", None), ("on", workdir / THROUGHPUT_CAPTURE)):
+            for number, (setup, patch) in enumerate(SETUPS.items()):
                 port = free_port()
                 bases[setup] = f"http://127.0.0.1:{port}"
                 urls[setup] = f"{bases[setup]}/invocations"
-                command = proxy_command(upstream, port, capture)
+                capture = None if setup == "off" else workdir / f"{THROUGHPUT_CAPTURE}-{number}"
+                command = proxy_command(upstream, port, capture, patch)
                 proc = proxies.enter_context(
-                    server(command, proxy_env(env), workdir, f"proxy-{setup}", urls[setup], probe)
+                    server(command, proxy_env(env), workdir, f"proxy-{number}", urls[setup], probe)
                 )
                 pids[setup] = proc.pid
             results = throughput(urls, pids, single, generator, duration, rounds)
             counters_on = counters(bases["on"])
-        captured_on = stored(workdir / THROUGHPUT_CAPTURE, PREDICTIONS)  # SIGTERM closed its open file
+        captured_on = stored(workdir / f"{THROUGHPUT_CAPTURE}-1", PREDICTIONS)  # SIGTERM closed its open file
         answered_on = round(counters_on.get("proxy_predictions_total", 0))
         ratio = median_throughput(results["on"]) / median_throughput(results["off"])
 
@@ -512,7 +547,7 @@ def main(rows, hours, request_rows, capture_connections, duration, rounds, time_
         clock_env = {**proxy_env(env), START_ENV: str(start), ROWS_PER_HOUR_ENV: str(per_hour)}
         port = free_port()
         base = f"http://127.0.0.1:{port}"
-        command = proxy_command(upstream, port, capture, clock=True)
+        command = proxy_command(upstream, port, capture, PROXY_WITH_ROW_CLOCK)
         bodies = write_request_bodies(workdir, request_rows)
         with server(command, clock_env, workdir, "proxy-capturing", f"{base}/invocations", probe):
             sent, fill_seconds = fill(
@@ -538,9 +573,9 @@ def main(rows, hours, request_rows, capture_connections, duration, rounds, time_
         f"after {after}, {minutes:.1f} minutes in all"
     )
     click.echo(
-        f"\n1. the proxy (batching on) with capture off and on (--capture-uri to a local directory), single-row "
-        f"/invocations, {CONNECTIONS} connections, {rounds} rounds of {duration:g} s alternating which goes first "
-        "(medians):\n"
+        f"\n1. the proxy (batching on) with capture off and on (--capture-uri to a local directory), and on with one "
+        f"part of it taken out; single-row /invocations, {CONNECTIONS} connections, {rounds} rounds of {duration:g} s "
+        "alternating which goes first (medians):\n"
     )
     click.echo(render_throughput(results))
     dropped_on = counters_on.get("proxy_capture_dropped_rows_total", 0)
