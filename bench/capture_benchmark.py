@@ -23,7 +23,7 @@ and with ``--capture-uri`` to a local directory. Then:
 
 It binds to 127.0.0.1 only and bounds every load in time. From the repository root:
 
-    python -m bench.capture_benchmark [--rows 10000000] [--hours 10] [--duration 10] [--rounds 3]
+    python -m bench.capture_benchmark [--rows 10000000] [--hours 10] [--duration 10] [--rounds 5]
 """
 
 import contextlib
@@ -189,6 +189,17 @@ def render_throughput(results: dict) -> str:
     return "\n".join(lines)
 
 
+def cpu_ratio(results: dict) -> float:
+    return statistics.median(m.cpu_us for m in results["on"]) / statistics.median(m.cpu_us for m in results["off"])
+
+
+def round_ratios(results: dict) -> str:
+    """On over off in each round, measured one after the other: how far the machine's noise moves the ratio."""
+    return ", ".join(
+        f"{on.load.throughput / off.load.throughput:.2f}" for on, off in zip(results["on"], results["off"])
+    )
+
+
 def median_throughput(runs: list) -> float:
     return statistics.median(m.load.throughput for m in runs)
 
@@ -325,11 +336,9 @@ def fill(
             sent.one_by_one += count
             sent.answered += count
             continue
-        labeled = round(LABELED_SHARE * min(chunk, left))
-        duration = 2.0 if rate is None else (min(left, chunk) - labeled) / rate
-        if rate is not None and left <= chunk:
-            duration /= 2  # the last runs aim at half of what is left, since the rate swings on a busy machine
-        duration = min(60.0, max(1.0, duration))
+        aim = min(chunk, left / 2)  # never more than half of what is left: the rate swings on a busy machine
+        labeled = round(LABELED_SHARE * aim)
+        duration = 2.0 if rate is None else min(60.0, max(1.0, (aim - labeled) / rate))
         duration = min(duration, max(1.0, limit_s - (time.monotonic() - started)))
         before = sent.answered
         chunk_started = time.monotonic()
@@ -484,7 +493,7 @@ def render_monitor(runs: list) -> str:
 @click.option(
     "--duration", type=click.FloatRange(min=1), default=10.0, show_default=True, help="Seconds per throughput run."
 )
-@click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True, help="Throughput rounds.")
+@click.option("--rounds", type=click.IntRange(min=1), default=5, show_default=True, help="Throughput rounds.")
 @click.option(
     "--time-limit",
     type=click.FloatRange(min=10),
@@ -580,8 +589,8 @@ def main(rows, hours, request_rows, capture_connections, duration, rounds, time_
     click.echo(render_throughput(results))
     dropped_on = counters_on.get("proxy_capture_dropped_rows_total", 0)
     click.echo(
-        f"\ncapture on / off: {ratio:.3f} of the throughput; the 'on' proxy answered {answered_on:,} rows, "
-        f"{captured_on.rows:,} of them stored, {dropped_on:,.0f} dropped"
+        f"\ncapture on / off: {ratio:.3f} of the throughput (round by round: {round_ratios(results)}); the 'on' "
+        f"proxy answered {answered_on:,} rows, {captured_on.rows:,} of them stored, {dropped_on:,.0f} dropped"
     )
     click.echo("\nthe capture's CPU per single-row request, in process (us):")
     for name, micros in writer_costs(workdir).items():
@@ -612,7 +621,8 @@ def main(rows, hours, request_rows, capture_connections, duration, rounds, time_
         Goal(
             f"{CONNECTIONS} conns: throughput with capture on within 5% of off",
             within(median_throughput(results["on"]), median_throughput(results["off"])),
-            f"{ratio:.3f} ({median_throughput(results['on']):.0f} vs {median_throughput(results['off']):.0f} req/s)",
+            f"{ratio:.3f} ({median_throughput(results['on']):.0f} vs {median_throughput(results['off']):.0f} req/s; "
+            f"the proxy's CPU per request {cpu_ratio(results):.2f}x)",
         ),
         Goal(
             f"every answered row captured ({rows:,} asked)",
