@@ -73,10 +73,10 @@ class Client:
 def live(proxy, version: str) -> dict[str, float]:
     samples = scrape(proxy.url + "/metrics")
     return {
-        "accuracy": sample(samples, "proxy_live_accuracy", version=version),
-        "window_rows": sample(samples, "proxy_live_accuracy_window_rows", version=version),
-        "labeled": sample(samples, "proxy_live_labeled_rows_total", version=version),
-        "correct": sample(samples, "proxy_live_correct_rows_total", version=version),
+        "accuracy": sample(samples, "proxy_live_accuracy", model="iris", version=version),
+        "window_rows": sample(samples, "proxy_live_accuracy_window_rows", model="iris", version=version),
+        "labeled": sample(samples, "proxy_live_labeled_rows_total", model="iris", version=version),
+        "correct": sample(samples, "proxy_live_correct_rows_total", model="iris", version=version),
     }
 
 

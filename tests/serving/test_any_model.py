@@ -144,7 +144,7 @@ def test_labels_for_its_answers_count_in_live_accuracy_and_both_logs_use_its_nam
     fed = iris_proxy.post("/feedback", json=labels, headers=AUTH)
     assert fed.status_code == 200 and fed.json()["counted"] == 2, fed.text
     metrics = iris_proxy.get("/metrics").text
-    assert 'proxy_live_labeled_rows_total{version="1"} 2.0' in metrics
+    assert f'proxy_live_labeled_rows_total{{model="{IRIS_PLAIN}",version="1"}} 2.0' in metrics
     path = iris_proxy.work / "predictions.jsonl"
     wait_until(lambda: path.exists() and "plain-feedback" in path.read_text(), 10, what="the logged rows")
     logged = [r for r in read_log(path).records if r["request_id"] == "plain-feedback"]

@@ -223,9 +223,9 @@ def test_metrics_count_every_rollback_and_stop_on_each_proxy(proxies):
     rolled_back = 0
     for proxy in proxies:
         samples = scrape(proxy.url + "/metrics")
-        mine = sample(samples, "proxy_rollouts_total", outcome="rolled_back")
-        stopped = sample(samples, "proxy_rollouts_total", outcome="stopped")
+        mine = sample(samples, "proxy_rollouts_total", model="iris", outcome="rolled_back")
+        stopped = sample(samples, "proxy_rollouts_total", model="iris", outcome="stopped")
         assert mine + stopped >= 3, (mine, stopped)  # three bad versions, and the person's stop if it saw it
-        assert sample(samples, "proxy_rollout_share") == 0
+        assert sample(samples, "proxy_rollout_share", model="iris") == 0
         rolled_back += mine
     assert rolled_back >= 3

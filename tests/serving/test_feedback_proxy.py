@@ -9,6 +9,7 @@ import requests
 from iris_core.records import read_feedback_log, read_log
 from tests.iris import FEATURES
 from tests.serving.conftest import running_proxy, serving_env
+from tests.serving.test_monitoring import sample as value
 from tests.serving.test_monitoring import scrape
 from tests.support import free_port, small_tmpfs, wait_until
 
@@ -52,10 +53,6 @@ def score(proxy, rows, request_id: str) -> list[str]:
 
 def feedback(proxy, body, headers=AUTH) -> requests.Response:
     return proxy.post("/feedback", json=body, headers=headers)
-
-
-def value(samples: dict, metric: str, **labels) -> float:
-    return samples.get((metric, tuple(sorted(labels.items()))), 0.0)
 
 
 def test_labels_for_a_scored_request_count_for_its_version_and_land_in_the_log_beside_its_predictions(feedback_proxy):

@@ -103,11 +103,11 @@ def test_the_shadow_counts_and_agreement_are_what_was_sent_and_its_slowness_neve
     assert seen["against"] == "1" and seen["p99_ms"] >= SHADOW_DELAY_S * 1000
     samples = scrape(proxy.url + "/metrics")
     pairs = {
-        (live, theirs): sample(samples, "proxy_shadow_rows_total", live_class=live, shadow_class=theirs)
+        (live, theirs): sample(samples, "proxy_shadow_rows_total", model="iris", live_class=live, shadow_class=theirs)
         for live, theirs in [("setosa", "setosa"), ("versicolor", "virginica"), ("virginica", "versicolor")]
     }
-    assert set(pairs.values()) == {30.0} and sample(samples, "proxy_shadow_errors_total") == 0
-    assert sample(samples, "proxy_shadow_info", version=challenger, against="1") == 1
+    assert set(pairs.values()) == {30.0} and sample(samples, "proxy_shadow_errors_total", model="iris") == 0
+    assert sample(samples, "proxy_shadow_info", model="iris", version=challenger, against="1") == 1
     wait_until(
         lambda: client.get_model_version("iris", challenger).tags.get(Tag.SHADOW_ROWS) == "90", 30, what="the tags"
     )
@@ -134,7 +134,7 @@ def test_a_failing_shadow_version_counts_errors_and_no_client_sees_one(proxy, cl
         wait_until(every_copy_scored, 60)
     assert every_copy_scored(), f"not every copy was scored within 60 s: {shadow(proxy)}"
     assert shadow(proxy)["error_rate"] > 0
-    assert sample(scrape(proxy.url + "/metrics"), "proxy_shadow_errors_total") > 0
+    assert sample(scrape(proxy.url + "/metrics"), "proxy_shadow_errors_total", model="iris") > 0
 
 
 def cpu_per_request(proxy, seconds: float) -> float:

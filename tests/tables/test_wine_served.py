@@ -86,7 +86,7 @@ def test_a_feedback_round_counts_live_accuracy_and_monitor_reads_the_proxys_own_
         proxy.post("/feedback", json={"request_id": "wine-round", "row": 0, "label": 7}, headers=TOKEN).status_code
         == 400
     )
-    assert 'proxy_live_labeled_rows_total{version="1"} 60.0' in proxy.get("/metrics").text
+    assert 'proxy_live_labeled_rows_total{model="wine",version="1"} 60.0' in proxy.get("/metrics").text
     wait_until(lambda: (store / "predictions.jsonl").exists() and (store / "feedback.jsonl").exists(), 10)
     wait_until(lambda: len((store / "feedback.jsonl").read_text().splitlines()) >= 60, 10, what="the labels on disk")
     monitor = subprocess.run(
