@@ -153,6 +153,8 @@ class ServingConfig:
             if self.api_token:
                 raise ConfigError(f"give the token once: --api-token-file or {API_TOKEN_ENV} (--api-token), not both")
             object.__setattr__(self, "api_token", read_token_file(self.api_token_file))
+            # Read once: the copies ``for_model`` makes carry the token, not the file to read again.
+            object.__setattr__(self, "api_token_file", None)
         if self.poll_interval is None:
             default = POLL_INTERVAL_WITH_WEBHOOKS_S if self.webhook_secret else POLL_INTERVAL_S
             object.__setattr__(self, "poll_interval", default)

@@ -180,3 +180,14 @@ def test_metrics_and_the_prediction_log_name_the_model(tmp_path):
     serve(tmp_path, body)
     lines = (tmp_path / "predictions.jsonl").read_text().splitlines()
     assert sorted(orjson.loads(line)["model_name"] for line in lines) == ["iris", "wine"]
+
+
+def test_a_token_read_from_a_file_goes_with_each_models_settings(tmp_path):
+    token_file = tmp_path / "api-token"
+    token_file.write_text("from-a-file\n")
+    token_file.chmod(0o600)
+    config = ServingConfig(
+        model_uris=("models:/iris@champion", "models:/wine@champion"), api_token_file=str(token_file)
+    )
+    assert config.api_token == "from-a-file"
+    assert all(config.for_model(uri).api_token == "from-a-file" for uri in config.model_uris)
