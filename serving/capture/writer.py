@@ -105,11 +105,12 @@ class CaptureWriter(QueuedWriter):
     def submit_labels(
         self,
         model_name: str,
-        labels: Sequence[tuple[str, int, str, str | None]],
+        labels: Sequence[tuple],
         done: Callable[[bool], None] | None = None,
         epoch: float | None = None,
     ) -> bool:
-        """Queue ``(request_id, row, class name, version that answered or None)`` labels received together;
+        """Queue ``(request_id, row, class name, version that answered or None[, model that answered or None])``
+        labels received together, each under its answering model when it names one, else under ``model_name``;
         ``done(kept)`` is called from the writer thread once they are on disk, or will never be. False, and
         nothing counted as dropped, when the buffer is full: the client is refused and sends them again."""
         if self.buffered_rows + len(labels) > self.max_buffered_rows:
@@ -237,12 +238,12 @@ class CaptureWriter(QueuedWriter):
                         "request_id": request_id,
                         "row": row,
                         "label": label,
-                        "model_name": answered_by or model,
+                        "model_name": (answered_by and answered_by[0]) or model,
                         "model_version": version,
                     }
                 )
                 + b"\n"
-                for request_id, row, label, version, answered_by in (_five(label) for label in labels)
+                for request_id, row, label, version, *answered_by in labels
             )
         except (TypeError, ValueError):
             self._settle_labels(entry, kept=False)
@@ -310,8 +311,3 @@ class CaptureWriter(QueuedWriter):
             self.spool.publish(f"{partition.path}/{file_name(self.replica, seq)}", feedback_table(labels))
             self.files_closed += 1
         self.spool.drop_journal(path)
-
-
-def _five(label: tuple) -> tuple:
-    """A label as ``(request_id, row, class name, version, model)``: the model is None when not given."""
-    return (*label, None)[:5] if len(label) < 5 else label

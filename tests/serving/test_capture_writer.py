@@ -293,6 +293,19 @@ def test_labels_are_acknowledged_once_synced_to_the_journal_and_grouped_by_versi
     assert not list(one.spool.journal_directory.iterdir())
 
 
+def test_a_label_goes_under_the_model_whose_answer_it_names_else_under_the_first_model(capture):
+    one = capture().start()
+    labels = [("a", 0, "0", "1", "wine"), ("b", 0, "setosa", "2", None), ("c", 0, "setosa", None)]
+    assert one.label(labels, epoch=HOUR + 10) == [True]
+    one.close()
+    by_model = {}
+    for path, data in one.store.files.items():
+        by_model.setdefault(parse_partition(path.rpartition("/")[0]).model, []).extend(
+            r["request_id"] for r in table(data)
+        )
+    assert {model: sorted(ids) for model, ids in by_model.items()} == {"wine": ["a"], "iris": ["b", "c"]}
+
+
 def test_labels_the_journal_cannot_take_are_refused_and_nothing_of_them_is_kept(capture):
     one = capture().start()
     one.spool.journal_directory.rmdir()
