@@ -112,35 +112,27 @@ async def closed_loop(url: str, bodies: list[bytes], connections: int, duration:
     """The fallback generator: one aiohttp session, ``connections`` concurrent request loops."""
     import aiohttp
 
-    latencies: list[float] = []
     errors: Counter = Counter()
     headers = {"Content-Type": "application/json"}
     connector = aiohttp.TCPConnector(limit=connections)
     started = time.perf_counter()
-    deadline = started + duration
 
-    async def loop(offset: int) -> None:
-        index = offset
-        while time.perf_counter() < deadline:
-            body = bodies[index % len(bodies)]
-            index += 1
-            sent = time.perf_counter()
-            try:
-                async with session.post(url, data=body, headers=headers) as response:
-                    await response.read()
-                    if response.status >= 400:
-                        errors["status"] += 1
-            except TimeoutError:
-                errors["timeout"] += 1
-            except aiohttp.ClientConnectorError:
-                errors["connect"] += 1
-                await asyncio.sleep(0.01)
-            except (aiohttp.ClientError, OSError):
-                errors["read"] += 1
-            latencies.append(time.perf_counter() - sent)
+    async def send(body: bytes) -> None:
+        try:
+            async with session.post(url, data=body, headers=headers) as response:
+                await response.read()
+                if response.status >= 400:
+                    errors["status"] += 1
+        except TimeoutError:
+            errors["timeout"] += 1
+        except aiohttp.ClientConnectorError:
+            errors["connect"] += 1
+            await asyncio.sleep(0.01)
+        except (aiohttp.ClientError, OSError):
+            errors["read"] += 1
 
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=timeout)) as session:
-        await asyncio.gather(*(loop(k) for k in range(connections)))
+        latencies = await _loops(send, bodies, connections, started + duration)
     elapsed = time.perf_counter() - started
     return _result(latencies, errors, elapsed)
 
@@ -152,28 +144,38 @@ async def grpc_closed_loop(
     import grpc
 
     address, _, method = url.partition("://")[2].partition("/")
-    latencies: list[float] = []
     errors: Counter = Counter()
     started = time.perf_counter()
-    deadline = started + duration
     async with grpc.aio.insecure_channel(address) as channel:
         call = channel.unary_unary(f"/{method}")  # bytes in, bytes out: no (de)serialization in the client
 
-        async def loop(offset: int) -> None:
-            index = offset
-            while time.perf_counter() < deadline:
-                body = bodies[index % len(bodies)]
-                index += 1
-                sent = time.perf_counter()
-                try:
-                    await call(body, timeout=timeout)
-                except grpc.aio.AioRpcError as exc:
-                    errors["timeout" if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED else "status"] += 1
-                latencies.append(time.perf_counter() - sent)
+        async def send(body: bytes) -> None:
+            try:
+                await call(body, timeout=timeout)
+            except grpc.aio.AioRpcError as exc:
+                errors["timeout" if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED else "status"] += 1
 
-        await asyncio.gather(*(loop(k) for k in range(connections)))
+        latencies = await _loops(send, bodies, connections, started + duration)
     elapsed = time.perf_counter() - started
     return _result(latencies, errors, elapsed)
+
+
+async def _loops(send, bodies: list[bytes], connections: int, deadline: float) -> list[float]:
+    """``connections`` closed loops, each sending the bodies in turn (from its own offset) until ``deadline``;
+    the latency of every call, whatever ``send`` made of its answer."""
+    latencies: list[float] = []
+
+    async def loop(offset: int) -> None:
+        index = offset
+        while time.perf_counter() < deadline:
+            body = bodies[index % len(bodies)]
+            index += 1
+            sent = time.perf_counter()
+            await send(body)
+            latencies.append(time.perf_counter() - sent)
+
+    await asyncio.gather(*(loop(k) for k in range(connections)))
+    return latencies
 
 
 def _result(latencies: list[float], errors: Counter, elapsed: float) -> LoadResult:
