@@ -37,6 +37,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from bench import options
 from bench.goals import Goal, report
 from bench.serving_benchmark import PeakRss
 from bench.store import REPO, store_env, train
@@ -178,9 +179,7 @@ def goals(results: dict[str, dict[str, Measurement]], quarters: dict[str, Measur
 @click.option("--formats", default="parquet,csv", show_default=True, help="Each format is scored to itself.")
 @click.option("--engines", default="pandas,spark", show_default=True)
 @click.option("--chunk-size", type=click.IntRange(min=1), default=100_000, show_default=True)
-@click.option(
-    "--rounds", type=click.IntRange(min=1), default=3, show_default=True, help="Engine/floor pairs per format."
-)
+@options.rounds(3, "Engine/floor pairs per format.")
 def main(rows, formats, engines, chunk_size, rounds):
     chosen_formats = [f.strip() for f in formats.split(",") if f.strip()]
     if unknown := set(chosen_formats) - set(RATE_GOALS):

@@ -45,18 +45,16 @@ from pathlib import Path
 import click
 import requests
 
+from bench import options
 from bench.capture_clock import PROXY_WITH_ROW_CLOCK, ROWS_PER_HOUR_ENV, START_ENV
 from bench.goals import Goal, report
 from bench.loadgen import LoadResult, available_generator, run_load
 from bench.serving_benchmark import (
     FEATURES,
-    build_champion,
+    champion_upstream,
     cpu_seconds,
     load_average,
-    mlflow_serve,
     server,
-    upstream_env,
-    write_bodies,
 )
 from bench.store import REPO
 from iris_core.capture import FEEDBACK, HOUR_S, PREDICTIONS
@@ -490,10 +488,8 @@ def render_monitor(runs: list) -> str:
     show_default=True,
     help="Closed-loop connections while capturing.",
 )
-@click.option(
-    "--duration", type=click.FloatRange(min=1), default=10.0, show_default=True, help="Seconds per throughput run."
-)
-@click.option("--rounds", type=click.IntRange(min=1), default=5, show_default=True, help="Throughput rounds.")
+@options.duration(help="Seconds per throughput run.")
+@options.rounds(5, "Throughput rounds.")
 @click.option(
     "--time-limit",
     type=click.FloatRange(min=10),
@@ -501,12 +497,8 @@ def render_monitor(runs: list) -> str:
     show_default=True,
     help="Seconds the capture of --rows may take at most; it stops there, whatever was sent.",
 )
-@click.option("--loadgen", type=click.Choice(["auto", "wrk", "python"]), default="auto", show_default=True)
-@click.option(
-    "--workdir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Keep the store, the captures and the logs here (default: a temporary directory).",
-)
+@options.LOADGEN
+@options.workdir("Keep the store, the captures and the logs here (default: a temporary directory).")
 def main(rows, hours, request_rows, capture_connections, duration, rounds, time_limit, loadgen, workdir):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     generator = available_generator(loadgen)
@@ -519,16 +511,7 @@ def main(rows, hours, request_rows, capture_connections, duration, rounds, time_
         for name in (*(f"{THROUGHPUT_CAPTURE}-{k}" for k in range(len(SETUPS))), CAPTURE):
             for path in (workdir / name, workdir / f"{name}-spool"):  # a kept --workdir: its store is reused
                 shutil.rmtree(path, ignore_errors=True)
-        env = build_champion(workdir)
-        single = write_bodies(workdir)["/invocations"]
-        probe = single.read_text().splitlines()[0].encode()
-        upstream_port = free_port()
-        upstream = f"http://127.0.0.1:{upstream_port}"
-        stack.enter_context(
-            server(
-                mlflow_serve(upstream_port), upstream_env(env), workdir, "upstream", f"{upstream}/invocations", probe
-            )
-        )
+        env, upstream, single, probe = stack.enter_context(champion_upstream(workdir))
 
         # 1. throughput
         urls, pids, bases = {}, {}, {}

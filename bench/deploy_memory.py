@@ -23,6 +23,7 @@ from pathlib import Path
 import click
 import requests
 
+from bench import options
 from bench.stack_memory import STORES, Snapshot, TreeSampler, following_proxy, largest_total, set_champion, snapshot
 from bench.store import store_env, train
 from iris_core.processes import wait_until
@@ -68,11 +69,7 @@ def measure(store: str, env: dict, workdir: Path, interval: float) -> dict[str, 
 @click.command(help="Measure the serving pod's process tree through a cold promotion with one version warm.")
 @click.option("--stores", default=",".join(STORES), show_default=True, help="Kinds of store: http, sqlite.")
 @click.option("--interval", type=click.FloatRange(min=0.05), default=0.2, show_default=True, help="Seconds per sample.")
-@click.option(
-    "--workdir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Keep the store and logs here (default: a temporary directory).",
-)
+@options.workdir()
 def main(stores: str, interval: float, workdir: Path | None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     kinds = [kind for kind in stores.split(",") if kind]

@@ -27,6 +27,7 @@ from pathlib import Path
 import click
 import requests
 
+from bench import options
 from bench.goals import Goal, report
 from bench.serving_benchmark import build_champion, server, tree_pids
 from iris_core.processes import free_port, is_running, wait_until
@@ -133,11 +134,7 @@ def proxy_killed(proxy) -> tuple[list[str], list[Goal]]:
 @click.command(help="Print what a hung or killed model server and a killed proxy cost the clients.")
 @click.option("--timeout", type=click.FloatRange(min=1), default=5.0, show_default=True, help="The proxy's --timeout.")
 @click.option("--clients", type=click.IntRange(min=1), default=4, show_default=True)
-@click.option(
-    "--workdir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Keep the store and logs here (default: a temporary directory).",
-)
+@options.workdir()
 def main(timeout, clients, workdir) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     with tempfile.TemporaryDirectory(prefix="fault-figures-") as scratch:

@@ -25,15 +25,12 @@ from pathlib import Path
 
 import click
 
+from bench import options
 from bench.loadgen import LoadResult, available_generator, run_load
 from bench.serving_benchmark import (
-    build_champion,
+    champion_upstream,
     cpu_seconds,
-    mlflow_serve,
-    parse_connections,
     server,
-    upstream_env,
-    write_bodies,
 )
 from iris_core.processes import free_port
 
@@ -92,6 +89,7 @@ def recorder_costs(workdir: Path, calls: int = 20_000) -> dict:
 
     from serving.app import Outcome
     from serving.metrics import ProxyMetrics
+    from serving.model_facts import standing_in
     from serving.monitoring import recorder
     from serving.prediction_log import PredictionLogWriter
 
@@ -103,11 +101,13 @@ def recorder_costs(workdir: Path, calls: int = 20_000) -> dict:
         [{"prediction": "setosa", "prediction_index": 0, "confidence": 0.97, "confidence_scores": {}}],
         "2",
         "0123abcd",
+        facts=standing_in(),
+        model="iris",
     )
     costs = {}
-    metrics_only = recorder(ProxyMetrics(), None, "iris")
+    metrics_only = recorder(ProxyMetrics(), None)
     writer = PredictionLogWriter(workdir / "micro.jsonl", max_queued_rows=calls + 1)
-    with_log = recorder(ProxyMetrics(), writer, "iris")  # the writer is not started: submit() only queues
+    with_log = recorder(ProxyMetrics(), writer)  # the writer is not started: submit() only queues
     for name, hook in (("metrics", metrics_only), ("metrics+log", with_log)):
         started = time.perf_counter()
         for _ in range(calls):
@@ -121,25 +121,11 @@ def recorder_costs(workdir: Path, calls: int = 20_000) -> dict:
 
 
 @click.command(help="Measure the proxy with monitoring off, with metrics, and with metrics and the prediction log.")
-@click.option(
-    "--duration", type=click.FloatRange(min=1), default=10.0, show_default=True, help="Seconds per measurement."
-)
-@click.option(
-    "--rounds",
-    type=click.IntRange(min=1),
-    default=3,
-    show_default=True,
-    help="Interleaved rounds; the table shows medians.",
-)
-@click.option(
-    "--connections", default="1,64", show_default=True, callback=parse_connections, help="Concurrencies to measure."
-)
-@click.option("--loadgen", type=click.Choice(["auto", "wrk", "python"]), default="auto", show_default=True)
-@click.option(
-    "--workdir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Keep the store, logs and prediction log here (default: a temporary directory).",
-)
+@options.duration()
+@options.rounds(3, "Interleaved rounds; the table shows medians.")
+@options.connections("1,64")
+@options.LOADGEN
+@options.workdir("Keep the store, logs and prediction log here (default: a temporary directory).")
 def main(duration, rounds, connections, loadgen, workdir):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     generator = available_generator(loadgen)
@@ -147,16 +133,7 @@ def main(duration, rounds, connections, loadgen, workdir):
         if workdir is None:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="monitoring-bench-")))
         workdir.mkdir(parents=True, exist_ok=True)
-        env = build_champion(workdir)
-        bodies = write_bodies(workdir)["/invocations"]
-        probe = bodies.read_text().splitlines()[0].encode()
-        upstream_port = free_port()
-        upstream = f"http://127.0.0.1:{upstream_port}"
-        stack.enter_context(
-            server(
-                mlflow_serve(upstream_port), upstream_env(env), workdir, "upstream", f"{upstream}/invocations", probe
-            )
-        )
+        env, upstream, bodies, probe = stack.enter_context(champion_upstream(workdir))
         urls, pids = {}, {}
         for setup in SETUPS:
             port = free_port()

@@ -49,13 +49,14 @@ from pathlib import Path
 import click
 import requests
 
+from bench import options
 from bench.goals import Goal, report
 from bench.loadgen import LoadResult, available_generator, run_load
 from bench.misbehaving import KINDS, register_misbehaving
 from bench.serving_benchmark import write_bodies
 from bench.store import store_env, train
 from bench.traffic import Traffic
-from iris_core.processes import free_port, stop_process, wait_until
+from iris_core.processes import free_port, start_logged, stop_process, wait_until
 
 _logger = logging.getLogger(__name__)
 
@@ -116,15 +117,7 @@ def proxy(env: dict, workdir: Path, name: str, *args: str):
     """`python -m serving ARGS` on a free port, healthy; yields its URL."""
     port = free_port()
     log = workdir / f"proxy-{name}.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "serving", "--port", str(port), *args],
-            cwd=workdir,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    process = start_logged([sys.executable, "-m", "serving", "--port", str(port), *args], log, cwd=workdir, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until(lambda: requests.get(f"{url}/health", timeout=2).status_code == 200, 300, what=f"proxy ({log})")
@@ -440,15 +433,11 @@ PARTS = ("switch", "rollback", "shadow", "shadowed-promotion", "webhooks")
     help="Comma-separated parts to run: switch, rollback, shadow, shadowed-promotion, webhooks.",
 )
 @click.option("--poll-interval", type=click.FloatRange(min=0.1), default=2.0, show_default=True)
-@click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True, help="Warm moves; shadow rounds.")
+@options.rounds(3, "Warm moves; shadow rounds.")
 @click.option("--clients", type=click.IntRange(min=1), default=8, show_default=True, help="Load during rollbacks.")
-@click.option("--duration", type=click.FloatRange(min=1), default=10.0, show_default=True, help="Seconds per load.")
-@click.option("--loadgen", type=click.Choice(["auto", "wrk", "python"]), default="auto", show_default=True)
-@click.option(
-    "--workdir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Keep the store and logs here (default: a temporary directory).",
-)
+@options.duration(help="Seconds per load.")
+@options.LOADGEN
+@options.workdir()
 def main(only, poll_interval, rounds, clients, duration, loadgen, workdir) -> None:
     parts = [part.strip() for part in only.split(",") if part.strip()]
     if not parts or set(parts) - set(PARTS):

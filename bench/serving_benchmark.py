@@ -29,7 +29,6 @@ import csv
 import functools
 import logging
 import os
-import subprocess
 import sys
 import tempfile
 import threading
@@ -40,12 +39,13 @@ from pathlib import Path
 import click
 import requests
 
+from bench import options
 from bench.goals import Goal, report
 from bench.loadgen import LoadResult, available_generator, run_load
 from bench.stack_memory import STORES, StackMemory, measure_store
 from bench.stack_memory import render as render_memory
 from bench.store import REPO, store_env, train
-from iris_core.processes import free_port, stop_process, wait_until
+from iris_core.processes import free_port, start_logged, stop_process, wait_until
 from iris_core.table.iris import IRIS
 
 _logger = logging.getLogger(__name__)
@@ -275,10 +275,7 @@ class PeakRss:
 def server(command: list, env: dict, workdir: Path, name: str, probe_url: str, probe_body: bytes):
     """Start ``command`` in its own session; yields the process once ``probe_body`` gets a 200."""
     log = workdir / f"{name}.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            command, cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
+    proc = start_logged(command, log, cwd=workdir, env=env)
 
     def answers_or_exited() -> bool:
         if proc.poll() is not None:  # wait_until takes an exception for "not yet": say it with True
@@ -312,6 +309,22 @@ def upstream_env(env: dict) -> dict:
 
     proxy_env = proxy_upstream_env()
     return {**env, **{name: value for name, value in proxy_env.items() if os.environ.get(name) != value}}
+
+
+@contextlib.contextmanager
+def champion_upstream(workdir: Path):
+    """The champion behind a bare `mlflow models serve`, for benchmarks that put proxies in front of it.
+
+    Yields (the store's environment, the upstream's base URL, the single-row request bodies, one body
+    as the probe).
+    """
+    env = build_champion(workdir)
+    bodies = write_bodies(workdir)["/invocations"]
+    probe = bodies.read_text().splitlines()[0].encode()
+    port = free_port()
+    upstream = f"http://127.0.0.1:{port}"
+    with server(mlflow_serve(port), upstream_env(env), workdir, "upstream", f"{upstream}/invocations", probe):
+        yield env, upstream, bodies, probe
 
 
 @contextlib.contextmanager
@@ -631,23 +644,11 @@ def load_average() -> str:
     return f"{os.getloadavg()[0]:.2f}"
 
 
-def parse_connections(ctx, param, value: str) -> tuple:
-    try:
-        counts = tuple(int(part) for part in value.split(","))
-    except ValueError:
-        raise click.BadParameter("a comma-separated list of positive integers, e.g. 1,8,64") from None
-    if not counts or min(counts) < 1:
-        raise click.BadParameter("a comma-separated list of positive integers, e.g. 1,8,64")
-    return counts
-
-
 @click.command(
     help="Benchmark bare `mlflow models serve`, the proxy (batching off/on, V2 infer over REST and gRPC, several "
     "models) and the in-process reference."
 )
-@click.option(
-    "--duration", type=click.FloatRange(min=1), default=10.0, show_default=True, help="Seconds per measurement."
-)
+@options.duration()
 @click.option(
     "--warmup",
     type=click.FloatRange(min=0),
@@ -655,9 +656,7 @@ def parse_connections(ctx, param, value: str) -> tuple:
     show_default=True,
     help="Seconds of load before measuring each server.",
 )
-@click.option(
-    "--connections", default="1,8,64", show_default=True, callback=parse_connections, help="Concurrencies to measure."
-)
+@options.connections("1,8,64")
 @click.option(
     "--only",
     "only",
@@ -672,11 +671,9 @@ def parse_connections(ctx, param, value: str) -> tuple:
     show_default=True,
     help="Seconds of load while the stack's memory is sampled.",
 )
-@click.option("--loadgen", type=click.Choice(["auto", "wrk", "python"]), default="auto", show_default=True)
-@click.option(
-    "--workdir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Keep the store and server logs here; a store already there is reused (default: a temporary directory).",
+@options.LOADGEN
+@options.workdir(
+    "Keep the store and server logs here; a store already there is reused (default: a temporary directory)."
 )
 def main(duration, warmup, connections, only, memory_duration, loadgen, workdir):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

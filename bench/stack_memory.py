@@ -14,7 +14,6 @@ tree but the model servers imported MLflow.
 import contextlib
 import logging
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -24,7 +23,7 @@ from pathlib import Path
 import requests
 
 from bench.loadgen import LoadResult, run_load
-from iris_core.processes import free_port, stop_process, wait_until
+from iris_core.processes import free_port, start_logged, stop_process, wait_until
 from iris_core.table.iris import IRIS
 
 _logger = logging.getLogger(__name__)
@@ -156,10 +155,7 @@ def following_proxy(store: str, env: dict, workdir: Path, name: str, python_flag
         port = free_port()
         log = workdir / f"{name}-{store}.log"
         command = [sys.executable, *python_flags, "-m", "serving", "--port", str(port), "--poll-interval", "1", *args]
-        with open(log, "wb") as out:
-            proc = subprocess.Popen(
-                command, cwd=workdir, env=proxy_env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-            )
+        proc = start_logged(command, log, cwd=workdir, env=proxy_env)
         stack.callback(stop_process, proc, 60)
         url = f"http://127.0.0.1:{port}"
         wait_until(lambda: requests.get(f"{url}/ready", timeout=5).ok, START_TIMEOUT, what=f"the proxy ({log})")
@@ -171,26 +167,23 @@ def tracking_server(workdir: Path, env: dict):
     """An ``mlflow server`` over the benchmark's sqlite store (its model files stay where they are)."""
     port = free_port()
     log = workdir / "tracking-server.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [
-                str(Path(sys.executable).parent / "mlflow"),
-                "server",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--backend-store-uri",
-                env["MLFLOW_TRACKING_URI"],
-                "--workers",
-                "1",
-            ],
-            cwd=workdir,
-            env={**env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    proc = start_logged(
+        [
+            str(Path(sys.executable).parent / "mlflow"),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            env["MLFLOW_TRACKING_URI"],
+            "--workers",
+            "1",
+        ],
+        log,
+        cwd=workdir,
+        env={**env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+    )
     uri = f"http://127.0.0.1:{port}"
     try:
         wait_until(lambda: requests.get(f"{uri}/health", timeout=2).ok, START_TIMEOUT, what=f"mlflow server ({log})")

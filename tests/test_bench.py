@@ -65,3 +65,13 @@ def test_the_webhook_part_marks_a_warm_switch_at_or_over_half_a_second_as_missed
     missed = webhook_report(rows(0.5), rows(1.9), failed, deliveries=2, poll_interval=2.0)[-1]
     assert "[met]    warm switch with webhooks < 0.5 s: worst 0.12 s" in met
     assert "[missed] warm switch with webhooks < 0.5 s: worst 0.50 s" in missed
+
+
+def test_the_monitoring_benchmark_times_the_per_request_hook_with_and_without_the_log(tmp_path):
+    from bench.monitoring_overhead import recorder_costs
+
+    costs = recorder_costs(tmp_path, calls=200)
+
+    assert set(costs) == {"metrics", "metrics+log", "log writer thread, per row"}
+    assert all(cost > 0 for cost in costs.values())
+    assert (tmp_path / "micro.jsonl").read_text().count("\n") == 200
