@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 
 def free_port() -> int:
@@ -48,6 +49,24 @@ def wait_until(predicate, timeout: float, interval: float = 0.2, what: str = "co
                 return value
         time.sleep(interval)
     raise TimeoutError(f"{what} not reached within {timeout} s")
+
+
+def start_logged(command: list, log: Path, *, cwd=None, env: dict | None = None) -> subprocess.Popen:
+    """Start ``command`` in its own session, its output and errors into ``log``.
+
+    Its own session, so that ``stop_process`` stops what it starts in turn (a model server's
+    workers) and a Ctrl-C meant for the caller does not reach it first.
+    """
+    with open(log, "wb") as out:
+        return subprocess.Popen(
+            command,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def stop_process(proc: subprocess.Popen, timeout: float = 15) -> None:

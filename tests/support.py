@@ -8,9 +8,18 @@ from pathlib import Path
 
 import requests
 
-from iris_core.processes import free_port, stop_process, wait_until
+from iris_core.processes import free_port, start_logged, stop_process, wait_until
 
-__all__ = ["free_port", "http_ok", "mlflow_server", "small_tmpfs", "stop_process", "wait_until"]
+__all__ = [
+    "free_port",
+    "http_ok",
+    "mlflow_server",
+    "small_tmpfs",
+    "start_logged",
+    "start_mlflow_server",
+    "stop_process",
+    "wait_until",
+]
 
 BIN = Path(sys.executable).parent
 
@@ -44,6 +53,18 @@ def http_ok(url: str, timeout: float = 2.0, **kwargs) -> bool:
     return requests.get(url, timeout=timeout, **kwargs).status_code == 200
 
 
+def start_mlflow_server(
+    backend_store_uri: str, artifacts_dir: Path, port: int, log: Path, *extra: str, env: dict | None = None
+) -> subprocess.Popen:
+    """``mlflow server`` serving artifacts from ``artifacts_dir`` on loopback ``port``; not waited for."""
+    command = [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--backend-store-uri", backend_store_uri, "--artifacts-destination", str(artifacts_dir)]
+    command += ["--serve-artifacts", "--workers", "1", *extra]
+    # Without job execution: MLflow's job runner is eight more processes importing MLflow.
+    quiet = {"PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    return start_logged(command, log, env={**os.environ, **quiet, **(env or {})})
+
+
 @contextlib.contextmanager
 def mlflow_server(
     backend_store_uri: str, artifacts_dir: Path, *extra: str, env: dict | None = None, log: Path | None = None
@@ -51,35 +72,7 @@ def mlflow_server(
     """A real ``mlflow server`` on a free loopback port; yields its http:// URI."""
     port = free_port()
     log = log or artifacts_dir.parent / f"mlflow-server-{port}.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [
-                str(BIN / "mlflow"),
-                "server",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--backend-store-uri",
-                backend_store_uri,
-                "--artifacts-destination",
-                str(artifacts_dir),
-                "--serve-artifacts",
-                "--workers",
-                "1",
-                *extra,
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            # Without job execution: MLflow's job runner is eight more processes importing MLflow.
-            env={
-                **os.environ,
-                "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-                "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
-                **(env or {}),
-            },
-            start_new_session=True,
-        )
+    proc = start_mlflow_server(backend_store_uri, artifacts_dir, port, log, *extra, env=env)
     uri = f"http://127.0.0.1:{port}"
     try:
         wait_until(

@@ -17,7 +17,7 @@ import requests
 
 from tests.conftest import BIN, sqlite_uri
 from tests.deploy.specs import healthcheck_cmd, image_cmd, image_env, stage_image_files
-from tests.support import free_port, http_ok, stop_process, wait_until
+from tests.support import free_port, http_ok, start_logged, stop_process, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -44,10 +44,7 @@ def started_container(registry_dir: Path, workdir: Path):
         SERVING_API_TOKEN=TOKEN,
     )
     log = workdir / "container.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            image_cmd(), cwd=app, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
+    proc = start_logged(image_cmd(), log, cwd=app, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until(

@@ -13,7 +13,6 @@ fails here, naming the query that uses it.
 
 import itertools
 import shutil
-import subprocess
 import time
 
 import pytest
@@ -26,7 +25,7 @@ from tests.conftest import sqlite_uri
 from tests.deploy.promql import RULES, dashboard_queries, grafana_instant, recorded_names, scraped_selectors
 from tests.deploy.tools import require
 from tests.serving.conftest import running_proxy
-from tests.support import free_port, http_ok, stop_process, wait_until
+from tests.support import free_port, http_ok, start_logged, stop_process, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -114,18 +113,15 @@ def prometheus(proxy, tmp_path_factory):
     (workdir / "prometheus.yaml").write_text(yaml.safe_dump(config))
     port = free_port()
     log = workdir / "prometheus.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={workdir / 'prometheus.yaml'}",
-                f"--storage.tsdb.path={workdir / 'tsdb'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    proc = start_logged(
+        [
+            binary,
+            f"--config.file={workdir / 'prometheus.yaml'}",
+            f"--storage.tsdb.path={workdir / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        log,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until(lambda: proc.poll() is None and http_ok(f"{url}/-/ready"), 60, what=f"prometheus (log: {log})")

@@ -17,7 +17,7 @@ import requests
 
 from serving.upstream import serve_command
 from tests.conftest import BIN, clean_env, sqlite_uri
-from tests.support import free_port, http_ok, stop_process, wait_until
+from tests.support import free_port, http_ok, start_logged, stop_process, wait_until
 
 START_TIMEOUT = 240  # a loaded 2-core machine can take 40 s to start one `mlflow models serve`
 ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
@@ -75,15 +75,7 @@ def start_proxy(
     workdir.mkdir(parents=True, exist_ok=True)
     log = workdir / f"proxy-{port}.log"
     env = {**serving_env(registry_dir), **(env or {})}
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "serving", "--port", str(port), *args],
-            cwd=workdir,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    proc = start_logged([sys.executable, "-m", "serving", "--port", str(port), *args], log, cwd=workdir, env=env)
     token = args[args.index("--api-token") + 1] if "--api-token" in args else env.get("SERVING_API_TOKEN")
     proxy = RunningProxy(f"http://127.0.0.1:{port}", proc, log, token)
     try:
@@ -118,15 +110,9 @@ def upstream(trained_registry, tmp_path_factory):
     """A real `mlflow models serve` of version 2 of the session registry, on a free loopback port."""
     port = free_port()
     log = tmp_path_factory.mktemp("upstream") / "serve.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            serve_command("models:/iris/2", port),
-            cwd=trained_registry,
-            env=serving_env(trained_registry),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    proc = start_logged(
+        serve_command("models:/iris/2", port), log, cwd=trained_registry, env=serving_env(trained_registry)
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until(

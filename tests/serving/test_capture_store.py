@@ -15,11 +15,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from iris_core.capture import parse_partition
-from tests.conftest import BIN, sqlite_uri
+from tests.conftest import sqlite_uri
 from tests.iris import FEATURES
 from tests.serving.conftest import start_proxy
 from tests.serving.test_monitoring import sample, scrape
-from tests.support import free_port, http_ok, stop_process, wait_until
+from tests.support import free_port, http_ok, start_mlflow_server, stop_process, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -40,33 +40,8 @@ class ArtifactServer:
         return f"mlflow-artifacts://127.0.0.1:{self.port}/capture"
 
     def start(self) -> None:
-        log = open(self.directory / f"server-{time.monotonic_ns()}.log", "wb")
-        self.proc = subprocess.Popen(
-            [
-                str(BIN / "mlflow"),
-                "server",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--backend-store-uri",
-                sqlite_uri(self.directory),
-                "--artifacts-destination",
-                str(self.artifacts),
-                "--serve-artifacts",
-                "--workers",
-                "1",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={
-                **os.environ,
-                "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-                "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
-            },
-            start_new_session=True,
-        )
-        log.close()
+        log = self.directory / f"server-{time.monotonic_ns()}.log"
+        self.proc = start_mlflow_server(sqlite_uri(self.directory), self.artifacts, self.port, log)
         wait_until(lambda: http_ok(f"http://127.0.0.1:{self.port}/health"), timeout=90, what="mlflow server")
 
     def stop(self) -> None:

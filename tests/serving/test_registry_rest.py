@@ -31,7 +31,7 @@ from serving.registry import HelperRegistryLookup, document_with_mlflow, open_lo
 from serving.registry_rest import Connection, RestRegistryClient, RestRegistryLookup
 from tests.conftest import _LEAKY_ENV, BIN, REPO, clean_env
 from tests.serving.conftest import ROW, START_TIMEOUT
-from tests.support import free_port, http_ok, mlflow_server, stop_process, wait_until
+from tests.support import free_port, http_ok, mlflow_server, start_logged, stop_process, wait_until
 
 _copies = itertools.count(1)
 
@@ -252,15 +252,12 @@ def test_a_proxy_over_an_http_store_has_no_process_importing_mlflow_but_its_mode
     env = {k: v for k, v in clean_env({"MLFLOW_TRACKING_URI": server}).items() if k not in _LEAKY_ENV}
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     command = [sys.executable, "-X", "importtime", "-m", "serving", "--port", str(port), "--poll-interval", "0.5"]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [*command, "--model-uri", f"models:/{model}@champion", "--log-dir", str(tmp_path / "logs")],
-            cwd=REPO,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    proc = start_logged(
+        [*command, "--model-uri", f"models:/{model}@champion", "--log-dir", str(tmp_path / "logs")],
+        log,
+        cwd=REPO,
+        env=env,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until(lambda: proc.poll() is None and http_ok(f"{url}/ready"), START_TIMEOUT, what=f"proxy (log: {log})")

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import _LEAKY_ENV, BIN, REPO, build_versions, mlflow_cli
-from tests.support import free_port, http_ok, stop_process, wait_until
+from tests.support import free_port, http_ok, start_logged, stop_process, wait_until
 
 START_SCRIPT = REPO / "deploy" / "team" / "start_tracking_server.sh"
 MODEL_NAME = "iris"
@@ -139,16 +139,7 @@ def team_server(tmp_path_factory):
     # 'postgres' user cannot enter it, and the script must not mind.
     private = tmp_path_factory.mktemp("team-cwd")
     private.chmod(0o700)
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            ["bash", str(START_SCRIPT)],
-            cwd=private,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+    proc = start_logged(["bash", str(START_SCRIPT)], log, cwd=private, env=env)
     uri = f"http://127.0.0.1:{port}"
     try:
         try:

@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from tests.conftest import REPO, mlflow_cli
-from tests.support import free_port, http_ok, stop_process, wait_until
+from tests.support import free_port, http_ok, start_logged, stop_process, wait_until
 from tests.team.conftest import EXPERIMENT, MODEL_NAME, START_SCRIPT, User, env_without_store, require_postgres
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:starlette.middleware.wsgi is deprecated")]
@@ -115,16 +115,12 @@ def test_served_prediction_comes_from_the_champion_fetched_through_the_artifact_
     log_before = team_server.log.read_text(errors="replace").count("/mlflow-artifacts/artifacts/")
     port = free_port()
     log = tmp_path / "serving.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "serving", "--port", str(port), "--log-dir", str(tmp_path / "logs")],
-            cwd=tmp_path,
-            env={**env_without_store(), **team_server.env(team_users["viewer"])},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+    proc = start_logged(
+        [sys.executable, "-m", "serving", "--port", str(port), "--log-dir", str(tmp_path / "logs")],
+        log,
+        cwd=tmp_path,
+        env={**env_without_store(), **team_server.env(team_users["viewer"])},
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until(lambda: proc.poll() is None and http_ok(f"{url}/health"), timeout=300, what=f"serving (log: {log})")
