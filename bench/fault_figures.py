@@ -10,7 +10,7 @@ clients post ``/predict`` without pause:
 - kills the proxy (SIGKILL): how long until every process it started is gone.
 
 It prints the figures and the README's guarantees as goals, ``[met]`` or ``[missed]``;
-``tests/serving/test_faults.py`` checks the same behaviours without the figures.
+``tests/integration/serving/test_faults.py`` checks the same behaviours without the figures.
 """
 
 import collections

@@ -4,11 +4,11 @@ Pure functions, no I/O: the proxy calls them before anything reaches the upstrea
 bare scoring server never sees a missing Content-Type, a NaN, a string where a number
 belongs or a body deep enough to crash its JSON parser. Errors never echo the body; they
 name the row and column, and long client-supplied names are cut short. Every check costs
-time linear in the body, whatever its shape (``tests/serving/test_validation_cost.py`` measures
+time linear in the body, whatever its shape (``tests/unit/serving/protocols/test_validation_cost.py`` measures
 the largest ones the limits allow): one request must not hold the event loop.
 
 ``/invocations`` reads MLflow's scoring protocol as MLflow 3.17's scoring server reads it
-for a model of named columns (``tests/serving/test_mlflow_compat.py`` sends the same requests to both):
+for a model of named columns (``tests/integration/serving/test_mlflow_compat.py`` sends the same requests to both):
 the same content types and Content-Type parameters, the same JSON shapes with pandas'
 rules for them, a UTF-8 byte order mark (or UTF-16/32, as Python's ``json`` detects them),
 and what the model does not use ignored: ``params`` (the model declares none), top-level

@@ -64,7 +64,7 @@ def spark_session(master: str, chunk_size: int):
     require_pyspark()
     from pyspark.sql import SparkSession
 
-    # Checked by tests/batch: both engines give identical results on this pandas version.
+    # Checked by tests/integration/steps/test_spark_engine.py: both engines give identical results on this pandas version.
     warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas", category=FutureWarning)
     builder = (
         SparkSession.builder.master(master)

@@ -2,46 +2,42 @@
 
 The session registry holds versions made by the real training code, built once and
 copied (the sqlite file only; artifacts are read-only) into each test that needs it.
+``tests/unit`` runs in this process; everything under ``tests/integration`` starts real
+processes and counts as ``slow``.
 """
 
-import fcntl
 import os
 import shutil
-import subprocess
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-
-# Variables that `mlflow run` or a developer's shell may set and that would leak a test
-# into another store, run or experiment.
-_LEAKY_ENV = (
-    "MLFLOW_RUN_ID",
-    "MLFLOW_EXPERIMENT_ID",
-    "MLFLOW_EXPERIMENT_NAME",
-    "MLFLOW_REGISTRY_URI",
-    "MLFLOW_TRACKING_USERNAME",
-    "MLFLOW_TRACKING_PASSWORD",
-    "MLFLOW_TRACKING_TOKEN",
-    "SERVING_API_TOKEN",
+from tests.helpers.tables import WINE_CSV, WineStore, build_wine_store
+from tests.helpers.tracking import (
+    BIN,
+    LEAKY_ENV,
+    MLFLOW_EXPORTS,
+    Registry,
+    build_versions,
+    shared_store,
+    sqlite_uri,
 )
+
+INTEGRATION = Path(__file__).resolve().parent / "integration"
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items):
-    """pytest-xdist hands whole modules to its workers in this order: the ones with tests that
+    """Every test under ``tests/integration`` is ``slow`` (so ``-m "not slow"`` leaves it out).
+
+    pytest-xdist hands whole modules to its workers in this order: the ones with tests that
     start real MLflow processes go first, the README walk-through (the longest, ~4 min) first of
     all, so that the quick ones are left to fill the gaps at the end."""
+    for item in items:
+        if INTEGRATION in item.path.parents:
+            item.add_marker(pytest.mark.slow)
     slow_modules = {item.path for item in items if item.get_closest_marker("slow")}
     items.sort(key=lambda item: (item.path not in slow_modules, item.path.name != "test_readme.py"))
-
-
-def sqlite_uri(directory: Path) -> str:
-    return f"sqlite:///{directory / 'mlflow.db'}"
 
 
 @pytest.fixture(autouse=True)
@@ -49,7 +45,7 @@ def tracking_store(tmp_path, monkeypatch):
     """A fresh store per test; cwd moves there too, since MLflow puts artifacts under ./mlruns."""
     import mlflow
 
-    for name in _LEAKY_ENV:
+    for name in LEAKY_ENV:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", sqlite_uri(tmp_path))
     monkeypatch.setenv("PATH", f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
@@ -63,7 +59,7 @@ def tracking_store(tmp_path, monkeypatch):
     # What MLflow exported during the test (set_experiment, start_run) was absent before it, so
     # monkeypatch has nothing to restore; left behind, it would point the next module's
     # fixtures at an experiment of this test's store.
-    for name in _MLFLOW_EXPORTS:
+    for name in MLFLOW_EXPORTS:
         os.environ.pop(name, None)
 
 
@@ -73,39 +69,6 @@ def _forget_active_experiment() -> None:
     import mlflow.tracking.fluent
 
     mlflow.tracking.fluent._active_experiment_id = None
-
-
-@dataclass(frozen=True)
-class Registry:
-    """A tracking store holding the session's trained versions (see ``trained_registry``)."""
-
-    uri: str
-    model_name: str = "iris"
-
-    def client(self):
-        from mlflow import MlflowClient
-
-        return MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
-
-
-def build_versions(specs: list[dict]) -> None:
-    """Train, register and gate one version per spec with the real pipeline code, in process."""
-    import mlflow
-
-    from steps.config import GateThresholds, TrainConfig
-    from steps.main import run_pipeline
-
-    try:
-        mlflow.set_experiment("iris-classification")
-        for spec in specs:
-            config = TrainConfig(C=spec.get("C", 1.0), max_iter=spec.get("max_iter", 200))
-            with mlflow.start_run(run_name="pipeline"):
-                thresholds = GateThresholds(spec.get("min_accuracy", 0.9), 0.01)
-                run_pipeline(str(REPO / "data" / "iris.csv"), config, "iris", thresholds)
-    finally:
-        # set_experiment exports MLFLOW_EXPERIMENT_ID; left behind, it would send later
-        # processes to an experiment of this store.
-        os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
 
 
 @pytest.fixture(scope="session")
@@ -120,47 +83,10 @@ def trained_registry(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def plain_registry(tmp_path_factory):
-    """Models registered the ordinary MLflow way, without this project's code (``tests.plain_models``)."""
-    from tests.plain_models import build_plain_registry
+    """Models registered the ordinary MLflow way, without this project's code (``tests.helpers.plain_models``)."""
+    from tests.helpers.plain_models import build_plain_registry
 
     return shared_store(tmp_path_factory, "plain-registry", build_plain_registry)
-
-
-def shared_store(tmp_path_factory, name: str, build) -> Path:
-    """A tracking store ``build`` fills once per test run, not once per pytest-xdist worker.
-
-    The first worker to get here builds it under a file lock in the run's shared temporary
-    directory, the others wait and read it. Tests copy its sqlite file before they write.
-    """
-    base = tmp_path_factory.getbasetemp()
-    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
-    directory = shared / name
-    with open(shared / f"{name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (directory / "built").exists():
-            shutil.rmtree(directory, ignore_errors=True)  # a worker that failed half way
-            directory.mkdir()
-            with pytest.MonkeyPatch.context() as patch:
-                for leaky in _LEAKY_ENV:
-                    patch.delenv(leaky, raising=False)
-                patch.setenv("MLFLOW_TRACKING_URI", sqlite_uri(directory))
-                patch.chdir(directory)
-                try:
-                    build()
-                finally:
-                    for exported in _MLFLOW_EXPORTS:
-                        os.environ.pop(exported, None)
-            (directory / "built").touch()
-    return directory
-
-
-@pytest.fixture(scope="module")
-def spark():
-    """A local Spark session on two cores, bound to loopback; started once per module, since a JVM start is slow."""
-    from steps.batch_spark import spark_session
-
-    with spark_session("local[2]", chunk_size=1000) as session:
-        yield session
 
 
 @pytest.fixture
@@ -170,23 +96,22 @@ def registry(trained_registry, tmp_path, tracking_store) -> Registry:
     return Registry(uri=tracking_store)
 
 
-# What MLflow itself exports into this process (set_experiment, start_run); a child that
-# inherited them would log into another store's experiment or run.
-_MLFLOW_EXPORTS = ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME")
+@pytest.fixture
+def champion(registry):
+    """The registry's champion (version 2), loaded the way the batch pandas engine loads it."""
+    import mlflow
+
+    return mlflow.pyfunc.load_model("models:/iris/2")
 
 
-def clean_env(extra: dict | None = None) -> dict:
-    """This process's environment for a child process, without MLflow's in-process exports."""
-    return {**{k: v for k, v in os.environ.items() if k not in _MLFLOW_EXPORTS}, **(extra or {})}
+@pytest.fixture(scope="session")
+def wine_store(tmp_path_factory) -> Path:
+    """A store with a wine version the pipeline trained and a plain one (``tests.helpers.tables``)."""
+    return shared_store(tmp_path_factory, "wine-registry", build_wine_store)
 
 
-def mlflow_cli(*args: str, cwd: Path, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run the real ``mlflow`` command line of this environment."""
-    return subprocess.run(
-        [str(BIN / "mlflow"), *args],
-        cwd=cwd,
-        env=clean_env(env),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+@pytest.fixture
+def wine(wine_store, tmp_path, tracking_store) -> WineStore:
+    """This test's own copy of the wine store, at this test's tracking URI."""
+    shutil.copyfile(wine_store / "mlflow.db", tmp_path / "mlflow.db")
+    return WineStore(tracking_store, wine_store / WINE_CSV)
