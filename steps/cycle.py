@@ -5,7 +5,7 @@ check as a nested run and, when it retrains, nested ``train`` and ``evaluate`` r
 (``steps.retrain``). The cycle run records the decision as tags: ``cycle_decision``
 (``no_action``, ``skipped``, ``retrained``), ``cycle_reason``, and after a retrain
 ``retrained_version`` and ``gate_decision``. A retrain needs the claim of
-``steps.retrain_claim``: none within ``cooldown_hours`` of the last one, and one retrainer
+``steps.promotion.retrain_claim``: none within ``cooldown_hours`` of the last one, and one retrainer
 among cycles that run at once.
 
 The metric ``needs_review`` is 1 on a cycle whose outcome a person should look at (the
@@ -26,8 +26,8 @@ import click
 
 from iris_core.contract import CYCLE_EXPERIMENT, CycleDecision, GateVerdict, Tag
 from iris_core.refs import CHAMPION
-from steps import cli, options
-from steps.config import (
+from steps.common import cli, options
+from steps.common.config import (
     CycleSettings,
     DriftThresholds,
     GateThresholds,
@@ -36,11 +36,11 @@ from steps.config import (
     TrainConfig,
 )
 from steps.evaluate import raise_unless_passed
-from steps.labels import feedback_path, predictions_path
 from steps.monitor import MonitorResult, gather, monitor_version
+from steps.monitoring.labels import feedback_path, predictions_path
+from steps.monitoring.window import window_of
+from steps.promotion.retrain_claim import claim_retrain, record_version
 from steps.retrain import load_base, retrain, summary
-from steps.retrain_claim import claim_retrain, record_version
-from steps.window import window_of
 
 _logger = logging.getLogger(__name__)
 

@@ -9,10 +9,10 @@ so a table that fails a check leaves no run behind.
 import click
 
 from iris_core.contract import Tag
-from steps import cli, options
-from steps.config import GateThresholds, TableSpec, TrainConfig
-from steps.data import LoadedData, log_dataset
+from steps.common import cli, options
+from steps.common.config import GateThresholds, TableSpec, TrainConfig
 from steps.evaluate import EvaluationResult, evaluate_version, raise_unless_passed, report
+from steps.tables.loading import LoadedData, log_dataset
 from steps.train import Splits, prepare, train_and_register
 
 PIPELINE_RUN_NAME = "pipeline"  # the parent run; its nested runs are named for their steps

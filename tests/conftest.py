@@ -92,7 +92,7 @@ def build_versions(specs: list[dict]) -> None:
     """Train, register and gate one version per spec with the real pipeline code, in process."""
     import mlflow
 
-    from steps.config import GateThresholds, TrainConfig
+    from steps.common.config import GateThresholds, TrainConfig
     from steps.main import run_pipeline
 
     try:
@@ -157,7 +157,7 @@ def shared_store(tmp_path_factory, name: str, build) -> Path:
 @pytest.fixture(scope="module")
 def spark():
     """A local Spark session on two cores, bound to loopback; started once per module, since a JVM start is slow."""
-    from steps.batch_spark import spark_session
+    from steps.batch.spark_engine import spark_session
 
     with spark_session("local[2]", chunk_size=1000) as session:
         yield session

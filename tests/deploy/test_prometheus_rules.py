@@ -11,7 +11,7 @@ import subprocess
 import pytest
 import yaml
 
-from steps.config import GateThresholds, PerformanceThresholds
+from steps.common.config import GateThresholds, PerformanceThresholds
 from tests.conftest import REPO
 from tests.deploy.promql import RULES, rules
 from tests.deploy.tools import require

@@ -1,13 +1,13 @@
 """Command-line options that several steps share, each declared once (as mlflow's ``cli_args`` does).
 
-Defaults come from the settings classes in ``steps.config``, so a default is written in
+Defaults come from the settings classes in ``steps.common.config``, so a default is written in
 one place only; ``main`` stacks the same options as the steps it runs.
 """
 
 import click
 
 from iris_core.refs import DEFAULT_MODEL_NAME
-from steps.config import (
+from steps.common.config import (
     DEFAULT_DATA_PATH,
     DEFAULT_LABEL,
     DEFAULT_STRICT,

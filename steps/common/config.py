@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from iris_core.refs import DEFAULT_MODEL_NAME
 from iris_core.table.iris import IRIS
-from steps.errors import InvalidParameter
+from steps.common.errors import InvalidParameter
 
 DEFAULT_DATA_PATH = "data/iris.csv"
 DEFAULT_LABEL = IRIS.label
@@ -99,7 +99,7 @@ class GateThresholds:
 
 @dataclass(frozen=True)
 class DriftThresholds:
-    """When ``monitor`` calls live traffic drifted (see ``steps.drift``)."""
+    """When ``monitor`` calls live traffic drifted (see ``steps.monitoring.drift``)."""
 
     alpha: float = 0.01
     psi_threshold: float = 0.25
@@ -120,7 +120,8 @@ class DriftThresholds:
 
 @dataclass(frozen=True)
 class PerformanceThresholds:
-    """When ``monitor`` calls live accuracy, measured on labeled rows, a performance drop (see ``steps.live_performance``)."""
+    """When ``monitor`` calls live accuracy, measured on labeled rows, a performance drop
+    (see ``steps.monitoring.live_performance``)."""
 
     min_live_accuracy: float = 0.85
     min_labeled_rows: int = 50
