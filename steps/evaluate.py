@@ -250,8 +250,7 @@ def report(result: EvaluationResult) -> str:
 @options.data_path
 @options.label
 @options.gate
-def main(model_uri, model_name, data_path, label, **gate):
-    thresholds = GateThresholds(**gate).validated()
+def main(model_uri, model_name, data_path, label, gate_thresholds):
     ref = check_model_uri(model_uri.strip() or alias_uri(model_name or DEFAULT_MODEL_NAME, CHALLENGER))
     import mlflow  # after the checks: a bad argument should not wait for MLflow's import
 
@@ -260,7 +259,7 @@ def main(model_uri, model_name, data_path, label, **gate):
     contract = version_contract(ref.version_uri(target.version))
     rows, row_label = evaluation_rows(target.run_id, contract, data_path, label)
     with cli.step_run("evaluate"):
-        result = evaluate_version(client, ref.name, target.version, rows, thresholds, label=row_label)
+        result = evaluate_version(client, ref.name, target.version, rows, gate_thresholds, label=row_label)
     click.echo(report(result))
     raise_unless_passed(result)
 

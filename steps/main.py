@@ -57,12 +57,10 @@ def run_pipeline(
 @options.training
 @options.model_name
 @options.gate
-def main(data_path, label, contract, strict, max_iter, C, solver, test_size, random_state, model_name, **gate):
-    config = TrainConfig(max_iter, C, solver, random_state, test_size).validated()
-    thresholds = GateThresholds(**gate).validated()
+def main(data_path, label, contract, strict, config, model_name, gate_thresholds):
     prepared = prepare(TableSpec(data_path, label, model_name, contract, strict).validated(), config)
     with cli.step_run(PIPELINE_RUN_NAME):
-        result = run_pipeline(prepared, config, model_name, thresholds)
+        result = run_pipeline(prepared, config, model_name, gate_thresholds)
     click.echo(report(result))
     raise_unless_passed(result)
 

@@ -52,7 +52,7 @@ from steps.monitoring.capture_source import CaptureSource
 from steps.monitoring.drift import LIVE_COLUMNS, DriftAssessment, LiveRows, assess, live_rows
 from steps.monitoring.drift_report import PLOTS_DIR as PLOTS_DIR  # where callers have always found it
 from steps.monitoring.drift_report import REPORT_ARTIFACT, feature_figure, plot_paths, report, run_metrics
-from steps.monitoring.labels import feedback_path, predictions_path, read_labels
+from steps.monitoring.labels import locate, read_labels
 from steps.monitoring.live_performance import (
     LABEL_COLUMN,
     RECORD_COLUMNS,
@@ -64,7 +64,7 @@ from steps.monitoring.live_performance import (
     performance_lines,
     performance_metrics,
 )
-from steps.monitoring.window import WHOLE, Window, window_of
+from steps.monitoring.window import WHOLE, Window
 from steps.registry.versions import version_contract
 from steps.training.classification import confusion_matrix_figure
 from steps.training.splits import load_split, table_rows
@@ -313,9 +313,7 @@ def gather(
     f"live accuracy from labels; logs {REPORT_ARTIFACT} and plots, tags the version with drift_status and "
     "performance_status, exits 1 on drift or a performance drop."
 )
-@options.predictions
-@options.feedback
-@options.window
+@options.live_traffic
 @options.model_name
 @click.option("--alias", default=CHAMPION, show_default=True, help="Check the version holding this alias ...")
 @click.option("--version", "version", default="", help="... or this version (wins over --alias).")
@@ -323,36 +321,15 @@ def gather(
 @options.label
 @options.drift
 @options.live_performance
-def main(
-    predictions,
-    feedback,
-    since,
-    until,
-    hours,
-    model_name,
-    alias,
-    version,
-    data_path,
-    label,
-    alpha,
-    psi_threshold,
-    class_shift,
-    min_rows,
-    min_live_accuracy,
-    min_labeled_rows,
-):
-    thresholds = DriftThresholds(alpha, psi_threshold, class_shift, min_rows).validated()
-    performance_thresholds = PerformanceThresholds(min_live_accuracy, min_labeled_rows).validated()
-    window = window_of(since, until, hours)
-    predictions = predictions_path(predictions, window)
-    feedback = feedback_path(feedback, predictions)
+def main(model_name, alias, version, data_path, label, drift_thresholds, performance_thresholds, **traffic):
+    window, predictions, feedback = locate(**traffic)
     import mlflow  # after the checks: a bad argument should not wait for MLflow's import
 
     client = mlflow.MlflowClient()
     inputs = gather(client, model_name, alias, version.strip() or None, predictions, feedback, data_path, label, window)
     with cli.step_run("monitor", default_experiment=MONITORING_EXPERIMENT):
-        result = monitor_version(client, model_name, inputs, thresholds, performance_thresholds)
-    for line in result.summary(thresholds, performance_thresholds):
+        result = monitor_version(client, model_name, inputs, drift_thresholds, performance_thresholds)
+    for line in result.summary(drift_thresholds, performance_thresholds):
         click.echo(line)
     if (problem := result.problem()) is not None:
         raise problem

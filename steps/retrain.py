@@ -33,10 +33,10 @@ from steps.common.config import GateThresholds, TableSpec, TrainConfig
 from steps.evaluate import EvaluationResult, evaluate_version, raise_unless_passed, report
 from steps.monitoring.capture_reading import read_capture
 from steps.monitoring.capture_source import CaptureSource
-from steps.monitoring.labels import feedback_path, predictions_path, read_labels
+from steps.monitoring.labels import locate, read_labels
 from steps.monitoring.live_performance import LabeledRows, join
 from steps.monitoring.production_data import ORIGIN, ProductionRows, production_rows, split_with_production
-from steps.monitoring.window import WHOLE, Window, window_of
+from steps.monitoring.window import WHOLE, Window
 from steps.tables.checks import check_table
 from steps.tables.loading import LoadedData, data_tags, load_dataset
 from steps.train import TrainResult, fit_and_register
@@ -186,40 +186,20 @@ def summary(result: RetrainResult) -> list[str]:
     "the version as 'challenger' and promote it to 'champion' only through the gate."
 )
 @options.table
-@options.predictions
-@options.feedback
-@options.window
+@options.live_traffic
 @options.training
 @options.model_name
 @options.gate
-def main(
-    data_path,
-    label,
-    contract,
-    predictions,
-    feedback,
-    since,
-    until,
-    hours,
-    max_iter,
-    C,
-    solver,
-    test_size,
-    random_state,
-    model_name,
-    **gate,
-):
-    config = TrainConfig(max_iter, C, solver, random_state, test_size).validated()
-    thresholds = GateThresholds(**gate).validated()
+def main(data_path, label, contract, config, model_name, gate_thresholds, **traffic):
     spec = TableSpec(data_path, label, model_name, contract).validated()
-    window = window_of(since, until, hours)
-    predictions = predictions_path(predictions, window)
-    feedback = feedback_path(feedback, predictions)
+    window, predictions, feedback = locate(**traffic)
     base = load_base(spec, model_name, config)  # a table that fails a check stops the step before its run starts
     import mlflow
 
     with cli.step_run("retrain"):
-        result = retrain(mlflow.MlflowClient(), base, predictions, feedback, config, model_name, thresholds, window)
+        result = retrain(
+            mlflow.MlflowClient(), base, predictions, feedback, config, model_name, gate_thresholds, window
+        )
     for line in summary(result):
         click.echo(line)
     raise_unless_passed(result.evaluation)

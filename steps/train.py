@@ -156,8 +156,7 @@ def _title(contract: TableContract) -> str:
 @options.strict
 @options.training
 @options.model_name
-def main(data_path, label, contract, strict, max_iter, C, solver, test_size, random_state, model_name):
-    config = TrainConfig(max_iter, C, solver, random_state, test_size).validated()
+def main(data_path, label, contract, strict, config, model_name):
     spec = TableSpec(data_path, label, model_name, contract, strict).validated()
     data, splits = prepare(spec, config)
     with cli.step_run("train"):

@@ -4,6 +4,8 @@ Defaults come from the settings classes in ``steps.common.config``, so a default
 one place only; ``main`` stacks the same options as the steps it runs.
 """
 
+import functools
+
 import click
 
 from iris_core.refs import DEFAULT_MODEL_NAME
@@ -12,6 +14,7 @@ from steps.common.config import (
     DEFAULT_LABEL,
     DEFAULT_STRICT,
     SOLVERS,
+    CycleSettings,
     DriftThresholds,
     GateThresholds,
     PerformanceThresholds,
@@ -26,6 +29,31 @@ def _stack(*options):
         return function
 
     return decorate
+
+
+def _settings(settings: type, into: str, **helps: str | None):
+    """Options for the fields of a settings class that ``helps`` names, in its order, handed to the command as one
+    object: the parameter ``into``, already ``validated()`` (exit 2 on a bad value before the command's body runs).
+
+    Each option is the field's name as a flag (``min_rows``: ``--min-rows``), with the field's default and that
+    default's type, so a setting is written once, in ``steps.common.config``.
+    """
+
+    def decorate(function):
+        @functools.wraps(function)
+        def command(*args, **kwargs):
+            kwargs[into] = settings(**{name: kwargs.pop(name) for name in helps}).validated()
+            return function(*args, **kwargs)
+
+        return _stack(*(_setting(settings, name, help) for name, help in helps.items()))(command)
+
+    return decorate
+
+
+def _setting(settings: type, name: str, help: str | None):
+    default = getattr(settings, name)
+    flag = "--" + name.replace("_", "-")
+    return click.option(flag, name, type=type(default), default=default, show_default=True, help=help)
 
 
 data_path = click.option(
@@ -64,47 +92,25 @@ model_name = click.option("--model-name", default=DEFAULT_MODEL_NAME, show_defau
 # The table a step trains on: where it is, its label, and the contract it is checked against.
 table = _stack(data_path, label, contract)
 
-training = _stack(
-    click.option("--max-iter", type=int, default=TrainConfig.max_iter, show_default=True),
-    click.option(
-        "--C", "C", type=float, default=TrainConfig.C, show_default=True, help="Inverse regularisation strength."
-    ),
-    click.option("--solver", default=TrainConfig.solver, show_default=True, help=f"One of {', '.join(SOLVERS)}."),
-    click.option("--test-size", type=float, default=TrainConfig.test_size, show_default=True),
-    click.option("--random-state", type=int, default=TrainConfig.random_state, show_default=True),
+training = _settings(
+    TrainConfig,
+    "config",
+    max_iter=None,
+    C="Inverse regularisation strength.",
+    solver=f"One of {', '.join(SOLVERS)}.",
+    test_size=None,
+    random_state=None,
 )
 
-gate = _stack(
-    click.option("--min-accuracy", type=float, default=GateThresholds.min_accuracy, show_default=True),
-    click.option(
-        "--max-regression",
-        type=float,
-        default=GateThresholds.max_regression,
-        show_default=True,
-        help="Largest allowed drop in accuracy or f1 against the champion.",
-    ),
-    click.option(
-        "--min-shadow-rows",
-        type=int,
-        default=GateThresholds.min_shadow_rows,
-        show_default=True,
-        help="Rows a serving proxy must have shadowed against the champion first (0: no shadow rule).",
-    ),
-    click.option(
-        "--min-shadow-agreement",
-        type=float,
-        default=GateThresholds.min_shadow_agreement,
-        show_default=True,
-        help="Share of the shadowed rows where the challenger must have given the champion's class.",
-    ),
-    click.option(
-        "--below-floor-alpha",
-        type=float,
-        default=GateThresholds.below_floor_alpha,
-        show_default=True,
-        help="When the champion is below --min-accuracy too: a challenger below it passes if significantly better "
-        "on the same rows by McNemar's exact test at this level (verdict promoted_below_floor, exit 4; 0: off).",
-    ),
+gate = _settings(
+    GateThresholds,
+    "gate_thresholds",
+    min_accuracy=None,
+    max_regression="Largest allowed drop in accuracy or f1 against the champion.",
+    min_shadow_rows="Rows a serving proxy must have shadowed against the champion first (0: no shadow rule).",
+    min_shadow_agreement="Share of the shadowed rows where the challenger must have given the champion's class.",
+    below_floor_alpha="When the champion is below --min-accuracy too: a challenger below it passes if significantly "
+    "better on the same rows by McNemar's exact test at this level (verdict promoted_below_floor, exit 4; 0: off).",
 )
 
 predictions = click.option(
@@ -130,51 +136,27 @@ window = _stack(
     click.option("--until", default="", help="... and before this time (now by default)."),
     click.option("--hours", default="", help="... or the last N hours (before --until, or now)."),
 )
+# What a step reads of live traffic: the predictions, their labels, and the window of a capture.
+live_traffic = _stack(predictions, feedback, window)
 
-drift = _stack(
-    click.option(
-        "--alpha",
-        type=float,
-        default=DriftThresholds.alpha,
-        show_default=True,
-        help="Significance level of the KS and chi-square tests.",
-    ),
-    click.option(
-        "--psi-threshold",
-        type=float,
-        default=DriftThresholds.psi_threshold,
-        show_default=True,
-        help="PSI from which a significant feature shift counts as drift.",
-    ),
-    click.option(
-        "--class-shift",
-        type=float,
-        default=DriftThresholds.class_shift,
-        show_default=True,
-        help="Total variation of the predicted-class mix from which a significant shift counts as drift.",
-    ),
-    click.option(
-        "--min-rows",
-        type=int,
-        default=DriftThresholds.min_rows,
-        show_default=True,
-        help="Fewer rows give no drift verdict (exit 0).",
-    ),
+drift = _settings(
+    DriftThresholds,
+    "drift_thresholds",
+    alpha="Significance level of the KS and chi-square tests.",
+    psi_threshold="PSI from which a significant feature shift counts as drift.",
+    class_shift="Total variation of the predicted-class mix from which a significant shift counts as drift.",
+    min_rows="Fewer rows give no drift verdict (exit 0).",
 )
 
-live_performance = _stack(
-    click.option(
-        "--min-live-accuracy",
-        type=float,
-        default=PerformanceThresholds.min_live_accuracy,
-        show_default=True,
-        help="Live accuracy on labeled rows below this is a performance drop.",
-    ),
-    click.option(
-        "--min-labeled-rows",
-        type=int,
-        default=PerformanceThresholds.min_labeled_rows,
-        show_default=True,
-        help="Fewer labeled rows give no performance verdict.",
-    ),
+live_performance = _settings(
+    PerformanceThresholds,
+    "performance_thresholds",
+    min_live_accuracy="Live accuracy on labeled rows below this is a performance drop.",
+    min_labeled_rows="Fewer labeled rows give no performance verdict.",
+)
+
+cooldown = _settings(
+    CycleSettings,
+    "cycle_settings",
+    cooldown_hours="No retrain within this many hours of the last one (recorded in the registry); 0: no cooldown.",
 )

@@ -28,9 +28,19 @@ from iris_core.records import (
 )
 from steps.common.errors import InvalidParameter, StepError
 from steps.monitoring.live_performance import LabeledRows, join
-from steps.monitoring.window import WHOLE, Window
+from steps.monitoring.window import WHOLE, Window, window_of
 
 _logger = logging.getLogger(__name__)
+
+
+def locate(
+    predictions: str, feedback: str | None, since: str, until: str, hours: str
+) -> tuple[Window, Path | str, Path | str | None]:
+    """What a step's ``--predictions``, ``--feedback`` and window options name, each checked: the window, then
+    where the predictions and the labels are."""
+    window = window_of(since, until, hours)
+    predictions = predictions_path(predictions, window)
+    return window, predictions, feedback_path(feedback, predictions)
 
 
 def predictions_path(predictions: str, window: Window = WHOLE) -> Path | str:
