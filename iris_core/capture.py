@@ -23,7 +23,7 @@ The columns of a file are the record formats of ``iris_core.records`` (``FIELDS`
 ``FEEDBACK_FIELDS``), with ``features`` a struct of the version's feature columns, ``ts``
 a UTC timestamp, and the feedback files carrying ``model_name`` and ``model_version`` too.
 Pure functions: no I/O, no pyarrow; the proxy's writer (``serving.capture``) and the steps'
-reader (``steps.capture_source``) both build on them.
+reader (``steps.monitoring.capture_source``) both build on them.
 """
 
 import re

@@ -1,6 +1,6 @@
 """Entry point ``batch_predict``: score a CSV or Parquet file with a registered model version.
 
-The input is checked against the version's contract (``steps.versions``): its features,
+The input is checked against the version's contract (``steps.registry.versions``): its features,
 their hard rules, finite numbers otherwise. Writes the input's rows with the model's full
 output to the output (this project's ``prediction``, ``prediction_index``, ``confidence``,
 ``confidence_scores``; for any other MLflow model, its answer's class as ``prediction``),
@@ -21,14 +21,14 @@ import click
 
 from iris_core.contract import BATCH_EXPERIMENT, Tag
 from iris_core.refs import is_registry_uri, version_uri
-from steps import cli
-from steps.batch_job import ENGINES, BatchJob, Tally
-from steps.batch_job import default_rejects_path as default_rejects_path  # where callers have always found it
-from steps.metric_names import metric_keys
-from steps.registry import check_model_uri, resolve_model_uri
+from steps.batch.job import ENGINES, BatchJob, Tally
+from steps.batch.job import default_rejects_path as default_rejects_path  # where callers have always found it
+from steps.common import cli
+from steps.common.metric_names import metric_keys
+from steps.registry.uris import check_model_uri, resolve_model_uri
 
 if TYPE_CHECKING:
-    from steps.versions import Version
+    from steps.registry.versions import Version
 
 _logger = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def run_job(job: BatchJob, spark=None) -> Tally:
             **({Tag.SPARK_MASTER: job.spark_master} if job.engine == "spark" else {}),
         }
     )
-    from steps.versions import read_version
+    from steps.registry.versions import read_version
 
     version = read_version(pinned_uri)
     _logger.info("Scoring %s with %s (%s engine)", job.input, pinned_uri, job.engine)
@@ -76,7 +76,7 @@ def run_job(job: BatchJob, spark=None) -> Tally:
     elif spark is not None:
         tally = _score_with_spark(spark, job, pinned_uri, version)
     else:
-        from steps.batch_spark import spark_session
+        from steps.batch.spark_engine import spark_session
 
         with spark_session(job.spark_master, job.chunk_size) as session:
             tally = _score_with_spark(session, job, pinned_uri, version)
@@ -87,15 +87,15 @@ def run_job(job: BatchJob, spark=None) -> Tally:
 def _score_with_pandas(job: BatchJob, pinned_uri: str, version: "Version") -> Tally:
     import mlflow
 
-    from steps.batch_outputs import model_predict
-    from steps.batch_pandas import score_file
+    from steps.batch.outputs import model_predict
+    from steps.batch.pandas_engine import score_file
 
     model = mlflow.pyfunc.load_model(pinned_uri)
     return score_file(job.input, job.output, job.rejects, model_predict(model), job.chunk_size, version)
 
 
 def _score_with_spark(spark, job: BatchJob, pinned_uri: str, version: "Version") -> Tally:
-    from steps.batch_spark import score_with_spark
+    from steps.batch.spark_engine import score_with_spark
 
     return score_with_spark(
         spark, job.input, job.output, job.rejects, pinned_uri, job.chunk_size, version, overwrite=job.overwrite
@@ -172,7 +172,7 @@ def main(input_path, output, rejects, model_uri, engine, spark_master, chunk_siz
     job = BatchJob(input_path, output, rejects, model_uri, engine, spark_master, chunk_size, overwrite).validated()
     job.check_files()  # before MLflow is imported or the model resolved: a wrong path fails at once
     if job.engine == "spark":
-        from steps.batch_spark import require_pyspark
+        from steps.batch.spark_engine import require_pyspark
 
         require_pyspark()
     with cli.step_run("batch_predict", BATCH_EXPERIMENT):

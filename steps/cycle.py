@@ -5,7 +5,7 @@ check as a nested run and, when it retrains, nested ``train`` and ``evaluate`` r
 (``steps.retrain``). The cycle run records the decision as tags: ``cycle_decision``
 (``no_action``, ``skipped``, ``retrained``), ``cycle_reason``, and after a retrain
 ``retrained_version`` and ``gate_decision``. A retrain needs the claim of
-``steps.retrain_claim``: none within ``cooldown_hours`` of the last one, and one retrainer
+``steps.promotion.retrain_claim``: none within ``cooldown_hours`` of the last one, and one retrainer
 among cycles that run at once.
 
 The metric ``needs_review`` is 1 on a cycle whose outcome a person should look at (the
@@ -26,21 +26,13 @@ import click
 
 from iris_core.contract import CYCLE_EXPERIMENT, CycleDecision, GateVerdict, Tag
 from iris_core.refs import CHAMPION
-from steps import cli, options
-from steps.config import (
-    CycleSettings,
-    DriftThresholds,
-    GateThresholds,
-    PerformanceThresholds,
-    TableSpec,
-    TrainConfig,
-)
+from steps.common import cli, options
+from steps.common.config import DriftThresholds, PerformanceThresholds, TableSpec
 from steps.evaluate import raise_unless_passed
-from steps.labels import feedback_path, predictions_path
 from steps.monitor import MonitorResult, gather, monitor_version
+from steps.monitoring.labels import locate
+from steps.promotion.retrain_claim import claim_retrain, record_version
 from steps.retrain import load_base, retrain, summary
-from steps.retrain_claim import claim_retrain, record_version
-from steps.window import window_of
 
 _logger = logging.getLogger(__name__)
 
@@ -85,57 +77,30 @@ def record(decision: CycleDecision, reason: str, **tags) -> None:
     help="Monitor the serving version; on drift or a performance drop, retrain on base plus labeled production "
     "data and gate the new version, unless a retrain ran within --cooldown-hours. Every decision is a run."
 )
-@options.predictions
-@options.feedback
-@options.window
+@options.live_traffic
 @options.model_name
 @click.option("--alias", default=CHAMPION, show_default=True, help="Check the version holding this alias.")
 @options.drift
 @options.live_performance
-@click.option(
-    "--cooldown-hours",
-    type=float,
-    default=CycleSettings.cooldown_hours,
-    show_default=True,
-    help="No retrain within this many hours of the last one (recorded in the registry); 0: no cooldown.",
-)
+@options.cooldown
 @options.table
 @options.training
 @options.gate
 def main(
-    predictions,
-    feedback,
-    since,
-    until,
-    hours,
     model_name,
     alias,
-    alpha,
-    psi_threshold,
-    class_shift,
-    min_rows,
-    min_live_accuracy,
-    min_labeled_rows,
-    cooldown_hours,
+    drift_thresholds,
+    performance_thresholds,
+    cycle_settings,
     data_path,
     label,
     contract,
-    max_iter,
-    C,
-    solver,
-    test_size,
-    random_state,
-    **gate,
+    config,
+    gate_thresholds,
+    **traffic,
 ):
-    drift_thresholds = DriftThresholds(alpha, psi_threshold, class_shift, min_rows).validated()
-    performance_thresholds = PerformanceThresholds(min_live_accuracy, min_labeled_rows).validated()
-    settings = CycleSettings(cooldown_hours).validated()
-    config = TrainConfig(max_iter, C, solver, random_state, test_size).validated()
-    gate_thresholds = GateThresholds(**gate).validated()
     spec = TableSpec(data_path, label, model_name, contract).validated()
-    window = window_of(since, until, hours)
-    predictions = predictions_path(predictions, window)
-    feedback = feedback_path(feedback, predictions)
+    window, predictions, feedback = locate(**traffic)
     base = load_base(spec, model_name, config)  # a table that fails a check stops the cycle before its run starts
     import mlflow
 
@@ -153,7 +118,7 @@ def main(
             record(CycleDecision.NO_ACTION, no_problem_reason(checked))
         else:
             reason = f"version {checked.version}: " + "; ".join(found)
-            claim = claim_retrain(client, model_name, run.info.run_id, reason, settings.cooldown_hours)
+            claim = claim_retrain(client, model_name, run.info.run_id, reason, cycle_settings.cooldown_hours)
             if not claim.won:
                 record(CycleDecision.SKIPPED, f"{reason}; not retrained: {claim.reason}")
             else:

@@ -1,6 +1,6 @@
 """Entry point ``evaluate``: score a model version on its held-out split and apply the promotion gate.
 
-Every version is read through its own contract (``steps.versions``): its features, label
+Every version is read through its own contract (``steps.registry.versions``): its features, label
 and classes. A version the pipeline trained is scored on the held-out split its training
 run logged; any other (a model registered the plain MLflow way) on the table given with
 ``--data-path`` and ``--label``, checked against its contract. The champion is scored on
@@ -9,12 +9,12 @@ not compare. Both are scored as served and their answers read as classes
 (``iris_core.table.models.answer_class``).
 
 The challenger becomes ``champion`` only if it is accurate enough and not worse than the
-current champion on the same rows (``steps.gate``), and, with ``min_shadow_rows``, only
+current champion on the same rows (``steps.promotion.gate``), and, with ``min_shadow_rows``, only
 once serving proxies have shadowed it against the champion on live traffic long enough
 (``iris_core.shadow_evidence``); before that the gate says "waiting for shadow evidence"
 and exits 3, so a scheduler can run it again later. When the champion itself is below
 ``min_accuracy`` on these rows (the world changed under it), a challenger below it too is
-promoted if it is significantly better on the same rows (``steps.gate``): the verdict
+promoted if it is significantly better on the same rows (``steps.promotion.gate``): the verdict
 ``promoted_below_floor``, a warning, the p-value and the champion's accuracy as tags, and
 exit 4, for a person to look. The decision and its reasons are logged to the evaluation
 run and set as model-version tags; the alias moves through ``iris_core.alias_history`` so
@@ -33,15 +33,15 @@ from iris_core.refs import CHALLENGER, CHAMPION, DEFAULT_MODEL_NAME, alias_uri, 
 from iris_core.resolver import alias_version
 from iris_core.shadow_evidence import evidence
 from iris_core.table.contract import TableContract
-from steps import cli, options
-from steps.classification import classification_metrics
-from steps.config import GateThresholds
-from steps.errors import GateFailed, GateWaiting
-from steps.gate import GateDecision, ShadowCheck, check_shadow, decide, paired_counts
-from steps.production_data import production_comparison
-from steps.registry import check_model_uri, resolve_model_uri
-from steps.splits import load_split, table_rows
-from steps.versions import predict_classes, version_contract
+from steps.common import cli, options
+from steps.common.config import GateThresholds
+from steps.common.errors import GateFailed, GateWaiting
+from steps.monitoring.production_data import production_comparison
+from steps.promotion.gate import GateDecision, ShadowCheck, check_shadow, decide, paired_counts
+from steps.registry.uris import check_model_uri, resolve_model_uri
+from steps.registry.versions import predict_classes, version_contract
+from steps.training.classification import classification_metrics
+from steps.training.splits import load_split, table_rows
 
 _logger = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def evaluate_with_mlflow(rows: pd.DataFrame, label: str, features: list[str], pr
 
     The evaluator expects a single-column model output, while our model returns four
     columns per row, so it gets the predictions as a static dataset instead of the model.
-    The gate's own figures are ``steps.classification``'s (weighted averages for two
+    The gate's own figures are ``steps.training.classification``'s (weighted averages for two
     classes too, where MLflow reports the positive class's), so that challenger and
     champion are measured alike.
     """
@@ -250,8 +250,7 @@ def report(result: EvaluationResult) -> str:
 @options.data_path
 @options.label
 @options.gate
-def main(model_uri, model_name, data_path, label, **gate):
-    thresholds = GateThresholds(**gate).validated()
+def main(model_uri, model_name, data_path, label, gate_thresholds):
     ref = check_model_uri(model_uri.strip() or alias_uri(model_name or DEFAULT_MODEL_NAME, CHALLENGER))
     import mlflow  # after the checks: a bad argument should not wait for MLflow's import
 
@@ -260,7 +259,7 @@ def main(model_uri, model_name, data_path, label, **gate):
     contract = version_contract(ref.version_uri(target.version))
     rows, row_label = evaluation_rows(target.run_id, contract, data_path, label)
     with cli.step_run("evaluate"):
-        result = evaluate_version(client, ref.name, target.version, rows, thresholds, label=row_label)
+        result = evaluate_version(client, ref.name, target.version, rows, gate_thresholds, label=row_label)
     click.echo(report(result))
     raise_unless_passed(result)
 

@@ -9,10 +9,10 @@ so a table that fails a check leaves no run behind.
 import click
 
 from iris_core.contract import Tag
-from steps import cli, options
-from steps.config import GateThresholds, TableSpec, TrainConfig
-from steps.data import LoadedData, log_dataset
+from steps.common import cli, options
+from steps.common.config import GateThresholds, TableSpec, TrainConfig
 from steps.evaluate import EvaluationResult, evaluate_version, raise_unless_passed, report
+from steps.tables.loading import LoadedData, log_dataset
 from steps.train import Splits, prepare, train_and_register
 
 PIPELINE_RUN_NAME = "pipeline"  # the parent run; its nested runs are named for their steps
@@ -57,12 +57,10 @@ def run_pipeline(
 @options.training
 @options.model_name
 @options.gate
-def main(data_path, label, contract, strict, max_iter, C, solver, test_size, random_state, model_name, **gate):
-    config = TrainConfig(max_iter, C, solver, random_state, test_size).validated()
-    thresholds = GateThresholds(**gate).validated()
+def main(data_path, label, contract, strict, config, model_name, gate_thresholds):
     prepared = prepare(TableSpec(data_path, label, model_name, contract, strict).validated(), config)
     with cli.step_run(PIPELINE_RUN_NAME):
-        result = run_pipeline(prepared, config, model_name, thresholds)
+        result = run_pipeline(prepared, config, model_name, gate_thresholds)
     click.echo(report(result))
     raise_unless_passed(result)
 

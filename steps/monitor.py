@@ -3,7 +3,7 @@
 Reads the proxy's prediction log (format in ``iris_core.records``) and compares the
 rows served by one model version with that version's training split (the
 ``data/train.csv`` artifact of its training run), feature by feature of the version's
-contract (``steps.versions``). A version the pipeline did not train has no training split:
+contract (``steps.registry.versions``). A version the pipeline did not train has no training split:
 the table given with ``--data-path`` and ``--label``, checked against its contract, is its
 reference instead. One run checks one version: by default the one holding ``alias``, the
 version serving now. Rows of other versions are left out and counted (check them with
@@ -11,7 +11,7 @@ version serving now. Rows of other versions are left out and counted (check them
 no registry version are taken as served by the checked one. The share of live rows outside
 each feature's observed range in training (the contract's soft bounds) is reported too.
 
-The statistics and the verdict are ``steps.drift``; the report ``steps.drift_report``. Drift
+The statistics and the verdict are ``steps.monitoring.drift``; the report ``steps.monitoring.drift_report``. Drift
 makes the status ``drift`` (exit 1, so a scheduler can trigger retraining);
 otherwise ``no_drift`` (exit 0). With fewer than ``min_rows`` rows there is no verdict:
 status ``insufficient_data``, exit 0, since too little traffic is not a failure. The
@@ -19,13 +19,13 @@ status is set as the ``drift_status`` tag of the model version and of the run, w
 also holds the statistics as metrics, one PNG per feature and ``drift_report.md``.
 
 ``--predictions`` may name the proxy's capture instead (``--capture-uri``: Parquet files in
-an artifact store, ``steps.capture_reading``), of which it reads a window (``--since``,
-``--until``, ``--hours``; ``steps.window``): only the partitions the window meets.
+an artifact store, ``steps.monitoring.capture_reading``), of which it reads a window (``--since``,
+``--until``, ``--hours``; ``steps.monitoring.window``): only the partitions the window meets.
 
 With ``--feedback``, the labels of the feedback log (or of the capture) are joined with the predictions they
 belong to (in the prediction log and its rotated files: labels come late) and the
 version's live accuracy, per-class scores and confusion matrix join the report
-(``steps.live_performance``). Live accuracy below ``min_live_accuracy`` on at least
+(``steps.monitoring.live_performance``). Live accuracy below ``min_live_accuracy`` on at least
 ``min_labeled_rows`` labels is a ``performance_drop`` (exit 1), set as the
 ``performance_status`` tag; labels that name no class of the version are left out and
 counted. Beside the drift checks, the accuracy the logged confidences promise is reported
@@ -44,17 +44,16 @@ from iris_core.records import PREDICTION_LOG_NAME, current_logs, read_log
 from iris_core.refs import CHAMPION, ModelRef, version_uri
 from iris_core.resolver import Resolved, resolve
 from iris_core.table.contract import TableContract
-from steps import cli, options
-from steps.capture_reading import read_capture
-from steps.capture_source import CaptureSource
-from steps.classification import confusion_matrix_figure
-from steps.config import DEFAULT_DATA_PATH, DEFAULT_LABEL, DriftThresholds, PerformanceThresholds
-from steps.drift import LIVE_COLUMNS, DriftAssessment, LiveRows, assess, live_rows
-from steps.drift_report import PLOTS_DIR as PLOTS_DIR  # where callers have always found it
-from steps.drift_report import REPORT_ARTIFACT, feature_figure, plot_paths, report, run_metrics
-from steps.errors import DriftDetected, InvalidParameter, PerformanceDropped, StepError
-from steps.labels import feedback_path, predictions_path, read_labels
-from steps.live_performance import (
+from steps.common import cli, options
+from steps.common.config import DEFAULT_DATA_PATH, DEFAULT_LABEL, DriftThresholds, PerformanceThresholds
+from steps.common.errors import DriftDetected, InvalidParameter, PerformanceDropped, StepError
+from steps.monitoring.capture_reading import read_capture
+from steps.monitoring.capture_source import CaptureSource
+from steps.monitoring.drift import LIVE_COLUMNS, DriftAssessment, LiveRows, assess, live_rows
+from steps.monitoring.drift_report import PLOTS_DIR as PLOTS_DIR  # where callers have always found it
+from steps.monitoring.drift_report import REPORT_ARTIFACT, feature_figure, plot_paths, report, run_metrics
+from steps.monitoring.labels import locate, read_labels
+from steps.monitoring.live_performance import (
     LABEL_COLUMN,
     RECORD_COLUMNS,
     LabeledRows,
@@ -65,9 +64,10 @@ from steps.live_performance import (
     performance_lines,
     performance_metrics,
 )
-from steps.splits import load_split, table_rows
-from steps.versions import version_contract
-from steps.window import WHOLE, Window, window_of
+from steps.monitoring.window import WHOLE, Window
+from steps.registry.versions import version_contract
+from steps.training.classification import confusion_matrix_figure
+from steps.training.splits import load_split, table_rows
 
 _logger = logging.getLogger(__name__)
 
@@ -286,7 +286,7 @@ def gather(
 ) -> MonitorInputs:
     """The version, its reference and the live rows (with their labels), before any run starts.
 
-    ``predictions`` and ``feedback`` as ``steps.labels.predictions_path`` and ``feedback_path``
+    ``predictions`` and ``feedback`` as ``steps.monitoring.labels.predictions_path`` and ``feedback_path``
     give them: paths of JSON-lines logs, or a capture's location (a string).
     """
     target = resolve_version(client, model_name, alias, version)
@@ -313,9 +313,7 @@ def gather(
     f"live accuracy from labels; logs {REPORT_ARTIFACT} and plots, tags the version with drift_status and "
     "performance_status, exits 1 on drift or a performance drop."
 )
-@options.predictions
-@options.feedback
-@options.window
+@options.live_traffic
 @options.model_name
 @click.option("--alias", default=CHAMPION, show_default=True, help="Check the version holding this alias ...")
 @click.option("--version", "version", default="", help="... or this version (wins over --alias).")
@@ -323,36 +321,15 @@ def gather(
 @options.label
 @options.drift
 @options.live_performance
-def main(
-    predictions,
-    feedback,
-    since,
-    until,
-    hours,
-    model_name,
-    alias,
-    version,
-    data_path,
-    label,
-    alpha,
-    psi_threshold,
-    class_shift,
-    min_rows,
-    min_live_accuracy,
-    min_labeled_rows,
-):
-    thresholds = DriftThresholds(alpha, psi_threshold, class_shift, min_rows).validated()
-    performance_thresholds = PerformanceThresholds(min_live_accuracy, min_labeled_rows).validated()
-    window = window_of(since, until, hours)
-    predictions = predictions_path(predictions, window)
-    feedback = feedback_path(feedback, predictions)
+def main(model_name, alias, version, data_path, label, drift_thresholds, performance_thresholds, **traffic):
+    window, predictions, feedback = locate(**traffic)
     import mlflow  # after the checks: a bad argument should not wait for MLflow's import
 
     client = mlflow.MlflowClient()
     inputs = gather(client, model_name, alias, version.strip() or None, predictions, feedback, data_path, label, window)
     with cli.step_run("monitor", default_experiment=MONITORING_EXPERIMENT):
-        result = monitor_version(client, model_name, inputs, thresholds, performance_thresholds)
-    for line in result.summary(thresholds, performance_thresholds):
+        result = monitor_version(client, model_name, inputs, drift_thresholds, performance_thresholds)
+    for line in result.summary(drift_thresholds, performance_thresholds):
         click.echo(line)
     if (problem := result.problem()) is not None:
         raise problem

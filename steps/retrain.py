@@ -5,11 +5,12 @@ table falls back to scikit-learn's copy when it fails a check). The production r
 the logged predictions' features with the labels the feedback log holds for them (the
 feedback log and its rotated files, joined with the prediction log and its rotated files),
 checked against the same contract: rows that lack a feature, break a hard rule or carry a
-label that names no class are counted by reason and left out (``steps.production_data``). The combined set is logged as the
-training run's dataset input, whose source names the logs it came from, so a version's
-lineage shows which production traffic trained it. Given the proxy's capture instead of
+label that names no class are counted by reason and left out
+(``steps.monitoring.production_data``). The combined set is logged as the training run's
+dataset input, whose source names the logs it came from, so a version's lineage shows which
+production traffic trained it. Given the proxy's capture instead of
 logs, the production rows are the labeled predictions of a window of it
-(``steps.capture_reading``), and the source names the capture and the window.
+(``steps.monitoring.capture_reading``), and the source names the capture and the window.
 
 The new version is registered as challenger and evaluated by the existing gate
 (``steps.evaluate``) on a held-out split that now holds labeled production rows too; the
@@ -27,19 +28,19 @@ import pandas as pd
 
 from iris_core.contract import Tag
 from iris_core.records import FEEDBACK_LOG_NAME, PREDICTION_LOG_NAME, all_logs
-from steps import cli, options
-from steps.capture_reading import read_capture
-from steps.capture_source import CaptureSource
-from steps.config import GateThresholds, TableSpec, TrainConfig
-from steps.data import LoadedData, data_tags, load_dataset
+from steps.common import cli, options
+from steps.common.config import GateThresholds, TableSpec, TrainConfig
 from steps.evaluate import EvaluationResult, evaluate_version, raise_unless_passed, report
-from steps.labels import feedback_path, predictions_path, read_labels
-from steps.live_performance import LabeledRows, join
-from steps.production_data import ORIGIN, ProductionRows, production_rows, split_with_production
-from steps.table_checks import check_table
+from steps.monitoring.capture_reading import read_capture
+from steps.monitoring.capture_source import CaptureSource
+from steps.monitoring.labels import locate, read_labels
+from steps.monitoring.live_performance import LabeledRows, join
+from steps.monitoring.production_data import ORIGIN, ProductionRows, production_rows, split_with_production
+from steps.monitoring.window import WHOLE, Window
+from steps.tables.checks import check_table
+from steps.tables.loading import LoadedData, data_tags, load_dataset
 from steps.train import TrainResult, fit_and_register
-from steps.training import split
-from steps.window import WHOLE, Window, window_of
+from steps.training.fitting import split
 
 _logger = logging.getLogger(__name__)
 
@@ -185,40 +186,20 @@ def summary(result: RetrainResult) -> list[str]:
     "the version as 'challenger' and promote it to 'champion' only through the gate."
 )
 @options.table
-@options.predictions
-@options.feedback
-@options.window
+@options.live_traffic
 @options.training
 @options.model_name
 @options.gate
-def main(
-    data_path,
-    label,
-    contract,
-    predictions,
-    feedback,
-    since,
-    until,
-    hours,
-    max_iter,
-    C,
-    solver,
-    test_size,
-    random_state,
-    model_name,
-    **gate,
-):
-    config = TrainConfig(max_iter, C, solver, random_state, test_size).validated()
-    thresholds = GateThresholds(**gate).validated()
+def main(data_path, label, contract, config, model_name, gate_thresholds, **traffic):
     spec = TableSpec(data_path, label, model_name, contract).validated()
-    window = window_of(since, until, hours)
-    predictions = predictions_path(predictions, window)
-    feedback = feedback_path(feedback, predictions)
+    window, predictions, feedback = locate(**traffic)
     base = load_base(spec, model_name, config)  # a table that fails a check stops the step before its run starts
     import mlflow
 
     with cli.step_run("retrain"):
-        result = retrain(mlflow.MlflowClient(), base, predictions, feedback, config, model_name, thresholds, window)
+        result = retrain(
+            mlflow.MlflowClient(), base, predictions, feedback, config, model_name, gate_thresholds, window
+        )
     for line in summary(result):
         click.echo(line)
     raise_unless_passed(result.evaluation)

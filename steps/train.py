@@ -21,16 +21,16 @@ import pandas as pd
 from iris_core.contract import HOLDOUT_SPLIT_ARTIFACT, MODEL_ARTIFACT, TRAIN_SPLIT_ARTIFACT, MoveKind, Tag
 from iris_core.refs import CHALLENGER, version_uri
 from iris_core.table.contract import METADATA_KEY, TableContract
-from steps import cli, options
-from steps.classification import classification_metrics, confusion_matrix_figure
-from steps.config import TableSpec, TrainConfig
-from steps.data import LoadedData, load_dataset, log_dataset
-from steps.errors import StepError
-from steps.training import fit, is_scaled, split, trained_contract
+from steps.common import cli, options
+from steps.common.config import TableSpec, TrainConfig
+from steps.common.errors import StepError
+from steps.tables.loading import LoadedData, load_dataset, log_dataset
+from steps.training.classification import classification_metrics, confusion_matrix_figure
+from steps.training.fitting import fit, is_scaled, split, trained_contract
 
 _logger = logging.getLogger(__name__)
 
-MODEL_CODE = Path(__file__).with_name("iris_model.py")
+MODEL_CODE = Path(__file__).parent / "training" / "iris_model.py"
 MODEL_REQUIREMENTS = ("mlflow", "scikit-learn", "pandas")
 CONTRACT_ARTIFACT = "table_contract.yaml"
 
@@ -58,7 +58,7 @@ def log_pyfunc_model(estimator, train: pd.DataFrame, model_name: str | None, con
     import mlflow
     from mlflow.models import infer_signature
 
-    from steps.iris_model import ESTIMATOR_ARTIFACT, explain_predictions
+    from steps.training.iris_model import ESTIMATOR_ARTIFACT, explain_predictions
 
     example = train[list(estimator.feature_names_in_)].head(3)
     with warnings.catch_warnings():
@@ -156,8 +156,7 @@ def _title(contract: TableContract) -> str:
 @options.strict
 @options.training
 @options.model_name
-def main(data_path, label, contract, strict, max_iter, C, solver, test_size, random_state, model_name):
-    config = TrainConfig(max_iter, C, solver, random_state, test_size).validated()
+def main(data_path, label, contract, strict, config, model_name):
     spec = TableSpec(data_path, label, model_name, contract, strict).validated()
     data, splits = prepare(spec, config)
     with cli.step_run("train"):

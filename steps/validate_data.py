@@ -1,6 +1,6 @@
 """Entry point ``validate_data``: check the table against its contract, log it as the run's dataset input.
 
-The contract is the one ``steps.data`` chooses: a written ``--contract``, Iris's for the
+The contract is the one ``steps.tables.loading`` chooses: a written ``--contract``, Iris's for the
 Iris defaults, else one inferred from the table; the check includes the stratified split
 ``train`` will make (at the default ``test_size``). The Iris table does not fail on bad
 data: the fallback to scikit-learn's copy is the designed behaviour, and its reason is
@@ -10,10 +10,10 @@ a table that fails a check fails the step (exit 1) before a run is created.
 
 import click
 
-from steps import cli, options
-from steps.config import TableSpec, TrainConfig
-from steps.data import LoadedData, load_dataset, log_dataset
-from steps.training import split
+from steps.common import cli, options
+from steps.common.config import TableSpec, TrainConfig
+from steps.tables.loading import LoadedData, load_dataset, log_dataset
+from steps.training.fitting import split
 
 
 def summary(data: LoadedData) -> str:

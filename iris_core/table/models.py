@@ -15,7 +15,7 @@ import math
 from iris_core.table.contract import METADATA_KEY, ContractError, TableContract, from_signature, label_text
 from iris_core.table.iris import IRIS
 
-# What this project's pyfunc model returns per row (steps/iris_model.py keeps its own copy:
+# What this project's pyfunc model returns per row (steps/training/iris_model.py keeps its own copy:
 # MLflow copies that file into the model, so it imports nothing of the project).
 PROJECT_OUTPUTS = ("prediction", "prediction_index", "confidence", "confidence_scores")
 

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from iris_core.table.iris import IRIS
-from steps.versions import Version
+from steps.registry.versions import Version
 
 FEATURES = IRIS.feature_names
 IRIS_MODEL = Version(IRIS, project_outputs=True)  # what batch scoring reads of an Iris version of this project

@@ -71,7 +71,7 @@ def build_wine_store() -> None:
     plain MLflow way."""
     import mlflow
 
-    from steps.config import GateThresholds, TableSpec, TrainConfig
+    from steps.common.config import GateThresholds, TableSpec, TrainConfig
     from steps.main import run_pipeline
 
     csv = write_wine(Path(WINE_CSV).resolve())

@@ -57,7 +57,7 @@ def build_versions(specs: list[dict]) -> None:
     """Train, register and gate one version per spec with the real pipeline code, in process."""
     import mlflow
 
-    from steps.config import GateThresholds, TrainConfig
+    from steps.common.config import GateThresholds, TrainConfig
     from steps.main import run_pipeline
 
     try:

@@ -20,7 +20,7 @@ class Split:
 
     def scored(self, rows: pd.DataFrame) -> pd.DataFrame:
         """The rows as the proxy logs them: features, predicted class and its probability."""
-        from steps.iris_model import explain_predictions
+        from steps.training.iris_model import explain_predictions
 
         out = explain_predictions(self.estimator, rows[list(FEATURES)])
         return (
@@ -31,7 +31,7 @@ class Split:
 
     def shifted(self, feature: str, rows: int, seed: int) -> pd.DataFrame:
         """``rows`` Iris rows drawn with replacement, ``feature`` moved up by one training standard deviation."""
-        from steps.data import load_sklearn_iris
+        from steps.tables.loading import load_sklearn_iris
 
         sample = load_sklearn_iris().sample(rows, replace=True, random_state=seed).reset_index(drop=True)
         sample[feature] = sample[feature] + self.train[feature].std()
@@ -40,9 +40,9 @@ class Split:
 
 def make_split(seed: int) -> Split:
     """The training split, held-out split and estimator the pipeline makes with ``random_state=seed``."""
-    from steps.config import TrainConfig
-    from steps.data import load_sklearn_iris
-    from steps.training import fit, split
+    from steps.common.config import TrainConfig
+    from steps.tables.loading import load_sklearn_iris
+    from steps.training.fitting import fit, split
 
     config = TrainConfig(random_state=seed)
     train, holdout = split(load_sklearn_iris(), config, IRIS.label)

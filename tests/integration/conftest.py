@@ -58,7 +58,7 @@ def proxy(trained_registry, upstream_url, tmp_path_factory):
 @pytest.fixture(scope="module")
 def spark():
     """A local Spark session on two cores, bound to loopback; started once per module, since a JVM start is slow."""
-    from steps.batch_spark import spark_session
+    from steps.batch.spark_engine import spark_session
 
     with spark_session("local[2]", chunk_size=1000) as session:
         yield session

@@ -94,10 +94,10 @@ def test_clients_that_connect_while_the_registry_is_still_asked_are_taken_not_re
 def test_a_runs_uri_is_served_before_any_version_is_registered_and_labels_its_answers(tmp_path):
     import mlflow
 
-    from steps.config import TrainConfig
-    from steps.data import load_sklearn_iris
+    from steps.common.config import TrainConfig
+    from steps.tables.loading import load_sklearn_iris
     from steps.train import log_pyfunc_model
-    from steps.training import fit, split
+    from steps.training.fitting import fit, split
 
     config = TrainConfig()
     train, _ = split(load_sklearn_iris(), config)

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from iris_core.table.iris import IRIS
-from steps.batch_pandas import score_file
-from steps.batch_spark import score_with_spark
-from steps.errors import StepError
+from steps.batch.pandas_engine import score_file
+from steps.batch.spark_engine import score_with_spark
+from steps.common.errors import StepError
 from tests.helpers.batch_files import (
     IRIS_MODEL,
     assert_same_scores,
@@ -159,7 +159,7 @@ def test_spark_leaves_an_existing_output_alone_unless_told_to_overwrite(spark, r
 
 
 def test_spark_progress_follows_the_tasks_of_its_stages(spark, tmp_path, monkeypatch):
-    from steps import batch_spark
+    from steps.batch import spark_engine as batch_spark
 
     updates = []
 

@@ -3,9 +3,9 @@
 import pandas as pd
 import pytest
 
-from steps.batch_pandas import score_file
-from steps.batch_spark import score_with_spark
-from steps.versions import read_version
+from steps.batch.pandas_engine import score_file
+from steps.batch.spark_engine import score_with_spark
+from steps.registry.versions import read_version
 from tests.helpers.batch_files import read_any
 from tests.helpers.tables import WINE_LABEL, wine_frame
 
@@ -26,7 +26,7 @@ def wine_input(path, rename: dict | None = None) -> pd.DataFrame:
 def both_engines(spark, uri: str, source: str, output: str):
     import mlflow
 
-    from steps.batch_outputs import model_predict
+    from steps.batch.outputs import model_predict
 
     version = read_version(uri)
     model = mlflow.pyfunc.load_model(uri)

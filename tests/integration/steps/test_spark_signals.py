@@ -9,7 +9,7 @@ def test_a_stopped_spark_session_gives_ctrl_c_back_to_the_handler_that_was_there
     """SparkContext sets a SIGINT handler of its own; left behind, Ctrl-C after the job fails inside it."""
     import signal
 
-    from steps.batch_spark import spark_session
+    from steps.batch.spark_engine import spark_session
 
     def ours(signum, frame):
         raise KeyboardInterrupt

@@ -66,7 +66,7 @@ def test_the_cronjob_runs_the_cycle_hourly_never_two_at_once_and_never_retries_a
 def test_the_cronjob_command_is_a_valid_cycle_over_a_window_of_every_replicas_capture():
     from iris_core.capture import is_capture
     from steps.cycle import main
-    from steps.window import window_of
+    from steps.monitoring.window import window_of
 
     container = cycle_container()
     assert "volumeMounts" not in container and "volumes" not in cronjob()["spec"]["jobTemplate"]["spec"]["template"]
@@ -131,7 +131,7 @@ def test_the_pipeline_image_copies_every_package_the_steps_import_and_the_base_d
         for part in source.split():
             assert (REPO / part).exists(), part
     imports = set()
-    for module in (REPO / "steps").glob("*.py"):
+    for module in (REPO / "steps").rglob("*.py"):
         imports |= set(re.findall(r"^\s*(?:from|import) (\w+)", module.read_text(), re.MULTILINE))
     project_packages = {p.name for p in REPO.iterdir() if (p / "__init__.py").exists()}
     assert imports & project_packages <= copied, (imports & project_packages) - copied

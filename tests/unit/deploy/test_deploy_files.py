@@ -193,7 +193,7 @@ def interpolated(value: str, env: dict[str, str]) -> str:
 def test_compose_serving_captures_into_the_tracking_servers_artifact_store_where_the_cycle_reads_a_window():
     from iris_core.capture import is_capture
     from steps.cycle import main
-    from steps.window import window_of
+    from steps.monitoring.window import window_of
 
     services = compose()["services"]
     serving, cycle = services["serving"], services["cycle"]

@@ -8,7 +8,7 @@ import re
 
 import yaml
 
-from steps.config import GateThresholds, PerformanceThresholds
+from steps.common.config import GateThresholds, PerformanceThresholds
 from tests.helpers.deploy.promql import rules
 from tests.helpers.tracking import REPO
 

@@ -10,13 +10,13 @@ from iris_core.redaction import redact
 from iris_core.refs import ModelRef, parse_run_model_uri
 from iris_core.resolver import Resolved, alias_version, resolve
 from iris_core.tracking import HTTP_DEFAULTS, check_store, one_line
-from steps.errors import InvalidParameter, StepError
+from steps.common.errors import InvalidParameter, StepError
 from tests.helpers.support import free_port
 
 
 def test_the_model_file_returns_exactly_the_project_outputs_the_core_reads():
     from iris_core.table.models import PROJECT_OUTPUTS
-    from steps import iris_model  # MLflow copies this file into the model, so it keeps its own copy
+    from steps.training import iris_model  # MLflow copies this file into the model, so it keeps its own copy
 
     assert tuple(iris_model.OUTPUT_COLUMNS) == PROJECT_OUTPUTS
 

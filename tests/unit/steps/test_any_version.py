@@ -8,12 +8,12 @@ import pytest
 from click.testing import CliRunner
 
 from steps import evaluate, monitor
-from steps.batch_job import BatchJob
+from steps.batch.job import BatchJob
 from steps.batch_predict import run_job
-from steps.config import GateThresholds, TableSpec, TrainConfig
-from steps.errors import DataValidationError
+from steps.common.config import GateThresholds, TableSpec, TrainConfig
+from steps.common.errors import DataValidationError
 from steps.main import run_pipeline
-from steps.versions import answer_classes, read_version
+from steps.registry.versions import answer_classes, read_version
 from tests.helpers.tables import (
     CANCER_LABEL,
     SLASHED,

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from iris_core.contract import CYCLE_EXPERIMENT, HOLDOUT_SPLIT_ARTIFACT, RETRAIN_CLAIM_TAG, TRAINING_EXPERIMENT
 from iris_core.table.iris import IRIS
 from steps import cycle, retrain
-from steps.errors import GateFailed
+from steps.common.errors import GateFailed
 from tests.helpers.tracking import REPO
 from tests.helpers.traffic import new_cultivar, scored_by, write_labels, write_log
 

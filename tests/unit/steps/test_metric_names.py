@@ -2,7 +2,7 @@
 
 import pytest
 
-from steps.metric_names import MAX_KEY, file_names, metric_keys
+from steps.common.metric_names import MAX_KEY, file_names, metric_keys
 
 AWKWARD = [
     "od280/od315 of diluted wines",

@@ -2,7 +2,8 @@
 
 ``tests/unit/steps/batch/test_model_outputs.py`` registers a version with it, as MLflow copied it into
 those versions, to check that they keep scoring and give the same answers. What follows is
-that file's docstring and code, unchanged.
+that file's docstring and code, unchanged: a frozen copy of what ``steps/iris_model.py`` was
+(now ``steps/training/iris_model.py``), which must never import or follow the current one.
 
 The pyfunc model that MLflow logs, loads and serves (an MLflow "model from code").
 

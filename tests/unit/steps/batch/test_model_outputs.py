@@ -17,10 +17,10 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from iris_core.table.iris import IRIS
-from steps import iris_model
-from steps.batch_outputs import json_numbers, model_predict
-from steps.batch_pandas import score_file
+from steps.batch.outputs import json_numbers, model_predict
+from steps.batch.pandas_engine import score_file
 from steps.batch_predict import BatchJob, run_job
+from steps.training import iris_model
 from tests.helpers.batch_files import IRIS_MODEL, valid_features, write_csv, write_parquet
 
 FEATURES = IRIS.feature_names

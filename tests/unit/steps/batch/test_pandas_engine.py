@@ -5,9 +5,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from iris_core.table.iris import IRIS
-from steps.batch_pandas import score_file
+from steps.batch.pandas_engine import score_file
 from steps.batch_predict import BatchJob, run_job
-from steps.errors import StepError
+from steps.common.errors import StepError
 from tests.helpers.batch_files import BAD_CSV, IRIS_MODEL, MALFORMED_CSV, read_any, scored, write_csv, write_parquet
 
 CLASSES, FEATURES = IRIS.classes, IRIS.feature_names

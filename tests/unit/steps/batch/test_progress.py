@@ -4,11 +4,11 @@
 def test_progress_log_lines_come_every_ten_seconds_and_none_for_a_short_job(caplog):
     import logging
 
-    from steps.batch_progress import LogLines
+    from steps.batch.progress import LogLines
 
     now = [0.0]
     meter = LogLines("scoring", clock=lambda: now[0])
-    with caplog.at_level(logging.INFO, logger="steps.batch_progress"):
+    with caplog.at_level(logging.INFO, logger="steps.batch.progress"):
         for second in range(1, 26):
             now[0] = float(second)
             meter.update(second / 50, f"{second * 1000:,} rows")
@@ -22,7 +22,7 @@ def test_where_nobody_watches_progress_is_log_lines_and_at_a_terminal_a_bar():
     """What the job's stderr is decides: a file or a pipe gets the log lines above, a terminal the bar."""
     import io
 
-    from steps.batch_progress import Bar, LogLines, progress
+    from steps.batch.progress import Bar, LogLines, progress
 
     class Terminal(io.StringIO):
         def isatty(self) -> bool:

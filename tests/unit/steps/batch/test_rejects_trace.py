@@ -6,8 +6,8 @@ import re
 import pyarrow.parquet as pq
 import pytest
 
-from steps.batch_lines import LineNumbers, empty_lines_in
-from steps.batch_pandas import score_file
+from steps.batch.lines import LineNumbers, empty_lines_in
+from steps.batch.pandas_engine import score_file
 from tests.helpers.batch_files import IRIS_MODEL, read_any, write_lines_csv, write_parquet
 
 

@@ -10,9 +10,9 @@ from iris_core.table.contract import Feature, TableContract
 from iris_core.table.iris import IRIS
 from iris_core.table.models import PROJECT_OUTPUTS
 from iris_core.table.rules import Bounds
+from steps.batch.rows import check_chunk, check_input_columns, file_format
 from steps.batch_predict import BatchJob, default_rejects_path
-from steps.batch_rows import check_chunk, check_input_columns, file_format
-from steps.errors import InvalidParameter, StepError
+from steps.common.errors import InvalidParameter, StepError
 
 FEATURES = IRIS.feature_names
 

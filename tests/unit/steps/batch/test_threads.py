@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from steps.batch_threads import read_ahead, write_behind
+from steps.batch.threads import read_ahead, write_behind
 
 
 def test_items_read_ahead_come_in_order_and_at_most_depth_ahead():

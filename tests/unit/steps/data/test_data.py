@@ -9,8 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from iris_core.table.iris import IRIS
-from steps.data import MIN_ROWS, load_dataset, validate_frame
-from steps.errors import DataValidationError
+from steps.common.errors import DataValidationError
+from steps.tables.loading import MIN_ROWS, load_dataset, validate_frame
 from tests.helpers.tracking import REPO
 
 CLASSES, FEATURES, LABEL = IRIS.classes, IRIS.feature_names, IRIS.label

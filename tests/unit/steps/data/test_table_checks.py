@@ -9,10 +9,10 @@ import pytest
 from iris_core.table.contract import Feature, TableContract
 from iris_core.table.iris import IRIS
 from iris_core.table.rules import Bounds
-from steps.config import TableSpec
-from steps.data import load_dataset
-from steps.errors import DataValidationError, InvalidParameter
-from steps.table_checks import check_split, infer_contract
+from steps.common.config import TableSpec
+from steps.common.errors import DataValidationError, InvalidParameter
+from steps.tables.checks import check_split, infer_contract
+from steps.tables.loading import load_dataset
 from tests.helpers.tables import SLASHED, SPACED, WINE_LABEL, wine_frame, write_breast_cancer, write_wine
 from tests.helpers.tracking import REPO
 
@@ -72,8 +72,8 @@ def test_a_broken_table_is_refused_naming_the_check_and_never_falls_back(case, t
     path = write_wine(tmp_path / "wine.csv", transform)
     with pytest.raises(DataValidationError) as refused:
         data = load_dataset(wine_spec(path))
-        from steps.config import TrainConfig
-        from steps.training import split
+        from steps.common.config import TrainConfig
+        from steps.training.fitting import split
 
         split(data.frame, TrainConfig(), data.label)
     message = str(refused.value)

@@ -15,12 +15,12 @@ from iris_core.capture import HOUR_S, parse_partition
 from iris_core.contract import CYCLE_EXPERIMENT
 from iris_core.table.iris import IRIS
 from steps import cycle, monitor
-from steps.capture_reading import read_capture
-from steps.capture_source import CaptureSource
-from steps.errors import InvalidParameter
-from steps.labels import read_labels
+from steps.common.errors import InvalidParameter
 from steps.monitor import read_predictions
-from steps.window import WHOLE, Window
+from steps.monitoring.capture_reading import read_capture
+from steps.monitoring.capture_source import CaptureSource
+from steps.monitoring.labels import read_labels
+from steps.monitoring.window import WHOLE, Window
 from tests.helpers.traffic import CAPTURE_START, new_cultivar, scored_by, write_capture, write_labels, write_log
 from tests.unit.steps.test_cycle import holdout_of, runs
 

@@ -7,8 +7,8 @@ import pytest
 from iris_core.contract import DriftStatus
 from iris_core.records import read_log
 from iris_core.table.iris import IRIS
-from steps.config import DriftThresholds as Thresholds
-from steps.drift import assess, live_rows, psi
+from steps.common.config import DriftThresholds as Thresholds
+from steps.monitoring.drift import assess, live_rows, psi
 from tests.helpers.traffic import write_log
 
 FEATURES = IRIS.feature_names

@@ -5,8 +5,8 @@ import pytest
 
 from iris_core.contract import PerformanceStatus
 from iris_core.table.iris import IRIS
-from steps.config import PerformanceThresholds
-from steps.live_performance import assess_performance, estimated_accuracy, join, performance_lines
+from steps.common.config import PerformanceThresholds
+from steps.monitoring.live_performance import assess_performance, estimated_accuracy, join, performance_lines
 
 FEATURES = IRIS.feature_names
 
@@ -124,7 +124,7 @@ def test_accuracy_at_or_above_the_floor_is_no_drop_and_too_few_labels_give_no_ve
 def test_the_estimate_is_the_mean_confidence_and_the_report_calls_it_an_estimate():
     assert estimated_accuracy(pd.Series([0.9, 0.7])) == pytest.approx(0.8)
     assert estimated_accuracy(pd.Series([], dtype=float)) is None
-    from steps.live_performance import estimate_lines
+    from steps.monitoring.live_performance import estimate_lines
 
     [_, line] = estimate_lines(0.8, 2, 0.9667)
     assert line.startswith("Estimated accuracy (an estimate, not a measurement") and "0.9667" in line

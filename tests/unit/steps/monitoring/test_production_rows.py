@@ -2,8 +2,8 @@
 
 from iris_core.table.contract import Feature, TableContract
 from iris_core.table.rules import Bounds
-from steps.live_performance import join
-from steps.production_data import production_rows
+from steps.monitoring.live_performance import join
+from steps.monitoring.production_data import production_rows
 
 CONTRACT = TableContract(
     (Feature("od280/od315 of diluted wines", "double", Bounds(gt=0)), Feature("count", "long")),

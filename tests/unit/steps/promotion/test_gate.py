@@ -6,10 +6,10 @@ import pytest
 from iris_core.contract import GateVerdict
 from iris_core.errors import EXIT_REVIEW
 from iris_core.shadow_evidence import ShadowCounts
-from steps.config import GateThresholds
-from steps.errors import GateFailed, InvalidParameter
+from steps.common.config import GateThresholds
+from steps.common.errors import GateFailed, InvalidParameter
 from steps.evaluate import EvaluationResult, raise_unless_passed
-from steps.gate import GateDecision, PairedCounts, check_shadow, decide, paired_counts
+from steps.promotion.gate import GateDecision, PairedCounts, check_shadow, decide, paired_counts
 
 GOOD = {"accuracy": 0.96, "f1_score": 0.96}
 

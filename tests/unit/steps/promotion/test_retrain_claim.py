@@ -5,7 +5,7 @@ import threading
 from types import SimpleNamespace
 
 from iris_core.contract import RETRAIN_CLAIM_TAG
-from steps.retrain_claim import HOUR_MS, Claim, claim_retrain, in_cooldown, read_claim, record_version
+from steps.promotion.retrain_claim import HOUR_MS, Claim, claim_retrain, in_cooldown, read_claim, record_version
 
 
 class FakeRegistry:

@@ -6,10 +6,10 @@ import pytest
 
 from iris_core.table.contract import METADATA_KEY, TableContract
 from iris_core.table.iris import IRIS
-from steps.config import TrainConfig
+from steps.common.config import TrainConfig
+from steps.registry.versions import read_version
 from steps.train import CONTRACT_ARTIFACT
-from steps.training import fit, is_scaled, needs_scaling, readiness_row
-from steps.versions import read_version
+from steps.training.fitting import fit, is_scaled, needs_scaling, readiness_row
 from tests.helpers.tables import SLASHED, WINE_LABEL, wine_features, wine_frame
 
 

@@ -1,13 +1,13 @@
 """Reading the labels the proxy's feedback log holds, joined with the predictions they belong to.
 
-The I/O around ``steps.live_performance.join``: files that cannot be read end the step in
+The I/O around ``steps.monitoring.live_performance.join``: files that cannot be read end the step in
 one line, unreadable lines are skipped and counted with one warning. The predictions are
 read from the prediction log and every rotated file beside it (``PATH.N`` ... ``PATH.1``,
 ``PATH``), streamed once, since a label may come after its prediction was rotated away.
 A directory stands for every log of its kind beneath it: one per serving replica.
 
 What a step's ``--predictions`` and ``--feedback`` name is either such a log or a capture
-(``iris_core.capture``), which ``steps.capture_reading`` reads; ``predictions_path`` and
+(``iris_core.capture``), which ``steps.monitoring.capture_reading`` reads; ``predictions_path`` and
 ``feedback_path`` tell them apart and check what can be checked before a run starts.
 """
 
@@ -26,11 +26,21 @@ from iris_core.records import (
     parse_feedback_line,
     parse_line,
 )
-from steps.errors import InvalidParameter, StepError
-from steps.live_performance import LabeledRows, join
-from steps.window import WHOLE, Window
+from steps.common.errors import InvalidParameter, StepError
+from steps.monitoring.live_performance import LabeledRows, join
+from steps.monitoring.window import WHOLE, Window, window_of
 
 _logger = logging.getLogger(__name__)
+
+
+def locate(
+    predictions: str, feedback: str | None, since: str, until: str, hours: str
+) -> tuple[Window, Path | str, Path | str | None]:
+    """What a step's ``--predictions``, ``--feedback`` and window options name, each checked: the window, then
+    where the predictions and the labels are."""
+    window = window_of(since, until, hours)
+    predictions = predictions_path(predictions, window)
+    return window, predictions, feedback_path(feedback, predictions)
 
 
 def predictions_path(predictions: str, window: Window = WHOLE) -> Path | str:

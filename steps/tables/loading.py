@@ -2,7 +2,7 @@
 
 Which contract a table is checked against (``TableSpec``): a contract a person wrote
 (``--contract``), else the curated Iris contract when the label is Iris's and the model is
-``iris`` (the defaults), else one inferred from the table (``steps.table_checks``). A bad
+``iris`` (the defaults), else one inferred from the table (``steps.tables.checks``). A bad
 table must never crash the pipeline and never be trained on, so every check raises
 ``DataValidationError`` naming it. The Iris table falls back to scikit-learn's copy with the
 reason in the run's tags, unless ``strict`` makes that an error; any other table that is
@@ -19,9 +19,9 @@ import pandas as pd
 from iris_core.contract import DataSource, Tag
 from iris_core.table.contract import TableContract, load_contract
 from iris_core.table.iris import IRIS
-from steps.config import DEFAULT_LABEL, TableSpec
-from steps.errors import DataValidationError, InvalidParameter
-from steps.table_checks import MIN_ROWS, check_table, infer_contract, with_classes_of
+from steps.common.config import DEFAULT_LABEL, TableSpec
+from steps.common.errors import DataValidationError, InvalidParameter
+from steps.tables.checks import MIN_ROWS, check_table, infer_contract, with_classes_of
 
 _logger = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ import pandas as pd
 
 from iris_core.table.contract import TableContract
 from iris_core.table.models import answer_class, has_project_outputs, model_contract
-from steps.errors import StepError
+from steps.common.errors import StepError
 
 # The numpy type each MLflow column type is handed to a model as.
 DTYPES = {"double": "float64", "float": "float32", "long": "int64", "integer": "int32"}

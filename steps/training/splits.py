@@ -4,7 +4,7 @@ A version the pipeline trained carries its training and held-out splits as run a
 ``evaluate`` scores the held-out one and ``monitor`` compares live traffic with the
 training one. A version the pipeline did not train has neither, so both take a table a
 person names instead (``--data-path``, ``--label``), checked against the version's
-contract as training data is (``steps.table_checks.select_table``).
+contract as training data is (``steps.tables.checks.select_table``).
 """
 
 import io
@@ -12,9 +12,9 @@ import io
 import pandas as pd
 
 from iris_core.table.contract import TableContract
-from steps.data import read_csv
-from steps.errors import DataValidationError
-from steps.table_checks import select_table
+from steps.common.errors import DataValidationError
+from steps.tables.checks import select_table
+from steps.tables.loading import read_csv
 
 
 def read_split(text: str, label: str) -> pd.DataFrame:

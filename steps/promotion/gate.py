@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from iris_core.contract import GateVerdict
 from iris_core.shadow_evidence import ShadowCounts
-from steps.config import GateThresholds
+from steps.common.config import GateThresholds
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """The model's outputs as Arrow columns, the same whichever way the model handed them over.
 
-A model of this project (``steps/iris_model.py``) answers four columns per row
+A model of this project (``steps/training/iris_model.py``) answers four columns per row
 (``PROJECT_OUTPUTS``) and offers ``predict_columns``: its output as arrays, which become
 Arrow columns without a Python object per row. Versions registered before it existed give
 ``predict``'s DataFrame with a dict per row; it is converted as it always was. Both ways
@@ -54,7 +54,7 @@ def output_arrays(
 
 def plain_arrays(result) -> tuple[list[pa.Array], Counter]:
     """Any other model's answers: one ``prediction`` column of classes as text, and the count of each."""
-    from steps.versions import answer_classes
+    from steps.registry.versions import answer_classes
 
     predictions = pa.array(answer_classes(result), pa.string())
     counts = pc.value_counts(predictions.drop_null()).to_pylist()

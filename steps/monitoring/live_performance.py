@@ -27,8 +27,8 @@ import pandas as pd
 
 from iris_core.contract import PerformanceStatus
 from iris_core.table.contract import TableContract
-from steps.config import PerformanceThresholds
-from steps.metric_names import metric_keys
+from steps.common.config import PerformanceThresholds
+from steps.common.metric_names import metric_keys
 
 LABEL_COLUMN = "label"
 RECORD_COLUMNS = (

@@ -10,12 +10,26 @@ from dataclasses import dataclass
 
 from iris_core.refs import DEFAULT_MODEL_NAME
 from iris_core.table.iris import IRIS
-from steps.errors import InvalidParameter
+from steps.common.errors import InvalidParameter
 
 DEFAULT_DATA_PATH = "data/iris.csv"
 DEFAULT_LABEL = IRIS.label
 DEFAULT_STRICT = False  # a bad Iris CSV falls back to scikit-learn's copy unless --strict
 SOLVERS = ("lbfgs", "liblinear", "newton-cg", "newton-cholesky", "sag", "saga")
+
+
+def _require(ok: bool, name: str, what: str, value) -> None:
+    """The one wording of a refused setting: ``alpha must be between 0 and 1, got 2.0`` (exit 2)."""
+    if not ok:
+        raise InvalidParameter(f"{name} must be {what}, got {value}")
+
+
+def _non_negative(name: str, value: float) -> None:
+    _require(math.isfinite(value) and value >= 0, name, "a non-negative number", value)
+
+
+def _share(name: str, value: float) -> None:
+    _require(0 <= value <= 1, name, "between 0 and 1", value)
 
 
 @dataclass(frozen=True)
@@ -57,14 +71,11 @@ class TrainConfig:
     test_size: float = 0.2
 
     def validated(self) -> "TrainConfig":
-        if self.max_iter < 1:
-            raise InvalidParameter(f"max_iter must be a positive integer, got {self.max_iter}")
-        if not (math.isfinite(self.C) and self.C > 0):
-            raise InvalidParameter(f"C must be a positive number, got {self.C}")
+        _require(self.max_iter >= 1, "max_iter", "a positive integer", self.max_iter)
+        _require(math.isfinite(self.C) and self.C > 0, "C", "a positive number", self.C)
         if self.solver not in SOLVERS:
             raise InvalidParameter(f"solver must be one of {', '.join(SOLVERS)}, got {self.solver!r}")
-        if not 0 < self.test_size < 1:
-            raise InvalidParameter(f"test_size must be between 0 and 1, got {self.test_size}")
+        _require(0 < self.test_size < 1, "test_size", "between 0 and 1", self.test_size)
         return self
 
     def params(self) -> dict:
@@ -84,22 +95,17 @@ class GateThresholds:
     below_floor_alpha: float = 0.05
 
     def validated(self) -> "GateThresholds":
-        if not 0 <= self.min_accuracy < float("inf"):
-            raise InvalidParameter(f"min_accuracy must be a non-negative number, got {self.min_accuracy}")
-        if not 0 <= self.max_regression <= 1:
-            raise InvalidParameter(f"max_regression must be between 0 and 1, got {self.max_regression}")
-        if not 0 <= self.min_shadow_rows < 10**12:
-            raise InvalidParameter(f"min_shadow_rows must be a non-negative integer, got {self.min_shadow_rows}")
-        if not 0 <= self.min_shadow_agreement <= 1:
-            raise InvalidParameter(f"min_shadow_agreement must be between 0 and 1, got {self.min_shadow_agreement}")
-        if not 0 <= self.below_floor_alpha < 1:
-            raise InvalidParameter(f"below_floor_alpha must be at least 0 and below 1, got {self.below_floor_alpha}")
+        _non_negative("min_accuracy", self.min_accuracy)
+        _share("max_regression", self.max_regression)
+        _require(0 <= self.min_shadow_rows < 10**12, "min_shadow_rows", "a non-negative integer", self.min_shadow_rows)
+        _share("min_shadow_agreement", self.min_shadow_agreement)
+        _require(0 <= self.below_floor_alpha < 1, "below_floor_alpha", "at least 0 and below 1", self.below_floor_alpha)
         return self
 
 
 @dataclass(frozen=True)
 class DriftThresholds:
-    """When ``monitor`` calls live traffic drifted (see ``steps.drift``)."""
+    """When ``monitor`` calls live traffic drifted (see ``steps.monitoring.drift``)."""
 
     alpha: float = 0.01
     psi_threshold: float = 0.25
@@ -107,29 +113,24 @@ class DriftThresholds:
     min_rows: int = 30
 
     def validated(self) -> "DriftThresholds":
-        if not 0 < self.alpha < 1:
-            raise InvalidParameter(f"alpha must be between 0 and 1, got {self.alpha}")
-        if not (math.isfinite(self.psi_threshold) and self.psi_threshold >= 0):
-            raise InvalidParameter(f"psi_threshold must be a non-negative number, got {self.psi_threshold}")
-        if not 0 <= self.class_shift <= 1:
-            raise InvalidParameter(f"class_shift must be between 0 and 1, got {self.class_shift}")
-        if self.min_rows < 2:
-            raise InvalidParameter(f"min_rows must be at least 2, got {self.min_rows}")
+        _require(0 < self.alpha < 1, "alpha", "between 0 and 1", self.alpha)
+        _non_negative("psi_threshold", self.psi_threshold)
+        _share("class_shift", self.class_shift)
+        _require(self.min_rows >= 2, "min_rows", "at least 2", self.min_rows)
         return self
 
 
 @dataclass(frozen=True)
 class PerformanceThresholds:
-    """When ``monitor`` calls live accuracy, measured on labeled rows, a performance drop (see ``steps.live_performance``)."""
+    """When ``monitor`` calls live accuracy, measured on labeled rows, a performance drop
+    (see ``steps.monitoring.live_performance``)."""
 
     min_live_accuracy: float = 0.85
     min_labeled_rows: int = 50
 
     def validated(self) -> "PerformanceThresholds":
-        if not 0 <= self.min_live_accuracy <= 1:
-            raise InvalidParameter(f"min_live_accuracy must be between 0 and 1, got {self.min_live_accuracy}")
-        if self.min_labeled_rows < 1:
-            raise InvalidParameter(f"min_labeled_rows must be at least 1, got {self.min_labeled_rows}")
+        _share("min_live_accuracy", self.min_live_accuracy)
+        _require(self.min_labeled_rows >= 1, "min_labeled_rows", "at least 1", self.min_labeled_rows)
         return self
 
 
@@ -140,6 +141,5 @@ class CycleSettings:
     cooldown_hours: float = 24.0
 
     def validated(self) -> "CycleSettings":
-        if not (math.isfinite(self.cooldown_hours) and self.cooldown_hours >= 0):
-            raise InvalidParameter(f"cooldown_hours must be a non-negative number, got {self.cooldown_hours}")
+        _non_negative("cooldown_hours", self.cooldown_hours)
         return self

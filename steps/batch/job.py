@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
 from iris_core.refs import CHAMPION, DEFAULT_MODEL_NAME, alias_uri, is_registry_uri
-from steps.errors import InvalidParameter, StepError
+from steps.common.errors import InvalidParameter, StepError
 
 ENGINES = ("pandas", "spark")
 DEFAULT_CHUNK_SIZE = 100_000
@@ -38,7 +38,7 @@ class BatchJob:
     overwrite: bool = False
 
     def validated(self) -> "BatchJob":
-        from steps.registry import check_model_uri
+        from steps.registry.uris import check_model_uri
 
         if self.engine not in ENGINES:
             raise InvalidParameter(f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")

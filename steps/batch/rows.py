@@ -23,10 +23,10 @@ import pyarrow.compute as pc
 
 from iris_core.table.contract import TableContract
 from iris_core.table.rules import NOT_A_NUMBER_TEXT, NOT_FINITE, NUMBER, Rule, number_problem
-from steps.batch_job import INPUT_FILE, INPUT_LINE, INPUT_ROW
-from steps.batch_job import file_format as file_format  # where the row checks' callers have always found it
-from steps.errors import StepError
-from steps.value_rules import passes
+from steps.batch.job import INPUT_FILE, INPUT_LINE, INPUT_ROW
+from steps.batch.job import file_format as file_format  # where the row checks' callers have always found it
+from steps.common.errors import StepError
+from steps.tables.value_rules import passes
 
 REASON = "reject_reason"
 # Spark's name for a CSV line that does not split into the header's fields.

@@ -1,12 +1,12 @@
 """Classification metrics and the confusion-matrix plot, the same for training, the gate and live traffic.
 
 The classes are those of the version concerned (its contract's); per-class metric keys are
-built from class names, so they go through ``steps.metric_names``.
+built from class names, so they go through ``steps.common.metric_names``.
 """
 
 from collections.abc import Sequence
 
-from steps.metric_names import metric_keys
+from steps.common.metric_names import metric_keys
 
 
 def classification_metrics(y_true, y_pred, classes: Sequence[str]) -> dict[str, float]:

@@ -27,12 +27,12 @@ from pathlib import Path
 
 import iris_core
 from iris_core.table.contract import TableContract
-from steps.batch_job import INPUT_FILE, Tally, file_format, is_uri, position_column
-from steps.batch_outputs import output_columns
-from steps.batch_progress import progress
-from steps.batch_rows import CORRUPT_RECORD, REASON, check_chunk, check_input_columns
-from steps.errors import StepError
-from steps.versions import Version
+from steps.batch.job import INPUT_FILE, Tally, file_format, is_uri, position_column
+from steps.batch.outputs import output_columns
+from steps.batch.progress import progress
+from steps.batch.rows import CORRUPT_RECORD, REASON, check_chunk, check_input_columns
+from steps.common.errors import StepError
+from steps.registry.versions import Version
 
 _logger = logging.getLogger(__name__)
 
@@ -40,8 +40,8 @@ _VALUE = "_value_"  # prefix of the checked float64 features while the job runs
 _CHECK = "_check"
 _WHERE = "_where"  # the input line or row, while the job runs
 _FILE = "_file"
-# What the workers import: the row checks live in steps, the rules they apply in iris_core.
-SHIPPED_PACKAGES = (Path(__file__).resolve().parent, Path(iris_core.__file__).resolve().parent)
+# What the workers import: the row checks live in steps (steps.batch), the rules they apply in iris_core.
+SHIPPED_PACKAGES = (Path(__file__).resolve().parents[1], Path(iris_core.__file__).resolve().parent)  # steps, iris_core
 
 
 def _col(name: str):
@@ -299,7 +299,7 @@ def _answer_classes():
 
     @pandas_udf(StringType())
     def classes(answers: pd.Series) -> pd.Series:
-        from steps.versions import answer_classes
+        from steps.registry.versions import answer_classes
 
         return pd.Series(answer_classes(answers), dtype=object)
 

@@ -21,9 +21,9 @@ import pandas as pd
 
 from iris_core.table.contract import TableContract
 from iris_core.table.rules import Rule
-from steps.config import TrainConfig
-from steps.live_performance import LABEL_COLUMN, LabeledRows
-from steps.training import split
+from steps.common.config import TrainConfig
+from steps.monitoring.live_performance import LABEL_COLUMN, LabeledRows
+from steps.training.fitting import split
 
 ORIGIN = "origin"
 BASE, PRODUCTION = "base", "production"

@@ -2,7 +2,7 @@
 
 Metric keys and plot file names carry feature and class names, which may hold any
 character (``od280/od315 of diluted wines``), so they are made safe by
-``steps.metric_names``; the report names each feature as written.
+``steps.common.metric_names``; the report names each feature as written.
 """
 
 from collections.abc import Iterable
@@ -12,9 +12,9 @@ import pandas as pd
 
 from iris_core.contract import DriftStatus
 from iris_core.table.contract import TableContract
-from steps.config import DriftThresholds
-from steps.drift import DriftAssessment, FeatureDrift, LiveRows
-from steps.metric_names import file_names, metric_keys
+from steps.common.config import DriftThresholds
+from steps.common.metric_names import file_names, metric_keys
+from steps.monitoring.drift import DriftAssessment, FeatureDrift, LiveRows
 
 REPORT_ARTIFACT = "drift_report.md"
 PLOTS_DIR = "drift_plots"

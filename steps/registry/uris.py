@@ -3,7 +3,7 @@
 from iris_core.errors import NotFound
 from iris_core.refs import ModelRef, parse_model_uri
 from iris_core.resolver import Resolved, resolve
-from steps.errors import InvalidParameter, StepError
+from steps.common.errors import InvalidParameter, StepError
 
 
 def check_model_uri(model_uri: str) -> ModelRef:

@@ -25,7 +25,7 @@ import pandas as pd
 
 from iris_core.contract import DriftStatus
 from iris_core.table.contract import TableContract
-from steps.config import DriftThresholds
+from steps.common.config import DriftThresholds
 
 LIVE_COLUMNS = ("prediction", "confidence", "ts")  # what a live frame holds beside the features
 

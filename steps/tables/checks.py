@@ -13,7 +13,7 @@ are the classes "0" and "1").
   must be numeric (not booleans), without nulls and finite; at least ``MIN_ROWS`` rows and
   two classes. The inferred contract declares each feature ``double`` with no hard rule
   but finiteness, and the classes as scikit-learn orders them. The observed ranges and the
-  readiness row come after training (``steps.training``).
+  readiness row come after training (``steps.training.fitting``).
 
 The library question: pandera infers a schema from a frame and writes it as YAML, but the
 project already has its one declaration (``iris_core.table``) that serving compiles too;
@@ -28,8 +28,8 @@ import numpy as np
 import pandas as pd
 
 from iris_core.table.contract import CURATED, INFERRED, ContractError, Feature, TableContract, label_text
-from steps.errors import DataValidationError
-from steps.value_rules import passes
+from steps.common.errors import DataValidationError
+from steps.tables.value_rules import passes
 
 MIN_ROWS = 10
 

@@ -1,11 +1,11 @@
 """A capture read as the steps read the proxy's logs: the live rows of one version, and labels joined with predictions.
 
-The files are ``steps.capture_source``'s, the window ``steps.window``'s, the join
-``steps.live_performance``'s, so a capture and a JSON-lines log give the same verdicts
+The files are ``steps.monitoring.capture_source``'s, the window ``steps.monitoring.window``'s, the join
+``steps.monitoring.live_performance``'s, so a capture and a JSON-lines log give the same verdicts
 for the same traffic. One pass over the window's predictions does both jobs:
 
 - the rows of the checked version (and those that name no registry version, which count as
-  it, as in ``steps.drift.live_rows``) become the live frame, column by column, without a
+  it, as in ``steps.monitoring.drift.live_rows``) become the live frame, column by column, without a
   Python object per row; other versions' rows are only counted;
 - the labels come first (from the window's start up to now: they come late), each row's
   first label kept; only the predictions whose request a label names become records for
@@ -23,10 +23,10 @@ import pyarrow.compute as pc
 
 from iris_core.capture import FEEDBACK, PREDICTIONS
 from iris_core.records import timestamp
-from steps.capture_source import CaptureSource
-from steps.drift import LIVE_COLUMNS, LiveRows
-from steps.live_performance import LabeledRows, first_labels, join_first
-from steps.window import Window
+from steps.monitoring.capture_source import CaptureSource
+from steps.monitoring.drift import LIVE_COLUMNS, LiveRows
+from steps.monitoring.live_performance import LabeledRows, first_labels, join_first
+from steps.monitoring.window import Window
 
 PREDICTION_COLUMNS = ["ts", "request_id", "row", "model_version", "features", "prediction", "confidence"]
 FEEDBACK_COLUMNS = ["ts", "request_id", "row", "label"]

@@ -26,8 +26,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from iris_core.capture import KINDS, Partition, escape, is_capture_file, local_directory, parse_partition
-from steps.errors import InvalidParameter, StepError
-from steps.window import Window
+from steps.common.errors import InvalidParameter, StepError
+from steps.monitoring.window import Window
 
 _logger = logging.getLogger(__name__)
 

@@ -5,10 +5,10 @@ the wrong number of fields becomes a reject instead of a parse error, and
 ``ParquetFile.iter_batches`` for Parquet) and writes each scored chunk at once, so memory
 holds a few chunks (one read ahead, one being scored, two being written) however large the
 file. Checks, scoring and the outputs work on whole
-columns (``steps.batch_rows``, ``steps.batch_outputs``); the model gets one BLAS thread,
+columns (``steps.batch.rows``, ``steps.batch.outputs``); the model gets one BLAS thread,
 which is faster for its small matrices than a pool that fights the rest for the cores.
 A thread reads the next chunk and another writes the last one while this one is checked
-and scored (``steps.batch_threads``); Arrow works outside the GIL, so they overlap on two
+and scored (``steps.batch.threads``); Arrow works outside the GIL, so they overlap on two
 cores. Rejects carry their line (CSV) or row (Parquet) in the input and come in input order,
 malformed lines among them. Outputs are written next to their final path and renamed into
 place only when the whole file is done.
@@ -29,14 +29,14 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from threadpoolctl import threadpool_limits
 
-from steps.batch_job import Tally, file_format, position_column
-from steps.batch_lines import LineNumbers, LineScanner
-from steps.batch_outputs import Predict, output_arrays, output_columns, plain_arrays, scores_struct
-from steps.batch_progress import progress
-from steps.batch_rows import REASON, check_batch, check_input_columns, malformed_reason
-from steps.batch_threads import read_ahead, write_behind
-from steps.errors import StepError
-from steps.versions import Version, model_input
+from steps.batch.job import Tally, file_format, position_column
+from steps.batch.lines import LineNumbers, LineScanner
+from steps.batch.outputs import Predict, output_arrays, output_columns, plain_arrays, scores_struct
+from steps.batch.progress import progress
+from steps.batch.rows import REASON, check_batch, check_input_columns, malformed_reason
+from steps.batch.threads import read_ahead, write_behind
+from steps.common.errors import StepError
+from steps.registry.versions import Version, model_input
 
 _logger = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from iris_core.capture import HOUR_S
-from steps.errors import InvalidParameter
+from steps.common.errors import InvalidParameter
 
 TIME_FORM = "ISO 8601 such as 2026-12-06T21:00 (UTC unless an offset is given)"
 

@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 
 from iris_core.table.contract import Readiness, TableContract
-from steps.config import DEFAULT_LABEL, TrainConfig
-from steps.errors import DataValidationError
-from steps.table_checks import check_split
+from steps.common.config import DEFAULT_LABEL, TrainConfig
+from steps.common.errors import DataValidationError
+from steps.tables.checks import check_split
 
 # Scale when the features' standard deviations differ by more than this factor.
 SCALE_RATIO = 10.0
