@@ -88,10 +88,10 @@ def recorder_costs(workdir: Path, calls: int = 20_000) -> dict:
     import time
 
     from serving.app import Outcome
-    from serving.metrics import ProxyMetrics
-    from serving.model_facts import standing_in
-    from serving.monitoring import recorder
-    from serving.prediction_log import PredictionLogWriter
+    from serving.observability.metrics import ProxyMetrics
+    from serving.observability.monitoring import recorder
+    from serving.observability.prediction_log import PredictionLogWriter
+    from serving.registry.model_facts import standing_in
 
     outcome = Outcome(
         "/invocations",

@@ -11,10 +11,10 @@ import threading
 import pytest
 
 from iris_core.records import encode, make_feedback_record, read_feedback_log, read_log
-from serving import log_writer
-from serving.feedback_log import FeedbackLogWriter
-from serving.log_writer import DEFAULT_QUEUE_ROWS, DROPPED_QUEUE_FULL, DROPPED_WRITE_ERROR
-from serving.prediction_log import PredictionLogWriter
+from serving.feedback.log import FeedbackLogWriter
+from serving.files import log_writer
+from serving.files.log_writer import DEFAULT_QUEUE_ROWS, DROPPED_QUEUE_FULL, DROPPED_WRITE_ERROR
+from serving.observability.prediction_log import PredictionLogWriter
 from tests.monitoring.test_prediction_log import ROW, Tally, submit
 from tests.support import small_tmpfs, wait_until
 

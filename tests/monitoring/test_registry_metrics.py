@@ -9,8 +9,8 @@ import asyncio
 from types import SimpleNamespace
 
 from serving.config import ServingConfig
-from serving.metrics import ProxyMetrics
-from serving.router import Router
+from serving.observability.metrics import ProxyMetrics
+from serving.rollout.router import Router
 from tests.monitoring.test_metrics import samples
 from tests.serving.fakes import settle
 from tests.serving.test_router import run  # a router following @champion (version 1, up), polled by hand

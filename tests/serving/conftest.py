@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from serving.upstream import serve_command
+from serving.upstreams.servers import serve_command
 from tests.conftest import BIN, clean_env, sqlite_uri
 from tests.support import free_port, http_ok, start_logged, stop_process, wait_until
 

@@ -16,7 +16,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from iris_core.resolver import Resolved
 from serving.app import create_app
 from serving.config import ServingConfig
-from serving.router import RolloutState, Router
+from serving.rollout.router import Router
+from serving.rollout.state import RolloutState
 from tests.iris import CLASSES, FEATURES
 from tests.serving.fakes import FakeLookup, FakeServer, FakeServers, settle
 from tests.serving.test_open_inference import feature_inputs

@@ -14,7 +14,7 @@ import pytest
 from tritonclient.grpc import aio as triton
 from tritonclient.utils import InferenceServerException
 
-from serving.grpc import messages
+from serving.protocols.grpc import messages
 from tests.iris import FEATURES
 from tests.serving.test_gateway import TOKEN, WINE_FEATURES, serve
 from tests.support import free_port

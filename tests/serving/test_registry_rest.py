@@ -27,8 +27,9 @@ from iris_core.errors import NotFound, RegistryUnavailable
 from iris_core.refs import ModelRef, parse_model_uri
 from iris_core.resolver import Resolved, get_model
 from serving.config import parse_model_uri as parse_any_uri
-from serving.registry import HelperRegistryLookup, document_with_mlflow, open_lookup
-from serving.registry_rest import Connection, RestRegistryClient, RestRegistryLookup
+from serving.registry.base import document_with_mlflow
+from serving.registry.lookup import HelperRegistryLookup, open_lookup
+from serving.registry.rest import Connection, RestRegistryClient, RestRegistryLookup
 from tests.conftest import _LEAKY_ENV, BIN, REPO, clean_env
 from tests.serving.conftest import ROW, START_TIMEOUT
 from tests.support import free_port, http_ok, mlflow_server, start_logged, stop_process, wait_until
@@ -223,7 +224,7 @@ def test_every_operation_runs_without_importing_mlflow(server, model, tmp_path):
     script = f"""
 import asyncio, multiprocessing, sys
 from iris_core.refs import parse_model_uri
-from serving.registry import open_lookup
+from serving.registry.lookup import open_lookup
 
 lookup = open_lookup(parse_model_uri("models:/{model}@champion"))
 assert lookup.resolve().version == "2"

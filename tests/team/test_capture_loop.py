@@ -18,7 +18,7 @@ import requests
 
 from iris_core.contract import HOLDOUT_SPLIT_ARTIFACT, CycleDecision, Tag
 from iris_core.table.iris import IRIS
-from serving.upstream import serve_command, upstream_env
+from serving.upstreams.servers import serve_command, upstream_env
 from tests.conftest import REPO
 from tests.monitoring.traffic import new_cultivar
 from tests.support import free_port, http_ok, stop_process, wait_until
