@@ -72,7 +72,7 @@ CONNECTIONS = web.AppKey("connections", Connections)  # the API listener's (serv
 
 
 @dataclass(slots=True)
-class Outcome:
+class ScoredRequest:
     """What happened to one scoring request; rows and predictions are None when it was refused.
 
     Not frozen: a frozen dataclass costs ~4 µs more to build, on every request.
@@ -113,7 +113,7 @@ class Proxy:
         self.default = next(iter(self.services.values()))  # what the routes without a model name answer for
         self.router = self.default.router
         self.session: aiohttp.ClientSession | None = None
-        self.recorders: list[Callable[[Outcome], None]] = [self._observe]  # copies for shadow and canary
+        self.recorders: list[Callable[[ScoredRequest], None]] = [self._observe]  # copies for shadow and canary
         self.feedback = None  # a serving.feedback.service.FeedbackService with --feedback-log
         self.prediction_log = None  # its serving.observability.prediction_log.PredictionLogWriter with --prediction-log
         self.capture = None  # a serving.capture.recorder.Capture with --capture-uri
@@ -174,14 +174,14 @@ class Proxy:
         self.finish(outcome, status, started)
         return response
 
-    def outcome(self, endpoint: str, supplied_id: str | None) -> Outcome:
+    def outcome(self, endpoint: str, supplied_id: str | None) -> ScoredRequest:
         """A request's outcome before anything is known of it: the client's request id when it is one, else ours."""
         request_id = supplied_id if supplied_id and REQUEST_ID.fullmatch(supplied_id) else os.urandom(8).hex()
         live = self.default.router.live
         version = live.version if live is not None else "none"
-        return Outcome(endpoint, 500, 0.0, None, None, version, request_id, model=self.default.name)
+        return ScoredRequest(endpoint, 500, 0.0, None, None, version, request_id, model=self.default.name)
 
-    async def run(self, outcome: Outcome, service: ModelService, upstream, parse, deadline: float):
+    async def run(self, outcome: ScoredRequest, service: ModelService, upstream, parse, deadline: float):
         """Route, check and score one request's rows, whatever its protocol; fills ``outcome`` as it goes.
 
         ``upstream`` is the version the client named (None: the router chooses, the canary
@@ -280,7 +280,7 @@ class Proxy:
                 headers={"WWW-Authenticate": "Bearer"},
             )
 
-    def finish(self, outcome: Outcome, status: int, started: float) -> None:
+    def finish(self, outcome: ScoredRequest, status: int, started: float) -> None:
         """Every scoring request ends here, answered or refused: metrics and the prediction log hook in."""
         outcome.status = status
         outcome.latency_s = time.perf_counter() - started
@@ -292,7 +292,7 @@ class Proxy:
             except Exception:
                 _logger.exception("recorder %r failed", recorder)
 
-    def _observe(self, outcome: Outcome) -> None:
+    def _observe(self, outcome: ScoredRequest) -> None:
         """The model's router sees its own requests' outcomes (the canary's and the shadow's copies start there)."""
         service = self.services.get(outcome.model)
         if service is not None:

@@ -16,7 +16,7 @@ import pytest
 
 from iris_core.contract import RolloutOutcome, Tag
 from iris_core.resolver import Resolved
-from serving.app import Outcome
+from serving.app import ScoredRequest
 from serving.config import ServingConfig
 from serving.rollout.analysis import MIN_CALLS_FOR_P99
 from serving.rollout.router import Router
@@ -76,7 +76,7 @@ async def traffic(router: Router, requests: int) -> list[tuple[int, str]]:
             status = 200
         except UpstreamError as exc:
             predictions, status = None, exc.status
-        router.observe(Outcome("/predict", status, 0.001, [row], predictions, upstream.version, "id"))
+        router.observe(ScoredRequest("/predict", status, 0.001, [row], predictions, upstream.version, "id"))
         seen.append((status, upstream.version))
     await settle()
     return seen
