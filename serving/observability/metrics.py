@@ -37,7 +37,7 @@ registered model's name), so one proxy serving several models is read model by m
   ``unreachable``, ``alias_missing``, ``not_used``), 0 for the others;
 - ``proxy_model_monitor_status{version,tag,status}`` (value 1): the monitor's verdicts on the served
   version, as its ``drift_status`` and ``performance_status`` tags hold them, read while the proxy
-  follows an alias (``serving.rollout.router``); none before the monitor has tagged it;
+  follows an alias (``serving.rollout.following``); none before the monitor has tagged it;
 - with ``--shadow``: ``proxy_shadow_rows_total{live_class,shadow_class}`` (rows both scored, by
   class pair), ``proxy_shadow_errors_total`` and ``proxy_shadow_dropped_total`` (rows the
   shadowed version failed to score, or that a full queue dropped), ``proxy_shadow_agreement``

@@ -1,8 +1,8 @@
-"""The registry, as the proxy asks and writes it: where aliases point, what a version is, version tags, alias moves.
+"""Which registry the proxy asks, and MLflow's own client in a helper process for the stores only it reads.
 
 The proxy asks the same few things whatever the store, so the operations are written
-once, below, over any ``iris_core.registry_client.RegistryClient``, and run where that
-store's client lives:
+once (``serving.registry.base``), over any ``iris_core.registry_client.RegistryClient``,
+and run where that store's client lives:
 
 - an http(s) tracking server: ``serving.registry.rest`` speaks MLflow's REST API over
   aiohttp, in the proxy's own process, which then never imports MLflow;
@@ -11,10 +11,10 @@ store's client lives:
   MLflow costs ~200 MB and hundreds of thousands of objects that every garbage collection
   would then walk; the proxy's hot path wants neither, and only ever sees small tuples.
 
-The proxy writes to the registry only through ``RegistryWriter``'s two calls (the shadow
-evidence and rollout outcomes as version tags, and the automatic rollback's
-compare-and-set alias move, ``iris_core.alias_history.move_alias_if``, the same logic and
-the same history records whichever client runs it).
+The proxy writes to the registry only through the two calls of ``RegistryWriter``
+(``serving.registry.base``): the shadow evidence and rollout outcomes as version tags, and
+the automatic rollback's compare-and-set alias move, ``iris_core.alias_history.move_alias_if``, the same logic and
+the same history records whichever client runs it.
 
 The helper asks the kernel to kill it when the proxy dies (``PR_SET_PDEATHSIG``), even by
 SIGKILL, so it never outlives the proxy with the store open; multiprocessing's resource

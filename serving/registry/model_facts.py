@@ -1,6 +1,6 @@
 """What the proxy knows of one model version before it serves it: its contract, its outputs, its readiness check.
 
-Everything comes from the registry alone (``serving.registry.lookup`` reads the version's
+Everything comes from the registry alone (``serving.registry.base`` reads the version's
 ``MLmodel`` file and input example, wherever the store is): the table contract its
 training logged, or the one its signature implies (``iris_core.table.models``); the
 outputs its signature declares, for the Open Inference Protocol; and how to tell that a
@@ -67,7 +67,7 @@ class ModelFacts:
 
     @classmethod
     def of(cls, document: dict) -> "ModelFacts":
-        """From what the registry holds: ``{"signature", "metadata", "example"}`` (``serving.registry.lookup``).
+        """From what the registry holds: ``{"signature", "metadata", "example"}`` (``serving.registry.base``).
 
         ``ContractError`` says why a version cannot be served.
         """

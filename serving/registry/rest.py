@@ -1,6 +1,6 @@
 """The registry of an http(s) tracking server, asked over MLflow's REST API without importing MLflow.
 
-``RestRegistryLookup`` runs the operations of ``serving.registry.lookup`` (the resolver, the
+``RestRegistryLookup`` runs the operations of ``serving.registry.base`` (the resolver, the
 version tags, the alias history's compare-and-set move: the core's logic, written once)
 in a worker thread over ``RestRegistryClient``, a ``RegistryClient`` whose every call is
 one request made on the proxy's event loop with aiohttp, under a deadline. The proxy's
@@ -214,7 +214,7 @@ class RestRegistryClient:
         return files
 
     def model_document(self, name: str, version: str) -> dict:
-        """What the version's MLmodel file says of it: ``signature``, ``metadata``, ``example`` (``serving.registry.lookup``)."""
+        """What the version's MLmodel file says of it: ``signature``, ``metadata``, ``example`` (``serving.registry.base``)."""
         answer = self._call("GET", "model-versions/get-download-uri", params={"name": name, "version": str(version)})
         with _reading("model-versions/get-download-uri"):
             location = answer["artifact_uri"]
