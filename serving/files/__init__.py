@@ -1,1 +1,2 @@
-"""Files the proxy writes that hold requests' data: private to their owner, rotated, written off the event loop."""
+"""Files the proxy writes that hold requests' data: private to their owner (``private``), rotated and written off
+the event loop (``log_writer``), their queue shown at ``/metrics`` (``queue_metrics``)."""
