@@ -77,7 +77,7 @@ SETUPS = {
         "serving.cli.main(sys.argv[1:])"
     ),
     "on, without the answer memory": (
-        "import sys, serving.feedback_service as f, serving.cli; f.FeedbackService.remember = lambda self, o: None; "
+        "import sys, serving.feedback.service as f, serving.cli; f.FeedbackService.remember = lambda self, o: None; "
         "serving.cli.main(sys.argv[1:])"
     ),
 }
@@ -214,10 +214,10 @@ def writer_costs(workdir: Path, calls: int = 20_000) -> dict:
 def writer_cost(workdir: Path, calls: int) -> dict:
     import tempfile as scratch
 
-    from serving.answers import AnswerMemory
     from serving.capture.spool import Spool
     from serving.capture.writer import CaptureWriter
-    from serving.model_facts import standing_in
+    from serving.feedback.answers import AnswerMemory
+    from serving.registry.model_facts import standing_in
 
     answer = {"prediction": "setosa", "prediction_index": 0, "confidence": 0.97}
     costs = {}

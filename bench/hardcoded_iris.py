@@ -11,7 +11,7 @@ options of ``python -m serving``.
 
 from iris_core.table.iris import IRIS, MAX_VALUE
 from serving.errors import MAX_DETAILS
-from serving.rows import RowReader, finish, format_error
+from serving.protocols.rows import RowReader, finish, format_error
 
 FEATURES = IRIS.feature_names
 

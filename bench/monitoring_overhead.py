@@ -87,13 +87,13 @@ def recorder_costs(workdir: Path, calls: int = 20_000) -> dict:
     """CPU per single-row request of the per-request hook, in process: the part that runs on the event loop."""
     import time
 
-    from serving.app import Outcome
-    from serving.metrics import ProxyMetrics
-    from serving.model_facts import standing_in
-    from serving.monitoring import recorder
-    from serving.prediction_log import PredictionLogWriter
+    from serving.app import ScoredRequest
+    from serving.observability.metrics import ProxyMetrics
+    from serving.observability.monitoring import recorder
+    from serving.observability.prediction_log import PredictionLogWriter
+    from serving.registry.model_facts import standing_in
 
-    outcome = Outcome(
+    outcome = ScoredRequest(
         "/invocations",
         200,
         0.0021,

@@ -78,7 +78,7 @@ def prepared_store(workdir: Path) -> tuple[dict, dict]:
 
 def bare_start_up(workdir: Path, env: dict, model_uri: str) -> float:
     """Seconds from launching a bare `mlflow models serve` of the model to its first /ping, on this machine now."""
-    from serving.upstream import serve_command
+    from serving.upstreams.servers import serve_command
 
     port = free_port()
     started = time.monotonic()

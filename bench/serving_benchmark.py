@@ -17,7 +17,7 @@ nothing.
 
 Bare `mlflow models serve` runs as MLflow ships it. The proxy's upstreams run with the
 environment the proxy gives an `mlflow models serve` it starts itself
-(``serving.upstream.upstream_env``); the row "mlflow models serve, proxy's env" shows what
+(``serving.upstreams.servers.upstream_env``); the row "mlflow models serve, proxy's env" shows what
 that environment alone is worth, so the table separates it from batching. Run from the
 repository root:
 
@@ -210,7 +210,7 @@ def grpc_body(row: list[float]) -> str:
     import base64
     import struct
 
-    from serving.grpc import messages
+    from serving.protocols.grpc import messages
 
     request = messages.ModelInferRequest(model_name="iris")
     for name, value in zip(FEATURES, row):
@@ -298,14 +298,14 @@ def server(command: list, env: dict, workdir: Path, name: str, probe_url: str, p
 
 
 def mlflow_serve(port: int, model_uri: str = CHAMPION_URI) -> list:
-    from serving.upstream import serve_command
+    from serving.upstreams.servers import serve_command
 
     return serve_command(model_uri, port)
 
 
 def upstream_env(env: dict) -> dict:
     """``env`` with what the proxy sets when it starts `mlflow models serve` itself."""
-    from serving.upstream import upstream_env as proxy_upstream_env
+    from serving.upstreams.servers import upstream_env as proxy_upstream_env
 
     proxy_env = proxy_upstream_env()
     return {**env, **{name: value for name, value in proxy_env.items() if os.environ.get(name) != value}}
@@ -542,8 +542,8 @@ def validation_cost(repeats: int = 5, number: int = 20_000) -> dict[str, float]:
 
     from bench.hardcoded_iris import frozen
     from iris_core.table.contract import Feature, TableContract
-    from serving.rows import Limits, RowReader
-    from serving.validation import parse_invocation
+    from serving.protocols.rows import Limits, RowReader
+    from serving.protocols.scoring import parse_invocation
 
     wide = TableContract(tuple(Feature(f"feature {i}") for i in range(30)))
     cases = {

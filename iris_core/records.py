@@ -20,7 +20,7 @@ A feedback record, one per label a client sent back for a scored row (``POST /fe
 ``request_id`` and ``row`` name the prediction record the label belongs to; ``label`` is
 the true class, as text (the steps check it against the classes of the version that
 answered). The proxy's writers (thread, queue and file rotation:
-``serving.log_writer``) encode with ``encode``; the steps read files back with
+``serving.files.log_writer``) encode with ``encode``; the steps read files back with
 ``read_log`` and ``read_feedback_log``, which skip and count lines that are not records
 instead of failing on them. A log rotates to ``PATH.1`` ... ``PATH.N``
 (``rotated_files`` lists them), so a label that arrives days late may belong to a

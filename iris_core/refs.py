@@ -128,3 +128,8 @@ def parse_run_model_uri(uri: str) -> RunModelRef:
     if not match or any(part in (".", "..") for part in match["path"].split("/")):
         raise ValueError(f"model URI must look like {RUN_MODEL_URI_FORM}, got {uri!r}")
     return RunModelRef(match["run_id"], match["path"])
+
+
+def parse_registry_or_run_uri(uri: str) -> ModelRef | RunModelRef:
+    """A registry reference, or a run's logged model (``runs:/``, served as is before it is registered)."""
+    return parse_run_model_uri(uri) if uri.strip().startswith("runs:/") else parse_model_uri(uri)

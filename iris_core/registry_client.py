@@ -3,7 +3,7 @@
 The resolver (``iris_core.resolver``) and the alias history (``iris_core.alias_history``)
 call only the methods below, so their logic, written once, runs over MLflow's own client
 in the tools and the steps, and over a tracking server's REST API in the serving proxy,
-which then never imports MLflow (``serving.registry_rest``). A client that is not MLflow's
+which then never imports MLflow (``serving.registry.rest``). A client that is not MLflow's
 reports an error answer of the registry as ``RegistryApiError`` carrying MLflow's error
 code, and the resolver reads that code exactly as it reads an ``MlflowException``'s.
 """

@@ -4,7 +4,7 @@ Endpoints:
 
 - ``POST /invocations``: MLflow's scoring protocol as MLflow 3.17 reads it (JSON
   ``dataframe_split``, ``dataframe_records``, ``instances``, ``inputs``, ``text/csv`` or
-  Parquet; ``serving.validation``), validated here and forwarded to the live upstream;
+  Parquet; ``serving.protocols.scoring``), validated here and forwarded to the live upstream;
   answers ``{"predictions": [...]}``.
 - ``POST /predict``: one object with the four features; answers one prediction object.
 - ``GET /health``: healthy (200) or degraded (503), the live version and readiness; with the
@@ -12,7 +12,7 @@ Endpoints:
 - ``GET /ready``: 200 only when the live upstream answers the canary row correctly.
 - ``GET /ping``: 200 while the proxy runs. ``GET /version``: MLflow's version, as MLflow answers it.
 - ``/v2/...``: the Open Inference Protocol (KServe V2): health, metadata from the model's
-  signature, and infer, versioned or not (``serving.open_inference``).
+  signature, and infer, versioned or not (``serving.protocols.open_inference``).
 
 Scoring answers carry ``X-Model-Version`` and ``X-Request-Id``; errors are JSON
 ``{"error_code", "message", "details"}`` (under ``/v2``, the protocol's ``{"error"}``).

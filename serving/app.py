@@ -13,18 +13,18 @@ to ``/invocations`` and ``/predict`` carries ``X-Model-Version`` and ``X-Request
 every error is a short JSON body ``{"error_code", "message", "details"}``. Paths the
 upstream exposes and we do not (``/docs``, ``/openapi.json``...) are simply not routes.
 What the server does about connections, slow or malformed requests and ``Expect`` is in
-``serving.http_server``; a body must arrive within ``--body-timeout`` of its headers, and
+``serving.http.server``; a body must arrive within ``--body-timeout`` of its headers, and
 the answer comes within ``--timeout`` of the body. A client that goes away before its
 answer is counted apart (``client_disconnects``), not as a request that failed.
 
 ``POST /webhooks/mlflow`` (with ``--webhook-secret``) takes MLflow's registry webhooks, signed
-instead of behind the token: ``serving.webhooks``.
+instead of behind the token: ``serving.registry.webhooks``.
 
 ``/health`` is in two parts: what a probe needs (``status``, the live ``version``,
 ``ready``; with several models, each model's under ``models``) for anyone, and the details
 (model servers, pids, sockets, paths, errors) only with the token when ``--api-token`` is
 set. ``Proxy.run`` is the part of a scoring request every protocol shares (route, check,
-forward); the gRPC service (``serving.grpc.service``) calls it too.
+forward); the gRPC service (``serving.protocols.grpc.service``) calls it too.
 """
 
 import asyncio
@@ -43,17 +43,17 @@ import orjson
 from aiohttp import web
 
 from iris_core.records import REQUEST_ID
-from serving.batching import BatchingForwarder
 from serving.errors import HttpError, log_failure
-from serving.feedback_service import feedback_off
-from serving.forwarding import DirectForwarder, Scored, target_of, unavailable
-from serving.grpc.server import install as install_grpc
-from serving.http_server import Connections, ServerLimits
-from serving.monitoring import install as install_monitoring
-from serving.open_inference_routes import install as install_open_inference
-from serving.upstream import UpstreamStartError
-from serving.validation import Invocation, ValidationError, parse_invocation, predict_row
-from serving.webhooks import install as install_webhooks
+from serving.feedback.service import feedback_off
+from serving.http.server import Connections, ServerLimits
+from serving.observability.monitoring import install as install_monitoring
+from serving.protocols.grpc.server import install as install_grpc
+from serving.protocols.open_inference_routes import install as install_open_inference
+from serving.protocols.scoring import Invocation, ValidationError, parse_invocation, predict_row
+from serving.registry.webhooks import install as install_webhooks
+from serving.upstreams.batching import BatchingForwarder
+from serving.upstreams.forwarding import DirectForwarder, Scored, target_of, unavailable
+from serving.upstreams.servers import UpstreamStartError
 
 _logger = logging.getLogger(__name__)
 
@@ -65,14 +65,14 @@ _ROUTES = {
     "/ready": "GET",
     "/ping": "GET",
     "/version": "GET",
-    "/v2": "GET",  # the Open Inference Protocol (serving.open_inference_routes)
+    "/v2": "GET",  # the Open Inference Protocol (serving.protocols.open_inference_routes)
 }
 _MLFLOW_VERSION = importlib.metadata.version("mlflow").encode()
-CONNECTIONS = web.AppKey("connections", Connections)  # the API listener's (serving.http_server)
+CONNECTIONS = web.AppKey("connections", Connections)  # the API listener's (serving.http.server)
 
 
 @dataclass(slots=True)
-class Outcome:
+class ScoredRequest:
     """What happened to one scoring request; rows and predictions are None when it was refused.
 
     Not frozen: a frozen dataclass costs ~4 µs more to build, on every request.
@@ -85,8 +85,8 @@ class Outcome:
     predictions: list | None
     version: str | None
     request_id: str
-    ignored: frozenset = frozenset()  # what the request carried that the model does not use (serving.validation)
-    facts: object = None  # the answering version's serving.model_facts.ModelFacts, when it answered
+    ignored: frozenset = frozenset()  # what the request carried that the model does not use (serving.protocols.scoring)
+    facts: object = None  # the answering version's serving.registry.model_facts.ModelFacts, when it answered
     pinned: bool = False  # the client named the version (a versioned V2 infer): never a canary statistic
     model: str = ""  # the served model's name
 
@@ -95,7 +95,7 @@ class Outcome:
 class ModelService:
     """One served model: the router that holds its versions, and the forwarder its requests share."""
 
-    router: object  # a serving.router.Router
+    router: object  # a serving.rollout.router.Router
     forwarder: object = None  # set at start-up
     name: str = field(init=False)
 
@@ -113,9 +113,9 @@ class Proxy:
         self.default = next(iter(self.services.values()))  # what the routes without a model name answer for
         self.router = self.default.router
         self.session: aiohttp.ClientSession | None = None
-        self.recorders: list[Callable[[Outcome], None]] = [self._observe]  # copies for shadow and canary
-        self.feedback = None  # a serving.feedback_service.FeedbackService with --feedback-log
-        self.prediction_log = None  # its serving.prediction_log.PredictionLogWriter with --prediction-log
+        self.recorders: list[Callable[[ScoredRequest], None]] = [self._observe]  # copies for shadow and canary
+        self.feedback = None  # a serving.feedback.service.FeedbackService with --feedback-log
+        self.prediction_log = None  # its serving.observability.prediction_log.PredictionLogWriter with --prediction-log
         self.capture = None  # a serving.capture.recorder.Capture with --capture-uri
         self.in_flight = 0  # scoring requests being answered, read by /metrics
         self.client_disconnects: dict[str, int] = collections.defaultdict(int)  # by endpoint, read by /metrics
@@ -174,14 +174,14 @@ class Proxy:
         self.finish(outcome, status, started)
         return response
 
-    def outcome(self, endpoint: str, supplied_id: str | None) -> Outcome:
+    def outcome(self, endpoint: str, supplied_id: str | None) -> ScoredRequest:
         """A request's outcome before anything is known of it: the client's request id when it is one, else ours."""
         request_id = supplied_id if supplied_id and REQUEST_ID.fullmatch(supplied_id) else os.urandom(8).hex()
         live = self.default.router.live
         version = live.version if live is not None else "none"
-        return Outcome(endpoint, 500, 0.0, None, None, version, request_id, model=self.default.name)
+        return ScoredRequest(endpoint, 500, 0.0, None, None, version, request_id, model=self.default.name)
 
-    async def run(self, outcome: Outcome, service: ModelService, upstream, parse, deadline: float):
+    async def run(self, outcome: ScoredRequest, service: ModelService, upstream, parse, deadline: float):
         """Route, check and score one request's rows, whatever its protocol; fills ``outcome`` as it goes.
 
         ``upstream`` is the version the client named (None: the router chooses, the canary
@@ -280,7 +280,7 @@ class Proxy:
                 headers={"WWW-Authenticate": "Bearer"},
             )
 
-    def finish(self, outcome: Outcome, status: int, started: float) -> None:
+    def finish(self, outcome: ScoredRequest, status: int, started: float) -> None:
         """Every scoring request ends here, answered or refused: metrics and the prediction log hook in."""
         outcome.status = status
         outcome.latency_s = time.perf_counter() - started
@@ -292,7 +292,7 @@ class Proxy:
             except Exception:
                 _logger.exception("recorder %r failed", recorder)
 
-    def _observe(self, outcome: Outcome) -> None:
+    def _observe(self, outcome: ScoredRequest) -> None:
         """The model's router sees its own requests' outcomes (the canary's and the shadow's copies start there)."""
         service = self.services.get(outcome.model)
         if service is not None:
@@ -438,7 +438,7 @@ def http_error_response(exc: HttpError) -> web.Response:
 
 
 class _Invocations:
-    """MLflow's scoring protocol (``serving.validation``): ``{"predictions": [...]}``."""
+    """MLflow's scoring protocol (``serving.protocols.scoring``): ``{"predictions": [...]}``."""
 
     endpoint = "/invocations"
 

@@ -19,8 +19,8 @@ from iris_core.table.contract import ContractError
 from serving.capture.options import capture_options
 from serving.config import API_TOKEN_ENV, POLL_INTERVAL_S, POLL_INTERVAL_WITH_WEBHOOKS_S, ServingConfig
 from serving.errors import ServingError
-from serving.model_facts import ModelFacts, VersionFacts, standing_in
-from serving.registry import open_lookup
+from serving.registry.lookup import open_lookup
+from serving.registry.model_facts import ModelFacts, VersionFacts, standing_in
 
 _logger = logging.getLogger(__name__)
 
@@ -363,7 +363,7 @@ def serve(ctx: click.Context, log_level: str, **options) -> None:
             "--webhook-secret on the command line is visible to every local user (ps): set %s", WEBHOOK_SECRET_ENV
         )
     explicit_model = ctx.get_parameter_source("model_uris") != click.core.ParameterSource.DEFAULT
-    from serving.http_server import ensure_open_files
+    from serving.http.server import ensure_open_files
 
     ensure_open_files(config.max_connections)
     # Listening first: a busy port fails at once, and a client that connects while the
@@ -431,9 +431,9 @@ def run(
 ) -> None:
     """Serve ``models``: for each ``--model-uri``, its first version, the lookup that follows it and its facts."""
     from serving.app import CONNECTIONS, create_app
-    from serving.http_server import serve as serve_http
-    from serving.monitoring import METRICS_SOCKET
-    from serving.router import Router
+    from serving.http.server import serve as serve_http
+    from serving.observability.monitoring import METRICS_SOCKET
+    from serving.rollout.router import Router
 
     routers = []
     for uri, (initial, lookup, facts) in zip(config.model_uris, models):

@@ -21,12 +21,11 @@ from iris_core.refs import (
     RunModelRef,
     alias_uri,
     check_alias,
-    parse_run_model_uri,
+    parse_registry_or_run_uri,
 )
-from iris_core.refs import parse_model_uri as parse_any_model_uri
 from serving.errors import ConfigError
-from serving.log_writer import DEFAULT_BACKUP_COUNT, DEFAULT_MAX_BYTES
-from serving.validation import Limits
+from serving.files.log_writer import DEFAULT_BACKUP_COUNT, DEFAULT_MAX_BYTES
+from serving.protocols.scoring import Limits
 
 DEFAULT_MODEL_URI = alias_uri(DEFAULT_MODEL_NAME, CHAMPION)
 API_TOKEN_ENV = "SERVING_API_TOKEN"  # where the token is read from; never passed on to a model server
@@ -53,7 +52,7 @@ def read_token_file(path: str | Path) -> str:
 def parse_model_uri(uri: str) -> ModelRef | RunModelRef:
     """A registry reference, or a run's logged model (``runs:/``: served as is, before it is registered)."""
     try:
-        return parse_run_model_uri(uri) if uri.strip().startswith("runs:/") else parse_any_model_uri(uri)
+        return parse_registry_or_run_uri(uri)
     except ValueError:
         raise ConfigError(f"--model-uri must look like {MODEL_URI_FORM} or {RUN_MODEL_URI_FORM}, got {uri!r}") from None
 

@@ -1,11 +1,11 @@
 """The capture's seam in the proxy: a recorder per answered request, a sink for labels, and what it shows.
 
-``install`` is called where ``serving.monitoring`` plugs in the prediction log. It checks the
+``install`` is called where ``serving.observability.monitoring`` plugs in the prediction log. It checks the
 location and takes the spool before the proxy listens (a bad ``--capture-uri`` or a spool
 another proxy holds is a one-line error at start), adds ``Capture.record`` to the proxy's
 recorders, and starts and stops the writer and the uploader with the app. ``record`` runs
 on the event loop after each answer is built and only queues; ``labels`` is what
-``serving.feedback_service`` writes accepted labels to instead of a feedback log.
+``serving.feedback.service`` writes accepted labels to instead of a feedback log.
 
 ``/health`` shows the capture under ``capture`` (its details need the token, as the others
 do), and a store that is down never makes the proxy unhealthy: answers go on, files wait in
@@ -33,7 +33,7 @@ from serving.capture.spool import Spool
 from serving.capture.stores import open_store
 from serving.capture.uploader import Uploader
 from serving.capture.writer import DROPPED_SPOOL_FULL, CaptureWriter
-from serving.log_writer import DROPPED_QUEUE_FULL, DROPPED_WRITE_ERROR
+from serving.files.log_writer import DROPPED_QUEUE_FULL, DROPPED_WRITE_ERROR
 
 _logger = logging.getLogger(__name__)
 
@@ -197,7 +197,7 @@ def buffer_rows(config) -> int:
 
 
 class CapturedLabels:
-    """What ``serving.feedback_service`` writes accepted labels to when the capture keeps them.
+    """What ``serving.feedback.service`` writes accepted labels to when the capture keeps them.
 
     Labels are acknowledged only once durable: ``done(True)`` comes after their lines are
     synced to the journal of the open feedback file in the spool (``serving.capture.writer``).

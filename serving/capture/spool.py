@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 
 from iris_core.capture import KINDS, is_capture_file
 from serving.errors import ConfigError
-from serving.private_files import PRIVATE_MODE
+from serving.files.private import PRIVATE_MODE
 
 _logger = logging.getLogger(__name__)
 

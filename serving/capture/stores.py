@@ -7,12 +7,12 @@ Each store makes a file appear only once it is complete, so no reader ever sees 
 - ``ArtifactProxyStore``, ``mlflow-artifacts:/...`` on a tracking server started with
   ``--serve-artifacts``: one ``PUT`` of MLflow's artifact REST API over aiohttp, in the
   uploader thread's own event loop, with the tracking server's credentials
-  (``serving.registry_rest.Connection``); the server stages the upload and renames it into
+  (``serving.registry.rest.Connection``); the server stages the upload and renames it into
   place (MLflow's ``LocalArtifactRepository``), or hands it to its object store, whose
   objects appear whole. No MLflow is imported: the proxy's process tree stays free of it;
 - ``HelperStore``, any other scheme (``s3://``, ``gs://``, ``wasbs://``...): MLflow's own
   artifact repository for the location, in one spawned helper process that dies with the
-  proxy, as the registry helper does (``serving.registry``). MLflow then needs the store's
+  proxy, as the registry helper does (``serving.registry.lookup``). MLflow then needs the store's
   client library (boto3, google-cloud-storage...) installed beside it. Object stores write an
   object whole or not at all.
 
@@ -39,8 +39,8 @@ from iris_core.errors import RegistryUnavailable
 from iris_core.redaction import redact
 from serving.capture.spool import sync_directory
 from serving.errors import ConfigError
-from serving.registry import helper_pool
-from serving.registry_rest import ARTIFACTS_PREFIX, Connection
+from serving.registry.lookup import helper_pool
+from serving.registry.rest import ARTIFACTS_PREFIX, Connection
 
 HELPER_TIMEOUT_S = 120.0  # one upload through MLflow's client, its own retries included
 _BYTES_PER_S = 1_000_000  # the slowest transfer a deadline allows for, on top of the request's own deadline

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from serving.capture.spool import Ready, Spool
 from serving.capture.stores import Store, StoreError
-from serving.log_writer import STALL_AFTER_S
+from serving.files.log_writer import STALL_AFTER_S
 
 _logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The capture writer: every answered request's rows and every label, into Parquet files closed by age or size.
 
 The event loop only queues (``submit_predictions``, ``submit_labels``: a tuple and a deque
-append, ``serving.log_writer.QueuedWriter``); one thread does the rest. It keeps one open
+append, ``serving.files.log_writer.QueuedWriter``); one thread does the rest. It keeps one open
 predictions file per model version in memory (``serving.capture.columns``), and closes it
 into the spool (``serving.capture.spool``) after ``file_seconds`` or ``file_rows`` rows,
 when its hour ends, or when the open files hold half the buffer; the uploader thread takes
@@ -31,7 +31,7 @@ import orjson
 from iris_core.capture import FEEDBACK, HOUR_S, PREDICTIONS, FileSequence, Partition, file_name
 from serving.capture.columns import OpenPredictions, feedback_table
 from serving.capture.spool import Spool
-from serving.log_writer import DROPPED_WRITE_ERROR, QueuedWriter, RotatingFile
+from serving.files.log_writer import DROPPED_WRITE_ERROR, QueuedWriter, RotatingFile
 
 _logger = logging.getLogger(__name__)
 

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 
 from iris_core.errors import RegistryUnavailable
 from iris_core.resolver import Resolved
-from serving.analysis import CallStats
-from serving.forwarding import UpstreamError
-from serving.model_facts import standing_in
-from serving.upstream import UpstreamStartError, UpstreamState
+from serving.registry.model_facts import standing_in
+from serving.upstreams.call_stats import CallStats
+from serving.upstreams.forwarding import UpstreamError
+from serving.upstreams.servers import UpstreamStartError, UpstreamState
 
 IRIS_FACTS = standing_in()  # what the registry says of every fake version: this project's Iris model
 
@@ -68,7 +68,7 @@ class FakeServer:
 
     ``answer(rows)`` returns the class of each row, or raises ``UpstreamError`` to fail the
     call; ``delay`` (seconds) is how long each call takes. Its ``stats`` count every call,
-    as ``serving.upstream.Upstream.score`` does, and a test may add synthetic calls to them.
+    as ``serving.upstreams.servers.Upstream.score`` does, and a test may add synthetic calls to them.
     """
 
     managed = True

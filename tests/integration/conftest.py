@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from serving.upstream import serve_command
+from serving.upstreams.servers import serve_command
 from tests.helpers.proxies import START_TIMEOUT, running_proxy, serving_env
 from tests.helpers.support import free_port, http_ok, start_logged, stop_process, wait_until
 

@@ -401,7 +401,7 @@ def test_the_batch_command_run_again_refuses_with_the_line_its_page_shows(walkth
 
 
 def test_models_serve_of_the_champion_answers_with_the_promised_shape(walkthrough):
-    from serving.upstream import serve_command
+    from serving.upstreams.servers import serve_command
 
     port = free_port()
     proc = subprocess.Popen(

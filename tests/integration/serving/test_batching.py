@@ -15,10 +15,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from serving.batching import BatchingForwarder
 from serving.config import ServingConfig
-from serving.forwarding import DirectForwarder, UpstreamError
-from serving.upstream import ExternalUpstream
+from serving.upstreams.batching import BatchingForwarder
+from serving.upstreams.forwarding import DirectForwarder, UpstreamError
+from serving.upstreams.servers import ExternalUpstream
 from tests.helpers.fakes import IRIS_FACTS
 from tests.helpers.iris import FEATURES
 from tests.helpers.support import free_port

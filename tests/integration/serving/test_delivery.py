@@ -131,7 +131,7 @@ def check_rolled_back(proxies, client, traffic, moved_at: float, bad: str, breac
     states = {rollout(proxy)["state"] for proxy in proxies}
     assert "rolled_back" in states and states <= {"rolled_back", "stopped"}
     for proxy in (p for p in proxies if rollout(p)["state"] == "rolled_back"):
-        logged = f"ERROR serving.router: rolled back from version {bad} to version 1: canary analysis"
+        logged = f"ERROR serving.rollout.delivery: rolled back from version {bad} to version 1: canary analysis"
         assert logged in proxy.output()
     for proxy in proxies:
         record = rollout(proxy)

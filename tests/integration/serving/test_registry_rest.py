@@ -24,8 +24,9 @@ from iris_core.errors import RegistryUnavailable
 from iris_core.refs import ModelRef, parse_model_uri
 from iris_core.resolver import Resolved
 from serving.config import parse_model_uri as parse_any_uri
-from serving.registry import HelperRegistryLookup, document_with_mlflow, open_lookup
-from serving.registry_rest import RestRegistryLookup
+from serving.registry.base import document_with_mlflow
+from serving.registry.lookup import HelperRegistryLookup, open_lookup
+from serving.registry.rest import RestRegistryLookup
 from tests.helpers.proxies import ROW, START_TIMEOUT
 from tests.helpers.support import free_port, http_ok, mlflow_server, start_logged, stop_process, wait_until
 from tests.helpers.tracking import BIN, LEAKY_ENV, REPO, clean_env
@@ -176,7 +177,7 @@ def test_every_operation_runs_without_importing_mlflow(server, model, tmp_path):
     script = f"""
 import asyncio, multiprocessing, sys
 from iris_core.refs import parse_model_uri
-from serving.registry import open_lookup
+from serving.registry.lookup import open_lookup
 
 lookup = open_lookup(parse_model_uri("models:/{model}@champion"))
 assert lookup.resolve().version == "2"

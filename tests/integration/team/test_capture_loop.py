@@ -18,7 +18,7 @@ import requests
 
 from iris_core.contract import HOLDOUT_SPLIT_ARTIFACT, CycleDecision, Tag
 from iris_core.table.iris import IRIS
-from serving.upstream import serve_command, upstream_env
+from serving.upstreams.servers import serve_command, upstream_env
 from tests.helpers.support import free_port, http_ok, stop_process, wait_until
 from tests.helpers.team import env_without_store
 from tests.helpers.tracking import REPO

@@ -175,7 +175,7 @@ def test_a_read_only_user_can_read_the_registry_but_cannot_promote_or_roll_back(
 def rest_lookup(team_server, user: User):
     """The serving proxy's MLflow-free registry client, signed in as ``user`` the way MLflow's client would be."""
     from iris_core.refs import ModelRef
-    from serving.registry_rest import RestRegistryLookup
+    from serving.registry.rest import RestRegistryLookup
 
     env = {**team_server.env(user), "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
     return RestRegistryLookup(ModelRef(MODEL_NAME, "champion"), team_server.uri, env)
@@ -190,7 +190,7 @@ def test_the_proxys_rest_client_signs_in_resolves_and_moves_the_champion_back_re
 
     from iris_core.alias_history import alias_history
     from serving.config import parse_model_uri
-    from serving.registry_rest import RestRegistryLookup
+    from serving.registry.rest import RestRegistryLookup
 
     client = client_as(team_users["trainer"])
     lookup = rest_lookup(team_server, team_users["trainer"])

@@ -7,7 +7,7 @@ from iris_core.command_line import run_command
 from iris_core.contract import join_reasons, split_reasons
 from iris_core.errors import NotFound, RegistryUnavailable
 from iris_core.redaction import redact
-from iris_core.refs import ModelRef, parse_run_model_uri
+from iris_core.refs import ModelRef, RunModelRef, parse_registry_or_run_uri, parse_run_model_uri
 from iris_core.resolver import Resolved, alias_version, resolve
 from iris_core.tracking import HTTP_DEFAULTS, check_store, one_line
 from steps.common.errors import InvalidParameter, StepError
@@ -124,6 +124,16 @@ def test_a_runs_uri_names_a_run_and_an_artifact_path_and_nothing_else_is_one():
     ):
         with pytest.raises(ValueError):
             parse_run_model_uri(bad)
+
+
+def test_a_served_model_uri_is_a_registry_reference_or_a_runs_model_and_nothing_else():
+    assert parse_registry_or_run_uri("models:/iris@champion") == ModelRef("iris", "champion", None)
+    assert parse_registry_or_run_uri(" models:/iris/3") == ModelRef("iris", None, "3")
+    run = parse_registry_or_run_uri(" runs:/0123456789abcdef0123456789abcdef/model")
+    assert isinstance(run, RunModelRef) and run.artifact_path == "model"
+    for bad in ("s3://bucket/model", "models:/", "runs:/not-a-run-id/model", ""):
+        with pytest.raises(ValueError):
+            parse_registry_or_run_uri(bad)
 
 
 def test_the_resolver_checks_a_runs_model_exists_and_says_what_is_missing(store):

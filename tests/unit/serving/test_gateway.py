@@ -15,9 +15,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from iris_core.table.contract import Feature, TableContract
 from serving.app import create_app
 from serving.config import ServingConfig
-from serving.model_facts import ModelFacts
-from serving.router import Router
-from serving.upstream import Upstream, UpstreamState
+from serving.registry.model_facts import ModelFacts
+from serving.rollout.router import Router
+from serving.upstreams.servers import Upstream, UpstreamState
 from tests.helpers.fakes import IRIS_FACTS
 from tests.helpers.iris import FEATURES
 

@@ -11,8 +11,8 @@ from click.testing import CliRunner
 from serving.app import create_app
 from serving.cli import serve
 from serving.config import ServingConfig
-from serving.monitoring import METRICS_SOCKET
-from serving.router import Router
+from serving.observability.monitoring import METRICS_SOCKET
+from serving.rollout.router import Router
 
 
 def app_for(own_metrics_port: bool = False):

@@ -22,7 +22,7 @@ from serving.capture.stores import DirectoryStore, StoreError
 from serving.capture.uploader import Uploader
 from serving.capture.writer import DROPPED_SPOOL_FULL, CaptureWriter
 from serving.errors import ConfigError
-from serving.log_writer import DROPPED_QUEUE_FULL
+from serving.files.log_writer import DROPPED_QUEUE_FULL
 from tests.helpers.support import wait_until
 
 NAMES = ("sepal_length", "sepal_width", "petal_length", "petal_width")

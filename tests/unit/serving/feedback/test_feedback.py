@@ -12,14 +12,14 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from iris_core.records import read_feedback_log
-from serving.answers import AnswerMemory, LiveAccuracy, Outcome, count, judge
 from serving.app import create_app
 from serving.config import ServingConfig
 from serving.errors import ConfigError
-from serving.feedback import parse_feedback
-from serving.router import Router
-from serving.upstream import Upstream, UpstreamState
-from serving.validation import ValidationError
+from serving.feedback.answers import AnswerMemory, LiveAccuracy, Outcome, count, judge
+from serving.feedback.labels import parse_feedback
+from serving.protocols.scoring import ValidationError
+from serving.rollout.router import Router
+from serving.upstreams.servers import Upstream, UpstreamState
 from tests.helpers.fakes import IRIS_FACTS
 from tests.helpers.iris import CLASSES, FEATURES
 from tests.helpers.support import wait_until

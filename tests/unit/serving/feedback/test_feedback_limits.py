@@ -4,7 +4,7 @@ In process, through the real app, as ``test_feedback.py`` (whose helpers these a
 """
 
 from iris_core.records import MAX_LABEL, read_feedback_log, rotated_files
-from serving.feedback_service import KEPT_FOR_S, LabelBudget, label_bytes
+from serving.feedback.service import KEPT_FOR_S, LabelBudget, label_bytes
 from tests.unit.serving.feedback.test_feedback import SETOSA, VIRGINICA, score, scrape, send, serve
 
 

@@ -13,9 +13,9 @@ from iris_core.records import (
     rotated_files,
 )
 from iris_core.table.iris import IRIS
-from serving.feedback_log import FeedbackLogWriter
-from serving.log_writer import DROPPED_QUEUE_FULL, DROPPED_WRITE_ERROR
-from serving.prediction_log import PredictionLogWriter
+from serving.feedback.log import FeedbackLogWriter
+from serving.files.log_writer import DROPPED_QUEUE_FULL, DROPPED_WRITE_ERROR
+from serving.observability.prediction_log import PredictionLogWriter
 from tests.helpers.support import wait_until
 from tests.unit.serving.observability.test_prediction_log import Tally, submit
 

@@ -5,9 +5,9 @@ import stat
 
 import pytest
 
-from serving.feedback_log import FeedbackLogWriter
-from serving.prediction_log import PredictionLogWriter
-from serving.private_files import open_private
+from serving.feedback.log import FeedbackLogWriter
+from serving.files.private import open_private
+from serving.observability.prediction_log import PredictionLogWriter
 from tests.helpers.iris import FEATURES
 from tests.helpers.support import wait_until
 

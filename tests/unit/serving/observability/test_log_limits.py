@@ -9,10 +9,10 @@ import os
 import threading
 
 from iris_core.records import encode, make_feedback_record, read_feedback_log
-from serving import log_writer
-from serving.feedback_log import FeedbackLogWriter
-from serving.log_writer import DEFAULT_QUEUE_ROWS, DROPPED_QUEUE_FULL
-from serving.prediction_log import PredictionLogWriter
+from serving.feedback.log import FeedbackLogWriter
+from serving.files import log_writer
+from serving.files.log_writer import DEFAULT_QUEUE_ROWS, DROPPED_QUEUE_FULL
+from serving.observability.prediction_log import PredictionLogWriter
 from tests.helpers.support import wait_until
 from tests.unit.serving.observability.test_prediction_log import ROW, Tally, submit
 

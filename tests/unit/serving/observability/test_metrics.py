@@ -4,7 +4,7 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from serving.metrics import ProxyMetrics
+from serving.observability.metrics import ProxyMetrics
 
 
 def samples(metrics: ProxyMetrics) -> dict[tuple[str, tuple], float]:

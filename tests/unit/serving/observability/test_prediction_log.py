@@ -8,8 +8,8 @@ import pytest
 
 from iris_core.records import FIELDS, encode, make_record, read_log
 from iris_core.table.iris import IRIS
-from serving.log_writer import DROPPED_QUEUE_FULL, DROPPED_WRITE_ERROR, RotatingFile
-from serving.prediction_log import PredictionLogWriter
+from serving.files.log_writer import DROPPED_QUEUE_FULL, DROPPED_WRITE_ERROR, RotatingFile
+from serving.observability.prediction_log import PredictionLogWriter
 from tests.helpers.support import wait_until
 
 FEATURES = IRIS.feature_names
@@ -226,6 +226,6 @@ def test_a_sample_rate_outside_zero_to_one_is_refused(tmp_path):
     ],
 )
 def test_the_start_up_line_says_in_words_which_requests_are_logged(rate, words):
-    from serving.monitoring import sampled
+    from serving.observability.monitoring import sampled
 
     assert sampled(rate) == words

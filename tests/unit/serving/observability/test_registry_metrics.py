@@ -9,8 +9,8 @@ import asyncio
 from types import SimpleNamespace
 
 from serving.config import ServingConfig
-from serving.metrics import ProxyMetrics
-from serving.router import Router
+from serving.observability.metrics import ProxyMetrics
+from serving.rollout.router import Router
 from tests.helpers.fakes import settle
 from tests.unit.serving.observability.test_metrics import samples
 from tests.unit.serving.rollout.test_router import run  # a router following @champion (version 1, up), polled by hand

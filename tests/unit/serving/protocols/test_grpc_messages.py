@@ -2,7 +2,7 @@
 
 from tritonclient.grpc import service_pb2
 
-from serving.grpc import messages
+from serving.protocols.grpc import messages
 
 
 def test_an_infer_request_written_by_triton_reads_back_in_ours_and_ours_in_tritons_in_one_process():

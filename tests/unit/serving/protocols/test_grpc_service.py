@@ -14,7 +14,7 @@ import pytest
 from tritonclient.grpc import aio as triton
 from tritonclient.utils import InferenceServerException
 
-from serving.grpc import messages
+from serving.protocols.grpc import messages
 from tests.helpers.iris import FEATURES
 from tests.helpers.support import free_port
 from tests.unit.serving.test_gateway import TOKEN, WINE_FEATURES, serve

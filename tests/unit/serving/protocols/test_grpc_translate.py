@@ -7,9 +7,9 @@ import pytest
 
 from iris_core.table.iris import IRIS
 from serving.errors import HttpError
-from serving.grpc import messages
-from serving.grpc.translate import infer_request, infer_response, model_metadata, status_of
-from serving.rows import Limits, RowReader, ValidationError
+from serving.protocols.grpc import messages
+from serving.protocols.grpc.translate import infer_request, infer_response, model_metadata, status_of
+from serving.protocols.rows import Limits, RowReader, ValidationError
 from tests.unit.serving.protocols.test_open_inference import PREDICTIONS, SIGNATURE
 
 LIMITS = Limits(max_rows=10)

@@ -12,8 +12,7 @@ from hypothesis import strategies as st
 from iris_core.table.contract import from_signature
 from iris_core.table.iris import IRIS
 from serving.errors import HttpError
-from serving.model_facts import standing_in
-from serving.open_inference import (
+from serving.protocols.open_inference import (
     InferRequest,
     Requested,
     Signature,
@@ -22,8 +21,9 @@ from serving.open_inference import (
     model_metadata,
     parse_infer_request,
 )
-from serving.rows import RowReader
-from serving.validation import Limits, ValidationError
+from serving.protocols.rows import RowReader
+from serving.protocols.scoring import Limits, ValidationError
+from serving.registry.model_facts import standing_in
 from tests.helpers.iris import CLASSES, FEATURES
 
 LIMITS = Limits(max_rows=10)

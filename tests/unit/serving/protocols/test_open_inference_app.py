@@ -14,8 +14,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from serving.app import create_app
 from serving.config import ServingConfig
-from serving.router import Router
-from serving.upstream import Upstream, UpstreamState
+from serving.rollout.router import Router
+from serving.upstreams.servers import Upstream, UpstreamState
 from tests.helpers.fakes import IRIS_FACTS
 from tests.helpers.iris import CLASSES, FEATURES
 from tests.unit.serving.feedback.test_feedback import scrape

@@ -14,9 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from iris_core.table.iris import IRIS
-from serving import parquet_body, parquet_pages
-from serving.rows import RowReader
-from serving.validation import IGNORED_COLUMN, Invocation, Limits, ValidationError, parse_invocation
+from serving.protocols import parquet_body, parquet_pages
+from serving.protocols.rows import RowReader
+from serving.protocols.scoring import IGNORED_COLUMN, Invocation, Limits, ValidationError, parse_invocation
 from tests.helpers.iris import FEATURES
 from tests.helpers.parquet_craft import VALUE, Lies, crafted
 

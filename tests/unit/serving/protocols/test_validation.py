@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 from iris_core.table.iris import IRIS
 from serving.config import ServingConfig, parse_model_uri
 from serving.errors import ConfigError
-from serving.rows import RowReader
-from serving.validation import (
+from serving.protocols.rows import RowReader
+from serving.protocols.scoring import (
     IGNORED_COLUMN,
     IGNORED_FIELD,
     IGNORED_PARAMS,

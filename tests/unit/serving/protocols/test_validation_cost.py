@@ -25,8 +25,8 @@ import pytest
 from iris_core.table.iris import IRIS
 from iris_core.table.rules import NUMBER
 from serving.config import ServingConfig
-from serving.rows import RowReader
-from serving.validation import Limits, ValidationError, parse_invocation, predict_row
+from serving.protocols.rows import RowReader
+from serving.protocols.scoring import Limits, ValidationError, parse_invocation, predict_row
 from tests.helpers.iris import FEATURES
 
 MAX_BODY = ServingConfig.max_body_bytes

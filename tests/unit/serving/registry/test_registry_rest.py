@@ -13,7 +13,7 @@ from aiohttp import web
 
 from iris_core.errors import NotFound, RegistryUnavailable
 from iris_core.resolver import get_model
-from serving.registry_rest import Connection, RestRegistryClient
+from serving.registry.rest import Connection, RestRegistryClient
 from tests.helpers.support import free_port
 
 # -- credentials and TLS, as MLflow's client reads them ------------------------------------------

@@ -21,8 +21,7 @@ from mlflow.webhooks.delivery import _generate_hmac_signature
 from iris_core.contract import WEBHOOK_PATH
 from serving.app import create_app
 from serving.config import ServingConfig
-from serving.router import Router
-from serving.webhooks import (
+from serving.registry.webhooks import (
     MAX_BODY_BYTES,
     TOLERANCE_S,
     AliasEvent,
@@ -32,6 +31,7 @@ from serving.webhooks import (
     signature,
     verify,
 )
+from serving.rollout.router import Router
 
 SECRET = "whsec-test-0123456789"
 NAME, ALIAS = "iris-secret-name", "champion"
@@ -289,7 +289,7 @@ def test_a_secret_sets_a_slower_poll_unless_one_is_given():
 
 def test_a_flood_of_refused_deliveries_is_logged_once_with_its_count_not_once_each(caplog):
     body = delivery()
-    with caplog.at_level(logging.WARNING, logger="serving.webhooks"):
+    with caplog.at_level(logging.WARNING, logger="serving.registry.webhooks"):
         answers = post_all([PromptedRouter()], [(body, {})] * 50)
     assert [status for status, _ in answers] == [401] * 50
     assert len(caplog.records) == 1 and "refused (401)" in caplog.records[0].getMessage()

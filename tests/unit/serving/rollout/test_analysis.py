@@ -5,10 +5,9 @@ import re
 
 import pytest
 
-from serving.analysis import (
+from serving.rollout.analysis import (
     LATENCY_FLOOR_S,
     MIN_CALLS_FOR_P99,
-    CallStats,
     Comparison,
     Thresholds,
     analyse,
@@ -16,6 +15,7 @@ from serving.analysis import (
     class_shift,
     mix_p_value,
 )
+from serving.upstreams.call_stats import CallStats
 
 LIMITS = Thresholds(
     max_error_rate=0.05, max_latency_ratio=3.0, max_disagreement=0.1, max_class_shift=0.2, min_requests=50

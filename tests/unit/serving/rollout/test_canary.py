@@ -16,11 +16,12 @@ import pytest
 
 from iris_core.contract import RolloutOutcome, Tag
 from iris_core.resolver import Resolved
-from serving.analysis import MIN_CALLS_FOR_P99
-from serving.app import Outcome
+from serving.app import ScoredRequest
 from serving.config import ServingConfig
-from serving.forwarding import UpstreamError
-from serving.router import RolloutState, Router
+from serving.rollout.analysis import MIN_CALLS_FOR_P99
+from serving.rollout.router import Router
+from serving.rollout.state import RolloutState
+from serving.upstreams.forwarding import UpstreamError
 from tests.helpers.fakes import FakeLookup, FakeServers, settle
 
 ROWS = [[5.1, 3.5, 1.4, 0.2], [5.9, 3.0, 4.2, 1.5], [6.7, 3.0, 5.2, 2.3]]  # one of each class
@@ -75,7 +76,7 @@ async def traffic(router: Router, requests: int) -> list[tuple[int, str]]:
             status = 200
         except UpstreamError as exc:
             predictions, status = None, exc.status
-        router.observe(Outcome("/predict", status, 0.001, [row], predictions, upstream.version, "id"))
+        router.observe(ScoredRequest("/predict", status, 0.001, [row], predictions, upstream.version, "id"))
         seen.append((status, upstream.version))
     await settle()
     return seen

@@ -16,7 +16,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from iris_core.resolver import Resolved
 from serving.app import create_app
 from serving.config import ServingConfig
-from serving.router import RolloutState, Router
+from serving.rollout.router import Router
+from serving.rollout.state import RolloutState
 from tests.helpers.fakes import FakeLookup, FakeServer, FakeServers, settle
 from tests.helpers.iris import CLASSES, FEATURES
 from tests.unit.serving.protocols.test_open_inference import feature_inputs

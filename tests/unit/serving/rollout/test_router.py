@@ -10,8 +10,10 @@ import asyncio
 
 from iris_core.resolver import Resolved
 from serving.config import ServingConfig
-from serving.router import RegistryState, RolloutState, Router
-from serving.upstream import UpstreamState
+from serving.registry.base import RegistryState
+from serving.rollout.router import Router
+from serving.rollout.state import RolloutState
+from serving.upstreams.servers import UpstreamState
 from tests.helpers.fakes import FakeLookup, FakeServers, settle
 
 

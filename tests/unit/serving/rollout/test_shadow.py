@@ -1,4 +1,4 @@
-"""The background copies (``serving.shadow``) in process, against a fake model server: fast and deterministic."""
+"""The background copies (``serving.rollout.shadow``) in process, against a fake model server: fast and deterministic."""
 
 import asyncio
 import contextlib
@@ -9,9 +9,9 @@ import aiohttp
 import orjson
 
 from iris_core.resolver import Resolved
-from serving.forwarding import UpstreamError
-from serving.shadow import COPY_ROWS, ShadowScorer
-from serving.upstream import ExternalUpstream
+from serving.rollout.shadow import COPY_ROWS, ShadowScorer
+from serving.upstreams.forwarding import UpstreamError
+from serving.upstreams.servers import ExternalUpstream
 from tests.helpers.fakes import FakeServer, settle
 
 

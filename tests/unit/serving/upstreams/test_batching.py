@@ -2,7 +2,7 @@
 
 What only a real model server can show (batched answers identical to the bit, the real
 failure modes) is in ``test_batching.py``; this file pins the rules of
-``serving.batching``: a lone request goes at once, requests that arrive while a batch is
+``serving.upstreams.batching``: a lone request goes at once, requests that arrive while a batch is
 in flight go out together when it returns, never more batches in flight than workers, a
 request is never split, a failed batch fails only its own requests, a request whose
 client went away is not sent, and every request is answered by its own deadline.
@@ -13,10 +13,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from serving.batching import BatchingForwarder
 from serving.config import ServingConfig
-from serving.forwarding import DirectForwarder, UpstreamError
-from serving.router import CanaryRoute
+from serving.rollout.delivery import CanaryRoute
+from serving.upstreams.batching import BatchingForwarder
+from serving.upstreams.forwarding import DirectForwarder, UpstreamError
 from tests.helpers.fakes import FakeScorer, settle
 
 
@@ -383,7 +383,7 @@ def test_a_request_queued_for_the_canary_when_its_canary_ends_goes_to_the_versio
 def petal_facts():
     """What the registry says of a version that reads only the two petal measurements."""
     from iris_core.table.contract import Feature, TableContract
-    from serving.model_facts import ModelFacts
+    from serving.registry.model_facts import ModelFacts
 
     contract = TableContract((Feature("petal_length"), Feature("petal_width")), label="species", classes=("a", "b"))
     signature = {"inputs": '[{"type": "double", "name": "petal_length"}, {"type": "double", "name": "petal_width"}]'}

@@ -14,7 +14,7 @@ import time
 import aiohttp
 import pytest
 
-from serving.forwarding import UpstreamError, post_rows
+from serving.upstreams.forwarding import UpstreamError, post_rows
 from tests.helpers.iris import FEATURES
 from tests.helpers.support import free_port
 

@@ -2,7 +2,7 @@
 
 import os
 
-from serving.upstream import prune_logs
+from serving.upstreams.servers import prune_logs
 
 
 def test_only_the_newest_model_server_logs_are_kept_and_other_files_are_left_alone(tmp_path):
