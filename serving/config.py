@@ -1,16 +1,17 @@
 """The proxy's settings in one frozen value, built once by the command line and read everywhere else.
 
-Each setting's default is declared here and nowhere else: the command line's options
-read them from the class (``ServingConfig.port``...).
+Each setting is declared here and nowhere else, with its type, default, bounds, environment
+variable and help: the command line's options are made from these declarations
+(``serving.options``), and a configuration built in code is held to the same bounds.
 """
 
 import ipaddress
 import re
 import socket
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from iris_core.capture import check_replica
+from iris_core.capture import REPLICA_RULE, check_replica
 from iris_core.contract import WEBHOOK_SECRET_ENV
 from iris_core.refs import (
     CHAMPION,
@@ -25,6 +26,7 @@ from iris_core.refs import (
 )
 from serving.errors import ConfigError
 from serving.files.log_writer import DEFAULT_BACKUP_COUNT, DEFAULT_MAX_BYTES
+from serving.options import COUNT, NOT_NEGATIVE, PORT, POSITIVE, SHARE, Bounds, check_settings, setting
 from serving.protocols.scoring import Limits
 
 DEFAULT_MODEL_URI = alias_uri(DEFAULT_MODEL_NAME, CHAMPION)
@@ -36,6 +38,7 @@ SECRET_ENVS = (API_TOKEN_ENV, WEBHOOK_SECRET_ENV)  # what a model server's envir
 # proxy restarts, or sent before a new webhook left MLflow's 60 s cache, is caught by it.
 POLL_INTERVAL_S = 2.0
 POLL_INTERVAL_WITH_WEBHOOKS_S = 30.0
+ENV_MANAGERS = ("local", "uv", "virtualenv", "conda")
 
 
 def read_token_file(path: str | Path) -> str:
@@ -57,15 +60,16 @@ def parse_model_uri(uri: str) -> ModelRef | RunModelRef:
         raise ConfigError(f"--model-uri must look like {MODEL_URI_FORM} or {RUN_MODEL_URI_FORM}, got {uri!r}") from None
 
 
-def parse_canary(text: str) -> tuple[int, ...]:
+def parse_canary(steps: str | tuple[int, ...]) -> tuple[int, ...]:
     """``10,50,100``: the percentages of requests the new version takes, step by step, ending at 100."""
+    text = steps if isinstance(steps, str) else ",".join(str(step) for step in steps)
     try:
-        steps = tuple(int(part) for part in text.split(","))
+        parsed = tuple(int(part) for part in text.split(","))
     except ValueError:
-        raise ConfigError(f"--canary must be percentages such as 10,50,100, got {text!r}") from None
-    if not steps or steps[-1] != 100 or any(not a < b for a, b in zip((0, *steps), steps)):
-        raise ConfigError(f"--canary must rise from above 0 to 100 (such as 10,50,100), got {text!r}")
-    return steps
+        raise ValueError(f"must be percentages such as 10,50,100, got {text!r}") from None
+    if not parsed or parsed[-1] != 100 or any(not a < b for a, b in zip((0, *parsed), parsed)):
+        raise ValueError(f"must rise from above 0 to 100 (such as 10,50,100), got {text!r}")
+    return parsed
 
 
 def is_loopback(host: str) -> bool:
@@ -79,72 +83,222 @@ def is_loopback(host: str) -> bool:
 
 @dataclass(frozen=True)
 class ServingConfig:
+    """Every setting of the proxy, each declared once, in the order ``--help`` lists them.
+
+    A ``setting`` is also an option of ``python -m serving`` (``serving.options``): its flag is
+    ``--<name>``, its variable ``SERVING_<NAME>`` unless named, its bounds hold here and there.
+    """
+
     # The models served: each follows its own alias with its own contract, rollouts and shadow; the
     # first also answers the routes that name no model (/invocations, /predict).
-    model_uris: tuple[str, ...] = (DEFAULT_MODEL_URI,)
-    grpc_port: int | None = None  # the Open Inference Protocol over gRPC on this port (same --host); off unless given
-    upstream: str | None = None  # an `mlflow models serve` someone else runs; no process management
-    host: str = "127.0.0.1"
-    port: int = 8000
-    allow_remote: bool = False
-    env_manager: str = "local"
-    workers: int = 1
-    max_body_bytes: int = 1024 * 1024
-    max_rows: int = Limits.max_rows
-    timeout: float = 30.0
-    # What a client may take of the server (serving.http_server): connections at once, and the
+    model_uris: tuple[str, ...] = setting(
+        (DEFAULT_MODEL_URI,),
+        flag="--model-uri",
+        envvar="SERVING_MODEL_URI",
+        metavar="URI",
+        multiple=True,
+        help="models:/<name>@<alias> (followed: the service switches when the alias moves), models:/<name>/<version>, "
+        "or runs:/<run_id>/<path> (a run's model, registered or not). Repeat it (or list them in the environment "
+        "variable, comma-separated) to serve several models: the first answers /invocations and /predict, each "
+        "answers /models/<name>/invocations, /models/<name>/predict and /v2/models/<name>/...",
+    )
+    upstream: str | None = setting(  # an `mlflow models serve` someone else runs; no process management
+        None,
+        metavar="URL",
+        help="Proxy an `mlflow models serve` you started (e.g. http://127.0.0.1:5001) instead of starting one.",
+    )
+    host: str = setting("127.0.0.1", help="Address to listen on; one other than loopback needs --allow-remote.")
+    port: int = setting(8000, PORT)
+    allow_remote: bool = setting(
+        False, help="Allow a --host that other machines can reach (e.g. 0.0.0.0 in a container)."
+    )
+    env_manager: str = setting(
+        "local", choices=ENV_MANAGERS, help="How `mlflow models serve` builds the model's environment."
+    )
+    workers: int = setting(1, COUNT, help="uvicorn workers of each model server.")
+    max_body_bytes: int = setting(1024 * 1024, COUNT, help="Larger bodies get 413.")
+    max_rows: int = setting(Limits.max_rows, COUNT, help="More rows get 413.")
+    # What a client may take of the server (serving.http.server): connections at once, and the
     # seconds to send a request's headers (from its first byte) and its body (from its headers).
-    max_connections: int = 1000
-    header_timeout: float = 10.0
-    body_timeout: float = 10.0
-    api_token: str | None = None
-    api_token_file: str | None = None  # where the token is read from instead (a mounted secret)
-    poll_interval: float | None = None  # POLL_INTERVAL_S, or POLL_INTERVAL_WITH_WEBHOOKS_S with a webhook secret
-    webhook_secret: str | None = field(default=None, repr=False)  # checks MLflow's webhooks (serving.webhooks)
-    keep_warm: int = 1
-    pin: bool = False
-    batching: bool = True
-    max_batch_rows: int = 256
-    max_batch_wait_ms: float = 2.0
-    start_timeout: float = 180.0
+    max_connections: int = setting(
+        1000, COUNT, help="Connections at once; one more gets 503 and is closed, the others are served on."
+    )
+    header_timeout: float = setting(
+        10.0,
+        POSITIVE,
+        help="Seconds a request's headers may take from its first byte (a new connection's from its opening); then 408.",
+    )
+    body_timeout: float = setting(10.0, POSITIVE, help="Seconds a request's body may take after its headers; then 408.")
+    timeout: float = setting(
+        30.0,
+        POSITIVE,
+        help="Seconds from a request's arrival (its body read) to its answer, whatever the model server does; then 504.",
+    )
+    api_token: str | None = setting(
+        None,
+        repr=False,  # a configuration logged or shown in an error never carries the token
+        envvar=API_TOKEN_ENV,
+        help="Require 'Authorization: Bearer <token>' on /invocations, /predict, /feedback and V2 infer. Set it in the "
+        "environment or use --api-token-file: on the command line, every local user can read it (ps).",
+    )
+    api_token_file: str | None = setting(  # where the token is read from instead (a mounted secret)
+        None, metavar="PATH", help="Read the token from this file (alone on its line), e.g. a mounted secret."
+    )
+    webhook_secret: str | None = setting(  # checks MLflow's webhooks (serving.registry.webhooks)
+        None,
+        repr=False,
+        envvar=WEBHOOK_SECRET_ENV,
+        help="Take MLflow's registry webhooks at POST /webhooks/mlflow, signed with this secret (the one given to "
+        "`registry_tools webhook create`): an alias move is acted on at once, not at the next poll. Set it in the "
+        "environment: on the command line, every local user can read it (ps).",
+    )
+    poll_interval: float | None = setting(  # POLL_INTERVAL_S, or POLL_INTERVAL_WITH_WEBHOOKS_S with a webhook secret
+        None,
+        POSITIVE,
+        default_text=f"{POLL_INTERVAL_S:g}; {POLL_INTERVAL_WITH_WEBHOOKS_S:g} with --webhook-secret, the checks then "
+        "only catching a delivery MLflow lost",
+        help="Seconds between registry checks of the alias.",
+    )
+    keep_warm: int = setting(
+        1, NOT_NEGATIVE, help="Previous versions kept running after a switch, for instant rollback."
+    )
+    pin: bool = setting(False, help="Serve the version the alias names now; do not follow it.")
+    batching: bool = setting(
+        True, flag="--batching/--no-batching", help="Coalesce concurrent requests into one upstream call."
+    )
+    max_batch_rows: int = setting(256, COUNT)
+    max_batch_wait_ms: float = setting(
+        2.0, NOT_NEGATIVE, help="With --workers > 1: how long a batch may wait to fill while another is in flight."
+    )
+    start_timeout: float = setting(
+        180.0, POSITIVE, help="Seconds a model server may take to start and pass its readiness check."
+    )
     # A managed model server is asked /ping this often while it runs; missing this many answers
     # in a row, each within the time-out, it counts as hung and is killed and restarted.
     liveness_interval: float = 1.0
     liveness_timeout: float = 2.0
     liveness_misses: int = 3
-    log_dir: str = "logs/serving"
-    keep_logs: int = 20  # model-server logs kept in log_dir, the newest; older ones are deleted
-    access_log: bool = False
-    metrics_port: int | None = None  # GET /metrics on a listener of its own instead of the API port
-    prediction_log: str | None = None  # JSON-lines log of scored rows (serving.prediction_log); off unless given
-    log_sample_rate: float = 1.0
-    log_max_bytes: int = DEFAULT_MAX_BYTES
-    log_backups: int = DEFAULT_BACKUP_COUNT
-    feedback_log: str | None = None  # JSON-lines log of labels (POST /feedback); needs prediction_log
-    answer_memory_rows: int = 100_000  # rows of recent answers remembered to score labels live
-    accuracy_window: int = 1000  # latest labeled rows per version that live accuracy covers
-    # shadow: copies of live requests scored by the version another alias names (serving.shadow)
-    shadow: str | None = None  # the alias, e.g. challenger; off unless given
-    shadow_rate: float = 1.0  # share of answered scoring requests copied
-    shadow_timeout: float = 5.0  # per call to the shadowed model server
-    shadow_report_interval: float = 30.0  # seconds between writes of the evidence to the registry
-    # canary rollout and bake window, with automatic rollback (serving.analysis)
-    canary: tuple[int, ...] = (100,)  # percentages of requests per step; (100,) switches in one step
-    canary_step: float = 60.0  # seconds per step below 100
-    bake: float = 0.0  # seconds the new version is watched at 100% with the previous one warm
-    compare_rate: float = 0.2  # share of the new version's requests the previous one scores too
-    max_error_rate: float = 0.05
-    max_latency_ratio: float = 3.0
-    max_disagreement: float = 0.1
-    max_class_shift: float = 0.2
-    min_requests: int = 100  # calls or rows each side needs before a check may fire
+    log_dir: str = setting("logs/serving", help="Where model server logs go.")
+    keep_logs: int = setting(  # model-server logs kept in log_dir, the newest; older ones are deleted
+        20, COUNT, help="Model server logs kept in --log-dir; older ones are deleted as new servers start."
+    )
+    access_log: bool = setting(False, help="Log every request (costs throughput).")
+    metrics_port: int | None = setting(  # GET /metrics on a listener of its own instead of the API port
+        None, Bounds(1, 65535), help="Serve GET /metrics on this port (same --host) instead of on --port."
+    )
+    prediction_log: str | None = setting(  # JSON-lines log of scored rows (serving.observability.prediction_log)
+        None,
+        metavar="PATH",
+        help="Append each scored row to this JSON-lines file for the monitor step (off by default).",
+    )
+    log_sample_rate: float = setting(1.0, SHARE, help="Share of scoring requests whose rows are logged.")
+    log_max_bytes: int = setting(
+        DEFAULT_MAX_BYTES, NOT_NEGATIVE, help="Rotate the prediction and feedback logs past this size (0: never)."
+    )
+    log_backups: int = setting(DEFAULT_BACKUP_COUNT, COUNT, help="Rotated files kept of each log (PATH.1 ... PATH.N).")
+    feedback_log: str | None = setting(  # JSON-lines log of labels (POST /feedback); needs prediction_log
+        None,
+        metavar="PATH",
+        help="Take true labels at POST /feedback and append them to this JSON-lines file (needs --prediction-log).",
+    )
+    answer_memory_rows: int = setting(
+        100_000,
+        COUNT,
+        help="Rows of the latest answers remembered, so labels for them count in live accuracy at once.",
+    )
+    accuracy_window: int = setting(
+        1000, COUNT, help="Live accuracy per version covers its latest this many labeled rows."
+    )
     # capture into an artifact store (serving.capture); off unless given
-    capture_uri: str | None = None  # mlflow-artifacts:/..., s3://..., gs://..., a local directory
-    capture_replica: str | None = None  # in the name of every file this proxy writes; the host name unless given
-    capture_spool: str = "logs/capture-spool"  # where closed files wait for the store: <spool>/<replica>/
-    capture_spool_bytes: int = 1024**3
-    capture_file_rows: int = 50_000  # a file closes at this many rows ...
-    capture_file_seconds: float = 300.0  # ... or this long after its first row
+    capture_uri: str | None = setting(
+        None,
+        metavar="URI",
+        help="Capture every answered row and every label (this turns POST /feedback on) as Parquet files in an "
+        "artifact location: mlflow-artifacts:/<experiment id>/capture on a tracking server started with "
+        "--serve-artifacts, s3://..., gs://..., or a local directory. Off by default.",
+    )
+    capture_replica: str | None = setting(  # in the name of every file this proxy writes
+        None, metavar="ID", help=f"This proxy's name in the files it writes ({REPLICA_RULE}); the host name by default."
+    )
+    capture_spool: str = setting(  # where closed files wait for the store: <spool>/<replica>/
+        "logs/capture-spool",
+        metavar="DIR",
+        help="Local directory where closed files wait for the store (and labels, synced, for their file to close); "
+        "a restart with the same spool and replica uploads what a crash left there.",
+    )
+    capture_spool_bytes: int = setting(
+        1024**3,
+        COUNT,
+        help="At most this much waits in the spool; past it rows are dropped (counted) and labels refused (503).",
+    )
+    capture_file_rows: int = setting(50_000, COUNT, help="A file closes (and goes to the store) at this many rows ...")
+    capture_file_seconds: float = setting(
+        300.0, POSITIVE, help="... or this many seconds after it opened, or at the end of its hour."
+    )
+    # shadow: copies of live requests scored by the version another alias names (serving.rollout.shadow)
+    shadow: str | None = setting(
+        None,
+        metavar="ALIAS",
+        help="Run the version this alias names (e.g. challenger) beside the live one and score copies of live requests "
+        "with it, in the background; its agreement goes to /metrics, /health and its model-version tags.",
+    )
+    shadow_rate: float = setting(1.0, SHARE, help="Share of answered scoring requests copied to the shadowed version.")
+    shadow_timeout: float = setting(
+        5.0,
+        POSITIVE,
+        help="Seconds per call to the shadowed model server; then the copy counts as an error.",
+    )
+    shadow_report_interval: float = setting(
+        30.0,
+        POSITIVE,
+        help="Seconds between writes of the shadow evidence to the shadowed version's tags.",
+    )
+    # canary rollout and bake window, with automatic rollback (serving.rollout.analysis)
+    canary: tuple[int, ...] = setting(
+        (100,),
+        metavar="STEPS",
+        parse=parse_canary,
+        help="Percentages of requests a new version takes, step by step, e.g. 10,50,100 (100: switch in one step).",
+    )
+    canary_step: float = setting(60.0, POSITIVE, help="Seconds per canary step below 100.")
+    bake: float = setting(
+        0.0,
+        NOT_NEGATIVE,
+        help="Seconds a new version is compared with the previous one after taking all requests (0: not at all).",
+    )
+    compare_rate: float = setting(
+        0.2,
+        SHARE,
+        help="During a rollout: share of the new version's requests the previous version scores too, in the background.",
+    )
+    max_error_rate: float = setting(
+        0.05,
+        SHARE,
+        help="Roll back when the new version's model server fails this much more often than the previous one's.",
+    )
+    max_latency_ratio: float = setting(
+        3.0,
+        POSITIVE,
+        help="Roll back when its p99 call latency exceeds the previous version's by this factor.",
+    )
+    max_disagreement: float = setting(
+        0.1,
+        SHARE,
+        help="Roll back when it answers another class than the previous version on more of the compared rows.",
+    )
+    max_class_shift: float = setting(
+        0.2,
+        SHARE,
+        help="Roll back when its predicted-class mix differs from the previous version's by more (total variation).",
+    )
+    min_requests: int = setting(
+        100, COUNT, help="Calls (or rows) each version needs in the window before a threshold may roll back."
+    )
+    grpc_port: int | None = setting(
+        None,
+        PORT,
+        help="Serve the Open Inference Protocol over gRPC (inference.GRPCInferenceService) on this port (same --host).",
+    )
 
     def __post_init__(self):
         self._check_models()
@@ -157,54 +311,31 @@ class ServingConfig:
         if self.poll_interval is None:
             default = POLL_INTERVAL_WITH_WEBHOOKS_S if self.webhook_secret else POLL_INTERVAL_S
             object.__setattr__(self, "poll_interval", default)
+        check_settings(self)
         if not self.allow_remote and not is_loopback(self.host):
             raise ConfigError(
                 f"--host {self.host} accepts connections from other machines; add --allow-remote to mean it"
             )
-        positive = {
-            "--max-body-bytes": self.max_body_bytes,
-            "--max-rows": self.max_rows,
-            "--timeout": self.timeout,
-            "--max-connections": self.max_connections,
-            "--header-timeout": self.header_timeout,
-            "--body-timeout": self.body_timeout,
-            "--poll-interval": self.poll_interval,
-            "--workers": self.workers,
-            "--max-batch-rows": self.max_batch_rows,
-            "--start-timeout": self.start_timeout,
-            "--keep-logs": self.keep_logs,
-        }
-        for option, value in positive.items():
-            if not value > 0:
-                raise ConfigError(f"{option} must be > 0, got {value}")
-        if self.keep_warm < 0 or self.max_batch_wait_ms < 0:
-            raise ConfigError("--keep-warm and --max-batch-wait-ms must be >= 0")
         if self.upstream is not None and not re.fullmatch(r"https?://[^/\s]+/?", self.upstream):
             raise ConfigError(f"--upstream must be a base URL such as http://127.0.0.1:5001, got {self.upstream!r}")
-        if not 0 <= self.log_sample_rate <= 1 or self.log_max_bytes < 0 or self.log_backups < 1:
-            raise ConfigError("--log-sample-rate must be between 0 and 1, --log-max-bytes >= 0, --log-backups >= 1")
         if self.feedback_log and not self.prediction_log:
             raise ConfigError(
                 "--feedback-log needs --prediction-log: labels are joined with the logged predictions they belong to"
             )
         if self.feedback_log and Path(self.feedback_log).absolute() == Path(self.prediction_log).absolute():
             raise ConfigError("--feedback-log must be another file than --prediction-log")
-        if self.answer_memory_rows < 1 or self.accuracy_window < 1:
-            raise ConfigError("--answer-memory-rows and --accuracy-window must be >= 1")
         if self.metrics_port is not None and self.metrics_port == self.port != 0:
             raise ConfigError("--metrics-port must differ from --port (leave it out to serve /metrics on --port)")
-        self._check_delivery()
+        if self.shadow is not None:
+            try:
+                check_alias(self.shadow)
+            except ValueError as exc:
+                raise ConfigError(f"--shadow: {exc}") from None
+            if self.upstream is not None or self.shadow == self.model.alias:
+                raise ConfigError("--shadow names another alias of the served model, and needs no --upstream")
         self._check_capture()
 
     def _check_capture(self) -> None:
-        positive = {
-            "--capture-spool-bytes": self.capture_spool_bytes,
-            "--capture-file-rows": self.capture_file_rows,
-            "--capture-file-seconds": self.capture_file_seconds,
-        }
-        for option, value in positive.items():
-            if not value > 0:
-                raise ConfigError(f"{option} must be > 0, got {value}")
         if self.capture_uri is None:
             return
         if not self.capture_uri.strip():
@@ -217,37 +348,6 @@ class ServingConfig:
         except ValueError as exc:
             raise ConfigError(f"--capture-replica: {exc}") from None
         object.__setattr__(self, "capture_replica", replica)
-
-    def _check_delivery(self) -> None:
-        if isinstance(self.canary, str):
-            object.__setattr__(self, "canary", parse_canary(self.canary))
-        else:
-            parse_canary(",".join(str(step) for step in self.canary))
-        if self.shadow is not None:
-            try:
-                check_alias(self.shadow)
-            except ValueError as exc:
-                raise ConfigError(f"--shadow: {exc}") from None
-            if self.upstream is not None or self.shadow == self.model.alias:
-                raise ConfigError("--shadow names another alias of the served model, and needs no --upstream")
-        shares = {"--shadow-rate": self.shadow_rate, "--compare-rate": self.compare_rate}
-        limits = {"--max-error-rate": self.max_error_rate, "--max-disagreement": self.max_disagreement}
-        limits["--max-class-shift"] = self.max_class_shift
-        for option, value in {**shares, **limits}.items():
-            if not 0 <= value <= 1:
-                raise ConfigError(f"{option} must be between 0 and 1, got {value}")
-        positive = {
-            "--shadow-timeout": self.shadow_timeout,
-            "--shadow-report-interval": self.shadow_report_interval,
-            "--canary-step": self.canary_step,
-            "--max-latency-ratio": self.max_latency_ratio,
-            "--min-requests": self.min_requests,
-        }
-        for option, value in positive.items():
-            if not value > 0:
-                raise ConfigError(f"{option} must be > 0, got {value}")
-        if not self.bake >= 0:
-            raise ConfigError(f"--bake must be >= 0, got {self.bake}")
 
     def _check_models(self) -> None:
         if isinstance(self.model_uris, str):

@@ -151,6 +151,28 @@ def test_more_connections_than_the_open_file_limit_allows_is_a_one_line_error(tm
     assert result.stderr.strip().count("\n") == 0
 
 
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["--max-rows", "0"], {}, "error: Invalid value for '--max-rows' (env var: 'SERVING_MAX_ROWS'): 0 is not in"),
+        ([], {"SERVING_LOG_SAMPLE_RATE": "2"}, "error: Invalid value for '--log-sample-rate' (env var: 'SERVING_LOG_"),
+        ([], {"SERVING_CANARY": "50,10"}, "error: Invalid value for '--canary' (env var: 'SERVING_CANARY'): must rise"),
+    ],
+    ids=["command line", "environment", "composite"],
+)
+def test_a_value_outside_its_bounds_is_a_one_line_usage_error_before_anything_starts(tmp_path, args, env, message):
+    result = subprocess.run(
+        [sys.executable, "-m", "serving", "--port", str(free_port()), *args],
+        cwd=tmp_path,
+        env={**serving_env(tmp_path), **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2 and result.stderr.startswith(message), result.stderr
+    assert result.stderr.strip().count("\n") == 0 and "(see 'python -m serving --help')" in result.stderr
+
+
 # -- the API token: from the environment or a file, never needed on a command line -----------------
 
 FILE_TOKEN = "token-from-a-file-5f2c9e"
