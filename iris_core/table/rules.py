@@ -82,6 +82,20 @@ class Rule:
         self.bounds = bounds
         self.low, self.low_inclusive, self.high, self.high_inclusive = bounds.interval()
 
+    def half_open(self) -> tuple[float, float, bool]:
+        """``(low, high, integer)`` such that ``low < value <= high`` holds exactly for the values the rule allows.
+
+        One comparison per end, whatever the rule's ends are: the proxy checks every value of
+        every request this way. An infinite end is exclusive, so its largest float stands in
+        and infinity fails.
+        """
+        low, high = self.low, self.high
+        if self.low_inclusive:
+            low = math.nextafter(low, -math.inf)
+        if not self.high_inclusive:
+            high = math.nextafter(high, -math.inf)
+        return low, high, self.integer
+
     def passes(self, value: float) -> bool:
         """For a number already known to be an int or a float (not a bool)."""
         low, high = self.low, self.high

@@ -14,7 +14,6 @@ rules (``low < value <= high``, inclusive and exclusive ends folded in), so a co
 what the hard-coded checks it replaced cost.
 """
 
-import math
 from dataclasses import dataclass
 
 from iris_core.table.contract import TableContract
@@ -56,7 +55,7 @@ class RowReader:
         self.layout = contract.layout
         self.rules = contract.rules
         # (low, high, integer) with ``low < value <= high`` exactly the rules and finiteness.
-        self._bounds = tuple(_compiled(rule) for rule in self.rules)
+        self._bounds = tuple(rule.half_open() for rule in self.rules)
         self._integers = any(rule.integer for rule in self.rules)
         self._shown = ", ".join(shorten(name, 40) for name in self.names[:8]) + (
             f" and {self.width - 8} more" if self.width > 8 else ""
@@ -140,16 +139,6 @@ class RowReader:
         extra = [name for name in dict.fromkeys(names) if name not in self.name_set]
         details = self.missing_details(missing) + [f"unexpected column: {shorten(str(n), 40)}" for n in extra]
         raise ValidationError(400, "INVALID_COLUMNS", f"{where} must have exactly the columns {self._shown}", details)
-
-
-def _compiled(rule) -> tuple[float, float, bool]:
-    """``(low, high, integer)`` such that ``low < value <= high`` holds exactly for the values the rule allows."""
-    low, high = rule.low, rule.high
-    if rule.low_inclusive:
-        low = math.nextafter(low, -math.inf)
-    if not rule.high_inclusive:  # an infinite end is exclusive: the largest float then, so infinity fails
-        high = math.nextafter(high, -math.inf)
-    return low, high, rule.integer
 
 
 def finish(rows: list[list], errors: list[str]) -> list[list]:
