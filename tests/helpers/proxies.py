@@ -110,3 +110,11 @@ def running_proxy(registry_dir: Path, workdir: Path, *args: str, wait_healthy: b
         yield proxy
     finally:
         stop_process(proxy.proc, timeout=60)
+
+
+def shared_upstream_proxy(registry_dir: Path, workdir: Path, upstream_url: str, *args: str, token: str | None = None):
+    """``running_proxy`` for version 2 in front of the session's upstream; ``token`` given as SERVING_API_TOKEN."""
+    env = {"SERVING_API_TOKEN": token} if token else None
+    return running_proxy(
+        registry_dir, workdir, "--upstream", upstream_url, "--model-uri", "models:/iris/2", *args, env=env
+    )

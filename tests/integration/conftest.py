@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import pytest
 
 from serving.upstreams.servers import serve_command
-from tests.helpers.proxies import START_TIMEOUT, running_proxy, serving_env
+from tests.helpers.proxies import START_TIMEOUT, serving_env, shared_upstream_proxy
 from tests.helpers.support import free_port, http_ok, start_logged, stop_process, wait_until
 
 
@@ -49,9 +49,7 @@ def upstream_url(upstream) -> str:
 @pytest.fixture(scope="session")
 def proxy(trained_registry, upstream_url, tmp_path_factory):
     """The proxy with default settings in front of the shared upstream; it reports version 2."""
-    with running_proxy(
-        trained_registry, tmp_path_factory.mktemp("proxy"), "--upstream", upstream_url, "--model-uri", "models:/iris/2"
-    ) as running:
+    with shared_upstream_proxy(trained_registry, tmp_path_factory.mktemp("proxy"), upstream_url) as running:
         yield running
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.proxies import refused_start, running_proxy, serving_env
+from tests.helpers.proxies import refused_start, running_proxy, serving_env, shared_upstream_proxy
 from tests.helpers.support import free_port, stop_process, wait_until
 from tests.integration.serving.test_faults import descendants
 
@@ -148,11 +148,7 @@ def test_the_token_read_from_a_file_guards_scoring_and_is_on_no_command_line_or_
     token_file = tmp_path / "api-token"
     token_file.write_text(FILE_TOKEN + "\n")
     token_file.chmod(0o600)
-    with running_proxy(
-        trained_registry,
-        tmp_path,
-        *("--upstream", upstream_url, "--model-uri", "models:/iris/2", "--api-token-file", str(token_file)),
-    ) as proxy:
+    with shared_upstream_proxy(trained_registry, tmp_path, upstream_url, "--api-token-file", str(token_file)) as proxy:
         assert proxy.predict().status_code == 401
         assert proxy.predict(headers={"Authorization": f"Bearer {FILE_TOKEN}"}).status_code == 200
         assert FILE_TOKEN.encode() not in Path(f"/proc/{proxy.proc.pid}/cmdline").read_bytes()
@@ -187,11 +183,7 @@ def test_a_token_file_that_holds_no_single_token_or_comes_beside_one_is_a_one_li
 def test_a_token_given_on_the_command_line_works_and_is_warned_about_once_without_being_shown(
     trained_registry, upstream_url, tmp_path
 ):
-    with running_proxy(
-        trained_registry,
-        tmp_path,
-        *("--upstream", upstream_url, "--model-uri", "models:/iris/2", "--api-token", FILE_TOKEN),
-    ) as proxy:
+    with shared_upstream_proxy(trained_registry, tmp_path, upstream_url, "--api-token", FILE_TOKEN) as proxy:
         assert proxy.predict(headers={"Authorization": f"Bearer {FILE_TOKEN}"}).status_code == 200
     warnings = [line for line in proxy.output().splitlines() if "visible to every local user" in line]
     assert len(warnings) == 1 and "SERVING_API_TOKEN" in warnings[0] and FILE_TOKEN not in proxy.output()

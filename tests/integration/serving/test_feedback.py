@@ -5,7 +5,7 @@ import requests
 
 from iris_core.records import read_feedback_log, read_log
 from tests.helpers.iris import FEATURES
-from tests.helpers.proxies import refused_start, running_proxy
+from tests.helpers.proxies import refused_start, running_proxy, shared_upstream_proxy
 from tests.helpers.support import small_tmpfs, wait_until
 from tests.integration.serving.test_monitoring import sample as value
 from tests.integration.serving.test_monitoring import scrape
@@ -20,22 +20,15 @@ AUTH = {"Authorization": "Bearer fe3dback-token"}
 def feedback_proxy(trained_registry, upstream_url, tmp_path_factory):
     """A proxy with the token from the environment and both logs on, in front of the shared upstream."""
     workdir = tmp_path_factory.mktemp("feedback-proxy")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("SERVING_API_TOKEN", "fe3dback-token")
-        with running_proxy(
-            trained_registry,
-            workdir,
-            "--upstream",
-            upstream_url,
-            "--model-uri",
-            "models:/iris/2",
-            "--prediction-log",
-            "logs/predictions.jsonl",
-            "--feedback-log",
-            "logs/feedback.jsonl",
-        ) as proxy:
-            proxy.logs = workdir / "logs"
-            yield proxy
+    with shared_upstream_proxy(
+        trained_registry,
+        workdir,
+        upstream_url,
+        *("--prediction-log", "logs/predictions.jsonl", "--feedback-log", "logs/feedback.jsonl"),
+        token="fe3dback-token",
+    ) as proxy:
+        proxy.logs = workdir / "logs"
+        yield proxy
 
 
 def score(proxy, rows, request_id: str) -> list[str]:
