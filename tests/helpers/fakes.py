@@ -235,3 +235,32 @@ async def settle() -> None:
     """Let every task that is ready run until each waits again."""
     for _ in range(20):
         await asyncio.sleep(0)
+
+
+async def until(condition, timeout: float = 5.0) -> None:
+    """Let the loop run until ``condition()`` holds; fail after ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        assert loop.time() < deadline, "condition not reached"
+        await asyncio.sleep(0.002)
+
+
+def run_router(make_router, body, answer=None, timeout: float = 10.0) -> None:
+    """``body(router, servers, lookup)`` on the router ``make_router()`` builds, once version 1's fake
+    server (answering with ``answer`` when given) is up; the router is closed after."""
+
+    async def guarded():
+        router, servers, lookup = make_router()
+        await router.start(None)
+        await settle()
+        if answer is not None:
+            servers.latest("1").answer = answer
+        servers.latest("1").come_up()
+        await settle()
+        try:
+            await body(router, servers, lookup)
+        finally:
+            await router.close()
+
+    asyncio.run(asyncio.wait_for(guarded(), timeout=timeout))

@@ -88,6 +88,21 @@ def start_proxy(
     return proxy
 
 
+def refused_start(
+    registry_dir: Path, workdir: Path, *args: str, port: int | str | None = None, env: dict | None = None, **popen
+) -> subprocess.CompletedProcess:
+    """``python -m serving ARGS --port PORT`` (a free one by default) run to its exit: for a start that must fail."""
+    return subprocess.run(
+        [sys.executable, "-m", "serving", *args, "--port", str(free_port() if port is None else port)],
+        cwd=workdir,
+        env={**serving_env(registry_dir), **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=180,
+        **popen,
+    )
+
+
 @contextlib.contextmanager
 def running_proxy(registry_dir: Path, workdir: Path, *args: str, wait_healthy: bool = True, env: dict | None = None):
     proxy = start_proxy(registry_dir, workdir, *args, wait_healthy=wait_healthy, env=env)
@@ -95,3 +110,11 @@ def running_proxy(registry_dir: Path, workdir: Path, *args: str, wait_healthy: b
         yield proxy
     finally:
         stop_process(proxy.proc, timeout=60)
+
+
+def shared_upstream_proxy(registry_dir: Path, workdir: Path, upstream_url: str, *args: str, token: str | None = None):
+    """``running_proxy`` for version 2 in front of the session's upstream; ``token`` given as SERVING_API_TOKEN."""
+    env = {"SERVING_API_TOKEN": token} if token else None
+    return running_proxy(
+        registry_dir, workdir, "--upstream", upstream_url, "--model-uri", "models:/iris/2", *args, env=env
+    )

@@ -84,9 +84,8 @@ def _block_commands(page: str, section: str, language: str, body: list[str]) -> 
     return commands
 
 
-def commands(path: Path) -> list[Command]:
-    """Every project command line of a page (README.md or one of docs/), in the order a reader meets them."""
-    page = path.relative_to(REPO).as_posix()
+def _code_blocks(path: Path) -> list[tuple[str, str, list[str]]]:
+    """Every fenced code block of a page in order, as (the heading it stands under, language, lines)."""
     found, section, language, body = [], "", None, []
     for line in path.read_text().splitlines():
         if language is None and (heading := re.match(r"^#{1,4} (.+)$", line)):
@@ -95,29 +94,26 @@ def commands(path: Path) -> list[Command]:
             if language is None:
                 language, body = line[3:].strip() or "text", []
             else:
-                found += _block_commands(page, section, language, body)
+                found.append((section, language, body))
                 language = None
         elif language is not None:
             body.append(line)
     return found
+
+
+def commands(path: Path) -> list[Command]:
+    """Every project command line of a page (README.md or one of docs/), in the order a reader meets them."""
+    page = path.relative_to(REPO).as_posix()
+    return [
+        command
+        for section, language, body in _code_blocks(path)
+        for command in _block_commands(page, section, language, body)
+    ]
 
 
 def section_blocks(path: Path, section: str) -> list[tuple[str, list[str]]]:
     """The code blocks under one heading of a page, as (language, lines), every line of them."""
-    found, current, language, body = [], "", None, []
-    for line in path.read_text().splitlines():
-        if language is None and (heading := re.match(r"^#{1,4} (.+)$", line)):
-            current = heading.group(1).strip()
-        elif line.startswith("```"):
-            if language is None:
-                language, body = line[3:].strip() or "text", []
-            else:
-                if current == section:
-                    found.append((language, body))
-                language = None
-        elif language is not None:
-            body.append(line)
-    return found
+    return [(language, body) for heading, language, body in _code_blocks(path) if heading == section]
 
 
 def pages() -> list[Path]:

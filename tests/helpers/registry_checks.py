@@ -1,12 +1,15 @@
 """Assertions and registry reads shared by the registry_tools tests."""
 
 import contextlib
+import itertools
 import subprocess
 import sys
 
 from click.testing import Result
 
 from tests.helpers.tracking import REPO
+
+_copies = itertools.count(1)
 
 
 def state(client, name: str = "iris") -> dict:
@@ -52,3 +55,17 @@ def start_cli(*args: str, stdin=subprocess.DEVNULL) -> subprocess.Popen:
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def fresh_copy(client, name: str = "iris") -> str:
+    """A new registered model copied from ``name``: its versions in order, its aliases and its tags (which hold
+    the alias history); its name is returned, so that a test may move it freely."""
+    copy = f"{name}-copy-{next(_copies)}"
+    source = client.get_registered_model(name)
+    for version in sorted((v.version for v in client.search_model_versions(f"name = '{name}'")), key=int):
+        client.copy_model_version(f"models:/{name}/{version}", copy)
+    for alias, version in source.aliases.items():
+        client.set_registered_model_alias(copy, alias, str(version))
+    for key, value in source.tags.items():
+        client.set_registered_model_tag(copy, key, value)
+    return copy

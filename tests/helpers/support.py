@@ -19,6 +19,7 @@ __all__ = [
     "start_mlflow_server",
     "stop_process",
     "wait_until",
+    "while_answering",
 ]
 
 BIN = Path(sys.executable).parent
@@ -53,6 +54,16 @@ def http_ok(url: str, timeout: float = 2.0, **kwargs) -> bool:
     return requests.get(url, timeout=timeout, **kwargs).status_code == 200
 
 
+@contextlib.contextmanager
+def while_answering(proc: subprocess.Popen, ready_url: str, log: Path, what: str, timeout: float):
+    """Wait until the server ``proc`` is alive and ``ready_url`` answers 200; stop it when the block ends, failed or not."""
+    try:
+        wait_until(lambda: proc.poll() is None and http_ok(ready_url), timeout, what=f"{what} (log: {log})")
+        yield proc
+    finally:
+        stop_process(proc)
+
+
 def start_mlflow_server(
     backend_store_uri: str, artifacts_dir: Path, port: int, log: Path, *extra: str, env: dict | None = None
 ) -> subprocess.Popen:
@@ -74,12 +85,5 @@ def mlflow_server(
     log = log or artifacts_dir.parent / f"mlflow-server-{port}.log"
     proc = start_mlflow_server(backend_store_uri, artifacts_dir, port, log, *extra, env=env)
     uri = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(
-            lambda: proc.poll() is None and http_ok(f"{uri}/health"),
-            timeout=90,
-            what=f"mlflow server at {uri} (log: {log})",
-        )
+    with while_answering(proc, f"{uri}/health", log, f"mlflow server at {uri}", timeout=90):
         yield uri
-    finally:
-        stop_process(proc)

@@ -106,6 +106,16 @@ def clean_env(extra: dict | None = None) -> dict:
     return {**{k: v for k, v in os.environ.items() if k not in MLFLOW_EXPORTS}, **(extra or {})}
 
 
+def mlflow_run(
+    entry: str, *params: str, cwd: Path, options: tuple[str, ...] = (), timeout: float = 300
+) -> subprocess.CompletedProcess:
+    """``mlflow run`` of this project's ``entry`` in this environment, each of ``params`` (``key=value``) one ``-P``."""
+    args = ["run", str(REPO), "-e", entry, "--env-manager", "local", *options]
+    for param in params:
+        args += ["-P", param]
+    return mlflow_cli(*args, cwd=cwd, timeout=timeout)
+
+
 def mlflow_cli(*args: str, cwd: Path, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run the real ``mlflow`` command line of this environment."""
     return subprocess.run(

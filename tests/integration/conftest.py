@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import pytest
 
 from serving.upstreams.servers import serve_command
-from tests.helpers.proxies import START_TIMEOUT, running_proxy, serving_env
-from tests.helpers.support import free_port, http_ok, start_logged, stop_process, wait_until
+from tests.helpers.proxies import START_TIMEOUT, serving_env, shared_upstream_proxy
+from tests.helpers.support import free_port, start_logged, while_answering
 
 
 @dataclass
@@ -30,15 +30,8 @@ def upstream(trained_registry, tmp_path_factory):
         serve_command("models:/iris/2", port), log, cwd=trained_registry, env=serving_env(trained_registry)
     )
     url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(
-            lambda: proc.poll() is None and http_ok(f"{url}/ping"),
-            START_TIMEOUT,
-            what=f"mlflow models serve (log: {log})",
-        )
+    with while_answering(proc, f"{url}/ping", log, "mlflow models serve", START_TIMEOUT):
         yield RunningUpstream(url, proc)
-    finally:
-        stop_process(proc)
 
 
 @pytest.fixture(scope="session")
@@ -49,9 +42,7 @@ def upstream_url(upstream) -> str:
 @pytest.fixture(scope="session")
 def proxy(trained_registry, upstream_url, tmp_path_factory):
     """The proxy with default settings in front of the shared upstream; it reports version 2."""
-    with running_proxy(
-        trained_registry, tmp_path_factory.mktemp("proxy"), "--upstream", upstream_url, "--model-uri", "models:/iris/2"
-    ) as running:
+    with shared_upstream_proxy(trained_registry, tmp_path_factory.mktemp("proxy"), upstream_url) as running:
         yield running
 
 

@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from tests.helpers.deploy.specs import healthcheck_cmd, image_cmd, image_env, stage_image_files
-from tests.helpers.support import free_port, http_ok, start_logged, stop_process, wait_until
+from tests.helpers.support import free_port, start_logged, while_answering
 from tests.helpers.tracking import BIN, sqlite_uri
 
 pytestmark = pytest.mark.slow
@@ -46,15 +46,8 @@ def started_container(registry_dir: Path, workdir: Path):
     log = workdir / "container.log"
     proc = start_logged(image_cmd(), log, cwd=app, env=env)
     url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(
-            lambda: proc.poll() is None and http_ok(f"{url}/health"),
-            START_TIMEOUT,
-            what=f"container command (log: {log})",
-        )
+    with while_answering(proc, f"{url}/health", log, "container command", START_TIMEOUT):
         yield url, proc, env, app
-    finally:
-        stop_process(proc)
 
 
 @pytest.fixture(scope="module")

@@ -5,19 +5,16 @@ alias works on its own copy of ``iris`` (versions, aliases and history copied th
 MLflow's own API), so the tests do not depend on each other's order.
 """
 
-import itertools
 import json
 
 import pytest
 
 from iris_core.alias_history import alias_history
-from tests.helpers.registry_checks import assert_one_line_error, champion, start_cli, unchanged
+from tests.helpers.registry_checks import assert_one_line_error, champion, fresh_copy, start_cli, unchanged
 from tests.helpers.support import mlflow_server
 from tests.helpers.tracking import LEAKY_ENV, build_versions
 
 pytestmark = pytest.mark.slow
-
-_copies = itertools.count(1)
 
 
 @pytest.fixture(scope="module")
@@ -46,15 +43,7 @@ def remote(server, monkeypatch):
 @pytest.fixture
 def model(remote) -> str:
     """A fresh copy of the server's iris: same versions and tags, same aliases, same alias history."""
-    name = f"iris-copy-{next(_copies)}"
-    source = remote.get_registered_model("iris")
-    for version in sorted((v.version for v in remote.search_model_versions("name = 'iris'")), key=int):
-        remote.copy_model_version(f"models:/iris/{version}", name)
-    for alias, version in source.aliases.items():
-        remote.set_registered_model_alias(name, alias, str(version))
-    for key, value in source.tags.items():
-        remote.set_registered_model_tag(name, key, value)
-    return name
+    return fresh_copy(remote)
 
 
 def test_list_over_http_shows_the_versions_the_pipeline_registered_through_the_server(remote, run):

@@ -8,8 +8,6 @@ the proxy cannot check requests for is refused at start with one line.
 """
 
 import shutil
-import subprocess
-import sys
 
 import orjson
 import pandas as pd
@@ -17,7 +15,7 @@ import pytest
 
 from iris_core.records import read_log
 from tests.helpers.plain_models import COUNTS, FLOWERS, IRIS_PLAIN, TEXTS, UNSIGNED, WINE_PLAIN, iris_frame, wine_frame
-from tests.helpers.proxies import running_proxy, serving_env
+from tests.helpers.proxies import refused_start, running_proxy
 from tests.helpers.support import wait_until
 from tests.helpers.tracking import sqlite_uri
 from tests.integration.serving.test_managed import SteadyLoad
@@ -181,14 +179,7 @@ def test_thirteen_wine_features_one_named_with_a_slash_are_served_as_mlflow_serv
     ],
 )
 def test_a_model_the_proxy_cannot_check_requests_for_is_refused_at_start_with_one_line(plain_store, name, words):
-    result = subprocess.run(
-        [sys.executable, "-m", "serving", "--model-uri", f"models:/{name}@champion", "--port", "0"],
-        env=serving_env(plain_store),
-        cwd=plain_store,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    result = refused_start(plain_store, plain_store, "--model-uri", f"models:/{name}@champion", port=0)
     lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert result.returncode == 1 and len(lines) == 1 and words in lines[0], result.stderr
     assert "Traceback" not in result.stderr

@@ -66,6 +66,14 @@ def artifact_server(tmp_path_factory):
     server.stop()
 
 
+def capturing(upstream_url: str, artifact_server, replica: str, *more: str) -> tuple[str, ...]:
+    """The arguments of a proxy for version 2 in front of the shared upstream, capturing to the artifact server."""
+    return (
+        *("--upstream", upstream_url, "--model-uri", "models:/iris/2"),
+        *("--capture-uri", artifact_server.capture_uri, "--capture-replica", replica, *more),
+    )
+
+
 def score(proxy, request_id: str) -> float:
     """One row scored; the seconds the answer took."""
     started = time.perf_counter()
@@ -82,18 +90,7 @@ def test_a_tracking_server_stopped_mid_traffic_delays_no_answer_and_loses_no_row
     trained_registry, upstream_url, artifact_server, tmp_path
 ):
     proxy = start_proxy(
-        trained_registry,
-        tmp_path,
-        "--upstream",
-        upstream_url,
-        "--model-uri",
-        "models:/iris/2",
-        "--capture-uri",
-        artifact_server.capture_uri,
-        "--capture-replica",
-        "outage",
-        "--capture-file-seconds",
-        "1",
+        trained_registry, tmp_path, *capturing(upstream_url, artifact_server, "outage", "--capture-file-seconds", "1")
     )
     try:
         baseline = max(score(proxy, f"outage-{i}") for i in range(30))
@@ -124,19 +121,8 @@ def test_a_tracking_server_stopped_mid_traffic_delays_no_answer_and_loses_no_row
 def test_a_proxy_killed_mid_file_loses_only_its_open_file_and_its_next_start_uploads_the_labels_it_had_taken(
     trained_registry, upstream_url, artifact_server, tmp_path
 ):
-    args = (
-        "--upstream",
-        upstream_url,
-        "--model-uri",
-        "models:/iris/2",
-        "--capture-uri",
-        artifact_server.capture_uri,
-        "--capture-replica",
-        "killed",
-        "--capture-file-rows",
-        "50",
-        "--capture-file-seconds",
-        "3600",
+    args = capturing(
+        upstream_url, artifact_server, "killed", *("--capture-file-rows", "50", "--capture-file-seconds", "3600")
     )
     proxy = start_proxy(trained_registry, tmp_path, *args)
     try:

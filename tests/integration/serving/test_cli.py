@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.proxies import running_proxy, serving_env
+from tests.helpers.proxies import refused_start, running_proxy, serving_env, shared_upstream_proxy
 from tests.helpers.support import free_port, stop_process, wait_until
 from tests.integration.serving.test_faults import descendants
 
@@ -23,14 +23,7 @@ pytestmark = pytest.mark.slow
     ],
 )
 def test_a_model_uri_the_registry_cannot_resolve_is_a_one_line_error(trained_registry, tmp_path, args, message):
-    result = subprocess.run(
-        [sys.executable, "-m", "serving", "--port", str(free_port()), *args],
-        cwd=tmp_path,
-        env=serving_env(trained_registry),
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    result = refused_start(trained_registry, tmp_path, *args)
     assert result.returncode == 1
     assert message in result.stderr and "Traceback" not in result.stderr
     assert result.stderr.strip().count("\n") == 0
@@ -38,14 +31,7 @@ def test_a_model_uri_the_registry_cannot_resolve_is_a_one_line_error(trained_reg
 
 def test_a_busy_port_is_a_one_line_error(trained_registry, proxy, tmp_path):
     port = proxy.url.rsplit(":", 1)[1]
-    result = subprocess.run(
-        [sys.executable, "-m", "serving", "--upstream", "http://127.0.0.1:1", "--port", port],
-        cwd=tmp_path,
-        env=serving_env(trained_registry),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = refused_start(trained_registry, tmp_path, "--upstream", "http://127.0.0.1:1", port=port)
     assert result.returncode == 1
     assert result.stderr.startswith(f"error: cannot listen on 127.0.0.1:{port}") and "Traceback" not in result.stderr
 
@@ -54,13 +40,8 @@ def test_the_port_is_taken_before_the_registry_is_asked_so_a_busy_port_fails_fir
     """Listening comes first: clients that connect while the model URI resolves wait instead of being refused."""
     with socket.create_server(("127.0.0.1", 0)) as busy:
         port = busy.getsockname()[1]
-        result = subprocess.run(
-            [sys.executable, "-m", "serving", "--port", str(port)],
-            cwd=tmp_path,
-            env={**serving_env(tmp_path), "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}"},
-            capture_output=True,
-            text=True,
-            timeout=120,
+        result = refused_start(
+            tmp_path, tmp_path, port=port, env={"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}"}
         )
     assert result.returncode == 1
     assert result.stderr.startswith(f"error: cannot listen on 127.0.0.1:{port}"), result.stderr
@@ -121,14 +102,7 @@ def test_a_runs_uri_is_served_before_any_version_is_registered_and_labels_its_an
 
 
 def test_a_runs_uri_without_a_model_is_a_one_line_error(trained_registry, tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "serving", "--port", str(free_port()), "--model-uri", "runs:/0123456789abcdef/model"],
-        cwd=tmp_path,
-        env=serving_env(trained_registry),
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    result = refused_start(trained_registry, tmp_path, "--model-uri", "runs:/0123456789abcdef/model")
     assert result.returncode == 1
     assert result.stderr.strip() == (
         "error: cannot resolve runs:/0123456789abcdef/model: no run with ID 0123456789abcdef"
@@ -136,14 +110,10 @@ def test_a_runs_uri_without_a_model_is_a_one_line_error(trained_registry, tmp_pa
 
 
 def test_more_connections_than_the_open_file_limit_allows_is_a_one_line_error(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "serving", "--upstream", "http://127.0.0.1:1", "--port", str(free_port())]
-        + ["--max-connections", "10000"],
-        cwd=tmp_path,
-        env=serving_env(tmp_path),  # refused before any registry is asked
-        capture_output=True,
-        text=True,
-        timeout=120,
+    result = refused_start(
+        tmp_path,  # refused before any registry is asked
+        tmp_path,
+        *("--upstream", "http://127.0.0.1:1", "--max-connections", "10000"),
         preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 4096)),
     )
     assert result.returncode == 1 and "Traceback" not in result.stderr
@@ -161,14 +131,7 @@ def test_more_connections_than_the_open_file_limit_allows_is_a_one_line_error(tm
     ids=["command line", "environment", "composite"],
 )
 def test_a_value_outside_its_bounds_is_a_one_line_usage_error_before_anything_starts(tmp_path, args, env, message):
-    result = subprocess.run(
-        [sys.executable, "-m", "serving", "--port", str(free_port()), *args],
-        cwd=tmp_path,
-        env={**serving_env(tmp_path), **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = refused_start(tmp_path, tmp_path, *args, env=env)
     assert result.returncode == 2 and result.stderr.startswith(message), result.stderr
     assert result.stderr.strip().count("\n") == 0 and "(see 'python -m serving --help')" in result.stderr
 
@@ -185,11 +148,7 @@ def test_the_token_read_from_a_file_guards_scoring_and_is_on_no_command_line_or_
     token_file = tmp_path / "api-token"
     token_file.write_text(FILE_TOKEN + "\n")
     token_file.chmod(0o600)
-    with running_proxy(
-        trained_registry,
-        tmp_path,
-        *("--upstream", upstream_url, "--model-uri", "models:/iris/2", "--api-token-file", str(token_file)),
-    ) as proxy:
+    with shared_upstream_proxy(trained_registry, tmp_path, upstream_url, "--api-token-file", str(token_file)) as proxy:
         assert proxy.predict().status_code == 401
         assert proxy.predict(headers={"Authorization": f"Bearer {FILE_TOKEN}"}).status_code == 200
         assert FILE_TOKEN.encode() not in Path(f"/proc/{proxy.proc.pid}/cmdline").read_bytes()
@@ -214,14 +173,8 @@ def test_a_token_file_that_holds_no_single_token_or_comes_beside_one_is_a_one_li
 ):
     path = tmp_path / "api-token"
     path.write_text(contents)
-    result = subprocess.run(
-        [sys.executable, "-m", "serving", "--upstream", "http://127.0.0.1:1", "--port", str(free_port())]
-        + ["--api-token-file", str(path)],
-        cwd=tmp_path,
-        env={**serving_env(tmp_path), **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
+    result = refused_start(
+        tmp_path, tmp_path, "--upstream", "http://127.0.0.1:1", "--api-token-file", str(path), env=env
     )
     assert result.returncode == 2 and result.stderr.strip() == message.format(path=path)
     assert "another" not in result.stderr and "t0ken" not in result.stderr
@@ -230,11 +183,7 @@ def test_a_token_file_that_holds_no_single_token_or_comes_beside_one_is_a_one_li
 def test_a_token_given_on_the_command_line_works_and_is_warned_about_once_without_being_shown(
     trained_registry, upstream_url, tmp_path
 ):
-    with running_proxy(
-        trained_registry,
-        tmp_path,
-        *("--upstream", upstream_url, "--model-uri", "models:/iris/2", "--api-token", FILE_TOKEN),
-    ) as proxy:
+    with shared_upstream_proxy(trained_registry, tmp_path, upstream_url, "--api-token", FILE_TOKEN) as proxy:
         assert proxy.predict(headers={"Authorization": f"Bearer {FILE_TOKEN}"}).status_code == 200
     warnings = [line for line in proxy.output().splitlines() if "visible to every local user" in line]
     assert len(warnings) == 1 and "SERVING_API_TOKEN" in warnings[0] and FILE_TOKEN not in proxy.output()

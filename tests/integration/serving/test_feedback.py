@@ -1,15 +1,12 @@
 """``POST /feedback`` on a real ``python -m serving`` in front of a real upstream (version 2 of the session registry)."""
 
-import subprocess
-import sys
-
 import pytest
 import requests
 
 from iris_core.records import read_feedback_log, read_log
 from tests.helpers.iris import FEATURES
-from tests.helpers.proxies import running_proxy, serving_env
-from tests.helpers.support import free_port, small_tmpfs, wait_until
+from tests.helpers.proxies import refused_start, running_proxy, shared_upstream_proxy
+from tests.helpers.support import small_tmpfs, wait_until
 from tests.integration.serving.test_monitoring import sample as value
 from tests.integration.serving.test_monitoring import scrape
 
@@ -23,22 +20,15 @@ AUTH = {"Authorization": "Bearer fe3dback-token"}
 def feedback_proxy(trained_registry, upstream_url, tmp_path_factory):
     """A proxy with the token from the environment and both logs on, in front of the shared upstream."""
     workdir = tmp_path_factory.mktemp("feedback-proxy")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("SERVING_API_TOKEN", "fe3dback-token")
-        with running_proxy(
-            trained_registry,
-            workdir,
-            "--upstream",
-            upstream_url,
-            "--model-uri",
-            "models:/iris/2",
-            "--prediction-log",
-            "logs/predictions.jsonl",
-            "--feedback-log",
-            "logs/feedback.jsonl",
-        ) as proxy:
-            proxy.logs = workdir / "logs"
-            yield proxy
+    with shared_upstream_proxy(
+        trained_registry,
+        workdir,
+        upstream_url,
+        *("--prediction-log", "logs/predictions.jsonl", "--feedback-log", "logs/feedback.jsonl"),
+        token="fe3dback-token",
+    ) as proxy:
+        proxy.logs = workdir / "logs"
+        yield proxy
 
 
 def score(proxy, rows, request_id: str) -> list[str]:
@@ -199,14 +189,8 @@ def test_on_a_full_disk_every_label_answered_200_is_in_the_file_whole_and_the_co
 
 
 def test_a_feedback_log_without_the_prediction_log_is_refused_at_start_in_one_line(trained_registry, tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "serving", "--upstream", "http://127.0.0.1:1", "--port", str(free_port())]
-        + ["--feedback-log", "feedback.jsonl"],
-        cwd=tmp_path,
-        env=serving_env(trained_registry),
-        capture_output=True,
-        text=True,
-        timeout=120,
+    result = refused_start(
+        trained_registry, tmp_path, "--upstream", "http://127.0.0.1:1", "--feedback-log", "feedback.jsonl"
     )
     assert result.returncode == 2
     assert result.stderr.strip() == (

@@ -8,8 +8,6 @@ several stops the start with one line naming it.
 """
 
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -17,7 +15,7 @@ import pytest
 import tritonclient.grpc as triton
 
 from tests.helpers.plain_models import FLOWERS, IRIS_PLAIN, iris_frame
-from tests.helpers.proxies import running_proxy, serving_env
+from tests.helpers.proxies import refused_start, running_proxy
 from tests.helpers.support import free_port, wait_until
 from tests.helpers.tracking import sqlite_uri
 from tests.integration.serving.test_any_model import mlflow_predict
@@ -125,14 +123,13 @@ def test_a_rollout_of_one_model_under_load_on_the_other_never_touches_the_others
 def test_a_model_uri_that_cannot_be_resolved_among_several_stops_the_start_with_one_line_naming_it(
     plain_registry, tmp_path
 ):
-    result = subprocess.run(
-        [sys.executable, "-m", "serving", "--port", str(free_port())]
-        + ["--model-uri", f"models:/{IRIS_PLAIN}@champion", "--model-uri", "models:/nothing@champion"],
-        cwd=tmp_path,
-        env=serving_env(plain_registry),
-        capture_output=True,
-        text=True,
-        timeout=180,
+    result = refused_start(
+        plain_registry,
+        tmp_path,
+        "--model-uri",
+        f"models:/{IRIS_PLAIN}@champion",
+        "--model-uri",
+        "models:/nothing@champion",
     )
     assert result.returncode == 1 and "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]

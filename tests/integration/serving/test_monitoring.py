@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from iris_core.records import read_log
 from tests.helpers.iris import FEATURES
-from tests.helpers.proxies import running_proxy
+from tests.helpers.proxies import running_proxy, shared_upstream_proxy
 from tests.helpers.support import free_port, wait_until
 
 pytestmark = pytest.mark.slow
@@ -49,22 +49,11 @@ def logged_proxy(trained_registry, upstream_url, tmp_path_factory):
     """A proxy with a token, a small row limit and the prediction log on, in front of the shared upstream."""
     workdir = tmp_path_factory.mktemp("logged-proxy")
     log = workdir / "predictions.jsonl"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("SERVING_API_TOKEN", "s3cret-token")
-        with running_proxy(
-            trained_registry,
-            workdir,
-            "--upstream",
-            upstream_url,
-            "--model-uri",
-            "models:/iris/2",
-            "--max-rows",
-            "5",
-            "--prediction-log",
-            str(log),
-        ) as proxy:
-            proxy.prediction_log = log
-            yield proxy
+    with shared_upstream_proxy(
+        trained_registry, workdir, upstream_url, "--max-rows", "5", "--prediction-log", str(log), token="s3cret-token"
+    ) as proxy:
+        proxy.prediction_log = log
+        yield proxy
 
 
 AUTH = {"Authorization": "Bearer s3cret-token"}

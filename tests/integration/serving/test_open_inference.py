@@ -17,7 +17,7 @@ import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
 from tests.helpers.iris import CLASSES, FEATURES
-from tests.helpers.proxies import running_proxy
+from tests.helpers.proxies import shared_upstream_proxy
 from tests.helpers.tracking import BIN
 
 pytestmark = pytest.mark.slow
@@ -133,13 +133,8 @@ def test_every_v2_answer_carries_the_model_version_and_request_id_headers(proxy)
         assert response.headers["X-Model-Version"] == "2" and response.headers["X-Request-Id"] == "v2-req"
 
 
-def test_tritons_client_passes_the_bearer_token_and_is_refused_without_it(
-    trained_registry, upstream_url, tmp_path, monkeypatch
-):
-    monkeypatch.setenv("SERVING_API_TOKEN", "v2-token")
-    with running_proxy(
-        trained_registry, tmp_path, "--upstream", upstream_url, "--model-uri", "models:/iris/2"
-    ) as guarded:
+def test_tritons_client_passes_the_bearer_token_and_is_refused_without_it(trained_registry, upstream_url, tmp_path):
+    with shared_upstream_proxy(trained_registry, tmp_path, upstream_url, token="v2-token") as guarded:
         client = client_for(guarded)
         assert client.is_server_ready() and client.get_model_metadata("iris")["name"] == "iris"
         with pytest.raises(InferenceServerException) as refused:

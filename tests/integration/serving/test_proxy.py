@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.helpers.iris import CLASSES, FEATURES
+from tests.helpers.json_documents import any_json
 from tests.helpers.proxies import ROW, running_proxy, start_proxy
 from tests.helpers.support import free_port, http_ok, stop_process, wait_until
 
@@ -231,19 +232,11 @@ def test_a_keep_alive_client_gets_a_4xx_then_a_200_on_the_same_connection(proxy,
     connection.close()
 
 
-json_values = st.recursive(
-    st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=12),
-    lambda children: (
-        st.lists(children, max_size=6)
-        | st.dictionaries(
-            st.sampled_from(
-                ["dataframe_split", "dataframe_records", "instances", "inputs", "columns", "data", "params", *FEATURES]
-            )
-            | st.text(max_size=8),
-            children,
-            max_size=6,
-        )
-    ),
+json_values = any_json(
+    ["dataframe_split", "dataframe_records", "instances", "inputs", "columns", "data", "params", *FEATURES],
+    max_text=12,
+    max_key=8,
+    max_items=6,
     max_leaves=40,
 )
 content_types = st.sampled_from(

@@ -8,7 +8,6 @@ the helper process that runs MLflow's client.
 """
 
 import asyncio
-import itertools
 import json
 import os
 import shutil
@@ -28,10 +27,9 @@ from serving.registry.base import document_with_mlflow
 from serving.registry.lookup import HelperRegistryLookup, open_lookup
 from serving.registry.rest import RestRegistryLookup
 from tests.helpers.proxies import ROW, START_TIMEOUT
+from tests.helpers.registry_checks import fresh_copy
 from tests.helpers.support import free_port, http_ok, mlflow_server, start_logged, stop_process, wait_until
 from tests.helpers.tracking import BIN, LEAKY_ENV, REPO, clean_env
-
-_copies = itertools.count(1)
 
 
 @pytest.fixture(scope="module")
@@ -53,15 +51,7 @@ def mlflow_client(server):
 @pytest.fixture
 def model(mlflow_client) -> str:
     """A fresh copy of the server's iris: same versions, aliases and alias history."""
-    name = f"iris-copy-{next(_copies)}"
-    source = mlflow_client.get_registered_model("iris")
-    for version in ("1", "2", "3"):
-        mlflow_client.copy_model_version(f"models:/iris/{version}", name)
-    for alias, version in source.aliases.items():
-        mlflow_client.set_registered_model_alias(name, alias, str(version))
-    for key, value in source.tags.items():
-        mlflow_client.set_registered_model_tag(name, key, value)
-    return name
+    return fresh_copy(mlflow_client)
 
 
 def rest(server: str, uri: str = "models:/iris@champion", **env) -> RestRegistryLookup:

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from tests.helpers.batch_files import read_any, write_csv
-from tests.helpers.tracking import REPO, mlflow_cli
+from tests.helpers.tracking import REPO, mlflow_run
 
 
 def batch_predict(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -61,22 +61,11 @@ def test_mlflow_run_batch_predict_scores_a_file_into_the_batch_experiment(regist
     import mlflow
 
     data = write_csv(tmp_path / "in.csv", 1200)
-    result = mlflow_cli(
-        "run",
-        str(REPO),
-        "-e",
+    result = mlflow_run(
         "batch_predict",
-        "--env-manager",
-        "local",
-        "--experiment-name",
-        "iris-batch-scoring",
-        "-P",
-        f"input={data.path}",
-        "-P",
-        f"output={tmp_path / 'scores.parquet'}",
-        "-P",
-        "chunk_size=400",
+        *(f"input={data.path}", f"output={tmp_path / 'scores.parquet'}", "chunk_size=400"),
         cwd=tmp_path,
+        options=("--experiment-name", "iris-batch-scoring"),
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "scored 1200 of 1211 rows (pandas engine)" in result.stdout
@@ -183,10 +172,7 @@ def test_mlflow_run_refuses_to_replace_an_output_until_overwrite_is_true(registr
     output.write_text("earlier results\n")
 
     def run(*params: str):
-        args = ["run", str(REPO), "-e", "batch_predict", "--env-manager", "local"]
-        for param in (f"input={data.path}", f"output={output}", *params):
-            args += ["-P", param]
-        return mlflow_cli(*args, cwd=tmp_path)
+        return mlflow_run("batch_predict", f"input={data.path}", f"output={output}", *params, cwd=tmp_path)
 
     refused = run()
     assert refused.returncode != 0

@@ -23,7 +23,7 @@ from tests.helpers.batch_files import (
     write_lines_csv,
     write_parquet,
 )
-from tests.helpers.tracking import REPO, mlflow_cli
+from tests.helpers.tracking import mlflow_run
 
 FEATURES = IRIS.feature_names
 
@@ -78,22 +78,9 @@ def test_mlflow_run_with_engine_spark_scores_on_the_master_it_is_given(registry,
     import mlflow
 
     data = write_csv(tmp_path / "in.csv", 1200)
-    result = mlflow_cli(
-        "run",
-        str(REPO),
-        "-e",
+    result = mlflow_run(
         "batch_predict",
-        "--env-manager",
-        "local",
-        "-P",
-        f"input={data.path}",
-        "-P",
-        f"output={tmp_path / 'scores.csv'}",
-        "-P",
-        "engine=spark",
-        "-P",
-        "spark_master=local[1]",
-        "-P",
+        *(f"input={data.path}", f"output={tmp_path / 'scores.csv'}", "engine=spark", "spark_master=local[1]"),
         "chunk_size=500",
         cwd=tmp_path,
         timeout=600,

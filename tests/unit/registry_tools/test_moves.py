@@ -10,19 +10,19 @@ from iris_core.alias_history import alias_history
 from tests.helpers.registry_checks import assert_one_line_error, champion, unchanged
 
 
+def newest_champion_move(client) -> tuple[str, str, str, str]:
+    """The latest move of @champion as (from version, to version, how, reason)."""
+    newest = alias_history(client, "iris", "champion")[0]
+    return newest.from_version, newest.to_version, newest.how, newest.reason
+
+
 def test_promote_points_the_alias_at_the_version_and_records_the_move(registry, run):
     client = registry.client()
     result = run("promote", "1", "--reason", "pin the first model")
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("moved iris@champion: version 2 -> version 1 (promote by ")
     assert champion(client) == "1"
-    newest = alias_history(client, "iris", "champion")[0]
-    assert (newest.from_version, newest.to_version, newest.how, newest.reason) == (
-        "2",
-        "1",
-        "promote",
-        "pin the first model",
-    )
+    assert newest_champion_move(client) == ("2", "1", "promote", "pin the first model")
 
 
 def test_promote_moves_another_alias_when_asked(registry, run):
@@ -133,13 +133,7 @@ def test_rollback_to_a_chosen_version_moves_there(registry, run):
     result = run("rollback", "--to", "1", "--yes", "--reason", "v2 and v3 misbehave")
     assert result.exit_code == 0, result.output
     assert champion(client) == "1"
-    newest = alias_history(client, "iris", "champion")[0]
-    assert (newest.from_version, newest.to_version, newest.how, newest.reason) == (
-        "3",
-        "1",
-        "rollback",
-        "v2 and v3 misbehave",
-    )
+    assert newest_champion_move(client) == ("3", "1", "rollback", "v2 and v3 misbehave")
 
 
 def test_rollback_to_a_version_never_live_keeps_the_earlier_ones_reachable(registry, run):

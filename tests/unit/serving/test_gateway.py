@@ -9,15 +9,14 @@ each model.
 import asyncio
 
 import orjson
-from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from iris_core.table.contract import Feature, TableContract
-from serving.app import create_app
 from serving.config import ServingConfig
 from serving.registry.model_facts import ModelFacts
 from serving.rollout.router import Router
 from serving.upstreams.servers import Upstream, UpstreamState
+from tests.helpers.apps import serve_in_process
 from tests.helpers.fakes import IRIS_FACTS
 from tests.helpers.iris import FEATURES
 
@@ -59,24 +58,14 @@ class Model(Upstream):
 
 
 def serve(tmp_path, body, **settings):
-    config = ServingConfig(
-        upstream="http://127.0.0.1:1",
-        model_uris=("models:/iris/2",),
-        api_token="t0ken",
-        prediction_log=str(tmp_path / "predictions.jsonl"),
-        **settings,
-    )
-
-    async def main():
+    def setup(config):
         iris = Router(config, None)
         wine = Router(config.for_model("models:/wine/7"), None)  # as the command line makes one per --model-uri
         iris.live = Model("2", IRIS_FACTS, lambda row: IRIS_ANSWER)
         wine.live = Model("7", wine_facts(), lambda row: 1)
-        app = create_app(config, [iris, wine])
-        async with TestClient(TestServer(app)) as client:
-            await body(client, iris.live, wine.live)
+        return [iris, wine], (iris.live, wine.live)
 
-    asyncio.run(asyncio.wait_for(main(), timeout=60))
+    serve_in_process(tmp_path, setup, body, **settings)
 
 
 IRIS_ROW = dict(zip(FEATURES, (5.1, 3.5, 1.4, 0.2)))

@@ -8,11 +8,9 @@ import asyncio
 
 import orjson
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from iris_core.records import read_feedback_log
-from serving.app import create_app
 from serving.config import ServingConfig
 from serving.errors import ConfigError
 from serving.feedback.answers import AnswerMemory, LiveAccuracy, Outcome, count, judge
@@ -20,6 +18,7 @@ from serving.feedback.labels import parse_feedback
 from serving.protocols.scoring import ValidationError
 from serving.rollout.router import Router
 from serving.upstreams.servers import Upstream, UpstreamState
+from tests.helpers.apps import serve_in_process
 from tests.helpers.fakes import IRIS_FACTS
 from tests.helpers.iris import CLASSES, FEATURES
 from tests.helpers.support import wait_until
@@ -196,22 +195,14 @@ def test_feedback_needs_the_prediction_log_and_another_file():
 
 def serve(tmp_path, body, **settings):
     """Run ``body(client, router)`` against the real app, a RuleModel as version 1 behind it."""
-    defaults = {
-        "upstream": "http://127.0.0.1:1",
-        "model_uris": ("models:/iris/1",),
-        "api_token": "t0ken",
-        "prediction_log": str(tmp_path / "predictions.jsonl"),
-        "feedback_log": str(tmp_path / "feedback.jsonl"),
-    }
-    config = ServingConfig(**{**defaults, **settings})
 
-    async def main():
+    def setup(config):
         router = Router(config, None)
         router.live = RuleModel("1")
-        async with TestClient(TestServer(create_app(config, router))) as client:
-            await body(client, router)
+        return router, (router,)
 
-    asyncio.run(asyncio.wait_for(main(), timeout=60))
+    defaults = {"model_uris": ("models:/iris/1",), "feedback_log": str(tmp_path / "feedback.jsonl")}
+    serve_in_process(tmp_path, setup, body, **{**defaults, **settings})
 
 
 async def score(client, rows, request_id=None):

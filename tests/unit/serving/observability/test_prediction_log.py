@@ -43,6 +43,21 @@ def submit(writer, request_id="r1", rows=(ROW,), version="2"):
     )
 
 
+def record(request_id="r0000", version="2", confidence=0.97, latency_ms=3.25) -> dict:
+    """One logged row of ``ROW`` answered "setosa", at a fixed time."""
+    return make_record(
+        ts="2026-01-01T00:00:00.000Z",
+        request_id=request_id,
+        model_name="iris",
+        model_version=version,
+        features=ROW,
+        names=FEATURES,
+        prediction="setosa",
+        confidence=confidence,
+        latency_ms=latency_ms,
+    )
+
+
 def log_lines(path):
     return [orjson.loads(line) for line in path.read_bytes().splitlines()]
 
@@ -66,17 +81,7 @@ def test_each_row_of_a_request_becomes_one_line_in_the_documented_format(tmp_pat
 
 def test_read_log_returns_what_the_writer_wrote_and_counts_unreadable_lines(tmp_path):
     path = tmp_path / "predictions.jsonl"
-    good = make_record(
-        ts="2026-01-01T00:00:00.000Z",
-        request_id="a",
-        model_name="iris",
-        model_version="1",
-        features=ROW,
-        names=FEATURES,
-        prediction="setosa",
-        confidence=0.9,
-        latency_ms=1.0,
-    )
+    good = record(request_id="a", version="1", confidence=0.9, latency_ms=1.0)
     no_feature = {**good, "features": {"sepal_length": "long"}}
     bad_confidence = {**good, "confidence": 1.5}
     path.write_bytes(
@@ -90,21 +95,7 @@ def test_read_log_returns_what_the_writer_wrote_and_counts_unreadable_lines(tmp_
 
 def test_the_log_rotates_by_size_and_keeps_a_bounded_number_of_files(tmp_path):
     path = tmp_path / "predictions.jsonl"
-    line_size = len(
-        encode(
-            make_record(
-                ts="2026-01-01T00:00:00.000Z",
-                request_id="r0000",
-                model_name="iris",
-                model_version="2",
-                features=ROW,
-                names=FEATURES,
-                prediction="setosa",
-                confidence=0.97,
-                latency_ms=3.25,
-            )
-        )
-    )
+    line_size = len(encode(record()))
     writer = PredictionLogWriter(path, max_bytes=line_size * 10, backup_count=2).start()
     for i in range(100):
         submit(writer, request_id=f"r{i:04d}")

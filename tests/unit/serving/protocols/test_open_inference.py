@@ -25,6 +25,7 @@ from serving.protocols.rows import RowReader
 from serving.protocols.scoring import Limits, ValidationError
 from serving.registry.model_facts import standing_in
 from tests.helpers.iris import CLASSES, FEATURES
+from tests.helpers.json_documents import any_json
 
 LIMITS = Limits(max_rows=10)
 ROWS = [[5.1, 3.5, 1.4, 0.2], [7.7, 2.6, 6.9, 2.3]]
@@ -355,31 +356,8 @@ def test_errors_are_the_protocols_one_string_with_the_specifics():
     assert orjson.loads(error_body(HttpError(404, "NOT_FOUND", "unknown model"))) == {"error": "unknown model"}
 
 
-json_values = st.recursive(
-    st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=8),
-    lambda children: (
-        st.lists(children, max_size=5)
-        | st.dictionaries(
-            st.sampled_from(
-                [
-                    "inputs",
-                    "outputs",
-                    "id",
-                    "parameters",
-                    "name",
-                    "shape",
-                    "datatype",
-                    "data",
-                    "binary_data_size",
-                    *FEATURES,
-                ]
-            )
-            | st.text(max_size=6),
-            children,
-            max_size=5,
-        )
-    ),
-    max_leaves=30,
+json_values = any_json(
+    ["inputs", "outputs", "id", "parameters", "name", "shape", "datatype", "data", "binary_data_size", *FEATURES]
 )
 
 

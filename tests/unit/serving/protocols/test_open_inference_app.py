@@ -10,12 +10,10 @@ import asyncio
 import json
 
 import orjson
-from aiohttp.test_utils import TestClient, TestServer
 
-from serving.app import create_app
-from serving.config import ServingConfig
 from serving.rollout.router import Router
 from serving.upstreams.servers import Upstream, UpstreamState
+from tests.helpers.apps import serve_in_process
 from tests.helpers.fakes import IRIS_FACTS
 from tests.helpers.iris import CLASSES, FEATURES
 from tests.unit.serving.feedback.test_feedback import scrape
@@ -56,23 +54,14 @@ def _record(row):
 
 def serve(tmp_path, body, **settings):
     """Run ``body(client, live, warm)``: version 2 live, version 1 warm."""
-    defaults = {
-        "upstream": "http://127.0.0.1:1",
-        "model_uris": ("models:/iris/2",),
-        "api_token": "t0ken",
-        "prediction_log": str(tmp_path / "predictions.jsonl"),
-    }
-    config = ServingConfig(**{**defaults, **settings})
 
-    async def main():
+    def setup(config):
         router = Router(config, None)
         live, warm = Scorer("2"), Scorer("1")
         router.live, router.warm = live, [warm]
-        app = create_app(config, router)
-        async with TestClient(TestServer(app)) as client:
-            await body(client, live, warm)
+        return router, (live, warm)
 
-    asyncio.run(asyncio.wait_for(main(), timeout=60))
+    serve_in_process(tmp_path, setup, body, **settings)
 
 
 def _proxy_of(client):

@@ -4,7 +4,6 @@ import json
 
 import pytest
 from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from iris_core.table.iris import IRIS
 from serving.config import ServingConfig, parse_model_uri
@@ -21,6 +20,7 @@ from serving.protocols.scoring import (
     predict_row,
 )
 from tests.helpers.iris import FEATURES
+from tests.helpers.json_documents import any_json
 
 JSON = "application/json"
 LIMITS = Limits(max_rows=10)
@@ -343,30 +343,7 @@ def test_details_are_capped_and_never_carry_the_value_or_a_long_name():
 
 @settings(max_examples=150, deadline=None)
 @given(
-    st.recursive(
-        st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=8),
-        lambda children: (
-            st.lists(children, max_size=5)
-            | st.dictionaries(
-                st.sampled_from(
-                    [
-                        "dataframe_split",
-                        "dataframe_records",
-                        "instances",
-                        "inputs",
-                        "columns",
-                        "data",
-                        "params",
-                        *FEATURES,
-                    ]
-                )
-                | st.text(max_size=6),
-                children,
-                max_size=5,
-            )
-        ),
-        max_leaves=30,
-    )
+    any_json(["dataframe_split", "dataframe_records", "instances", "inputs", "columns", "data", "params", *FEATURES])
 )
 def test_any_json_value_gives_rows_or_a_client_error(document):
     try:

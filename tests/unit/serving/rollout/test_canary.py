@@ -22,7 +22,7 @@ from serving.rollout.analysis import MIN_CALLS_FOR_P99
 from serving.rollout.router import Router
 from serving.rollout.state import RolloutState
 from serving.upstreams.forwarding import UpstreamError
-from tests.helpers.fakes import FakeLookup, FakeServers, settle
+from tests.helpers.fakes import FakeLookup, FakeServers, run_router, settle, until
 
 ROWS = [[5.1, 3.5, 1.4, 0.2], [5.9, 3.0, 4.2, 1.5], [6.7, 3.0, 5.2, 2.3]]  # one of each class
 CLASSES = ["setosa", "versicolor", "virginica"]
@@ -48,19 +48,7 @@ def make_router(**settings) -> tuple[Router, FakeServers, FakeLookup]:
 
 
 def run(body, **settings):
-    async def guarded():
-        router, servers, lookup = make_router(**settings)
-        await router.start(None)
-        await settle()
-        servers.latest("1").answer = by_row
-        servers.latest("1").come_up()
-        await settle()
-        try:
-            await body(router, servers, lookup)
-        finally:
-            await router.close()
-
-    asyncio.run(asyncio.wait_for(guarded(), timeout=20))
+    run_router(lambda: make_router(**settings), body, answer=by_row, timeout=20)
 
 
 async def traffic(router: Router, requests: int) -> list[tuple[int, str]]:
@@ -82,22 +70,20 @@ async def traffic(router: Router, requests: int) -> list[tuple[int, str]]:
     return seen
 
 
-async def until(condition, timeout: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        assert loop.time() < deadline, "condition not reached"
-        await asyncio.sleep(0.005)
+async def bring_up(router, servers, lookup, version: str = "2", answer=None) -> None:
+    """Move the alias to ``version`` and let its model server (answering with ``answer`` when given) come up."""
+    lookup.points_to(version)
+    await router.poll()
+    await settle()
+    if answer is not None:
+        servers.latest(version).answer = answer
+    servers.latest(version).come_up()
+    await settle()
 
 
 async def deliver(router, servers, lookup, version: str = "2") -> None:
     """Move the alias to ``version`` and let its model server come up: the delivery starts."""
-    lookup.points_to(version)
-    await router.poll()
-    await settle()
-    servers.latest(version).answer = by_row
-    servers.latest(version).come_up()
-    await settle()
+    await bring_up(router, servers, lookup, version, answer=by_row)
     assert router.rollout.state == RolloutState.CANARY
 
 
@@ -204,11 +190,7 @@ def test_too_few_bad_calls_never_roll_back_a_version():
 
 def test_during_the_bake_the_previous_version_stays_up_even_with_nothing_kept_warm_and_takes_over_on_a_breach():
     async def body(router, servers, lookup):
-        lookup.points_to("2")
-        await router.poll()
-        await settle()
-        servers.latest("2").come_up()
-        await settle()
+        await bring_up(router, servers, lookup)
         assert router.rollout.state == RolloutState.BAKING and router.live is servers.latest("2")
         assert not servers.latest("1").stopped and router.upstream_for("1") is servers.latest("1")
         servers.latest("2").answer = fail_every_third_row
@@ -273,11 +255,7 @@ def test_a_replica_that_finds_the_alias_already_moved_back_leaves_it_as_it_was()
 @pytest.mark.parametrize("canary, bake, delivers", [((100,), 0, False), ((100,), 5, True), ((20, 100), 0, True)])
 def test_only_canary_steps_or_a_bake_window_turn_a_switch_into_a_delivery(canary, bake, delivers):
     async def body(router, servers, lookup):
-        lookup.points_to("2")
-        await router.poll()
-        await settle()
-        servers.latest("2").come_up()
-        await settle()
+        await bring_up(router, servers, lookup)
         assert (router.delivery is not None) == delivers
         assert (router.rollout.state == RolloutState.SWITCHED) == (not delivers)
 

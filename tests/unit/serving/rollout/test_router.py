@@ -14,7 +14,7 @@ from serving.registry.base import RegistryState
 from serving.rollout.router import Router
 from serving.rollout.state import RolloutState
 from serving.upstreams.servers import UpstreamState
-from tests.helpers.fakes import FakeLookup, FakeServers, settle
+from tests.helpers.fakes import FakeLookup, FakeServers, run_router, settle, until
 
 
 def make_router(keep_warm: int = 1) -> tuple[Router, FakeServers, FakeLookup]:
@@ -28,18 +28,7 @@ def make_router(keep_warm: int = 1) -> tuple[Router, FakeServers, FakeLookup]:
 
 
 def run(body):
-    async def guarded():
-        router, servers, lookup = make_router()
-        await router.start(None)
-        await settle()
-        servers.latest("1").come_up()
-        await settle()
-        try:
-            await body(router, servers, lookup)
-        finally:
-            await router.close()
-
-    asyncio.run(asyncio.wait_for(guarded(), timeout=10))
+    run_router(make_router, body)
 
 
 async def promote(router, servers, lookup, version: str) -> None:
@@ -234,13 +223,6 @@ def test_restart_waits_grow_across_a_crash_loop_and_go_back_to_the_first_only_af
         assert router.restart_in_s == 0.01
 
     run(body)
-
-
-async def until(condition, timeout: float = 5) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
-        await asyncio.sleep(0.002)
 
 
 def test_close_stops_every_server_the_router_started():

@@ -27,6 +27,13 @@ def server(answer=None, delay: float = 0.0) -> FakeServer:
     return fake
 
 
+def running_scorer(challenger, session=None, **settings) -> ShadowScorer:
+    """A running scorer of copies for ``challenger``: every request copied, a 1 s deadline, no waiting to fill a call."""
+    scorer = ShadowScorer(challenger, session, **{"rate": 1.0, "timeout": 1.0, "fill_s": 0, **settings})
+    scorer.start()
+    return scorer
+
+
 def rows(n: int, first: float = 5.0) -> list[list[float]]:
     return [[first + i / 100, 3.0, 1.4, 0.2] for i in range(n)]
 
@@ -38,8 +45,7 @@ def answers(*classes: str) -> list[dict]:
 def test_copies_are_scored_and_each_row_compared_with_the_answer_the_client_got():
     async def body():
         challenger = server(answer=lambda batch: ["setosa" if row[0] < 5.015 else "virginica" for row in batch])
-        scorer = ShadowScorer(challenger, None, rate=1.0, timeout=1.0, fill_s=0)
-        scorer.start()
+        scorer = running_scorer(challenger)
         scorer.offer(rows(2), answers("setosa", "setosa"), "2")
         scorer.offer(rows(2, first=5.02), answers("setosa", "virginica"), "2")
         await settle()
@@ -54,8 +60,7 @@ def test_copies_are_scored_and_each_row_compared_with_the_answer_the_client_got(
 def test_copies_queued_while_a_call_is_out_go_together_in_one_call():
     async def body():
         challenger = server(delay=0.05)
-        scorer = ShadowScorer(challenger, None, rate=1.0, timeout=1.0, fill_s=0)
-        scorer.start()
+        scorer = running_scorer(challenger)
         scorer.offer(rows(1), answers("setosa"), "2")
         await settle()
         for _ in range(4):
@@ -70,8 +75,7 @@ def test_copies_queued_while_a_call_is_out_go_together_in_one_call():
 def test_a_hung_shadow_server_costs_the_caller_nothing_times_out_and_the_full_queue_drops_and_counts():
     async def body():
         challenger = server(delay=3600)
-        scorer = ShadowScorer(challenger, None, rate=1.0, timeout=0.05, max_batch_rows=4, max_queued_rows=8, fill_s=0)
-        scorer.start()
+        scorer = running_scorer(challenger, timeout=0.05, max_batch_rows=4, max_queued_rows=8)
         scorer.offer(rows(2), answers("setosa", "setosa"), "2")
         await settle()
         loop = asyncio.get_running_loop()
@@ -95,8 +99,7 @@ def test_a_failing_shadow_server_counts_errors_and_never_raises():
         def fail(batch):
             raise UpstreamError(502, "UPSTREAM_ERROR", "the model server failed to score the rows")
 
-        scorer = ShadowScorer(server(answer=fail), None, rate=1.0, timeout=1.0, fill_s=0)
-        scorer.start()
+        scorer = running_scorer(server(answer=fail))
         scorer.offer(rows(3), answers("setosa", "setosa", "setosa"), "2")
         await settle()
         counts = scorer.counts["2"]
@@ -109,8 +112,7 @@ def test_a_failing_shadow_server_counts_errors_and_never_raises():
 def test_the_shadow_rate_copies_an_exact_share_of_requests():
     async def body():
         challenger = server()
-        scorer = ShadowScorer(challenger, None, rate=0.25, timeout=1.0, fill_s=0)
-        scorer.start()
+        scorer = running_scorer(challenger, rate=0.25)
         for _ in range(100):
             scorer.offer(rows(1), answers("setosa"), "2")
             await settle()
@@ -122,8 +124,7 @@ def test_the_shadow_rate_copies_an_exact_share_of_requests():
 
 def test_copies_compared_with_different_live_versions_are_counted_apart():
     async def body():
-        scorer = ShadowScorer(server(), None, rate=1.0, timeout=1.0, fill_s=0)
-        scorer.start()
+        scorer = running_scorer(server())
         scorer.offer(rows(1), answers("setosa"), "1")
         scorer.offer(rows(2), answers("setosa", "setosa"), "2")
         await settle()
@@ -135,8 +136,7 @@ def test_copies_compared_with_different_live_versions_are_counted_apart():
 
 def test_closing_drops_what_is_still_queued_and_counts_it():
     async def body():
-        scorer = ShadowScorer(server(delay=3600), None, rate=1.0, timeout=10.0, fill_s=0)
-        scorer.start()
+        scorer = running_scorer(server(delay=3600), timeout=10.0)
         scorer.offer(rows(1), answers("setosa"), "2")
         await settle()
         scorer.offer(rows(1), answers("setosa"), "2")
@@ -150,8 +150,7 @@ def test_closing_drops_what_is_still_queued_and_counts_it():
 def test_copies_wait_for_a_full_call_or_for_fill_s_then_go_together():
     async def body():
         challenger = server()
-        scorer = ShadowScorer(challenger, None, rate=1.0, timeout=1.0, max_batch_rows=8, fill_s=0.3)
-        scorer.start()
+        scorer = running_scorer(challenger, max_batch_rows=8, fill_s=0.3)
         for _ in range(3):
             scorer.offer(rows(1), answers("setosa"), "2")
         await settle()
@@ -173,8 +172,7 @@ def test_copies_wait_for_a_full_call_or_for_fill_s_then_go_together():
 def test_a_request_larger_than_a_copy_is_copied_as_a_random_sample_of_its_rows_not_dropped():
     async def body():
         challenger = server()
-        scorer = ShadowScorer(challenger, None, rate=1.0, timeout=1.0, fill_s=0)
-        scorer.start()
+        scorer = running_scorer(challenger)
         big = rows(5000)
         scorer.offer(big, answers(*["setosa"] * 5000), "2")
         await settle()
@@ -226,8 +224,7 @@ def test_a_shadow_answer_past_a_kilobyte_a_row_is_a_counted_error_never_read_who
                 gaps.append(loop.time() - before)
 
         async with aiohttp.ClientSession() as session:
-            scorer = ShadowScorer(target, session, rate=1.0, timeout=10.0, fill_s=0)
-            scorer.start()
+            scorer = running_scorer(target, session=session, timeout=10.0)
             watching = asyncio.ensure_future(ticker())
             for _ in range(3):
                 scorer.offer(rows(COPY_ROWS), answers(*["setosa"] * COPY_ROWS), "2")

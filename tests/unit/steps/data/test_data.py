@@ -82,14 +82,20 @@ FALLBACK_CASES = {
 }
 
 
-@pytest.mark.parametrize("case", list(FALLBACK_CASES))
-def test_bad_csv_falls_back_to_sklearn_with_the_failed_check_as_reason(case, tmp_path, caplog):
+def bad_csv(case: str, tmp_path) -> tuple:
+    """The path of ``FALLBACK_CASES[case]`` made in ``tmp_path`` (none, a directory or a bad file), and its reason."""
     content, reason = FALLBACK_CASES[case]
     path = tmp_path / "iris.csv"
     if content == "DIR":
         path.mkdir()
     elif content is not None:
         write(tmp_path, content)
+    return path, reason
+
+
+@pytest.mark.parametrize("case", list(FALLBACK_CASES))
+def test_bad_csv_falls_back_to_sklearn_with_the_failed_check_as_reason(case, tmp_path, caplog):
+    path, reason = bad_csv(case, tmp_path)
     data = load_dataset(path)
     assert data.source == "sklearn_fallback"
     assert reason in data.fallback_reason
@@ -99,12 +105,7 @@ def test_bad_csv_falls_back_to_sklearn_with_the_failed_check_as_reason(case, tmp
 
 @pytest.mark.parametrize("case", list(FALLBACK_CASES))
 def test_strict_loading_fails_on_a_bad_csv_with_the_failed_check_instead_of_falling_back(case, tmp_path):
-    content, reason = FALLBACK_CASES[case]
-    path = tmp_path / "iris.csv"
-    if content == "DIR":
-        path.mkdir()
-    elif content is not None:
-        write(tmp_path, content)
+    path, reason = bad_csv(case, tmp_path)
     with pytest.raises(DataValidationError, match="strict: no fallback") as failed:
         load_dataset(path, strict=True)
     assert reason in str(failed.value)
