@@ -7,6 +7,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from serving.app import create_app
 from serving.config import ServingConfig
 
+TOKEN = {"Authorization": "Bearer t0ken"}  # the api_token of every app serve_in_process makes
+
 
 def serve_in_process(tmp_path, setup, body, **settings) -> None:
     """Run ``body(client, *parts)`` against the app made of ``settings`` (over a token, the prediction log and

@@ -8,7 +8,10 @@ current environment.
 """
 
 import numpy as np
+import orjson
 import pandas as pd
+
+from tests.helpers.tracking import sqlite_uri
 
 # registered name -> what it is
 IRIS_PLAIN = "iris_plain"  # scikit-learn's iris frame: feature names with spaces and parentheses, integer classes
@@ -88,3 +91,15 @@ def _log_text_model() -> None:
             signature=infer_signature(example, np.array([1, 2])),
             registered_model_name=TEXTS,
         )
+
+
+def mlflow_predict(registry_dir, uri: str, frame: pd.DataFrame) -> list:
+    """What MLflow's own pyfunc answers for the frame, as JSON values."""
+    import mlflow
+
+    mlflow.set_tracking_uri(sqlite_uri(registry_dir))
+    try:
+        predictions = mlflow.pyfunc.load_model(uri).predict(frame)
+    finally:
+        mlflow.set_tracking_uri(None)  # later tests on this worker read their own store
+    return orjson.loads(orjson.dumps(pd.Series(predictions).tolist()))

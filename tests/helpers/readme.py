@@ -7,6 +7,8 @@ others set up an environment (``python3.11 -m venv``, ``. .venv/bin/activate``, 
 install``) that a test already has.
 """
 
+import getpass
+import os
 import re
 import shutil
 import subprocess
@@ -14,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+
+from tests.helpers.tracking import BIN, LEAKY_ENV
 
 REPO = Path(__file__).resolve().parents[2]
 README = REPO / "README.md"
@@ -172,3 +176,36 @@ def fresh_clone(target: Path) -> Path:
 def page_command(page: str, section: str, containing: str) -> str:
     """The first command line of ``page``'s ``section`` that contains ``containing``, exactly as written."""
     return next(c.text for c in commands(REPO / page) if c.section == section and containing in c.text)
+
+
+def new_user_env() -> dict:
+    """A shell with the project's virtualenv active and nothing else set: no store, run or credentials."""
+    env = {k: v for k, v in os.environ.items() if k not in LEAKY_ENV and k != "MLFLOW_TRACKING_URI"}
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def comparable(text: str) -> list[str]:
+    """Output lines without what differs from run to run: times, run IDs, the user, column padding."""
+    lines = []
+    for line in text.splitlines():
+        line = re.sub(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", "<time>", line)
+        line = re.sub(r"\b[0-9a-f]{8}\b", "<run>", line)
+        line = " ".join(line.split())
+        if line:
+            lines.append(line)
+    return lines
+
+
+def promised(command: Command) -> list[str]:
+    """The output a page shows, as the test sees it: the prompt's answer is typed, not printed."""
+    text = "\n".join(command.shown).replace("[y/N]: y\n", "[y/N]: ").replace("[y/N]: n\n", "[y/N]: ")
+    return comparable(re.sub(r"\broot\b", getpass.getuser(), text))
+
+
+def printed_in_order(expected: list[str], actual: list[str]) -> bool:
+    """Each expected line appears, in order; ``...`` may stand for any number of lines."""
+    if "..." not in expected:
+        return expected == actual
+    remaining = iter(actual)
+    return all(any(line == seen for seen in remaining) for line in expected if line != "...")

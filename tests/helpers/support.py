@@ -87,3 +87,23 @@ def mlflow_server(
     uri = f"http://127.0.0.1:{port}"
     with while_answering(proc, f"{uri}/health", log, f"mlflow server at {uri}", timeout=90):
         yield uri
+
+
+def descendants(pid: int) -> dict[int, str]:
+    """Every process below ``pid`` (children, their children...), with its command line."""
+    parents, commands = {}, {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                parents[int(entry)] = int(stat.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                commands[int(entry)] = cmdline.read().replace(b"\0", b" ").decode(errors="replace")
+        except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+            continue
+    found, frontier = {}, {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier and child not in found}
+        found.update({child: commands.get(child, "") for child in frontier})
+    return found

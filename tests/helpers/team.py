@@ -9,6 +9,7 @@ import contextlib
 import os
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,3 +111,16 @@ def env_without_store() -> dict:
     env = {k: v for k, v in os.environ.items() if k not in LEAKY_ENV and k != "MLFLOW_TRACKING_URI"}
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     return env
+
+
+def project(module: str, *args: str, env: dict, cwd, timeout: float = 180) -> subprocess.CompletedProcess:
+    """``python -m MODULE ARGS`` as a team member runs it: only the environment names the server."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        env={**env_without_store(), **env},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from iris_core.contract import MONITORING_EXPERIMENT
+
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
@@ -126,3 +128,14 @@ def mlflow_cli(*args: str, cwd: Path, env: dict | None = None, timeout: float = 
         text=True,
         timeout=timeout,
     )
+
+
+def runs(client, experiment: str, **tags):
+    found = client.get_experiment_by_name(experiment)
+    query = " and ".join(f"tags.{k} = '{v}'" for k, v in tags.items())
+    return client.search_runs([found.experiment_id], query) if found else []
+
+
+def monitoring_runs(client):
+    experiment = client.get_experiment_by_name(MONITORING_EXPERIMENT)
+    return client.search_runs([experiment.experiment_id]) if experiment else []

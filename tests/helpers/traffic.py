@@ -1,11 +1,13 @@
 """Traffic for the monitoring tests, made with the pipeline's own split, estimator and model output."""
 
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
+from iris_core.contract import HOLDOUT_SPLIT_ARTIFACT
 from iris_core.records import encode, make_feedback_record, make_record
 from iris_core.table.iris import IRIS
 
@@ -174,3 +176,28 @@ def write_capture(
             at = labels_at if labels_at is not None else start + len(values) * spacing
             capture.labels(at, [(request_id, row, label, None) for request_id, row, label in labels], model_name)
     return Path(location)
+
+
+def holdout_of(registry, version: str) -> pd.DataFrame:
+    import mlflow
+
+    run_id = registry.client().get_model_version("iris", version).run_id
+    return pd.read_csv(io.StringIO(mlflow.artifacts.load_text(f"runs:/{run_id}/{HOLDOUT_SPLIT_ARTIFACT}")))
+
+
+def served_traffic(registry, version: str, shift: str | None = None, rows: int | None = None) -> pd.DataFrame:
+    """The version's held-out rows (resampled to ``rows`` and shifted on request), scored by the version itself."""
+    import io
+
+    import mlflow
+
+    client = registry.client()
+    run_id = client.get_model_version(registry.model_name, version).run_id
+    holdout = pd.read_csv(io.StringIO(mlflow.artifacts.load_text(f"runs:/{run_id}/{HOLDOUT_SPLIT_ARTIFACT}")))
+    frame = holdout[list(FEATURES)]
+    if rows is not None:
+        frame = frame.sample(rows, replace=rows > len(frame), random_state=0).reset_index(drop=True)
+    if shift:
+        frame = frame.assign(**{shift: frame[shift] + holdout[shift].std()})
+    out = mlflow.pyfunc.load_model(f"models:/{registry.model_name}/{version}").predict(frame)
+    return frame.assign(prediction=out["prediction"].to_numpy(), confidence=out["confidence"].to_numpy())

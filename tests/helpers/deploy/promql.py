@@ -16,7 +16,9 @@ import yaml
 
 from tests.helpers.tracking import REPO
 
+PROMETHEUS_DIR = REPO / "deploy" / "prometheus"
 RULES = sorted((REPO / "deploy" / "prometheus").glob("*.rules.yaml"))
+RULE_TESTS = sorted(PROMETHEUS_DIR.glob("*_test.yaml"))
 DASHBOARDS = sorted((REPO / "deploy" / "grafana").glob("*.json"))
 
 _TOKEN = re.compile(

@@ -116,3 +116,15 @@ def k8s_documents() -> list[dict]:
 
 def k8s(kind: str) -> list[dict]:
     return [d for d in k8s_documents() if d.get("kind") == kind]
+
+
+def mlflow_envvars() -> set[str]:
+    import mlflow.environment_variables as variables
+
+    return {v.name for v in vars(variables).values() if hasattr(v, "name") and hasattr(v, "get")}
+
+
+def serving_container() -> dict:
+    (deployment,) = k8s("Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return container

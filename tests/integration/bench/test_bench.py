@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
+from tests.helpers.bench_scripts import SCRIPTS
 from tests.helpers.tracking import REPO
-from tests.unit.bench.test_bench import SCRIPTS
 
 
 @pytest.mark.parametrize("name", SCRIPTS)

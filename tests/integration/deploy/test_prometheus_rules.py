@@ -10,9 +10,8 @@ import subprocess
 import pytest
 import yaml
 
-from tests.helpers.deploy.promql import RULES, rules
+from tests.helpers.deploy.promql import PROMETHEUS_DIR, RULE_TESTS, RULES, rules
 from tests.helpers.deploy.tools import require
-from tests.unit.deploy.test_prometheus_rules import PROMETHEUS_DIR, RULE_TESTS
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess:

@@ -9,8 +9,7 @@ import subprocess
 
 import pytest
 
-from tests.helpers.readme import README, fresh_clone, section_blocks
-from tests.integration.docs.test_readme import new_user_env
+from tests.helpers.readme import README, fresh_clone, new_user_env, section_blocks
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,6 @@ walk-through did. A command shown in a ``console`` block must print what its pag
 when the page shows an ``error:``; a ``bash`` block's command must exit 0.
 """
 
-import getpass
 import json
 import os
 import re
@@ -31,13 +30,17 @@ from tests.helpers.readme import (
     README,
     Command,
     commands,
+    comparable,
     fresh_clone,
     navigation,
+    new_user_env,
     pages,
+    printed_in_order,
+    promised,
     section_text,
 )
 from tests.helpers.support import free_port, http_ok, stop_process, wait_until
-from tests.helpers.tracking import BIN, LEAKY_ENV, REPO
+from tests.helpers.tracking import REPO
 from tests.helpers.traffic import write_log
 
 CLASSES, FEATURES, LABEL = IRIS.classes, IRIS.feature_names, IRIS.label
@@ -130,13 +133,6 @@ class Walkthrough:
         return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
-def new_user_env() -> dict:
-    """A shell with the project's virtualenv active and nothing else set: no store, run or credentials."""
-    env = {k: v for k, v in os.environ.items() if k not in LEAKY_ENV and k != "MLFLOW_TRACKING_URI"}
-    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
-    return env
-
-
 def type_in(command: Command, cwd: Path, env: dict) -> Ran:
     """Run the line through bash as a person types it; a prompt the README answers gets that answer on a terminal."""
     argv = ["bash", "-c", command.text]
@@ -190,32 +186,6 @@ def walkthrough(tmp_path_factory) -> Walkthrough:
             prepared.add(command.page)
         ran.append(type_in(command, clone, env))
     return Walkthrough(clone, ran)
-
-
-def comparable(text: str) -> list[str]:
-    """Output lines without what differs from run to run: times, run IDs, the user, column padding."""
-    lines = []
-    for line in text.splitlines():
-        line = re.sub(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", "<time>", line)
-        line = re.sub(r"\b[0-9a-f]{8}\b", "<run>", line)
-        line = " ".join(line.split())
-        if line:
-            lines.append(line)
-    return lines
-
-
-def promised(command: Command) -> list[str]:
-    """The output a page shows, as the test sees it: the prompt's answer is typed, not printed."""
-    text = "\n".join(command.shown).replace("[y/N]: y\n", "[y/N]: ").replace("[y/N]: n\n", "[y/N]: ")
-    return comparable(re.sub(r"\broot\b", getpass.getuser(), text))
-
-
-def printed_in_order(expected: list[str], actual: list[str]) -> bool:
-    """Each expected line appears, in order; ``...`` may stand for any number of lines."""
-    if "..." not in expected:
-        return expected == actual
-    remaining = iter(actual)
-    return all(any(line == seen for seen in remaining) for line in expected if line != "...")
 
 
 def test_every_page_a_new_user_walks_through_has_commands_walked():

@@ -17,10 +17,9 @@ import sys
 import pytest
 
 from iris_core.errors import EXIT_REVIEW
-from tests.helpers.readme import commands, fresh_clone, section_blocks
+from tests.helpers.readme import commands, comparable, fresh_clone, printed_in_order, promised, section_blocks
 from tests.helpers.support import free_port, http_ok, stop_process, wait_until
 from tests.helpers.tracking import BIN, REPO, clean_env
-from tests.integration.docs.test_readme import comparable, printed_in_order, promised
 
 pytestmark = pytest.mark.slow
 

@@ -23,13 +23,12 @@ import pytest
 from iris_core.contract import CYCLE_EXPERIMENT
 from iris_core.errors import EXIT_REVIEW
 from iris_core.table.iris import IRIS
+from tests.helpers.metrics_scrape import sample, scrape
 from tests.helpers.proxies import running_proxy
 from tests.helpers.readme import fresh_clone, page_command
 from tests.helpers.support import wait_until
-from tests.helpers.tracking import Registry, build_versions, clean_env
-from tests.helpers.traffic import look_alike_cultivar
-from tests.integration.serving.test_monitoring import sample, scrape
-from tests.unit.steps.test_cycle import holdout_of, runs
+from tests.helpers.tracking import Registry, build_versions, clean_env, runs
+from tests.helpers.traffic import holdout_of, look_alike_cultivar
 
 FEATURES, LABEL = IRIS.feature_names, IRIS.label
 

@@ -14,28 +14,26 @@ import pandas as pd
 import pytest
 
 from iris_core.records import read_log
-from tests.helpers.plain_models import COUNTS, FLOWERS, IRIS_PLAIN, TEXTS, UNSIGNED, WINE_PLAIN, iris_frame, wine_frame
+from tests.helpers.plain_models import (
+    COUNTS,
+    FLOWERS,
+    IRIS_PLAIN,
+    TEXTS,
+    UNSIGNED,
+    WINE_PLAIN,
+    iris_frame,
+    mlflow_predict,
+    wine_frame,
+)
 from tests.helpers.proxies import refused_start, running_proxy
+from tests.helpers.steady_load import SteadyLoad
 from tests.helpers.support import wait_until
 from tests.helpers.tracking import sqlite_uri
-from tests.integration.serving.test_managed import SteadyLoad
 
 pytestmark = pytest.mark.slow
 
 TOKEN = "plain-t0ken"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-def mlflow_predict(registry_dir, uri: str, frame: pd.DataFrame) -> list:
-    """What MLflow's own pyfunc answers for the frame, as JSON values."""
-    import mlflow
-
-    mlflow.set_tracking_uri(sqlite_uri(registry_dir))
-    try:
-        predictions = mlflow.pyfunc.load_model(uri).predict(frame)
-    finally:
-        mlflow.set_tracking_uri(None)  # later tests on this worker read their own store
-    return orjson.loads(orjson.dumps(pd.Series(predictions).tolist()))
 
 
 @pytest.fixture(scope="module")

@@ -16,10 +16,10 @@ import pytest
 
 from iris_core.capture import parse_partition
 from tests.helpers.iris import FEATURES
+from tests.helpers.metrics_scrape import sample, scrape
 from tests.helpers.proxies import start_proxy
 from tests.helpers.support import free_port, http_ok, start_mlflow_server, stop_process, wait_until
 from tests.helpers.tracking import sqlite_uri
-from tests.integration.serving.test_monitoring import sample, scrape
 
 pytestmark = pytest.mark.slow
 

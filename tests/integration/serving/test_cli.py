@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.proxies import refused_start, running_proxy, serving_env, shared_upstream_proxy
-from tests.helpers.support import free_port, stop_process, wait_until
-from tests.integration.serving.test_faults import descendants
+from tests.helpers.support import descendants, free_port, stop_process, wait_until
 
 pytestmark = pytest.mark.slow
 

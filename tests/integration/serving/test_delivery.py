@@ -20,11 +20,11 @@ from bench.misbehaving import KINDS, register_misbehaving
 from bench.traffic import Traffic
 from iris_core.alias_history import alias_history, move_alias
 from iris_core.contract import MoveKind, RolloutOutcome, Tag
+from tests.helpers.metrics_scrape import sample, scrape
 from tests.helpers.proxies import START_TIMEOUT, running_proxy
 from tests.helpers.readme import page_command
 from tests.helpers.support import wait_until
 from tests.helpers.tracking import Registry, clean_env, sqlite_uri
-from tests.integration.serving.test_monitoring import sample, scrape
 
 pytestmark = pytest.mark.slow
 

@@ -17,8 +17,8 @@ import pytest
 
 from iris_core.processes import is_running
 from tests.helpers.proxies import START_TIMEOUT, running_proxy
-from tests.helpers.support import wait_until
-from tests.integration.serving.test_managed import SteadyLoad
+from tests.helpers.steady_load import SteadyLoad
+from tests.helpers.support import descendants, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -149,23 +149,3 @@ def test_sigkill_of_the_proxy_leaves_no_process_of_the_stack_behind(stack):
         for pid in tree:  # do not leave them running for the rest of the suite if the test fails
             if is_running(pid):
                 os.kill(pid, signal.SIGKILL)
-
-
-def descendants(pid: int) -> dict[int, str]:
-    """Every process below ``pid`` (children, their children...), with its command line."""
-    parents, commands = {}, {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as stat:
-                parents[int(entry)] = int(stat.read().rsplit(")", 1)[1].split()[1])
-            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
-                commands[int(entry)] = cmdline.read().replace(b"\0", b" ").decode(errors="replace")
-        except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
-            continue
-    found, frontier = {}, {pid}
-    while frontier:
-        frontier = {child for child, parent in parents.items() if parent in frontier and child not in found}
-        found.update({child: commands.get(child, "") for child in frontier})
-    return found

@@ -5,10 +5,10 @@ import requests
 
 from iris_core.records import read_feedback_log, read_log
 from tests.helpers.iris import FEATURES
+from tests.helpers.metrics_scrape import sample as value
+from tests.helpers.metrics_scrape import scrape
 from tests.helpers.proxies import refused_start, running_proxy, shared_upstream_proxy
 from tests.helpers.support import small_tmpfs, wait_until
-from tests.integration.serving.test_monitoring import sample as value
-from tests.integration.serving.test_monitoring import scrape
 
 pytestmark = pytest.mark.slow
 

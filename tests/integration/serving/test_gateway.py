@@ -14,12 +14,11 @@ import pandas as pd
 import pytest
 import tritonclient.grpc as triton
 
-from tests.helpers.plain_models import FLOWERS, IRIS_PLAIN, iris_frame
+from tests.helpers.plain_models import FLOWERS, IRIS_PLAIN, iris_frame, mlflow_predict
 from tests.helpers.proxies import refused_start, running_proxy
+from tests.helpers.steady_load import SteadyLoad
 from tests.helpers.support import free_port, wait_until
 from tests.helpers.tracking import sqlite_uri
-from tests.integration.serving.test_any_model import mlflow_predict
-from tests.integration.serving.test_managed import SteadyLoad
 
 pytestmark = pytest.mark.slow
 

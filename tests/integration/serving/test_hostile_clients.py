@@ -15,11 +15,11 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
+from tests.helpers.error_bodies import ERROR_KEYS
+from tests.helpers.metrics_scrape import sample, scrape
 from tests.helpers.parquet_craft import Lies, crafted
 from tests.helpers.proxies import ROW, running_proxy
 from tests.helpers.support import wait_until
-from tests.integration.serving.test_monitoring import sample, scrape
-from tests.integration.serving.test_proxy import ERROR_KEYS
 
 pytestmark = pytest.mark.slow
 

@@ -13,8 +13,8 @@ from iris_core.records import read_feedback_log, read_log
 from serving.feedback.log import FeedbackLogWriter
 from serving.files.log_writer import DROPPED_WRITE_ERROR
 from serving.observability.prediction_log import PredictionLogWriter
+from tests.helpers.log_writers import ROW, Tally, submit
 from tests.helpers.support import small_tmpfs, wait_until
-from tests.unit.serving.observability.test_prediction_log import ROW, Tally, submit
 
 
 @pytest.fixture

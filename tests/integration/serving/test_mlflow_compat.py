@@ -23,8 +23,8 @@ import pyarrow.parquet as pq
 import pytest
 import requests
 
+from tests.helpers.error_bodies import ERROR_KEYS, LEAKS
 from tests.helpers.iris import FEATURES
-from tests.integration.serving.test_proxy import ERROR_KEYS, LEAKS
 
 pytestmark = pytest.mark.slow
 

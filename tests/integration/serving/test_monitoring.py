@@ -7,37 +7,16 @@ from urllib.parse import urlsplit
 
 import pytest
 import requests
-from prometheus_client.parser import text_string_to_metric_families
 
 from iris_core.records import read_log
 from tests.helpers.iris import FEATURES
+from tests.helpers.metrics_scrape import sample, scrape
 from tests.helpers.proxies import running_proxy, shared_upstream_proxy
 from tests.helpers.support import free_port, wait_until
 
 pytestmark = pytest.mark.slow
 
 SETOSA, VIRGINICA = [5.1, 3.5, 1.4, 0.2], [7.7, 2.6, 6.9, 2.3]
-
-
-def scrape(url: str) -> dict[tuple[str, tuple], float]:
-    """Every sample of ``GET url`` as {(name, sorted labels): value}, parsed by prometheus_client."""
-    response = requests.get(url, timeout=30)
-    assert response.status_code == 200 and response.headers["Content-Type"].startswith("text/plain")
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(response.text)
-        for s in family.samples
-    }
-
-
-def sample(samples: dict, metric: str, **labels) -> float:
-    """The sum of the metric's series that carry these labels (0 when none does).
-
-    Labels not named are summed over: a proxy serving one model has one series per
-    ``model``, and what is asserted about it holds whatever the model is called.
-    """
-    wanted = set(labels.items())
-    return sum(value for (name, have), value in samples.items() if name == metric and wanted <= set(have))
 
 
 def invocations(proxy, rows, **kwargs) -> requests.Response:

@@ -6,7 +6,7 @@ import sys
 import tempfile
 
 from serving.upstreams import servers
-from tests.unit.serving.http.test_private_files import mode
+from tests.helpers.file_modes import mode
 
 
 def test_a_model_servers_socket_directory_is_the_users_alone_and_a_dead_proxys_are_swept(tmp_path, monkeypatch):

@@ -17,6 +17,7 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.helpers.error_bodies import ERROR_KEYS, LEAKS, assert_error
 from tests.helpers.iris import CLASSES, FEATURES
 from tests.helpers.json_documents import any_json
 from tests.helpers.proxies import ROW, running_proxy, start_proxy
@@ -27,18 +28,7 @@ pytestmark = pytest.mark.slow
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.2, 2.9, 4.3, 1.3], [7.7, 2.6, 6.9, 2.3]]
 RECORDS = [dict(zip(FEATURES, row)) for row in ROWS]
 SPLIT = {"dataframe_split": {"columns": list(FEATURES), "data": ROWS}}
-ERROR_KEYS = {"error_code", "message", "details"}
-LEAKS = ("Traceback", "stack_trace", "site-packages", 'File "', ".py")
 PROPERTY = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-
-
-def assert_error(response: requests.Response, status: int, error_code: str) -> dict:
-    assert response.status_code == status, response.text
-    assert response.headers["Content-Type"].startswith("application/json")
-    body = response.json()
-    assert set(body) == ERROR_KEYS and body["error_code"] == error_code
-    assert not any(leak in response.text for leak in LEAKS)
-    return body
 
 
 def assert_clean(response: requests.Response, sent: bytes) -> None:

@@ -23,11 +23,11 @@ from bench.traffic import ROWS, Traffic
 from iris_core.alias_history import move_alias
 from iris_core.contract import MoveKind, Tag
 from iris_core.errors import EXIT_OK, EXIT_WAITING
+from tests.helpers.metrics_scrape import sample, scrape
 from tests.helpers.proxies import START_TIMEOUT, running_proxy, serving_env
 from tests.helpers.readme import page_command
 from tests.helpers.support import wait_until
 from tests.helpers.tracking import REPO, Registry, sqlite_uri
-from tests.integration.serving.test_monitoring import sample, scrape
 
 pytestmark = pytest.mark.slow
 

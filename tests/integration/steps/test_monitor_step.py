@@ -6,9 +6,8 @@ import sys
 import pytest
 
 from iris_core.contract import MONITORING_EXPERIMENT
-from tests.helpers.tracking import REPO, mlflow_cli
-from tests.helpers.traffic import write_log
-from tests.unit.steps.test_monitor_step import monitoring_runs, served_traffic
+from tests.helpers.tracking import REPO, mlflow_cli, monitoring_runs
+from tests.helpers.traffic import served_traffic, write_log
 
 
 def step(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:

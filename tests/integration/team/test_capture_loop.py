@@ -20,10 +20,9 @@ from iris_core.contract import HOLDOUT_SPLIT_ARTIFACT, CycleDecision, Tag
 from iris_core.table.iris import IRIS
 from serving.upstreams.servers import serve_command, upstream_env
 from tests.helpers.support import free_port, http_ok, stop_process, wait_until
-from tests.helpers.team import env_without_store
+from tests.helpers.team import env_without_store, project
 from tests.helpers.tracking import REPO
 from tests.helpers.traffic import new_cultivar
-from tests.integration.team.test_team_server import project
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:starlette.middleware.wsgi is deprecated")]
 

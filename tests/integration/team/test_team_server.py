@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from tests.helpers.support import free_port, http_ok, start_logged, stop_process, wait_until
-from tests.helpers.team import EXPERIMENT, MODEL_NAME, START_SCRIPT, User, env_without_store, require_postgres
+from tests.helpers.team import EXPERIMENT, MODEL_NAME, START_SCRIPT, User, env_without_store, project, require_postgres
 from tests.helpers.tracking import REPO, mlflow_cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:starlette.middleware.wsgi is deprecated")]
@@ -30,19 +30,6 @@ BOUNDED_RETRIES = {
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "15",
 }
-
-
-def project(module: str, *args: str, env: dict, cwd, timeout: float = 180) -> subprocess.CompletedProcess:
-    """``python -m MODULE ARGS`` as a team member runs it: only the environment names the server."""
-    return subprocess.run(
-        [sys.executable, "-m", module, *args],
-        cwd=cwd,
-        env={**env_without_store(), **env},
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 @pytest.fixture

@@ -7,10 +7,9 @@ The figures themselves are measured on a quiet machine, never here.
 import re
 
 from bench.goals import Goal, report
+from tests.helpers.bench_scripts import SCRIPTS
 from tests.helpers.readme import pages
 from tests.helpers.tracking import REPO
-
-SCRIPTS = sorted(p.stem for p in (REPO / "bench").glob("*.py") if 'if __name__ == "__main__":' in p.read_text())
 
 
 def test_the_scripts_are_found():

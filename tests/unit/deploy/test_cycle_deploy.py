@@ -6,9 +6,18 @@ from pathlib import Path
 import click
 import pytest
 
-from tests.helpers.deploy.specs import DEPLOY, PIPELINE_DOCKERFILE, arguments, copies, image_cmd, k8s, workdir
+from tests.helpers.deploy.specs import (
+    DEPLOY,
+    PIPELINE_DOCKERFILE,
+    arguments,
+    copies,
+    image_cmd,
+    k8s,
+    mlflow_envvars,
+    serving_container,
+    workdir,
+)
 from tests.helpers.tracking import REPO
-from tests.unit.deploy.test_deploy_files import mlflow_envvars, serving_container
 
 CRON_FIELD = re.compile(r"(\*|\d+(-\d+)?)(/\d+)?(,(\*|\d+(-\d+)?)(/\d+)?)*")
 

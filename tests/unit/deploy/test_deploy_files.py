@@ -23,6 +23,8 @@ from tests.helpers.deploy.specs import (
     image_env,
     k8s,
     k8s_documents,
+    mlflow_envvars,
+    serving_container,
     workdir,
 )
 from tests.helpers.tracking import REPO
@@ -36,12 +38,6 @@ def serving_envvars() -> dict[str, str]:
     from serving.cli import serve
 
     return {p.envvar: p.name for p in serve.params if isinstance(p, click.Option) and p.envvar}
-
-
-def mlflow_envvars() -> set[str]:
-    import mlflow.environment_variables as variables
-
-    return {v.name for v in vars(variables).values() if hasattr(v, "name") and hasattr(v, "get")}
 
 
 def known_variables() -> set[str]:
@@ -299,12 +295,6 @@ def test_compose_secrets_come_from_the_env_file_not_from_the_compose_file():
 
 
 # -- Kubernetes ------------------------------------------------------------------------------
-
-
-def serving_container() -> dict:
-    (deployment,) = k8s("Deployment")
-    (container,) = deployment["spec"]["template"]["spec"]["containers"]
-    return container
 
 
 def test_the_deployment_probes_ready_and_health_on_the_service_port():

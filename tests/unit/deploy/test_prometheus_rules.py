@@ -9,11 +9,7 @@ import re
 import yaml
 
 from steps.common.config import GateThresholds, PerformanceThresholds
-from tests.helpers.deploy.promql import rules
-from tests.helpers.tracking import REPO
-
-PROMETHEUS_DIR = REPO / "deploy" / "prometheus"
-RULE_TESTS = sorted(PROMETHEUS_DIR.glob("*_test.yaml"))
+from tests.helpers.deploy.promql import RULE_TESTS, rules
 
 
 def alerts() -> dict[str, dict]:

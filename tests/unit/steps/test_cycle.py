@@ -5,28 +5,20 @@ format, with their true labels in the feedback log. A new cultivar the pipeline 
 (``tests.helpers.traffic.new_cultivar``) is what the champion gets wrong.
 """
 
-import io
 import json
 
 import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from iris_core.contract import CYCLE_EXPERIMENT, HOLDOUT_SPLIT_ARTIFACT, RETRAIN_CLAIM_TAG, TRAINING_EXPERIMENT
+from iris_core.contract import CYCLE_EXPERIMENT, RETRAIN_CLAIM_TAG, TRAINING_EXPERIMENT
 from iris_core.table.iris import IRIS
 from steps import cycle, retrain
 from steps.common.errors import GateFailed
-from tests.helpers.tracking import REPO
-from tests.helpers.traffic import new_cultivar, scored_by, write_labels, write_log
+from tests.helpers.tracking import REPO, runs
+from tests.helpers.traffic import holdout_of, new_cultivar, scored_by, write_labels, write_log
 
 LABEL = IRIS.label
-
-
-def holdout_of(registry, version: str) -> pd.DataFrame:
-    import mlflow
-
-    run_id = registry.client().get_model_version("iris", version).run_id
-    return pd.read_csv(io.StringIO(mlflow.artifacts.load_text(f"runs:/{run_id}/{HOLDOUT_SPLIT_ARTIFACT}")))
 
 
 def served(tmp_path, version: str, rows: pd.DataFrame, prefix: str) -> tuple:
@@ -36,12 +28,6 @@ def served(tmp_path, version: str, rows: pd.DataFrame, prefix: str) -> tuple:
     labels = [(f"{prefix}-{i}", 0, species) for i, species in enumerate(rows[LABEL])]
     feedback = write_labels(tmp_path / "feedback.jsonl", labels)
     return predictions, feedback
-
-
-def runs(client, experiment: str, **tags):
-    found = client.get_experiment_by_name(experiment)
-    query = " and ".join(f"tags.{k} = '{v}'" for k, v in tags.items())
-    return client.search_runs([found.experiment_id], query) if found else []
 
 
 def cycle_args(predictions, feedback, *extra):

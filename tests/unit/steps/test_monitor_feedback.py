@@ -10,8 +10,8 @@ from iris_core.contract import HOLDOUT_SPLIT_ARTIFACT
 from iris_core.table.iris import IRIS
 from steps.common.errors import InvalidParameter, PerformanceDropped
 from steps.monitor import LIVE_CONFUSION_ARTIFACT, REPORT_ARTIFACT, main
+from tests.helpers.tracking import monitoring_runs
 from tests.helpers.traffic import write_labels, write_log
-from tests.unit.steps.test_monitor_step import monitoring_runs
 
 FEATURES, LABEL = IRIS.feature_names, IRIS.label
 

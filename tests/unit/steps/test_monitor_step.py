@@ -1,37 +1,13 @@
 """The ``monitor`` step against a real registry, in process (as ``python -m steps.monitor`` and through ``mlflow run``: ``tests/integration/steps/test_monitor_step.py``)."""
 
-import pandas as pd
 from click.testing import CliRunner
 
-from iris_core.contract import HOLDOUT_SPLIT_ARTIFACT, MONITORING_EXPERIMENT
 from iris_core.table.iris import IRIS
 from steps.monitor import PLOTS_DIR, REPORT_ARTIFACT, DriftDetected, main
-from tests.helpers.traffic import write_log
+from tests.helpers.tracking import monitoring_runs
+from tests.helpers.traffic import served_traffic, write_log
 
 FEATURES = IRIS.feature_names
-
-
-def served_traffic(registry, version: str, shift: str | None = None, rows: int | None = None) -> pd.DataFrame:
-    """The version's held-out rows (resampled to ``rows`` and shifted on request), scored by the version itself."""
-    import io
-
-    import mlflow
-
-    client = registry.client()
-    run_id = client.get_model_version(registry.model_name, version).run_id
-    holdout = pd.read_csv(io.StringIO(mlflow.artifacts.load_text(f"runs:/{run_id}/{HOLDOUT_SPLIT_ARTIFACT}")))
-    frame = holdout[list(FEATURES)]
-    if rows is not None:
-        frame = frame.sample(rows, replace=rows > len(frame), random_state=0).reset_index(drop=True)
-    if shift:
-        frame = frame.assign(**{shift: frame[shift] + holdout[shift].std()})
-    out = mlflow.pyfunc.load_model(f"models:/{registry.model_name}/{version}").predict(frame)
-    return frame.assign(prediction=out["prediction"].to_numpy(), confidence=out["confidence"].to_numpy())
-
-
-def monitoring_runs(client):
-    experiment = client.get_experiment_by_name(MONITORING_EXPERIMENT)
-    return client.search_runs([experiment.experiment_id]) if experiment else []
 
 
 def test_held_out_traffic_of_the_champion_is_no_drift_with_its_report_plots_and_tags(registry, tmp_path):

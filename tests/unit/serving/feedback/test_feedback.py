@@ -8,7 +8,6 @@ import asyncio
 
 import orjson
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from iris_core.records import read_feedback_log
 from serving.config import ServingConfig
@@ -16,36 +15,12 @@ from serving.errors import ConfigError
 from serving.feedback.answers import AnswerMemory, LiveAccuracy, Outcome, count, judge
 from serving.feedback.labels import parse_feedback
 from serving.protocols.scoring import ValidationError
-from serving.rollout.router import Router
-from serving.upstreams.servers import Upstream, UpstreamState
-from tests.helpers.apps import serve_in_process
+from tests.helpers.apps import TOKEN
 from tests.helpers.fakes import IRIS_FACTS
-from tests.helpers.iris import CLASSES, FEATURES
+from tests.helpers.feedback_app import SETOSA, VERSICOLOR, VIRGINICA, RuleModel, score, send, serve
+from tests.helpers.iris import CLASSES
+from tests.helpers.metrics_scrape import scrape_app
 from tests.helpers.support import wait_until
-
-SETOSA, VERSICOLOR, VIRGINICA = [5.1, 3.5, 1.4, 0.2], [5.9, 3.0, 4.2, 1.5], [6.7, 3.0, 5.2, 2.3]
-TOKEN = {"Authorization": "Bearer t0ken"}
-
-
-class RuleModel(Upstream):
-    """A model server that answers at once, by petal size, as version ``version``."""
-
-    def __init__(self, version: str):
-        super().__init__(version, facts=IRIS_FACTS)
-        self.state = UpstreamState.READY
-
-    async def score(self, session, rows, timeout):
-        def record(row):
-            index = 0 if row[2] < 2.5 else 1 if row[3] < 1.75 else 2
-            scores = {name: 0.9 if i == index else 0.05 for i, name in enumerate(CLASSES)}
-            return {
-                "prediction": CLASSES[index],
-                "prediction_index": index,
-                "confidence": 0.9,
-                "confidence_scores": scores,
-            }
-
-        return [record(row) for row in rows]
 
 
 def parse(body, max_items: int = 100):
@@ -193,43 +168,6 @@ def test_feedback_needs_the_prediction_log_and_another_file():
 # -- the endpoint, in process ----------------------------------------------------------------
 
 
-def serve(tmp_path, body, **settings):
-    """Run ``body(client, router)`` against the real app, a RuleModel as version 1 behind it."""
-
-    def setup(config):
-        router = Router(config, None)
-        router.live = RuleModel("1")
-        return router, (router,)
-
-    defaults = {"model_uris": ("models:/iris/1",), "feedback_log": str(tmp_path / "feedback.jsonl")}
-    serve_in_process(tmp_path, setup, body, **{**defaults, **settings})
-
-
-async def score(client, rows, request_id=None):
-    headers = {**TOKEN, **({"X-Request-Id": request_id} if request_id else {})}
-    response = await client.post(
-        "/invocations", json={"dataframe_split": {"columns": list(FEATURES), "data": rows}}, headers=headers
-    )
-    assert response.status == 200
-    return response.headers["X-Request-Id"], [p["prediction"] for p in (await response.json())["predictions"]]
-
-
-async def send(client, body, headers=TOKEN):
-    response = await client.post(
-        "/feedback", data=orjson.dumps(body), headers={**headers, "Content-Type": "application/json"}
-    )
-    return response.status, await response.json()
-
-
-async def scrape(client) -> dict:
-    text = await (await client.get("/metrics")).text()
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-
-
 def test_labels_of_answered_rows_make_live_accuracy_per_version_in_metrics_and_health(tmp_path):
     async def body(client, router):
         first, classes = await score(client, [SETOSA, VERSICOLOR, VIRGINICA])
@@ -248,7 +186,7 @@ def test_labels_of_answered_rows_make_live_accuracy_per_version_in_metrics_and_h
         second, _ = await score(client, [SETOSA], request_id="client-chosen-id")
         assert second == "client-chosen-id"
         assert (await send(client, {"request_id": second, "label": "setosa"}))[0] == 200
-        samples = await scrape(client)
+        samples = await scrape_app(client)
         assert samples[("proxy_live_labeled_rows_total", (("model", "iris"), ("version", "1")))] == 3
         assert samples[("proxy_live_correct_rows_total", (("model", "iris"), ("version", "1")))] == 2
         assert samples[("proxy_live_accuracy", (("model", "iris"), ("version", "1")))] == pytest.approx(2 / 3)
@@ -272,7 +210,7 @@ def test_a_label_for_a_request_the_proxy_does_not_remember_is_logged_and_counted
     async def body(client, router):
         status, answer = await send(client, {"request_id": "from-another-replica", "row": 4, "label": "versicolor"})
         assert (status, answer["not_remembered"], answer["counted"]) == (200, 1, 0)
-        samples = await scrape(client)
+        samples = await scrape_app(client)
         assert samples[("proxy_feedback_labels_total", (("outcome", "not_remembered"),))] == 1
         assert not any(name == "proxy_live_labeled_rows_total" for name, _ in samples)
 
@@ -316,7 +254,7 @@ def test_feedback_needs_the_token_and_a_small_enough_body(tmp_path):
         assert (status, error["error_code"]) == (413, "TOO_MANY_ITEMS")
         response = await client.get("/feedback")
         assert response.status == 405 and response.headers["Allow"] == "POST"
-        samples = await scrape(client)
+        samples = await scrape_app(client)
         assert samples[("proxy_feedback_requests_total", (("code", "401"),))] == 1
         assert samples[("proxy_feedback_requests_total", (("code", "413"),))] == 2
 
@@ -348,7 +286,7 @@ def test_a_feedback_log_that_cannot_be_written_refuses_labels_with_503_and_scori
         response = await client.post("/feedback", json={"request_id": request_id, "label": "setosa"}, headers=TOKEN)
         assert response.status == 503 and response.headers["Retry-After"]
         assert (await response.json())["error_code"] == "FEEDBACK_LOG_UNAVAILABLE"
-        samples = await scrape(client)
+        samples = await scrape_app(client)
         assert not any(name == "proxy_live_labeled_rows_total" for name, _ in samples)
 
     serve(tmp_path, body, feedback_log=str(tmp_path / "a-directory"))
@@ -364,7 +302,7 @@ def test_every_class_name_round_trips_through_the_log(tmp_path):
 
 
 def test_an_open_inference_answer_takes_labels_like_any_other(tmp_path):
-    from tests.unit.serving.protocols.test_open_inference import feature_inputs
+    from tests.helpers.open_inference import feature_inputs
 
     async def body(client, router):
         response = await client.post(
@@ -378,7 +316,7 @@ def test_an_open_inference_answer_takes_labels_like_any_other(tmp_path):
             [{"request_id": "v2-request", "row": 0, "label": 0}, {"request_id": "v2-request", "row": 1, "label": 0}],
         )
         assert (status, answer["counted"]) == (200, 2)
-        samples = await scrape(client)
+        samples = await scrape_app(client)
         assert samples[("proxy_live_correct_rows_total", (("model", "iris"), ("version", "1")))] == 1
 
     serve(tmp_path, body)

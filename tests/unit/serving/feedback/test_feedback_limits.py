@@ -5,7 +5,8 @@ In process, through the real app, as ``test_feedback.py`` (whose helpers these a
 
 from iris_core.records import MAX_LABEL, read_feedback_log, rotated_files
 from serving.feedback.service import KEPT_FOR_S, LabelBudget, label_bytes
-from tests.unit.serving.feedback.test_feedback import SETOSA, VIRGINICA, score, scrape, send, serve
+from tests.helpers.feedback_app import SETOSA, VIRGINICA, score, send, serve
+from tests.helpers.metrics_scrape import scrape_app
 
 
 def test_a_reused_request_id_does_not_make_a_labeled_row_count_twice_in_live_accuracy(tmp_path):
@@ -15,7 +16,7 @@ def test_a_reused_request_id_does_not_make_a_labeled_row_count_twice_in_live_acc
         await score(client, [VIRGINICA], request_id="reused-id")  # the client sends the same id again
         status, answer = await send(client, {"request_id": "reused-id", "label": "setosa"})
         assert (status, answer["counted"], answer["duplicate"]) == (200, 0, 1)
-        samples = await scrape(client)
+        samples = await scrape_app(client)
         assert samples[("proxy_live_labeled_rows_total", (("model", "iris"), ("version", "1")))] == 1
 
     serve(tmp_path, body)
@@ -50,7 +51,7 @@ def test_junk_labels_sent_as_fast_as_they_are_taken_cannot_rotate_a_real_label_o
                 retry_after.add(int(response.headers["Retry-After"]))
         assert 429 in statuses and set(statuses) == {200, 429}
         assert min(retry_after) > 0
-        samples = await scrape(client)
+        samples = await scrape_app(client)
         assert samples[("proxy_feedback_requests_total", (("code", "429"),))] == statuses.count(429)
 
     serve(tmp_path, body, **settings)

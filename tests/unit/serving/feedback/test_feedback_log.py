@@ -16,8 +16,8 @@ from iris_core.table.iris import IRIS
 from serving.feedback.log import FeedbackLogWriter
 from serving.files.log_writer import DROPPED_QUEUE_FULL, DROPPED_WRITE_ERROR
 from serving.observability.prediction_log import PredictionLogWriter
+from tests.helpers.log_writers import Tally, submit
 from tests.helpers.support import wait_until
-from tests.unit.serving.observability.test_prediction_log import Tally, submit
 
 FEATURES = IRIS.feature_names
 

@@ -1,21 +1,17 @@
 """The files that hold requests' data, and the model servers' sockets, are their owner's alone, whatever the umask."""
 
 import os
-import stat
 
 import pytest
 
 from serving.feedback.log import FeedbackLogWriter
 from serving.files.private import open_private
 from serving.observability.prediction_log import PredictionLogWriter
+from tests.helpers.file_modes import mode
 from tests.helpers.iris import FEATURES
 from tests.helpers.support import wait_until
 
 ROW = [5.1, 3.5, 1.4, 0.2]
-
-
-def mode(path) -> int:
-    return stat.S_IMODE(os.stat(path).st_mode)
 
 
 @pytest.fixture

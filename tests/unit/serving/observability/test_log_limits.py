@@ -13,8 +13,8 @@ from serving.feedback.log import FeedbackLogWriter
 from serving.files import log_writer
 from serving.files.log_writer import DEFAULT_QUEUE_ROWS, DROPPED_QUEUE_FULL
 from serving.observability.prediction_log import PredictionLogWriter
+from tests.helpers.log_writers import ROW, Tally, submit
 from tests.helpers.support import wait_until
-from tests.unit.serving.observability.test_prediction_log import ROW, Tally, submit
 
 
 def test_the_queue_is_bounded_in_rows_so_two_requests_at_the_row_limit_fill_it():

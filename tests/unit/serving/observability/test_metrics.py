@@ -1,20 +1,9 @@
 """ProxyMetrics on its own: what it exposes, parsed back with prometheus_client's own parser."""
 
 import pytest
-from prometheus_client import generate_latest
-from prometheus_client.parser import text_string_to_metric_families
 
 from serving.observability.metrics import ProxyMetrics
-
-
-def samples(metrics: ProxyMetrics) -> dict[tuple[str, tuple], float]:
-    """Every sample of the exposition as {(name, sorted labels): value}."""
-    text = generate_latest(metrics.registry).decode()
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
+from tests.helpers.metrics_scrape import samples
 
 
 def value(metrics: ProxyMetrics, name: str, **labels) -> float | None:

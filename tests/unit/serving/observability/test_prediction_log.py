@@ -7,40 +7,10 @@ import orjson
 import pytest
 
 from iris_core.records import FIELDS, encode, make_record, read_log
-from iris_core.table.iris import IRIS
 from serving.files.log_writer import DROPPED_QUEUE_FULL, DROPPED_WRITE_ERROR, RotatingFile
 from serving.observability.prediction_log import PredictionLogWriter
+from tests.helpers.log_writers import FEATURES, ROW, Tally, submit
 from tests.helpers.support import wait_until
-
-FEATURES = IRIS.feature_names
-
-ROW = [5.1, 3.5, 1.4, 0.2]
-
-
-class Tally:
-    """Collects what the writer reports, as the metrics would."""
-
-    def __init__(self):
-        self.written = 0
-        self.dropped: dict[str, int] = {}
-
-    def on_written(self, rows):
-        self.written += rows
-
-    def on_dropped(self, reason, rows):
-        self.dropped[reason] = self.dropped.get(reason, 0) + rows
-
-
-def submit(writer, request_id="r1", rows=(ROW,), version="2"):
-    return writer.submit(
-        request_id=request_id,
-        model_name="iris",
-        model_version=version,
-        names=FEATURES,
-        rows=list(rows),
-        predictions=[{"prediction": "setosa", "confidence": 0.97}] * len(rows),
-        latency_ms=3.25,
-    )
 
 
 def record(request_id="r0000", version="2", confidence=0.97, latency_ms=3.25) -> dict:

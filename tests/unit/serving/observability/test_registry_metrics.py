@@ -11,9 +11,9 @@ from types import SimpleNamespace
 from serving.config import ServingConfig
 from serving.observability.metrics import ProxyMetrics
 from serving.rollout.router import Router
+from tests.helpers.fake_router import run  # a router following @champion (version 1, up), polled by hand
 from tests.helpers.fakes import settle
-from tests.unit.serving.observability.test_metrics import samples
-from tests.unit.serving.rollout.test_router import run  # a router following @champion (version 1, up), polled by hand
+from tests.helpers.metrics_scrape import samples
 
 DRIFTED = {"drift_status": "drift", "performance_status": "no_performance_drop"}
 

@@ -15,9 +15,10 @@ from tritonclient.grpc import aio as triton
 from tritonclient.utils import InferenceServerException
 
 from serving.protocols.grpc import messages
+from tests.helpers.apps import TOKEN
+from tests.helpers.gateway_app import WINE_FEATURES, serve
 from tests.helpers.iris import FEATURES
 from tests.helpers.support import free_port
-from tests.unit.serving.test_gateway import TOKEN, WINE_FEATURES, serve
 
 
 def grpc_serve(tmp_path, body, **settings):

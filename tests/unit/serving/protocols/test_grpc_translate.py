@@ -10,7 +10,7 @@ from serving.errors import HttpError
 from serving.protocols.grpc import messages
 from serving.protocols.grpc.translate import infer_request, infer_response, model_metadata, status_of
 from serving.protocols.rows import Limits, RowReader, ValidationError
-from tests.unit.serving.protocols.test_open_inference import PREDICTIONS, SIGNATURE
+from tests.helpers.open_inference import PREDICTIONS, SIGNATURE
 
 LIMITS = Limits(max_rows=10)
 READER = RowReader(IRIS)

@@ -26,51 +26,11 @@ from serving.protocols.scoring import Limits, ValidationError
 from serving.registry.model_facts import standing_in
 from tests.helpers.iris import CLASSES, FEATURES
 from tests.helpers.json_documents import any_json
+from tests.helpers.open_inference import PREDICTIONS, ROWS, SIGNATURE, feature_inputs
 
 LIMITS = Limits(max_rows=10)
-ROWS = [[5.1, 3.5, 1.4, 0.2], [7.7, 2.6, 6.9, 2.3]]
-# What MLflow's ModelSignature.to_dict() gives for the pipeline's model (steps/train.py).
-MLFLOW_SIGNATURE = {
-    "inputs": json.dumps([{"type": "double", "name": name, "required": True} for name in FEATURES]),
-    "outputs": json.dumps(
-        [
-            {"type": "string", "name": "prediction", "required": True},
-            {"type": "long", "name": "prediction_index", "required": True},
-            {"type": "double", "name": "confidence", "required": True},
-            {
-                "type": "object",
-                "name": "confidence_scores",
-                "required": True,
-                "properties": {name: {"type": "double", "required": True} for name in CLASSES},
-            },
-        ]
-    ),
-    "params": None,
-}
-SIGNATURE = Signature.of(IRIS, MLFLOW_SIGNATURE)
 READER = RowReader(IRIS)
 OUTPUTS = SIGNATURE.output_names
-PREDICTIONS = [
-    {
-        "prediction": "setosa",
-        "prediction_index": 0,
-        "confidence": 0.9,
-        "confidence_scores": {"setosa": 0.9, "versicolor": 0.07, "virginica": 0.03},
-    },
-    {
-        "prediction": "virginica",
-        "prediction_index": 2,
-        "confidence": 0.8,
-        "confidence_scores": {"setosa": 0.01, "versicolor": 0.19, "virginica": 0.8},
-    },
-]
-
-
-def feature_inputs(rows=ROWS, datatype="FP64", shape_of=lambda n: [n, 1]) -> list[dict]:
-    return [
-        {"name": name, "shape": shape_of(len(rows)), "datatype": datatype, "data": [row[i] for row in rows]}
-        for i, name in enumerate(FEATURES)
-    ]
 
 
 def parse(document: dict, limits=LIMITS) -> InferRequest:

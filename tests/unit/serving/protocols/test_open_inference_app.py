@@ -16,8 +16,8 @@ from serving.upstreams.servers import Upstream, UpstreamState
 from tests.helpers.apps import serve_in_process
 from tests.helpers.fakes import IRIS_FACTS
 from tests.helpers.iris import CLASSES, FEATURES
-from tests.unit.serving.feedback.test_feedback import scrape
-from tests.unit.serving.protocols.test_open_inference import feature_inputs
+from tests.helpers.metrics_scrape import scrape_app
+from tests.helpers.open_inference import feature_inputs
 
 TOKEN = {"Authorization": "Bearer t0ken"}
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]
@@ -125,7 +125,7 @@ def test_v2_requests_are_counted_logged_and_labelled_like_the_other_scoring_requ
         assert (await response.json())["id"] == "mine"
         refused = await client.post(INFER, data=infer_body([[5.1, 3.5, 1.4, -1]]), headers=TOKEN)
         assert refused.status == 400 and refused.headers["X-Model-Version"] == "2"
-        samples = await scrape(client)
+        samples = await scrape_app(client)
         assert (
             samples[("proxy_requests_total", (("code", "200"), ("endpoint", "/v2/models/infer"), ("model", "iris")))]
             == 1

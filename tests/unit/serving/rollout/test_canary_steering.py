@@ -20,7 +20,7 @@ from serving.rollout.router import Router
 from serving.rollout.state import RolloutState
 from tests.helpers.fakes import FakeLookup, FakeServer, FakeServers, settle
 from tests.helpers.iris import CLASSES, FEATURES
-from tests.unit.serving.protocols.test_open_inference import feature_inputs
+from tests.helpers.open_inference import feature_inputs
 
 ROWS = {
     "setosa": [5.1, 3.5, 1.4, 0.2],

@@ -14,21 +14,8 @@ from serving.registry.base import RegistryState
 from serving.rollout.router import Router
 from serving.rollout.state import RolloutState
 from serving.upstreams.servers import UpstreamState
-from tests.helpers.fakes import FakeLookup, FakeServers, run_router, settle, until
-
-
-def make_router(keep_warm: int = 1) -> tuple[Router, FakeServers, FakeLookup]:
-    servers, lookup = FakeServers(), FakeLookup("1")
-    # The poll loop sleeps for an hour: each test polls by hand.
-    config = ServingConfig(poll_interval=3600, keep_warm=keep_warm, timeout=1.0)
-    router = Router(config, Resolved("1", "run-1"), lookup, make_upstream=servers)
-    router.restart_backoff_s = (0.01, 0.04)
-    router.rollout_backoff_s = (0.05, 0.2)
-    return router, servers, lookup
-
-
-def run(body):
-    run_router(make_router, body)
+from tests.helpers.fake_router import make_router, run
+from tests.helpers.fakes import FakeLookup, FakeServers, settle, until
 
 
 async def promote(router, servers, lookup, version: str) -> None:

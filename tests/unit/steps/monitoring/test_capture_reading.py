@@ -21,8 +21,16 @@ from steps.monitoring.capture_reading import read_capture
 from steps.monitoring.capture_source import CaptureSource
 from steps.monitoring.labels import read_labels
 from steps.monitoring.window import WHOLE, Window
-from tests.helpers.traffic import CAPTURE_START, new_cultivar, scored_by, write_capture, write_labels, write_log
-from tests.unit.steps.test_cycle import holdout_of, runs
+from tests.helpers.tracking import runs
+from tests.helpers.traffic import (
+    CAPTURE_START,
+    holdout_of,
+    new_cultivar,
+    scored_by,
+    write_capture,
+    write_labels,
+    write_log,
+)
 
 FEATURES, LABEL = IRIS.feature_names, IRIS.label
 DATA = "data/iris.csv"
