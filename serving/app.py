@@ -68,6 +68,8 @@ _ROUTES = {
     "/v2": "GET",  # the Open Inference Protocol (serving.protocols.open_inference_routes)
 }
 _MLFLOW_VERSION = importlib.metadata.version("mlflow").encode()
+# The ``model`` label of a request naming no served model: one series for all such names, none of them shown.
+UNKNOWN_MODEL = ""
 CONNECTIONS = web.AppKey("connections", Connections)  # the API listener's (serving.http.server)
 
 
@@ -151,7 +153,11 @@ class Proxy:
         outcome = self.outcome(protocol.endpoint, request.headers.get("X-Request-Id"))
         try:
             self._authorize(request)
-            service = protocol.service(request, self)
+            try:
+                service = protocol.service(request, self)
+            except HttpError:  # a name no model has: no model's version answered, no model's count
+                outcome.model, outcome.version = UNKNOWN_MODEL, "none"
+                raise
             upstream = protocol.upstream(request, service)
             body = await self.read_body(request)
             deadline = asyncio.get_running_loop().time() + self._timeout  # the answer comes by then

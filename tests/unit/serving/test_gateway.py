@@ -47,6 +47,22 @@ def test_a_name_no_model_has_is_a_404_listing_the_served_ones_without_echoing_it
     serve(tmp_path, body)
 
 
+def test_a_name_no_model_has_is_answered_and_counted_as_no_models(tmp_path):
+    async def body(client, iris, wine):
+        answer = await client.post("/models/beer/invocations", json={"dataframe_records": [IRIS_ROW]}, headers=TOKEN)
+        assert answer.status == 404 and answer.headers["X-Model-Version"] == "none"
+        text = await (await client.get("/metrics")).text()
+        counted = {
+            s.labels["model"]
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+            if s.name == "proxy_requests_total" and s.labels.get("code") == "404"
+        }
+        assert counted == {""}
+
+    serve(tmp_path, body)
+
+
 def test_rows_of_different_models_never_share_an_upstream_call(tmp_path):
     async def body(client, iris, wine):
         iris.hold()
