@@ -26,6 +26,17 @@ def setup_logging(level: int | str = logging.INFO) -> None:
     logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
 
 
+def stacked(*options):
+    """One decorator giving a command these click options, in this order (click applies its own bottom up)."""
+
+    def decorate(command):
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate
+
+
 def fail(message: str, code: int) -> NoReturn:
     click.echo(f"error: {message}", err=True)
     sys.exit(code)

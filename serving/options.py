@@ -18,6 +18,7 @@ from typing import Any
 
 import click
 
+from iris_core.command_line import stacked
 from serving.errors import ConfigError
 
 _OPTION = "option"  # the metadata key of a setting's Option
@@ -150,13 +151,7 @@ def options_of(settings: type) -> tuple[Option, ...]:
 
 def click_options(options: tuple[Option, ...]) -> Callable:
     """A decorator that gives a command these options, in this order."""
-
-    def decorate(command: Callable) -> Callable:
-        for option in reversed(options):
-            command = option.click_option()(command)
-        return command
-
-    return decorate
+    return stacked(*(option.click_option() for option in options))
 
 
 def check_settings(settings: Any) -> None:
@@ -165,9 +160,10 @@ def check_settings(settings: Any) -> None:
         value = getattr(settings, option.name)
         if option.parse is not None:
             try:
-                object.__setattr__(settings, option.name, option.parse(value))
+                value = option.parse(value)
             except ValueError as exc:
                 raise ConfigError(f"{option.flag} {exc}") from None
+            object.__setattr__(settings, option.name, value)
         problem = option.refusal(value)
         if problem:
             raise ConfigError(f"{option.flag} {problem}")

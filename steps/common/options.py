@@ -8,6 +8,7 @@ import functools
 
 import click
 
+from iris_core.command_line import stacked
 from iris_core.refs import DEFAULT_MODEL_NAME
 from steps.common.config import (
     DEFAULT_DATA_PATH,
@@ -20,15 +21,6 @@ from steps.common.config import (
     PerformanceThresholds,
     TrainConfig,
 )
-
-
-def _stack(*options):
-    def decorate(function):
-        for option in reversed(options):
-            function = option(function)
-        return function
-
-    return decorate
 
 
 def _settings(settings: type, into: str, **helps: str | None):
@@ -45,7 +37,7 @@ def _settings(settings: type, into: str, **helps: str | None):
             kwargs[into] = settings(**{name: kwargs.pop(name) for name in helps}).validated()
             return function(*args, **kwargs)
 
-        return _stack(*(_setting(settings, name, help) for name, help in helps.items()))(command)
+        return stacked(*(_setting(settings, name, help) for name, help in helps.items()))(command)
 
     return decorate
 
@@ -90,7 +82,7 @@ strict = click.option(
 model_name = click.option("--model-name", default=DEFAULT_MODEL_NAME, show_default=True, help="Registered model.")
 
 # The table a step trains on: where it is, its label, and the contract it is checked against.
-table = _stack(data_path, label, contract)
+table = stacked(data_path, label, contract)
 
 training = _settings(
     TrainConfig,
@@ -126,7 +118,7 @@ feedback = click.option(
     "of them; joined with the predictions. Optional.",
 )
 # The part of a capture a step reads; strings, since MLflow passes every parameter as one.
-window = _stack(
+window = stacked(
     click.option(
         "--since",
         default="",
@@ -137,7 +129,7 @@ window = _stack(
     click.option("--hours", default="", help="... or the last N hours (before --until, or now)."),
 )
 # What a step reads of live traffic: the predictions, their labels, and the window of a capture.
-live_traffic = _stack(predictions, feedback, window)
+live_traffic = stacked(predictions, feedback, window)
 
 drift = _settings(
     DriftThresholds,
